@@ -1,0 +1,83 @@
+"""`nestling run | cv | tune | collect | status`: the command line. No torch import happens here.
+
+Bad input -> one line on stderr and exit 2, before anything is created. Exit 0 when the tree completed (failed
+runs are reported, not fatal), 1 when every run failed or on an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nestling import __version__
+from nestling.errors import UsageError
+
+COMMANDS = {
+    "run": "train one run (fold --fold of --fold_method, first seed)",
+    "cv": "cross-validate one hyperparameter set: n_folds x seeds runs, scored into run_infos.parquet",
+    "tune": "sample hyperparameter sets from --hpconfig and cross-validate each; ranks the trials",
+    "collect": "rebuild run_infos.parquet / tune_infos.parquet of a tune, cv or run dir from its run results",
+    "status": "count and list the runs of a tune, cv or run dir by state",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except UsageError as exc:
+        print(f"nestling: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nestling: interrupted; finished runs are kept, resume with --resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        _print_help()
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"nestling {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command in ("run", "cv", "tune"):
+        from nestling.commands import execute_plan
+
+        return execute_plan(command, rest)
+    if command == "collect":
+        return _collect(rest)
+    if command == "status":
+        from nestling.status import status_main
+
+        return status_main(rest)
+    raise UsageError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)} (see nestling --help)")
+
+
+def _print_help() -> None:
+    print("usage: nestling {run,cv,tune,collect,status} [options]\n")
+    print("How a model is born: tune -> cross-validation -> training run.\n")
+    for name, text in COMMANDS.items():
+        print(f"  {name:<8} {text}")
+    print("\nnestling COMMAND --help lists the options of a command.")
+
+
+def _collect(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="nestling collect", description=COMMANDS["collect"])
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    from nestling.collect import collect
+    from nestling.report import print_summary
+
+    if not args.dir.exists():
+        raise UsageError(f"{str(args.dir)!r} does not exist; pass a tune, cv or run directory")
+    collected = collect(args.dir)
+    if not args.quiet:
+        print_summary(collected)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

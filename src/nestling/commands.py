@@ -1,0 +1,82 @@
+"""`nestling run | cv | tune`: parse, check, plan, write the tree, launch, collect, report.
+
+Everything that can be wrong with the input is found by `preflight.prepare` and `launchers.make_launcher` before
+the first directory is created.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from nestling import naming
+from nestling.config import PARALLEL_STRATEGIES, Config, parse_config
+from nestling.records import write_json
+
+DESCRIPTIONS = {
+    "run": "Train one run.",
+    "cv": "Cross-validate one hyperparameter set.",
+    "tune": "Tune hyperparameters: one cross-validation per sampled set.",
+}
+
+
+def execute_plan(kind: str, argv: list[str]) -> int:
+    from nestling.artifacts import write_plan
+    from nestling.launch.factory import make_launcher
+    from nestling.plan import work_units
+    from nestling.preflight import prepare
+    from nestling.progress import RunProgress
+
+    config = parse_config(argv, prog=f"nestling {kind}", description=DESCRIPTIONS[kind])
+    prepared = prepare(config, kind)
+    plan = prepared.plan
+    launcher = make_launcher(config, prepared)
+    strategy = config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
+    units = work_units(plan, strategy, config.launch.runs_per_task)
+    write_plan(plan, prepared.splits)
+    quiet = config.logging.quiet
+    if not quiet:
+        print(f"{kind} {plan.name}: {len(plan.runs)} runs in {len(units)} work units -> {plan.root}")
+    with RunProgress(len(plan.runs), f"{kind} {plan.name}", quiet=quiet) as progress:
+        record = launcher.launch(plan.root, units, progress)
+        _save_launch(plan.root, record)
+        if launcher.detached:
+            if not config.launch.wait:
+                _print_follow_up(plan.root, record, quiet)
+                return 0
+            launcher.wait(record, progress)
+    return _finish(plan.root, quiet)
+
+
+def _save_launch(root: Any, record: dict[str, Any]) -> None:
+    """launch.json keeps every launch of a plan (resume appends one)."""
+    path = root / naming.LAUNCH
+    history: list[dict[str, Any]] = []
+    if path.exists():
+        from nestling.records import read_json
+
+        history = read_json(path).get("launches", [])
+    record = {**record, "saved_at": time.time()}
+    write_json(path, {"launches": [*history, record]})
+
+
+def _print_follow_up(root: Any, record: dict[str, Any], quiet: bool) -> None:
+    jobs = ", ".join(str(j) for j in record.get("job_ids", []))
+    print(f"submitted: jobs {jobs}; collector job {record.get('collector_job_id')}")
+    print(f"follow:    nestling status {root} --watch")
+    print(f"results:   nestling collect {root}   (the collector job runs it when the jobs end)")
+
+
+def _finish(root: Any, quiet: bool) -> int:
+    from nestling.collect import collect
+    from nestling.report import print_summary
+
+    collected = collect(root)
+    if not quiet:
+        print_summary(collected)
+    counts = collected.counts
+    return 0 if counts["success"] > 0 else 1
+
+
+def describe(config: Config) -> str:  # pragma: no cover - used by --dry_run summaries later
+    return f"{config.launch.launcher} launcher"

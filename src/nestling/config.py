@@ -1,0 +1,350 @@
+"""Frozen option groups, parsed with simple-parsing from a config file and the command line.
+
+Precedence: built-in defaults < `--config FILE` (flat keys named like the flags, task hyperparameters in a
+`[hparams]` table) < command-line flags; `--hp KEY=VALUE` overrides one hyperparameter. Unknown keys are an error that
+suggests the closest valid key. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import simple_parsing as sp
+import tomllib
+from simple_parsing.helpers import list_field
+
+from nestling.errors import UsageError
+
+PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")
+LAUNCHERS = ("local", "submitit-local", "slurm")
+DDP_LIKE = ("ddp", "ddp_fork", "ddp_spawn", "ddp_notebook", "fsdp", "deepspeed", "auto")
+
+
+@dataclass(frozen=True)
+class Data:
+    """Which task, and how its samples are split into test set and folds."""
+
+    task: str = "synthetic-segmentation"  # built-in short name or "module:attr" (Task instance, class or factory)
+    fold_method: str = "kfold"  # kfold | stratified | shuffle | region | region-stratified | none
+    n_folds: int = 5  # number of folds (validation splits)
+    fold_seed: int = 42  # seed of the fold assignment; independent of the run seeds
+    test_split: str = "none"  # none | random | region
+    test_fraction: float = 0.2  # fraction of samples held out for testing with --test_split random
+    test_regions: list[str] = list_field()  # regions held out for testing with --test_split region
+
+
+@dataclass(frozen=True)
+class Training:
+    """What one training run does."""
+
+    max_epochs: int = 10
+    early_stopping_patience: int = 0  # epochs without improvement of the first scoring metric; 0 = off
+    hp: list[str] = sp.field(default_factory=list, action="append", type=str, nargs="+", required=False)  # KEY=VALUE, repeatable
+    fold: int = 0  # the fold `nestling run` trains on
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Seeds per fold and how the runs of a cross-validation are scored."""
+
+    n_seeds: int = 3  # seeds 42, 21, 69, then more drawn reproducibly
+    seeds: list[int] = list_field()  # explicit seeds (overrides --n_seeds)
+    scoring_metric: list[str] = list_field("val/JaccardIndex", "val/Recall")  # NAME[:higher|:lower]
+    multi_score_strategy: str = "geometric"  # geometric | harmonic | arithmetic | min
+
+
+@dataclass(frozen=True)
+class Tune:
+    """How hyperparameter sets are drawn."""
+
+    hpconfig: str | None = None  # TOML/YAML file with a `hyperparameters` table
+    n_trials: int = 10
+    sampler: str = "random"  # random | grid
+    tune_seed: int = 0  # same seed, same trials
+
+
+@dataclass(frozen=True)
+class Device:
+    """Passed to Lightning's Trainer; cv-parallel / tune-parallel run work units side by side instead."""
+
+    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps
+    strategy: str = "auto"  # a Lightning strategy, or cv-parallel | tune-parallel
+    devices: list[str] = list_field("auto")  # auto, a count (2), or ids (0 2 5)
+    num_nodes: int = 1
+
+
+@dataclass(frozen=True)
+class Logging:
+    """Where artifacts go and how a run is named and tracked."""
+
+    artifact_dir: str = "artifacts"
+    name: str | None = None  # tune/cv/run name; generated when omitted
+    wandb_project: str | None = None  # enables Weights & Biases (honours WANDB_MODE=offline)
+    wandb_entity: str | None = None
+    quiet: bool = False  # no progress bar, no tables
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How work units are executed: in local worker processes, or as submitit jobs (local or SLURM)."""
+
+    launcher: str = "local"  # local | submitit-local | slurm
+    dry_run: bool = False  # write and print the job scripts, submit nothing
+    wait: bool = False  # with slurm: block with a progress bar until every job ended
+    partition: str | None = None
+    time_min: int = 60  # time limit of one job, minutes
+    cpus_per_task: int = 2
+    mem_gb: float = 8.0
+    gpus_per_task: int | None = None  # default: the devices of one work unit (0 with --accelerator cpu)
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = 64  # at most this many array tasks run at once
+    slurm_setup: list[str] = list_field()  # shell lines run before the worker, e.g. "module load cuda"
+    slurm_extra: list[str] = sp.field(default_factory=list, action="append", type=str, nargs="+", required=False)  # KEY=VALUE sbatch options
+    submitit_dir: str | None = None  # default: {plan dir}/_submitit
+    max_array_size: int | None = None  # default: MaxArraySize from `scontrol show config`, else 1001
+    runs_per_task: int = 1  # pack this many runs into one worker process (short runs)
+
+
+@dataclass(frozen=True)
+class Container:
+    """Run every worker inside an image (apptainer/singularity .sif, or docker/podman)."""
+
+    container_image: str | None = None
+    container_runtime: str = "auto"  # auto | apptainer | singularity | docker | podman
+    container_bind: list[str] = sp.field(default_factory=list, action="append", type=str, nargs="+", required=False)  # SRC[:DST[:ro]]
+    container_env: list[str] = sp.field(default_factory=list, action="append", type=str, nargs="+", required=False)  # KEY=VALUE
+    container_args: str = ""  # extra runtime flags
+
+
+GROUPS: dict[str, type] = {
+    "data": Data,
+    "training": Training,
+    "cv": CrossValidation,
+    "tune": Tune,
+    "device": Device,
+    "logging": Logging,
+    "launch": Launch,
+    "container": Container,
+}
+FILE_ONLY_KEYS = ("hparams", "hyperparameters")  # tables a config file may hold besides the flags
+APPEND_FIELDS = ("hp", "slurm_extra", "container_bind", "container_env")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one invocation needs; `hparams` are the task hyperparameter overrides (file + --hp)."""
+
+    data: Data = field(default_factory=Data)
+    training: Training = field(default_factory=Training)
+    cv: CrossValidation = field(default_factory=CrossValidation)
+    tune: Tune = field(default_factory=Tune)
+    device: Device = field(default_factory=Device)
+    logging: Logging = field(default_factory=Logging)
+    launch: Launch = field(default_factory=Launch)
+    container: Container = field(default_factory=Container)
+    hparams: dict[str, Any] = field(default_factory=dict)
+    config_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """All options as flat key -> value, the form of a config file."""
+        out: dict[str, Any] = {}
+        for group in GROUPS:
+            out.update(dataclasses.asdict(getattr(self, group)))
+        return out
+
+
+def option_names() -> dict[str, str]:
+    """Flat option name -> group attribute."""
+    return {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--config {str(path)!r} does not exist; pass the path of a TOML or YAML file")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as exc:  # both parsers raise their own types
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"--config {str(path)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {first}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {str(path)!r} must hold a table of options, not {type(data).__name__}")
+    return data
+
+
+def suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(valid))}"
+
+
+def _check_file_values(data: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
+    """Split a flat config-file table into per-group defaults, refusing unknown keys and wrong types."""
+    names = option_names()
+    per_group: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    for key, value in data.items():
+        if key in FILE_ONLY_KEYS:
+            continue
+        if key not in names:
+            raise UsageError(f"unknown key {key!r} in {path}: {suggest(key, list(names) + list(FILE_ONLY_KEYS))}")
+        group = names[key]
+        ftype = {f.name: f.type for f in dataclasses.fields(GROUPS[group])}[key]
+        per_group[group][key] = _coerce(key, value, str(ftype), path)
+    hparams = data.get("hparams", {})
+    if not isinstance(hparams, dict):
+        raise UsageError(f"[hparams] in {path} must be a table of KEY = VALUE, not {hparams!r}")
+    return per_group
+
+
+def _coerce(key: str, value: Any, ftype: str, source: str) -> Any:
+    """Give a config-file value the type of its flag, or say which type it needs."""
+    ftype = ftype.replace(" ", "")
+    if ftype.startswith("list["):
+        items = value if isinstance(value, list) else [value]
+        inner = ftype[5:-1]
+        return [_coerce(key, v, inner, source) for v in items]
+    if value is None and "None" in ftype:
+        return None
+    base = ftype.split("|")[0]
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if base == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base == "str":
+            if isinstance(value, (dict, list)):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{key} = {value!r} in {source} must be of type {base}; e.g. {key} = {_example(base)}") from None
+    return value
+
+
+def _example(base: str) -> str:
+    return {"bool": "true", "int": "3", "float": "0.5", "str": '"text"'}.get(base, "...")
+
+
+def build_parser(prog: str, description: str, defaults: dict[str, dict[str, Any]] | None = None) -> sp.ArgumentParser:
+    parser = sp.ArgumentParser(
+        prog=prog,
+        description=description,
+        add_config_path_arg=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", default=None, help="TOML or YAML file of options (flat keys, [hparams] table)")
+    defaults = defaults or {}
+    for group, cls in GROUPS.items():
+        parser.add_arguments(cls, dest=group, default=cls(**defaults.get(group, {})))
+    return parser
+
+
+def _flatten(values: list[Any]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        if isinstance(v, list):
+            out.extend(_flatten(v))
+        else:
+            out.append(str(v))
+    return out
+
+
+def parse_hp(items: list[str], source: str = "--hp") -> dict[str, Any]:
+    """KEY=VALUE strings -> dict, values read as JSON/TOML literals where they parse (1, 0.5, true, "x")."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"{source} {item!r} is not KEY=VALUE; e.g. {source} lr=0.001")
+        out[key.strip()] = parse_literal(raw.strip())
+    return out
+
+
+def parse_literal(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        lowered = raw.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return raw
+
+
+def parse_config(argv: list[str], prog: str = "nestling", description: str = "") -> Config:
+    """Command line (+ optional config file) -> Config. Raises UsageError for bad input."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    file_data: dict[str, Any] = {}
+    defaults: dict[str, dict[str, Any]] = {}
+    if known.config:
+        file_data = read_config_file(known.config)
+        defaults = _check_file_values(file_data, known.config)
+    parser = build_parser(prog, description, defaults)
+    ns = _parse_or_raise(parser, argv)
+    groups = {g: getattr(ns, g) for g in GROUPS}
+    # append-style options: argparse appends flag values to the file's list; flatten the nesting.
+    for group, cls in GROUPS.items():
+        updates = {f.name: _flatten(getattr(groups[group], f.name)) for f in dataclasses.fields(cls) if f.name in APPEND_FIELDS}
+        if updates:
+            groups[group] = dataclasses.replace(groups[group], **updates)
+    hparams = dict(file_data.get("hparams", {}))
+    hparams.update(parse_hp(groups["training"].hp))
+    return Config(**groups, hparams=hparams, config_file=known.config)
+
+
+def _parse_or_raise(parser: sp.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse prints usage and exits; we want one line naming the value, through UsageError."""
+    parser.exit_on_error = False
+    errors: list[str] = []
+
+    def error(message: str) -> None:  # argparse calls this for bad flags and values
+        errors.append(message)
+        raise UsageError(_argparse_hint(message))
+
+    parser.error = error  # type: ignore[method-assign]
+    try:
+        ns, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as exc:
+        raise UsageError(_argparse_hint(str(exc))) from exc
+    if unknown:
+        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
+        valid = [f"--{n}" for n in option_names()] + ["--config"]
+        raise UsageError(f"unknown option {flag!r}: {suggest(flag.split('=')[0], valid)}")
+    return ns
+
+
+def _argparse_hint(message: str) -> str:
+    return f"{message} (see --help)"
+
+
+def main_help_requested(argv: list[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual check
+    print(parse_config(sys.argv[1:]))

@@ -1,0 +1,76 @@
+"""Turning `--accelerator/--devices` into Trainer arguments and into the device slots of a local worker pool.
+
+No torch import: GPUs are counted from CUDA_VISIBLE_DEVICES or `nvidia-smi -L`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Union
+
+from nestling.errors import UsageError
+
+TrainerDevices = Union[str, int, list[int]]
+
+
+def parse_devices(values: list[str]) -> TrainerDevices:
+    """`auto` -> "auto"; one integer -> a count; several integers (or "3,") -> a list of device ids."""
+    items = [v for value in values for v in str(value).replace(",", " , ").split() if v]
+    if not items or items == ["auto"]:
+        return "auto"
+    single_id = items[-1] == "," and len([i for i in items if i != ","]) == 1
+    ids = [i for i in items if i != ","]
+    try:
+        numbers = [int(i) for i in ids]
+    except ValueError:
+        raise UsageError(
+            f"--devices {' '.join(values)!r} is not valid: use auto, a count (--devices 2) or ids (--devices 0 2 5)"
+        ) from None
+    if any(n < 0 for n in numbers) or len(set(numbers)) != len(numbers):
+        raise UsageError(f"--devices {' '.join(values)!r}: ids must be distinct and >= 0, e.g. --devices 0 2 5")
+    if len(numbers) == 1 and not single_id:
+        if numbers[0] == 0:
+            raise UsageError("--devices 0 is a count of zero devices; use --devices 0, (id 0) or --accelerator cpu")
+        return numbers[0]
+    return numbers
+
+
+def visible_gpu_ids() -> list[str]:
+    """The GPU ids this process may use, without importing torch."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+    return []
+
+
+def uses_gpu(accelerator: str) -> bool:
+    if accelerator in ("gpu", "cuda"):
+        return True
+    if accelerator == "auto":
+        return bool(visible_gpu_ids())
+    return False
+
+
+def worker_slots(accelerator: str, devices: TrainerDevices) -> list[list[str] | None]:
+    """One entry per parallel worker: the GPU ids pinned to it, or None for a CPU worker."""
+    if not uses_gpu(accelerator):
+        count = devices if isinstance(devices, int) else (len(devices) if isinstance(devices, list) else 1)
+        return [None] * count
+    if isinstance(devices, list):
+        return [[str(d)] for d in devices]
+    available = visible_gpu_ids()
+    if devices == "auto":
+        return [[g] for g in available] or [None]
+    if devices > len(available):
+        raise UsageError(
+            f"--devices {devices} asks for more GPUs than the {len(available)} visible here; use --devices {len(available) or 'auto'}"
+        )
+    return [[g] for g in available[:devices]]

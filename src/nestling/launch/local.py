@@ -1,0 +1,158 @@
+"""The local launcher: a pool of long-lived worker processes, each pinned to its device(s).
+
+Each worker imports torch once and runs many work units (`python -m nestling.worker --serve`). A worker that dies
+(SIGKILL, out of memory) costs only the runs it held: they stay without a result (lost), a fresh worker takes the
+next unit, and the rest of the plan completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nestling import naming
+from nestling.launch.base import Launcher, Progress
+from nestling.plan import WorkUnit
+
+LOST = "lost"
+
+
+class LocalLauncher(Launcher):
+    name = "local"
+
+    def __init__(
+        self,
+        slots: Sequence[list[str] | None],
+        *,
+        wrap: Any = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        """`slots`: one entry per worker, its GPU ids or None (CPU). `wrap(cmd, gpus)` may wrap the worker command
+        (containers)."""
+        self.slots = list(slots) or [None]
+        self.wrap = wrap
+        self.extra_env = dict(extra_env or {})
+
+    def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
+        log_dir = naming.worker_log_dir(root)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        todo: queue.Queue[WorkUnit] = queue.Queue()
+        for unit in units:
+            todo.put(unit)
+        n_workers = min(len(self.slots), max(1, len(units)))
+        record: dict[str, Any] = {
+            "launcher": self.name,
+            "started_at": time.time(),
+            "units": len(units),
+            "workers": n_workers,
+            "lost_units": [],
+        }
+        lock = threading.Lock()
+        threads = [
+            threading.Thread(
+                target=self._drive, args=(k, self.slots[k], todo, log_dir, progress, record, lock), daemon=True
+            )
+            for k in range(n_workers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        record["finished_at"] = time.time()
+        return record
+
+    def _env(self, gpus: list[str] | None, n_workers: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _start(self, k: int, gpus: list[str] | None, log_dir: Path) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
+        if self.wrap is not None:
+            cmd = self.wrap(cmd, gpus)
+        log = open(log_dir / f"worker-{k}.log", "a")  # noqa: SIM115 - owned by the child process
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=self._env(gpus, len(self.slots)),
+            bufsize=1,
+        )
+
+    def _drive(
+        self,
+        k: int,
+        gpus: list[str] | None,
+        todo: queue.Queue[WorkUnit],
+        log_dir: Path,
+        progress: Progress,
+        record: dict[str, Any],
+        lock: threading.Lock,
+    ) -> None:
+        proc: subprocess.Popen[str] | None = None
+        try:
+            while True:
+                try:
+                    unit = todo.get_nowait()
+                except queue.Empty:
+                    return
+                if proc is None or proc.poll() is not None:
+                    proc = self._start(k, gpus, log_dir)
+                    if not _ready(proc):
+                        proc = None
+                if proc is None or not self._run_unit(proc, unit, progress):
+                    with lock:
+                        record["lost_units"].append(unit.index)
+                    proc = None
+        finally:
+            if proc is not None and proc.stdin:
+                proc.stdin.close()
+                proc.wait()
+
+    @staticmethod
+    def _run_unit(proc: subprocess.Popen[str], unit: WorkUnit, progress: Progress) -> bool:
+        """Send one unit and relay per-run replies; False when the worker died before finishing it."""
+        assert proc.stdin is not None and proc.stdout is not None
+        pending = list(unit.run_dirs)
+        try:
+            proc.stdin.write(json.dumps({"index": unit.index, "run_dirs": unit.run_dirs}) + "\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            _report_lost(pending, progress)
+            return False
+        for line in proc.stdout:
+            msg = json.loads(line)
+            if "run_dir" in msg:
+                progress.run_done(msg["run_dir"], msg["status"])
+                if msg["run_dir"] in pending:
+                    pending.remove(msg["run_dir"])
+            elif msg.get("unit_done") == unit.index:
+                return True
+        _report_lost(pending, progress)
+        return False
+
+
+def _ready(proc: subprocess.Popen[str]) -> bool:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return bool(line) and "ready" in json.loads(line)
+
+
+def _report_lost(run_dirs: list[str], progress: Progress) -> None:
+    for d in run_dirs:
+        progress.run_done(d, LOST)

@@ -1,0 +1,139 @@
+"""Every name and every path nestling uses; nothing else builds a path into the artifact tree.
+
+Names follow the seed exactly:
+  tune_name  given or generated            cv_name  = {tune_name}-cv{hp_index}
+  run_name   = {cv_name}-run-f{fold}s{seed} run_id   = 8 characters [a-z0-9]
+and directories
+  tune runs  {artifact_dir}/{tune_name}/{cv_name}/{run_name}-{run_id}
+  cv runs    {artifact_dir}/_cross_validations/{cv_name}/{run_name}-{run_id}
+  one run    {artifact_dir}/_runs/{run_name}-{run_id}
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from pathlib import Path
+
+from nestling.errors import UsageError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+RUN_ID_ALPHABET = string.ascii_lowercase + string.digits
+RUN_ID_LENGTH = 8
+
+CV_ROOT = "_cross_validations"
+RUN_ROOT = "_runs"
+
+RUN_SPEC = "run_spec.json"
+RUN_RESULT = "run_result.json"
+RUN_LOCK = "attempt.lock"
+RUN_INFOS = "run_infos.parquet"
+TUNE_INFOS = "tune_infos.parquet"
+PLAN = "plan.json"
+SPLITS = "splits.json"
+LAUNCH = "launch.json"
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+WORKER_LOGS = "_workers"
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """Refuse names that would escape or confuse the artifact tree."""
+    if not NAME_PATTERN.match(name) or name in {".", ".."}:
+        raise UsageError(
+            f"invalid {what} {name!r}: use only letters, digits, '.', '_' and '-' (e.g. --name my-tune-1)"
+        )
+    return name
+
+
+def generate_name(rng: random.Random | None = None) -> str:
+    """A readable random name such as 'brave-otter'."""
+    from coolname import generate_slug
+
+    if rng is not None:
+        from coolname import RandomGenerator
+        from coolname.data import config
+
+        return RandomGenerator(config, rand=rng).generate_slug(2)
+    return generate_slug(2)
+
+
+def new_run_id(rng: random.Random | None = None) -> str:
+    r = rng or random.SystemRandom()
+    return "".join(r.choice(RUN_ID_ALPHABET) for _ in range(RUN_ID_LENGTH))
+
+
+def cv_name_for(tune_name: str, hp_index: int) -> str:
+    return f"{tune_name}-cv{hp_index}"
+
+
+def run_name_for(cv_name: str, fold: int, seed: int) -> str:
+    return f"{cv_name}-run-f{fold}s{seed}"
+
+
+def tune_dir(artifact_dir: Path, tune_name: str) -> Path:
+    return artifact_dir / tune_name
+
+
+def cv_dir(artifact_dir: Path, cv_name: str, tune_name: str | None = None) -> Path:
+    if tune_name is not None:
+        return tune_dir(artifact_dir, tune_name) / cv_name
+    return artifact_dir / CV_ROOT / cv_name
+
+
+def run_dir(
+    artifact_dir: Path,
+    run_name: str,
+    run_id: str,
+    cv_name: str | None = None,
+    tune_name: str | None = None,
+) -> Path:
+    leaf = f"{run_name}-{run_id}"
+    if cv_name is not None:
+        return cv_dir(artifact_dir, cv_name, tune_name) / leaf
+    return artifact_dir / RUN_ROOT / leaf
+
+
+def top_dir(artifact_dir: Path, kind: str, name: str) -> Path:
+    """The directory that holds a whole plan: the tune dir, the cv dir, or the run dir's parent."""
+    if kind == "tune":
+        return tune_dir(artifact_dir, name)
+    if kind == "cv":
+        return cv_dir(artifact_dir, name)
+    return artifact_dir / RUN_ROOT
+
+
+class RunPaths:
+    """The files inside one run directory (like submitit's JobPaths)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+
+    @property
+    def spec(self) -> Path:
+        return self.dir / RUN_SPEC
+
+    @property
+    def result(self) -> Path:
+        return self.dir / RUN_RESULT
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / RUN_LOCK
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / LOGS
+
+
+def worker_log_dir(root: Path) -> Path:
+    return root / WORKER_LOGS

@@ -1,0 +1,177 @@
+"""Check everything that can be known before anything is created, and turn the config into a Plan.
+
+Every problem is a UsageError (one line, exit 2) raised before a directory exists or a job is submitted.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nestling import naming
+from nestling.config import LAUNCHERS, PARALLEL_STRATEGIES, Config
+from nestling.devices import TrainerDevices, parse_devices
+from nestling.errors import UsageError
+from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune
+from nestling.task import Split, Task, load_task
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked plan plus what writing and launching it needs."""
+
+    plan: Plan
+    splits: list[Split]
+    devices: TrainerDevices
+    task: Task
+
+
+def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prepared:
+    _check_choices(config, kind)
+    devices = parse_devices(config.device.devices)
+    _check_devices(config, kind, devices)
+    from nestling.scoring import parse_scoring_metrics, validate_strategy
+
+    parse_scoring_metrics(config.cv.scoring_metric)
+    validate_strategy(config.cv.multi_score_strategy)
+    task = load_task(config.data.task)
+    defaults = task.default_hparams()
+    _check_hparams(config.hparams, defaults, "--hp / [hparams]")
+    base_hparams = {**defaults, **config.hparams}
+    splits = _splits(task, config, kind)
+    n_folds = len(splits)
+    if kind == "run" and not 0 <= config.training.fold < n_folds:
+        raise UsageError(f"--fold {config.training.fold} does not exist: the fold method gives folds 0..{n_folds - 1}")
+    artifact_dir = Path(config.logging.artifact_dir)
+    per_unit = _devices_per_unit(config)
+    if kind == "tune":
+        trials = _trials(config, defaults)
+        name = _name(config, artifact_dir, "tune")
+        plan = plan_tune(
+            config,
+            name=name,
+            trials=[{**base_hparams, **t} for t in trials],
+            n_folds=n_folds,
+            devices=devices,
+            rng=rng,
+            devices_per_unit=per_unit,
+        )
+    elif kind == "cv":
+        name = _name(config, artifact_dir, "cv")
+        plan = plan_single_cv(
+            config, name=name, hparams=base_hparams, n_folds=n_folds, devices=devices, rng=rng, devices_per_unit=per_unit
+        )
+    else:
+        name = _name(config, artifact_dir, "run")
+        plan = plan_run(config, name=name, hparams=base_hparams, n_folds=n_folds, devices=devices, rng=rng)
+    return Prepared(plan=plan, splits=splits, devices=devices, task=task)
+
+
+def _check_choices(config: Config, kind: str) -> None:
+    if config.launch.launcher not in LAUNCHERS:
+        raise UsageError(f"--launcher {config.launch.launcher!r} is not one of {', '.join(LAUNCHERS)}")
+    if config.device.accelerator not in ACCELERATORS:
+        raise UsageError(f"--accelerator {config.device.accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+    strategy = config.device.strategy
+    if strategy in PARALLEL_STRATEGIES:
+        if kind == "run":
+            raise UsageError(f"--strategy {strategy} is for nestling cv/tune; a single run uses a Lightning strategy (e.g. ddp)")
+        if kind == "cv" and strategy == "tune-parallel":
+            raise UsageError("--strategy tune-parallel needs nestling tune; for a cv use --strategy cv-parallel")
+        if config.device.num_nodes > 1:
+            raise UsageError(
+                f"--strategy {strategy} with --num_nodes {config.device.num_nodes}: parallel runs do not use DDP; "
+                "use --num_nodes 1, or nestling run for a multi-node run"
+            )
+    for flag, value, low in (
+        ("--max_epochs", config.training.max_epochs, 1),
+        ("--n_seeds", config.cv.n_seeds, 1),
+        ("--n_trials", config.tune.n_trials, 1),
+        ("--num_nodes", config.device.num_nodes, 1),
+        ("--early_stopping_patience", config.training.early_stopping_patience, 0),
+        ("--runs_per_task", config.launch.runs_per_task, 1),
+        ("--time_min", config.launch.time_min, 1),
+        ("--array_parallelism", config.launch.array_parallelism, 1),
+    ):
+        if value < low:
+            raise UsageError(f"{flag} {value} must be at least {low}")
+    if len(set(config.cv.seeds)) != len(config.cv.seeds):
+        raise UsageError(f"--seeds {' '.join(map(str, config.cv.seeds))} repeats a seed; give distinct seeds")
+    if config.device.num_nodes > 1 and config.launch.launcher != "slurm":
+        raise UsageError(
+            f"--num_nodes {config.device.num_nodes} needs --launcher slurm (multi-node DDP runs through SLURM)"
+        )
+
+
+def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:
+    if config.device.num_nodes > 1 and isinstance(devices, list):
+        raise UsageError(
+            f"--devices {' '.join(map(str, devices))} is a list of ids, which several nodes cannot share; "
+            f"give a count per node, e.g. --devices {len(devices)}"
+        )
+
+
+def _devices_per_unit(config: Config) -> int:
+    if config.device.strategy in PARALLEL_STRATEGIES and config.launch.gpus_per_task:
+        return config.launch.gpus_per_task
+    return 1
+
+
+def _check_hparams(values: dict[str, Any], defaults: dict[str, Any], source: str) -> None:
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise UsageError(
+            f"hyperparameter {unknown[0]!r} ({source}) is not accepted by the task; accepted: {', '.join(sorted(defaults))}"
+        )
+
+
+def _splits(task: Task, config: Config, kind: str) -> list[Split]:
+    from nestling.folds import make_splits
+
+    d = config.data
+    return make_splits(
+        task.metadata(),
+        fold_method=d.fold_method,
+        n_folds=d.n_folds,
+        fold_seed=d.fold_seed,
+        test_split=d.test_split,
+        test_fraction=d.test_fraction,
+        test_regions=list(d.test_regions),
+    )
+
+
+def _trials(config: Config, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    from nestling.config import read_config_file
+    from nestling.space import SAMPLERS, check_space_keys, load_space, parse_space, sample_trials
+
+    if config.tune.sampler not in SAMPLERS:
+        raise UsageError(f"--sampler {config.tune.sampler!r} is not one of {', '.join(SAMPLERS)}")
+    if config.tune.hpconfig:
+        space = load_space(config.tune.hpconfig)
+    elif config.config_file and "hyperparameters" in read_config_file(config.config_file):
+        space = parse_space(read_config_file(config.config_file)["hyperparameters"], source=config.config_file)
+    else:
+        raise UsageError("nestling tune needs a hyperparameter space: --hpconfig FILE with a [hyperparameters] table")
+    check_space_keys(space, defaults)
+    return sample_trials(space, sampler=config.tune.sampler, n_trials=config.tune.n_trials, seed=config.tune.tune_seed)
+
+
+def _name(config: Config, artifact_dir: Path, kind: str) -> str:
+    given = config.logging.name
+    if given is not None:
+        naming.validate_name(given, f"--name ({kind} name)")
+        if kind != "run" and naming.top_dir(artifact_dir, kind, given).exists():
+            raise UsageError(
+                f"{kind} {given!r} already exists in {artifact_dir}; choose another --name "
+                f"(or resume it with nestling {kind} --resume {given})"
+            )
+        return given
+    for _ in range(100):
+        name = naming.generate_name()
+        if kind == "run" or not naming.top_dir(artifact_dir, kind, name).exists():
+            return name
+    raise UsageError(f"could not find a free generated name in {artifact_dir}; pass --name")

@@ -1,0 +1,113 @@
+"""The on-disk formats: run_spec.json (what to run), run_result.json (what happened), and atomic writes.
+
+The artifact tree is the state: a run is done when its run_result.json says so. Every file is written to a
+temporary name in the same directory and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULT_KEYS = (
+    "run_name", "run_id", "cv_name", "tune_name", "fold", "seed", "hparams", "status", "error", "metrics",
+    "checkpoint", "duration", "started_at", "finished_at", "host", "pid", "cuda_visible_devices", "slurm_job_id",
+    "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version",
+)  # fmt: skip
+SUCCESS = "success"
+FAILED = "failed"
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` through a temporary file and a rename (atomic on POSIX file systems)."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs to train one run, fixed before anything executes."""
+
+    run_name: str
+    run_id: str
+    run_dir: str
+    cv_name: str | None
+    tune_name: str | None
+    fold: int
+    seed: int
+    hparams: dict[str, Any]
+    task: str
+    splits_file: str
+    max_epochs: int
+    early_stopping_patience: int
+    scoring_metric: list[str]
+    multi_score_strategy: str
+    accelerator: str
+    strategy: str
+    devices: Any
+    num_nodes: int
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
+    attempt: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def load(cls, path: Path) -> RunSpec:
+        return cls.from_dict(read_json(path))
+
+
+def empty_result(spec: RunSpec) -> dict[str, Any]:
+    """A result dict with every key, filled from the spec; run.py fills in the rest."""
+    result: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
+    result.update(
+        run_name=spec.run_name,
+        run_id=spec.run_id,
+        cv_name=spec.cv_name,
+        tune_name=spec.tune_name,
+        fold=spec.fold,
+        seed=spec.seed,
+        hparams=spec.hparams,
+        metrics={},
+        attempt=spec.attempt,
+    )
+    return result
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's result, or None when it has none (yet) or it cannot be read."""
+    from nestling.naming import RunPaths
+
+    path = RunPaths(run_dir).result
+    try:
+        return json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None

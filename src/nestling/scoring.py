@@ -1,0 +1,167 @@
+"""One number per run and per cross-validation, so tunes can rank hyperparameter sets.
+
+Scoring metrics are given as ``"name"``, ``"name:higher"`` or ``"name:lower"`` (no suffix means higher is
+better). For one run with scoring metrics m_1..m_n, each raw value v_i enters as
+
+    x_i = v_i        if m_i is higher-is-better
+    x_i = 1 / v_i    if m_i is lower-is-better
+
+and the run score combines them with the multi-score strategy:
+
+    geometric   (x_1 * ... * x_n) ** (1 / n)
+    harmonic    n / (1/x_1 + ... + 1/x_n)
+    arithmetic  (x_1 + ... + x_n) / n
+    min         min(x_1, ..., x_n)
+
+With one metric every strategy gives x_1.
+
+A run ``is_unstable`` when any scoring metric is missing, not a finite number, or exactly zero (raw value).
+Its score is then NaN: such a run must not win a tune by accident. For the same reason, with more than one metric
+a negative x_i makes geometric and harmonic meaningless, so it also marks the run unstable, as does a combined
+score that overflows.
+
+A cross-validation's ``score`` is the mean of the run scores of the runs whose status is ``"success"`` and that
+are not unstable (NaN if there are none; a NaN run score counts as unstable). ``score_is_unstable`` is true when
+any run is unstable or did not succeed (and for a cv without runs), so a partly failed cv is visibly marked
+while still being ranked on what did work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from nestling.errors import UsageError
+
+MULTI_SCORE_STRATEGIES = ("geometric", "harmonic", "arithmetic", "min")
+DEFAULT_SCORING = ("val/JaccardIndex", "val/Recall")
+DEFAULT_STRATEGY = "geometric"
+SUCCESS_STATUS = "success"
+
+_DIRECTIONS = {"higher": True, "lower": False}
+
+
+@dataclass(frozen=True)
+class ScoringMetric:
+    """A metric name plus its direction; the direction also configures checkpointing and early stopping."""
+
+    name: str
+    higher_is_better: bool = True
+
+    @property
+    def mode(self) -> str:
+        """``"max"`` or ``"min"``, as Lightning's ModelCheckpoint and EarlyStopping expect."""
+        return "max" if self.higher_is_better else "min"
+
+    def __str__(self) -> str:
+        return f"{self.name}:{'higher' if self.higher_is_better else 'lower'}"
+
+
+def parse_scoring_metric(spec: str) -> ScoringMetric:
+    """Parse one ``name[:higher|:lower]`` spec."""
+    text = spec.strip()
+    name, sep, suffix = text.rpartition(":")
+    if not sep:
+        name, suffix = text, "higher"
+    name = name.strip()
+    suffix = suffix.strip().lower()
+    if suffix not in _DIRECTIONS:
+        raise UsageError(
+            f"invalid scoring metric {spec!r}: the suffix must be ':higher' or ':lower' "
+            f"(e.g. --scoring val/loss:lower val/JaccardIndex)"
+        )
+    if not name:
+        raise UsageError(
+            f"invalid scoring metric {spec!r}: the metric name is empty (e.g. --scoring val/loss:lower)"
+        )
+    return ScoringMetric(name=name, higher_is_better=_DIRECTIONS[suffix])
+
+
+def parse_scoring_metrics(specs: Sequence[str]) -> list[ScoringMetric]:
+    """Parse the ``--scoring`` list; refuse an empty list and repeated names, which would silently skew scores."""
+    if isinstance(specs, str):
+        specs = [specs]
+    if not specs:
+        raise UsageError(
+            "no scoring metric given: pass at least one, e.g. --scoring val/JaccardIndex val/loss:lower"
+        )
+    metrics = [parse_scoring_metric(spec) for spec in specs]
+    seen: set[str] = set()
+    for metric in metrics:
+        if metric.name in seen:
+            raise UsageError(
+                f"scoring metric {metric.name!r} is given twice in {list(specs)!r}: list each metric once"
+            )
+        seen.add(metric.name)
+    return metrics
+
+
+def validate_strategy(name: str) -> str:
+    """Return the strategy name if known, else raise a UsageError listing the choices."""
+    if name not in MULTI_SCORE_STRATEGIES:
+        raise UsageError(
+            f"unknown multi-score strategy {name!r}: choose one of {', '.join(MULTI_SCORE_STRATEGIES)}"
+        )
+    return name
+
+
+def _raw_value(metrics: Mapping[str, float], name: str) -> float | None:
+    """The metric as a float, or None when missing or not a number (e.g. a logged string)."""
+    if name not in metrics:
+        return None
+    try:
+        return float(metrics[name])
+    except (TypeError, ValueError):
+        return None
+
+
+def _combine(values: Sequence[float], strategy: str) -> float:
+    n = len(values)
+    if n == 1:
+        return values[0]
+    if strategy == "geometric":
+        return math.prod(values) ** (1.0 / n)
+    if strategy == "harmonic":
+        return n / math.fsum(1.0 / x for x in values)
+    if strategy == "arithmetic":
+        return math.fsum(values) / n
+    return min(values)
+
+
+def run_score(
+    metrics: Mapping[str, float], scoring: Sequence[ScoringMetric], strategy: str
+) -> tuple[float, bool]:
+    """Score one run from its final metrics: ``(score, is_unstable)``; the score is NaN when unstable."""
+    validate_strategy(strategy)
+    if not scoring:
+        raise UsageError("no scoring metric given: pass at least one, e.g. --scoring val/JaccardIndex")
+    values: list[float] = []
+    for metric in scoring:
+        raw = _raw_value(metrics, metric.name)
+        if raw is None or not math.isfinite(raw) or raw == 0.0:
+            return math.nan, True
+        values.append(raw if metric.higher_is_better else 1.0 / raw)
+    if len(values) > 1 and strategy in ("geometric", "harmonic") and any(x < 0 for x in values):
+        return math.nan, True
+    score = _combine(values, strategy)
+    if not math.isfinite(score):
+        return math.nan, True
+    return score, False
+
+
+def cv_score(runs: Sequence[tuple[float, bool, str]]) -> tuple[float, bool]:
+    """Score a cv from its runs' ``(score, is_unstable, status)``: ``(score, score_is_unstable)``.
+
+    A cv without runs has nothing to rank on, so it is NaN and unstable.
+    """
+    if not runs:
+        return math.nan, True
+    good = [
+        score
+        for score, unstable, status in runs
+        if status == SUCCESS_STATUS and not unstable and math.isfinite(score)
+    ]
+    score_is_unstable = len(good) < len(runs)
+    score = math.fsum(good) / len(good) if good else math.nan
+    return score, score_is_unstable

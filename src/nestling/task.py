@@ -1,0 +1,88 @@
+"""The Task interface users implement, and loading a task from a "module:attr" spec.
+
+A task is what varies between projects: its samples (a metadata table), its default hyperparameters, and how to
+build a LightningModule and a LightningDataModule for one split. nestling does everything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nestling.errors import UsageError
+
+if TYPE_CHECKING:
+    import lightning
+    import polars
+
+BUILTIN_TASKS = {
+    "synthetic-segmentation": "nestling.tasks.synthetic:SyntheticSegmentation",
+    "sleep": "nestling.tasks.sleep:SleepTask",
+}
+DEFAULT_TASK = "synthetic-segmentation"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Sample ids of one fold: train on `train`, select on `val`, report on `test`."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+
+
+class Task:
+    """Implement these four methods; see docs/custom-task.md.
+
+    metadata() must be cheap and must not import torch: the planner calls it on the login node.
+    """
+
+    def metadata(self) -> polars.DataFrame:
+        """Columns: `sample_id` (str), optional `region` (str) and `label` (stratification key)."""
+        raise NotImplementedError
+
+    def default_hparams(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
+        raise NotImplementedError
+
+    def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
+        raise NotImplementedError
+
+
+def load_task(spec: str) -> Task:
+    """`spec` is a built-in short name or "module:attr" naming a Task instance, class or zero-argument factory."""
+    target = BUILTIN_TASKS.get(spec, spec)
+    if ":" not in target:
+        raise UsageError(
+            f"--task {spec!r} is not a built-in task nor 'module:attr': use one of "
+            f"{', '.join(sorted(BUILTIN_TASKS))} or e.g. --task mypackage.tasks:MyTask"
+        )
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(
+            f"--task {spec!r}: cannot import module {module_name!r} ({exc}); check the name and that it is installed"
+        ) from exc
+    try:
+        obj = getattr(module, attr)
+    except AttributeError as exc:
+        raise UsageError(f"--task {spec!r}: module {module_name!r} has no attribute {attr!r}") from exc
+    task = obj() if inspect.isclass(obj) or (callable(obj) and not _is_task(obj)) else obj
+    if not _is_task(task):
+        raise UsageError(
+            f"--task {spec!r} gave {type(task).__name__}, not a Task: it needs metadata, default_hparams, "
+            "build_model and build_datamodule"
+        )
+    return task
+
+
+def _is_task(obj: object) -> bool:
+    return all(
+        callable(getattr(obj, m, None))
+        for m in ("metadata", "default_hparams", "build_model", "build_datamodule")
+    )

@@ -1,0 +1,117 @@
+"""A task whose training holds its device for a fixed time: for benchmarks of launchers and for failure tests.
+
+Its metrics are constants from the hyperparameters, so a test can predict a cv's score exactly; a run fails on
+purpose when a chosen sample lands in its validation set, which picks out one fold without nestling telling the
+task which fold it is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from nestling.task import Split, Task
+from nestling.tasks.synthetic import resolve_hparams
+
+if TYPE_CHECKING:
+    import lightning
+
+N_SAMPLES = 40
+N_REGIONS = 4
+
+
+class SleepTask(Task):
+    """40 samples in regions r0..r3, alternating labels; one training epoch sleeps `sleep_s` seconds."""
+
+    def metadata(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "sample_id": [f"s{i:04d}" for i in range(N_SAMPLES)],
+                "region": [f"r{i % N_REGIONS}" for i in range(N_SAMPLES)],
+                "label": [i % 2 for i in range(N_SAMPLES)],
+            },
+            schema={"sample_id": pl.String, "region": pl.String, "label": pl.Int64},
+        )
+
+    def default_hparams(self) -> dict[str, Any]:
+        return {"sleep_s": 1.0, "value": 0.5, "lr": 0.01, "fail_if_val_contains": ""}
+
+    def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
+        return _module(resolve_hparams(self.default_hparams(), hparams, "sleep"))
+
+    def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
+        hp = resolve_hparams(self.default_hparams(), hparams, "sleep")
+        fail_id = str(hp["fail_if_val_contains"])
+        return _datamodule(split, fail_id if fail_id and fail_id in split.val else "")
+
+
+def _module(hp: dict[str, Any]) -> lightning.LightningModule:
+    """Built inside a function so that importing this module stays free of torch."""
+    import time
+
+    import lightning
+    import torch
+    from torch import nn
+
+    class SleepModule(lightning.LightningModule):
+        def __init__(self, hparams: dict[str, Any]) -> None:
+            super().__init__()
+            self.save_hyperparameters(dict(hparams))
+            self.linear = nn.Linear(1, 1)
+
+        def on_train_epoch_start(self) -> None:
+            # One sleep per epoch, not per step, so an epoch takes sleep_s whatever the batch count.
+            time.sleep(float(self.hparams["sleep_s"]))
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = nn.functional.mse_loss(self.linear(x), y)
+            self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+            return loss
+
+        def _constants(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
+            x, y = batch
+            value = float(self.hparams["value"])
+            n = len(x)
+            self.log(f"{prefix}/loss", nn.functional.mse_loss(self.linear(x), y), on_epoch=True, batch_size=n)
+            self.log(f"{prefix}/JaccardIndex", value, on_step=False, on_epoch=True, batch_size=n)
+            self.log(f"{prefix}/Recall", value, on_step=False, on_epoch=True, batch_size=n)
+
+        def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+            self._constants(batch, "val")
+
+        def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+            self._constants(batch, "test")
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=float(self.hparams["lr"]))
+
+    return SleepModule(hp)
+
+
+def _datamodule(split: Split, fail_id: str) -> lightning.LightningDataModule:
+    """One feature per sample (its index scaled), target its label; `setup` raises when `fail_id` is set."""
+    import lightning
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    def dataset(ids: list[str]) -> TensorDataset:
+        index = torch.tensor([float(sid[1:]) for sid in ids]).reshape(-1, 1)
+        return TensorDataset(index / N_SAMPLES, (index % 2).float())
+
+    class SleepDataModule(lightning.LightningDataModule):
+        def setup(self, stage: str | None = None) -> None:
+            if fail_id:
+                raise RuntimeError(f"injected failure: sample {fail_id} in val")
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(dataset(split.train), batch_size=64, shuffle=False)
+
+        def val_dataloader(self) -> DataLoader:
+            return DataLoader(dataset(split.val), batch_size=64)
+
+        def test_dataloader(self) -> DataLoader:
+            return DataLoader(dataset(split.test), batch_size=64)
+
+    return SleepDataModule()

@@ -1,0 +1,68 @@
+"""`python -m nestling.worker`: run many specs in one long-lived process, so torch is imported once.
+
+Two modes:
+  python -m nestling.worker RUN_DIR...   run these runs in series, then exit (SLURM array tasks, containers)
+  python -m nestling.worker --serve      read work units as JSON lines on stdin; after each run write a JSON line
+                                         {"run_dir", "status"} and after each unit {"unit_done": index} on stdout.
+In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from nestling.naming import RunPaths
+from nestling.records import RunSpec, read_result
+
+
+def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:
+    from nestling.run import execute, quiet_lightning
+
+    quiet_lightning()
+    results = []
+    for d in dirs:
+        previous = read_result(Path(d)) if skip_done else None
+        if previous is not None and previous.get("status") == "success":
+            result = previous  # finished work is never done twice
+        else:
+            result = execute(RunSpec.load(RunPaths(Path(d)).spec))
+        results.append(result)
+        if reply is not None:
+            reply.write(json.dumps({"run_dir": d, "status": result.get("status")}) + "\n")
+            reply.flush()
+    return results
+
+
+def serve() -> None:
+    reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # training output must not corrupt the protocol
+    reply.write(json.dumps({"ready": os.getpid()}) + "\n")
+    reply.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        unit = json.loads(line)
+        run_dirs(unit["run_dirs"], reply=reply)
+        reply.write(json.dumps({"unit_done": unit["index"]}) + "\n")
+        reply.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nestling.worker", description=__doc__)
+    parser.add_argument("run_dirs", nargs="*")
+    parser.add_argument("--serve", action="store_true")
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve()
+        return 0
+    results = run_dirs(args.run_dirs)
+    return 0 if any(r.get("status") == "success" for r in results) or not results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
