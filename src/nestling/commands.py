@@ -33,8 +33,10 @@ def execute_plan(kind: str, argv: list[str]) -> int:
     launcher = make_launcher(config, prepared)
     strategy = config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
     units = work_units(plan, strategy, config.launch.runs_per_task)
-    write_plan(plan, prepared.splits)
     quiet = config.logging.quiet
+    if config.launch.dry_run:
+        return _dry_run(kind, plan, units, launcher)
+    write_plan(plan, prepared.splits)
     if not quiet:
         print(f"{kind} {plan.name}: {len(plan.runs)} runs in {len(units)} work units -> {plan.root}")
     with RunProgress(len(plan.runs), f"{kind} {plan.name}", quiet=quiet) as progress:
@@ -46,6 +48,27 @@ def execute_plan(kind: str, argv: list[str]) -> int:
                 return 0
             launcher.wait(record, progress)
     return _finish(plan.root, quiet)
+
+
+def _dry_run(kind: str, plan: Any, units: list[Any], launcher: Any) -> int:
+    """Write and print the job scripts and a summary; create no artifact tree, submit nothing."""
+    if not hasattr(launcher, "resources"):
+        print(f"dry run: {kind} {plan.name}: {len(plan.runs)} runs in {len(units)} work units on the local launcher")
+        return 0
+    record = launcher.launch(plan.root, units, progress=None)
+    res = launcher.resources
+    limit = record["max_array_size"]
+    for path in record["scripts"]:
+        print(f"# ---- {path}")
+        print(open(path).read())
+    arrays = -(-len(units) // limit) if units else 0
+    print(
+        f"dry run: {kind} {plan.name}: {len(plan.runs)} runs in {len(units)} array tasks, {arrays} array(s) of at most "
+        f"{limit} (MaxArraySize) + 1 collector job; per task: {res.nodes} node(s) x {res.tasks_per_node} task(s), "
+        f"{res.cpus_per_task} cpus, {res.mem_gb} GB, {res.gpus_per_task} GPU(s), {res.time_min} min, partition "
+        f"{res.partition or '(default)'}; nothing was submitted"
+    )
+    return 0
 
 
 def _save_launch(root: Any, record: dict[str, Any]) -> None:

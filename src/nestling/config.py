@@ -12,6 +12,8 @@ import dataclasses
 import difflib
 import json
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,11 +208,25 @@ def _check_file_values(data: dict[str, Any], path: str) -> dict[str, dict[str, A
             raise UsageError(f"unknown key {key!r} in {path}: {suggest(key, list(names) + list(FILE_ONLY_KEYS))}")
         group = names[key]
         ftype = {f.name: f.type for f in dataclasses.fields(GROUPS[group])}[key]
-        per_group[group][key] = _coerce(key, value, str(ftype), path)
+        per_group[group][key] = _coerce(key, value, _type_name(ftype), path)
     hparams = data.get("hparams", {})
     if not isinstance(hparams, dict):
         raise UsageError(f"[hparams] in {path} must be a table of KEY = VALUE, not {hparams!r}")
     return per_group
+
+
+def _type_name(ftype: Any) -> str:
+    """'int', 'list[str]', 'str|None' whether the annotation is still a string or simple-parsing resolved it in place."""
+    if isinstance(ftype, str):
+        return ftype
+    if ftype is type(None):
+        return "None"
+    origin, args = typing.get_origin(ftype), typing.get_args(ftype)
+    if origin is list:
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    if origin in (typing.Union, types.UnionType):
+        return "|".join(_type_name(a) for a in args)
+    return getattr(ftype, "__name__", str(ftype))
 
 
 def _coerce(key: str, value: Any, ftype: str, source: str) -> Any:
@@ -254,6 +270,7 @@ def build_parser(prog: str, description: str, defaults: dict[str, dict[str, Any]
         prog=prog,
         description=description,
         add_config_path_arg=False,
+        allow_abbrev=False,  # `--max_epoch` must be refused with a suggestion, not read as --max_epochs
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--config", default=None, help="TOML or YAML file of options (flat keys, [hparams] table)")

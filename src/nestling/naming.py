@@ -40,7 +40,7 @@ WORKER_LOGS = "_workers"
 
 def validate_name(name: str, what: str = "name") -> str:
     """Refuse names that would escape or confuse the artifact tree."""
-    if not NAME_PATTERN.match(name) or name in {".", ".."}:
+    if not NAME_PATTERN.fullmatch(name) or name in {".", ".."}:  # fullmatch: "$" would accept "x\n"
         raise UsageError(
             f"invalid {what} {name!r}: use only letters, digits, '.', '_' and '-' (e.g. --name my-tune-1)"
         )

@@ -65,6 +65,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         world_size=1,
     )
     is_writer = True
+    _take_lock(paths, result["host"])
     try:
         metrics, checkpoint, world_size, is_writer = _train(spec, paths)
         result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
@@ -75,7 +76,13 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     result.update(duration=round(time.time() - started, 3), finished_at=_now())
     if is_writer:
         write_json(paths.result, result)
+    paths.lock.unlink(missing_ok=True)
     return result
+
+
+def _take_lock(paths: RunPaths, host: str) -> None:
+    """The attempt marker: `nestling status` shows the run as running while this process lives."""
+    write_json(paths.lock, {"pid": os.getpid(), "host": host, "hostname": socket.gethostname(), "started": _now()})
 
 
 def _train(spec: RunSpec, paths: RunPaths) -> tuple[dict[str, float], str | None, int, bool]:

@@ -1,0 +1,246 @@
+"""Config precedence (defaults < file < flags, --hp last), hyperparameter literals, and every bad-input error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nestling.config import parse_config
+from nestling.devices import parse_devices
+from nestling.errors import UsageError
+
+TOML = """\
+max_epochs = 7
+n_folds = 3
+seeds = [1, 2]
+devices = [0, 1]
+name = "from-file"
+quiet = true
+scoring_metric = ["val/loss:lower"]
+
+[hparams]
+lr = 0.1
+batch_size = 8
+"""
+
+YAML = """\
+max_epochs: 6
+fold_method: region
+name: from-yaml
+hparams:
+  lr: 0.2
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults() -> None:
+    c = parse_config([])
+    assert c.data.task == "synthetic-segmentation"
+    assert (c.data.fold_method, c.data.n_folds, c.data.fold_seed) == ("kfold", 5, 42)
+    assert (c.data.test_split, c.data.test_fraction, c.data.test_regions) == ("none", 0.2, [])
+    assert (c.training.max_epochs, c.training.early_stopping_patience, c.training.hp) == (10, 0, [])
+    assert (c.cv.n_seeds, c.cv.seeds) == (3, [])
+    assert c.cv.scoring_metric == ["val/JaccardIndex", "val/Recall"]
+    assert c.cv.multi_score_strategy == "geometric"
+    assert (c.tune.hpconfig, c.tune.n_trials, c.tune.sampler, c.tune.tune_seed) == (None, 10, "random", 0)
+    assert (c.device.accelerator, c.device.strategy, c.device.devices, c.device.num_nodes) == (
+        "auto",
+        "auto",
+        ["auto"],
+        1,
+    )
+    assert (c.logging.artifact_dir, c.logging.name, c.logging.wandb_project, c.logging.quiet) == (
+        "artifacts",
+        None,
+        None,
+        False,
+    )
+    assert c.launch.launcher == "local"
+    assert c.hparams == {}
+    assert c.config_file is None
+
+
+def test_toml_file_overrides_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.toml", TOML)
+    c = parse_config(["--config", path])
+    assert c.training.max_epochs == 7
+    assert c.data.n_folds == 3
+    assert c.cv.seeds == [1, 2]
+    assert c.device.devices == ["0", "1"]
+    assert c.logging.name == "from-file"
+    assert c.logging.quiet is True
+    assert c.cv.scoring_metric == ["val/loss:lower"]
+    assert c.hparams == {"lr": 0.1, "batch_size": 8}
+    assert c.data.fold_method == "kfold"  # not in the file: still the default
+    assert c.config_file == path
+
+
+def test_yaml_file_overrides_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.yaml", YAML)
+    c = parse_config(["--config", path])
+    assert (c.training.max_epochs, c.data.fold_method, c.logging.name) == (6, "region", "from-yaml")
+    assert c.hparams == {"lr": 0.2}
+    assert c.data.n_folds == 5
+
+
+def test_flags_override_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.toml", TOML)
+    c = parse_config(
+        ["--config", path, "--max_epochs", "2", "--seeds", "5", "--name", "from-cli", "--devices", "3"]
+    )
+    assert c.training.max_epochs == 2
+    assert c.cv.seeds == [5]
+    assert c.logging.name == "from-cli"
+    assert c.device.devices == ["3"]
+    assert c.data.n_folds == 3  # only in the file
+
+
+def test_flags_override_file_whatever_their_position(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.toml", TOML)
+    c = parse_config(["--max_epochs", "4", "--config", path])
+    assert c.training.max_epochs == 4
+
+
+def test_hp_repeatable_and_overrides_file_hparams(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.toml", TOML)
+    c = parse_config(["--config", path, "--hp", "lr=0.5", "--hp", "name=abc", "--hp", "depth=3"])
+    assert c.hparams == {"lr": 0.5, "batch_size": 8, "name": "abc", "depth": 3}
+    assert type(c.hparams["lr"]) is float
+    assert type(c.hparams["name"]) is str
+    assert type(c.hparams["depth"]) is int
+    assert c.training.hp == ["lr=0.5", "name=abc", "depth=3"]
+
+
+def test_hp_several_values_after_one_flag() -> None:
+    c = parse_config(["--hp", "a=1", "b=true", "c=[1, 2]"])
+    assert c.hparams == {"a": 1, "b": True, "c": [1, 2]}
+
+
+def test_hp_last_wins() -> None:
+    assert parse_config(["--hp", "lr=0.1", "--hp", "lr=0.2"]).hparams == {"lr": 0.2}
+
+
+def test_hp_without_equals_is_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"--hp 'lr' is not KEY=VALUE"):
+        parse_config(["--hp", "lr"])
+
+
+def test_unknown_file_key_suggests_closest(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.toml", "max_epoch = 3\n")
+    with pytest.raises(UsageError) as err:
+        parse_config(["--config", path])
+    assert str(err.value) == f"unknown key 'max_epoch' in {path}: did you mean 'max_epochs'?"
+
+
+def test_unknown_yaml_key_suggests_closest(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.yaml", "n_fold: 3\n")
+    with pytest.raises(UsageError, match=r"unknown key 'n_fold' .*did you mean 'n_folds'\?"):
+        parse_config(["--config", path])
+
+
+def test_unknown_flag_suggests_closest() -> None:
+    with pytest.raises(UsageError) as err:
+        parse_config(["--max_epocs", "3"])
+    assert str(err.value) == "unknown option '--max_epocs': did you mean '--max_epochs'?"
+
+
+def test_flag_prefix_is_not_an_abbreviation() -> None:
+    # argparse's allow_abbrev would silently read --max_epoch as --max_epochs
+    with pytest.raises(UsageError, match=r"unknown option '--max_epoch': did you mean '--max_epochs'\?"):
+        parse_config(["--max_epoch", "3"])
+
+
+def test_wrong_type_in_file(tmp_path: Path) -> None:
+    parse_config([])  # simple-parsing resolves the field annotations in place; the check must survive that
+    path = write(tmp_path, "c.toml", 'max_epochs = "x"\n')
+    with pytest.raises(UsageError) as err:
+        parse_config(["--config", path])
+    assert str(err.value) == f"max_epochs = 'x' in {path} must be of type int; e.g. max_epochs = 3"
+
+
+def test_wrong_type_in_file_float_for_int(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.toml", "n_folds = 2.5\n")
+    with pytest.raises(UsageError, match=r"n_folds = 2.5 .* must be of type int"):
+        parse_config(["--config", path])
+
+
+def test_wrong_type_in_file_list_for_str(tmp_path: Path) -> None:
+    parse_config([])
+    path = write(tmp_path, "c.toml", "name = [1]\n")
+    with pytest.raises(UsageError, match=r"name = \[1\] .* must be of type str"):
+        parse_config(["--config", path])
+
+
+def test_wrong_type_on_command_line() -> None:
+    with pytest.raises(UsageError, match=r"--max_epochs: invalid int value: 'x'"):
+        parse_config(["--max_epochs", "x"])
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.toml", "max_epochs = = 3\n")
+    with pytest.raises(UsageError) as err:
+        parse_config(["--config", path])
+    assert str(err.value).startswith(f"--config '{path}' is not valid toml: ")
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.yaml", "max_epochs: [1\n")
+    with pytest.raises(UsageError, match=r"is not valid yaml"):
+        parse_config(["--config", path])
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "nope.toml")
+    with pytest.raises(UsageError, match=r"'.*nope.toml' does not exist"):
+        parse_config(["--config", path])
+
+
+def test_hparams_must_be_a_table(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.toml", "hparams = 3\n")
+    with pytest.raises(UsageError, match=r"\[hparams\] .* must be a table"):
+        parse_config(["--config", path])
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], "auto"),
+        (["auto"], "auto"),
+        (["2"], 2),
+        (["1"], 1),
+        (["0", "2", "5"], [0, 2, 5]),
+        (["3,"], [3]),
+        (["0,"], [0]),
+        (["0,2"], [0, 2]),
+        (["0,", "2"], [0, 2]),
+    ],
+)
+def test_parse_devices(values: list[str], expected: object) -> None:
+    assert parse_devices(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["x"], r"--devices 'x' is not valid"),
+        (["2.5"], r"--devices '2.5' is not valid"),
+        (["auto", "1"], r"--devices 'auto 1' is not valid"),
+        (["-1"], r"--devices '-1': ids must be distinct and >= 0"),
+        (["1", "1"], r"--devices '1 1': ids must be distinct"),
+        (["0"], r"--devices 0 is a count of zero devices"),
+    ],
+)
+def test_parse_devices_bad(values: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_devices(values)
+
+
+def test_devices_flag_reaches_parse_devices() -> None:
+    c = parse_config(["--devices", "0", "2", "5"])
+    assert parse_devices(c.device.devices) == [0, 2, 5]

@@ -1,0 +1,191 @@
+"""Exact names and paths, run ids, name validation, seeds, and how plans are grouped into work units."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from nestling import naming
+from nestling.config import parse_config
+from nestling.errors import UsageError
+from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune, seeds_for, work_units
+
+ART = Path("/art")
+
+
+def test_cv_and_run_names() -> None:
+    assert naming.cv_name_for("brave-otter", 0) == "brave-otter-cv0"
+    assert naming.cv_name_for("t", 12) == "t-cv12"
+    assert naming.run_name_for("brave-otter-cv3", 1, 42) == "brave-otter-cv3-run-f1s42"
+    assert naming.run_name_for("my.cv", 0, 21) == "my.cv-run-f0s21"
+
+
+def test_run_dir_of_a_tune() -> None:
+    path = naming.run_dir(ART, "t-cv0-run-f1s42", "abcd1234", cv_name="t-cv0", tune_name="t")
+    assert path == Path("/art/t/t-cv0/t-cv0-run-f1s42-abcd1234")
+    assert naming.tune_dir(ART, "t") == Path("/art/t")
+    assert naming.cv_dir(ART, "t-cv0", "t") == Path("/art/t/t-cv0")
+
+
+def test_run_dir_of_a_cv() -> None:
+    path = naming.run_dir(ART, "c-run-f0s21", "0123abcd", cv_name="c")
+    assert path == Path("/art/_cross_validations/c/c-run-f0s21-0123abcd")
+    assert naming.cv_dir(ART, "c") == Path("/art/_cross_validations/c")
+
+
+def test_run_dir_of_a_single_run() -> None:
+    assert naming.run_dir(ART, "r", "zz99aa00") == Path("/art/_runs/r-zz99aa00")
+
+
+def test_top_dirs() -> None:
+    assert naming.top_dir(ART, "tune", "t") == Path("/art/t")
+    assert naming.top_dir(ART, "cv", "c") == Path("/art/_cross_validations/c")
+    assert naming.top_dir(ART, "run", "r") == Path("/art/_runs")
+
+
+def test_run_paths() -> None:
+    p = naming.RunPaths(Path("/x/r-1"))
+    assert (p.spec, p.result) == (Path("/x/r-1/run_spec.json"), Path("/x/r-1/run_result.json"))
+    assert p.checkpoints == Path("/x/r-1/checkpoints")
+    assert p.last_checkpoint == Path("/x/r-1/checkpoints/last.ckpt")
+
+
+def test_run_id_is_8_lowercase_alphanumerics() -> None:
+    ids = {naming.new_run_id() for _ in range(200)}
+    assert len(ids) == 200
+    assert all(re.fullmatch(r"[a-z0-9]{8}", i) for i in ids)
+
+
+def test_run_id_reproducible_with_rng() -> None:
+    a = [naming.new_run_id(random.Random(7)) for _ in range(2)]
+    assert a[0] == a[1]
+    assert re.fullmatch(r"[a-z0-9]{8}", a[0])
+
+
+def test_generated_name_is_valid_and_reproducible() -> None:
+    a = naming.generate_name(random.Random(3))
+    assert a == naming.generate_name(random.Random(3))
+    assert re.fullmatch(r"[a-z]+(-[a-z]+)+", a)
+    assert naming.validate_name(naming.generate_name()) is not None
+
+
+@pytest.mark.parametrize("name", ["my-tune_1.2", "A", "x.y", "cv-3"])
+def test_valid_names(name: str) -> None:
+    assert naming.validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ".", "a b", "", "a\\b", "ä", "x\n"])
+def test_invalid_names(name: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(repr(name))):
+        naming.validate_name(name, "--name")
+
+
+def test_seeds_default() -> None:
+    assert seeds_for(3, []) == [42, 21, 69]
+    assert seeds_for(1, []) == [42]
+    assert seeds_for(2, []) == [42, 21]
+
+
+def test_seeds_more_than_three_are_reproducible_and_distinct() -> None:
+    five = seeds_for(5, [])
+    assert five[:3] == [42, 21, 69]
+    assert len(five) == 5 and len(set(five)) == 5
+    assert five == seeds_for(5, [])
+    assert seeds_for(8, [])[:5] == five
+
+
+def test_explicit_seeds_win() -> None:
+    assert seeds_for(3, [7, 8]) == [7, 8]
+
+
+def config(*argv: str):
+    return parse_config(["--artifact_dir", "/art", "--accelerator", "cpu", *argv])
+
+
+def tune_plan(*argv: str) -> Plan:
+    return plan_tune(
+        config("--n_seeds", "2", *argv),
+        name="t",
+        trials=[{"lr": 0.1}, {"lr": 0.2}],
+        n_folds=3,
+        devices="auto",
+        rng=random.Random(0),
+    )
+
+
+def test_plan_tune_names_and_dirs() -> None:
+    plan = tune_plan()
+    assert (plan.kind, plan.name, plan.root, plan.n_folds) == ("tune", "t", Path("/art/t"), 3)
+    assert [cv.cv_name for cv in plan.cvs] == ["t-cv0", "t-cv1"]
+    assert [cv.hp_index for cv in plan.cvs] == [0, 1]
+    assert [cv.dir for cv in plan.cvs] == [Path("/art/t/t-cv0"), Path("/art/t/t-cv1")]
+    runs = plan.cvs[1].runs
+    assert [(r.fold, r.seed) for r in runs] == [(0, 42), (0, 21), (1, 42), (1, 21), (2, 42), (2, 21)]
+    assert [r.run_name for r in runs[:2]] == ["t-cv1-run-f0s42", "t-cv1-run-f0s21"]
+    for r in plan.runs:
+        assert r.run_dir == f"/art/t/{r.cv_name}/{r.run_name}-{r.run_id}"
+        assert r.tune_name == "t"
+        assert r.splits_file == "/art/t/splits.json"
+        assert re.fullmatch(r"[a-z0-9]{8}", r.run_id)
+    assert {r.hparams["lr"] for r in plan.cvs[0].runs} == {0.1}
+    assert len({r.run_id for r in plan.runs}) == 12
+
+
+def test_plan_single_cv_and_run() -> None:
+    cv = plan_single_cv(config("--n_seeds", "1"), name="c", hparams={}, n_folds=2, devices="auto")
+    assert (cv.kind, cv.root) == ("cv", Path("/art/_cross_validations/c"))
+    assert [r.run_dir for r in cv.runs] == [
+        f"/art/_cross_validations/c/c-run-f{f}s42-{r.run_id}" for f, r in enumerate(cv.runs)
+    ]
+    assert all(r.tune_name is None and r.cv_name == "c" for r in cv.runs)
+    run = plan_run(config("--fold", "1"), name="r", hparams={}, n_folds=2, devices="auto")
+    (spec,) = run.runs
+    assert (spec.run_name, spec.fold, spec.seed, spec.cv_name) == ("r", 1, 42, None)
+    assert spec.run_dir == f"/art/_runs/r-{spec.run_id}"
+    assert run.root == Path(spec.run_dir)
+
+
+def test_parallel_strategy_gives_each_run_one_device_without_ddp() -> None:
+    plan = tune_plan("--strategy", "cv-parallel", "--devices", "2")
+    assert {(r.strategy, r.devices) for r in plan.runs} == {("auto", 1)}
+    plain = tune_plan("--strategy", "ddp", "--devices", "2")
+    assert {(r.strategy, r.devices) for r in plain.runs} == {("ddp", "auto")}
+
+
+def test_work_units_cv_parallel() -> None:
+    plan = tune_plan()
+    units = work_units(plan, "cv-parallel")
+    assert [u.index for u in units] == list(range(12))
+    assert [u.run_dirs for u in units] == [[r.run_dir] for r in plan.runs]
+
+
+def test_work_units_runs_per_task() -> None:
+    plan = tune_plan()
+    dirs = [r.run_dir for r in plan.runs]
+    units = work_units(plan, "cv-parallel", runs_per_task=5)
+    assert [u.run_dirs for u in units] == [dirs[0:5], dirs[5:10], dirs[10:12]]
+    assert [u.index for u in units] == [0, 1, 2]
+
+
+def test_work_units_tune_parallel() -> None:
+    plan = tune_plan()
+    units = work_units(plan, "tune-parallel")
+    assert [u.run_dirs for u in units] == [[r.run_dir for r in cv.runs] for cv in plan.cvs]
+    assert [len(u.run_dirs) for u in units] == [6, 6]
+
+
+def test_work_units_serial() -> None:
+    plan = tune_plan()
+    (unit,) = work_units(plan, "serial")
+    assert unit.index == 0
+    assert unit.run_dirs == [r.run_dir for r in plan.runs]
+
+
+def test_work_units_subset_renumbers_and_drops_empty() -> None:
+    plan = tune_plan()
+    subset = plan.cvs[1].runs[:2]
+    units = work_units(plan, "tune-parallel", runs=subset)
+    assert [(u.index, u.run_dirs) for u in units] == [(0, [r.run_dir for r in subset])]
