@@ -23,9 +23,11 @@ from nestling.scoring import cv_score, parse_scoring_metrics, run_score
 
 MISSING = "missing"
 BASE_COLUMNS = [
-    "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable", "score",
-    "score_is_unstable", "attempt",
+    "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable", "run_score",
+    "score", "score_is_unstable", "attempt",
 ]  # fmt: skip
+# `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
+# row's own score, from which the cv score is the mean over stable successful runs.
 
 
 @dataclass(frozen=True)
@@ -110,21 +112,21 @@ def _collect_cv(cv: PlannedCv, scoring: Any, strategy: str) -> CvSummary:
                 metrics=result.get("metrics") or {},
             )
         score, unstable = run_score(row["metrics"], scoring, strategy)
-        row.update(score=score, is_unstable=unstable)
+        row.update(run_score=score, is_unstable=unstable)
         for name in row["metrics"]:
             if name not in metric_names:
                 metric_names.append(name)
         rows.append(row)
-    score, score_is_unstable = cv_score([(r["score"], r["is_unstable"], r["status"]) for r in rows])
+    score, score_is_unstable = cv_score([(r["run_score"], r["is_unstable"], r["status"]) for r in rows])
     for r in rows:
-        r["score_is_unstable"] = score_is_unstable
+        r.update(score=score, score_is_unstable=score_is_unstable)
     columns: dict[str, list[Any]] = {c: [r[c] for r in rows] for c in BASE_COLUMNS}
     for name in metric_names:
         columns[name] = [_float(r["metrics"].get(name)) for r in rows]
     schema = {
         "run_name": pl.Utf8, "run_id": pl.Utf8, "fold": pl.Int64, "seed": pl.Int64, "status": pl.Utf8,
         "error": pl.Utf8, "duration": pl.Float64, "checkpoint": pl.Utf8, "is_unstable": pl.Boolean,
-        "score": pl.Float64, "score_is_unstable": pl.Boolean, "attempt": pl.Int64,
+        "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean, "attempt": pl.Int64,
         **dict.fromkeys(metric_names, pl.Float64),
     }  # fmt: skip
     table = pl.DataFrame(columns, schema=schema)

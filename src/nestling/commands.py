@@ -1,17 +1,21 @@
 """`nestling run | cv | tune`: parse, check, plan, write the tree, launch, collect, report.
 
-Everything that can be wrong with the input is found by `preflight.prepare` and `launchers.make_launcher` before
-the first directory is created.
+Everything that can be wrong with the input is found by `preflight.prepare` and `launch.factory.make_launcher`
+before the first directory is created. `--resume NAME` continues a plan from its tree (see resume.py).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from nestling import naming
 from nestling.config import PARALLEL_STRATEGIES, Config, parse_config
-from nestling.records import write_json
+from nestling.errors import UsageError
+from nestling.launch.base import Launcher
+from nestling.plan import WorkUnit
+from nestling.records import read_json, write_json
 
 DESCRIPTIONS = {
     "run": "Train one run.",
@@ -20,37 +24,61 @@ DESCRIPTIONS = {
 }
 
 
+def parallel_strategy(config: Config) -> str:
+    return config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
+
+
 def execute_plan(kind: str, argv: list[str]) -> int:
     from nestling.artifacts import write_plan
     from nestling.launch.factory import make_launcher
-    from nestling.plan import work_units
+    from nestling.plan import run_dirs_per_cv, work_units
     from nestling.preflight import prepare
-    from nestling.progress import RunProgress
 
     config = parse_config(argv, prog=f"nestling {kind}", description=DESCRIPTIONS[kind])
+    if config.launch.resume:
+        from nestling.resume import resume
+
+        return resume(kind, config, argv)
     prepared = prepare(config, kind)
     plan = prepared.plan
-    launcher = make_launcher(config, prepared)
-    strategy = config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
-    units = work_units(plan, strategy, config.launch.runs_per_task)
-    quiet = config.logging.quiet
+    launcher = make_launcher(config, kind, plan.name, prepared.devices)
+    units = work_units(run_dirs_per_cv(plan), parallel_strategy(config), config.launch.runs_per_task)
     if config.launch.dry_run:
         return _dry_run(kind, plan, units, launcher)
-    write_plan(plan, prepared.splits)
+    try:
+        write_plan(plan, prepared.splits)
+    except FileExistsError:  # another process took the name between the check and now
+        raise UsageError(f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name") from None
+    return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+
+
+def launch_and_report(
+    kind: str,
+    name: str,
+    root: Path,
+    units: list[WorkUnit],
+    launcher: Launcher,
+    config: Config,
+    total: int,
+    extra_record: dict[str, Any] | None = None,
+) -> int:
+    from nestling.progress import RunProgress
+
+    quiet = config.logging.quiet
     if not quiet:
-        print(f"{kind} {plan.name}: {len(plan.runs)} runs in {len(units)} work units -> {plan.root}")
-    with RunProgress(len(plan.runs), f"{kind} {plan.name}", quiet=quiet) as progress:
-        record = launcher.launch(plan.root, units, progress)
-        _save_launch(plan.root, record)
+        print(f"{kind} {name}: {total} runs in {len(units)} work units -> {root}")
+    with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
+        record = launcher.launch(root, units, progress)
+        save_launch(root, {**record, **(extra_record or {})})
         if launcher.detached:
             if not config.launch.wait:
-                _print_follow_up(plan.root, record, quiet)
+                _print_follow_up(root, record)
                 return 0
             launcher.wait(record, progress)
-    return _finish(plan.root, quiet)
+    return _finish(root, quiet)
 
 
-def _dry_run(kind: str, plan: Any, units: list[Any], launcher: Any) -> int:
+def _dry_run(kind: str, plan: Any, units: list[WorkUnit], launcher: Any) -> int:
     """Write and print the job scripts and a summary; create no artifact tree, submit nothing."""
     if not hasattr(launcher, "resources"):
         print(f"dry run: {kind} {plan.name}: {len(plan.runs)} runs in {len(units)} work units on the local launcher")
@@ -60,7 +88,7 @@ def _dry_run(kind: str, plan: Any, units: list[Any], launcher: Any) -> int:
     limit = record["max_array_size"]
     for path in record["scripts"]:
         print(f"# ---- {path}")
-        print(open(path).read())
+        print(Path(path).read_text())
     arrays = -(-len(units) // limit) if units else 0
     print(
         f"dry run: {kind} {plan.name}: {len(plan.runs)} runs in {len(units)} array tasks, {arrays} array(s) of at most "
@@ -71,35 +99,25 @@ def _dry_run(kind: str, plan: Any, units: list[Any], launcher: Any) -> int:
     return 0
 
 
-def _save_launch(root: Any, record: dict[str, Any]) -> None:
-    """launch.json keeps every launch of a plan (resume appends one)."""
+def save_launch(root: Path, record: dict[str, Any]) -> None:
+    """launch.json keeps every launch of a plan (each resume appends one)."""
     path = root / naming.LAUNCH
-    history: list[dict[str, Any]] = []
-    if path.exists():
-        from nestling.records import read_json
-
-        history = read_json(path).get("launches", [])
-    record = {**record, "saved_at": time.time()}
-    write_json(path, {"launches": [*history, record]})
+    history: list[dict[str, Any]] = read_json(path).get("launches", []) if path.exists() else []
+    write_json(path, {"launches": [*history, {**record, "saved_at": time.time()}]})
 
 
-def _print_follow_up(root: Any, record: dict[str, Any], quiet: bool) -> None:
+def _print_follow_up(root: Path, record: dict[str, Any]) -> None:
     jobs = ", ".join(str(j) for j in record.get("job_ids", []))
     print(f"submitted: jobs {jobs}; collector job {record.get('collector_job_id')}")
     print(f"follow:    nestling status {root} --watch")
     print(f"results:   nestling collect {root}   (the collector job runs it when the jobs end)")
 
 
-def _finish(root: Any, quiet: bool) -> int:
+def _finish(root: Path, quiet: bool) -> int:
     from nestling.collect import collect
     from nestling.report import print_summary
 
     collected = collect(root)
     if not quiet:
         print_summary(collected)
-    counts = collected.counts
-    return 0 if counts["success"] > 0 else 1
-
-
-def describe(config: Config) -> str:  # pragma: no cover - used by --dry_run summaries later
-    return f"{config.launch.launcher} launcher"
+    return 0 if collected.counts["success"] > 0 else 1

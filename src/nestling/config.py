@@ -26,7 +26,7 @@ from nestling.errors import UsageError
 
 PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")
 LAUNCHERS = ("local", "submitit-local", "slurm")
-DDP_LIKE = ("ddp", "ddp_fork", "ddp_spawn", "ddp_notebook", "fsdp", "deepspeed", "auto")
+DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deepspeed", "auto")
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,9 @@ class Launch:
     submitit_dir: str | None = None  # default: {plan dir}/_submitit
     max_array_size: int | None = None  # default: MaxArraySize from `scontrol show config`, else 1001
     runs_per_task: int = 1  # pack this many runs into one worker process (short runs)
+    signal_delay_s: int = 90  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
+    resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
+    force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)
 
 
 @dataclass(frozen=True)
@@ -365,3 +368,12 @@ def main_help_requested(argv: list[str]) -> bool:
 
 if __name__ == "__main__":  # pragma: no cover - manual check
     print(parse_config(sys.argv[1:]))
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """The inverse of Config.to_dict (plan.json keeps it): unknown keys from newer versions are ignored."""
+    groups = {}
+    for group, cls in GROUPS.items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        groups[group] = cls(**{k: v for k, v in data.get(group, {}).items() if k in names})
+    return Config(**groups, hparams=dict(data.get("hparams", {})), config_file=data.get("config_file"))

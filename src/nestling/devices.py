@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Union
 
 from nestling.errors import UsageError
 
-TrainerDevices = Union[str, int, list[int]]
+TrainerDevices = str | int | list[int]
 
 
 def parse_devices(values: list[str]) -> TrainerDevices:

@@ -131,6 +131,14 @@ class RunPaths:
         return self.checkpoints / "last.ckpt"
 
     @property
+    def interrupted_checkpoint(self) -> Path:
+        return self.checkpoints / "interrupted.ckpt"
+
+    @property
+    def attempts(self) -> Path:
+        return self.dir / "attempts.json"
+
+    @property
     def logs(self) -> Path:
         return self.dir / LOGS
 

@@ -240,23 +240,22 @@ def plan_run(
     return Plan("run", name, root, [cv], n_folds, config.to_dict())
 
 
-def work_units(plan: Plan, strategy: str, runs_per_task: int = 1, runs: list[RunSpec] | None = None) -> list[WorkUnit]:
-    """Group runs into units of work by parallel strategy.
+def work_units(cv_run_dirs: list[list[str]], strategy: str, runs_per_task: int = 1) -> list[WorkUnit]:
+    """Group run dirs (given per cv) into units of work by parallel strategy.
 
     cv-parallel: one unit per run (or per `runs_per_task` runs); tune-parallel: one unit per cv, its runs in
-    series; otherwise one unit for everything. `runs` restricts to a subset (resume).
+    series; otherwise one unit for everything.
     """
-    wanted = None if runs is None else {r.run_dir for r in runs}
-
-    def keep(specs: list[RunSpec]) -> list[str]:
-        return [s.run_dir for s in specs if wanted is None or s.run_dir in wanted]
-
     if strategy == "cv-parallel":
-        dirs = keep(plan.runs)
+        dirs = [d for cv in cv_run_dirs for d in cv]
         k = max(1, runs_per_task)
         groups = [dirs[i : i + k] for i in range(0, len(dirs), k)]
     elif strategy == "tune-parallel":
-        groups = [keep(cv.runs) for cv in plan.cvs]
+        groups = [list(cv) for cv in cv_run_dirs]
     else:
-        groups = [keep(plan.runs)]
+        groups = [[d for cv in cv_run_dirs for d in cv]]
     return [WorkUnit(i, g) for i, g in enumerate(g for g in groups if g)]
+
+
+def run_dirs_per_cv(plan: Plan) -> list[list[str]]:
+    return [[r.run_dir for r in cv.runs] for cv in plan.cvs]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling import naming
-from nestling.config import LAUNCHERS, PARALLEL_STRATEGIES, Config
+from nestling.config import DDP_LIKE, LAUNCHERS, PARALLEL_STRATEGIES, Config
 from nestling.devices import TrainerDevices, parse_devices
 from nestling.errors import UsageError
 from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune
@@ -108,6 +108,16 @@ def _check_choices(config: Config, kind: str) -> None:
 
 
 def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:
+    nodes = config.device.num_nodes
+    if nodes > 1 and config.device.strategy not in DDP_LIKE:
+        raise UsageError(
+            f"--strategy {config.device.strategy!r} cannot span {nodes} nodes; use a DDP-like strategy "
+            f"({', '.join(s for s in DDP_LIKE if s != 'auto')}), e.g. --strategy ddp"
+        )
+    if nodes > 1 and devices == "auto":
+        raise UsageError(
+            f"--num_nodes {nodes} needs a device count per node (SLURM starts one task per device): e.g. --devices 4"
+        )
     if config.device.num_nodes > 1 and isinstance(devices, list):
         raise UsageError(
             f"--devices {' '.join(map(str, devices))} is a list of ids, which several nodes cannot share; "

@@ -49,7 +49,7 @@ def print_summary(collected: Collected) -> None:
             title = f"cv {cv.cv_name}" if cv.cv_name else f"run {plan.name}"
             table = Table(title=title)
             metric_cols = [c for c in df.columns if "/" in c]
-            cols = ["run_name", "status", "duration", *metric_cols, "score"]
+            cols = ["run_name", "status", "duration", *metric_cols, "run_score"]
             for col in cols:
                 table.add_column(col)
             for row in df.iter_rows(named=True):

@@ -112,10 +112,7 @@ def _unfinished_state(run_dir: Path, job: str | None, queue: dict[str, str], fin
 def _array_pending(job: str, queue: dict[str, str]) -> bool:
     """A pending array may be listed as one line `ID_[0-9]` rather than per task."""
     array_id, _, task = job.partition("_")
-    for key, state in queue.items():
-        if key.startswith(f"{array_id}_[") and state in PENDING_STATES:
-            return True
-    return False
+    return any(key.startswith(f"{array_id}_[") and state in PENDING_STATES for key, state in queue.items())
 
 
 def _launches(root: Path) -> list[dict[str, Any]]:

@@ -52,6 +52,19 @@ def serve() -> None:
         reply.flush()
 
 
+def _relay_preemption() -> None:
+    """In a container the submitit job forwards SLURM's signal here: save the run in progress, then stop."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        from nestling.run import save_interrupt_checkpoint
+
+        save_interrupt_checkpoint()
+        os._exit(75)
+
+    signal.signal(signal.SIGUSR2, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nestling.worker", description=__doc__)
     parser.add_argument("run_dirs", nargs="*")
@@ -60,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve()
         return 0
+    _relay_preemption()
     results = run_dirs(args.run_dirs)
     return 0 if any(r.get("status") == "success" for r in results) or not results else 1
 

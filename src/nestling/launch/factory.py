@@ -3,36 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nestling.config import PARALLEL_STRATEGIES, Config
-from nestling.devices import uses_gpu, worker_slots
+from nestling.devices import TrainerDevices, uses_gpu, worker_slots
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher
 
-if TYPE_CHECKING:
-    from nestling.preflight import Prepared
 
-
-def make_launcher(config: Config, prepared: Prepared) -> Launcher:
+def make_launcher(config: Config, kind: str, name: str, devices: TrainerDevices) -> Launcher:
     name = config.launch.launcher
     container = container_spec(config)
     if name == "local":
         from nestling.launch.local import LocalLauncher
 
         if config.device.strategy in PARALLEL_STRATEGIES:
-            slots = worker_slots(config.device.accelerator, prepared.devices)
+            slots = worker_slots(config.device.accelerator, devices)
         else:
             slots = [None]  # one worker; the Trainer gets the device flags as given
         return LocalLauncher(slots, wrap=_local_wrap(container) if container else None)
     from nestling.launch.slurm import SubmititLauncher, check_against_sinfo
 
-    resources = slurm_resources(config, prepared)
+    resources = slurm_resources(config, kind, name, devices)
     if name == "slurm":
         check_against_sinfo(resources)
     folder = Path(config.launch.submitit_dir) if config.launch.submitit_dir else None
     if config.launch.dry_run:
-        folder = folder or Path(config.logging.artifact_dir) / "_dry_run" / prepared.plan.name
+        folder = folder or Path(config.logging.artifact_dir) / "_dry_run" / name
     return SubmititLauncher(
         name,
         resources,
@@ -44,7 +41,7 @@ def make_launcher(config: Config, prepared: Prepared) -> Launcher:
     )
 
 
-def devices_per_unit(config: Config, prepared: Prepared) -> int:
+def devices_per_unit(config: Config, devices: TrainerDevices) -> int:
     """GPUs one work unit needs: one per parallel unit, else the Trainer's device count."""
     if config.launch.gpus_per_task is not None:
         return config.launch.gpus_per_task
@@ -52,20 +49,19 @@ def devices_per_unit(config: Config, prepared: Prepared) -> int:
         return 0
     if config.device.strategy in PARALLEL_STRATEGIES:
         return 1
-    devices = prepared.devices
     if isinstance(devices, list):
         return len(devices)
     return devices if isinstance(devices, int) else 1
 
 
-def slurm_resources(config: Config, prepared: Prepared) -> Any:
+def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevices) -> Any:
     from nestling.launch.slurm import SlurmResources, parse_extra
 
     launch = config.launch
-    gpus = devices_per_unit(config, prepared)
+    gpus = devices_per_unit(config, devices)
     nodes, tasks = 1, 1
-    if prepared.plan.kind == "run" and config.device.strategy not in PARALLEL_STRATEGIES:
-        count = prepared.devices if isinstance(prepared.devices, int) else (gpus or 1)
+    if kind == "run" and config.device.strategy not in PARALLEL_STRATEGIES:
+        count = devices if isinstance(devices, int) else (gpus or 1)
         if config.device.num_nodes > 1 or (isinstance(count, int) and count > 1):
             nodes, tasks = config.device.num_nodes, count  # Lightning requires ntasks-per-node == devices
     if launch.max_array_size is not None and launch.max_array_size < 1:
@@ -88,7 +84,7 @@ def slurm_resources(config: Config, prepared: Prepared) -> Any:
         extra=parse_extra(launch.slurm_extra),
         nodes=nodes,
         tasks_per_node=tasks,
-        job_name=f"nestling-{prepared.plan.name}",
+        job_name=f"nestling-{name}",
     )
 
 

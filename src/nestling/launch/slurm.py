@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shutil
@@ -166,7 +167,7 @@ class SubmititLauncher(Launcher):
 
     # -- Launcher ----------------------------------------------------------------------------------------------
     def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
-        from nestling.launch.entry import collect_plan, run_unit
+        from nestling.launch.entry import UnitJob, collect_plan
 
         folder = self.folder or root / "_submitit"
         folder.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,7 @@ class SubmititLauncher(Launcher):
         executor = self._executor(folder)
         jobs: list[Any] = []
         for part in chunks:
-            array_jobs = executor.map_array(run_unit, [u.run_dirs for u in part], [self.container] * len(part))
+            array_jobs = executor.map_array(UnitJob(), [u.run_dirs for u in part], [self.container] * len(part))
             jobs.extend(array_jobs)
             array_id = str(array_jobs[0].job_id).split("_")[0]
             record["arrays"].append(
@@ -216,10 +217,8 @@ class SubmititLauncher(Launcher):
             record["collector_job_id"] = str(collector.submit(collect_plan, str(root)).job_id)
             return record
         for job in jobs:  # submitit-local: attached, wait for every task
-            try:
+            with contextlib.suppress(Exception):  # a crashed task leaves its runs without results: lost
                 job.result()
-            except Exception:  # a crashed task leaves its runs without results: they show as lost
-                pass
         for unit in units:
             for d in unit.run_dirs:
                 result = read_result(Path(d))
@@ -254,7 +253,8 @@ class SubmititLauncher(Launcher):
         scripts = []
         for i, part in enumerate(chunks):
             params = self._slurm_params(self.resources)
-            params["map_count"] = len(part)
+            if len(part) > 1:  # submitit submits a single unit as a plain job, not an array of one
+                params["map_count"] = len(part)
             text = _make_sbatch_string(command=_python_command(), folder=folder, **params)
             path = folder / f"dry-run-array-{i}.sbatch"
             path.write_text(text)

@@ -1,0 +1,244 @@
+"""The SLURM launcher on the real local cluster (slurm/local-cluster), driven through the CLI as a user would.
+
+Every run uses the `sleep` task on CPU; `--gpus_per_task 1` still asks SLURM for a (fake) GPU through GRES, so the
+pinning is real even though training is not on a GPU. Waits are bounded polls, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+BASE = ["--task", "sleep", "--accelerator", "cpu", "--cpus_per_task", "1", "--mem_gb", "1", "--max_epochs", "1",
+        "--n_seeds", "1", "--quiet"]  # fmt: skip
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nestling.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else dict(os.environ),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def slurm(*args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=30, check=True)
+    return done.stdout
+
+
+def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    """Call `check` until it returns something truthy; fail with its last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def results(root: Path) -> list[dict[str, Any]]:
+    """Every run_result.json below a cv (depth 1) or tune (depth 2) dir."""
+    files = [*root.glob("*/run_result.json"), *root.glob("*/*/run_result.json")]
+    return [json.loads(f.read_text()) for f in sorted(files)]
+
+
+def last_launch(root: Path) -> dict[str, Any]:
+    return json.loads((root / "launch.json").read_text())["launches"][-1]
+
+
+def status(root: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    done = cli("status", str(root), "--json", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def queue_ids(env: dict[str, str] | None = None) -> set[str]:
+    return set(slurm("squeue", "-h", "-r", "-o", "%i", env=env).split())
+
+
+def test_cv_parallel_gets_one_gpu_per_run(slurm_cluster: str, tmp_path: Path) -> None:
+    """4 runs on the 4 fake GPUs of 2 nodes: one array, one task and one distinct (node, GPU) per run."""
+    done = cli("cv", *BASE, "--hp", "sleep_s=3", "--n_folds", "4", "--strategy", "cv-parallel",
+               "--launcher", "slurm", "--gpus_per_task", "1", "--artifact_dir", str(tmp_path), "--name", "pin",
+               "--wait")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    cv = tmp_path / "_cross_validations" / "pin"
+    runs = results(cv)
+    assert [r["status"] for r in runs] == ["success"] * 4
+    pairs = {(r["host"], r["cuda_visible_devices"]) for r in runs}
+    assert len(pairs) == 4, pairs
+    assert {host for host, _ in pairs} == {"node1", "node2"}
+    launch = last_launch(cv)
+    assert [a["tasks"] for a in launch["arrays"]] == [4]
+    assert {r["slurm_job_id"] for r in runs} == {launch["arrays"][0]["job_id"]}
+    assert sorted(r["slurm_array_task_id"] for r in runs) == ["0", "1", "2", "3"]
+    assert (cv / "run_infos.parquet").is_file()
+
+
+def test_tune_parallel_runs_each_cv_in_one_task(slurm_cluster: str, tmp_path: Path) -> None:
+    """2 trials x 2 folds: one array of 2 tasks; the runs of a cv share a task and a process."""
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = [0.4, 0.6]\n")
+    art = tmp_path / "art"
+    done = cli("tune", *BASE, "--hp", "sleep_s=0.5", "--hpconfig", str(space), "--sampler", "grid",
+               "--n_trials", "2", "--n_folds", "2", "--strategy", "tune-parallel", "--launcher", "slurm",
+               "--artifact_dir", str(art), "--name", "tp", "--wait")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    tune = art / "tp"
+    launch = last_launch(tune)
+    assert [a["tasks"] for a in launch["arrays"]] == [2]
+    runs = results(tune)
+    assert len(runs) == 4 and all(r["status"] == "success" for r in runs)
+    by_cv: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_cv.setdefault(r["cv_name"], []).append(r)
+    assert len(by_cv) == 2
+    tasks = set()
+    for cv_runs in by_cv.values():
+        assert len({r["slurm_array_task_id"] for r in cv_runs}) == 1
+        assert len({(r["host"], r["pid"]) for r in cv_runs}) == 1  # in series, in one process
+        tasks.add(cv_runs[0]["slurm_array_task_id"])
+        assert all(r["cuda_visible_devices"] is None for r in cv_runs)  # --accelerator cpu: no GRES
+    assert tasks == {"0", "1"}
+    assert pl.read_parquet(tune / "tune_infos.parquet").height == 2
+
+
+SPLIT_PLAN = ["cv", *BASE, "--hp", "sleep_s=1", "--n_folds", "10", "--strategy", "cv-parallel", "--launcher",
+              "slurm", "--gpus_per_task", "1"]  # fmt: skip
+
+
+def test_plan_larger_than_max_array_size_is_split(small_array_cluster: dict[str, str], tmp_path: Path) -> None:
+    """MaxArraySize=4 and 10 tasks: 3 sbatch calls (4, 4, 2 tasks) plus the collector; nothing is trained."""
+    env = small_array_cluster
+    # begin=now+1hour keeps every task pending: the test is about submission, not training.
+    done = cli(*SPLIT_PLAN, "--artifact_dir", str(tmp_path), "--name", "split", "--slurm_extra", "begin=now+1hour",
+               env=env)  # fmt: skip
+    launch = last_launch(tmp_path / "_cross_validations" / "split") if done.returncode == 0 else {}
+    ids = [*launch.get("job_ids", []), launch.get("collector_job_id")]
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert launch["max_array_size"] == 4
+        assert [a["tasks"] for a in launch["arrays"]] == [4, 4, 2]
+        arrays = {a["job_id"] for a in launch["arrays"]}
+        assert len(arrays) == 3
+        queued = {line.split("_")[0] for line in queue_ids(env)}
+        assert arrays <= queued
+        assert launch["collector_job_id"] in queued
+    finally:
+        if any(ids):
+            slurm("scancel", *[i for i in ids if i], env=env)
+
+
+def test_dry_run_prints_scripts_and_submits_nothing(small_array_cluster: dict[str, str], tmp_path: Path) -> None:
+    env = small_array_cluster
+    before = queue_ids(env)
+    done = cli(*SPLIT_PLAN, "--artifact_dir", str(tmp_path), "--name", "dry", "--dry_run", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    arrays = [line for line in done.stdout.splitlines() if line.startswith("#SBATCH --array=")]
+    assert [a.split("=")[1].split("%")[0] for a in arrays] == ["0-3", "0-3", "0-1"], arrays
+    assert "#SBATCH --gres=gpu:1" in done.stdout
+    assert "3 array(s)" in done.stdout
+    assert not (tmp_path / "_cross_validations").exists()
+    assert not list(tmp_path.rglob("run_spec.json"))
+    assert queue_ids(env) == before
+
+
+def test_collector_job_writes_parquet_without_a_client(slurm_cluster: str, tmp_path: Path) -> None:
+    """Detached: the CLI returns after submission; the afterany collector job writes run_infos.parquet."""
+    done = cli("cv", *BASE, "--hp", "sleep_s=5", "--n_folds", "2", "--strategy", "cv-parallel", "--launcher",
+               "slurm", "--artifact_dir", str(tmp_path), "--name", "det")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    cv = tmp_path / "_cross_validations" / "det"
+    assert not results(cv)  # returned before any run could have finished
+    assert not (cv / "run_infos.parquet").exists()
+    launch = last_launch(cv)
+    collector = launch["collector_job_id"]
+    assert collector and "submitted:" in done.stdout
+    log = Path(launch["submitit_folder"]) / f"{collector}_0_log.out"
+    poll(lambda: (cv / "run_infos.parquet").is_file(), 120, "run_infos.parquet from the collector job")
+    poll(lambda: log.is_file() and "completed" in log.read_text(), 30, f"the collector's log {log}")
+    table = pl.read_parquet(cv / "run_infos.parquet")
+    assert table.height == 2
+    assert table["status"].to_list() == ["success", "success"]
+
+
+def test_status_pending_running_and_lost(slurm_cluster: str, tmp_path: Path) -> None:
+    """3 runs, one at a time: running=1 pending=2; a cancelled pending task is lost; at the end nothing is open."""
+    env = dict(os.environ)
+    done = cli("cv", *BASE, "--hp", "sleep_s=15", "--n_folds", "3", "--strategy", "cv-parallel", "--launcher",
+               "slurm", "--array_parallelism", "1", "--artifact_dir", str(tmp_path), "--name", "st")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    cv = tmp_path / "_cross_validations" / "st"
+    launch = last_launch(cv)
+    array = launch["arrays"][0]["job_id"]
+    try:
+        seen = poll(
+            lambda: (s := status(cv, env))["counts"]["running"] == 1 and s,
+            90,
+            "one running run",
+        )
+        assert seen["counts"] == {"success": 0, "failed": 0, "running": 1, "pending": 2, "lost": 0}
+        victim = next(r for r in seen["runs"] if r["state"] == "pending")
+        assert victim["job"].startswith(f"{array}_")
+        slurm("scancel", victim["job"], env=env)
+
+        def state_of_victim() -> str | None:
+            runs = status(cv, env)["runs"]
+            state = next(r["state"] for r in runs if r["run_id"] == victim["run_id"])
+            return state if state == "lost" else None
+
+        poll(state_of_victim, 30, f"{victim['job']} to be lost")
+    finally:
+        slurm("scancel", array, env=env)  # the collector (afterany) still runs
+    final = poll(
+        lambda: (s := status(cv, env))["counts"]["running"] + s["counts"]["pending"] == 0 and s,
+        60,
+        "every run to end",
+    )
+    counts = final["counts"]
+    assert counts["success"] + counts["failed"] + counts["lost"] == 3
+    assert counts["lost"] >= 1
+
+
+def test_submitit_local_launcher(tmp_path: Path) -> None:
+    """submitit's local executor: same pickling and array path, attached, no cluster needed."""
+    done = cli("cv", *BASE, "--hp", "sleep_s=0.2", "--n_folds", "2", "--strategy", "cv-parallel", "--launcher",
+               "submitit-local", "--artifact_dir", str(tmp_path), "--name", "loc")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    cv = tmp_path / "_cross_validations" / "loc"
+    assert [r["status"] for r in results(cv)] == ["success", "success"]
+    assert (cv / "run_infos.parquet").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--partition", "nope"], "nope"),
+        (["--gpus_per_task", "9"], "9"),
+        (["--slurm_extra", "novalue"], "novalue"),
+    ],
+)
+def test_bad_slurm_input_exits_2(slurm_cluster: str, tmp_path: Path, flags: list[str], message: str) -> None:
+    art = tmp_path / "art"
+    done = cli("cv", *BASE, "--n_folds", "2", "--strategy", "cv-parallel", "--launcher", "slurm",
+               "--artifact_dir", str(art), *flags)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert not art.exists()
