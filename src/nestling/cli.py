@@ -19,6 +19,7 @@ COMMANDS = {
     "tune": "sample hyperparameter sets from --hpconfig and cross-validate each; ranks the trials",
     "collect": "rebuild run_infos.parquet / tune_infos.parquet of a tune, cv or run dir from its run results",
     "status": "count and list the runs of a tune, cv or run dir by state",
+    "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
 
 
@@ -52,11 +53,15 @@ def _dispatch(argv: list[str]) -> int:
         from nestling.status import status_main
 
         return status_main(rest)
+    if command == "doctor":
+        from nestling.doctor import doctor_main
+
+        return doctor_main(rest)
     raise UsageError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)} (see nestling --help)")
 
 
 def _print_help() -> None:
-    print("usage: nestling {run,cv,tune,collect,status} [options]\n")
+    print(f"usage: nestling {{{','.join(COMMANDS)}}} [options]\n")
     print("How a model is born: tune -> cross-validation -> training run.\n")
     for name, text in COMMANDS.items():
         print(f"  {name:<8} {text}")

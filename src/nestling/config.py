@@ -46,7 +46,7 @@ class Data:
 class Training:
     """What one training run does."""
 
-    max_epochs: int = 10
+    max_epochs: int = 10  # epochs per training run
     early_stopping_patience: int = 0  # epochs without improvement of the first scoring metric; 0 = off
     hp: list[str] = sp.field(default_factory=list, action="append", type=str, nargs="+", required=False)  # KEY=VALUE, repeatable
     fold: int = 0  # the fold `nestling run` trains on
@@ -67,7 +67,7 @@ class Tune:
     """How hyperparameter sets are drawn."""
 
     hpconfig: str | None = None  # TOML/YAML file with a `hyperparameters` table
-    n_trials: int = 10
+    n_trials: int = 10  # hyperparameter sets to cross-validate (clipped to the grid size with --sampler grid)
     sampler: str = "random"  # random | grid
     tune_seed: int = 0  # same seed, same trials
 
@@ -76,17 +76,17 @@ class Tune:
 class Device:
     """Passed to Lightning's Trainer; cv-parallel / tune-parallel run work units side by side instead."""
 
-    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps
+    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps | tpu
     strategy: str = "auto"  # a Lightning strategy, or cv-parallel | tune-parallel
     devices: list[str] = list_field("auto")  # auto, a count (2), or ids (0 2 5)
-    num_nodes: int = 1
+    num_nodes: int = 1  # nodes of one run (multi-node DDP needs --launcher slurm)
 
 
 @dataclass(frozen=True)
 class Logging:
     """Where artifacts go and how a run is named and tracked."""
 
-    artifact_dir: str = "artifacts"
+    artifact_dir: str = "artifacts"  # root of every tune, cv and run directory
     name: str | None = None  # tune/cv/run name; generated when omitted
     wandb_project: str | None = None  # enables Weights & Biases (honours WANDB_MODE=offline)
     wandb_entity: str | None = None
@@ -102,8 +102,8 @@ class Launch:
     wait: bool = False  # with slurm: block with a progress bar until every job ended
     partition: str | None = None
     time_min: int = 60  # time limit of one job, minutes
-    cpus_per_task: int = 2
-    mem_gb: float = 8.0
+    cpus_per_task: int = 2  # CPUs of one array task
+    mem_gb: float = 8.0  # memory of one array task (per node)
     gpus_per_task: int | None = None  # default: the devices of one work unit (0 with --accelerator cpu)
     account: str | None = None
     qos: str | None = None
@@ -184,7 +184,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         if p.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text) or {}
+            from nestling.space import _yaml_loader
+
+            data = yaml.load(text, Loader=_yaml_loader()) or {}  # reads 1e-4 as a float, unlike safe_load
         else:
             data = tomllib.loads(text)
     except Exception as exc:  # both parsers raise their own types

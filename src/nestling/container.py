@@ -13,6 +13,9 @@ GPU pinning per runtime (``gpus`` are the physical ids the worker was given):
   device is passed and ``CUDA_VISIBLE_DEVICES=<physical ids>`` is set, so the pinning is still observable.
 
 Every runtime sets ``NESTLING_IN_CONTAINER=1`` and, with GPUs, ``NESTLING_PHYSICAL_GPUS=<physical ids>``.
+
+What a worker gets from the host environment is chosen by :func:`passthrough_env` (SLURM's job variables,
+``MASTER_*``, ``WANDB_MODE``, ``OMP_NUM_THREADS``); the rest stays outside.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ OCI_RUNTIMES = ("docker", "podman")
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
 IN_CONTAINER_ENV = "NESTLING_IN_CONTAINER"
 PHYSICAL_GPUS_ENV = "NESTLING_PHYSICAL_GPUS"
+
+# Host variables a containerised worker needs: SLURM's job/step description (Lightning's SLURMEnvironment, the
+# result record), the DDP rendezvous, wandb's mode and the thread count the launcher chose.
+PASSTHROUGH_PREFIXES = ("SLURM", "MASTER_ADDR", "MASTER_PORT", "WANDB_MODE", "OMP_NUM_THREADS", "PYTHONUNBUFFERED")
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
@@ -230,12 +237,14 @@ def wrap_command(
     gpus: Sequence[str] | None,
     auto_binds: Sequence[Path],
     env: Mapping[str, str] | None = None,
-    workdir: Path | None = None,
+    workdir: Path | str | None = None,
+    interactive: bool = False,
 ) -> list[str]:
     """Return the argv that runs ``cmd`` inside ``opts.image`` with ``runtime`` (already resolved).
 
     ``auto_binds`` are bound read-write at the same path; ``env`` (e.g. the SLURM_* variables the caller
-    chose) comes after the user's ``opts.env``; nestling's own variables come last and win.
+    chose) comes after the user's ``opts.env``; nestling's own variables come last and win. ``interactive``
+    keeps stdin attached (docker/podman ``-i``; apptainer always passes it), for ``worker --serve``.
     """
     if runtime not in RUNTIMES or runtime == "auto":
         raise ValueError(
@@ -278,6 +287,8 @@ def wrap_command(
     # docker / podman: --init forwards SIGTERM (scancel, preemption) and reaps zombies; --ipc=host gives
     # DataLoader workers and NCCL a real /dev/shm instead of the 64 MB default.
     argv = [runtime, "run", "--rm", "--init", "--ipc=host"]
+    if interactive:
+        argv.append("-i")
     uid, gid = _host_user()
     if runtime == "podman":
         # SELinux hosts would deny the unlabelled binds; relabelling (:z) the user's data is worse.
@@ -305,12 +316,39 @@ def wrap_command(
 
 
 def in_container() -> bool:
-    """Whether this process runs inside a container (so a worker does not wrap itself again)."""
+    """Whether nestling's wrapper (or apptainer/singularity) started this process inside an image.
+
+    Only the environment counts: ``NESTLING_IN_CONTAINER=1`` (set by :func:`wrap_command` for every runtime)
+    and the variables apptainer/singularity set themselves. The marker files ``/.dockerenv`` and
+    ``/run/.containerenv`` are deliberately not consulted: they describe the machine nestling itself runs on
+    (CI runners, dev containers and sandboxes are often containers), so a launcher started there would record
+    ``in_container: true`` for runs it never wrapped. ``run_result.json`` must tell whether *this* run went
+    through ``--container_image``.
+    """
     if os.environ.get(IN_CONTAINER_ENV) == "1":
         return True
-    if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
-        return True
-    return Path("/run/.containerenv").exists() or Path("/.dockerenv").exists()
+    return bool(os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"))
+
+
+def passthrough_env(environ: Mapping[str, str], opts: ContainerOptions | None = None) -> dict[str, str]:
+    """The host variables (PASSTHROUGH_PREFIXES) a worker takes into the image; ``--container_env`` keys win."""
+    user = {parse_env(e)[0] for e in opts.env} if opts is not None else set()
+    return {k: v for k, v in environ.items() if k.startswith(PASSTHROUGH_PREFIXES) and k not in user}
+
+
+def worker_python(opts: ContainerOptions, executable: str | None = None) -> str:
+    """The interpreter a worker runs with inside the image.
+
+    The host's own ``sys.executable`` when a declared bind puts it at the same path inside (the test image and
+    "bring your own python" images, see :func:`host_python_binds`); otherwise the image's ``python``.
+    """
+    exe = os.path.normpath(os.path.abspath(executable or sys.executable))
+    for spec in opts.binds:
+        bind = parse_bind(spec)
+        src, dst = os.path.normpath(bind.src), os.path.normpath(bind.dst)
+        if src == dst and (exe == dst or exe.startswith(dst.rstrip("/") + "/")):
+            return executable or sys.executable
+    return "python"
 
 
 def image_exists(

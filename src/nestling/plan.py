@@ -17,6 +17,7 @@ from nestling.devices import TrainerDevices
 from nestling.records import RunSpec
 
 DEFAULT_SEEDS = (42, 21, 69)
+RELAUNCHING_STRATEGIES = ("auto", "ddp", "ddp_spawn")  # replaced by ddp_fork inside a cv or tune
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,18 @@ def seeds_for(n_seeds: int, explicit: list[int]) -> list[int]:
 
 
 def trainer_devices(config: Config, devices: TrainerDevices, devices_per_unit: int = 1) -> tuple[str, Any]:
-    """(strategy, devices) for the Trainer. Parallel strategies give each unit its own devices, without DDP."""
+    """(strategy, devices) for the Trainer of a run inside a cv or tune.
+
+    Parallel strategies give each unit its own devices. DDP that relaunches the script would start the whole
+    worker again (the seed's warning), so several devices within a cv/tune use ddp_fork instead.
+    """
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:
         return ("ddp_fork" if devices_per_unit > 1 else "auto"), devices_per_unit
+    count = len(devices) if isinstance(devices, list) else devices
+    several = config.device.num_nodes > 1 or (isinstance(count, int) and count > 1)
+    if several and strategy in RELAUNCHING_STRATEGIES:
+        return "ddp_fork", devices
     return strategy, devices
 
 

@@ -50,6 +50,11 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     per_unit = _devices_per_unit(config)
     if kind == "tune":
         trials = _trials(config, defaults)
+        sampled = sorted(set(config.hparams) & {k for t in trials for k in t})
+        if sampled:
+            raise UsageError(
+                f"hyperparameter {sampled[0]!r} is both fixed (--hp / [hparams]) and sampled (--hpconfig); remove one"
+            )
         name = _name(config, artifact_dir, "tune")
         plan = plan_tune(
             config,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import os
 import socket
 import time
@@ -212,8 +211,7 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
 def _floats(metrics: Any) -> dict[str, float]:
     out = {}
     for key, value in metrics.items():
-        number = float(value.item() if hasattr(value, "item") else value)
-        out[key] = number if math.isfinite(number) else number
+        out[key] = float(value.item() if hasattr(value, "item") else value)
     return out
 
 

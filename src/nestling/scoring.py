@@ -69,22 +69,22 @@ def parse_scoring_metric(spec: str) -> ScoringMetric:
     if suffix not in _DIRECTIONS:
         raise UsageError(
             f"invalid scoring metric {spec!r}: the suffix must be ':higher' or ':lower' "
-            f"(e.g. --scoring val/loss:lower val/JaccardIndex)"
+            f"(e.g. --scoring_metric val/loss:lower val/JaccardIndex)"
         )
     if not name:
         raise UsageError(
-            f"invalid scoring metric {spec!r}: the metric name is empty (e.g. --scoring val/loss:lower)"
+            f"invalid scoring metric {spec!r}: the metric name is empty (e.g. --scoring_metric val/loss:lower)"
         )
     return ScoringMetric(name=name, higher_is_better=_DIRECTIONS[suffix])
 
 
 def parse_scoring_metrics(specs: Sequence[str]) -> list[ScoringMetric]:
-    """Parse the ``--scoring`` list; refuse an empty list and repeated names, which would silently skew scores."""
+    """Parse the ``--scoring_metric`` list; refuse an empty list and repeated names, which would silently skew scores."""
     if isinstance(specs, str):
         specs = [specs]
     if not specs:
         raise UsageError(
-            "no scoring metric given: pass at least one, e.g. --scoring val/JaccardIndex val/loss:lower"
+            "no scoring metric given: pass at least one, e.g. --scoring_metric val/JaccardIndex val/loss:lower"
         )
     metrics = [parse_scoring_metric(spec) for spec in specs]
     seen: set[str] = set()
@@ -135,7 +135,7 @@ def run_score(
     """Score one run from its final metrics: ``(score, is_unstable)``; the score is NaN when unstable."""
     validate_strategy(strategy)
     if not scoring:
-        raise UsageError("no scoring metric given: pass at least one, e.g. --scoring val/JaccardIndex")
+        raise UsageError("no scoring metric given: pass at least one, e.g. --scoring_metric val/JaccardIndex")
     values: list[float] = []
     for metric in scoring:
         raw = _raw_value(metrics, metric.name)

@@ -320,7 +320,7 @@ def sample_trials(
     if not _is_int(n_trials) or n_trials < 1:
         raise UsageError(f"n_trials = {n_trials!r} must be a positive integer, e.g. --n_trials 10")
     if not _is_int(seed):
-        raise UsageError(f"seed = {seed!r} must be an integer, e.g. --seed 0")
+        raise UsageError(f"seed = {seed!r} must be an integer, e.g. --tune_seed 0")
 
     if sampler == "grid":
         grid = _grid(space)

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,15 +29,22 @@ RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALIN
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 
 
-def queued_jobs(job_ids: list[str | None]) -> dict[str, str]:
-    """squeue entries (one per array task, `ARRAY_TASK` or `JOB`) -> state, for the given job ids only."""
+def queued_jobs(job_ids: list[str | None]) -> dict[str, str] | None:
+    """squeue entries (one per array task, `ARRAY_TASK` or `JOB`) -> state, for the given job ids only.
+
+    None when squeue cannot be asked (missing, failed, timed out): an unknown queue is not an empty one.
+    """
     wanted = {str(j) for j in job_ids if j}
-    if not wanted or not shutil.which("squeue"):
+    if not wanted:
         return {}
+    if not shutil.which("squeue"):
+        return None
     try:
         out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return {}
+        return None
+    if out.returncode != 0:
+        return None
     jobs = {}
     for line in out.stdout.splitlines():
         job, _, state = line.strip().partition("|")
@@ -80,6 +88,8 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
                 for d in dirs:
                     job_of[str(Path(d).resolve())] = f"{array['job_id']}_{task}"
     queue = queued_jobs(last.get("job_ids", [])) if last and last.get("arrays") else {}
+    if queue is None:
+        print("nestling: warning: squeue failed; unfinished runs show as running/pending, not lost", file=sys.stderr)
     finished = bool(last and last.get("finished_at"))
     states = []
     for run in plan.runs:
@@ -94,7 +104,11 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
     return states
 
 
-def _unfinished_state(run_dir: Path, job: str | None, queue: dict[str, str], finished: bool, has_launch: bool) -> str:
+def _unfinished_state(
+    run_dir: Path, job: str | None, queue: dict[str, str] | None, finished: bool, has_launch: bool
+) -> str:
+    if job is not None and queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
+        return "running" if lock_alive(run_dir) else "pending"
     if job is not None:
         slurm_state = queue.get(job) or queue.get(job.split("_")[0])
         if slurm_state in RUNNING_STATES:

@@ -52,6 +52,11 @@ class Task:
     def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
         raise NotImplementedError
 
+    def data_dirs(self) -> list[str]:
+        """Optional: host directories holding the task's data. With --container_image each is bound into the
+        image at the same path (read-write), like the artifact dir; nothing else from the host is visible."""
+        return []
+
 
 def load_task(spec: str) -> Task:
     """`spec` is a built-in short name or "module:attr" naming a Task instance, class or zero-argument factory."""

@@ -153,6 +153,8 @@ def test_dry_run_prints_scripts_and_submits_nothing(small_array_cluster: dict[st
     arrays = [line for line in done.stdout.splitlines() if line.startswith("#SBATCH --array=")]
     assert [a.split("=")[1].split("%")[0] for a in arrays] == ["0-3", "0-3", "0-1"], arrays
     assert "#SBATCH --gres=gpu:1" in done.stdout
+    assert "#SBATCH --job-name=nestling-dry" in done.stdout
+    assert len(list((tmp_path / "_dry_run" / "dry").glob("*.sbatch"))) == 3
     assert "3 array(s)" in done.stdout
     assert not (tmp_path / "_cross_validations").exists()
     assert not list(tmp_path.rglob("run_spec.json"))

@@ -1,10 +1,11 @@
-"""A real podman run of a wrapped command: isolation, GPU pinning env and odd paths, on the local test image."""
+"""A real podman run of a wrapped command: isolation, GPU pinning env and odd paths, on the local test image.
+
+The image is built by the `podman_env` fixture (tests/integration/conftest.py).
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,6 @@ from nestling.container import ContainerOptions, host_python_binds, wrap_command
 
 pytestmark = pytest.mark.container
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD = REPO / "containers" / "test-image" / "build.sh"
 IMAGE = "localhost/nestling-test:latest"
 SRC = str(Path(nestling.__file__).resolve().parents[1])
 
@@ -36,24 +35,6 @@ info = {
 with open(os.path.join(out, "result.json"), "w") as f:
     json.dump(info, f)
 """
-
-
-@pytest.fixture(scope="session")
-def podman_env() -> dict[str, str]:
-    """Build the test image once; the env carries CONTAINERS_CONF from build.sh."""
-    if shutil.which("podman") is None:
-        reason = "podman is not installed (apt-get install -y podman runc busybox-static)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}")
-        pytest.skip(reason)
-    done = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"{BUILD} failed ({done.returncode}):\n{done.stderr}")
-    line = done.stdout.strip().splitlines()[-1]
-    assert line.startswith("export CONTAINERS_CONF="), done.stdout
-    env = dict(os.environ)
-    env["CONTAINERS_CONF"] = line.split("=", 1)[1]
-    return env
 
 
 def test_wrapped_run_is_isolated_and_pinned(

@@ -286,16 +286,53 @@ def test_parse_bind_forms() -> None:
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
-def test_in_container(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_container_trusts_only_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("NESTLING_IN_CONTAINER", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(container, "Path", lambda p: Path("/nonexistent-for-test") / p.lstrip("/"))
+    # Marker files of the machine nestling runs on (/.dockerenv, /run/.containerenv) must not count: a launcher
+    # started in a dev container would otherwise record in_container for runs it never wrapped.
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: True if str(self) in ("/.dockerenv", "/run/.containerenv")
+                        else real_exists(self))  # fmt: skip
+    assert not in_container()
+    monkeypatch.setenv("NESTLING_IN_CONTAINER", "0")
     assert not in_container()
     monkeypatch.setenv("APPTAINER_CONTAINER", "/x.sif")
     assert in_container()
     monkeypatch.delenv("APPTAINER_CONTAINER")
+    monkeypatch.setenv("SINGULARITY_CONTAINER", "/x.sif")
+    assert in_container()
+    monkeypatch.delenv("SINGULARITY_CONTAINER")
     monkeypatch.setenv("NESTLING_IN_CONTAINER", "1")
     assert in_container()
+
+
+def test_passthrough_env_picks_job_variables_and_user_env_wins() -> None:
+    environ = {
+        "SLURM_JOB_ID": "7", "SLURMD_NODENAME": "node1", "MASTER_ADDR": "node1", "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "2", "HOME": "/root", "PATH": "/usr/bin", "CONTAINERS_CONF": "/x", "WANDB_API_KEY": "k",
+    }  # fmt: skip
+    assert container.passthrough_env(environ) == {
+        "SLURM_JOB_ID": "7", "SLURMD_NODENAME": "node1", "MASTER_ADDR": "node1", "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "2",
+    }  # fmt: skip
+    assert "OMP_NUM_THREADS" not in container.passthrough_env(environ, opts(env=("OMP_NUM_THREADS=8",)))
+
+
+def test_worker_python_is_the_hosts_only_when_bound_at_the_same_path() -> None:
+    exe = "/opt/venv/bin/python"
+    assert container.worker_python(opts(), exe) == "python"
+    assert container.worker_python(opts(binds=("/opt/venv:/venv:ro",)), exe) == "python"
+    assert container.worker_python(opts(binds=("/opt/venv:ro",)), exe) == exe
+    assert container.worker_python(opts(binds=("/opt/venv/:/opt/venv/",)), exe) == exe
+    assert container.worker_python(opts(binds=tuple(host_python_binds()))) == sys.executable
+
+
+def test_interactive_keeps_stdin_for_oci_runtimes() -> None:
+    argv = wrap_command(CMD, opts(), runtime="podman", gpus=None, auto_binds=[], interactive=True)
+    assert argv[:6] == ["podman", "run", "--rm", "--init", "--ipc=host", "-i"]
+    argv = wrap_command(CMD, opts("/i.sif"), runtime="apptainer", gpus=None, auto_binds=[], interactive=True)
+    assert "-i" not in argv  # apptainer passes stdin through by itself
 
 
 def test_image_exists(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from nestling import naming
 from nestling.config import parse_config
 from nestling.errors import UsageError
-from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune, seeds_for, work_units
+from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune, run_dirs_per_cv, seeds_for, work_units
 
 ART = Path("/art")
 
@@ -157,7 +157,7 @@ def test_parallel_strategy_gives_each_run_one_device_without_ddp() -> None:
 
 def test_work_units_cv_parallel() -> None:
     plan = tune_plan()
-    units = work_units(plan, "cv-parallel")
+    units = work_units(run_dirs_per_cv(plan), "cv-parallel")
     assert [u.index for u in units] == list(range(12))
     assert [u.run_dirs for u in units] == [[r.run_dir] for r in plan.runs]
 
@@ -165,27 +165,38 @@ def test_work_units_cv_parallel() -> None:
 def test_work_units_runs_per_task() -> None:
     plan = tune_plan()
     dirs = [r.run_dir for r in plan.runs]
-    units = work_units(plan, "cv-parallel", runs_per_task=5)
+    units = work_units(run_dirs_per_cv(plan), "cv-parallel", runs_per_task=5)
     assert [u.run_dirs for u in units] == [dirs[0:5], dirs[5:10], dirs[10:12]]
     assert [u.index for u in units] == [0, 1, 2]
 
 
 def test_work_units_tune_parallel() -> None:
     plan = tune_plan()
-    units = work_units(plan, "tune-parallel")
+    units = work_units(run_dirs_per_cv(plan), "tune-parallel")
     assert [u.run_dirs for u in units] == [[r.run_dir for r in cv.runs] for cv in plan.cvs]
     assert [len(u.run_dirs) for u in units] == [6, 6]
 
 
 def test_work_units_serial() -> None:
     plan = tune_plan()
-    (unit,) = work_units(plan, "serial")
+    (unit,) = work_units(run_dirs_per_cv(plan), "serial")
     assert unit.index == 0
     assert unit.run_dirs == [r.run_dir for r in plan.runs]
 
 
+def test_run_dirs_per_cv() -> None:
+    plan = tune_plan()
+    assert run_dirs_per_cv(plan) == [[r.run_dir for r in cv.runs] for cv in plan.cvs]
+    assert [len(d) for d in run_dirs_per_cv(plan)] == [6, 6]
+
+
 def test_work_units_subset_renumbers_and_drops_empty() -> None:
     plan = tune_plan()
-    subset = plan.cvs[1].runs[:2]
-    units = work_units(plan, "tune-parallel", runs=subset)
-    assert [(u.index, u.run_dirs) for u in units] == [(0, [r.run_dir for r in subset])]
+    subset = [[], [r.run_dir for r in plan.cvs[1].runs[:2]]]  # e.g. what resume reruns
+    units = work_units(subset, "tune-parallel")
+    assert [(u.index, u.run_dirs) for u in units] == [(0, subset[1])]
+    assert [(u.index, u.run_dirs) for u in work_units(subset, "cv-parallel")] == [
+        (0, [subset[1][0]]),
+        (1, [subset[1][1]]),
+    ]
+    assert work_units([[], []], "serial") == []

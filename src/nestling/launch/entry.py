@@ -8,10 +8,13 @@ requeue is off (see run._cluster_plugins), so the two never fight over the signa
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +24,44 @@ PREEMPT_SIGNAL = signal.SIGUSR2
 _CHILD: dict[str, subprocess.Popen[bytes]] = {}
 
 
-def _container_command(run_dirs: list[str], container: dict[str, Any]) -> list[str]:
-    from nestling.container import ContainerOptions, wrap_command
+def slurm_task_command(
+    run_dirs: list[str], container: dict[str, Any], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """The command one SLURM task (an array task, or one srun rank) runs: the worker inside the image.
 
-    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or None
-    env = {k: v for k, v in os.environ.items() if k.startswith(("SLURM", "WANDB_MODE", "MASTER_"))}
-    env.update(container.get("env", {}))
+    Pure given ``environ`` (the task's environment), so tests can snapshot it. GPUs: apptainer/singularity see
+    the job's devices, so SLURM's ``CUDA_VISIBLE_DEVICES`` passes through; docker/podman select devices by
+    node-level id, which is ``SLURM_STEP_GPUS`` / ``SLURM_JOB_GPUS`` (``CUDA_VISIBLE_DEVICES`` is renumbered
+    when SLURM constrains devices with cgroups). A job with several tasks (multi-node DDP) gets the host network
+    on docker/podman so ranks can reach MASTER_ADDR, unless ``--container_args`` chose a network.
+    """
+    from nestling.container import OCI_RUNTIMES, ContainerOptions, passthrough_env, wrap_command
+
+    environ = os.environ if environ is None else environ
+    runtime = container["runtime"]
+    opts = ContainerOptions(**container["options"])
+    ids = environ.get("CUDA_VISIBLE_DEVICES", "")
+    if runtime in OCI_RUNTIMES:
+        ids = environ.get("SLURM_STEP_GPUS") or environ.get("SLURM_JOB_GPUS") or ids
+    gpus = [g for g in ids.split(",") if g and g != "NoDevFiles"] or None
+    multi_task = int(environ.get("SLURM_NTASKS", "1") or 1) > 1
+    if runtime in OCI_RUNTIMES and multi_task and not any(a.startswith("--net") for a in shlex.split(opts.args)):
+        opts = dataclasses.replace(opts, args=f"{opts.args} --network host".strip())
     return wrap_command(
         [container.get("python", sys.executable), "-m", "nestling.worker", *run_dirs],
-        ContainerOptions(**container["options"]),
-        runtime=container["runtime"],
+        opts,
+        runtime=runtime,
         gpus=gpus,
         auto_binds=[Path(p) for p in container["auto_binds"]],
-        env=env,
+        env={**passthrough_env(environ, opts), **container.get("env", {})},
+        workdir=container.get("workdir"),
     )
 
 
 def run_unit(run_dirs: list[str], container: dict[str, Any] | None = None) -> dict[str, int]:
     """Run the unit's runs in series in this process (torch imported once), or in one container process."""
     if container is not None:
-        proc = subprocess.Popen(_container_command(run_dirs, container))
+        proc = subprocess.Popen(slurm_task_command(run_dirs, container))
         _CHILD["proc"] = proc
         return {"returncode": proc.wait()}
     from nestling.worker import run_dirs as run_all

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +13,33 @@ from nestling.launch.base import Launcher
 
 
 def make_launcher(config: Config, kind: str, name: str, devices: TrainerDevices) -> Launcher:
-    name = config.launch.launcher
+    launcher = config.launch.launcher  # `name` is the plan name (job name, dry-run folder)
     container = container_spec(config)
-    if name == "local":
+    if launcher == "local":
         from nestling.launch.local import LocalLauncher
 
         if config.device.strategy in PARALLEL_STRATEGIES:
             slots = worker_slots(config.device.accelerator, devices)
+            per_unit = config.launch.gpus_per_task or 1
+            if per_unit > 1 and all(slot is not None for slot in slots):
+                if len(slots) < per_unit:
+                    raise UsageError(
+                        f"--gpus_per_task {per_unit} needs at least {per_unit} GPUs; {len(slots)} given by --devices"
+                    )
+                slots = [sum(slots[i : i + per_unit], []) for i in range(0, len(slots) - per_unit + 1, per_unit)]
         else:
             slots = [None]  # one worker; the Trainer gets the device flags as given
         return LocalLauncher(slots, wrap=_local_wrap(container) if container else None)
     from nestling.launch.slurm import SubmititLauncher, check_against_sinfo
 
     resources = slurm_resources(config, kind, name, devices)
-    if name == "slurm":
+    if launcher == "slurm":
         check_against_sinfo(resources)
     folder = Path(config.launch.submitit_dir) if config.launch.submitit_dir else None
     if config.launch.dry_run:
         folder = folder or Path(config.logging.artifact_dir) / "_dry_run" / name
     return SubmititLauncher(
-        name,
+        launcher,
         resources,
         folder=folder,
         array_limit=config.launch.max_array_size,
@@ -68,6 +76,11 @@ def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevice
         raise UsageError(f"--max_array_size {launch.max_array_size} must be at least 1")
     if launch.mem_gb <= 0:
         raise UsageError(f"--mem_gb {launch.mem_gb} must be positive")
+    if not 0 < launch.signal_delay_s < launch.time_min * 60:
+        raise UsageError(
+            f"--signal_delay_s {launch.signal_delay_s} must be between 0 and the time limit ({launch.time_min * 60} s); "
+            "e.g. --signal_delay_s 90 with --time_min 60"
+        )
     if launch.cpus_per_task < 1:
         raise UsageError(f"--cpus_per_task {launch.cpus_per_task} must be at least 1")
     return SlurmResources(
@@ -85,15 +98,21 @@ def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevice
         nodes=nodes,
         tasks_per_node=tasks,
         job_name=f"nestling-{name}",
+        signal_delay_s=launch.signal_delay_s,
     )
 
 
-def container_spec(config: Config) -> dict[str, Any] | None:
-    """The picklable description of the image every worker runs in, or None."""
+def container_spec(config: Config, task: Any = None) -> dict[str, Any] | None:
+    """The picklable description of the image every worker runs in, or None.
+
+    Bound automatically at the same path: the artifact dir and the task's ``data_dirs()``. The worker starts in
+    the submitting directory (relative artifact dirs keep working) with the host's interpreter when a declared
+    bind carries it, else the image's ``python`` (container.worker_python).
+    """
     c = config.container
     if not c.container_image:
         return None
-    from nestling.container import ContainerOptions, resolve_runtime, validate
+    from nestling.container import ContainerOptions, resolve_runtime, validate, worker_python
 
     opts = ContainerOptions(
         image=c.container_image,
@@ -104,26 +123,47 @@ def container_spec(config: Config) -> dict[str, Any] | None:
     )
     validate(opts)
     runtime = resolve_runtime(opts)
+    if task is None:
+        from nestling.task import load_task
+
+        task = load_task(config.data.task)
     artifact_dir = Path(config.logging.artifact_dir).resolve()
+    auto_binds = [str(artifact_dir)]
+    for d in (getattr(task, "data_dirs", None) or (lambda: []))():
+        path = Path(d).resolve()
+        if not path.exists():
+            raise UsageError(
+                f"data dir {str(d)!r} of task {config.data.task!r} does not exist, so it cannot be bound into "
+                "the container image: create it or fix the task's data_dirs()"
+            )
+        if not any(path == Path(b) or Path(b) in path.parents for b in auto_binds):
+            auto_binds.append(str(path))
     return {
         "options": {"image": opts.image, "runtime": opts.runtime, "binds": opts.binds, "env": opts.env, "args": opts.args},
         "runtime": runtime,
-        "auto_binds": [str(artifact_dir)],
+        "auto_binds": auto_binds,
         "env": {},
+        "python": worker_python(opts),
+        "workdir": os.getcwd(),
     }
 
 
 def _local_wrap(container: dict[str, Any]) -> Any:
-    def wrap(cmd: list[str], gpus: list[str] | None) -> list[str]:
-        from nestling.container import ContainerOptions, wrap_command
+    """`wrap(cmd, gpus, env)` for the local pool: the `worker --serve` command run in the image, stdin attached."""
 
+    def wrap(cmd: list[str], gpus: list[str] | None, env: dict[str, str] | None = None) -> list[str]:
+        from nestling.container import ContainerOptions, passthrough_env, wrap_command
+
+        opts = ContainerOptions(**container["options"])
         return wrap_command(
-            cmd,
-            ContainerOptions(**container["options"]),
+            [container.get("python", cmd[0]), *cmd[1:]],
+            opts,
             runtime=container["runtime"],
             gpus=gpus,
             auto_binds=[Path(p) for p in container["auto_binds"]],
-            env=container.get("env", {}),
+            env={**passthrough_env(env or {}, opts), **container.get("env", {})},
+            workdir=container.get("workdir"),
+            interactive=True,
         )
 
     return wrap

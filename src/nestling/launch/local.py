@@ -35,8 +35,8 @@ class LocalLauncher(Launcher):
         wrap: Any = None,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        """`slots`: one entry per worker, its GPU ids or None (CPU). `wrap(cmd, gpus)` may wrap the worker command
-        (containers)."""
+        """`slots`: one entry per worker, its GPU ids or None (CPU). `wrap(cmd, gpus, env)` may wrap the worker
+        command (containers); `env` is the worker's host environment, from which it picks what enters the image."""
         self.slots = list(slots) or [None]
         self.wrap = wrap
         self.extra_env = dict(extra_env or {})
@@ -81,8 +81,9 @@ class LocalLauncher(Launcher):
 
     def _start(self, k: int, gpus: list[str] | None, log_dir: Path) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
+        env = self._env(gpus, len(self.slots))
         if self.wrap is not None:
-            cmd = self.wrap(cmd, gpus)
+            cmd = self.wrap(cmd, gpus, env)
         log = open(log_dir / f"worker-{k}.log", "a")  # noqa: SIM115 - owned by the child process
         return subprocess.Popen(
             cmd,
@@ -90,7 +91,7 @@ class LocalLauncher(Launcher):
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
-            env=self._env(gpus, len(self.slots)),
+            env=env,
             bufsize=1,
         )
 

@@ -26,6 +26,7 @@ from nestling.plan import WorkUnit
 from nestling.records import read_result
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
+MAX_TIME_LIMIT_REQUEUES = 10  # a run may hit the time limit this often (checkpoint + requeue each time)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class SlurmResources:
     nodes: int = 1
     tasks_per_node: int = 1
     job_name: str = "nestling"
+    signal_delay_s: int = 90
 
 
 def max_array_size(override: int | None = None) -> int:
@@ -139,6 +141,7 @@ class SubmititLauncher(Launcher):
             "cpus_per_task": res.cpus_per_task,
             "mem": f"{int(math.ceil(res.mem_gb * 1024))}MB",
             "array_parallelism": res.array_parallelism,
+            "signal_delay_s": res.signal_delay_s,
             "nodes": res.nodes,
             "ntasks_per_node": res.tasks_per_node,
             "setup": list(res.setup),
@@ -156,7 +159,7 @@ class SubmititLauncher(Launcher):
         import submitit
 
         if self.cluster == "slurm":
-            executor = submitit.SlurmExecutor(folder=folder)
+            executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_TIME_LIMIT_REQUEUES)
             params = self._slurm_params(self.resources, gres=overrides.pop("gres", True))
             params.update(overrides)
             executor.update_parameters(**params)
@@ -242,7 +245,7 @@ class SubmititLauncher(Launcher):
                     done[result["status"]] = done.get(result["status"], 0) + 1
             if hasattr(progress, "set_done"):
                 progress.set_done(n_done, done)  # type: ignore[attr-defined]
-            if not queued_jobs(job_ids):
+            if queued_jobs(job_ids) == {}:  # None: squeue failed this time, ask again
                 return
             time.sleep(poll_s)
 

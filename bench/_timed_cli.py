@@ -1,0 +1,80 @@
+"""`python -m bench._timed_cli [--profile FILE] NESTLING ARGS...`: run the nestling CLI in this process and time it.
+
+Prints one JSON line on stdout's last line: `total_s` is the wall time of `nestling.cli.main(argv)` in-process
+(everything nestling does, its lazy imports included; the interpreter's start-up excluded), plus the time spent in
+named phases (planning, writing the tree, submission) found by wrapping nestling's functions where they exist.
+With --profile, cProfile stats of main() go to FILE (pstats format).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+PHASES: dict[str, float] = defaultdict(float)
+
+
+def _wrap(module_name: str, attr: str, phase: str) -> None:
+    """Time calls of module.attr (a function, or Class.method as 'Class.method') under `phase`, if it exists."""
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return
+    owner: Any = module
+    *path, name = attr.split(".")
+    for part in path:
+        owner = getattr(owner, part, None)
+        if owner is None:
+            return
+    original = getattr(owner, name, None)
+    if original is None:
+        return
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            PHASES[phase] += time.perf_counter() - start
+
+    setattr(owner, name, timed)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    profile = None
+    if argv[:1] == ["--profile"]:
+        profile, argv = argv[1], argv[2:]
+    start = time.perf_counter()  # nestling's own imports count
+    import nestling.cli
+
+    _wrap("nestling.config", "parse_config", "parse")
+    _wrap("nestling.preflight", "prepare", "plan")
+    _wrap("nestling.launch.factory", "make_launcher", "launcher setup (sinfo/scontrol)")
+    _wrap("nestling.artifacts", "write_plan", "write tree")
+    _wrap("nestling.launch.slurm", "SubmititLauncher.launch", "submit (pickles + sbatch)")
+    _wrap("nestling.commands", "save_launch", "launch.json")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        if profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            rc = prof.runcall(nestling.cli.main, argv)
+            prof.dump_stats(profile)
+        else:
+            rc = nestling.cli.main(argv)
+    total = time.perf_counter() - start
+    sys.stderr.write(out.getvalue()[-2000:])
+    print(json.dumps({"rc": rc, "total_s": total, "phases": dict(PHASES)}))
+
+
+if __name__ == "__main__":
+    main()

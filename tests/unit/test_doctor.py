@@ -1,0 +1,137 @@
+"""`nestling doctor`: one line per check, the fix under each problem, exit 0 / 1 / 2 (no runtime, no cluster)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from nestling.doctor import doctor_main
+
+SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_folds", "2", "--n_seeds", "1"]
+
+
+def which(*installed: str) -> Callable[[str], str | None]:
+    return lambda name: f"/usr/bin/{name}" if name in installed else None
+
+
+def runner(answers: dict[str, tuple[int, str]]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """A fake subprocess.run: the first word(s) of argv select (returncode, stdout); unknown commands fail."""
+
+    def run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        for prefix, (rc, out) in answers.items():
+            if " ".join(argv).startswith(prefix):
+                return subprocess.CompletedProcess(argv, rc, out, "" if rc == 0 else f"{argv[0]}: error: down")
+        return subprocess.CompletedProcess(argv, 1, "", f"{argv[0]}: not expected")
+
+    return run
+
+
+def doctor(argv: list[str], capsys: pytest.CaptureFixture[str], **kw: object) -> tuple[int, str]:
+    rc = doctor_main(argv, **kw)  # type: ignore[arg-type]
+    return rc, capsys.readouterr().out
+
+
+def rows(out: str, name: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith(name + " ")]
+
+
+def test_plain_local_config_is_all_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out = doctor([*SLEEP, "--artifact_dir", str(tmp_path / "art")], capsys, which=which())
+    assert rc == 0, out
+    for name in ("task", "task metadata", "cv plan", "artifact dir"):
+        assert " ok " in rows(out, name)[0], out
+    assert "problem" not in out
+    assert "container" not in out and "slurm" not in out  # nothing asked for, nothing probed
+    assert "doctor: all 4 checks ok" in out
+
+
+def test_missing_image_is_a_problem_with_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = runner({"podman --version": (0, "podman version 4.3.1\n"), "podman image exists": (1, "")})
+    argv = [*SLEEP, "--artifact_dir", str(tmp_path), "--container_image", "localhost/nope:1",
+            "--container_runtime", "podman", "--container_bind", f"{tmp_path}:/in:ro"]  # fmt: skip
+    rc, out = doctor(argv, capsys, which=which("podman"), run=run)
+    assert rc == 1, out
+    assert "podman version 4.3.1" in rows(out, "container runtime")[0]
+    assert " problem " in rows(out, "container image")[0]
+    assert "fix: podman pull localhost/nope:1, or build it: podman build -f containers/Dockerfile" in out
+    assert " ok " in rows(out, "container bind")[0]
+    assert str(tmp_path) in rows(out, "auto binds")[0]
+    assert "python (the image's python)" in rows(out, "worker python")[0]
+    assert "doctor: 1 problem(s): container image" in out
+
+
+def test_image_present_missing_bind_and_sif(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = runner({"podman --version": (0, "podman version 4.3.1\n"), "podman image exists": (0, "")})
+    argv = [*SLEEP, "--artifact_dir", str(tmp_path), "--container_image", "img:1",
+            "--container_bind", "/nonexistent/models:/models:ro"]  # fmt: skip
+    rc, out = doctor(argv, capsys, which=which("podman"), run=run)
+    assert rc == 1
+    assert " ok " in rows(out, "container image")[0]
+    assert "/nonexistent/models (from /nonexistent/models:/models:ro) does not exist" in rows(out, "container bind")[0]
+
+    sif = str(tmp_path / "missing.sif")
+    rc, out = doctor([*SLEEP, "--artifact_dir", str(tmp_path), "--container_image", sif], capsys, which=which())
+    assert rc == 1
+    assert "neither apptainer nor singularity is installed" in rows(out, "container runtime")[0]
+    assert "fix: install apptainer" in out
+
+
+def test_bad_option_values_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = [*SLEEP, "--artifact_dir", str(tmp_path), "--container_image", "img:1"]
+    rc, out = doctor([*base, "--container_runtime", "dockerish"], capsys, which=which("podman"))
+    assert rc == 2 and "bad option" in rows(out, "container runtime")[0]
+    rc, out = doctor([*base, "--container_env", "NOVALUE"], capsys, which=which("podman"))
+    assert rc == 2 and "KEY=VALUE" in out
+    rc, out = doctor([*SLEEP, "--artifact_dir", str(tmp_path), "--n_folds", "1"], capsys, which=which())
+    assert rc == 2 and "bad option" in rows(out, "cv plan")[0]
+
+
+def test_slurm_not_answering(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*SLEEP, "--artifact_dir", str(tmp_path), "--strategy", "cv-parallel"]
+    rc, out = doctor([*argv, "--launcher", "slurm"], capsys, which=which("sinfo"), run=runner({}))
+    assert rc == 1
+    assert " problem " in rows(out, "sinfo")[0] and " problem " in rows(out, "scontrol")[0]
+    assert "SLURM_CONF" in out
+    # with the local launcher SLURM is only a note, and one line of it
+    rc, out = doctor([*argv, "--launcher", "local"], capsys, which=which("sinfo"), run=runner({}))
+    assert rc == 0, out
+    assert len(rows(out, "slurm")) == 1 and " note " in rows(out, "slurm")[0]
+
+
+def test_slurm_answers_array_size_and_gres(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # check_against_sinfo calls subprocess/shutil itself, so fake them globally for this test
+    monkeypatch.setattr(shutil, "which", which("sinfo", "squeue", "scontrol"))
+    monkeypatch.setattr(subprocess, "run", runner({
+        "sinfo": (0, "debug*|gpu:2|2\n"), "squeue": (0, "12\n13\n"), "scontrol": (0, "MaxArraySize = 4\n"),
+    }))  # fmt: skip
+    argv = [*SLEEP, "--n_folds", "5", "--artifact_dir", str(tmp_path), "--strategy", "cv-parallel",
+            "--launcher", "slurm"]  # fmt: skip
+    rc, out = doctor([*argv, "--gpus_per_task", "1"], capsys)
+    assert rc == 0, out
+    assert "debug* (gpu:2)" in rows(out, "sinfo")[0]
+    assert "2 job(s) queued" in rows(out, "squeue")[0]
+    assert "4: at most 4 tasks per array; this cv submits 2 array(s) for up to 5 unit(s)" in out
+    assert "(default partition), gpu:1 per task" in rows(out, "partition/GRES")[0]
+    rc, out = doctor([*argv, "--gpus_per_task", "3"], capsys)
+    assert rc == 1
+    assert "exceeds the 2 GPUs per node" in rows(out, "partition/GRES")[0]
+    rc, out = doctor([*argv, "--partition", "gpu-long"], capsys)
+    assert rc == 1 and "'gpu-long' does not exist" in out
+
+
+def test_doctor_command_imports_no_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys; from nestling.cli import main; "
+        f"rc = main(['doctor', *{SLEEP!r}, '--artifact_dir', {str(tmp_path)!r}]); "
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("NO-TORCH")
