@@ -6,6 +6,7 @@ before the first directory is created. `--resume NAME` continues a plan from its
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,22 @@ def launch_and_report(
     if not quiet:
         print(f"{kind} {name}: {total} runs in {len(units)} work units -> {root}")
     with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
-        record = launcher.launch(root, units, progress)
+        try:
+            record = launcher.launch(root, units, progress)
+        except Exception as exc:
+            record = getattr(exc, "record", None)
+            if record is None:
+                raise
+            save_launch(root, {**record, **(extra_record or {}), "finished_at": time.time()})
+            print(f"nestling: submission failed: {exc}; nothing runs; fix it and resume with --resume {name}", file=sys.stderr)
+            return 1
         save_launch(root, {**record, **(extra_record or {})})
+        if record.get("submit_error"):
+            print(
+                f"nestling: some arrays were not submitted ({record['submit_error']}); their runs show as lost; "
+                f"after the submitted ones end, resume with --resume {name}",
+                file=sys.stderr,
+            )
         if launcher.detached:
             if not config.launch.wait:
                 _print_follow_up(root, record)

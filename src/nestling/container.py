@@ -73,7 +73,7 @@ class Bind:
 
 def parse_bind(spec: str) -> Bind:
     """Parse ``SRC[:DST[:ro|rw]]``; ``SRC:ro`` is accepted too since a DST must be absolute."""
-    hint = "use SRC[:DST[:ro]] with absolute paths, e.g. --container-bind /data:/data:ro"
+    hint = "use SRC[:DST[:ro]] with absolute paths, e.g. --container_bind /data:/data:ro"
     parts = spec.split(":")
     if not spec or any(p == "" for p in parts) or len(parts) > 3:
         raise UsageError(f"invalid container bind {spec!r}: {hint} (paths cannot contain ':')")
@@ -95,7 +95,7 @@ def parse_env(item: str) -> tuple[str, str]:
     if not sep or not _ENV_KEY.match(key):
         raise UsageError(
             f"invalid container env {item!r}: use KEY=VALUE with KEY made of letters, digits and '_' "
-            "(e.g. --container-env WANDB_MODE=offline)"
+            "(e.g. --container_env WANDB_MODE=offline)"
         )
     return key, value
 
@@ -105,12 +105,12 @@ def validate(opts: ContainerOptions) -> None:
     if opts.runtime not in RUNTIMES:
         raise UsageError(
             f"unknown container runtime {opts.runtime!r}: choose one of {', '.join(RUNTIMES)} "
-            "(e.g. --container-runtime auto)"
+            "(e.g. --container_runtime auto)"
         )
     if opts.image is None:
         if opts.binds or opts.env or opts.args or opts.runtime != "auto":
             raise UsageError(
-                "container options given without an image: set --container-image (a .sif file or an image "
+                "container options given without an image: set --container_image (a .sif file or an image "
                 "reference) or drop the container options"
             )
         return
@@ -120,7 +120,7 @@ def validate(opts: ContainerOptions) -> None:
         if opts.runtime in OCI_RUNTIMES:
             raise UsageError(
                 f"container image {opts.image!r} is a .sif file, which {opts.runtime} cannot run: use "
-                "--container-runtime apptainer (or auto)"
+                "--container_runtime apptainer (or auto)"
             )
         if not _URI.match(opts.image) and not Path(opts.image).is_file():
             raise UsageError(
@@ -163,13 +163,13 @@ def resolve_runtime(
     if opts.runtime not in RUNTIMES:
         raise UsageError(
             f"unknown container runtime {opts.runtime!r}: choose one of {', '.join(RUNTIMES)} "
-            "(e.g. --container-runtime auto)"
+            "(e.g. --container_runtime auto)"
         )
     if opts.runtime != "auto":
         if which(opts.runtime) is None:
             raise UsageError(
                 f"container runtime {opts.runtime!r} is not installed (not on PATH): install it, "
-                "or choose another with --container-runtime (auto picks what is installed)"
+                "or choose another with --container_runtime (auto picks what is installed)"
             )
         return opts.runtime
     image = opts.image or ""
@@ -189,7 +189,7 @@ def resolve_runtime(
         return "docker"
     raise UsageError(
         f"no container runtime found for image {image!r}: install docker or podman (or apptainer for .sif "
-        "images), or set --container-runtime"
+        "images), or set --container_runtime"
     )
 
 

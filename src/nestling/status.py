@@ -99,13 +99,15 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
             state, error = result.get("status", "failed"), result.get("error")
         else:
             error = None
-            state = _unfinished_state(run.dir, job, queue, finished, has_launch=last is not None)
+            state = _unfinished_state(
+                run.dir, job, queue, finished, has_launch=last is not None, slurm=bool(last and last.get("launcher") == "slurm")
+            )
         states.append(RunState(run.run_name, run.run_id, state, job, error))
     return states
 
 
 def _unfinished_state(
-    run_dir: Path, job: str | None, queue: dict[str, str] | None, finished: bool, has_launch: bool
+    run_dir: Path, job: str | None, queue: dict[str, str] | None, finished: bool, has_launch: bool, slurm: bool = False
 ) -> str:
     if job is not None and queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
         return "running" if lock_alive(run_dir) else "pending"
@@ -118,6 +120,8 @@ def _unfinished_state(
         return "lost"
     if lock_alive(run_dir):
         return "running"
+    if slurm and queue is not None:  # the last SLURM launch never submitted this run (sbatch failed part-way)
+        return "lost"
     if finished or not has_launch:
         return "lost" if has_launch else "pending"
     return "pending"

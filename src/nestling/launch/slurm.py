@@ -109,6 +109,14 @@ def check_against_sinfo(res: SlurmResources) -> None:
         )
 
 
+class SubmitError(RuntimeError):
+    """sbatch refused a submission; `record` holds what was submitted before (saved to launch.json)."""
+
+    def __init__(self, message: str, record: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.record = record
+
+
 class SubmititLauncher(Launcher):
     """`slurm`: job arrays on a SLURM cluster (detached). `submitit-local`: submitit's local executor (attached)."""
 
@@ -191,8 +199,13 @@ class SubmititLauncher(Launcher):
             return record
         executor = self._executor(folder)
         jobs: list[Any] = []
+        failure: str | None = None
         for part in chunks:
-            array_jobs = executor.map_array(UnitJob(), [u.run_dirs for u in part], [self.container] * len(part))
+            try:
+                array_jobs = executor.map_array(UnitJob(), [u.run_dirs for u in part], [self.container] * len(part))
+            except Exception as exc:  # e.g. sbatch refused the 3rd array: keep what was submitted, say so
+                failure = " ".join(str(exc).split())[:500] or type(exc).__name__
+                break
             jobs.extend(array_jobs)
             array_id = str(array_jobs[0].job_id).split("_")[0]
             record["arrays"].append(
@@ -204,6 +217,10 @@ class SubmititLauncher(Launcher):
                 }
             )
             record["job_ids"].append(array_id)
+        if failure is not None:
+            record["submit_error"] = failure
+            if not record["job_ids"]:
+                raise SubmitError(failure, record)
         if self.cluster == "slurm":
             collector = self._executor(
                 folder,

@@ -1,0 +1,111 @@
+"""Collector: N synthetic run_result.json files -> parquet with `nestling.collect.collect`, N = 1k / 10k / 100k.
+
+The tree is a fake tune written by hand in nestling's on-disk format (plan.json + one run_result.json per run, 10 runs
+per cv: 5 folds x 2 seeds, 5 % of runs failed), so no training is needed. Timed in-process around `collect(root)`
+(module already imported; the files are in the page cache, as they are right after a tune ends). The baseline is
+the floor any collector pays: json.loads of every result file, one polars DataFrame of all rows, one parquet write.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+from bench._common import Row, judge, scratch, standalone
+
+NAME = "collector"
+RUNS_PER_CV = 10  # 5 folds x 2 seeds
+METRICS = ("val/loss", "val/JaccardIndex", "val/Recall", "val/Precision", "val/F1Score", "train/loss")
+
+
+def make_tree(root: Path, n_runs: int, name: str = "bench") -> Path:
+    """A tune of n_runs / 10 cvs in nestling's layout, every run with a result. Returns the tune dir."""
+    from nestling.config import Config
+
+    rng = random.Random(n_runs)
+    tune = root / name
+    tune.mkdir(parents=True)
+    cvs = []
+    for h in range(max(1, n_runs // RUNS_PER_CV)):
+        cv_name = f"{name}-cv{h}"
+        hparams = {"sleep_s": 0.0, "value": round(rng.random(), 4), "lr": 0.01, "fail_if_val_contains": ""}
+        (tune / cv_name).mkdir()
+        runs = []
+        for k in range(RUNS_PER_CV):
+            fold, seed = k // 2, (42, 21)[k % 2]
+            run_name = f"{cv_name}-run-f{fold}s{seed}"
+            run_id = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
+            rel = f"{cv_name}/{run_name}-{run_id}"
+            run_dir = tune / rel
+            run_dir.mkdir()
+            failed = rng.random() < 0.05
+            result = {
+                "run_name": run_name, "run_id": run_id, "cv_name": cv_name, "tune_name": name, "fold": fold,
+                "seed": seed, "hparams": hparams, "status": "failed" if failed else "success",
+                "error": "RuntimeError: injected" if failed else None,
+                "metrics": {} if failed else {m: rng.random() for m in METRICS},
+                "checkpoint": None if failed else str(run_dir / "checkpoints" / "best.ckpt"),
+                "duration": round(rng.uniform(5, 50), 3), "started_at": "2026-01-01T00:00:00Z",
+                "finished_at": "2026-01-01T00:00:30Z", "host": "node1", "pid": 1234, "cuda_visible_devices": "0",
+                "slurm_job_id": "17", "slurm_array_task_id": str(h), "world_size": 1, "attempt": 1,
+                "in_container": False, "nestling_version": "0.1.0",
+            }  # fmt: skip
+            (run_dir / "run_result.json").write_text(json.dumps(result, indent=1))
+            runs.append({"run_name": run_name, "run_id": run_id, "fold": fold, "seed": seed, "dir": rel})
+        cvs.append({"cv_name": cv_name, "hp_index": h, "hparams": hparams, "dir": cv_name, "runs": runs})
+    options = Config().to_dict()
+    options["data"]["task"] = "sleep"
+    plan = {"kind": "tune", "name": name, "n_folds": 5, "options": options, "cvs": cvs}
+    (tune / "plan.json").write_text(json.dumps(plan, indent=1))
+    return tune
+
+
+def bare_collect(root: Path, out: Path) -> float:
+    """The floor: read every result, one DataFrame, one parquet file."""
+    import polars as pl
+
+    start = time.perf_counter()
+    rows = []
+    for path in root.glob("*/*/run_result.json"):
+        r = json.loads(path.read_bytes())
+        metrics = r.pop("metrics") or {}
+        r.pop("hparams", None)
+        rows.append({**r, **metrics})
+    pl.DataFrame(rows, infer_schema_length=None).write_parquet(out)
+    return time.perf_counter() - start
+
+
+def run(quick: bool = False) -> list[Row]:
+    """collect() of 1k / 10k / 100k run results (tune of 10-run cvs) vs a bare json -> parquet loop."""
+    from nestling.collect import collect
+
+    rows: list[Row] = []
+    per_run: dict[int, float] = {}
+    for n in [1_000, 10_000] if quick else [1_000, 10_000, 100_000]:
+        with scratch(NAME) as tmp:
+            tune = make_tree(tmp, n)
+            start = time.perf_counter()
+            collected = collect(tune)
+            took = time.perf_counter() - start
+            assert collected.counts["success"] + collected.counts["failed"] == n, collected.counts
+            bare = bare_collect(tune, tmp / "bare.parquet")
+        per_run[n] = took / n
+        rows.append(
+            Row(NAME, f"{n:,} results ({n // RUNS_PER_CV:,} cvs)", took, bare, baseline_name="bare json->parquet",
+                target="< 1 s" if n == 10_000 else "", met=judge(took, "<", 1.0) if n == 10_000 else None,
+                quick=quick, note=f"{took / n * 1e6:.0f} us per run; writes {n // RUNS_PER_CV + 2} parquet files")
+        )  # fmt: skip
+    biggest = max(per_run)
+    if biggest > 1_000:
+        growth = per_run[biggest] / per_run[1_000]
+        rows.append(
+            Row(NAME, f"linearity: time per run at {biggest:,} / at 1,000", growth, None, unit="x",
+                target="<= 1.5 (linear)", met=judge(growth, "<=", 1.5), quick=quick)
+        )  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    standalone(NAME, run)

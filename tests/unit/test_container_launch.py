@@ -1,0 +1,207 @@
+"""Snapshots of what each launcher runs when an image is set (apptainer is not installable here, so its command
+lines are pinned exactly), and of the container description the factory builds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from nestling import container
+from nestling.cli import main
+from nestling.config import parse_config
+from nestling.launch.entry import slurm_task_command
+from nestling.launch.factory import _local_wrap, container_spec
+
+
+@pytest.fixture(autouse=True)
+def _pretend_apptainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """apptainer 'installed', root, no CDI spec, no SLURM controller: snapshots must not depend on the host."""
+    monkeypatch.setattr(container, "resolve_runtime", lambda opts, **_: opts.runtime)
+    monkeypatch.setattr(container, "_host_user", lambda: (0, 0))
+    monkeypatch.setattr(container, "nvidia_cdi_present", lambda: False)
+    real = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda n, *a, **k: None if n in ("sinfo", "scontrol", "squeue") else real(n, *a, **k)
+    )
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working dir with a .sif, a models dir to bind, and a relative artifact dir."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "n.sif").write_text("")
+    (tmp_path / "models").mkdir()
+    return tmp_path
+
+
+def options(site: Path, runtime: str = "apptainer", image: str | None = None) -> list[str]:
+    return [
+        "--task", "sleep", "--n_folds", "3", "--n_seeds", "1", "--strategy", "cv-parallel", "--accelerator", "gpu",
+        "--artifact_dir", "art", "--name", "snap",
+        "--container_image", image or str(site / "n.sif"), "--container_runtime", runtime,
+        "--container_bind", f"{site}/models:/models:ro", "--container_env", "WANDB_MODE=offline", "HF_HOME=/models",
+    ]  # fmt: skip
+
+
+def test_container_spec_binds_artifact_dir_and_task_data_dirs(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = parse_config(options(site))
+    spec = container_spec(config)
+    assert spec == {
+        "options": {
+            "image": f"{site}/n.sif", "runtime": "apptainer", "binds": (f"{site}/models:/models:ro",),
+            "env": ("WANDB_MODE=offline", "HF_HOME=/models"), "args": "",
+        },
+        "runtime": "apptainer",
+        "auto_binds": [f"{site}/art"],
+        "env": {},
+        "python": "python",  # the host interpreter is not bound in: the image's python runs the worker
+        "workdir": str(site),
+    }  # fmt: skip
+
+    class WithData:
+        def data_dirs(self) -> list[str]:
+            return [str(site / "models"), str(site / "art" / "cache")]
+
+    (site / "art" / "cache").mkdir(parents=True)
+    assert container_spec(config, WithData())["auto_binds"] == [f"{site}/art", f"{site}/models"]
+    with pytest.raises(Exception, match="does not exist"):
+        container_spec(config, type("Missing", (), {"data_dirs": lambda self: ["/nonexistent/data"]})())
+    assert container_spec(parse_config(["--task", "sleep"])) is None
+
+
+def test_local_worker_apptainer_command(site: Path) -> None:
+    wrap = _local_wrap(container_spec(parse_config(options(site))))
+    host_env = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HOME": "/root", "CONTAINERS_CONF": "/x"}
+    argv = wrap([sys.executable, "-m", "nestling.worker", "--serve"], ["3"], host_env)
+    assert argv == [
+        "apptainer", "exec", "--contain", "--cleanenv", "--nv",
+        "--bind", f"{site}/art:{site}/art", "--bind", f"{site}/models:/models:ro",
+        "--env", "WANDB_MODE=offline", "--env", "HF_HOME=/models",
+        "--env", "OMP_NUM_THREADS=1", "--env", "PYTHONUNBUFFERED=1",
+        "--env", "NESTLING_IN_CONTAINER=1", "--env", "CUDA_VISIBLE_DEVICES=3", "--env", "NESTLING_PHYSICAL_GPUS=3",
+        "--pwd", str(site),
+        f"{site}/n.sif", "python", "-m", "nestling.worker", "--serve",
+    ]  # fmt: skip
+
+
+def test_local_worker_podman_command_keeps_stdin_and_host_python(site: Path) -> None:
+    binds = ["--container_bind", *container.host_python_binds()]
+    spec = container_spec(parse_config([*options(site, "podman", "localhost/nestling-test:latest"), *binds]))
+    argv = _local_wrap(spec)([sys.executable, "-m", "nestling.worker", "--serve"], None, {})
+    assert argv[:7] == ["podman", "run", "--rm", "--init", "--ipc=host", "-i", "--security-opt"]
+    assert argv[-5:] == ["localhost/nestling-test:latest", sys.executable, "-m", "nestling.worker", "--serve"]
+    assert argv[argv.index("-w") + 1] == str(site)
+    assert not any(a.startswith("CUDA_VISIBLE_DEVICES") for a in argv)
+
+
+SLURM_TASK_ENV = {
+    "SLURM_JOB_ID": "101", "SLURM_ARRAY_JOB_ID": "100", "SLURM_ARRAY_TASK_ID": "1", "SLURM_NTASKS": "1",
+    "SLURMD_NODENAME": "gpu07", "SLURM_JOB_GPUS": "3", "SLURM_STEP_GPUS": "3",
+    "CUDA_VISIBLE_DEVICES": "0",  # renumbered: SLURM constrains the task's devices with cgroups
+    "SUBMITIT_EXECUTOR": "slurm", "HOME": "/home/me", "PATH": "/usr/bin", "WANDB_MODE": "offline",
+}  # fmt: skip
+
+
+def test_slurm_array_sbatch_script_and_apptainer_task_command(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "cv",
+        *options(site),
+        "--launcher",
+        "slurm",
+        "--dry_run",
+        "--max_array_size",
+        "2",
+        "--partition",
+        "gpu",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    script = (site / "art" / "_dry_run" / "snap" / "dry-run-array-0.sbatch").read_text()
+    folder = f"{site}/art/_dry_run/snap"
+    assert script == "\n".join([
+        "#!/bin/bash",
+        "",
+        "# Parameters",
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --cpus-per-task=2",
+        f"#SBATCH --error={folder}/%A_%a_0_log.err",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --job-name=nestling-snap",
+        "#SBATCH --mem=8192MB",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --open-mode=append",
+        f"#SBATCH --output={folder}/%A_%a_0_log.out",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --signal=USR2@90",
+        "#SBATCH --time=60",
+        "#SBATCH --wckey=submitit",
+        "",
+        "# setup",
+        "",
+        "# command",
+        "export SUBMITIT_EXECUTOR=slurm",
+        f"srun --unbuffered --output {folder}/%A_%a_%t_log.out --error {folder}/%A_%a_%t_log.err "
+        f"{sys.executable} -u -m submitit.core._submit %j",
+        "",
+    ])  # fmt: skip
+    assert "3 runs in 3 array tasks, 2 array(s) of at most 2" in out
+
+    # what array task 1 then runs on its node (submitit unpickles the unit and starts the image)
+    spec = container_spec(parse_config(options(site)))
+    run_dir = f"{site}/art/_cross_validations/snap/snap-run-f1s42-abcd1234"
+    assert slurm_task_command([run_dir], spec, SLURM_TASK_ENV) == [
+        "apptainer", "exec", "--contain", "--cleanenv", "--nv",
+        "--bind", f"{site}/art:{site}/art", "--bind", f"{site}/models:/models:ro",
+        "--env", "WANDB_MODE=offline", "--env", "HF_HOME=/models",
+        "--env", "SLURM_JOB_ID=101", "--env", "SLURM_ARRAY_JOB_ID=100", "--env", "SLURM_ARRAY_TASK_ID=1",
+        "--env", "SLURM_NTASKS=1", "--env", "SLURMD_NODENAME=gpu07", "--env", "SLURM_JOB_GPUS=3",
+        "--env", "SLURM_STEP_GPUS=3",
+        # apptainer runs inside the task's cgroup: SLURM's (renumbered) CUDA_VISIBLE_DEVICES is the right one
+        "--env", "NESTLING_IN_CONTAINER=1", "--env", "CUDA_VISIBLE_DEVICES=0", "--env", "NESTLING_PHYSICAL_GPUS=0",
+        "--pwd", str(site),
+        f"{site}/n.sif", "python", "-m", "nestling.worker", run_dir,
+    ]  # fmt: skip
+
+
+def test_slurm_task_command_oci_uses_node_level_gpu_ids(site: Path) -> None:
+    spec = container_spec(parse_config(options(site, "docker", "nestling:latest")))
+    argv = slurm_task_command(["/r"], spec, SLURM_TASK_ENV)
+    # docker's containers live outside the job's cgroup: select the node-level id SLURM granted
+    assert argv[argv.index("--gpus") + 1] == "device=3"
+    assert "CUDA_VISIBLE_DEVICES=0" in argv and "NESTLING_PHYSICAL_GPUS=3" in argv
+    assert "--network" not in argv
+    assert "HOME=/home/me" not in argv and "SUBMITIT_EXECUTOR=slurm" not in argv
+    # no GRES (--accelerator cpu): no GPU flags at all
+    cpu_env = {k: v for k, v in SLURM_TASK_ENV.items() if "GPU" not in k and k != "CUDA_VISIBLE_DEVICES"}
+    argv = slurm_task_command(["/r"], spec, cpu_env)
+    assert "--gpus" not in argv and not any(a.startswith("CUDA_VISIBLE_DEVICES") for a in argv)
+
+
+def test_multi_task_jobs_get_the_host_network_on_oci(site: Path) -> None:
+    """Multi-node DDP: every srun rank runs the image; ranks must reach MASTER_ADDR, so no private network."""
+    env = {
+        **SLURM_TASK_ENV,
+        "SLURM_NTASKS": "4",
+        "SLURM_PROCID": "2",
+        "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": "29500",
+    }
+    spec = container_spec(parse_config(options(site, "podman", "nestling:latest")))
+    argv = slurm_task_command(["/r"], spec, env)
+    assert argv[-7:-4] == ["--network", "host", "nestling:latest"]
+    assert "SLURM_PROCID=2" in argv and "MASTER_ADDR=gpu07" in argv and "MASTER_PORT=29500" in argv
+    own = container_spec(
+        parse_config([*options(site, "podman", "nestling:latest"), "--container_args", "--net=slirp4netns"])
+    )
+    assert "host" not in slurm_task_command(["/r"], own, env)
+    apptainer = slurm_task_command(["/r"], container_spec(parse_config(options(site))), env)
+    assert "--network" not in apptainer  # apptainer shares the host network already
