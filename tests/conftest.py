@@ -24,6 +24,9 @@ def _cluster(*options: str) -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"CI is set but {reason}")
         pytest.skip(reason)
+    state = [o for i, o in enumerate(options) if i and options[i - 1] == "--state-dir"]
+    env = {**os.environ, **({"NESTLING_CLUSTER_DIR": state[0]} if state else {})}
+    was_up = subprocess.run([str(CLUSTER), "status"], capture_output=True, env=env, check=False).returncode == 0
     done = subprocess.run(
         [str(CLUSTER), "up", *options], capture_output=True, text=True, timeout=180, check=False
     )
@@ -34,7 +37,8 @@ def _cluster(*options: str) -> Iterator[str]:
     try:
         yield line.split("=", 1)[1]
     finally:
-        subprocess.run([str(CLUSTER), "down", *options], capture_output=True, timeout=120, check=False)
+        if not was_up:  # leave a cluster somebody else started as it was
+            subprocess.run([str(CLUSTER), "down", *options], capture_output=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="session")

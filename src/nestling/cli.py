@@ -6,12 +6,11 @@ runs are reported, not fatal), 1 when every run failed or on an internal error.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from nestling import __version__
-from nestling.errors import UsageError
+from nestling.errors import UsageError, strict_parser
 
 COMMANDS = {
     "run": "train one run (fold --fold of --fold_method, first seed)",
@@ -69,7 +68,7 @@ def _print_help() -> None:
 
 
 def _collect(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="nestling collect", description=COMMANDS["collect"])
+    parser = strict_parser("nestling collect", COMMANDS["collect"])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)

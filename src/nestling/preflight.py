@@ -31,6 +31,8 @@ class Prepared:
 
 
 def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prepared:
+    if config.logging.name is not None:  # cheap checks first: a typo should not wait for the task to load
+        naming.validate_name(config.logging.name, f"--name ({kind} name)")
     _check_choices(config, kind)
     devices = parse_devices(config.device.devices)
     _check_devices(config, kind, devices)

@@ -95,6 +95,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     try:
         metrics, checkpoint, world_size = _train(spec, paths, attempt)
         result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
+        log.warning("run %s rank %d metrics %s", spec.run_name, global_rank(), json.dumps(metrics, sort_keys=True))
     except Exception as exc:  # a failed run is data, not a crash of the cv
         result.update(status=FAILED, error=f"{type(exc).__name__}: {exc}".strip()[:2000])
         if writer:

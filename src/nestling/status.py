@@ -22,6 +22,7 @@ from typing import Any
 
 from nestling import naming
 from nestling.artifacts import PlanOnDisk, find_plan_root, load_plan
+from nestling.errors import strict_parser
 from nestling.records import read_json, read_result
 
 STATES = ("success", "failed", "running", "pending", "lost")
@@ -146,7 +147,7 @@ def count(states: list[RunState]) -> dict[str, int]:
 
 
 def status_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="nestling status", description="Runs of a tune, cv or run dir by state.")
+    parser = strict_parser("nestling status", "Runs of a tune, cv or run dir by state.")
     parser.add_argument("dir", type=Path)
     parser.add_argument("--watch", action="store_true", help="refresh until every run ended")
     parser.add_argument("--interval", type=float, default=5.0)

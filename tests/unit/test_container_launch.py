@@ -200,7 +200,7 @@ def test_multi_task_jobs_get_the_host_network_on_oci(site: Path) -> None:
     assert argv[-7:-4] == ["--network", "host", "nestling:latest"]
     assert "SLURM_PROCID=2" in argv and "MASTER_ADDR=gpu07" in argv and "MASTER_PORT=29500" in argv
     own = container_spec(
-        parse_config([*options(site, "podman", "nestling:latest"), "--container_args", "--net=slirp4netns"])
+        parse_config([*options(site, "podman", "nestling:latest"), "--container_args=--net=slirp4netns"])
     )
     assert "host" not in slurm_task_command(["/r"], own, env)
     apptainer = slurm_task_command(["/r"], container_spec(parse_config(options(site))), env)

@@ -95,8 +95,13 @@ def test_slurm_not_answering(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     argv = [*SLEEP, "--artifact_dir", str(tmp_path), "--strategy", "cv-parallel"]
     rc, out = doctor([*argv, "--launcher", "slurm"], capsys, which=which("sinfo"), run=runner({}))
     assert rc == 1
-    assert " problem " in rows(out, "sinfo")[0] and " problem " in rows(out, "scontrol")[0]
+    assert " problem " in rows(out, "sinfo")[0] and not rows(out, "scontrol")  # one line for a dead controller
     assert "SLURM_CONF" in out
+    # the controller answers sinfo but scontrol fails: each failing command is its own problem
+    run = runner({"sinfo": (0, "debug*|gpu:2|2\n"), "squeue": (0, "")})
+    rc, out = doctor([*argv, "--launcher", "slurm", "--max_array_size", "8"], capsys, which=which("sinfo"), run=run)
+    assert rc == 1
+    assert " ok " in rows(out, "sinfo")[0] and " problem " in rows(out, "scontrol")[0]
     # with the local launcher SLURM is only a note, and one line of it
     rc, out = doctor([*argv, "--launcher", "local"], capsys, which=which("sinfo"), run=runner({}))
     assert rc == 0, out
