@@ -104,6 +104,14 @@ def _dry_run(kind: str, plan: Any, units: list[WorkUnit], launcher: Any) -> int:
     for path in record["scripts"]:
         print(f"# ---- {path}")
         print(Path(path).read_text())
+    if launcher.container is not None and units:
+        import shlex
+
+        from nestling.launch.entry import slurm_task_command
+
+        example = slurm_task_command(units[0].run_dirs, launcher.container, {"SLURM_JOB_GPUS": "0"})
+        print("# each task runs its worker in the image, e.g. task 0 (given GPU 0):")
+        print("# " + shlex.join(example))
     arrays = -(-len(units) // limit) if units else 0
     print(
         f"dry run: {kind} {plan.name}: {len(plan.runs)} runs in {len(units)} array tasks, {arrays} array(s) of at most "

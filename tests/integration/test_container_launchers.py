@@ -75,7 +75,9 @@ def cv_argv(probe: dict[str, str], *extra: str) -> list[str]:
 
 def run_cli(argv: list[str], cwd: Path, env: dict[str, str], probe: dict[str, str], timeout: float) -> None:
     env = {**env, "PYTHONPATH": probe["dir"], "PROBE_HOST_ONLY": "1", "WANDB_MODE": "offline"}
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
 
 
@@ -106,7 +108,13 @@ def test_local_pool_runs_each_worker_in_the_image_pinned(
     # Two fake GPU ids: the pool starts one worker per id. torch finds no GPU (CPU wheel, no device), so
     # --accelerator auto trains on CPU while the pinning is still observable inside the container.
     env = {**podman_env, "CUDA_VISIBLE_DEVICES": "3,5"}
-    run_cli(cv_argv(probe, "--launcher", "local", "--accelerator", "auto", "--devices", "2"), tmp_path, env, probe, 300)
+    run_cli(
+        cv_argv(probe, "--launcher", "local", "--accelerator", "auto", "--devices", "2"),
+        tmp_path,
+        env,
+        probe,
+        300,
+    )
 
     cv_dir = tmp_path / ART / "_cross_validations" / "boxed"
     pairs = results(cv_dir)
@@ -140,9 +148,10 @@ def test_slurm_array_tasks_run_in_the_image_with_their_gres(
         assert result["cuda_visible_devices"] == granted  # exactly the GPU SLURM gave this task
         assert result["host"] == seen["SLURMD_NODENAME"]
     (a, _), (b, _) = pairs
-    overlap = a["host"] == b["host"] and a["started_at"] <= b["finished_at"] and b["started_at"] <= a["finished_at"]
+    overlap = (
+        a["host"] == b["host"] and a["started_at"] <= b["finished_at"] and b["started_at"] <= a["finished_at"]
+    )
     if overlap:  # two tasks at once on one node hold different GPUs
         assert a["cuda_visible_devices"] != b["cuda_visible_devices"]
     assert (cv_dir / "run_infos.parquet").is_file()
     assert list(cv_dir.glob("_submitit/*")), "submitit wrote its logs under the odd path"
-

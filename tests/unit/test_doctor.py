@@ -25,7 +25,9 @@ def runner(answers: dict[str, tuple[int, str]]) -> Callable[..., subprocess.Comp
     def run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
         for prefix, (rc, out) in answers.items():
             if " ".join(argv).startswith(prefix):
-                return subprocess.CompletedProcess(argv, rc, out, "" if rc == 0 else f"{argv[0]}: error: down")
+                return subprocess.CompletedProcess(
+                    argv, rc, out, "" if rc == 0 else f"{argv[0]}: error: down"
+                )
         return subprocess.CompletedProcess(argv, 1, "", f"{argv[0]}: not expected")
 
     return run
@@ -72,10 +74,15 @@ def test_image_present_missing_bind_and_sif(tmp_path: Path, capsys: pytest.Captu
     rc, out = doctor(argv, capsys, which=which("podman"), run=run)
     assert rc == 1
     assert " ok " in rows(out, "container image")[0]
-    assert "/nonexistent/models (from /nonexistent/models:/models:ro) does not exist" in rows(out, "container bind")[0]
+    assert (
+        "/nonexistent/models (from /nonexistent/models:/models:ro) does not exist"
+        in rows(out, "container bind")[0]
+    )
 
     sif = str(tmp_path / "missing.sif")
-    rc, out = doctor([*SLEEP, "--artifact_dir", str(tmp_path), "--container_image", sif], capsys, which=which())
+    rc, out = doctor(
+        [*SLEEP, "--artifact_dir", str(tmp_path), "--container_image", sif], capsys, which=which()
+    )
     assert rc == 1
     assert "neither apptainer nor singularity is installed" in rows(out, "container runtime")[0]
     assert "fix: install apptainer" in out
@@ -95,11 +102,14 @@ def test_slurm_not_answering(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     argv = [*SLEEP, "--artifact_dir", str(tmp_path), "--strategy", "cv-parallel"]
     rc, out = doctor([*argv, "--launcher", "slurm"], capsys, which=which("sinfo"), run=runner({}))
     assert rc == 1
-    assert " problem " in rows(out, "sinfo")[0] and not rows(out, "scontrol")  # one line for a dead controller
+    assert " problem " in rows(out, "sinfo")[0]
+    assert not rows(out, "scontrol")  # a dead controller is one line, not three
     assert "SLURM_CONF" in out
     # the controller answers sinfo but scontrol fails: each failing command is its own problem
     run = runner({"sinfo": (0, "debug*|gpu:2|2\n"), "squeue": (0, "")})
-    rc, out = doctor([*argv, "--launcher", "slurm", "--max_array_size", "8"], capsys, which=which("sinfo"), run=run)
+    rc, out = doctor(
+        [*argv, "--launcher", "slurm", "--max_array_size", "8"], capsys, which=which("sinfo"), run=run
+    )
     assert rc == 1
     assert " ok " in rows(out, "sinfo")[0] and " problem " in rows(out, "scontrol")[0]
     # with the local launcher SLURM is only a note, and one line of it
@@ -137,6 +147,8 @@ def test_doctor_command_imports_no_torch(tmp_path: Path) -> None:
         f"rc = main(['doctor', *{SLEEP!r}, '--artifact_dir', {str(tmp_path)!r}]); "
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(rc)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("NO-TORCH")
