@@ -23,9 +23,23 @@ def _cases(quick: bool) -> list[dict[str, object]]:
     # (task, hparams, n_folds, n_seeds): runs = n_folds * n_seeds
     if quick:
         return [
-            {"label": "sleep 1 s", "task": "sleep", "hp": ["sleep_s=1"], "folds": 3, "seeds": 2, "target": 1.5},
-            {"label": "sleep 5 s", "task": "sleep", "hp": ["sleep_s=5"], "folds": 3, "seeds": 1, "target": 1.05,
-             "parallel": False},
+            {
+                "label": "sleep 1 s",
+                "task": "sleep",
+                "hp": ["sleep_s=1"],
+                "folds": 3,
+                "seeds": 2,
+                "target": 1.5,
+            },
+            {
+                "label": "sleep 5 s",
+                "task": "sleep",
+                "hp": ["sleep_s=5"],
+                "folds": 3,
+                "seeds": 1,
+                "target": 1.05,
+                "parallel": False,
+            },
         ]
     return [
         {"label": "sleep 1 s", "task": "sleep", "hp": ["sleep_s=1"], "folds": 5, "seeds": 4, "target": 1.5},
@@ -92,7 +106,7 @@ def _steady_cycle(root: Path) -> float | None:
     """Median time between consecutive results of the single serial worker, leaving out the first run (which
     pays the worker's torch/lightning import, as the bare loop's imports are left out of its fit times)."""
     times = sorted(p.stat().st_mtime for p in root.glob("*/run_result.json"))
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     return statistics.median(gaps) if gaps else None
 
 

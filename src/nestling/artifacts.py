@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestling import naming
-from nestling.plan import Plan
-from nestling.records import write_atomic, write_json
-from nestling.task import Split
+from nestling.records import RunSpec, write_atomic, write_json
+
+if TYPE_CHECKING:  # not at run time: `nestling status` and `collect` only read the tree (config/simple-parsing cost)
+    from nestling.plan import Plan
+    from nestling.task import Split
 
 
 def write_plan(plan: Plan, splits: list[Split]) -> None:
@@ -25,11 +28,34 @@ def write_plan(plan: Plan, splits: list[Split]) -> None:
     root = plan.root
     root.mkdir(parents=True, exist_ok=plan.kind == "run")
     write_json(root / naming.SPLITS, [dataclasses.asdict(s) for s in splits])
-    for run in plan.runs:
-        run_dir = Path(run.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(naming.RunPaths(run_dir).spec, json.dumps(run.to_dict()))
+    for cv in plan.cvs:
+        cv.dir.mkdir(parents=True, exist_ok=True)
+        for run in cv.runs:
+            _write_spec(run)
     write_json(root / naming.PLAN, plan_record(plan))
+
+
+def _write_spec(run: RunSpec) -> None:
+    """run_spec.json into a new run dir. Cheap on purpose (a tune of 10,000 runs writes 10,000): os calls instead
+    of pathlib, a shallow dict instead of dataclasses.asdict's deep copy (same JSON), and a plain exclusive create
+    instead of tmp + rename: nothing reads a spec before plan.json, written last, marks the tree complete."""
+    run_dir = run.run_dir
+    try:
+        os.mkdir(run_dir)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(run_dir, exist_ok=True)
+    try:
+        text = json.dumps(vars(run))
+    except TypeError:  # a value json cannot take as is (a nested dataclass): the slow, general path
+        text = json.dumps(run.to_dict())
+    path = os.path.join(run_dir, naming.RUN_SPEC)
+    try:
+        with open(path, "x") as f:
+            f.write(text)
+    except FileExistsError:  # a re-written tree: replace atomically, a reader may be looking
+        write_atomic(Path(path), text)
 
 
 def plan_record(plan: Plan) -> dict[str, Any]:
@@ -50,7 +76,7 @@ def plan_record(plan: Plan) -> dict[str, Any]:
                         "run_id": r.run_id,
                         "fold": r.fold,
                         "seed": r.seed,
-                        "dir": _rel(Path(r.run_dir), plan.root),
+                        "dir": _rel(r.run_dir, plan.root),
                     }
                     for r in cv.runs
                 ],
@@ -60,7 +86,10 @@ def plan_record(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _rel(path: Path, root: Path) -> str:
+def _rel(path: Path | str, root: Path) -> str:
+    text, prefix = str(path), f"{root}{os.sep}"
+    if os.sep == "/" and text.startswith(prefix) and "/.." not in text and "/./" not in text:
+        return text[len(prefix) :]  # the common case, without pathlib (10,000 runs: 10,000 calls)
     rel = Path(path).relative_to(root).as_posix()
     return rel or "."
 

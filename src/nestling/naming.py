@@ -44,6 +44,11 @@ def validate_name(name: str, what: str = "name") -> str:
         raise UsageError(
             f"invalid {what} {name!r}: use only letters, digits, '.', '_' and '-' (e.g. --name my-tune-1)"
         )
+    if name.startswith(("_", "-")):  # _cross_validations, _runs, _workers, _submitit are nestling's; -x looks like a flag
+        raise UsageError(
+            f"invalid {what} {name!r}: names starting with {name[0]!r} are reserved; start with a letter or digit "
+            f"(e.g. --name {name.lstrip('_-') or 'my-tune-1'})"
+        )
     return name
 
 
@@ -59,9 +64,20 @@ def generate_name(rng: random.Random | None = None) -> str:
     return generate_slug(2)
 
 
+_SYSTEM_RANDOM = random.SystemRandom()
+_ID_SPACE = len(RUN_ID_ALPHABET) ** RUN_ID_LENGTH
+
+
 def new_run_id(rng: random.Random | None = None) -> str:
-    r = rng or random.SystemRandom()
-    return "".join(r.choice(RUN_ID_ALPHABET) for _ in range(RUN_ID_LENGTH))
+    if rng is not None:
+        return "".join(rng.choice(RUN_ID_ALPHABET) for _ in range(RUN_ID_LENGTH))
+    # One draw from the OS for the whole id (not one per character): planning 10,000 runs stays cheap.
+    n = _SYSTEM_RANDOM.randrange(_ID_SPACE)
+    chars = []
+    for _ in range(RUN_ID_LENGTH):
+        n, k = divmod(n, len(RUN_ID_ALPHABET))
+        chars.append(RUN_ID_ALPHABET[k])
+    return "".join(chars)
 
 
 def cv_name_for(tune_name: str, hp_index: int) -> str:
@@ -89,10 +105,14 @@ def run_dir(
     cv_name: str | None = None,
     tune_name: str | None = None,
 ) -> Path:
-    leaf = f"{run_name}-{run_id}"
     if cv_name is not None:
-        return cv_dir(artifact_dir, cv_name, tune_name) / leaf
-    return artifact_dir / RUN_ROOT / leaf
+        return run_dir_in(cv_dir(artifact_dir, cv_name, tune_name), run_name, run_id)
+    return artifact_dir / RUN_ROOT / f"{run_name}-{run_id}"
+
+
+def run_dir_in(cv_path: Path, run_name: str, run_id: str) -> Path:
+    """The run dir inside a known cv dir (the planner builds the cv dir once, not once per run)."""
+    return cv_path / f"{run_name}-{run_id}"
 
 
 def top_dir(artifact_dir: Path, kind: str, name: str) -> Path:

@@ -137,8 +137,9 @@ def plan_cv(
     strategy, run_devices = trainer_devices(config, devices, devices_per_unit)
     cv_dir = naming.cv_dir(artifact_dir, cv_name, tune_name)
     runs = []
+    seeds = seeds_for(config.cv.n_seeds, config.cv.seeds)
     for fold in range(n_folds):
-        for seed in seeds_for(config.cv.n_seeds, config.cv.seeds):
+        for seed in seeds:
             run_name = naming.run_name_for(cv_name, fold, seed)
             run_id = naming.new_run_id(rng)
             runs.append(
@@ -146,7 +147,7 @@ def plan_cv(
                     config,
                     run_name=run_name,
                     run_id=run_id,
-                    run_dir=naming.run_dir(artifact_dir, run_name, run_id, cv_name, tune_name),
+                    run_dir=naming.run_dir_in(cv_dir, run_name, run_id),
                     cv_name=cv_name,
                     tune_name=tune_name,
                     fold=fold,

@@ -104,10 +104,10 @@ def empty_result(spec: RunSpec) -> dict[str, Any]:
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
     """The run's result, or None when it has none (yet) or it cannot be read."""
-    from nestling.naming import RunPaths
+    from nestling.naming import RUN_RESULT
 
-    path = RunPaths(run_dir).result
-    try:
-        return json.loads(path.read_bytes())
+    try:  # os.path, not pathlib: the collector and status read tens of thousands of these
+        with open(os.path.join(run_dir, RUN_RESULT), "rb") as f:
+            return json.loads(f.read())
     except (FileNotFoundError, ValueError):
         return None

@@ -55,6 +55,7 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
         return _finish(root, effective.logging.quiet)
     for run in todo:
         _archive_failed_result(run.dir)
+        _remove_stale_lock(run.dir)
         if config.launch.force and changes:
             _apply_forced(run.dir, effective)
     wanted = {str(r.dir) for r in todo}
@@ -108,15 +109,27 @@ def _refuse_if_active(plan: PlanOnDisk) -> None:
     """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued."""
     from nestling.status import run_states
 
-    active = [s for s in run_states(plan) if s.state in ("running", "pending")]
+    # Without launch.json (a local driver killed mid-sweep) every unfinished run reads "pending", so only a live
+    # attempt lock ("running") counts; with one, queued SLURM tasks count too.
     launches_exist = (plan.root / naming.LAUNCH).exists()
-    if active and launches_exist:
+    active = [s for s in run_states(plan) if s.state == "running" or (s.state == "pending" and launches_exist)]
+    if active:
         jobs = sorted({s.job.split("_")[0] for s in active if s.job})
         where = f" (jobs {', '.join(jobs)})" if jobs else ""
         raise UsageError(
             f"{len(active)} runs of {plan.name!r} are still running or queued{where}; wait for them "
             f"(nestling status {plan.root} --watch) or cancel them, then resume"
         )
+
+
+def _remove_stale_lock(run_dir: Path) -> None:
+    """A lock left by a killed attempt: checked dead here (this host can see its pid), so a rerun on another
+    machine, which could not check it, does not wait for it."""
+    from nestling.status import lock_alive
+
+    lock = naming.RunPaths(run_dir).lock
+    if lock.exists() and not lock_alive(run_dir):
+        lock.unlink(missing_ok=True)
 
 
 def _archive_failed_result(run_dir: Path) -> None:

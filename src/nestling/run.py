@@ -6,11 +6,13 @@ worker pays the import once and then runs many specs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import socket
+import tempfile
 import time
 import traceback
 from functools import lru_cache
@@ -19,7 +21,7 @@ from typing import Any
 
 from nestling import __version__
 from nestling.naming import RunPaths
-from nestling.records import FAILED, SUCCESS, RunSpec, empty_result, write_json
+from nestling.records import FAILED, SUCCESS, RunSpec, empty_result, read_result, write_json
 from nestling.task import Split, Task, load_task
 
 log = logging.getLogger("nestling.run")
@@ -65,57 +67,158 @@ def next_attempt(paths: RunPaths) -> int:
     return previous + 1
 
 
-def execute(spec: RunSpec) -> dict[str, Any]:
-    """Train one run; never raises for a failure of the run itself (it is recorded as status "failed")."""
+def execute(spec: RunSpec) -> dict[str, Any] | None:
+    """Train one run; never raises for a failure of the run itself (it is recorded as status "failed").
+
+    Returns None, touching nothing, when a live attempt holds the run's lock: a run dir is never shared by two
+    live attempts. A lock whose holder is gone (killed worker, lost node, earlier incarnation of this SLURM job)
+    is taken over.
+    """
     paths = RunPaths(Path(spec.run_dir))
     paths.dir.mkdir(parents=True, exist_ok=True)
     writer = global_rank() == 0
-    attempt = next_attempt(paths)
-    result = empty_result(spec)
-    started = time.time()
-    result.update(
-        started_at=_now(),
-        host=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-        pid=os.getpid(),
-        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-        slurm_job_id=os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
-        slurm_array_task_id=os.environ.get("SLURM_ARRAY_TASK_ID"),
-        in_container=in_container(),
-        nestling_version=__version__,
-        world_size=int(os.environ.get("SLURM_NTASKS", "1") or 1) if writer else None,
-        attempt=attempt,
-    )
-    log.warning(
-        "run %s attempt %d: rank %d of %s on %s", spec.run_name, attempt, global_rank(),
-        os.environ.get("SLURM_NTASKS", "1"), result["host"],
-    )
-    if writer:
-        write_json(paths.attempts, attempt)
-        _take_lock(paths, result["host"], attempt)
+    host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    # One-task processes (local workers, array tasks) take the lock exclusively; in a multi-task job (srun, DDP)
+    # every rank must make the same choice, so rank 0 just marks the run and SLURM keeps the job unique.
+    exclusive = writer and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1
+    if exclusive and not _acquire_lock(paths, host):
+        log.warning("run %s: a live attempt holds %s; not starting it a second time", spec.run_name, paths.lock)
+        return None
+    heartbeat = _Heartbeat(paths.lock) if writer else None
     try:
-        metrics, checkpoint, world_size = _train(spec, paths, attempt)
-        result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
-        log.warning("run %s rank %d metrics %s", spec.run_name, global_rank(), json.dumps(metrics, sort_keys=True))
-    except Exception as exc:  # a failed run is data, not a crash of the cv
-        result.update(status=FAILED, error=f"{type(exc).__name__}: {exc}".strip()[:2000])
+        previous = read_result(paths.dir) if exclusive else None
+        if previous is not None and previous.get("status") == SUCCESS:  # finished while we waited for the lock
+            return previous
+        attempt = next_attempt(paths)
+        result = empty_result(spec)
+        started = time.time()
+        result.update(
+            started_at=_now(),
+            host=host,
+            pid=os.getpid(),
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            slurm_job_id=os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
+            slurm_array_task_id=os.environ.get("SLURM_ARRAY_TASK_ID"),
+            in_container=in_container(),
+            nestling_version=__version__,
+            world_size=int(os.environ.get("SLURM_NTASKS", "1") or 1) if writer else None,
+            attempt=attempt,
+        )
+        log.warning(
+            "run %s attempt %d: rank %d of %s on %s", spec.run_name, attempt, global_rank(),
+            os.environ.get("SLURM_NTASKS", "1"), result["host"],
+        )  # fmt: skip
         if writer:
-            (paths.dir / "error.txt").write_text(traceback.format_exc())
-        log.warning("run %s failed: %s", spec.run_name, result["error"])
+            write_json(paths.attempts, attempt)
+            if not exclusive:
+                write_json(paths.lock, _lock_info(host))
+        if heartbeat is not None:
+            heartbeat.start()
+        try:
+            metrics, checkpoint, world_size = _train(spec, paths, attempt)
+            result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
+            log.warning("run %s rank %d metrics %s", spec.run_name, global_rank(), json.dumps(metrics, sort_keys=True))
+        except Exception as exc:  # a failed run is data, not a crash of the cv
+            result.update(status=FAILED, error=f"{type(exc).__name__}: {exc}".strip()[:2000])
+            if writer:
+                (paths.dir / "error.txt").write_text(traceback.format_exc())
+            log.warning("run %s failed: %s", spec.run_name, result["error"])
+        finally:
+            _CURRENT.clear()
+        result.update(duration=round(time.time() - started, 3), finished_at=_now())
+        if writer:
+            write_json(paths.result, result)
+        return result
+    finally:  # also on preemption (SystemExit from the signal handler): this attempt is over
+        if heartbeat is not None:
+            heartbeat.stop()
+        if writer:
+            _release_lock(paths)
+
+
+def _lock_info(host: str) -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "host": host,
+        "hostname": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restarts": os.environ.get("SLURM_RESTART_COUNT", "0"),
+        "started": _now(),
+    }
+
+
+def _acquire_lock(paths: RunPaths, host: str) -> bool:
+    """Create attempt.lock exclusively (hard link of a complete file: readers never see half a lock).
+
+    An existing lock whose holder is alive wins (False); a stale one is removed and the creation retried.
+    """
+    from nestling.status import lock_alive
+
+    payload = json.dumps(_lock_info(host))
+    for _ in range(3):
+        if _create_exclusive(paths.lock, payload):
+            return True
+        if lock_alive(paths.dir):
+            return False
+        log.warning("taking over %s: its attempt is gone", paths.lock)
+        with contextlib.suppress(FileNotFoundError):
+            paths.lock.unlink()
+    return False
+
+
+def _create_exclusive(path: Path, payload: str) -> bool:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(payload)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: exclusive create (a reader may see it empty briefly)
+            try:
+                with open(path, "x") as f:
+                    f.write(payload)
+                return True
+            except FileExistsError:
+                return False
     finally:
-        _CURRENT.clear()
-    result.update(duration=round(time.time() - started, 3), finished_at=_now())
-    if writer:
-        write_json(paths.result, result)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _release_lock(paths: RunPaths) -> None:
+    """Remove the lock if it is still this process's (never one a later attempt took over)."""
+    try:
+        info = json.loads(paths.lock.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    if isinstance(info, dict) and info.get("pid") == os.getpid() and info.get("hostname") == socket.gethostname():
         paths.lock.unlink(missing_ok=True)
-    return result
 
 
-def _take_lock(paths: RunPaths, host: str, attempt: int) -> None:
-    """The attempt marker: `nestling status` shows the run as running while this process lives."""
-    write_json(
-        paths.lock,
-        {"pid": os.getpid(), "host": host, "hostname": socket.gethostname(), "attempt": attempt, "started": _now()},
-    )
+class _Heartbeat:
+    """Touches the lock while the run trains, so other machines can tell a live attempt from a dead one."""
+
+    def __init__(self, lock: Path) -> None:
+        import threading
+
+        self.lock = lock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="nestling-lock-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        from nestling.status import LOCK_HEARTBEAT_S
+
+        while not self._stop.wait(LOCK_HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.lock)
 
 
 def resume_checkpoint(paths: RunPaths) -> Path | None:
@@ -125,9 +228,23 @@ def resume_checkpoint(paths: RunPaths) -> Path | None:
 
 
 def save_interrupt_checkpoint() -> Path | None:
-    """Called on the preemption / time-limit signal: save the run in progress so its next attempt resumes here."""
+    """Called on the preemption / time-limit signal: leave a state the next attempt resumes from exactly.
+
+    Lightning continues a checkpoint taken mid-epoch exactly only when every training dataloader is resumable
+    (state_dict / load_state_dict) and the epoch's batches are under way; then the state now is saved as
+    interrupted.ckpt. Otherwise nothing is saved, on purpose: with a plain DataLoader Lightning would replay the
+    epoch's first batches and skip its last ones, and at an epoch's start (on_train_epoch_start) it would skip the
+    whole epoch. The next attempt then resumes from last.ckpt, the end of the last completed epoch, and redoes
+    only the interrupted epoch's partial work: no completed epoch is trained twice, none is skipped.
+    """
     trainer, paths = _CURRENT.get("trainer"), _CURRENT.get("paths")
     if trainer is None or paths is None or global_rank() != 0:
+        return None
+    if not _resumable_mid_epoch(trainer):
+        log.warning(
+            "signal in epoch %d: the next attempt resumes from %s (end of the last completed epoch)",
+            trainer.current_epoch, paths.last_checkpoint if paths.last_checkpoint.is_file() else "the start",
+        )  # fmt: skip
         return None
     import torch
 
@@ -137,6 +254,19 @@ def save_interrupt_checkpoint() -> Path | None:
     os.replace(tmp, paths.interrupted_checkpoint)
     log.warning("saved %s on preemption", paths.interrupted_checkpoint)
     return paths.interrupted_checkpoint
+
+
+def _resumable_mid_epoch(trainer: Any) -> bool:
+    """Inside an epoch's batch loop (past on_train_epoch_start), with resumable training dataloaders only."""
+    try:
+        epoch = trainer.fit_loop.epoch_progress.current
+        batches = trainer.fit_loop.epoch_loop.batch_progress
+        loaders = trainer.fit_loop._combined_loader.flattened
+    except AttributeError:
+        return False
+    in_batches = epoch.started == epoch.ready and epoch.processed == epoch.started - 1 and batches.current.ready > 0
+    resumable = all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loaders)
+    return bool(loaders) and in_batches and resumable
 
 
 def _cluster_plugins() -> list[Any]:
@@ -165,10 +295,12 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
     split = _splits(spec.splits_file)[spec.fold]
     L.seed_everything(spec.seed, workers=True, verbose=False)
     first = parse_scoring_metrics(spec.scoring_metric)[0]
-    checkpoint = ModelCheckpoint(
-        dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode, save_last=True
-    )
-    callbacks: list[Any] = [checkpoint]
+    checkpoint = ModelCheckpoint(dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode)
+    # The resume point, written at the end of EVERY epoch. Not save_last=True: Lightning (2.5+) then writes
+    # last.ckpt only when the monitored metric improved, and a run whose metric plateaued would resume from an
+    # old epoch after a preemption and train the epochs since then twice.
+    last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
+    callbacks: list[Any] = [checkpoint, last]
     if spec.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience))
     loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name="logs", version=f"attempt-{attempt}")]
@@ -205,7 +337,7 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
             import wandb
 
             wandb.finish()
-    best = checkpoint.best_model_path or checkpoint.last_model_path or None
+    best = checkpoint.best_model_path or last.best_model_path or None
     return metrics, best, trainer.world_size
 
 

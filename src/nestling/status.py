@@ -54,20 +54,58 @@ def queued_jobs(job_ids: list[str | None]) -> dict[str, str] | None:
     return jobs
 
 
+LOCK_HEARTBEAT_S = 30  # a live attempt touches its lock this often (run.py) ...
+LOCK_STALE_S = 120  # ... so a lock untouched for this long belongs to an attempt that is gone
+
+
 def lock_alive(run_dir: Path) -> bool:
-    """Is the attempt lock of this run held by a live process (on this host) or a recent one elsewhere?"""
+    """Is the attempt lock of this run held by a live attempt?
+
+    Written on this machine (same hostname, so same pid namespace): its pid is alive. Written by this SLURM job's earlier incarnation: no
+    (SLURM never runs two incarnations of one job at once, so a requeued task takes over its own lock).
+    Elsewhere (another node, another container): its holder touched it within LOCK_STALE_S.
+    """
+    lock = naming.RunPaths(run_dir).lock
     try:
-        info = json.loads(naming.RunPaths(run_dir).lock.read_text())
+        info = json.loads(lock.read_text())
+        touched = lock.stat().st_mtime
     except (FileNotFoundError, ValueError):
         return False
-    host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-    if info.get("host") == host or info.get("hostname") == socket.gethostname():
+    if not isinstance(info, dict):
+        return False
+    job = str(info.get("slurm_job_id") or "")
+    restarted = _count(info.get("slurm_restarts")) < _count(os.environ.get("SLURM_RESTART_COUNT"))
+    if job and job == os.environ.get("SLURM_JOB_ID") and restarted:
+        return False
+    if info.get("hostname") == socket.gethostname():  # same machine and pid namespace (not another container)
         try:
-            os.kill(int(info["pid"]), 0)
-            return True
-        except (ProcessLookupError, PermissionError, ValueError, KeyError):
+            pid = int(info["pid"])
+        except (ValueError, KeyError, TypeError):
             return False
-    return True
+        return pid != os.getpid() and _pid_alive(pid)  # this process's own lock is no other attempt
+    return time.time() - touched < LOCK_STALE_S
+
+
+def _pid_alive(pid: int) -> bool:
+    """A running process; a zombie (killed, not yet reaped by its parent) is dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust the signal
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _count(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from typing import Any, TextIO
 from nestling.naming import RunPaths
 from nestling.records import RunSpec, read_result
 
+SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
+
 
 def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:
     from nestling.run import execute, quiet_lightning
@@ -31,6 +33,8 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
             result = previous  # finished work is never done twice
         else:
             result = execute(RunSpec.load(RunPaths(Path(d)).spec))
+            if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
+                result = {"run_dir": d, "status": SKIPPED}
         results.append(result)
         if reply is not None:
             reply.write(json.dumps({"run_dir": d, "status": result.get("status")}) + "\n")
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _relay_preemption()
     results = run_dirs(args.run_dirs)
-    return 0 if any(r.get("status") == "success" for r in results) or not results else 1
+    return 0 if any(r.get("status") in ("success", SKIPPED) for r in results) or not results else 1
 
 
 if __name__ == "__main__":

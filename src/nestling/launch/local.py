@@ -1,8 +1,8 @@
 """The local launcher: a pool of long-lived worker processes, each pinned to its device(s).
 
 Each worker imports torch once and runs many work units (`python -m nestling.worker --serve`). A worker that dies
-(SIGKILL, out of memory) costs only the runs it held: they stay without a result (lost), a fresh worker takes the
-next unit, and the rest of the plan completes.
+(SIGKILL, out of memory) costs only the run it was training: that run stays without a result (lost), the runs of
+its unit that had not started go back to the queue, a fresh worker takes them, and the rest of the plan completes.
 """
 
 from __future__ import annotations
@@ -116,9 +116,21 @@ class LocalLauncher(Launcher):
                     proc = self._start(k, gpus, log_dir)
                     if not _ready(proc):
                         proc = None
-                if proc is None or not self._run_unit(proc, unit, progress):
+                if proc is None:
+                    _report_lost(unit.run_dirs, progress)
                     with lock:
                         record["lost_units"].append(unit.index)
+                    continue
+                unfinished = self._run_unit(proc, unit, progress)
+                if unfinished:  # the worker died: only the run it was training is lost
+                    proc.kill()  # reap it (a zombie would look alive to the run's attempt lock)
+                    proc.wait()
+                    _report_lost(unfinished[:1], progress)
+                    with lock:
+                        record["lost_units"].append(unit.index)
+                        record.setdefault("lost_runs", []).append(unfinished[0])
+                    if unfinished[1:]:
+                        todo.put(WorkUnit(unit.index, unfinished[1:]))  # never started: a fresh worker takes them
                     proc = None
         finally:
             if proc is not None and proc.stdin:
@@ -126,16 +138,16 @@ class LocalLauncher(Launcher):
                 proc.wait()
 
     @staticmethod
-    def _run_unit(proc: subprocess.Popen[str], unit: WorkUnit, progress: Progress) -> bool:
-        """Send one unit and relay per-run replies; False when the worker died before finishing it."""
+    def _run_unit(proc: subprocess.Popen[str], unit: WorkUnit, progress: Progress) -> list[str]:
+        """Send one unit and relay per-run replies; returns the runs left unfinished when the worker died
+        (in order: the first was in progress, the others never started), [] when the unit completed."""
         assert proc.stdin is not None and proc.stdout is not None
         pending = list(unit.run_dirs)
         try:
             proc.stdin.write(json.dumps({"index": unit.index, "run_dirs": unit.run_dirs}) + "\n")
             proc.stdin.flush()
         except BrokenPipeError:
-            _report_lost(pending, progress)
-            return False
+            return pending
         for line in proc.stdout:
             msg = json.loads(line)
             if "run_dir" in msg:
@@ -143,9 +155,8 @@ class LocalLauncher(Launcher):
                 if msg["run_dir"] in pending:
                     pending.remove(msg["run_dir"])
             elif msg.get("unit_done") == unit.index:
-                return True
-        _report_lost(pending, progress)
-        return False
+                return []
+        return pending
 
 
 def _ready(proc: subprocess.Popen[str]) -> bool:

@@ -67,6 +67,17 @@ def chunk(units: list[WorkUnit], size: int) -> list[list[WorkUnit]]:
     return [units[i : i + size] for i in range(0, len(units), size)]
 
 
+def batch_log_params(folder: Path) -> dict[str, str]:
+    """`#SBATCH --output/--error` for a submitit folder whose path holds a line break, which no #SBATCH line can.
+
+    The batch shell's own output then goes to /dev/null; everything the task prints still reaches the folder,
+    through srun's --output/--error in the script's body, where the path is shell-quoted and may hold anything.
+    """
+    if "\n" in str(folder) or "\r" in str(folder):
+        return {"output": "/dev/null", "error": "/dev/null"}
+    return {}
+
+
 def parse_extra(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -170,6 +181,7 @@ class SubmititLauncher(Launcher):
             executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_TIME_LIMIT_REQUEUES)
             params = self._slurm_params(self.resources, gres=overrides.pop("gres", True))
             params.update(overrides)
+            params["additional_parameters"] = {**batch_log_params(folder), **params["additional_parameters"]}
             executor.update_parameters(**params)
             return executor
         executor = submitit.LocalExecutor(folder=folder)
@@ -273,6 +285,7 @@ class SubmititLauncher(Launcher):
         scripts = []
         for i, part in enumerate(chunks):
             params = self._slurm_params(self.resources)
+            params["additional_parameters"] = {**batch_log_params(folder), **params["additional_parameters"]}
             if len(part) > 1:  # submitit submits a single unit as a plain job, not an array of one
                 params["map_count"] = len(part)
             text = _make_sbatch_string(command=_python_command(), folder=folder, **params)

@@ -1,0 +1,85 @@
+"""Security rules that need no training: names are validated before they become paths, no shell ever parses a
+user value, secrets in the environment never become part of what nestling writes or passes to an image.
+
+End to end (a local and a SLURM cv in a path with spaces, quotes and a newline, a fake WANDB_API_KEY grepped for
+in every file of the tree): tests/reliability/test_secrets_and_paths.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import nestling
+from nestling.cli import main
+from nestling.container import passthrough_env
+from nestling.launch.slurm import batch_log_params
+
+SRC = Path(nestling.__file__).parent
+SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--max_epochs", "1", "--launcher", "local"]
+SECRETS = {"WANDB_API_KEY": "fake-secret-123", "MY_TOKEN": "tok-secret-456", "AWS_SECRET_ACCESS_KEY": "aws-789"}
+
+
+def _sources() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def test_no_shell_anywhere() -> None:
+    """`shell=True`, os.system and os.popen would let a path or name be parsed by a shell."""
+    offenders = [
+        f"{path.relative_to(SRC)}:{n}: {line.strip()}"
+        for path in _sources()
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"shell\s*=\s*True|os\.system\(|os\.popen\(", line)
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "name", ["../escape", "a/b", "/abs", "..", "x\ny", "x;rm -rf y", "$(id)", "`id`", "a b", "_cross_validations", "-rf"]
+)
+@pytest.mark.parametrize("flag", ["--name", "--resume"])
+def test_names_are_validated_before_any_path(
+    name: str, flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    art = tmp_path / "art"
+    assert main(["cv", *SLEEP, flag, name, "--artifact_dir", str(art)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and repr(name) in err[0], err
+    assert not art.exists()
+    assert not (tmp_path / "escape").exists()
+
+
+def test_secrets_are_not_passed_into_images() -> None:
+    """Only allow-listed variables enter a container; a key the user wants inside goes through --container_env."""
+    env = {**SECRETS, "SLURM_JOB_ID": "7", "WANDB_MODE": "offline"}
+    assert passthrough_env(env) == {"SLURM_JOB_ID": "7", "WANDB_MODE": "offline"}
+
+
+def test_plan_files_hold_no_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """plan.json, splits.json and run_spec.json are made from options only, never from the environment."""
+    from nestling.artifacts import write_plan
+    from nestling.config import parse_config
+    from nestling.preflight import prepare
+
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    args = [*SLEEP, "--n_folds", "2", "--artifact_dir", str(tmp_path), "--name", "p", "--wandb_project", "x"]
+    prepared = prepare(parse_config(args), "cv")
+    write_plan(prepared.plan, prepared.splits)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) == 4  # plan.json, splits.json, 2 x run_spec.json
+    for path in files:
+        data = path.read_bytes()
+        assert not any(v.encode() in data for v in SECRETS.values()), path
+        json.loads(data)
+
+
+def test_sbatch_lines_never_hold_a_line_break(tmp_path: Path) -> None:
+    """#SBATCH --output/--error cannot carry a path with a newline: the batch shell's own output goes to
+    /dev/null then, and the task's output still reaches the folder through srun's quoted --output."""
+    assert batch_log_params(tmp_path / "plain dir 'q'") == {}
+    assert batch_log_params(tmp_path / "new\nline") == {"output": "/dev/null", "error": "/dev/null"}
