@@ -1,0 +1,122 @@
+"""The fast paths added for the benchmarks (bench/) give exactly what the plain code gave: same tables, same
+spec files. No timing here: bench/ measures, tests only check results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from nestling import collect as C
+from nestling import naming
+from nestling.artifacts import _rel, write_plan
+from nestling.config import parse_config
+from nestling.preflight import prepare
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fake_tune(tmp_path: Path, n: int) -> Path:
+    sys.path.insert(0, str(REPO))
+    try:
+        from bench.collector import make_tree
+    finally:
+        sys.path.remove(str(REPO))
+    return make_tree(tmp_path, n)
+
+
+def _slow_tune_runs(cvs: list[C.CvSummary]) -> pl.DataFrame:
+    """The per-cv reference: with_columns(pl.lit(...)) per cv, diagonal concat."""
+    hp_keys = C._hp_columns(cvs)
+    frames = []
+    for cv in cvs:
+        extra = [pl.lit(cv.cv_name).alias("cv_name")]
+        extra += [pl.lit(cv.hparams.get(k)).alias(k) for k in hp_keys if k not in cv.table.columns]
+        frames.append(cv.table.with_columns(extra))
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda i, h: h,
+        lambda i, h: {**h, "value": i if i % 2 else float(i)},  # int and float -> Float64
+        lambda i, h: {
+            **h,
+            "value": None if i % 3 else 1.5,
+            "extra": "a" if i % 2 else None,
+        },  # nulls, late key
+        lambda i, h: {**h, "n": i % 5},  # Int32 like pl.lit
+        lambda i, h: {**h, "flag": bool(i % 2), "big": 2**40},  # falls back
+        lambda i, h: {**h, "value": "x" if i % 2 else 1.0},  # falls back
+        lambda i, h: {**h, "value": [1, 2]},  # falls back
+    ],
+)
+def test_tune_runs_table_matches_the_per_cv_path(tmp_path: Path, change: Any) -> None:
+    collected = C.collect(_fake_tune(tmp_path, 200), write=False)
+    cvs = [dataclasses.replace(cv, hparams=change(i, cv.hparams)) for i, cv in enumerate(collected.cvs)]
+    cvs[0] = dataclasses.replace(cvs[0], table=cvs[0].table.select(C.BASE_COLUMNS))  # a cv without metrics
+    fast, slow = C.tune_runs_table(cvs), _slow_tune_runs(cvs)
+    assert fast.columns == slow.columns
+    assert fast.schema == slow.schema
+    assert fast.equals(slow)
+
+
+def test_cv_tables_are_per_cv_and_scores_are_per_cv(tmp_path: Path) -> None:
+    tune = _fake_tune(tmp_path, 100)
+    collected = C.collect(tune)
+    assert len(collected.cvs) == 10
+    for cv, planned in zip(collected.cvs, collected.plan.cvs, strict=True):
+        table = pl.read_parquet(planned.dir / naming.RUN_INFOS)
+        assert table.equals(cv.table)
+        assert table["run_name"].to_list() == [r.run_name for r in planned.runs]
+        ok = table.filter((pl.col("status") == "success") & ~pl.col("is_unstable"))["run_score"].to_list()
+        expected = sum(ok) / len(ok) if ok else math.nan
+        assert table["score"].unique().to_list() == [pytest.approx(expected)]
+    assert pl.read_parquet(tune / naming.RUN_INFOS).height == 100
+
+
+def test_missing_results_are_rows_with_status_missing(tmp_path: Path) -> None:
+    tune = _fake_tune(tmp_path, 20)
+    plan = json.loads((tune / "plan.json").read_text())
+    gone = tune / plan["cvs"][1]["runs"][3]["dir"] / naming.RUN_RESULT
+    gone.unlink()
+    collected = C.collect(tune)
+    table = collected.cvs[1].table
+    assert table["status"][3] == C.MISSING and table["duration"][3] is None
+    assert collected.counts["missing"] == 1
+
+
+def test_write_plan_specs_are_the_spec_dicts(tmp_path: Path) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")
+    config = parse_config(["--task", "sleep", "--n_trials", "3", "--n_folds", "2", "--n_seeds", "2", "--hpconfig",
+                           str(space), "--artifact_dir", str(tmp_path / "art"), "--name", "t"])  # fmt: skip
+    prepared = prepare(config, "tune")
+    write_plan(prepared.plan, prepared.splits)
+    for run in prepared.plan.runs:
+        text = (Path(run.run_dir) / naming.RUN_SPEC).read_text()
+        assert text == json.dumps(run.to_dict())
+    record = json.loads((prepared.plan.root / naming.PLAN).read_text())
+    assert [r["dir"] for cv in record["cvs"] for r in cv["runs"]] == [
+        Path(r.run_dir).relative_to(prepared.plan.root).as_posix() for r in prepared.plan.runs
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "root"),
+    [("/a/b/c", "/a/b"), ("/a/b", "/a/b"), ("a/b/c", "a/b"), ("/a/b/c/d", "/a"), ("/a/b/../b/c", "/a/b")],
+)
+def test_rel_matches_pathlib(path: str, root: str) -> None:
+    assert _rel(path, Path(root)) == (Path(path).relative_to(root).as_posix() or ".")
+
+
+def test_rel_outside_root_raises() -> None:
+    with pytest.raises(ValueError):
+        _rel("/a/bc/d", Path("/a/b"))
