@@ -29,8 +29,12 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nestling.errors import UsageError
+
+if TYPE_CHECKING:
+    from nestling.config import Container as ContainerConfig
 
 RUNTIMES = ("auto", "apptainer", "singularity", "docker", "podman")
 SIF_RUNTIMES = ("apptainer", "singularity")
@@ -56,6 +60,17 @@ class ContainerOptions:
     binds: tuple[str, ...] = ()  # "SRC[:DST[:ro]]"
     env: tuple[str, ...] = ()  # "KEY=VALUE"
     args: str = ""  # extra runtime flags, split with shlex
+
+    @classmethod
+    def from_config(cls, c: ContainerConfig) -> ContainerOptions:
+        """From the CLI's Container option group (--container_image, --container_bind, ...)."""
+        return cls(
+            image=c.container_image,
+            runtime=c.container_runtime,
+            binds=tuple(c.container_bind),
+            env=tuple(c.container_env),
+            args=c.container_args,
+        )
 
 
 @dataclass(frozen=True)

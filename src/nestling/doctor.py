@@ -167,13 +167,7 @@ def _container_checks(config: Config, task: Any, which: Which, run: Run, checks:
         if c.container_bind or c.container_env or c.container_args or c.container_runtime != "auto":
             checks.append(Check("container", BAD, "container options given without --container_image"))
         return
-    opts = ContainerOptions(
-        image=c.container_image,
-        runtime=c.container_runtime,
-        binds=tuple(c.container_bind),
-        env=tuple(c.container_env),
-        args=c.container_args,
-    )
+    opts = ContainerOptions.from_config(c)
     syntax_ok = True
     if opts.runtime not in RUNTIMES:
         checks.append(

@@ -114,13 +114,7 @@ def container_spec(config: Config, task: Any = None) -> dict[str, Any] | None:
         return None
     from nestling.container import ContainerOptions, resolve_runtime, validate, worker_python
 
-    opts = ContainerOptions(
-        image=c.container_image,
-        runtime=c.container_runtime,
-        binds=tuple(c.container_bind),
-        env=tuple(c.container_env),
-        args=c.container_args,
-    )
+    opts = ContainerOptions.from_config(c)
     validate(opts)
     runtime = resolve_runtime(opts)
     if task is None:
