@@ -14,7 +14,9 @@ from bench._common import REPO, RESULTS, Row, save, table
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="smaller sizes (4 minutes on the shared 2-core machine, see docs/performance.md)"
+        "--quick",
+        action="store_true",
+        help="smaller sizes (4 minutes on the shared 2-core machine, see docs/performance.md)",
     )
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only these ({', '.join(BENCHMARKS)})")  # fmt: skip

@@ -24,7 +24,10 @@ class TabularMLP(lightning.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(
-            nn.Linear(n_features, int(hidden)), nn.ReLU(), nn.Dropout(float(dropout)), nn.Linear(int(hidden), 1)
+            nn.Linear(n_features, int(hidden)),
+            nn.ReLU(),
+            nn.Dropout(float(dropout)),
+            nn.Linear(int(hidden), 1),
         )
         self.loss = nn.BCEWithLogitsLoss()
         metrics = {
@@ -44,10 +47,14 @@ class TabularMLP(lightning.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str, metrics: nn.ModuleDict) -> None:
+    def _evaluate(
+        self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str, metrics: nn.ModuleDict
+    ) -> None:
         x, y = batch
         logits = self(x)
-        self.log(f"{prefix}/loss", self.loss(logits, y.float()), on_step=False, on_epoch=True, batch_size=len(x))
+        self.log(
+            f"{prefix}/loss", self.loss(logits, y.float()), on_step=False, on_epoch=True, batch_size=len(x)
+        )
         for name, metric in metrics.items():
             metric.update(torch.sigmoid(logits), y)
             self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True, batch_size=len(x))

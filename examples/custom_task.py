@@ -86,7 +86,10 @@ class TabularTask(Task):
             return x[index], y[index]
 
         return TabularData(
-            train=rows(split.train), val=rows(split.val), test=rows(split.test), batch_size=int(hparams["batch_size"])
+            train=rows(split.train),
+            val=rows(split.val),
+            test=rows(split.test),
+            batch_size=int(hparams["batch_size"]),
         )
 
 

@@ -26,7 +26,9 @@ def _cluster(*options: str) -> Iterator[str]:
         pytest.skip(reason)
     state = [o for i, o in enumerate(options) if i and options[i - 1] == "--state-dir"]
     env = {**os.environ, **({"NESTLING_CLUSTER_DIR": state[0]} if state else {})}
-    was_up = subprocess.run([str(CLUSTER), "status"], capture_output=True, env=env, check=False).returncode == 0
+    was_up = (
+        subprocess.run([str(CLUSTER), "status"], capture_output=True, env=env, check=False).returncode == 0
+    )
     done = subprocess.run(
         [str(CLUSTER), "up", *options], capture_output=True, text=True, timeout=180, check=False
     )

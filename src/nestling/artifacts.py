@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from nestling import naming
 from nestling.records import RunSpec, write_atomic, write_json
 
-if TYPE_CHECKING:  # not at run time: `nestling status` and `collect` only read the tree (config/simple-parsing cost)
+if (
+    TYPE_CHECKING
+):  # not at run time: `nestling status` and `collect` only read the tree (config/simple-parsing cost)
     from nestling.plan import Plan
     from nestling.task import Split
 
@@ -133,7 +135,9 @@ def find_plan_root(path: Path) -> Path:
             return candidate
     from nestling.errors import UsageError
 
-    raise UsageError(f"{str(path)!r} is not inside a nestling tune, cv or run directory (no {naming.PLAN} found)")
+    raise UsageError(
+        f"{str(path)!r} is not inside a nestling tune, cv or run directory (no {naming.PLAN} found)"
+    )
 
 
 def load_plan(root: Path) -> PlanOnDisk:
@@ -145,7 +149,10 @@ def load_plan(root: Path) -> PlanOnDisk:
             hp_index=cv["hp_index"],
             hparams=cv["hparams"],
             dir=root / cv["dir"],
-            runs=[PlannedRun(r["run_name"], r["run_id"], r["fold"], r["seed"], root / r["dir"]) for r in cv["runs"]],
+            runs=[
+                PlannedRun(r["run_name"], r["run_id"], r["fold"], r["seed"], root / r["dir"])
+                for r in cv["runs"]
+            ],
         )
         for cv in data["cvs"]
     ]

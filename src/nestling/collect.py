@@ -90,7 +90,9 @@ def collect(path: Path, write: bool = True) -> Collected:
     strategy = plan.options["cv"]["multi_score_strategy"]
     cvs = _collect_cvs(plan.cvs, scoring, strategy)
     if write and plan.kind in ("cv", "tune"):
-        _write_all([(cv.table, planned.dir / naming.RUN_INFOS) for planned, cv in zip(plan.cvs, cvs, strict=True)])
+        _write_all(
+            [(cv.table, planned.dir / naming.RUN_INFOS) for planned, cv in zip(plan.cvs, cvs, strict=True)]
+        )
     if write and plan.kind == "tune":
         write_parquet_atomic(tune_table(cvs), plan.root / naming.TUNE_INFOS)
         write_parquet_atomic(tune_runs_table(cvs), plan.root / naming.RUN_INFOS)
@@ -104,7 +106,9 @@ def _collect_cvs(planned: list[PlannedCv], scoring: Any, strategy: str) -> list[
     """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
     each cv's table is a zero-copy slice of it with that cv's own metric columns."""
     columns: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
-    metrics: dict[str, list[float | None]] = {}  # name -> one value per row so far (None where a run lacks it)
+    metrics: dict[
+        str, list[float | None]
+    ] = {}  # name -> one value per row so far (None where a run lacks it)
     bounds: list[tuple[int, int, list[str], tuple[float, bool], list[str]]] = []
     n = 0
     for cv in planned:
@@ -267,4 +271,11 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
 
 def ranked(cvs: list[CvSummary]) -> list[CvSummary]:
     """Trials best first: stable before unstable, then by score (NaN last)."""
-    return sorted(cvs, key=lambda c: (math.isnan(c.score), c.score_is_unstable, -(c.score if not math.isnan(c.score) else 0)))
+    return sorted(
+        cvs,
+        key=lambda c: (
+            math.isnan(c.score),
+            c.score_is_unstable,
+            -(c.score if not math.isnan(c.score) else 0),
+        ),
+    )

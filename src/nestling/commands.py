@@ -49,7 +49,9 @@ def execute_plan(kind: str, argv: list[str]) -> int:
     try:
         write_plan(plan, prepared.splits)
     except FileExistsError:  # another process took the name between the check and now
-        raise UsageError(f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name") from None
+        raise UsageError(
+            f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
+        ) from None
     return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
 
 
@@ -76,7 +78,10 @@ def launch_and_report(
             if record is None:
                 raise
             save_launch(root, {**record, **(extra_record or {}), "finished_at": time.time()})
-            print(f"nestling: submission failed: {exc}; nothing runs; fix it and resume with --resume {name}", file=sys.stderr)
+            print(
+                f"nestling: submission failed: {exc}; nothing runs; fix it and resume with --resume {name}",
+                file=sys.stderr,
+            )
             return 1
         save_launch(root, {**record, **(extra_record or {})})
         if record.get("submit_error"):
@@ -96,7 +101,9 @@ def launch_and_report(
 def _dry_run(kind: str, plan: Any, units: list[WorkUnit], launcher: Any) -> int:
     """Write and print the job scripts and a summary; create no artifact tree, submit nothing."""
     if not hasattr(launcher, "resources"):
-        print(f"dry run: {kind} {plan.name}: {len(plan.runs)} runs in {len(units)} work units on the local launcher")
+        print(
+            f"dry run: {kind} {plan.name}: {len(plan.runs)} runs in {len(units)} work units on the local launcher"
+        )
         return 0
     record = launcher.launch(plan.root, units, progress=None)
     res = launcher.resources

@@ -33,7 +33,9 @@ DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deep
 class Data:
     """Which task, and how its samples are split into test set and folds."""
 
-    task: str = "synthetic-segmentation"  # built-in short name or "module:attr" (Task instance, class or factory)
+    task: str = (
+        "synthetic-segmentation"  # built-in short name or "module:attr" (Task instance, class or factory)
+    )
     fold_method: str = "kfold"  # kfold | stratified | shuffle | region | region-stratified | none
     n_folds: int = 5  # number of folds (validation splits)
     fold_seed: int = 42  # seed of the fold assignment; independent of the run seeds
@@ -48,7 +50,9 @@ class Training:
 
     max_epochs: int = 10  # epochs per training run
     early_stopping_patience: int = 0  # epochs without improvement of the first scoring metric; 0 = off
-    hp: list[str] = sp.field(default_factory=list, action="append", type=str, nargs="+", required=False)  # KEY=VALUE, repeatable
+    hp: list[str] = sp.field(
+        default_factory=list, action="append", type=str, nargs="+", required=False
+    )  # KEY=VALUE, repeatable
     fold: int = 0  # the fold `nestling run` trains on
 
 
@@ -110,7 +114,9 @@ class Launch:
     constraint: str | None = None
     array_parallelism: int = 64  # at most this many array tasks run at once
     slurm_setup: list[str] = list_field()  # shell lines run before the worker, e.g. "module load cuda"
-    slurm_extra: list[str] = sp.field(default_factory=list, action="append", type=str, nargs="+", required=False)  # KEY=VALUE sbatch options
+    slurm_extra: list[str] = sp.field(
+        default_factory=list, action="append", type=str, nargs="+", required=False
+    )  # KEY=VALUE sbatch options
     submitit_dir: str | None = None  # default: {plan dir}/_submitit
     max_array_size: int | None = None  # default: MaxArraySize from `scontrol show config`, else 1001
     runs_per_task: int = 1  # pack this many runs into one worker process (short runs)
@@ -125,8 +131,12 @@ class Container:
 
     container_image: str | None = None
     container_runtime: str = "auto"  # auto | apptainer | singularity | docker | podman
-    container_bind: list[str] = sp.field(default_factory=list, action="append", type=str, nargs="+", required=False)  # SRC[:DST[:ro]]
-    container_env: list[str] = sp.field(default_factory=list, action="append", type=str, nargs="+", required=False)  # KEY=VALUE
+    container_bind: list[str] = sp.field(
+        default_factory=list, action="append", type=str, nargs="+", required=False
+    )  # SRC[:DST[:ro]]
+    container_env: list[str] = sp.field(
+        default_factory=list, action="append", type=str, nargs="+", required=False
+    )  # KEY=VALUE
     container_args: str = ""  # extra runtime flags
 
 
@@ -191,7 +201,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             data = tomllib.loads(text)
     except Exception as exc:  # both parsers raise their own types
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"--config {str(path)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {first}") from exc
+        raise UsageError(
+            f"--config {str(path)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {first}"
+        ) from exc
     if not isinstance(data, dict):
         raise UsageError(f"--config {str(path)!r} must hold a table of options, not {type(data).__name__}")
     return data
@@ -210,7 +222,9 @@ def _check_file_values(data: dict[str, Any], path: str) -> dict[str, dict[str, A
         if key in FILE_ONLY_KEYS:
             continue
         if key not in names:
-            raise UsageError(f"unknown key {key!r} in {path}: {suggest(key, list(names) + list(FILE_ONLY_KEYS))}")
+            raise UsageError(
+                f"unknown key {key!r} in {path}: {suggest(key, list(names) + list(FILE_ONLY_KEYS))}"
+            )
         group = names[key]
         ftype = {f.name: f.type for f in dataclasses.fields(GROUPS[group])}[key]
         per_group[group][key] = _coerce(key, value, _type_name(ftype), path)
@@ -262,7 +276,9 @@ def _coerce(key: str, value: Any, ftype: str, source: str) -> Any:
                 raise TypeError
             return str(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{key} = {value!r} in {source} must be of type {base}; e.g. {key} = {_example(base)}") from None
+        raise UsageError(
+            f"{key} = {value!r} in {source} must be of type {base}; e.g. {key} = {_example(base)}"
+        ) from None
     return value
 
 
@@ -270,7 +286,9 @@ def _example(base: str) -> str:
     return {"bool": "true", "int": "3", "float": "0.5", "str": '"text"'}.get(base, "...")
 
 
-def build_parser(prog: str, description: str, defaults: dict[str, dict[str, Any]] | None = None) -> sp.ArgumentParser:
+def build_parser(
+    prog: str, description: str, defaults: dict[str, dict[str, Any]] | None = None
+) -> sp.ArgumentParser:
     parser = sp.ArgumentParser(
         prog=prog,
         description=description,
@@ -278,7 +296,9 @@ def build_parser(prog: str, description: str, defaults: dict[str, dict[str, Any]
         allow_abbrev=False,  # `--max_epoch` must be refused with a suggestion, not read as --max_epochs
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--config", default=None, help="TOML or YAML file of options (flat keys, [hparams] table)")
+    parser.add_argument(
+        "--config", default=None, help="TOML or YAML file of options (flat keys, [hparams] table)"
+    )
     defaults = defaults or {}
     for group, cls in GROUPS.items():
         parser.add_arguments(cls, dest=group, default=cls(**defaults.get(group, {})))
@@ -331,7 +351,11 @@ def parse_config(argv: list[str], prog: str = "nestling", description: str = "")
     groups = {g: getattr(ns, g) for g in GROUPS}
     # append-style options: argparse appends flag values to the file's list; flatten the nesting.
     for group, cls in GROUPS.items():
-        updates = {f.name: _flatten(getattr(groups[group], f.name)) for f in dataclasses.fields(cls) if f.name in APPEND_FIELDS}
+        updates = {
+            f.name: _flatten(getattr(groups[group], f.name))
+            for f in dataclasses.fields(cls)
+            if f.name in APPEND_FIELDS
+        }
         if updates:
             groups[group] = dataclasses.replace(groups[group], **updates)
     hparams = dict(file_data.get("hparams", {}))

@@ -45,7 +45,14 @@ PHYSICAL_GPUS_ENV = "NESTLING_PHYSICAL_GPUS"
 
 # Host variables a containerised worker needs: SLURM's job/step description (Lightning's SLURMEnvironment, the
 # result record), the DDP rendezvous, wandb's mode and the thread count the launcher chose.
-PASSTHROUGH_PREFIXES = ("SLURM", "MASTER_ADDR", "MASTER_PORT", "WANDB_MODE", "OMP_NUM_THREADS", "PYTHONUNBUFFERED")
+PASSTHROUGH_PREFIXES = (
+    "SLURM",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WANDB_MODE",
+    "OMP_NUM_THREADS",
+    "PYTHONUNBUFFERED",
+)
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://")

@@ -28,10 +28,14 @@ def parse_devices(values: list[str]) -> TrainerDevices:
             f"--devices {' '.join(values)!r} is not valid: use auto, a count (--devices 2) or ids (--devices 0 2 5)"
         ) from None
     if any(n < 0 for n in numbers) or len(set(numbers)) != len(numbers):
-        raise UsageError(f"--devices {' '.join(values)!r}: ids must be distinct and >= 0, e.g. --devices 0 2 5")
+        raise UsageError(
+            f"--devices {' '.join(values)!r}: ids must be distinct and >= 0, e.g. --devices 0 2 5"
+        )
     if len(numbers) == 1 and not single_id:
         if numbers[0] == 0:
-            raise UsageError("--devices 0 is a count of zero devices; use --devices 0, (id 0) or --accelerator cpu")
+            raise UsageError(
+                "--devices 0 is a count of zero devices; use --devices 0, (id 0) or --accelerator cpu"
+            )
         return numbers[0]
     return numbers
 

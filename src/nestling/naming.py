@@ -44,7 +44,9 @@ def validate_name(name: str, what: str = "name") -> str:
         raise UsageError(
             f"invalid {what} {name!r}: use only letters, digits, '.', '_' and '-' (e.g. --name my-tune-1)"
         )
-    if name.startswith(("_", "-")):  # _cross_validations, _runs, _workers, _submitit are nestling's; -x looks like a flag
+    if name.startswith(
+        ("_", "-")
+    ):  # _cross_validations, _runs, _workers, _submitit are nestling's; -x looks like a flag
         raise UsageError(
             f"invalid {what} {name!r}: names starting with {name[0]!r} are reserved; start with a letter or digit "
             f"(e.g. --name {name.lstrip('_-') or 'my-tune-1'})"

@@ -47,7 +47,9 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     splits = _splits(task, config, kind)
     n_folds = len(splits)
     if kind == "run" and not 0 <= config.training.fold < n_folds:
-        raise UsageError(f"--fold {config.training.fold} does not exist: the fold method gives folds 0..{n_folds - 1}")
+        raise UsageError(
+            f"--fold {config.training.fold} does not exist: the fold method gives folds 0..{n_folds - 1}"
+        )
     artifact_dir = Path(config.logging.artifact_dir)
     per_unit = _devices_per_unit(config)
     if kind == "tune":
@@ -70,7 +72,13 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     elif kind == "cv":
         name = _name(config, artifact_dir, "cv")
         plan = plan_single_cv(
-            config, name=name, hparams=base_hparams, n_folds=n_folds, devices=devices, rng=rng, devices_per_unit=per_unit
+            config,
+            name=name,
+            hparams=base_hparams,
+            n_folds=n_folds,
+            devices=devices,
+            rng=rng,
+            devices_per_unit=per_unit,
         )
     else:
         name = _name(config, artifact_dir, "run")
@@ -82,13 +90,19 @@ def _check_choices(config: Config, kind: str) -> None:
     if config.launch.launcher not in LAUNCHERS:
         raise UsageError(f"--launcher {config.launch.launcher!r} is not one of {', '.join(LAUNCHERS)}")
     if config.device.accelerator not in ACCELERATORS:
-        raise UsageError(f"--accelerator {config.device.accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+        raise UsageError(
+            f"--accelerator {config.device.accelerator!r} is not one of {', '.join(ACCELERATORS)}"
+        )
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:
         if kind == "run":
-            raise UsageError(f"--strategy {strategy} is for nestling cv/tune; a single run uses a Lightning strategy (e.g. ddp)")
+            raise UsageError(
+                f"--strategy {strategy} is for nestling cv/tune; a single run uses a Lightning strategy (e.g. ddp)"
+            )
         if kind == "cv" and strategy == "tune-parallel":
-            raise UsageError("--strategy tune-parallel needs nestling tune; for a cv use --strategy cv-parallel")
+            raise UsageError(
+                "--strategy tune-parallel needs nestling tune; for a cv use --strategy cv-parallel"
+            )
         if config.device.num_nodes > 1:
             raise UsageError(
                 f"--strategy {strategy} with --num_nodes {config.device.num_nodes}: parallel runs do not use DDP; "
@@ -170,11 +184,17 @@ def _trials(config: Config, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     if config.tune.hpconfig:
         space = load_space(config.tune.hpconfig)
     elif config.config_file and "hyperparameters" in read_config_file(config.config_file):
-        space = parse_space(read_config_file(config.config_file)["hyperparameters"], source=config.config_file)
+        space = parse_space(
+            read_config_file(config.config_file)["hyperparameters"], source=config.config_file
+        )
     else:
-        raise UsageError("nestling tune needs a hyperparameter space: --hpconfig FILE with a [hyperparameters] table")
+        raise UsageError(
+            "nestling tune needs a hyperparameter space: --hpconfig FILE with a [hyperparameters] table"
+        )
     check_space_keys(space, defaults)
-    return sample_trials(space, sampler=config.tune.sampler, n_trials=config.tune.n_trials, seed=config.tune.tune_seed)
+    return sample_trials(
+        space, sampler=config.tune.sampler, n_trials=config.tune.n_trials, seed=config.tune.tune_seed
+    )
 
 
 def _name(config: Config, artifact_dir: Path, kind: str) -> str:

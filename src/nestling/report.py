@@ -41,7 +41,9 @@ def print_summary(collected: Collected) -> None:
         console.print(table)
         if cvs:
             best = cvs[0]
-            console.print(f"best: [bold]{best.cv_name}[/bold] score {_fmt(best.score)} hparams {best.hparams}")
+            console.print(
+                f"best: [bold]{best.cv_name}[/bold] score {_fmt(best.score)} hparams {best.hparams}"
+            )
         console.print(f"tables: {plan.root / 'tune_infos.parquet'}, {plan.root / 'run_infos.parquet'}")
     else:
         for cv in collected.cvs:
@@ -58,4 +60,6 @@ def print_summary(collected: Collected) -> None:
             if plan.kind == "cv":
                 unstable = " (unstable)" if cv.score_is_unstable else ""
                 console.print(f"score {_fmt(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}")
-    console.print(f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing")
+    console.print(
+        f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing"
+    )

@@ -21,7 +21,10 @@ from nestling.errors import UsageError
 from nestling.records import read_result, write_atomic
 
 PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from
-APPLIED_ON_FORCE = {"training": ("max_epochs", "early_stopping_patience"), "device": ("accelerator", "strategy", "devices", "num_nodes")}
+APPLIED_ON_FORCE = {
+    "training": ("max_epochs", "early_stopping_patience"),
+    "device": ("accelerator", "strategy", "devices", "num_nodes"),
+}
 IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force")}
 
 
@@ -33,10 +36,14 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
 
     name = naming.validate_name(config.launch.resume or "", "--resume name")
     if kind == "run":
-        raise UsageError("--resume is for nestling cv and nestling tune; a single run is resumed by its cv or tune")
+        raise UsageError(
+            "--resume is for nestling cv and nestling tune; a single run is resumed by its cv or tune"
+        )
     root = naming.top_dir(Path(config.logging.artifact_dir), kind, name)
     if not (root / naming.PLAN).is_file():
-        raise UsageError(f"no {kind} named {name!r} in {config.logging.artifact_dir} (no {root / naming.PLAN}); check --artifact_dir")
+        raise UsageError(
+            f"no {kind} named {name!r} in {config.logging.artifact_dir} (no {root / naming.PLAN}); check --artifact_dir"
+        )
     plan = load_plan(root)
     saved = config_from_dict(plan.options)
     changes = changed_options(saved, config)
@@ -101,7 +108,12 @@ def _effective(saved: Config, current: Config) -> Config:
         )  # fmt: skip
     logging = dataclasses.replace(saved.logging, quiet=current.logging.quiet)
     return dataclasses.replace(
-        saved, device=device, training=training, logging=logging, launch=current.launch, container=current.container
+        saved,
+        device=device,
+        training=training,
+        logging=logging,
+        launch=current.launch,
+        container=current.container,
     )
 
 
@@ -112,7 +124,9 @@ def _refuse_if_active(plan: PlanOnDisk) -> None:
     # Without launch.json (a local driver killed mid-sweep) every unfinished run reads "pending", so only a live
     # attempt lock ("running") counts; with one, queued SLURM tasks count too.
     launches_exist = (plan.root / naming.LAUNCH).exists()
-    active = [s for s in run_states(plan) if s.state == "running" or (s.state == "pending" and launches_exist)]
+    active = [
+        s for s in run_states(plan) if s.state == "running" or (s.state == "pending" and launches_exist)
+    ]
     if active:
         jobs = sorted({s.job.split("_")[0] for s in active if s.job})
         where = f" (jobs {', '.join(jobs)})" if jobs else ""

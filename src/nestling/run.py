@@ -82,12 +82,16 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
     # every rank must make the same choice, so rank 0 just marks the run and SLURM keeps the job unique.
     exclusive = writer and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1
     if exclusive and not _acquire_lock(paths, host):
-        log.warning("run %s: a live attempt holds %s; not starting it a second time", spec.run_name, paths.lock)
+        log.warning(
+            "run %s: a live attempt holds %s; not starting it a second time", spec.run_name, paths.lock
+        )
         return None
     heartbeat = _Heartbeat(paths.lock) if writer else None
     try:
         previous = read_result(paths.dir) if exclusive else None
-        if previous is not None and previous.get("status") == SUCCESS:  # finished while we waited for the lock
+        if (
+            previous is not None and previous.get("status") == SUCCESS
+        ):  # finished while we waited for the lock
             return previous
         attempt = next_attempt(paths)
         result = empty_result(spec)
@@ -117,7 +121,9 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
         try:
             metrics, checkpoint, world_size = _train(spec, paths, attempt)
             result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
-            log.warning("run %s rank %d metrics %s", spec.run_name, global_rank(), json.dumps(metrics, sort_keys=True))
+            log.warning(
+                "run %s rank %d metrics %s", spec.run_name, global_rank(), json.dumps(metrics, sort_keys=True)
+            )
         except Exception as exc:  # a failed run is data, not a crash of the cv
             result.update(status=FAILED, error=f"{type(exc).__name__}: {exc}".strip()[:2000])
             if writer:
@@ -176,7 +182,9 @@ def _create_exclusive(path: Path, payload: str) -> bool:
             return True
         except FileExistsError:
             return False
-        except OSError:  # a file system without hard links: exclusive create (a reader may see it empty briefly)
+        except (
+            OSError
+        ):  # a file system without hard links: exclusive create (a reader may see it empty briefly)
             try:
                 with open(path, "x") as f:
                     f.write(payload)
@@ -193,7 +201,11 @@ def _release_lock(paths: RunPaths) -> None:
         info = json.loads(paths.lock.read_text())
     except (FileNotFoundError, ValueError):
         return
-    if isinstance(info, dict) and info.get("pid") == os.getpid() and info.get("hostname") == socket.gethostname():
+    if (
+        isinstance(info, dict)
+        and info.get("pid") == os.getpid()
+        and info.get("hostname") == socket.gethostname()
+    ):
         paths.lock.unlink(missing_ok=True)
 
 
@@ -264,7 +276,9 @@ def _resumable_mid_epoch(trainer: Any) -> bool:
         loaders = trainer.fit_loop._combined_loader.flattened
     except AttributeError:
         return False
-    in_batches = epoch.started == epoch.ready and epoch.processed == epoch.started - 1 and batches.current.ready > 0
+    in_batches = (
+        epoch.started == epoch.ready and epoch.processed == epoch.started - 1 and batches.current.ready > 0
+    )
     resumable = all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loaders)
     return bool(loaders) and in_batches and resumable
 
@@ -295,14 +309,18 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
     split = _splits(spec.splits_file)[spec.fold]
     L.seed_everything(spec.seed, workers=True, verbose=False)
     first = parse_scoring_metrics(spec.scoring_metric)[0]
-    checkpoint = ModelCheckpoint(dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode)
+    checkpoint = ModelCheckpoint(
+        dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode
+    )
     # The resume point, written at the end of EVERY epoch. Not save_last=True: Lightning (2.5+) then writes
     # last.ckpt only when the monitored metric improved, and a run whose metric plateaued would resume from an
     # old epoch after a preemption and train the epochs since then twice.
     last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
     callbacks: list[Any] = [checkpoint, last]
     if spec.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience))
+        callbacks.append(
+            EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
+        )
     loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name="logs", version=f"attempt-{attempt}")]
     wandb_logger = _wandb_logger(spec) if spec.wandb_project else None
     if wandb_logger is not None:
@@ -331,7 +349,9 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
         if split.test and type(model).test_step is not L.LightningModule.test_step:
             ckpt = "best" if checkpoint.best_model_path else None
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-            metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")})
+            metrics.update(
+                {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
+            )
     finally:
         if wandb_logger is not None:
             import wandb

@@ -41,7 +41,9 @@ def queued_jobs(job_ids: list[str | None]) -> dict[str, str] | None:
     if not shutil.which("squeue"):
         return None
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -128,7 +130,10 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
                     job_of[str(Path(d).resolve())] = f"{array['job_id']}_{task}"
     queue = queued_jobs(last.get("job_ids", [])) if last and last.get("arrays") else {}
     if queue is None:
-        print("nestling: warning: squeue failed; unfinished runs show as running/pending, not lost", file=sys.stderr)
+        print(
+            "nestling: warning: squeue failed; unfinished runs show as running/pending, not lost",
+            file=sys.stderr,
+        )
     finished = bool(last and last.get("finished_at"))
     states = []
     for run in plan.runs:
@@ -139,14 +144,24 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
         else:
             error = None
             state = _unfinished_state(
-                run.dir, job, queue, finished, has_launch=last is not None, slurm=bool(last and last.get("launcher") == "slurm")
+                run.dir,
+                job,
+                queue,
+                finished,
+                has_launch=last is not None,
+                slurm=bool(last and last.get("launcher") == "slurm"),
             )
         states.append(RunState(run.run_name, run.run_id, state, job, error))
     return states
 
 
 def _unfinished_state(
-    run_dir: Path, job: str | None, queue: dict[str, str] | None, finished: bool, has_launch: bool, slurm: bool = False
+    run_dir: Path,
+    job: str | None,
+    queue: dict[str, str] | None,
+    finished: bool,
+    has_launch: bool,
+    slurm: bool = False,
 ) -> str:
     if job is not None and queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
         return "running" if lock_alive(run_dir) else "pending"
@@ -189,7 +204,9 @@ def status_main(argv: list[str]) -> int:
     parser.add_argument("dir", type=Path)
     parser.add_argument("--watch", action="store_true", help="refresh until every run ended")
     parser.add_argument("--interval", type=float, default=5.0)
-    parser.add_argument("--all", action="store_true", help="list every run, not only unfinished and failed ones")
+    parser.add_argument(
+        "--all", action="store_true", help="list every run, not only unfinished and failed ones"
+    )
     parser.add_argument("--json", action="store_true", help="print counts and runs as JSON")
     args = parser.parse_args(argv)
     plan = load_plan(find_plan_root(args.dir))
@@ -211,7 +228,9 @@ def _print(plan: PlanOnDisk, states: list[RunState], args: argparse.Namespace) -
     from rich.table import Table
 
     console = Console()
-    console.print(f"{plan.kind} {plan.name}: {len(states)} runs  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
+    console.print(
+        f"{plan.kind} {plan.name}: {len(states)} runs  " + "  ".join(f"{k}={v}" for k, v in counts.items())
+    )
     shown = states if args.all else [s for s in states if s.state != "success"]
     if shown:
         table = Table()

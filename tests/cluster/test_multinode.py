@@ -54,7 +54,9 @@ def test_dry_run_script_for_two_nodes(tmp_path: Path, slurm_cluster: str) -> Non
         sys.executable, "-m", "nestling.cli", "run", "--launcher", "slurm", "--num_nodes", "2", "--devices", "2",
         "--accelerator", "gpu", "--strategy", "ddp", "--artifact_dir", str(tmp_path), "--name", "dry", "--dry_run",
     ]  # fmt: skip
-    done = subprocess.run(cmd, env={**os.environ, "SLURM_CONF": slurm_cluster}, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        cmd, env={**os.environ, "SLURM_CONF": slurm_cluster}, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=2", "#SBATCH --gres=gpu:2", "srun "):
         assert line in done.stdout
@@ -67,7 +69,10 @@ def test_dry_run_script_for_two_nodes(tmp_path: Path, slurm_cluster: str) -> Non
     [
         (["--num_nodes", "2", "--devices", "2"], "--launcher slurm"),
         (["--launcher", "slurm", "--num_nodes", "2", "--devices", "0", "1"], "list of ids"),
-        (["--launcher", "slurm", "--num_nodes", "2", "--devices", "2", "--strategy", "single_device"], "DDP-like"),
+        (
+            ["--launcher", "slurm", "--num_nodes", "2", "--devices", "2", "--strategy", "single_device"],
+            "DDP-like",
+        ),
         (["--launcher", "slurm", "--num_nodes", "2"], "device count"),
     ],
 )

@@ -24,7 +24,9 @@ BASE = ["--task", "sleep", "--accelerator", "cpu", "--cpus_per_task", "1", "--me
         "--n_seeds", "1", "--quiet"]  # fmt: skip
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nestling.cli", *args],
         capture_output=True,
@@ -123,7 +125,9 @@ SPLIT_PLAN = ["cv", *BASE, "--hp", "sleep_s=1", "--n_folds", "10", "--strategy",
               "slurm", "--gpus_per_task", "1"]  # fmt: skip
 
 
-def test_plan_larger_than_max_array_size_is_split(small_array_cluster: dict[str, str], tmp_path: Path) -> None:
+def test_plan_larger_than_max_array_size_is_split(
+    small_array_cluster: dict[str, str], tmp_path: Path
+) -> None:
     """MaxArraySize=4 and 10 tasks: 3 sbatch calls (4, 4, 2 tasks) plus the collector; nothing is trained."""
     env = small_array_cluster
     # begin=now+1hour keeps every task pending: the test is about submission, not training.
@@ -145,7 +149,9 @@ def test_plan_larger_than_max_array_size_is_split(small_array_cluster: dict[str,
             slurm("scancel", *[i for i in ids if i], env=env)
 
 
-def test_dry_run_prints_scripts_and_submits_nothing(small_array_cluster: dict[str, str], tmp_path: Path) -> None:
+def test_dry_run_prints_scripts_and_submits_nothing(
+    small_array_cluster: dict[str, str], tmp_path: Path
+) -> None:
     env = small_array_cluster
     before = queue_ids(env)
     done = cli(*SPLIT_PLAN, "--artifact_dir", str(tmp_path), "--name", "dry", "--dry_run", env=env)

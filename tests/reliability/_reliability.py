@@ -42,7 +42,9 @@ class Figures:
 FIGURES = Figures()
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nestling.cli", *args],
         capture_output=True,
@@ -123,7 +125,9 @@ def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, byt
     return out
 
 
-def check_tree(root: Path, max_epochs: int, env: dict[str, str] | None = None, collect: bool = True) -> dict[str, Any]:
+def check_tree(
+    root: Path, max_epochs: int, env: dict[str, str] | None = None, collect: bool = True
+) -> dict[str, Any]:
     """The verdict: every planned run exactly once in the parquet, all success, no epoch trained twice.
 
     Returns run_name -> {"result", "epochs"} for further checks; adds to the suite's figures.
@@ -135,7 +139,9 @@ def check_tree(root: Path, max_epochs: int, env: dict[str, str] | None = None, c
     rows = list(zip(table["run_name"].to_list(), table["run_id"].to_list(), strict=True))
     assert len(rows) == len(set(rows)) == len(runs), f"{len(rows)} rows for {len(runs)} planned runs: {rows}"
     assert set(rows) == {(r["run_name"], r["run_id"]) for r in runs}
-    lost = [name for name, status in zip(table["run_name"], table["status"], strict=True) if status != "success"]
+    lost = [
+        name for name, status in zip(table["run_name"], table["status"], strict=True) if status != "success"
+    ]
     twice = []
     out = {}
     for run in runs:
@@ -183,5 +189,7 @@ def fake_success(run: Path, value: float = 0.5) -> None:
     from nestling.records import RunSpec, empty_result, write_json
 
     res = empty_result(RunSpec.load(run / "run_spec.json"))
-    res.update(status="success", metrics={"val/JaccardIndex": value, "val/Recall": value}, duration=1.0, attempt=1)
+    res.update(
+        status="success", metrics={"val/JaccardIndex": value, "val/Recall": value}, duration=1.0, attempt=1
+    )
     write_json(run / "run_result.json", res)

@@ -61,7 +61,11 @@ class Scenario:
             return []
         ids = []
         for array in launch["arrays"]:
-            ids += [array["job_id"]] if array["tasks"] == 1 else [f"{array['job_id']}_{i}" for i in range(array["tasks"])]
+            ids += (
+                [array["job_id"]]
+                if array["tasks"] == 1
+                else [f"{array['job_id']}_{i}" for i in range(array["tasks"])]
+            )
         return ids
 
     def done(self) -> bool:
@@ -121,8 +125,16 @@ class SlurmFaults:
         self._stop.set()
         self._thread.join(timeout=10)
         ours = [j for s in (self.preempt, self.timelimit, self.driver) for j in s.job_ids()]
-        collectors = [s.launch().get("collector_job_id") for s in (self.preempt, self.timelimit, self.driver) if s.launch()]
-        left = [j for j in [*ours, *collectors] if j and _state(j) in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING")]
+        collectors = [
+            s.launch().get("collector_job_id")
+            for s in (self.preempt, self.timelimit, self.driver)
+            if s.launch()
+        ]
+        left = [
+            j
+            for j in [*ours, *collectors]
+            if j and _state(j) in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING")
+        ]
         if left:
             subprocess.run(["scancel", *left], capture_output=True, timeout=30, check=False)
         for s in (self.preempt, self.timelimit, self.driver):
@@ -161,7 +173,12 @@ class SlurmFaults:
         done = completed_epochs(victim).get(1, [])
         if done and len(done) < self.preempt.max_epochs and lock_pid(victim):
             subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True, timeout=30)
-            self.signalled = {"job": job, "run_dir": str(victim), "epochs_done": list(done), "at": time.time()}
+            self.signalled = {
+                "job": job,
+                "run_dir": str(victim),
+                "epochs_done": list(done),
+                "at": time.time(),
+            }
             FIGURES.fault("SLURM preemption (scancel --signal=USR2)")
 
     def _kill_driver_once(self) -> None:
@@ -181,7 +198,12 @@ class SlurmFaults:
         restarts = int(info.get("Restarts", "0"))
         if restarts < 1:
             return
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job}", "StartTime=now"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         self.released.setdefault(job, []).append(restarts)
         if job in self.timelimit.job_ids():
             FIGURES.fault("SLURM time limit (USR2 before --time_min, requeue)")

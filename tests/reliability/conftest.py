@@ -36,7 +36,9 @@ def _slurm_faults_first(request: pytest.FixtureRequest) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     passed = terminalreporter.stats.get("passed", [])
-    bad_inputs = sum(1 for r in passed if re.search(r"test_preflight\.py::test_bad_(input|partition_and_gres)\[", r.nodeid))
+    bad_inputs = sum(
+        1 for r in passed if re.search(r"test_preflight\.py::test_bad_(input|partition_and_gres)\[", r.nodeid)
+    )
     if not FIGURES.runs_checked and not bad_inputs:
         return
     write = terminalreporter.write_line

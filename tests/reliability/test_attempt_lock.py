@@ -33,7 +33,9 @@ def _lock(run: Path, **info: object) -> None:
     (run / "attempt.lock").write_text(json.dumps(info))
 
 
-def test_a_live_lock_keeps_a_second_worker_and_resume_away(tmp_path: Path, holder: subprocess.Popen[bytes]) -> None:
+def test_a_live_lock_keeps_a_second_worker_and_resume_away(
+    tmp_path: Path, holder: subprocess.Popen[bytes]
+) -> None:
     art = tmp_path / "art"
     root = write_tree("cv", [*SLEEP, "--n_folds", "2", "--max_epochs", "1", "--hp", "sleep_s=0",
                              "--artifact_dir", str(art), "--name", "held"])  # fmt: skip
@@ -61,7 +63,9 @@ def test_a_live_lock_keeps_a_second_worker_and_resume_away(tmp_path: Path, holde
     assert snapshot(root) == before
 
 
-def test_lock_liveness_rules(tmp_path: Path, holder: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lock_liveness_rules(
+    tmp_path: Path, holder: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
     here = socket.gethostname()

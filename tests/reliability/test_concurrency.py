@@ -50,8 +50,12 @@ def test_two_tunes_with_one_name_one_wins_one_exits_2(tmp_path: Path) -> None:
             "--max_epochs", "1", "--hp", "sleep_s=0", "--launcher", "local", "--artifact_dir", str(art),
             "--name", "race"]  # fmt: skip
     procs = [
-        subprocess.Popen([sys.executable, "-m", "nestling.cli", *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-m", "nestling.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         for _ in range(2)
     ]
     FIGURES.fault("two tunes with one name at once")

@@ -43,7 +43,9 @@ def killed_worker(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = art / "_cross_validations" / "kw"
     poll(lambda: (root / "plan.json").is_file(), 60, "the plan")
     victim = next(r["dir"] for r in planned_runs(root) if r["fold"] == 0)
-    pid = poll(lambda: completed_epochs(victim).get(1) and lock_pid(victim), 120, "the first epoch of the first run")
+    pid = poll(
+        lambda: completed_epochs(victim).get(1) and lock_pid(victim), 120, "the first epoch of the first run"
+    )
     os.kill(pid, signal.SIGKILL)
     FIGURES.fault("local worker SIGKILL")
     epochs_before = completed_epochs(victim)[1]

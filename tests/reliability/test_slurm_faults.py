@@ -35,7 +35,9 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm_faults: SlurmFaults) 
     res = result(victim)
     epochs = runs[res["run_name"]]["epochs"]
     assert res["attempt"] == 2
-    assert epochs[1][: len(sig["epochs_done"])] == sig["epochs_done"]  # what attempt 1 had when the signal came
+    assert (
+        epochs[1][: len(sig["epochs_done"])] == sig["epochs_done"]
+    )  # what attempt 1 had when the signal came
     assert epochs[2][0] == epochs[1][-1] + 1  # attempt 2 resumed after the last epoch of attempt 1
     others = [r for name, r in runs.items() if name != res["run_name"]]
     assert [r["result"]["attempt"] for r in others] == [1]
@@ -54,7 +56,9 @@ def test_time_limit_shorter_than_training_checkpoints_and_requeues(slurm_faults:
     assert slurm_faults.errors == []
     launch = s.launch()
     (array,) = launch["arrays"]
-    assert array["tasks"] == 1 and "_" not in array["job_id"]  # one run, one task: a plain job (id N, not N_i)
+    assert (
+        array["tasks"] == 1 and "_" not in array["job_id"]
+    )  # one run, one task: a plain job (id N, not N_i)
     job = array["job_id"]
     restarts = int(scontrol_job(job).get("Restarts", "0"))
     assert restarts >= 1 and slurm_faults.released.get(job), "the job was never requeued"
@@ -74,6 +78,10 @@ def test_killed_wait_driver_loses_nothing(slurm_faults: SlurmFaults) -> None:
     assert s.driver is not None and s.driver.returncode == -9
     launch = s.launch()
     collector_log = Path(launch["submitit_folder"]) / f"{launch['collector_job_id']}_0_log.out"
-    poll(lambda: collector_log.is_file() and "completed" in collector_log.read_text(), 30, "the collector's log")
+    poll(
+        lambda: collector_log.is_file() and "completed" in collector_log.read_text(),
+        30,
+        "the collector's log",
+    )
     assert os.path.getmtime(s.root / "run_infos.parquet") > slurm_faults.driver_killed_at
     check_tree(s.root, s.max_epochs, collect=False)  # the parquet of the collector job, not ours

@@ -38,8 +38,12 @@ def _files(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "typo.toml").write_text("max_epoch = 3\n")
     (folder / "type.toml").write_text('max_epochs = "ten"\n')
-    (folder / "gauss.toml").write_text('[hyperparameters]\nlr = { distribution = "gaussian", low = 0.1, high = 1.0 }\n')
-    (folder / "lowhigh.toml").write_text('[hyperparameters]\nlr = { distribution = "uniform", low = 1.0, high = 0.1 }\n')
+    (folder / "gauss.toml").write_text(
+        '[hyperparameters]\nlr = { distribution = "gaussian", low = 0.1, high = 1.0 }\n'
+    )
+    (folder / "lowhigh.toml").write_text(
+        '[hyperparameters]\nlr = { distribution = "uniform", low = 1.0, high = 0.1 }\n'
+    )
     (folder / "unknown.toml").write_text("[hyperparameters]\nmomentum = [0.9, 0.99]\n")
     (folder / "value.toml").write_text("[hyperparameters]\nvalue = [0.4, 0.6]\n")
 
@@ -57,7 +61,9 @@ CASES: dict[str, Bad] = {
     "unknown score strategy": Bad(["cv", *LOCAL, "--multi_score_strategy", "median"], "median", "geometric"),
     # task import
     "task module": Bad(["cv", *LOCAL, "--task", "no_such_module:Task"], "no_such_module", "installed"),
-    "task attribute": Bad(["cv", *LOCAL, "--task", "nestling.tasks.sleep:Nope"], "Nope", "nestling.tasks.sleep"),
+    "task attribute": Bad(
+        ["cv", *LOCAL, "--task", "nestling.tasks.sleep:Nope"], "Nope", "nestling.tasks.sleep"
+    ),
     "task not module:attr": Bad(["cv", *LOCAL, "--task", "sleepy"], "'sleepy'", "e.g. --task"),
     # hyperparameters and their space
     "unknown --hp key": Bad(["cv", *LOCAL, "--hp", "nope=1"], "'nope'", "accepted: fail_if_val_contains, lr"),
@@ -66,37 +72,89 @@ CASES: dict[str, Bad] = {
     "low >= high": Bad(["tune", *LOCAL, "--hpconfig", "FILES/lowhigh.toml"], "low = 1.0", "swap"),
     "unknown space key": Bad(["tune", *LOCAL, "--hpconfig", "FILES/unknown.toml"], "momentum", "lr"),
     "tune without space": Bad(["tune", *LOCAL], "--hpconfig", "[hyperparameters]"),
-    "fixed and sampled": Bad(["tune", *LOCAL, "--hpconfig", "FILES/value.toml", "--hp", "value=0.5"], "'value'", "remove one"),
-    "unknown sampler": Bad(["tune", *LOCAL, "--hpconfig", "FILES/value.toml", "--sampler", "bayes"], "bayes", "random"),
+    "fixed and sampled": Bad(
+        ["tune", *LOCAL, "--hpconfig", "FILES/value.toml", "--hp", "value=0.5"], "'value'", "remove one"
+    ),
+    "unknown sampler": Bad(
+        ["tune", *LOCAL, "--hpconfig", "FILES/value.toml", "--sampler", "bayes"], "bayes", "random"
+    ),
     # fold feasibility
-    "more folds than regions": Bad(["cv", *LOCAL, "--fold_method", "region", "--n_folds", "5"], "--n_folds 5", "--n_folds 4 or fewer"),
-    "stratified fold without both labels": Bad(["cv", *LOCAL, "--fold_method", "region-stratified", "--n_folds", "4"], "4", "fewer"),
-    "more folds than a label's samples": Bad(["cv", *LOCAL, "--fold_method", "stratified", "--n_folds", "25"], "--n_folds 25", "--n_folds 20 or fewer"),
+    "more folds than regions": Bad(
+        ["cv", *LOCAL, "--fold_method", "region", "--n_folds", "5"], "--n_folds 5", "--n_folds 4 or fewer"
+    ),
+    "stratified fold without both labels": Bad(
+        ["cv", *LOCAL, "--fold_method", "region-stratified", "--n_folds", "4"], "4", "fewer"
+    ),
+    "more folds than a label's samples": Bad(
+        ["cv", *LOCAL, "--fold_method", "stratified", "--n_folds", "25"],
+        "--n_folds 25",
+        "--n_folds 20 or fewer",
+    ),
     "unknown fold method": Bad(["cv", *LOCAL, "--fold_method", "bogus"], "'bogus'", "kfold"),
-    "region test split without regions": Bad(["cv", *LOCAL, "--test_split", "region"], "--test_split region", "--test_regions"),
-    "test fraction": Bad(["cv", *LOCAL, "--test_split", "random", "--test_fraction", "1.5"], "1.5", "--test_fraction 0.2"),
+    "region test split without regions": Bad(
+        ["cv", *LOCAL, "--test_split", "region"], "--test_split region", "--test_regions"
+    ),
+    "test fraction": Bad(
+        ["cv", *LOCAL, "--test_split", "random", "--test_fraction", "1.5"], "1.5", "--test_fraction 0.2"
+    ),
     "fold that does not exist": Bad(["run", *LOCAL, "--n_folds", "3", "--fold", "7"], "--fold 7", "0..2"),
     # devices and strategies
-    "unknown accelerator": Bad(["cv", *SLEEP, "--launcher", "local", "--accelerator", "quantum"], "'quantum'", "cpu"),
+    "unknown accelerator": Bad(
+        ["cv", *SLEEP, "--launcher", "local", "--accelerator", "quantum"], "'quantum'", "cpu"
+    ),
     "bad devices": Bad(["cv", *LOCAL, "--devices", "x"], "'x'", "auto"),
-    "multi-node without slurm": Bad(["run", *LOCAL, "--num_nodes", "2", "--strategy", "ddp", "--devices", "2"], "--num_nodes 2", "--launcher slurm"),
-    "device list on several nodes": Bad(["run", *DRY_SLURM, "--num_nodes", "2", "--strategy", "ddp", "--devices", "0", "1"], "--devices 0 1", "--devices 2"),
-    "non-DDP strategy on several nodes": Bad(["run", *DRY_SLURM, "--num_nodes", "2", "--strategy", "single_device", "--devices", "2"], "'single_device'", "--strategy ddp"),
-    "cv-parallel on several nodes": Bad(["cv", *DRY_SLURM, "--strategy", "cv-parallel", "--num_nodes", "2"], "--num_nodes 2", "--num_nodes 1"),
-    "tune-parallel for a cv": Bad(["cv", *LOCAL, "--strategy", "tune-parallel"], "tune-parallel", "--strategy cv-parallel"),
+    "multi-node without slurm": Bad(
+        ["run", *LOCAL, "--num_nodes", "2", "--strategy", "ddp", "--devices", "2"],
+        "--num_nodes 2",
+        "--launcher slurm",
+    ),
+    "device list on several nodes": Bad(
+        ["run", *DRY_SLURM, "--num_nodes", "2", "--strategy", "ddp", "--devices", "0", "1"],
+        "--devices 0 1",
+        "--devices 2",
+    ),
+    "non-DDP strategy on several nodes": Bad(
+        ["run", *DRY_SLURM, "--num_nodes", "2", "--strategy", "single_device", "--devices", "2"],
+        "'single_device'",
+        "--strategy ddp",
+    ),
+    "cv-parallel on several nodes": Bad(
+        ["cv", *DRY_SLURM, "--strategy", "cv-parallel", "--num_nodes", "2"], "--num_nodes 2", "--num_nodes 1"
+    ),
+    "tune-parallel for a cv": Bad(
+        ["cv", *LOCAL, "--strategy", "tune-parallel"], "tune-parallel", "--strategy cv-parallel"
+    ),
     "cv-parallel for one run": Bad(["run", *LOCAL, "--strategy", "cv-parallel"], "cv-parallel", "e.g. ddp"),
     # container image and runtime
     "missing .sif": Bad(["cv", *LOCAL, "--container_image", "FILES/missing.sif"], "missing.sif", "build it"),
-    "unknown runtime": Bad(["cv", *LOCAL, "--container_image", "img:1", "--container_runtime", "rkt"], "'rkt'", "--container_runtime auto"),
-    "sif with docker": Bad(["cv", *LOCAL, "--container_image", "FILES/typo.toml.sif", "--container_runtime", "docker"], ".sif", "apptainer"),
+    "unknown runtime": Bad(
+        ["cv", *LOCAL, "--container_image", "img:1", "--container_runtime", "rkt"],
+        "'rkt'",
+        "--container_runtime auto",
+    ),
+    "sif with docker": Bad(
+        ["cv", *LOCAL, "--container_image", "FILES/typo.toml.sif", "--container_runtime", "docker"],
+        ".sif",
+        "apptainer",
+    ),
     # time limits and arrays
     "zero time limit": Bad(["cv", *DRY_SLURM, "--time_min", "0"], "--time_min 0", "at least 1"),
-    "signal after the limit": Bad(["cv", *DRY_SLURM, "--time_min", "1", "--signal_delay_s", "60"], "--signal_delay_s 60", "--signal_delay_s 90 with --time_min 60"),
-    "zero signal delay": Bad(["cv", *DRY_SLURM, "--signal_delay_s", "0"], "--signal_delay_s 0", "between 0 and"),
+    "signal after the limit": Bad(
+        ["cv", *DRY_SLURM, "--time_min", "1", "--signal_delay_s", "60"],
+        "--signal_delay_s 60",
+        "--signal_delay_s 90 with --time_min 60",
+    ),
+    "zero signal delay": Bad(
+        ["cv", *DRY_SLURM, "--signal_delay_s", "0"], "--signal_delay_s 0", "between 0 and"
+    ),
     "zero array size": Bad(["cv", *DRY_SLURM, "--max_array_size", "0"], "--max_array_size 0", "at least 1"),
-    "zero array parallelism": Bad(["cv", *DRY_SLURM, "--array_parallelism", "0"], "--array_parallelism 0", "at least 1"),
+    "zero array parallelism": Bad(
+        ["cv", *DRY_SLURM, "--array_parallelism", "0"], "--array_parallelism 0", "at least 1"
+    ),
     "zero memory": Bad(["cv", *DRY_SLURM, "--mem_gb", "0"], "--mem_gb 0", "positive"),
-    "sbatch option without value": Bad(["cv", *DRY_SLURM, "--slurm_extra", "novalue"], "'novalue'", "KEY=VALUE"),
+    "sbatch option without value": Bad(
+        ["cv", *DRY_SLURM, "--slurm_extra", "novalue"], "'novalue'", "KEY=VALUE"
+    ),
     # names
     "name with a slash": Bad(["cv", *LOCAL, "--name", "a/b"], "'a/b'", "--name my-tune-1"),
     "name with a newline": Bad(["cv", *LOCAL, "--name", "x\ny"], "'x\\ny'", "letters, digits"),
@@ -104,7 +162,12 @@ CASES: dict[str, Bad] = {
     "existing name": Bad(["cv", *LOCAL, "--name", "there"], "'there'", "--resume there", needs_tree=True),
     # resume
     "resume of a missing name": Bad(["cv", *LOCAL, "--resume", "ghost"], "'ghost'", "--artifact_dir"),
-    "resume with changed options": Bad(["cv", *LOCAL, "--resume", "there", "--max_epochs", "5"], "--max_epochs 1 -> 5", "--force", needs_tree=True),
+    "resume with changed options": Bad(
+        ["cv", *LOCAL, "--resume", "there", "--max_epochs", "5"],
+        "--max_epochs 1 -> 5",
+        "--force",
+        needs_tree=True,
+    ),
     "resume of a run": Bad(["run", *LOCAL, "--resume", "there"], "--resume", "nestling cv", needs_tree=True),
 }
 
@@ -117,7 +180,9 @@ def existing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from nestling.preflight import prepare
 
     art = tmp_path_factory.mktemp("existing") / "art"
-    prepared = prepare(parse_config([*LOCAL, "--n_folds", "2", "--artifact_dir", str(art), "--name", "there"]), "cv")
+    prepared = prepare(
+        parse_config([*LOCAL, "--n_folds", "2", "--artifact_dir", str(art), "--name", "there"]), "cv"
+    )
     write_plan(prepared.plan, prepared.splits)
     return art
 
@@ -127,7 +192,10 @@ def _tree(art: Path) -> dict[str, tuple[int, bytes]]:
     for dirpath, dirs, files in os.walk(art):
         for name in [*dirs, *files]:
             path = Path(dirpath) / name
-            out[str(path.relative_to(art))] = (path.stat().st_mtime_ns, b"" if path.is_dir() else path.read_bytes())
+            out[str(path.relative_to(art))] = (
+                path.stat().st_mtime_ns,
+                b"" if path.is_dir() else path.read_bytes(),
+            )
     return out
 
 
@@ -177,7 +245,12 @@ def test_cases_are_distinct_and_enough() -> None:
     ],
 )
 def test_bad_partition_and_gres(
-    slurm_cluster: str, tmp_path: Path, flags: list[str], value: str, fix: str, capsys: pytest.CaptureFixture[str]
+    slurm_cluster: str,
+    tmp_path: Path,
+    flags: list[str],
+    value: str,
+    fix: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Partition and GRES are checked against the cluster's sinfo; nothing is submitted, nothing created."""
     art = tmp_path / "art"

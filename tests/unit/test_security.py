@@ -19,8 +19,23 @@ from nestling.container import passthrough_env
 from nestling.launch.slurm import batch_log_params
 
 SRC = Path(nestling.__file__).parent
-SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--max_epochs", "1", "--launcher", "local"]
-SECRETS = {"WANDB_API_KEY": "fake-secret-123", "MY_TOKEN": "tok-secret-456", "AWS_SECRET_ACCESS_KEY": "aws-789"}
+SLEEP = [
+    "--task",
+    "sleep",
+    "--accelerator",
+    "cpu",
+    "--n_seeds",
+    "1",
+    "--max_epochs",
+    "1",
+    "--launcher",
+    "local",
+]
+SECRETS = {
+    "WANDB_API_KEY": "fake-secret-123",
+    "MY_TOKEN": "tok-secret-456",
+    "AWS_SECRET_ACCESS_KEY": "aws-789",
+}
 
 
 def _sources() -> list[Path]:
@@ -39,7 +54,20 @@ def test_no_shell_anywhere() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["../escape", "a/b", "/abs", "..", "x\ny", "x;rm -rf y", "$(id)", "`id`", "a b", "_cross_validations", "-rf"]
+    "name",
+    [
+        "../escape",
+        "a/b",
+        "/abs",
+        "..",
+        "x\ny",
+        "x;rm -rf y",
+        "$(id)",
+        "`id`",
+        "a b",
+        "_cross_validations",
+        "-rf",
+    ],
 )
 @pytest.mark.parametrize("flag", ["--name", "--resume"])
 def test_names_are_validated_before_any_path(

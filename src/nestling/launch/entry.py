@@ -45,7 +45,11 @@ def slurm_task_command(
         ids = environ.get("SLURM_STEP_GPUS") or environ.get("SLURM_JOB_GPUS") or ids
     gpus = [g for g in ids.split(",") if g and g != "NoDevFiles"] or None
     multi_task = int(environ.get("SLURM_NTASKS", "1") or 1) > 1
-    if runtime in OCI_RUNTIMES and multi_task and not any(a.startswith("--net") for a in shlex.split(opts.args)):
+    if (
+        runtime in OCI_RUNTIMES
+        and multi_task
+        and not any(a.startswith("--net") for a in shlex.split(opts.args))
+    ):
         opts = dataclasses.replace(opts, args=f"{opts.args} --network host".strip())
     return wrap_command(
         [container.get("python", sys.executable), "-m", "nestling.worker", *run_dirs],

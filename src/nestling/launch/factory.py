@@ -26,7 +26,9 @@ def make_launcher(config: Config, kind: str, name: str, devices: TrainerDevices)
                     raise UsageError(
                         f"--gpus_per_task {per_unit} needs at least {per_unit} GPUs; {len(slots)} given by --devices"
                     )
-                slots = [sum(slots[i : i + per_unit], []) for i in range(0, len(slots) - per_unit + 1, per_unit)]
+                slots = [
+                    sum(slots[i : i + per_unit], []) for i in range(0, len(slots) - per_unit + 1, per_unit)
+                ]
         else:
             slots = [None]  # one worker; the Trainer gets the device flags as given
         return LocalLauncher(slots, wrap=_local_wrap(container) if container else None)
@@ -133,7 +135,13 @@ def container_spec(config: Config, task: Any = None) -> dict[str, Any] | None:
         if not any(path == Path(b) or Path(b) in path.parents for b in auto_binds):
             auto_binds.append(str(path))
     return {
-        "options": {"image": opts.image, "runtime": opts.runtime, "binds": opts.binds, "env": opts.env, "args": opts.args},
+        "options": {
+            "image": opts.image,
+            "runtime": opts.runtime,
+            "binds": opts.binds,
+            "env": opts.env,
+            "args": opts.args,
+        },
         "runtime": runtime,
         "auto_binds": auto_binds,
         "env": {},

@@ -58,7 +58,9 @@ class LocalLauncher(Launcher):
         lock = threading.Lock()
         threads = [
             threading.Thread(
-                target=self._drive, args=(k, self.slots[k], todo, log_dir, progress, record, lock), daemon=True
+                target=self._drive,
+                args=(k, self.slots[k], todo, log_dir, progress, record, lock),
+                daemon=True,
             )
             for k in range(n_workers)
         ]
@@ -130,7 +132,9 @@ class LocalLauncher(Launcher):
                         record["lost_units"].append(unit.index)
                         record.setdefault("lost_runs", []).append(unfinished[0])
                     if unfinished[1:]:
-                        todo.put(WorkUnit(unit.index, unfinished[1:]))  # never started: a fresh worker takes them
+                        todo.put(
+                            WorkUnit(unit.index, unfinished[1:])
+                        )  # never started: a fresh worker takes them
                     proc = None
         finally:
             if proc is not None and proc.stdin:

@@ -54,7 +54,9 @@ def max_array_size(override: int | None = None) -> int:
         return override
     if shutil.which("scontrol"):
         try:
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20).stdout
+            out = subprocess.run(
+                ["scontrol", "show", "config"], capture_output=True, text=True, timeout=20
+            ).stdout
         except (OSError, subprocess.TimeoutExpired):
             return DEFAULT_MAX_ARRAY_SIZE
         match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
@@ -84,7 +86,9 @@ def parse_extra(items: list[str]) -> dict[str, str]:
         key, eq, value = item.partition("=")
         key = key.strip().lstrip("-")
         if not eq or not key:
-            raise UsageError(f"--slurm_extra {item!r} is not KEY=VALUE; e.g. --slurm_extra reservation=gpu-week")
+            raise UsageError(
+                f"--slurm_extra {item!r} is not KEY=VALUE; e.g. --slurm_extra reservation=gpu-week"
+            )
         out[key.replace("-", "_")] = value
     return out
 
@@ -214,7 +218,9 @@ class SubmititLauncher(Launcher):
         failure: str | None = None
         for part in chunks:
             try:
-                array_jobs = executor.map_array(UnitJob(), [u.run_dirs for u in part], [self.container] * len(part))
+                array_jobs = executor.map_array(
+                    UnitJob(), [u.run_dirs for u in part], [self.container] * len(part)
+                )
             except Exception as exc:  # e.g. sbatch refused the 3rd array: keep what was submitted, say so
                 failure = " ".join(str(exc).split())[:500] or type(exc).__name__
                 break
@@ -244,7 +250,10 @@ class SubmititLauncher(Launcher):
                 nodes=1,
                 ntasks_per_node=1,
                 setup=list(self.resources.setup),
-                additional_parameters={**self.resources.extra, "dependency": "afterany:" + ":".join(record["job_ids"])},
+                additional_parameters={
+                    **self.resources.extra,
+                    "dependency": "afterany:" + ":".join(record["job_ids"]),
+                },
             )
             record["collector_job_id"] = str(collector.submit(collect_plan, str(root)).job_id)
             return record
