@@ -43,7 +43,9 @@ def execute_plan(kind: str, argv: list[str]) -> int:
     prepared = prepare(config, kind)
     plan = prepared.plan
     launcher = make_launcher(config, kind, plan.name, prepared.devices)
-    units = work_units(run_dirs_per_cv(plan), parallel_strategy(config), config.launch.runs_per_task)
+    units = work_units(
+        run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
+    )
     if config.launch.dry_run:
         return _dry_run(kind, plan, units, launcher)
     try:
@@ -53,6 +55,17 @@ def execute_plan(kind: str, argv: list[str]) -> int:
             f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
         ) from None
     return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+
+
+def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
+    """--runs_per_task, or chosen from --expected_run_s and the number of parallel slots."""
+    if config.launch.expected_run_s is None:
+        return config.launch.runs_per_task
+    from nestling.plan import auto_runs_per_task
+
+    slots = getattr(launcher, "slots", None)
+    parallel = len(slots) if slots else config.launch.array_parallelism
+    return auto_runs_per_task(config.launch.expected_run_s, n_runs, parallel)
 
 
 def launch_and_report(

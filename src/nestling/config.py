@@ -120,6 +120,7 @@ class Launch:
     submitit_dir: str | None = None  # default: {plan dir}/_submitit
     max_array_size: int | None = None  # default: MaxArraySize from `scontrol show config`, else 1001
     runs_per_task: int = 1  # pack this many runs into one worker process (short runs)
+    expected_run_s: float | None = None  # expected seconds per run: choose --runs_per_task automatically
     signal_delay_s: int = 90  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
     resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
     force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)

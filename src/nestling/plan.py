@@ -6,6 +6,7 @@ launchers execute it. Inputs (task metadata, folds, trials) come from `preflight
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from nestling.devices import TrainerDevices
 from nestling.records import RunSpec
 
 DEFAULT_SEEDS = (42, 21, 69)
+WORKER_STARTUP_S = 10.0  # a fresh Python + torch + lightning start on a busy node (measured 2.6-18 s)
+STARTUP_SHARE = 0.1  # packing aims to keep start-up under this share of a task's time
 RELAUNCHING_STRATEGIES = ("auto", "ddp", "ddp_spawn")  # replaced by ddp_fork inside a cv or tune
 
 
@@ -248,6 +251,16 @@ def plan_run(
     )
     cv = CvPlan(cv_name=None, hp_index=None, hparams=hparams, dir=root, runs=[spec])
     return Plan("run", name, root, [cv], n_folds, config.to_dict())
+
+
+def auto_runs_per_task(expected_run_s: float, n_runs: int, parallel_slots: int) -> int:
+    """Runs per array task so that the worker start-up costs at most ~10% of a task, while every slot stays busy.
+
+    K = ceil(start-up / (share * run time)), capped at ceil(n_runs / slots) so packing never idles a GPU.
+    """
+    wanted = math.ceil(WORKER_STARTUP_S / (STARTUP_SHARE * max(expected_run_s, 1e-3)))
+    cap = max(1, math.ceil(n_runs / max(1, parallel_slots)))
+    return max(1, min(wanted, cap))
 
 
 def work_units(cv_run_dirs: list[list[str]], strategy: str, runs_per_task: int = 1) -> list[WorkUnit]:

@@ -120,6 +120,11 @@ def _check_choices(config: Config, kind: str) -> None:
     ):
         if value < low:
             raise UsageError(f"{flag} {value} must be at least {low}")
+    expected = config.launch.expected_run_s
+    if expected is not None and expected <= 0:
+        raise UsageError(
+            f"--expected_run_s {expected} must be a positive number of seconds, e.g. --expected_run_s 30"
+        )
     if len(set(config.cv.seeds)) != len(config.cv.seeds):
         raise UsageError(f"--seeds {' '.join(map(str, config.cv.seeds))} repeats a seed; give distinct seeds")
     if config.device.num_nodes > 1 and config.launch.launcher != "slurm":

@@ -29,7 +29,7 @@ IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force")}
 
 
 def resume(kind: str, config: Config, argv: list[str]) -> int:
-    from nestling.commands import launch_and_report, parallel_strategy
+    from nestling.commands import launch_and_report, parallel_strategy, runs_per_task
     from nestling.devices import parse_devices
     from nestling.launch.factory import make_launcher
     from nestling.plan import work_units
@@ -67,9 +67,9 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
             _apply_forced(run.dir, effective)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    units = work_units(per_cv, parallel_strategy(effective), effective.launch.runs_per_task)
     devices = parse_devices(effective.device.devices)
     launcher = make_launcher(effective, kind, name, devices)
+    units = work_units(per_cv, parallel_strategy(effective), runs_per_task(effective, len(todo), launcher))
     return launch_and_report(
         kind, name, root, units, launcher, effective, total=len(todo),
         extra_record={"resume": True, "rerun": len(todo), "forced_changes": changes if config.launch.force else []},
