@@ -10,13 +10,12 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from polling import poll
 
 pytestmark = pytest.mark.cluster
 
@@ -40,18 +39,6 @@ def cli(
 def slurm(*args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=30, check=True)
     return done.stdout
-
-
-def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    """Call `check` until it returns something truthy; fail with its last value after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 def results(root: Path) -> list[dict[str, Any]]:

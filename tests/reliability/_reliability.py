@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pytest
+from polling import poll as _poll
 
 SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--quiet"]
 SLURM_TASK = ["--cpus_per_task", "1", "--mem_gb", "1"]
@@ -72,15 +71,8 @@ def start(*args: str, log: Path, env: dict[str, str] | None = None) -> subproces
 
 
 def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Call `check` until it returns something truthy; fail with its last value after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+    """The shared bounded poll, checking more often: these scenarios watch short-lived states."""
+    return _poll(check, timeout, what, interval)
 
 
 def planned_runs(root: Path) -> list[dict[str, Any]]:
