@@ -9,31 +9,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from polling import poll
+from support import cli, poll
 
 pytestmark = pytest.mark.cluster
 
 BASE = ["--task", "sleep", "--accelerator", "cpu", "--cpus_per_task", "1", "--mem_gb", "1", "--max_epochs", "1",
         "--n_seeds", "1", "--quiet"]  # fmt: skip
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nestling.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env if env is not None else dict(os.environ),
-        timeout=timeout,
-        check=False,
-    )
 
 
 def slurm(*args: str, env: dict[str, str] | None = None) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from polling import poll as _poll
+from support import cli  # noqa: F401 - re-exported to the reliability tests
+from support import poll as _poll
 
 SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--quiet"]
 SLURM_TASK = ["--cpus_per_task", "1", "--mem_gb", "1"]
@@ -39,19 +40,6 @@ class Figures:
 
 
 FIGURES = Figures()
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nestling.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env if env is not None else dict(os.environ),
-        timeout=timeout,
-        check=False,
-    )
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
