@@ -129,8 +129,10 @@ def _dry_run(kind: str, plan: Any, units: list[WorkUnit], launcher: Any) -> int:
 
         from nestling.launch.entry import slurm_task_command
 
-        example = slurm_task_command(units[0].run_dirs, launcher.container, {"SLURM_JOB_GPUS": "0"})
-        print("# each task runs its worker in the image, e.g. task 0 (given GPU 0):")
+        example = slurm_task_command(
+            ["--serve"], launcher.container, {"SLURM_JOB_GPUS": "0"}, interactive=True
+        )
+        print("# each task feeds its units to one worker in the image, e.g. task 0 (given GPU 0):")
         print("# " + shlex.join(example))
     arrays = -(-len(units) // limit) if units else 0
     print(

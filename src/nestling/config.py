@@ -121,6 +121,9 @@ class Launch:
     max_array_size: int | None = None  # default: MaxArraySize from `scontrol show config`, else 1001
     runs_per_task: int = 1  # pack this many runs into one worker process (short runs)
     expected_run_s: float | None = None  # expected seconds per run: choose --runs_per_task automatically
+    steal: bool = (
+        True  # slurm: a task that finished its unit runs units whose tasks still wait (false: one each)
+    )
     signal_delay_s: int = 90  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
     resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
     force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)

@@ -30,14 +30,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import polars as pl
-from sklearn.model_selection import (
-    KFold,
-    ShuffleSplit,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-    StratifiedShuffleSplit,
-    train_test_split,
-)
 
 from nestling.errors import UsageError
 from nestling.task import Split
@@ -136,6 +128,8 @@ def _test_mask(
     if test_split == "none":
         return np.zeros(n, dtype=bool)
     if test_split == "random":
+        from sklearn.model_selection import train_test_split
+
         if not 0 < test_fraction < 1:
             raise UsageError(
                 f"--test_fraction {test_fraction} is not between 0 and 1 (exclusive); use e.g. --test_fraction 0.2"
@@ -205,9 +199,16 @@ def _folds(rest: pl.DataFrame, method: str, n_folds: int, seed: int) -> list[_Fo
     if labels is not None and method == "stratified":
         _check_class_sizes(labels, n_folds, method)
 
-    x = np.zeros((n, 1))
     if method == "kfold":
-        return list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x))
+        return _kfold(n, n_folds, seed)
+    from sklearn.model_selection import (  # 1-2 s to import: only the methods that need it pay for it
+        ShuffleSplit,
+        StratifiedGroupKFold,
+        StratifiedKFold,
+        StratifiedShuffleSplit,
+    )
+
+    x = np.zeros((n, 1))
     if method == "stratified":
         return list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, labels))
     if method == "region" and regions is not None:
@@ -230,6 +231,26 @@ def _folds(rest: pl.DataFrame, method: str, n_folds: int, seed: int) -> list[_Fo
             f"--fold_method shuffle with --n_folds {n_folds} on {n} samples fails: {exc}; "
             "use fewer --n_folds or --fold_method kfold"
         ) from exc
+
+
+def _kfold(n: int, n_folds: int, seed: int) -> list[_Fold]:
+    """Exactly sklearn's KFold(n_folds, shuffle=True, random_state=seed), without importing scikit-learn.
+
+    The default fold method is on the path of every `nestling cv` and `tune`; importing scikit-learn (and scipy)
+    for it would cost more than planning 10,000 runs. tests/unit/test_folds.py checks the splits are sklearn's.
+    """
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(n_folds, n // n_folds)
+    sizes[: n % n_folds] += 1
+    folds = []
+    start = 0
+    for size in sizes:
+        val = np.zeros(n, dtype=bool)
+        val[order[start : start + size]] = True
+        folds.append((np.flatnonzero(~val), np.flatnonzero(val)))
+        start += size
+    return folds
 
 
 def _check_class_sizes(labels: Iterable[str], n_folds: int, method: str) -> None:

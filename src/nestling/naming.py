@@ -167,3 +167,45 @@ class RunPaths:
 
 def worker_log_dir(root: Path) -> Path:
     return root / WORKER_LOGS
+
+
+class ArrayLaunchPaths:
+    """The files of one SLURM launch inside the submission folder: what its array tasks read and share.
+
+    units.json   the work units (lists of run dirs) of every array of the launch, in order; task i of the array
+                 that starts at offset k runs unit k + i
+    jobs.json    the array job ids and their offsets, written after each sbatch (for stealing and status)
+    claims/      one file per unit that a task has started: who runs it (its own task, or one that stole it)
+    requeues/    per SLURM job: how often it was requeued on hitting its time limit
+    """
+
+    def __init__(self, launch_dir: Path) -> None:
+        self.dir = Path(launch_dir)
+
+    @property
+    def units(self) -> Path:
+        return self.dir / "units.json"
+
+    @property
+    def jobs(self) -> Path:
+        return self.dir / "jobs.json"
+
+    @property
+    def claims(self) -> Path:
+        return self.dir / "claims"
+
+    def claim(self, unit: int) -> Path:
+        return self.claims / str(unit)
+
+    def stolen_by(self, job: str) -> Path:
+        return self.claims / f"{job}.stolen"
+
+    def requeues(self, job: str) -> Path:
+        return self.dir / "requeues" / job
+
+    def script(self, array: int) -> Path:
+        return self.dir / f"array-{array}.sbatch"
+
+    @property
+    def collector_script(self) -> Path:
+        return self.dir / "collect.sbatch"

@@ -124,10 +124,12 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
     last = launches[-1] if launches else None
     job_of: dict[str, str] = {}
     if last and last.get("arrays"):
+        taken = _holders(last)
         for array in last["arrays"]:
             for task, dirs in enumerate(array["run_dirs"]):
+                job = taken.get(array.get("offset", 0) + task) or f"{array['job_id']}_{task}"
                 for d in dirs:
-                    job_of[str(Path(d).resolve())] = f"{array['job_id']}_{task}"
+                    job_of[str(Path(d).resolve())] = job
     queue = queued_jobs(last.get("job_ids", [])) if last and last.get("arrays") else {}
     if queue is None:
         print(
@@ -185,6 +187,16 @@ def _array_pending(job: str, queue: dict[str, str]) -> bool:
     """A pending array may be listed as one line `ID_[0-9]` rather than per task."""
     array_id, _, task = job.partition("_")
     return any(key.startswith(f"{array_id}_[") and state in PENDING_STATES for key, state in queue.items())
+
+
+def _holders(launch: dict[str, Any]) -> dict[int, str]:
+    """unit position -> the task that claimed it (its own, or one that took it over), for a SLURM launch."""
+    if not launch.get("launch_dir"):
+        return {}
+    from nestling.launch.claims import holders
+    from nestling.naming import ArrayLaunchPaths
+
+    return holders(ArrayLaunchPaths(Path(launch["launch_dir"])))
 
 
 def _launches(root: Path) -> list[dict[str, Any]]:

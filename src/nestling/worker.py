@@ -57,7 +57,7 @@ def serve() -> None:
 
 
 def _relay_preemption() -> None:
-    """In a container the submitit job forwards SLURM's signal here: save the run in progress, then stop."""
+    """In a container the array task forwards SLURM's signal here: save the run in progress, then stop."""
     import signal
 
     def handler(signum: int, frame: Any) -> None:
@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="*")
     parser.add_argument("--serve", action="store_true")
     args = parser.parse_args(argv)
+    _relay_preemption()
     if args.serve:
         serve()
         return 0
-    _relay_preemption()
     results = run_dirs(args.run_dirs)
     return 0 if any(r.get("status") in ("success", SKIPPED) for r in results) or not results else 1
 

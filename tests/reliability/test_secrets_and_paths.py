@@ -47,12 +47,19 @@ def test_slurm_cv_weird_path_and_no_secret_in_files(slurm_faults: SlurmFaults) -
     assert launch is not None
     folder = Path(launch["submitit_folder"])
     assert folder.parent == s.root
-    scripts = list(folder.glob("*_submission.sh"))
-    assert scripts
+    launch_dir = Path(launch["launch_dir"])
+    scripts = sorted(launch_dir.glob("*.sbatch"))
+    assert [p.name for p in scripts] == ["array-0.sbatch", "collect.sbatch"]
     for script in scripts:
         text = script.read_text()
         assert "#SBATCH --output=/dev/null" in text  # no #SBATCH line can hold the newline ...
-        assert shlex.quote(str(folder)) in text  # ... the srun line holds the path, quoted
+        assert (
+            shlex.quote(f"{folder}/%A_%a_%t_log.out" if "array" in script.name else f"{folder}/%j_%t_log.out")
+            in text
+        )
+    # ... the srun lines hold the paths, quoted
+    assert shlex.quote(str(launch_dir / "units.json")) in scripts[0].read_text()
+    assert shlex.quote(str(s.root)) in scripts[1].read_text()
     assert list(folder.glob("*_log.out")), "no job log in the submitit folder"
     assert list(s.root.glob("*/wandb/offline-run-*")), "wandb did not run"
     assert grep_tree(art, list(SECRETS.values())) == []

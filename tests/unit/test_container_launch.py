@@ -4,6 +4,7 @@ lines are pinned exactly), and of the container description the factory builds.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -143,22 +144,27 @@ def test_slurm_array_sbatch_script_and_apptainer_task_command(
         "#SBATCH --partition=gpu",
         "#SBATCH --signal=USR2@90",
         "#SBATCH --time=60",
-        "#SBATCH --wckey=submitit",
+        "#SBATCH --wckey=nestling",
         "",
         "# setup",
         "",
         "# command",
         "export SUBMITIT_EXECUTOR=slurm",
         f"srun --unbuffered --output {folder}/%A_%a_%t_log.out --error {folder}/%A_%a_%t_log.err "
-        f"{sys.executable} -u -m submitit.core._submit %j",
+        f"{sys.executable} -u -m nestling.launch.task {folder}/units.json 0",
         "",
     ])  # fmt: skip
+    second = (site / "art" / "_dry_run" / "snap" / "dry-run-array-1.sbatch").read_text()
+    assert "#SBATCH --array" not in second  # one unit left: a plain job, as submitit submits it
+    assert second.endswith(f"-m nestling.launch.task {folder}/units.json 2\n")
+    units = json.loads((site / "art" / "_dry_run" / "snap" / "units.json").read_text())
+    assert [len(u) for u in units["units"]] == [1, 1, 1]
+    assert units["container"]["runtime"] == "apptainer" and units["steal"] is True
     assert "3 runs in 3 array tasks, 2 array(s) of at most 2" in out
 
-    # what array task 1 then runs on its node (submitit unpickles the unit and starts the image)
+    # what array task 1 then starts on its node: one worker in the image, fed unit after unit on stdin
     spec = container_spec(parse_config(options(site)))
-    run_dir = f"{site}/art/_cross_validations/snap/snap-run-f1s42-abcd1234"
-    assert slurm_task_command([run_dir], spec, SLURM_TASK_ENV) == [
+    assert slurm_task_command(["--serve"], spec, SLURM_TASK_ENV, interactive=True) == [
         "apptainer", "exec", "--contain", "--cleanenv", "--nv",
         "--bind", f"{site}/art:{site}/art", "--bind", f"{site}/models:/models:ro",
         "--env", "WANDB_MODE=offline", "--env", "HF_HOME=/models",
@@ -168,7 +174,7 @@ def test_slurm_array_sbatch_script_and_apptainer_task_command(
         # apptainer runs inside the task's cgroup: SLURM's (renumbered) CUDA_VISIBLE_DEVICES is the right one
         "--env", "NESTLING_IN_CONTAINER=1", "--env", "CUDA_VISIBLE_DEVICES=0", "--env", "NESTLING_PHYSICAL_GPUS=0",
         "--pwd", str(site),
-        f"{site}/n.sif", "python", "-m", "nestling.worker", run_dir,
+        f"{site}/n.sif", "python", "-m", "nestling.worker", "--serve",
     ]  # fmt: skip
 
 

@@ -248,3 +248,32 @@ def test_usage_errors(meta: pl.DataFrame, kwargs: dict, needle: str) -> None:
     message = str(info.value)
     assert needle in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("n", [5, 7, 10, 31, 100])
+@pytest.mark.parametrize("n_folds", [2, 3, 5])
+@pytest.mark.parametrize("seed", [0, 42, 12345])
+def test_kfold_is_sklearns_kfold_without_importing_it(n: int, n_folds: int, seed: int) -> None:
+    from sklearn.model_selection import KFold
+
+    from nestling.folds import _kfold
+
+    ours = _kfold(n, n_folds, seed)
+    theirs = list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros((n, 1))))
+    assert len(ours) == len(theirs) == n_folds
+    for (train, val), (train_sk, val_sk) in zip(ours, theirs, strict=True):
+        assert train.tolist() == train_sk.tolist()
+        assert val.tolist() == val_sk.tolist()
+
+
+def test_default_fold_method_does_not_import_sklearn() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, polars as pl; from nestling.folds import make_splits; "
+        "make_splits(pl.DataFrame({'sample_id': [str(i) for i in range(20)]}), n_folds=4); "
+        "print('sklearn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr

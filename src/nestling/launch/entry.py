@@ -1,9 +1,8 @@
-"""What submitit pickles into jobs: a work unit (checkpointable, so preemption requeues it) and the collector.
+"""The worker command of a SLURM task in a container image, and what submitit's local executor pickles.
 
-Signals: submitit owns SLURM's preemption / time-limit signal (USR2). On it, `UnitJob.checkpoint` saves the run in
-progress (or tells the containerised worker to save it) and returns itself for requeue; the requeued task skips
-finished runs and resumes the interrupted one from its checkpoint with the same run_id. Lightning's own SLURM
-requeue is off (see run._cluster_plugins), so the two never fight over the signal.
+`slurm_task_command` is what an array task (launch/task.py) or one srun rank starts when the run goes into an
+image. `UnitJob` is a work unit as a submitit job for `--launcher submitit-local` (checkpointable, so the signal
+contract is submitit's own there); SLURM arrays do not pickle anything (see launch/task.py).
 """
 
 from __future__ import annotations
@@ -25,10 +24,15 @@ _CHILD: dict[str, subprocess.Popen[bytes]] = {}
 
 
 def slurm_task_command(
-    run_dirs: list[str], container: dict[str, Any], environ: Mapping[str, str] | None = None
+    worker_args: list[str],
+    container: dict[str, Any],
+    environ: Mapping[str, str] | None = None,
+    interactive: bool = False,
 ) -> list[str]:
     """The command one SLURM task (an array task, or one srun rank) runs: the worker inside the image.
 
+    ``worker_args``: run dirs, or ``--serve`` (``interactive``: stdin stays attached) for a task that feeds the
+    worker unit after unit (launch/task.py).
     Pure given ``environ`` (the task's environment), so tests can snapshot it. GPUs: apptainer/singularity see
     the job's devices, so SLURM's ``CUDA_VISIBLE_DEVICES`` passes through; docker/podman select devices by
     node-level id, which is ``SLURM_STEP_GPUS`` / ``SLURM_JOB_GPUS`` (``CUDA_VISIBLE_DEVICES`` is renumbered
@@ -52,13 +56,14 @@ def slurm_task_command(
     ):
         opts = dataclasses.replace(opts, args=f"{opts.args} --network host".strip())
     return wrap_command(
-        [container.get("python", sys.executable), "-m", "nestling.worker", *run_dirs],
+        [container.get("python", sys.executable), "-m", "nestling.worker", *worker_args],
         opts,
         runtime=runtime,
         gpus=gpus,
         auto_binds=[Path(p) for p in container["auto_binds"]],
         env={**passthrough_env(environ, opts), **container.get("env", {})},
         workdir=container.get("workdir"),
+        interactive=interactive,
     )
 
 
@@ -93,9 +98,3 @@ class UnitJob(submitit.helpers.Checkpointable):
 
             save_interrupt_checkpoint()
         return submitit.helpers.DelayedSubmission(self, run_dirs, container)
-
-
-def collect_plan(root: str) -> dict[str, int]:
-    from nestling.collect import collect
-
-    return collect(Path(root)).counts

@@ -48,6 +48,7 @@ def make_launcher(config: Config, kind: str, name: str, devices: TrainerDevices)
         container=container,
         dry_run=config.launch.dry_run,
         quiet=config.logging.quiet,
+        steal=config.launch.steal,
     )
 
 

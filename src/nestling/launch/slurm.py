@@ -1,6 +1,10 @@
-"""SLURM (and submitit's local executor): work units become job-array tasks, submitted through submitit.
+"""SLURM (and submitit's local executor): work units become job-array tasks.
 
 - One array per at most MaxArraySize units (read from `scontrol show config`), so ceil(units / limit) sbatch calls.
+  Each array is one sbatch script (rendered by submitit's template) whose tasks pick their unit from the launch's
+  units.json by array index (launch/task.py): submitting writes a handful of files, not one pickle per task.
+- A task that finished its unit takes over units whose tasks still wait in the queue (claims.py), so a sweep of
+  short runs pays the Python + torch start-up once per running task, not once per run.
 - Each array task requests the GPUs of one work unit with GRES; SLURM sets CUDA_VISIBLE_DEVICES, Lightning sees
   exactly those. With --accelerator cpu no GRES is requested.
 - A collector job depends (afterany) on every array and runs `nestling collect`, so the parquet tables exist when the
@@ -13,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +28,9 @@ from typing import Any
 
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher, Progress
+from nestling.naming import ArrayLaunchPaths
 from nestling.plan import WorkUnit
-from nestling.records import read_result
+from nestling.records import read_result, write_atomic, write_json
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 MAX_TIME_LIMIT_REQUEUES = 10  # a run may hit the time limit this often (checkpoint + requeue each time)
@@ -145,6 +152,7 @@ class SubmititLauncher(Launcher):
         container: dict[str, Any] | None = None,
         dry_run: bool = False,
         quiet: bool = False,
+        steal: bool = True,
     ) -> None:
         self.cluster = cluster
         self.name = cluster
@@ -155,6 +163,7 @@ class SubmititLauncher(Launcher):
         self.container = container
         self.dry_run = dry_run
         self.quiet = quiet
+        self.steal = steal
 
     # -- executors ---------------------------------------------------------------------------------------------
     def _slurm_params(self, res: SlurmResources, gres: bool = True) -> dict[str, Any]:
@@ -178,86 +187,120 @@ class SubmititLauncher(Launcher):
             params["gres"] = f"gpu:{res.gpus_per_task}"
         return params
 
-    def _executor(self, folder: Path, **overrides: Any) -> Any:
+    def _executor(self, folder: Path) -> Any:
         import submitit
 
-        if self.cluster == "slurm":
-            executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_TIME_LIMIT_REQUEUES)
-            params = self._slurm_params(self.resources, gres=overrides.pop("gres", True))
-            params.update(overrides)
-            params["additional_parameters"] = {**batch_log_params(folder), **params["additional_parameters"]}
-            executor.update_parameters(**params)
-            return executor
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=self.resources.time_min)
         return executor
 
     # -- Launcher ----------------------------------------------------------------------------------------------
     def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
-        from nestling.launch.entry import UnitJob, collect_plan
-
         folder = self.folder or root / "_submitit"
         folder.mkdir(parents=True, exist_ok=True)
-        limit = max_array_size(self.array_limit) if self.cluster == "slurm" else max(1, len(units))
+        if self.cluster == "slurm":
+            return self._launch_arrays(root, folder, units)
+        return self._launch_local(folder, units, progress)
+
+    def _launch_arrays(self, root: Path, folder: Path, units: list[WorkUnit]) -> dict[str, Any]:
+        """One units.json and one sbatch script per array (ceil(units / MaxArraySize)), then the collector job."""
+        limit = max_array_size(self.array_limit)
         chunks = chunk(units, limit)
+        paths = ArrayLaunchPaths(folder if self.dry_run else _new_launch_dir(folder))
         record: dict[str, Any] = {
             "launcher": self.name,
             "submitit_folder": str(folder),
+            "launch_dir": str(paths.dir),
             "max_array_size": limit,
             "arrays": [],
             "job_ids": [],
             "collector_job_id": None,
             "submitted_at": time.time(),
         }
+        write_json(paths.units, {
+            "units": [u.run_dirs for u in units],
+            "container": self.container,
+            "steal": self.steal,
+            "time_min": self.resources.time_min,
+            "max_timeouts": MAX_TIME_LIMIT_REQUEUES,
+        })  # fmt: skip
+        scripts = []
+        offset = 0
+        for i, part in enumerate(chunks):
+            script = paths.script(i) if not self.dry_run else folder / f"dry-run-array-{i}.sbatch"
+            write_atomic(script, self._script(folder, paths.units, offset, len(part)))
+            scripts.append(str(script))
+            offset += len(part)
         if self.dry_run:
             record["dry_run"] = True
-            record["scripts"] = self._write_scripts(root, folder, chunks)
+            record["scripts"] = scripts
             return record
-        executor = self._executor(folder)
-        jobs: list[Any] = []
-        failure: str | None = None
-        for part in chunks:
+        offset = 0
+        for script, part in zip(scripts, chunks, strict=True):
             try:
-                array_jobs = executor.map_array(
-                    UnitJob(), [u.run_dirs for u in part], [self.container] * len(part)
-                )
-            except Exception as exc:  # e.g. sbatch refused the 3rd array: keep what was submitted, say so
-                failure = " ".join(str(exc).split())[:500] or type(exc).__name__
+                array_id = sbatch(Path(script))
+            except SubmitError as exc:  # e.g. sbatch refused the 3rd array: keep what was submitted, say so
+                record["submit_error"] = str(exc)
                 break
-            jobs.extend(array_jobs)
-            array_id = str(array_jobs[0].job_id).split("_")[0]
-            record["arrays"].append(
-                {
-                    "job_id": array_id,
-                    "tasks": len(part),
-                    "units": [u.index for u in part],
-                    "run_dirs": [u.run_dirs for u in part],
-                }
-            )
+            record["arrays"].append({"job_id": array_id, "tasks": len(part), "offset": offset,
+                                     "units": [u.index for u in part], "run_dirs": [u.run_dirs for u in part]})  # fmt: skip
             record["job_ids"].append(array_id)
-        if failure is not None:
-            record["submit_error"] = failure
-            if not record["job_ids"]:
-                raise SubmitError(failure, record)
-        if self.cluster == "slurm":
-            collector = self._executor(
-                folder,
-                gres=False,
-                job_name=f"{self.resources.job_name}-collect",
-                cpus_per_task=1,
-                mem="1024MB",
-                time=30,
-                nodes=1,
-                ntasks_per_node=1,
-                setup=list(self.resources.setup),
-                additional_parameters={
-                    **self.resources.extra,
-                    "dependency": "afterany:" + ":".join(record["job_ids"]),
-                },
-            )
-            record["collector_job_id"] = str(collector.submit(collect_plan, str(root)).job_id)
-            return record
-        for job in jobs:  # submitit-local: attached, wait for every task
+            write_json(paths.jobs, {"arrays": [{k: a[k] for k in ("job_id", "offset", "tasks")}
+                                               for a in record["arrays"]]})  # fmt: skip
+            offset += len(part)
+        if not record["job_ids"]:
+            raise SubmitError(record.get("submit_error", "sbatch submitted nothing"), record)
+        write_atomic(paths.collector_script, self._collector_script(folder, root, record["job_ids"]))
+        try:
+            record["collector_job_id"] = sbatch(paths.collector_script)
+        except SubmitError as exc:
+            record["submit_error"] = f"collector job: {exc}"
+        return record
+
+    def _script(self, folder: Path, units_file: Path, offset: int, count: int) -> str:
+        """The sbatch script of one array: every task runs `python -m nestling.launch.task UNITS OFFSET`."""
+        from submitit.slurm.slurm import _make_sbatch_string
+
+        params = self._slurm_params(self.resources)
+        params["additional_parameters"] = {**batch_log_params(folder), **params["additional_parameters"]}
+        if count > 1:  # one unit (e.g. one multi-node run) is a plain job, as with submitit
+            params["map_count"] = count
+        command = shlex.join(
+            [sys.executable, "-u", "-m", "nestling.launch.task", str(units_file.resolve()), str(offset)]
+        )
+        return _make_sbatch_string(command=command, folder=folder, wckey="nestling", **params)
+
+    def _collector_script(self, folder: Path, root: Path, job_ids: list[str]) -> str:
+        """A one-CPU job that runs `nestling collect` once every array ended (afterany), whoever is logged in."""
+        from submitit.slurm.slurm import _make_sbatch_string
+
+        res = self.resources
+        params = self._slurm_params(res, gres=False)
+        params.update(job_name=f"{res.job_name}-collect", cpus_per_task=1, mem="1024MB", time=30, nodes=1,
+                      ntasks_per_node=1)  # fmt: skip
+        params["additional_parameters"] = {
+            **batch_log_params(folder),
+            **res.extra,
+            "dependency": "afterany:" + ":".join(job_ids),
+        }
+        params.pop("array_parallelism", None)
+        command = shlex.join([sys.executable, "-u", "-m", "nestling.cli", "collect", str(root.resolve())])
+        return _make_sbatch_string(command=command, folder=folder, wckey="nestling", **params)
+
+    def _launch_local(self, folder: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
+        """submitit's local executor (attached): one pickled UnitJob per unit, every task awaited."""
+        from nestling.launch.entry import UnitJob
+
+        record: dict[str, Any] = {"launcher": self.name, "submitit_folder": str(folder), "arrays": [],
+                                  "job_ids": [], "collector_job_id": None, "submitted_at": time.time()}  # fmt: skip
+        executor = self._executor(folder)
+        jobs = executor.map_array(UnitJob(), [u.run_dirs for u in units], [self.container] * len(units))
+        if jobs:
+            array_id = str(jobs[0].job_id).split("_")[0]
+            record["arrays"].append({"job_id": array_id, "tasks": len(units), "offset": 0,
+                                     "units": [u.index for u in units], "run_dirs": [u.run_dirs for u in units]})  # fmt: skip
+            record["job_ids"].append(array_id)
+        for job in jobs:
             with contextlib.suppress(Exception):  # a crashed task leaves its runs without results: lost
                 job.result()
         for unit in units:
@@ -287,25 +330,25 @@ class SubmititLauncher(Launcher):
                 return
             time.sleep(poll_s)
 
-    def _write_scripts(self, root: Path, folder: Path, chunks: list[list[WorkUnit]]) -> list[str]:
-        """--dry_run: the sbatch scripts submitit would submit, written under the submitit folder."""
-        from submitit.slurm.slurm import _make_sbatch_string
 
-        scripts = []
-        for i, part in enumerate(chunks):
-            params = self._slurm_params(self.resources)
-            params["additional_parameters"] = {**batch_log_params(folder), **params["additional_parameters"]}
-            if len(part) > 1:  # submitit submits a single unit as a plain job, not an array of one
-                params["map_count"] = len(part)
-            text = _make_sbatch_string(command=_python_command(), folder=folder, **params)
-            path = folder / f"dry-run-array-{i}.sbatch"
-            path.write_text(text)
-            scripts.append(str(path))
-        return scripts
+def sbatch(script: Path) -> str:
+    """Submit one script; its job id. SubmitError with sbatch's own words when it refuses."""
+    try:
+        done = subprocess.run(
+            ["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SubmitError(f"sbatch {script.name}: {exc}", {}) from None
+    job_id = done.stdout.strip().split(";")[0]
+    if done.returncode != 0 or not job_id.isdigit():
+        words = " ".join((done.stderr or done.stdout).split())[:500]
+        raise SubmitError(f"sbatch {script.name} failed: {words or f'exit code {done.returncode}'}", {})
+    return job_id
 
 
-def _python_command() -> str:
-    import shlex
-    import sys
+def _new_launch_dir(folder: Path) -> Path:
+    """A fresh directory per launch (each resume adds one), named by time so `ls` lists them in order."""
+    import tempfile
 
-    return f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote('%j')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.mkdtemp(prefix=f"launch-{stamp}-", dir=folder))

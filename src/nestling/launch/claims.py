@@ -1,0 +1,117 @@
+"""Who runs which work unit of a SLURM launch: one claim file per unit, created exclusively.
+
+A unit's own array task claims it when it starts. A task that has finished its own unit may *steal* a unit whose
+task still waits in the queue: it claims that unit, cancels the waiting task (it would find the claim and exit
+anyway) and runs the unit in its warm process, so Python, torch and Lightning are loaded once per running task,
+not once per run. Only tasks that wait for resources or priority are stolen; a held task, one waiting for its
+begin time or a dependency, and a task the user cancelled are left alone.
+
+The claim file holds the claiming job's id (`ARRAYID_TASKID`); a requeued task recognises its own claims.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+from nestling.naming import ArrayLaunchPaths
+
+# squeue reasons of pending tasks that someone asked to wait: never stolen
+NOT_STEALABLE_REASONS = ("JobHeld", "BeginTime", "Dependency", "DependencyNeverSatisfied", "launch failed")
+
+
+def claim(paths: ArrayLaunchPaths, unit: int, job: str) -> bool:
+    """Take unit `unit` for `job`; True if it is now (or already was) this job's to run."""
+    path = paths.claim(unit)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return claim(paths, unit, job)
+    except FileExistsError:
+        return holder(paths, unit) == job
+    with os.fdopen(fd, "w") as f:
+        json.dump({"job": job, "host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}, f)
+    return True
+
+
+def holder(paths: ArrayLaunchPaths, unit: int) -> str | None:
+    """The job that claimed the unit, or None (not started, or the claim is being written this instant)."""
+    try:
+        return str(json.loads(paths.claim(unit).read_text())["job"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def holders(paths: ArrayLaunchPaths) -> dict[int, str]:
+    """unit -> claiming job, for every claimed unit (status reads this once per call)."""
+    out: dict[int, str] = {}
+    try:
+        names = os.listdir(paths.claims)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if name.isdigit():
+            job = holder(paths, int(name))
+            if job is not None:
+                out[int(name)] = job
+    return out
+
+
+def record_stolen(paths: ArrayLaunchPaths, job: str, unit: int) -> None:
+    """Remember a stolen unit, so that this task runs it again after a requeue."""
+    with open(paths.stolen_by(job), "a") as f:
+        f.write(f"{unit}\n")
+
+
+def stolen(paths: ArrayLaunchPaths, job: str) -> list[int]:
+    try:
+        return [int(line) for line in paths.stolen_by(job).read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def array_offsets(paths: ArrayLaunchPaths) -> dict[str, int]:
+    """array job id -> index of its task 0's unit (from jobs.json; empty until the first sbatch returned)."""
+    try:
+        return {str(a["job_id"]): int(a["offset"]) for a in json.loads(paths.jobs.read_text())["arrays"]}
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def waiting_units(paths: ArrayLaunchPaths) -> list[tuple[int, str]]:
+    """(unit, array task id) of this launch's tasks that wait for resources, highest unit first; [] if unknown."""
+    offsets = array_offsets(paths)
+    if not offsets or not shutil.which("squeue"):
+        return []
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-t", "PD", "-j", ",".join(offsets), "-o", "%i|%r"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if out.returncode != 0:
+        return []
+    waiting = []
+    for line in out.stdout.splitlines():
+        task, _, reason = line.strip().partition("|")
+        array, _, index = task.partition("_")
+        if array in offsets and index.isdigit() and not reason.startswith(NOT_STEALABLE_REASONS):
+            waiting.append((offsets[array] + int(index), task))
+    return sorted(waiting, reverse=True)
+
+
+def steal(paths: ArrayLaunchPaths, job: str) -> int | None:
+    """Claim the highest-numbered waiting unit for `job` and cancel its task; None when nothing waits."""
+    for unit, task in waiting_units(paths):
+        if claim(paths, unit, job):
+            record_stolen(paths, job, unit)
+            if shutil.which("scancel"):  # best effort: if it starts anyway, it sees the claim and exits
+                subprocess.run(["scancel", task], capture_output=True, timeout=30, check=False)
+            return unit
+    return None

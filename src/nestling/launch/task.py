@@ -1,0 +1,178 @@
+"""`python -m nestling.launch.task UNITS_JSON OFFSET`: what one SLURM array task (or one srun rank) runs.
+
+One sbatch script per array serves every task: task i reads unit OFFSET + i from the launch's units.json, so a
+submission writes one file, not one pickle per task. The task then
+
+1. claims its unit (exits at once if another task stole it),
+2. runs the unit's runs in this process (torch and Lightning load once), or in one container process,
+3. runs the units it stole before a requeue, then steals waiting units of the launch until none wait
+   (see claims.py), so short runs do not pay a fresh Python + torch start-up each.
+
+Signals (the same contract as submitit's): SLURM sends USR2 `--signal_delay_s` before the time limit, and
+`scancel --signal=USR2` stands for a preemption. Global rank 0 then saves the run in progress (or tells the worker
+in the container to), requeues this task with `scontrol requeue` and exits; the requeued task skips finished runs
+and resumes the interrupted one from its checkpoint. Hitting the time limit more than `max_timeouts` times ends
+the task instead. SIGTERM is ignored, as submitit does, so that a requeue ends the task through the path above.
+Lightning's own SLURM requeue is off (run._cluster_plugins), so the two never fight over the signal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from nestling.launch import claims
+from nestling.naming import ArrayLaunchPaths
+
+PREEMPT_SIGNAL = signal.SIGUSR2
+EXIT_REQUEUED = 75
+
+
+def job_key(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """This task's SLURM id as squeue and scontrol name it: ARRAYID_TASKID, or the plain job id."""
+    if environ.get("SLURM_ARRAY_JOB_ID") and environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
+    return environ.get("SLURM_JOB_ID", f"pid{os.getpid()}")
+
+
+def timed_out(started: float, time_min: int, now: float | None = None) -> bool:
+    """Was the signal the time limit (not a preemption)? submitit's rule: past the guaranteed part of the limit."""
+    limit = time_min * 60
+    return ((now or time.time()) - started) >= min(limit * 0.8, limit - 600)
+
+
+class UnitRunner:
+    """Runs work units one after another: in this process, or in one long-lived containerised worker."""
+
+    def __init__(self, container: dict[str, Any] | None) -> None:
+        self.container = container
+        self.child: subprocess.Popen[str] | None = None
+
+    def run(self, run_dirs: list[str]) -> list[str]:
+        """The runs' statuses (success, failed, or skipped when a live attempt elsewhere holds the run)."""
+        if self.container is None:
+            from nestling.worker import run_dirs as run_all
+
+            return [str(r.get("status")) for r in run_all(run_dirs)]
+        if self.child is None:
+            from nestling.launch.entry import slurm_task_command
+
+            cmd = slurm_task_command(["--serve"], self.container, interactive=True)
+            self.child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.child.stdin.write(json.dumps({"index": 0, "run_dirs": run_dirs}) + "\n")
+        self.child.stdin.flush()
+        statuses = []
+        for line in self.child.stdout:
+            reply = json.loads(line)
+            if "unit_done" in reply:
+                return statuses
+            if "status" in reply:
+                statuses.append(str(reply["status"]))
+        raise RuntimeError(f"the container worker ended (exit code {self.child.wait()}) before its unit did")
+
+    def close(self) -> None:
+        if self.child is not None and self.child.poll() is None:
+            assert self.child.stdin is not None
+            self.child.stdin.close()
+            self.child.wait()
+
+    def save(self) -> None:
+        """On the preemption signal: save the run in progress (in the container: the worker saves and exits)."""
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.send_signal(PREEMPT_SIGNAL)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            return
+        if self.container is None and "nestling.run" in sys.modules:
+            from nestling.run import save_interrupt_checkpoint
+
+            save_interrupt_checkpoint()
+
+
+class Requeuer:
+    """USR2 on global rank 0: save, requeue this task unless it timed out too often, exit."""
+
+    def __init__(self, paths: ArrayLaunchPaths, manifest: dict[str, Any], runner: UnitRunner) -> None:
+        self.paths, self.runner, self.started = paths, runner, time.time()
+        self.time_min = int(manifest.get("time_min", 60))
+        self.max_timeouts = int(manifest.get("max_timeouts", 10))
+        self.job = job_key()
+
+    def install(self) -> None:
+        signal.signal(PREEMPT_SIGNAL, self.on_signal)
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if int(os.environ.get("SLURM_PROCID", "0") or 0) != 0:
+            return  # only rank 0 decides; the others end when the requeue stops the job
+        path = self.paths.requeues(self.job)
+        try:
+            count = int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            count = 0
+        late = timed_out(self.started, self.time_min)
+        count += late
+        why = "timed-out" if late else "preempted"
+        print(f"nestling: {signal.Signals(signum).name} on task {self.job}: this job is {why}; saving the run in "
+              "progress", file=sys.stderr, flush=True)  # fmt: skip
+        self.runner.save()
+        if count > self.max_timeouts:
+            print(
+                f"nestling: not requeued: the task hit its time limit {count} times",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(count))
+        subprocess.run(["scontrol", "requeue", self.job], check=False, timeout=60)
+        print(f"nestling: requeued {self.job}", file=sys.stderr, flush=True)
+        os._exit(EXIT_REQUEUED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m nestling.launch.task UNITS_JSON OFFSET", file=sys.stderr)
+        return 2
+    units_file, offset = Path(args[0]), int(args[1])
+    manifest = json.loads(units_file.read_text())
+    paths = ArrayLaunchPaths(units_file.parent)
+    units: list[list[str]] = manifest["units"]
+    own = offset + int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0)
+    runner = UnitRunner(manifest.get("container"))
+    Requeuer(paths, manifest, runner).install()
+    job = job_key()
+    several_ranks = int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1  # all ranks run the same single unit
+    if not several_ranks and not claims.claim(paths, own, job):
+        print(f"nestling: unit {own} is run by task {claims.holder(paths, own)}; nothing left to do")
+        return 0
+    statuses: list[str] = []
+    try:
+        statuses += runner.run(units[own])
+        if not several_ranks and manifest.get("steal", True):
+            for unit in claims.stolen(paths, job):  # stolen before a requeue: finish them first
+                statuses += runner.run(units[unit])
+            while (unit := claims.steal(paths, job)) is not None:
+                print(f"nestling: task {job} took over unit {unit} from its waiting task", flush=True)
+                statuses += runner.run(units[unit])
+    finally:
+        runner.close()
+    failed = statuses.count("failed")
+    print(f"nestling: task {job} completed: {statuses.count('success')} runs succeeded, {failed} failed")
+    return 1 if failed else 0  # a failed run fails the SLURM task too: sacct shows FAILED, not COMPLETED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
