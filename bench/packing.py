@@ -1,6 +1,10 @@
-"""Packing short runs: K runs per array task (`--runs_per_task K`), so a task pays the Python/torch start-up once
-for K runs instead of once per run. 1-s runs of the sleep task on the local cluster's 4 fake GPUs, K = 1 against
-K = n_runs / 4 (one task per GPU); figure: makespan (submission to last run_result.json), ratio packed / unpacked.
+"""Short runs: how many Python + torch start-ups a sweep of 1-s runs pays, and what that costs in makespan.
+
+1-s runs of the sleep task on the local cluster's 4 fake GPUs, one array task per run. Baseline: `--steal false`,
+every task starts its own worker (one start-up per run). nestling's default: a task that finished its run takes
+over runs whose tasks still wait (one start-up per running task). Also `--runs_per_task K --steal false`: K runs
+packed into each task up front. Figure: makespan (submission to the last run_result.json), ratio against the
+baseline.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ NAME = "packing"
 
 
 def run(quick: bool = False) -> list[Row]:
-    """Makespan of 1-s runs with K=1 and K=n/4 runs per array task (nestling --runs_per_task)."""
+    """Makespan of 1-s runs: one start-up per run (--steal false) against taking over (default) and packing."""
     n, sleep_s = (8, 1.0) if quick else (32, 1.0)
-    packs = [n // GPUS] if quick else [4, n // GPUS]
+    variants = [("taking over waiting runs (default)", ())]
+    if not quick:
+        variants.append((f"--runs_per_task {n // GPUS} --steal false", ("--runs_per_task", str(n // GPUS),
+                                                                          "--steal", "false")))  # fmt: skip
     label = f"{n} runs x {sleep_s:.0f} s on {GPUS} GPUs"
     try:
         e = cluster_env()
@@ -22,18 +29,18 @@ def run(quick: bool = False) -> list[Row]:
         return [Row(NAME, label, None, note=f"skipped: {exc}", quick=quick)]
     rows = []
     with scratch(NAME) as tmp:
-        single = nestling_makespan(e, tmp, "k1", n, sleep_s, runs_per_task=1, wait_parquet=False)
-        for k in packs:
-            packed = nestling_makespan(e, tmp, f"k{k}", n, sleep_s, runs_per_task=k, wait_parquet=False)
-            ratio_ok = single["makespan_s"] and packed["makespan_s"]
+        single = nestling_makespan(e, tmp, "k1", n, sleep_s, extra=("--steal", "false"), wait_parquet=False)
+        for i, (who, extra) in enumerate(variants):
+            fig = nestling_makespan(e, tmp, f"v{i}", n, sleep_s, extra=extra, wait_parquet=False)
+            ok = single["makespan_s"] and fig["makespan_s"]
             rows.append(
-                Row(NAME, f"{label}: makespan, --runs_per_task {k} vs 1", packed["makespan_s"], single["makespan_s"],
-                    baseline_name="--runs_per_task 1", target="ratio < 1 (faster)",
-                    met=judge(packed["makespan_s"] / single["makespan_s"], "<", 1.0) if ratio_ok else None,
-                    quick=quick, note=f"{-(-n // k)} array tasks instead of {n}; ideal (work / {GPUS} GPUs) "
-                    f"{n * sleep_s / GPUS:.0f} s")
+                Row(NAME, f"{label}: makespan, {who}", fig["makespan_s"], single["makespan_s"],
+                    baseline_name="--steal false", target="ratio < 1 (faster)",
+                    met=judge(fig["makespan_s"] / single["makespan_s"], "<", 1.0) if ok else None, quick=quick,
+                    note=f"worker processes: {fig['processes']} (baseline {single['processes']}); ideal "
+                    f"(work / {GPUS} GPUs) {n * sleep_s / GPUS:.0f} s")
             )  # fmt: skip
-            single["job_ids"] += packed["job_ids"]
+            single["job_ids"] += fig["job_ids"]
         wait_queue(e, single["job_ids"])  # the collector jobs, before their tree goes away
     return rows
 

@@ -94,6 +94,27 @@ def test_tune_parallel_runs_each_cv_in_one_task(slurm_cluster: str, tmp_path: Pa
     assert pl.read_parquet(tune / "tune_infos.parquet").height == 2
 
 
+def test_finished_tasks_take_over_waiting_units(slurm_cluster: str, tmp_path: Path) -> None:
+    """6 runs, at most 2 tasks at once: tasks 0 and 1 run all six, each in one warm process; 4 tasks never start."""
+    done = cli("cv", *BASE, "--hp", "sleep_s=1", "--n_folds", "6", "--strategy", "cv-parallel", "--launcher",
+               "slurm", "--array_parallelism", "2", "--artifact_dir", str(tmp_path), "--name", "steal",
+               "--wait")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    cv = tmp_path / "_cross_validations" / "steal"
+    runs = results(cv)
+    assert [r["status"] for r in runs] == ["success"] * 6
+    assert sorted({r["slurm_array_task_id"] for r in runs}) == ["0", "1"]
+    assert len({(r["host"], r["pid"]) for r in runs}) == 2  # Python + torch started twice, not six times
+    launch = last_launch(cv)
+    claims = [c for c in Path(launch["launch_dir"], "claims").iterdir() if c.name.isdigit()]
+    holders = [json.loads(c.read_text())["job"].split("_")[1] for c in claims]
+    assert len(holders) == 6 and set(holders) == {"0", "1"}
+    log = "".join(p.read_text() for p in Path(launch["submitit_folder"]).glob("*_log.out"))
+    assert log.count("took over unit") == 4
+    final = status(cv)
+    assert final["counts"]["success"] == 6
+
+
 SPLIT_PLAN = ["cv", *BASE, "--hp", "sleep_s=1", "--n_folds", "10", "--strategy", "cv-parallel", "--launcher",
               "slurm", "--gpus_per_task", "1"]  # fmt: skip
 
