@@ -279,7 +279,7 @@ STUB = """#!/bin/sh
 n=$(wc -l < "{log}")
 now=$(date +%s.%N)
 echo "$now $now 0 $*" >> "{log}"
-echo "Submitted batch job $((900000 + n))"
+if [ "$1" = "--parsable" ]; then echo "$((900000 + n))"; else echo "Submitted batch job $((900000 + n))"; fi
 """
 
 

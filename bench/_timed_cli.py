@@ -3,8 +3,8 @@
 Prints one JSON line on stdout's last line: `total_s` is the wall time of `nestling.cli.main(argv)` in-process
 (everything nestling does, its lazy imports included; the interpreter's start-up excluded), plus the time spent in
 named phases found by wrapping nestling's functions where they exist: `imports` (the libraries nestling loads on this
-path: scikit-learn, optuna, polars, submitit, ...; loaded first so the other phases are nestling's own work),
-`plan` (checks, folds, trials, every RunSpec), `write tree`, `submit` (submitit's pickles + sbatch).
+path: optuna, polars, submitit, ...; loaded first so the other phases are nestling's own work),
+`plan` (checks, folds, trials, every RunSpec), `write tree` (plan.json, run_specs.jsonl), `submit` (units.json, scripts, sbatch).
 With --profile, cProfile stats of main() go to FILE (pstats format).
 """
 
@@ -20,10 +20,10 @@ from collections import defaultdict
 from typing import Any
 
 PHASES: dict[str, float] = defaultdict(float)
-# What `nestling tune --launcher slurm` imports anyway (folds: scikit-learn, space: optuna, launch: submitit).
+# What `nestling tune --launcher slurm` imports anyway (space: optuna, scripts: submitit's template). scikit-learn
+# is not among them: the default fold method (kfold) does not import it.
 THIRD_PARTY = (
     "simple_parsing",
-    "sklearn.model_selection",
     "optuna",
     "polars",
     "submitit",
@@ -79,7 +79,7 @@ def main() -> None:
     _wrap("nestling.preflight", "prepare", "plan")
     _wrap("nestling.launch.factory", "make_launcher", "launcher setup (sinfo/scontrol)")
     _wrap("nestling.artifacts", "write_plan", "write tree")
-    _wrap("nestling.launch.slurm", "SubmititLauncher.launch", "submit (pickles + sbatch)")
+    _wrap("nestling.launch.slurm", "SubmititLauncher.launch", "submit (scripts + sbatch)")
     _wrap("nestling.commands", "save_launch", "launch.json")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -148,7 +148,7 @@ def save_launch(root: Path, record: dict[str, Any]) -> None:
     """launch.json keeps every launch of a plan (each resume appends one)."""
     path = root / naming.LAUNCH
     history: list[dict[str, Any]] = read_json(path).get("launches", []) if path.exists() else []
-    write_json(path, {"launches": [*history, {**record, "saved_at": time.time()}]})
+    write_json(path, {"launches": [*history, {**record, "saved_at": time.time()}]}, compact=True)
 
 
 def _print_follow_up(root: Path, record: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ CV_ROOT = "_cross_validations"
 RUN_ROOT = "_runs"
 
 RUN_SPEC = "run_spec.json"
+RUN_SPECS = "run_specs.jsonl"  # every RunSpec of a plan, one JSON line each, at the plan root
 RUN_RESULT = "run_result.json"
 RUN_LOCK = "attempt.lock"
 RUN_INFOS = "run_infos.parquet"

@@ -156,6 +156,9 @@ def _archive_failed_result(run_dir: Path) -> None:
 
 
 def _apply_forced(run_dir: Path, effective: Config) -> None:
+    from nestling.artifacts import load_spec
+
+    load_spec(run_dir)  # a run that never started gets its run_spec.json now, to be edited below
     spec_path = naming.RunPaths(run_dir).spec
     spec: dict[str, Any] = json.loads(spec_path.read_text())
     spec.update(

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from nestling.naming import RunPaths
-from nestling.records import RunSpec, read_result
+from nestling.artifacts import load_spec
+from nestling.records import read_result
 
 SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
 
@@ -32,7 +32,7 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
         if previous is not None and previous.get("status") == "success":
             result = previous  # finished work is never done twice
         else:
-            result = execute(RunSpec.load(RunPaths(Path(d)).spec))
+            result = execute(load_spec(Path(d)))
             if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
                 result = {"run_dir": d, "status": SKIPPED}
         results.append(result)

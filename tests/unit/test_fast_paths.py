@@ -15,7 +15,7 @@ import pytest
 
 from nestling import collect as C
 from nestling import naming
-from nestling.artifacts import _rel, write_plan
+from nestling.artifacts import _rel, load_spec, write_plan
 from nestling.config import parse_config
 from nestling.preflight import prepare
 
@@ -100,9 +100,12 @@ def test_write_plan_specs_are_the_spec_dicts(tmp_path: Path) -> None:
                            str(space), "--artifact_dir", str(tmp_path / "art"), "--name", "t"])  # fmt: skip
     prepared = prepare(config, "tune")
     write_plan(prepared.plan, prepared.splits)
-    for run in prepared.plan.runs:
-        text = (Path(run.run_dir) / naming.RUN_SPEC).read_text()
-        assert text == json.dumps(run.to_dict())
+    lines = (prepared.plan.root / naming.RUN_SPECS).read_text().splitlines()
+    assert lines == [json.dumps(run.to_dict()) for run in prepared.plan.runs]
+    assert not any(Path(run.run_dir).exists() for run in prepared.plan.runs)  # made when a run starts
+    for run in prepared.plan.runs[::-1]:
+        assert load_spec(Path(run.run_dir)) == run  # from the plan's lines, then written into the new run dir
+        assert (Path(run.run_dir) / naming.RUN_SPEC).read_text() == json.dumps(run.to_dict())
     record = json.loads((prepared.plan.root / naming.PLAN).read_text())
     assert [r["dir"] for cv in record["cvs"] for r in cv["runs"]] == [
         Path(r.run_dir).relative_to(prepared.plan.root).as_posix() for r in prepared.plan.runs

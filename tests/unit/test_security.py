@@ -88,7 +88,7 @@ def test_secrets_are_not_passed_into_images() -> None:
 
 
 def test_plan_files_hold_no_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """plan.json, splits.json and run_spec.json are made from options only, never from the environment."""
+    """plan.json, splits.json and run_specs.jsonl are made from options only, never from the environment."""
     from nestling.artifacts import write_plan
     from nestling.config import parse_config
     from nestling.preflight import prepare
@@ -99,11 +99,12 @@ def test_plan_files_hold_no_environment(tmp_path: Path, monkeypatch: pytest.Monk
     prepared = prepare(parse_config(args), "cv")
     write_plan(prepared.plan, prepared.splits)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) == 4  # plan.json, splits.json, 2 x run_spec.json
+    assert sorted(p.name for p in files) == ["plan.json", "run_specs.jsonl", "splits.json"]
     for path in files:
         data = path.read_bytes()
         assert not any(v.encode() in data for v in SECRETS.values()), path
-        json.loads(data)
+        for doc in data.splitlines() if path.suffix == ".jsonl" else [data]:
+            json.loads(doc)
 
 
 def test_sbatch_lines_never_hold_a_line_break(tmp_path: Path) -> None:

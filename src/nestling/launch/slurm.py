@@ -223,7 +223,7 @@ class SubmititLauncher(Launcher):
             "steal": self.steal,
             "time_min": self.resources.time_min,
             "max_timeouts": MAX_TIME_LIMIT_REQUEUES,
-        })  # fmt: skip
+        }, compact=True)  # fmt: skip
         scripts = []
         offset = 0
         for i, part in enumerate(chunks):
