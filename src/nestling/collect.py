@@ -79,7 +79,7 @@ def _write_all(tables: list[tuple[pl.DataFrame, Path]]) -> None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
         for _ in pool.map(lambda item: write_parquet_atomic(*item), tables):
             pass
 
@@ -100,6 +100,7 @@ def collect(path: Path, write: bool = True) -> Collected:
     return Collected(plan=plan, cvs=cvs)
 
 
+WRITE_THREADS = 4
 _RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt")
 
 
@@ -165,7 +166,7 @@ def _collect_cvs(planned: list[PlannedCv], scoring: Any, strategy: str) -> list[
                 n_success=statuses.count("success"),
                 n_failed=statuses.count("failed"),
                 n_missing=statuses.count(MISSING),
-                table=frame.slice(start, length).select([*BASE_COLUMNS, *names]),
+                table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
             )
         )
     return summaries

@@ -166,9 +166,10 @@ def write_tree(kind: str, args: list[str]) -> Path:
 
 def fake_success(run: Path, value: float = 0.5) -> None:
     """A run_result.json as a successful run writes it (for tests about collecting, not training)."""
-    from nestling.records import RunSpec, empty_result, write_json
+    from nestling.artifacts import load_spec
+    from nestling.records import empty_result, write_json
 
-    res = empty_result(RunSpec.load(run / "run_spec.json"))
+    res = empty_result(load_spec(run))  # makes the run dir and its run_spec.json, as a starting run does
     res.update(
         status="success", metrics={"val/JaccardIndex": value, "val/Recall": value}, duration=1.0, attempt=1
     )

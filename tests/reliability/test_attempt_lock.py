@@ -15,6 +15,7 @@ import pytest
 from _reliability import FIGURES, SLEEP, cli, planned_runs, snapshot, write_tree
 
 from nestling import worker
+from nestling.artifacts import load_spec
 from nestling.status import LOCK_STALE_S, lock_alive
 
 
@@ -30,6 +31,7 @@ def holder() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _lock(run: Path, **info: object) -> None:
+    run.mkdir(parents=True, exist_ok=True)  # a run's dir is made when it starts
     (run / "attempt.lock").write_text(json.dumps(info))
 
 
@@ -40,6 +42,7 @@ def test_a_live_lock_keeps_a_second_worker_and_resume_away(
     root = write_tree("cv", [*SLEEP, "--n_folds", "2", "--max_epochs", "1", "--hp", "sleep_s=0",
                              "--artifact_dir", str(art), "--name", "held"])  # fmt: skip
     run = planned_runs(root)[0]["dir"]
+    load_spec(run)  # the holding attempt made the run dir and its run_spec.json when it started
     _lock(run, pid=holder.pid, host=socket.gethostname(), hostname=socket.gethostname(), started="now")
     FIGURES.fault("second attempt on a locked run")
     before = snapshot(root)
