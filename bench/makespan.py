@@ -144,7 +144,7 @@ def run(quick: bool = False) -> list[Row]:
     except ClusterUnavailable as exc:
         return [Row(NAME, f"{compare} runs x {sleep_s:.0f} s", None, note=f"skipped: {exc}", quick=quick)]
     with scratch(NAME) as tmp:
-        ours = nestling_makespan(e, tmp, "makespan", compare, sleep_s)
+        ours = nestling_makespan(e, tmp, "makespan", compare, sleep_s, wait_parquet=not quick)
         base = baseline_makespan(e, tmp, compare, sleep_s)
         big = nestling_makespan(e, tmp, "sweep", sweep, sleep_s) if sweep else None
     rows = [_efficiency(compare, sleep_s, "nestling", ours, quick),
