@@ -33,9 +33,7 @@ DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deep
 class Data:
     """Which task, and how its samples are split into test set and folds."""
 
-    task: str = (
-        "synthetic-segmentation"  # built-in short name or "module:attr" (Task instance, class or factory)
-    )
+    task: str = "synthetic-segmentation"  # built-in name or "module:attr" (Task instance, class or factory)
     fold_method: str = "kfold"  # kfold | stratified | shuffle | region | region-stratified | none
     n_folds: int = 5  # number of folds (validation splits)
     fold_seed: int = 42  # seed of the fold assignment; independent of the run seeds
@@ -51,8 +49,13 @@ class Training:
     max_epochs: int = 10  # epochs per training run
     early_stopping_patience: int = 0  # epochs without improvement of the first scoring metric; 0 = off
     hp: list[str] = sp.field(
-        default_factory=list, action="append", type=str, nargs="+", required=False
-    )  # KEY=VALUE, repeatable
+        default_factory=list,
+        action="append",
+        type=str,
+        nargs="+",
+        required=False,
+        help="KEY=VALUE, repeatable",
+    )
     fold: int = 0  # the fold `nestling run` trains on
 
 
@@ -115,15 +118,18 @@ class Launch:
     array_parallelism: int = 64  # at most this many array tasks run at once
     slurm_setup: list[str] = list_field()  # shell lines run before the worker, e.g. "module load cuda"
     slurm_extra: list[str] = sp.field(
-        default_factory=list, action="append", type=str, nargs="+", required=False
-    )  # KEY=VALUE sbatch options
+        default_factory=list,
+        action="append",
+        type=str,
+        nargs="+",
+        required=False,
+        help="KEY=VALUE sbatch options",
+    )
     submitit_dir: str | None = None  # default: {plan dir}/_submitit
     max_array_size: int | None = None  # default: MaxArraySize from `scontrol show config`, else 1001
     runs_per_task: int = 1  # pack this many runs into one worker process (short runs)
     expected_run_s: float | None = None  # expected seconds per run: choose --runs_per_task automatically
-    steal: bool = (
-        True  # slurm: a task that finished its unit runs units whose tasks still wait (false: one each)
-    )
+    steal: bool = True  # slurm: a finished task takes over units whose tasks still wait in the queue
     signal_delay_s: int = 90  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
     resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
     force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)
@@ -136,11 +142,11 @@ class Container:
     container_image: str | None = None
     container_runtime: str = "auto"  # auto | apptainer | singularity | docker | podman
     container_bind: list[str] = sp.field(
-        default_factory=list, action="append", type=str, nargs="+", required=False
-    )  # SRC[:DST[:ro]]
+        default_factory=list, action="append", type=str, nargs="+", required=False, help="SRC[:DST[:ro]]"
+    )
     container_env: list[str] = sp.field(
-        default_factory=list, action="append", type=str, nargs="+", required=False
-    )  # KEY=VALUE
+        default_factory=list, action="append", type=str, nargs="+", required=False, help="KEY=VALUE"
+    )
     container_args: str = ""  # extra runtime flags
 
 
