@@ -6,6 +6,8 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+
 from nestling.launch import claims
 from nestling.launch.task import job_key, timed_out
 from nestling.naming import ArrayLaunchPaths
@@ -16,6 +18,7 @@ def test_a_unit_is_claimed_once_and_a_requeued_task_keeps_its_claim(tmp_path: Pa
     assert claims.claim(paths, 3, "10_3") is True
     assert claims.claim(paths, 3, "10_0") is False  # another task: refused
     assert claims.claim(paths, 3, "10_3") is True  # the same task after a requeue: still its own
+    assert claims.claim(paths, 3, "10_3", fresh=True) is False  # but never taken over a second time
     assert claims.holder(paths, 3) == "10_3"
     assert claims.holder(paths, 4) is None
     assert claims.holders(paths) == {3: "10_3"}
@@ -69,3 +72,37 @@ def test_timed_out_uses_submitits_rule() -> None:
     assert timed_out(0, 60, now=47 * 60) is False
     # 10 min limit: min(8 min, 0 min) = 0: every signal is a time-out
     assert timed_out(0, 10, now=1) is True
+
+
+def test_stealer_asks_squeue_once_for_several_units_and_stops_when_nothing_can_be_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = ArrayLaunchPaths(tmp_path)
+    asked: list[int] = []
+    queue = [(5, "9_5"), (4, "9_4"), (3, "9_3")]
+
+    def fake_waiting(p: ArrayLaunchPaths) -> list[tuple[int, str]]:
+        asked.append(1)
+        return list(queue)
+
+    monkeypatch.setattr(claims, "waiting_units", fake_waiting)
+    monkeypatch.setattr(claims.shutil, "which", lambda name: None)  # no scancel here
+    claims.claim(paths, 4, "9_4")  # task 4 started by itself meanwhile
+    stealer = claims.Stealer(paths, "9_0")
+    assert [stealer.next(), stealer.next()] == [5, 3]
+    assert len(asked) == 1  # one squeue call for both
+    # the list is used up and squeue still lists the same tasks (being cancelled): ask once more, then stop
+    assert stealer.next() is None
+    assert len(asked) == 2
+    assert claims.stolen(paths, "9_0") == [5, 3]
+
+
+def test_stealer_asks_again_once_its_list_is_old(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = ArrayLaunchPaths(tmp_path)
+    lists = [[(7, "9_7"), (6, "9_6")], [(6, "9_6")]]
+    monkeypatch.setattr(claims, "waiting_units", lambda p: lists.pop(0))
+    monkeypatch.setattr(claims.shutil, "which", lambda name: None)
+    stealer = claims.Stealer(paths, "9_0", refresh_s=0.0)  # every list is old at once
+    assert stealer.next() == 7
+    assert stealer.next() == 6  # from the fresh list, not the old one
+    assert lists == []

@@ -24,16 +24,19 @@ from nestling.naming import ArrayLaunchPaths
 NOT_STEALABLE_REASONS = ("JobHeld", "BeginTime", "Dependency", "DependencyNeverSatisfied", "launch failed")
 
 
-def claim(paths: ArrayLaunchPaths, unit: int, job: str) -> bool:
-    """Take unit `unit` for `job`; True if it is now (or already was) this job's to run."""
+def claim(paths: ArrayLaunchPaths, unit: int, job: str, fresh: bool = False) -> bool:
+    """Take unit `unit` for `job`; True if it is now (or, unless `fresh`, already was) this job's to run.
+
+    A task claims its own unit with fresh=False (after a requeue the claim is still its own); a task that takes
+    over a waiting unit needs a fresh claim, so that it never takes the same unit twice."""
     path = paths.claim(unit)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return claim(paths, unit, job)
+        return claim(paths, unit, job, fresh)
     except FileExistsError:
-        return holder(paths, unit) == job
+        return not fresh and holder(paths, unit) == job
     with os.fdopen(fd, "w") as f:
         json.dump({"job": job, "host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}, f)
     return True
@@ -106,12 +109,36 @@ def waiting_units(paths: ArrayLaunchPaths) -> list[tuple[int, str]]:
     return sorted(waiting, reverse=True)
 
 
-def steal(paths: ArrayLaunchPaths, job: str) -> int | None:
-    """Claim the highest-numbered waiting unit for `job` and cancel its task; None when nothing waits."""
-    for unit, task in waiting_units(paths):
-        if claim(paths, unit, job):
-            record_stolen(paths, job, unit)
-            if shutil.which("scancel"):  # best effort: if it starts anyway, it sees the claim and exits
-                subprocess.run(["scancel", task], capture_output=True, timeout=30, check=False)
-            return unit
-    return None
+class Stealer:
+    """Takes over waiting units for one task, asking squeue at most every `refresh_s` seconds.
+
+    Short runs end often; one squeue call per finished run would load slurmctld for nothing. Between calls the
+    task works through the list it got (highest unit first); a unit that started or was taken meanwhile fails its
+    claim and is skipped. A list older than `refresh_s` is asked again, so a task the user cancelled or held since
+    is not taken over.
+    """
+
+    def __init__(self, paths: ArrayLaunchPaths, job: str, refresh_s: float = 30.0) -> None:
+        self.paths, self.job, self.refresh_s = paths, job, refresh_s
+        self.waiting: list[tuple[int, str]] = []
+        self.asked_at = -float("inf")
+
+    def next(self) -> int | None:
+        """Claim the next waiting unit and cancel its task; None when nothing waits (or nothing could be claimed
+        from a list just asked for: its tasks are being taken by others)."""
+        asked = False
+        while True:
+            if not self.waiting or time.monotonic() - self.asked_at > self.refresh_s:
+                if asked:
+                    return None
+                self.waiting = waiting_units(self.paths)
+                self.asked_at = time.monotonic()
+                asked = True
+                if not self.waiting:
+                    return None
+            unit, task = self.waiting.pop(0)
+            if claim(self.paths, unit, self.job, fresh=True):
+                record_stolen(self.paths, self.job, unit)
+                if shutil.which("scancel"):  # best effort: if it starts anyway, it sees the claim and exits
+                    subprocess.run(["scancel", task], capture_output=True, timeout=30, check=False)
+                return unit

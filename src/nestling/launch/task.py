@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         if not several_ranks and manifest.get("steal", True):
             for unit in claims.stolen(paths, job):  # stolen before a requeue: finish them first
                 statuses += runner.run(units[unit])
-            while (unit := claims.steal(paths, job)) is not None:
+            stealer = claims.Stealer(paths, job)
+            while (unit := stealer.next()) is not None:
                 print(f"nestling: task {job} took over unit {unit} from its waiting task", flush=True)
                 statuses += runner.run(units[unit])
     finally:
