@@ -24,6 +24,12 @@ from simple_parsing.helpers import list_field
 
 from nestling.errors import UsageError
 
+
+def repeatable(text: str) -> Any:
+    """An option given any number of times, each time with one or more values: `--hp a=1 --hp b=2 c=3`."""
+    return sp.field(default_factory=list, action="append", type=str, nargs="+", required=False, help=text)
+
+
 PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")
 LAUNCHERS = ("local", "submitit-local", "slurm")
 DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deepspeed", "auto")
@@ -48,14 +54,7 @@ class Training:
 
     max_epochs: int = 10  # epochs per training run
     early_stopping_patience: int = 0  # epochs without improvement of the first scoring metric; 0 = off
-    hp: list[str] = sp.field(
-        default_factory=list,
-        action="append",
-        type=str,
-        nargs="+",
-        required=False,
-        help="KEY=VALUE, repeatable",
-    )
+    hp: list[str] = repeatable("KEY=VALUE, repeatable")
     fold: int = 0  # the fold `nestling run` trains on
 
 
@@ -117,14 +116,7 @@ class Launch:
     constraint: str | None = None
     array_parallelism: int = 64  # at most this many array tasks run at once
     slurm_setup: list[str] = list_field()  # shell lines run before the worker, e.g. "module load cuda"
-    slurm_extra: list[str] = sp.field(
-        default_factory=list,
-        action="append",
-        type=str,
-        nargs="+",
-        required=False,
-        help="KEY=VALUE sbatch options",
-    )
+    slurm_extra: list[str] = repeatable("KEY=VALUE sbatch options")
     submitit_dir: str | None = None  # default: {plan dir}/_submitit
     max_array_size: int | None = None  # default: MaxArraySize from `scontrol show config`, else 1001
     runs_per_task: int = 1  # pack this many runs into one worker process (short runs)
@@ -141,12 +133,8 @@ class Container:
 
     container_image: str | None = None
     container_runtime: str = "auto"  # auto | apptainer | singularity | docker | podman
-    container_bind: list[str] = sp.field(
-        default_factory=list, action="append", type=str, nargs="+", required=False, help="SRC[:DST[:ro]]"
-    )
-    container_env: list[str] = sp.field(
-        default_factory=list, action="append", type=str, nargs="+", required=False, help="KEY=VALUE"
-    )
+    container_bind: list[str] = repeatable("SRC[:DST[:ro]]")
+    container_env: list[str] = repeatable("KEY=VALUE")
     container_args: str = ""  # extra runtime flags
 
 
