@@ -224,19 +224,17 @@ class SubmititLauncher(Launcher):
             "time_min": self.resources.time_min,
             "max_timeouts": MAX_TIME_LIMIT_REQUEUES,
         }, compact=True)  # fmt: skip
+        offsets = [i * limit for i in range(len(chunks))]  # every chunk but the last holds `limit` units
         scripts = []
-        offset = 0
-        for i, part in enumerate(chunks):
+        for i, (part, offset) in enumerate(zip(chunks, offsets, strict=True)):
             script = paths.script(i) if not self.dry_run else folder / f"dry-run-array-{i}.sbatch"
             write_atomic(script, self._script(folder, paths.units, offset, len(part)))
             scripts.append(str(script))
-            offset += len(part)
         if self.dry_run:
             record["dry_run"] = True
             record["scripts"] = scripts
             return record
-        offset = 0
-        for script, part in zip(scripts, chunks, strict=True):
+        for script, part, offset in zip(scripts, chunks, offsets, strict=True):
             try:
                 array_id = sbatch(Path(script))
             except SubmitError as exc:  # e.g. sbatch refused the 3rd array: keep what was submitted, say so
@@ -247,7 +245,6 @@ class SubmititLauncher(Launcher):
             record["job_ids"].append(array_id)
             write_json(paths.jobs, {"arrays": [{k: a[k] for k in ("job_id", "offset", "tasks")}
                                                for a in record["arrays"]]})  # fmt: skip
-            offset += len(part)
         if not record["job_ids"]:
             raise SubmitError(record.get("submit_error", "sbatch submitted nothing"), record)
         write_atomic(paths.collector_script, self._collector_script(folder, root, record["job_ids"]))
@@ -259,33 +256,18 @@ class SubmititLauncher(Launcher):
 
     def _script(self, folder: Path, units_file: Path, offset: int, count: int) -> str:
         """The sbatch script of one array: every task runs `python -m nestling.launch.task UNITS OFFSET`."""
-        from submitit.slurm.slurm import _make_sbatch_string
-
         params = self._slurm_params(self.resources)
-        params["additional_parameters"] = {**batch_log_params(folder), **params["additional_parameters"]}
         if count > 1:  # one unit (e.g. one multi-node run) is a plain job, as with submitit
             params["map_count"] = count
-        command = shlex.join(
-            [sys.executable, "-u", "-m", "nestling.launch.task", str(units_file.resolve()), str(offset)]
-        )
-        return _make_sbatch_string(command=command, folder=folder, wckey="nestling", **params)
+        return _render(folder, ["-m", "nestling.launch.task", str(units_file.resolve()), str(offset)], params)
 
     def _collector_script(self, folder: Path, root: Path, job_ids: list[str]) -> str:
         """A one-CPU job that runs `nestling collect` once every array ended (afterany), whoever is logged in."""
-        from submitit.slurm.slurm import _make_sbatch_string
-
-        res = self.resources
-        params = self._slurm_params(res, gres=False)
-        params.update(job_name=f"{res.job_name}-collect", cpus_per_task=1, mem="1024MB", time=30, nodes=1,
-                      ntasks_per_node=1)  # fmt: skip
-        params["additional_parameters"] = {
-            **batch_log_params(folder),
-            **res.extra,
-            "dependency": "afterany:" + ":".join(job_ids),
-        }
-        params.pop("array_parallelism", None)
-        command = shlex.join([sys.executable, "-u", "-m", "nestling.cli", "collect", str(root.resolve())])
-        return _make_sbatch_string(command=command, folder=folder, wckey="nestling", **params)
+        params = self._slurm_params(self.resources, gres=False)
+        params.update(job_name=f"{self.resources.job_name}-collect", cpus_per_task=1, mem="1024MB", time=30,
+                      nodes=1, ntasks_per_node=1)  # fmt: skip
+        params["additional_parameters"]["dependency"] = "afterany:" + ":".join(job_ids)
+        return _render(folder, ["-m", "nestling.cli", "collect", str(root.resolve())], params)
 
     def _launch_local(self, folder: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
         """submitit's local executor (attached): one pickled UnitJob per unit, every task awaited."""
@@ -329,6 +311,18 @@ class SubmititLauncher(Launcher):
             if queued_jobs(job_ids) == {}:  # None: squeue failed this time, ask again
                 return
             time.sleep(poll_s)
+
+
+def _render(folder: Path, python_args: list[str], params: dict[str, Any]) -> str:
+    """An sbatch script from submitit's template: `srun python -u ARGS`, logs in `folder` (see batch_log_params)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params = {
+        **params,
+        "additional_parameters": {**batch_log_params(folder), **params["additional_parameters"]},
+    }
+    command = shlex.join([sys.executable, "-u", *python_args])
+    return _make_sbatch_string(command=command, folder=folder, wckey="nestling", **params)
 
 
 def sbatch(script: Path) -> str:
