@@ -70,6 +70,9 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
         raise
 
 
+WRITE_THREADS = 4  # per-cv parquet files written at once
+
+
 def _write_all(tables: list[tuple[pl.DataFrame, Path]]) -> None:
     """One small parquet file per cv: a tune of 1,000 trials writes 1,000. polars and the file system release the
     GIL, so a few threads overlap the per-file latency; each file is still written atomically."""
@@ -100,7 +103,6 @@ def collect(path: Path, write: bool = True) -> Collected:
     return Collected(plan=plan, cvs=cvs)
 
 
-WRITE_THREADS = 4
 _RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt")
 
 
@@ -213,8 +215,12 @@ def tune_runs_table(cvs: list[CvSummary]) -> pl.DataFrame:
         return pl.DataFrame()
     hp_keys = _hp_columns(cvs)
     fast = _tune_runs_fast(cvs, hp_keys)
-    if fast is not None:
-        return fast
+    return fast if fast is not None else _tune_runs_per_cv(cvs, hp_keys)
+
+
+def _tune_runs_per_cv(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame:
+    """The general path (and the reference the fast one must equal): cv_name and hyperparameter columns added to
+    each cv's table, the tables diagonally concatenated."""
     frames = []
     for cv in cvs:
         extra = [pl.lit(cv.cv_name).alias("cv_name")]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 from nestling import naming
 from nestling.artifacts import PlanOnDisk, load_plan
@@ -158,12 +157,10 @@ def _archive_failed_result(run_dir: Path) -> None:
 def _apply_forced(run_dir: Path, effective: Config) -> None:
     from nestling.artifacts import load_spec
 
-    load_spec(run_dir)  # a run that never started gets its run_spec.json now, to be edited below
-    spec_path = naming.RunPaths(run_dir).spec
-    spec: dict[str, Any] = json.loads(spec_path.read_text())
+    spec = load_spec(run_dir).to_dict()  # a run that never started gets its run_spec.json here
     spec.update(
         max_epochs=effective.training.max_epochs,
         early_stopping_patience=effective.training.early_stopping_patience,
         accelerator=effective.device.accelerator,
     )
-    write_atomic(spec_path, json.dumps(spec))
+    write_atomic(naming.RunPaths(run_dir).spec, json.dumps(spec))

@@ -31,17 +31,6 @@ def _fake_tune(tmp_path: Path, n: int) -> Path:
     return make_tree(tmp_path, n)
 
 
-def _slow_tune_runs(cvs: list[C.CvSummary]) -> pl.DataFrame:
-    """The per-cv reference: with_columns(pl.lit(...)) per cv, diagonal concat."""
-    hp_keys = C._hp_columns(cvs)
-    frames = []
-    for cv in cvs:
-        extra = [pl.lit(cv.cv_name).alias("cv_name")]
-        extra += [pl.lit(cv.hparams.get(k)).alias(k) for k in hp_keys if k not in cv.table.columns]
-        frames.append(cv.table.with_columns(extra))
-    return pl.concat(frames, how="diagonal_relaxed")
-
-
 @pytest.mark.parametrize(
     "change",
     [
@@ -62,7 +51,7 @@ def test_tune_runs_table_matches_the_per_cv_path(tmp_path: Path, change: Any) ->
     collected = C.collect(_fake_tune(tmp_path, 200), write=False)
     cvs = [dataclasses.replace(cv, hparams=change(i, cv.hparams)) for i, cv in enumerate(collected.cvs)]
     cvs[0] = dataclasses.replace(cvs[0], table=cvs[0].table.select(C.BASE_COLUMNS))  # a cv without metrics
-    fast, slow = C.tune_runs_table(cvs), _slow_tune_runs(cvs)
+    fast, slow = C.tune_runs_table(cvs), C._tune_runs_per_cv(cvs, C._hp_columns(cvs))
     assert fast.columns == slow.columns
     assert fast.schema == slow.schema
     assert fast.equals(slow)
