@@ -49,7 +49,7 @@ class Row:
         if self.ratio is None and self.nestling is not None and self.baseline:
             self.ratio = self.nestling / self.baseline
         if not self.measured_at:
-            self.measured_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            self.measured_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def judge(value: float | None, op: str, limit: float) -> bool | None:

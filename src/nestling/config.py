@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import sys
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import simple_parsing as sp
-import tomllib
 from simple_parsing.helpers import list_field
 
 from nestling.errors import UsageError

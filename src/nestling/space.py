@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,10 +86,7 @@ def _read_file(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read hyperparameter file {str(path)!r}: {err}") from err
     if suffix in TOML_SUFFIXES:
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - py3.10 only
-            import tomli as tomllib
+        import tomllib
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
