@@ -42,7 +42,7 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         return resume(kind, config, argv)
     prepared = prepare(config, kind)
     plan = prepared.plan
-    launcher = make_launcher(config, kind, plan.name, prepared.devices)
+    launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task)
     units = work_units(
         run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
     )
@@ -127,10 +127,9 @@ def _dry_run(kind: str, plan: Any, units: list[WorkUnit], launcher: Any) -> int:
     if launcher.container is not None and units:
         import shlex
 
-        from nestling.launch.entry import slurm_task_command
-
-        example = slurm_task_command(
-            ["--serve"], launcher.container, {"SLURM_JOB_GPUS": "0"}, interactive=True
+        worker = [sys.executable, "-m", "nestling.worker", "--serve"]
+        example = launcher.container.wrap(
+            worker, environ={"SLURM_JOB_GPUS": "0"}, interactive=True, job_task=True
         )
         print("# each task feeds its units to one worker in the image, e.g. task 0 (given GPU 0):")
         print("# " + shlex.join(example))

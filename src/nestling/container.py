@@ -12,6 +12,9 @@ GPU pinning per runtime (``gpus`` are the physical ids the worker was given):
   renumbered like docker. Without a CDI spec (no NVIDIA stack, e.g. a test machine with fake SLURM GPUs) no
   device is passed and ``CUDA_VISIBLE_DEVICES=<physical ids>`` is set, so the pinning is still observable.
 
+Every launcher wraps its worker command through one :class:`ContainerSpec`, built once per launch from the
+options and the loaded task, carried as JSON in ``units.json`` (SLURM array tasks) or pickled (submitit-local).
+
 Every runtime sets ``NESTLING_IN_CONTAINER=1`` and, with GPUs, ``NESTLING_PHYSICAL_GPUS=<physical ids>``.
 
 What a worker gets from the host environment is chosen by :func:`passthrough_env` (SLURM's job variables,
@@ -20,6 +23,7 @@ What a worker gets from the host environment is chosen by :func:`passthrough_env
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -29,7 +33,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nestling.errors import UsageError
 
@@ -122,45 +126,77 @@ def parse_env(item: str) -> tuple[str, str]:
     return key, value
 
 
-def validate(opts: ContainerOptions) -> None:
-    """Refuse bad container options before anything is submitted, one line naming the value and the fix."""
+def option_problems(opts: ContainerOptions) -> list[tuple[str, str]]:
+    """Every container option value that is wrong on any machine, as (what, one line naming the value and the fix).
+
+    ``what`` names the option group ("container", "container runtime", "container image", "container option",
+    "container args"); :func:`validate` raises the first, ``nestling doctor`` shows each as a row.
+    """
+    problems: list[tuple[str, str]] = []
     if opts.runtime not in RUNTIMES:
-        raise UsageError(
+        problems.append((
+            "container runtime",
             f"unknown container runtime {opts.runtime!r}: choose one of {', '.join(RUNTIMES)} "
-            "(e.g. --container_runtime auto)"
-        )
+            "(e.g. --container_runtime auto)",
+        ))  # fmt: skip
     if opts.image is None:
         if opts.binds or opts.env or opts.args or opts.runtime != "auto":
-            raise UsageError(
+            problems.append((
+                "container",
                 "container options given without an image: set --container_image (a .sif file or an image "
-                "reference) or drop the container options"
-            )
-        return
+                "reference) or drop the container options",
+            ))  # fmt: skip
+        return problems
     if not opts.image.strip():
-        raise UsageError(f"invalid container image {opts.image!r}: give a .sif path or an image reference")
-    if opts.image.endswith(".sif"):
-        if opts.runtime in OCI_RUNTIMES:
-            raise UsageError(
-                f"container image {opts.image!r} is a .sif file, which {opts.runtime} cannot run: use "
-                "--container_runtime apptainer (or auto)"
-            )
-        if not _URI.match(opts.image) and not Path(opts.image).is_file():
-            raise UsageError(
-                f"container image {opts.image!r} does not exist: build it (see containers/README.md) or fix "
-                "the path"
-            )
+        problems.append(
+            ("container image", f"invalid container image {opts.image!r}: give a .sif path or an image reference")
+        )
+    if opts.image.endswith(".sif") and opts.runtime in OCI_RUNTIMES:
+        problems.append((
+            "container image",
+            f"container image {opts.image!r} is a .sif file, which {opts.runtime} cannot run: use "
+            "--container_runtime apptainer (or auto)",
+        ))  # fmt: skip
+    for spec in opts.binds:
+        try:
+            parse_bind(spec)
+        except UsageError as exc:
+            problems.append(("container option", str(exc)))
+    for item in opts.env:
+        try:
+            parse_env(item)
+        except UsageError as exc:
+            problems.append(("container option", str(exc)))
+    try:
+        shlex.split(opts.args)
+    except ValueError as exc:
+        problems.append(
+            ("container args", f"invalid container args {opts.args!r}: {exc}; quote them as in a shell")
+        )
+    return problems
+
+
+def validate(opts: ContainerOptions) -> None:
+    """Refuse bad container options before anything is submitted, one line naming the value and the fix.
+
+    First the values themselves (:func:`option_problems`), then what must exist on this machine: a .sif file
+    given by path and every bind source.
+    """
+    problems = option_problems(opts)
+    if problems:
+        raise UsageError(problems[0][1])
+    if opts.image is None:
+        return
+    if opts.image.endswith(".sif") and not _URI.match(opts.image) and not Path(opts.image).is_file():
+        raise UsageError(
+            f"container image {opts.image!r} does not exist: build it (see containers/README.md) or fix the path"
+        )
     for spec in opts.binds:
         bind = parse_bind(spec)
         if not Path(bind.src).exists():
             raise UsageError(
                 f"container bind source {bind.src!r} (from {spec!r}) does not exist: create it or fix the path"
             )
-    for item in opts.env:
-        parse_env(item)
-    try:
-        shlex.split(opts.args)
-    except ValueError as exc:
-        raise UsageError(f"invalid container args {opts.args!r}: {exc}; quote them as in a shell") from exc
 
 
 def docker_daemon_present() -> bool:
@@ -168,7 +204,7 @@ def docker_daemon_present() -> bool:
     if os.environ.get("DOCKER_HOST") or Path("/var/run/docker.sock").exists():
         return True
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    return bool(runtime_dir) and Path(runtime_dir, "docker.sock").exists()
+    return Path(runtime_dir, "docker.sock").exists() if runtime_dir else False
 
 
 def resolve_runtime(
@@ -180,13 +216,8 @@ def resolve_runtime(
 
     .sif -> apptainer, else singularity. Otherwise docker when its client is installed and a daemon socket
     is there (a docker client without a daemon, as on podman-only machines, would only fail later), else
-    podman, else docker if at least its client is installed.
+    podman, else docker if at least its client is installed. ``opts`` passed :func:`option_problems` already.
     """
-    if opts.runtime not in RUNTIMES:
-        raise UsageError(
-            f"unknown container runtime {opts.runtime!r}: choose one of {', '.join(RUNTIMES)} "
-            "(e.g. --container_runtime auto)"
-        )
     if opts.runtime != "auto":
         if which(opts.runtime) is None:
             raise UsageError(
@@ -376,7 +407,7 @@ def worker_python(opts: ContainerOptions, executable: str | None = None) -> str:
 def image_exists(
     opts: ContainerOptions,
     runtime: str,
-    run: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
+    run: Callable[..., subprocess.CompletedProcess[Any]] = subprocess.run,
 ) -> bool:
     """Whether the image is available locally, for ``nestling doctor``.
 
@@ -423,3 +454,153 @@ def host_python_binds() -> list[str]:
             continue
         chosen.append(p)
     return [f"{p}:{p}:ro" for p in chosen]
+
+
+# -- the description every launcher wraps its worker with -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """The image a launch's workers run in, checked and resolved once on the submitting host.
+
+    ``runtime`` is resolved (never ``auto``); ``auto_binds`` (the artifact dir, the task's data dirs) are bound
+    read-write at the same path; ``python`` is the interpreter inside the image (:func:`worker_python`);
+    ``workdir`` is where the worker starts.
+    """
+
+    image: str
+    runtime: str
+    binds: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    args: str = ""
+    auto_binds: tuple[str, ...] = ()
+    python: str = "python"
+    workdir: str | None = None
+
+    @classmethod
+    def from_config(
+        cls, c: ContainerConfig, *, artifact_dir: Path | str, task: Any, task_name: str = "the task"
+    ) -> ContainerSpec | None:
+        """Validate the CLI's container options and describe the image, or None when no image is set.
+
+        ``task`` is the task preflight already loaded: its ``data_dirs()`` are bound (a missing one is a
+        UsageError naming ``task_name``). The worker starts in the submitting directory, so relative paths
+        keep working.
+        """
+        opts = ContainerOptions.from_config(c)
+        validate(opts)
+        if opts.image is None:
+            return None
+        runtime = resolve_runtime(opts)
+        binds, missing = auto_binds(artifact_dir, _data_dirs(task))
+        if missing:
+            raise UsageError(
+                f"data dir {missing[0]!r} of task {task_name!r} does not exist, so it cannot be bound into "
+                "the container image: create it or fix the task's data_dirs()"
+            )
+        return cls(
+            image=opts.image,
+            runtime=runtime,
+            binds=opts.binds,
+            env=opts.env,
+            args=opts.args,
+            auto_binds=tuple(binds),
+            python=worker_python(opts),
+            workdir=os.getcwd(),
+        )
+
+    @property
+    def options(self) -> ContainerOptions:
+        return ContainerOptions(
+            image=self.image, runtime=self.runtime, binds=self.binds, env=self.env, args=self.args
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object (lists for tuples); :meth:`from_json` reads it back equal."""
+        return {
+            "image": self.image,
+            "runtime": self.runtime,
+            "binds": list(self.binds),
+            "env": list(self.env),
+            "args": self.args,
+            "auto_binds": list(self.auto_binds),
+            "python": self.python,
+            "workdir": self.workdir,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ContainerSpec:
+        return cls(
+            image=str(data["image"]),
+            runtime=str(data["runtime"]),
+            binds=tuple(data.get("binds", ())),
+            env=tuple(data.get("env", ())),
+            args=str(data.get("args", "")),
+            auto_binds=tuple(data.get("auto_binds", ())),
+            python=str(data.get("python", "python")),
+            workdir=data.get("workdir"),
+        )
+
+    def wrap(
+        self,
+        cmd: Sequence[str],
+        *,
+        environ: Mapping[str, str],
+        gpus: Sequence[str] | None = None,
+        interactive: bool = False,
+        job_task: bool = False,
+    ) -> list[str]:
+        """The argv that runs the worker command ``cmd`` (``cmd[0]``: the host interpreter) in the image.
+
+        ``environ`` is the worker's host environment; only :func:`passthrough_env` of it enters. ``gpus``: the
+        physical ids the worker was given (the local pool's slot). ``job_task``: ``cmd`` is one task of a job
+        (a SLURM array task, one srun rank, a submitit job), so its GPUs come from ``environ`` instead:
+        apptainer/singularity see the job's devices, so SLURM's ``CUDA_VISIBLE_DEVICES`` passes through;
+        docker/podman select devices by node-level id, which is ``SLURM_STEP_GPUS`` / ``SLURM_JOB_GPUS``
+        (``CUDA_VISIBLE_DEVICES`` is renumbered when SLURM constrains devices with cgroups). A job with several
+        tasks (multi-node DDP) gets the host network on docker/podman so ranks can reach MASTER_ADDR, unless
+        ``--container_args`` chose a network. ``interactive`` keeps stdin attached (``worker --serve``).
+        """
+        opts = self.options
+        if job_task:
+            ids = environ.get("CUDA_VISIBLE_DEVICES", "")
+            if self.runtime in OCI_RUNTIMES:
+                ids = environ.get("SLURM_STEP_GPUS") or environ.get("SLURM_JOB_GPUS") or ids
+            gpus = [g for g in ids.split(",") if g and g != "NoDevFiles"] or None
+            multi_task = int(environ.get("SLURM_NTASKS", "1") or 1) > 1
+            if (
+                self.runtime in OCI_RUNTIMES
+                and multi_task
+                and not any(a.startswith("--net") for a in shlex.split(opts.args))
+            ):
+                opts = dataclasses.replace(opts, args=f"{opts.args} --network host".strip())
+        return wrap_command(
+            [self.python, *cmd[1:]],
+            opts,
+            runtime=self.runtime,
+            gpus=gpus,
+            auto_binds=[Path(p) for p in self.auto_binds],
+            env=passthrough_env(environ, opts),
+            workdir=self.workdir,
+            interactive=interactive,
+        )
+
+
+def auto_binds(artifact_dir: Path | str, data_dirs: Sequence[str | Path]) -> tuple[list[str], list[str]]:
+    """(what to bind at the same path, the data dirs that do not exist): the artifact dir, then each data dir
+    not already inside a bind."""
+    binds = [str(Path(artifact_dir).resolve())]
+    missing: list[str] = []
+    for d in data_dirs:
+        path = Path(d).resolve()
+        if not path.exists():
+            missing.append(str(d))
+        elif not any(path == Path(b) or Path(b) in path.parents for b in binds):
+            binds.append(str(path))
+    return binds, missing
+
+
+def _data_dirs(task: Any) -> list[str | Path]:
+    """The task's optional ``data_dirs()`` (directories its data lives in), [] when it has none."""
+    data_dirs = getattr(task, "data_dirs", None) if task is not None else None
+    return list(data_dirs()) if callable(data_dirs) else []

@@ -152,44 +152,21 @@ def _artifact_dir_check(config: Config) -> Check:
 
 def _container_checks(config: Config, task: Any, which: Which, run: Run, checks: list[Check]) -> None:
     from nestling.container import (
-        RUNTIMES,
         SIF_RUNTIMES,
         ContainerOptions,
+        auto_binds,
         image_exists,
+        option_problems,
         parse_bind,
-        parse_env,
         resolve_runtime,
         worker_python,
     )
 
-    c = config.container
-    if not c.container_image:
-        if c.container_bind or c.container_env or c.container_args or c.container_runtime != "auto":
-            checks.append(Check("container", BAD, "container options given without --container_image"))
-        return
-    opts = ContainerOptions.from_config(c)
-    syntax_ok = True
-    if opts.runtime not in RUNTIMES:
-        checks.append(
-            Check(
-                "container runtime",
-                BAD,
-                f"--container_runtime {opts.runtime!r}: one of {', '.join(RUNTIMES)}",
-            )
-        )
-        return
-    for item, parse in [*((b, parse_bind) for b in opts.binds), *((e, parse_env) for e in opts.env)]:
-        try:
-            parse(item)
-        except UsageError as exc:
-            checks.append(Check("container option", BAD, str(exc)))
-            syntax_ok = False
-    try:
-        shlex.split(opts.args)
-    except ValueError as exc:
-        checks.append(Check("container args", BAD, f"--container_args {opts.args!r}: {exc}"))
-        syntax_ok = False
-    if not syntax_ok:
+    opts = ContainerOptions.from_config(config.container)
+    problems = option_problems(opts)
+    for what, message in problems:  # the values themselves are wrong: what `nestling cv` would refuse
+        checks.append(Check(what, BAD, message))
+    if problems or opts.image is None:
         return
     try:
         runtime = resolve_runtime(opts, which=which)
@@ -228,14 +205,11 @@ def _container_checks(config: Config, task: Any, which: Which, run: Run, checks:
         else:
             checks.append(Check("container bind", PROBLEM, f"{bind.src} (from {spec}) does not exist",
                                 "create it or fix the path in --container_bind"))  # fmt: skip
-    auto = [str(Path(config.logging.artifact_dir).resolve())]
     data_dirs = getattr(task, "data_dirs", None) if task is not None else None
-    for d in data_dirs() if callable(data_dirs) else []:
-        if Path(d).exists():
-            auto.append(str(Path(d).resolve()))
-        else:
-            checks.append(Check("task data dir", PROBLEM, f"{d} does not exist, so it cannot be bound",
-                                "create it or fix the task's data_dirs()"))  # fmt: skip
+    auto, missing = auto_binds(config.logging.artifact_dir, data_dirs() if callable(data_dirs) else [])
+    for d in missing:
+        checks.append(Check("task data dir", PROBLEM, f"{d} does not exist, so it cannot be bound",
+                            "create it or fix the task's data_dirs()"))  # fmt: skip
     checks.append(Check("auto binds", OK, "; ".join(auto)))
     python = worker_python(opts)
     where = "the host interpreter, bound in" if python != "python" else "the image's python"

@@ -14,8 +14,18 @@ import pytest
 from nestling import container
 from nestling.cli import main
 from nestling.config import parse_config
-from nestling.launch.entry import slurm_task_command
-from nestling.launch.factory import _local_wrap, container_spec
+from nestling.container import ContainerSpec
+from nestling.launch.factory import container_spec
+
+WORKER = [sys.executable, "-m", "nestling.worker"]
+
+
+def slurm_task_command(
+    args: list[str], spec: ContainerSpec | None, environ: dict[str, str], interactive: bool = False
+) -> list[str]:
+    """What a SLURM task (array task, srun rank) starts: the worker in the image, GPUs from its environment."""
+    assert spec is not None
+    return spec.wrap([*WORKER, *args], environ=environ, interactive=interactive, job_task=True)
 
 
 @pytest.fixture(autouse=True)
@@ -53,33 +63,31 @@ def test_container_spec_binds_artifact_dir_and_task_data_dirs(
 ) -> None:
     config = parse_config(options(site))
     spec = container_spec(config)
-    assert spec == {
-        "options": {
-            "image": f"{site}/n.sif", "runtime": "apptainer", "binds": (f"{site}/models:/models:ro",),
-            "env": ("WANDB_MODE=offline", "HF_HOME=/models"), "args": "",
-        },
-        "runtime": "apptainer",
-        "auto_binds": [f"{site}/art"],
-        "env": {},
-        "python": "python",  # the host interpreter is not bound in: the image's python runs the worker
-        "workdir": str(site),
-    }  # fmt: skip
+    assert spec == ContainerSpec(
+        image=f"{site}/n.sif", runtime="apptainer", binds=(f"{site}/models:/models:ro",),
+        env=("WANDB_MODE=offline", "HF_HOME=/models"), args="",
+        auto_binds=(f"{site}/art",),
+        python="python",  # the host interpreter is not bound in: the image's python runs the worker
+        workdir=str(site),
+    )  # fmt: skip
 
     class WithData:
         def data_dirs(self) -> list[str]:
             return [str(site / "models"), str(site / "art" / "cache")]
 
     (site / "art" / "cache").mkdir(parents=True)
-    assert container_spec(config, WithData())["auto_binds"] == [f"{site}/art", f"{site}/models"]
+    with_data = container_spec(config, WithData())
+    assert with_data is not None and with_data.auto_binds == (f"{site}/art", f"{site}/models")
     with pytest.raises(Exception, match="does not exist"):
         container_spec(config, type("Missing", (), {"data_dirs": lambda self: ["/nonexistent/data"]})())
     assert container_spec(parse_config(["--task", "sleep"])) is None
 
 
 def test_local_worker_apptainer_command(site: Path) -> None:
-    wrap = _local_wrap(container_spec(parse_config(options(site))))
+    spec = container_spec(parse_config(options(site)))
+    assert spec is not None
     host_env = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HOME": "/root", "CONTAINERS_CONF": "/x"}
-    argv = wrap([sys.executable, "-m", "nestling.worker", "--serve"], ["3"], host_env)
+    argv = spec.wrap([*WORKER, "--serve"], environ=host_env, gpus=["3"], interactive=True)
     assert argv == [
         "apptainer", "exec", "--contain", "--cleanenv", "--nv",
         "--bind", f"{site}/art:{site}/art", "--bind", f"{site}/models:/models:ro",
@@ -94,7 +102,8 @@ def test_local_worker_apptainer_command(site: Path) -> None:
 def test_local_worker_podman_command_keeps_stdin_and_host_python(site: Path) -> None:
     binds = ["--container_bind", *container.host_python_binds()]
     spec = container_spec(parse_config([*options(site, "podman", "localhost/nestling-test:latest"), *binds]))
-    argv = _local_wrap(spec)([sys.executable, "-m", "nestling.worker", "--serve"], None, {})
+    assert spec is not None
+    argv = spec.wrap([*WORKER, "--serve"], environ={}, gpus=None, interactive=True)
     assert argv[:7] == ["podman", "run", "--rm", "--init", "--ipc=host", "-i", "--security-opt"]
     assert argv[-5:] == ["localhost/nestling-test:latest", sys.executable, "-m", "nestling.worker", "--serve"]
     assert argv[argv.index("-w") + 1] == str(site)
@@ -211,3 +220,34 @@ def test_multi_task_jobs_get_the_host_network_on_oci(site: Path) -> None:
     assert "host" not in slurm_task_command(["/r"], own, env)
     apptainer = slurm_task_command(["/r"], container_spec(parse_config(options(site))), env)
     assert "--network" not in apptainer  # apptainer shares the host network already
+
+
+def test_spec_round_trips_through_units_json_and_pickle(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+
+    spec = container_spec(parse_config(options(site, "podman", "nestling:latest")))
+    assert spec is not None
+    assert ContainerSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    assert pickle.loads(pickle.dumps(spec)) == spec  # submitit-local pickles it with each job
+    # what an array task reads back from the launch's units.json is the spec the submitting host built
+    assert main(["cv", *options(site), "--launcher", "slurm", "--dry_run"]) == 0
+    units = json.loads((site / "art" / "_dry_run" / "snap" / "units.json").read_text())
+    assert ContainerSpec.from_json(units["container"]) == container_spec(parse_config(options(site)))
+
+
+def test_task_is_loaded_once_per_command(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container spec binds the data dirs of the task preflight loaded; it does not load it again."""
+    import nestling.preflight
+    import nestling.task
+
+    loads: list[str] = []
+    real = nestling.task.load_task
+
+    def counting(spec: str) -> object:
+        loads.append(spec)
+        return real(spec)
+
+    monkeypatch.setattr(nestling.task, "load_task", counting)
+    monkeypatch.setattr(nestling.preflight, "load_task", counting)
+    assert main(["cv", *options(site), "--launcher", "slurm", "--dry_run"]) == 0
+    assert loads == ["sleep"]

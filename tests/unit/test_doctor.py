@@ -152,3 +152,17 @@ def test_doctor_command_imports_no_torch(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("NO-TORCH")
+
+
+def test_every_bad_container_option_is_its_own_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """doctor shows the problems `nestling cv` would refuse (container.option_problems), each as a row."""
+    argv = [*SLEEP, "--artifact_dir", str(tmp_path), "--container_image", "img:1", "--container_runtime",
+            "dockerish", "--container_env", "NOVALUE", "--container_bind", "rel:dst", "--container_args", "'x"]  # fmt: skip
+    rc, out = doctor(argv, capsys, which=which("podman"))
+    assert rc == 2
+    assert "unknown container runtime 'dockerish'" in rows(out, "container runtime")[0]
+    options = rows(out, "container option")
+    assert len(options) == 2 and "'rel:dst'" in options[0] and "'NOVALUE'" in options[1]
+    assert "bad option" in rows(out, "container args")[0]
+    rc, out = doctor([*SLEEP, "--artifact_dir", str(tmp_path), "--container_bind", str(tmp_path)], capsys)
+    assert rc == 2 and "without an image" in rows(out, "container")[0]

@@ -2,36 +2,43 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestling.config import PARALLEL_STRATEGIES, Config
 from nestling.devices import TrainerDevices, uses_gpu, worker_slots
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher
 
+if TYPE_CHECKING:
+    from nestling.container import ContainerSpec
 
-def make_launcher(config: Config, kind: str, name: str, devices: TrainerDevices) -> Launcher:
-    launcher = config.launch.launcher  # `name` is the plan name (job name, dry-run folder)
-    container = container_spec(config)
+
+def make_launcher(
+    config: Config, kind: str, name: str, devices: TrainerDevices, task: Any = None
+) -> Launcher:
+    """`name` is the plan name (job name, dry-run folder); `task` the one preflight loaded, if any."""
+    launcher = config.launch.launcher
+    container = container_spec(config, task)
     if launcher == "local":
         from nestling.launch.local import LocalLauncher
 
         if config.device.strategy in PARALLEL_STRATEGIES:
             slots = worker_slots(config.device.accelerator, devices)
             per_unit = config.launch.gpus_per_task or 1
-            if per_unit > 1 and all(slot is not None for slot in slots):
+            gpu_slots = [slot for slot in slots if slot is not None]
+            if per_unit > 1 and len(gpu_slots) == len(slots):
                 if len(slots) < per_unit:
                     raise UsageError(
                         f"--gpus_per_task {per_unit} needs at least {per_unit} GPUs; {len(slots)} given by --devices"
                     )
                 slots = [
-                    sum(slots[i : i + per_unit], []) for i in range(0, len(slots) - per_unit + 1, per_unit)
+                    [g for slot in gpu_slots[i : i + per_unit] for g in slot]
+                    for i in range(0, len(slots) - per_unit + 1, per_unit)
                 ]
         else:
             slots = [None]  # one worker; the Trainer gets the device flags as given
-        return LocalLauncher(slots, wrap=_local_wrap(container) if container else None)
+        return LocalLauncher(slots, container=container)
     from nestling.launch.slurm import SubmititLauncher, check_against_sinfo
 
     resources = slurm_resources(config, kind, name, devices)
@@ -105,71 +112,20 @@ def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevice
     )
 
 
-def container_spec(config: Config, task: Any = None) -> dict[str, Any] | None:
-    """The picklable description of the image every worker runs in, or None.
+def container_spec(config: Config, task: Any = None) -> ContainerSpec | None:
+    """The image every worker runs in, or None; ``task`` is the one preflight loaded (loaded here only when
+    the caller has none, as on a resume)."""
+    from nestling.container import ContainerSpec
 
-    Bound automatically at the same path: the artifact dir and the task's ``data_dirs()``. The worker starts in
-    the submitting directory (relative artifact dirs keep working) with the host's interpreter when a declared
-    bind carries it, else the image's ``python`` (container.worker_python).
-    """
-    c = config.container
-    if not c.container_image:
+    if not config.container.container_image:
         return None
-    from nestling.container import ContainerOptions, resolve_runtime, validate, worker_python
-
-    opts = ContainerOptions.from_config(c)
-    validate(opts)
-    runtime = resolve_runtime(opts)
     if task is None:
         from nestling.task import load_task
 
         task = load_task(config.data.task)
-    artifact_dir = Path(config.logging.artifact_dir).resolve()
-    auto_binds = [str(artifact_dir)]
-    for d in (getattr(task, "data_dirs", None) or (lambda: []))():
-        path = Path(d).resolve()
-        if not path.exists():
-            raise UsageError(
-                f"data dir {str(d)!r} of task {config.data.task!r} does not exist, so it cannot be bound into "
-                "the container image: create it or fix the task's data_dirs()"
-            )
-        if not any(path == Path(b) or Path(b) in path.parents for b in auto_binds):
-            auto_binds.append(str(path))
-    return {
-        "options": {
-            "image": opts.image,
-            "runtime": opts.runtime,
-            "binds": opts.binds,
-            "env": opts.env,
-            "args": opts.args,
-        },
-        "runtime": runtime,
-        "auto_binds": auto_binds,
-        "env": {},
-        "python": worker_python(opts),
-        "workdir": os.getcwd(),
-    }
-
-
-def _local_wrap(container: dict[str, Any]) -> Any:
-    """`wrap(cmd, gpus, env)` for the local pool: the `worker --serve` command run in the image, stdin attached."""
-
-    def wrap(cmd: list[str], gpus: list[str] | None, env: dict[str, str] | None = None) -> list[str]:
-        from nestling.container import ContainerOptions, passthrough_env, wrap_command
-
-        opts = ContainerOptions(**container["options"])
-        return wrap_command(
-            [container.get("python", cmd[0]), *cmd[1:]],
-            opts,
-            runtime=container["runtime"],
-            gpus=gpus,
-            auto_binds=[Path(p) for p in container["auto_binds"]],
-            env={**passthrough_env(env or {}, opts), **container.get("env", {})},
-            workdir=container.get("workdir"),
-            interactive=True,
-        )
-
-    return wrap
+    return ContainerSpec.from_config(
+        config.container, artifact_dir=config.logging.artifact_dir, task=task, task_name=config.data.task
+    )
 
 
 def uses_gpus(config: Config) -> bool:

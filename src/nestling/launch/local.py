@@ -16,11 +16,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestling import naming
 from nestling.launch.base import Launcher, Progress
 from nestling.plan import WorkUnit
+
+if TYPE_CHECKING:
+    from nestling.container import ContainerSpec
 
 LOST = "lost"
 
@@ -32,13 +35,13 @@ class LocalLauncher(Launcher):
         self,
         slots: Sequence[list[str] | None],
         *,
-        wrap: Any = None,
+        container: ContainerSpec | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        """`slots`: one entry per worker, its GPU ids or None (CPU). `wrap(cmd, gpus, env)` may wrap the worker
-        command (containers); `env` is the worker's host environment, from which it picks what enters the image."""
+        """`slots`: one entry per worker, its GPU ids or None (CPU). With `container` each worker runs in that
+        image, taking from its host environment only what the spec lets in."""
         self.slots = list(slots) or [None]
-        self.wrap = wrap
+        self.container = container
         self.extra_env = dict(extra_env or {})
 
     def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
@@ -84,8 +87,8 @@ class LocalLauncher(Launcher):
     def _start(self, k: int, gpus: list[str] | None, log_dir: Path) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
         env = self._env(gpus, len(self.slots))
-        if self.wrap is not None:
-            cmd = self.wrap(cmd, gpus, env)
+        if self.container is not None:
+            cmd = self.container.wrap(cmd, environ=env, gpus=gpus, interactive=True)
         log = open(log_dir / f"worker-{k}.log", "a")  # noqa: SIM115 - owned by the child process
         return subprocess.Popen(
             cmd,

@@ -24,13 +24,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher, Progress
 from nestling.naming import ArrayLaunchPaths
 from nestling.plan import WorkUnit
 from nestling.records import read_result, write_atomic, write_json
+
+if TYPE_CHECKING:
+    from nestling.container import ContainerSpec
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 MAX_TIME_LIMIT_REQUEUES = 10  # a run may hit the time limit this often (checkpoint + requeue each time)
@@ -149,7 +152,7 @@ class SubmititLauncher(Launcher):
         *,
         folder: Path | None = None,
         array_limit: int | None = None,
-        container: dict[str, Any] | None = None,
+        container: ContainerSpec | None = None,
         dry_run: bool = False,
         quiet: bool = False,
         steal: bool = True,
@@ -219,7 +222,7 @@ class SubmititLauncher(Launcher):
         }
         write_json(paths.units, {
             "units": [u.run_dirs for u in units],
-            "container": self.container,
+            "container": self.container.to_json() if self.container else None,
             "steal": self.steal,
             "time_min": self.resources.time_min,
             "max_timeouts": MAX_TIME_LIMIT_REQUEUES,

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from nestling.container import ContainerSpec
 from nestling.launch import claims
 from nestling.naming import ArrayLaunchPaths
 
@@ -51,7 +52,7 @@ def timed_out(started: float, time_min: int, now: float | None = None) -> bool:
 class UnitRunner:
     """Runs work units one after another: in this process, or in one long-lived containerised worker."""
 
-    def __init__(self, container: dict[str, Any] | None) -> None:
+    def __init__(self, container: ContainerSpec | None) -> None:
         self.container = container
         self.child: subprocess.Popen[str] | None = None
 
@@ -62,9 +63,8 @@ class UnitRunner:
 
             return [str(r.get("status")) for r in run_all(run_dirs)]
         if self.child is None:
-            from nestling.launch.entry import slurm_task_command
-
-            cmd = slurm_task_command(["--serve"], self.container, interactive=True)
+            cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
+            cmd = self.container.wrap(cmd, environ=os.environ, interactive=True, job_task=True)
             self.child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write(json.dumps({"index": 0, "run_dirs": run_dirs}) + "\n")
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = ArrayLaunchPaths(units_file.parent)
     units: list[list[str]] = manifest["units"]
     own = offset + int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0)
-    runner = UnitRunner(manifest.get("container"))
+    container = manifest.get("container")
+    runner = UnitRunner(ContainerSpec.from_json(container) if container else None)
     Requeuer(paths, manifest, runner).install()
     job = job_key()
     several_ranks = int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1  # all ranks run the same single unit
