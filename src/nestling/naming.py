@@ -37,6 +37,7 @@ LAUNCH = "launch.json"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 WORKER_LOGS = "_workers"
+DRY_RUN_ROOT = "_dry_run"
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -164,6 +165,11 @@ class RunPaths:
     @property
     def logs(self) -> Path:
         return self.dir / LOGS
+
+
+def dry_run_dir(artifact_dir: Path, name: str) -> Path:
+    """Where `--dry_run` writes the job scripts of plan `name`: beside the plans, never inside one."""
+    return Path(artifact_dir) / DRY_RUN_ROOT / name
 
 
 def worker_log_dir(root: Path) -> Path:

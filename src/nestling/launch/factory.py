@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling import naming
 from nestling.config import PARALLEL_STRATEGIES, Config
 from nestling.devices import TrainerDevices, uses_gpu, worker_slots
 from nestling.errors import UsageError
@@ -46,7 +47,7 @@ def make_launcher(
         check_against_sinfo(resources)
     folder = Path(config.launch.submitit_dir) if config.launch.submitit_dir else None
     if config.launch.dry_run:
-        folder = folder or Path(config.logging.artifact_dir) / "_dry_run" / name
+        folder = folder or naming.dry_run_dir(Path(config.logging.artifact_dir), name)
     return SubmititLauncher(
         launcher,
         resources,
