@@ -196,7 +196,7 @@ def _folds(rest: pl.DataFrame, method: str, n_folds: int, seed: int) -> list[_Fo
                 f"--n_folds {n_folds} is more than the {n_regions} regions left for folds (after the test split); "
                 f"use --n_folds {n_regions} or fewer, or --fold_method kfold"
             )
-    if labels is not None and method == "stratified":
+    if labels is not None:  # a label with fewer samples than folds cannot be in every val fold
         _check_class_sizes(labels, n_folds, method)
 
     if method == "kfold":

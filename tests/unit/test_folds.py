@@ -204,6 +204,13 @@ def test_labels_of_any_hashable_type() -> None:
             {"fold_method": "stratified", "n_folds": 3},
             "--n_folds 3",
         ),
+        (
+            # a label smaller than --n_folds: sklearn's StratifiedGroupKFold raised a bare ValueError here
+            pl.DataFrame({"sample_id": [f"s{i}" for i in range(6)], "region": [f"r{i}" for i in range(6)],
+                          "label": [0, 0, 0, 1, 1, 1]}),
+            {"fold_method": "region-stratified", "n_folds": 4},
+            "--n_folds 4 is more than the 3 samples of label '0'",
+        ),  # fmt: skip
         (metadata(label=False), {"fold_method": "stratified"}, "'label'"),
         (metadata(label=False), {"fold_method": "region-stratified"}, "'label'"),
         (metadata(region=False), {"fold_method": "region"}, "'region'"),
