@@ -34,6 +34,7 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     if config.logging.name is not None:  # cheap checks first: a typo should not wait for the task to load
         naming.validate_name(config.logging.name, f"--name ({kind} name)")
     _check_choices(config, kind)
+    check_artifact_dir(Path(config.logging.artifact_dir))
     devices = parse_devices(config.device.devices)
     _check_devices(config, kind, devices)
     from nestling.scoring import parse_scoring_metrics, validate_strategy
@@ -131,6 +132,19 @@ def _check_choices(config: Config, kind: str) -> None:
         raise UsageError(
             f"--num_nodes {config.device.num_nodes} needs --launcher slurm (multi-node DDP runs through SLURM)"
         )
+
+
+def check_artifact_dir(path: Path) -> None:
+    """The artifact dir, or the nearest of its parents that exists, must be a directory (not a file)."""
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return
+        if candidate.exists() or candidate.is_symlink():
+            what = "--artifact_dir" if candidate == path else f"--artifact_dir {str(path)!r}: its parent"
+            raise UsageError(
+                f"{what} {str(candidate)!r} exists and is not a directory: choose another --artifact_dir "
+                "(e.g. --artifact_dir artifacts)"
+            )
 
 
 def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:

@@ -1,0 +1,93 @@
+"""Inputs that used to end in a traceback: each is one stderr line and exit 2, with nothing written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nestling.cli import main
+
+SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--max_epochs", "1", "--quiet"]
+
+TINY_TASK = '''
+import polars as pl
+from nestling.task import Task
+
+
+class Tiny(Task):
+    """6 samples in 6 regions, labels 3 x 0 and 3 x 1."""
+
+    def metadata(self):
+        return pl.DataFrame({"sample_id": [f"s{i}" for i in range(6)], "region": [f"r{i}" for i in range(6)],
+                             "label": [0, 0, 0, 1, 1, 1]})
+
+    def default_hparams(self):
+        return {"lr": 0.1}
+
+    def build_model(self, hparams):
+        raise AssertionError("never trained")
+
+    def build_datamodule(self, hparams, split):
+        raise AssertionError("never trained")
+'''
+
+
+@pytest.fixture(autouse=True)
+def _no_slurm_controller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dry runs must not depend on (or ask) a SLURM controller on this host."""
+    real = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda n, *a, **k: None if n in ("sinfo", "scontrol", "squeue") else real(n, *a, **k)
+    )
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("nestling: error: "), lines[0]
+    return lines[0]
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("launcher", [["--launcher", "local"], ["--launcher", "slurm", "--dry_run"]])
+def test_region_stratified_label_smaller_than_n_folds(
+    launcher: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "tinytask.py").write_text(TINY_TASK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    art = tmp_path / "art"
+    argv = ["cv", "--task", "tinytask:Tiny", "--accelerator", "cpu", "--n_seeds", "1", "--quiet",
+            "--fold_method", "region-stratified", "--n_folds", "4", *launcher, "--artifact_dir", str(art)]  # fmt: skip
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "--n_folds 4 is more than the 3 samples of label '0'" in line and "--n_folds 3 or fewer" in line
+    assert not art.exists()
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_artifact_dir_that_is_a_file(
+    below: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "results.csv"
+    taken.write_text("a,b\n")
+    art = taken / below if below else taken
+    for kind, extra in (("cv", ["--launcher", "local"]), ("cv", ["--launcher", "slurm", "--dry_run"]),
+                        ("run", ["--launcher", "local"])):  # fmt: skip
+        assert main([kind, *SLEEP, "--n_folds", "2", *extra, "--artifact_dir", str(art)]) == 2
+        line = _one_error_line(capsys)
+        assert f"{str(taken)!r} exists and is not a directory" in line and "--artifact_dir" in line
+        assert _files(tmp_path) == ["results.csv"] and taken.read_text() == "a,b\n"
+
+
+def test_relative_artifact_dir_under_a_directory_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["cv", *SLEEP, "--n_folds", "2", "--launcher", "slurm", "--dry_run", "--artifact_dir", "art"]) == 0
+    assert os.path.isdir(tmp_path / "art" / "_dry_run")
