@@ -15,6 +15,7 @@ import random
 import re
 import string
 from pathlib import Path
+from typing import Any
 
 from nestling.errors import UsageError
 
@@ -64,7 +65,8 @@ def generate_name(rng: random.Random | None = None) -> str:
         from coolname import RandomGenerator
         from coolname.data import config
 
-        return RandomGenerator(config, rand=rng).generate_slug(2)
+        wordlists: dict[str, Any] = config  # typed dict[str, object] by coolname, which its own class refuses
+        return RandomGenerator(wordlists, rand=rng).generate_slug(2)
     return generate_slug(2)
 
 
