@@ -484,8 +484,7 @@ class ContainerSpec:
         """Validate the CLI's container options and describe the image, or None when no image is set.
 
         ``task`` is the task preflight already loaded: its ``data_dirs()`` are bound (a missing one is a
-        UsageError naming ``task_name``). The worker starts in the submitting directory, so relative paths
-        keep working.
+        UsageError naming ``task_name``). The worker starts in :func:`worker_dir`.
         """
         opts = ContainerOptions.from_config(c)
         validate(opts)
@@ -506,7 +505,7 @@ class ContainerSpec:
             args=opts.args,
             auto_binds=tuple(binds),
             python=worker_python(opts),
-            workdir=os.getcwd(),
+            workdir=worker_dir(os.getcwd(), opts.binds, binds),
         )
 
     @property
@@ -598,6 +597,26 @@ def auto_binds(artifact_dir: Path | str, data_dirs: Sequence[str | Path]) -> tup
         elif not any(path == Path(b) or Path(b) in path.parents for b in binds):
             binds.append(str(path))
     return binds, missing
+
+
+def worker_dir(cwd: str, binds: Sequence[str], auto: Sequence[str]) -> str:
+    """Where the worker starts inside the image: a directory that exists there whatever the runtime.
+
+    The submitting directory when a bind puts it at the same path (``python -m`` then keeps a task module that
+    lives there importable); otherwise the artifact dir (``auto[0]``), which is always bound. Podman refuses to
+    start in a directory the image lacks (``workdir ... does not exist on container``), and the code may well be
+    baked into the image with nothing of the submitting directory bound. Run dirs, specs and splits files hold
+    absolute paths (preflight resolves the artifact dir), so nothing depends on which of the two it is.
+    """
+    here = Path(cwd).resolve()
+    same_path = [Path(b) for b in auto]
+    for spec in binds:
+        bind = parse_bind(spec)
+        if os.path.normpath(bind.src) == os.path.normpath(bind.dst):
+            same_path.append(Path(bind.src).resolve())
+    if any(here == b or b in here.parents for b in same_path):
+        return str(here)
+    return str(auto[0])
 
 
 def _data_dirs(task: Any) -> list[str | Path]:

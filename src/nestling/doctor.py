@@ -159,6 +159,7 @@ def _container_checks(config: Config, task: Any, which: Which, run: Run, checks:
         option_problems,
         parse_bind,
         resolve_runtime,
+        worker_dir,
         worker_python,
     )
 
@@ -211,6 +212,9 @@ def _container_checks(config: Config, task: Any, which: Which, run: Run, checks:
         checks.append(Check("task data dir", PROBLEM, f"{d} does not exist, so it cannot be bound",
                             "create it or fix the task's data_dirs()"))  # fmt: skip
     checks.append(Check("auto binds", OK, "; ".join(auto)))
+    workdir = worker_dir(os.getcwd(), opts.binds, auto)
+    unbound = "" if workdir == str(Path.cwd().resolve()) else " (this dir is not bound into the image)"
+    checks.append(Check("worker dir", OK, f"{workdir}{unbound}"))
     python = worker_python(opts)
     where = "the host interpreter, bound in" if python != "python" else "the image's python"
     checks.append(Check("worker python", OK, f"{python} ({where})"))

@@ -5,6 +5,7 @@ Every problem is a UsageError (one line, exit 2) raised before a directory exist
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
         naming.validate_name(config.logging.name, f"--name ({kind} name)")
     _check_choices(config, kind)
     check_artifact_dir(Path(config.logging.artifact_dir))
+    config = _absolute_artifact_dir(config)
     devices = parse_devices(config.device.devices)
     _check_devices(config, kind, devices)
     from nestling.scoring import parse_scoring_metrics, validate_strategy
@@ -145,6 +147,13 @@ def check_artifact_dir(path: Path) -> None:
                 f"{what} {str(candidate)!r} exists and is not a directory: choose another --artifact_dir "
                 "(e.g. --artifact_dir artifacts)"
             )
+
+
+def _absolute_artifact_dir(config: Config) -> Config:
+    """Plan under the resolved artifact dir: every run dir, splits file and spec then means the same from any
+    working directory (a worker in a container image starts in a bound dir, not the submitting one)."""
+    resolved = str(Path(config.logging.artifact_dir).resolve())
+    return dataclasses.replace(config, logging=dataclasses.replace(config.logging, artifact_dir=resolved))
 
 
 def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:

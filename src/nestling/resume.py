@@ -38,7 +38,7 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
         raise UsageError(
             "--resume is for nestling cv and nestling tune; a single run is resumed by its cv or tune"
         )
-    root = naming.top_dir(Path(config.logging.artifact_dir), kind, name)
+    root = naming.top_dir(Path(config.logging.artifact_dir).resolve(), kind, name)  # absolute run dirs
     if not (root / naming.PLAN).is_file():
         raise UsageError(
             f"no {kind} named {name!r} in {config.logging.artifact_dir} (no {root / naming.PLAN}); check --artifact_dir"

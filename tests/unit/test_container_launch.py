@@ -68,7 +68,7 @@ def test_container_spec_binds_artifact_dir_and_task_data_dirs(
         env=("WANDB_MODE=offline", "HF_HOME=/models"), args="",
         auto_binds=(f"{site}/art",),
         python="python",  # the host interpreter is not bound in: the image's python runs the worker
-        workdir=str(site),
+        workdir=f"{site}/art",  # the submitting dir is not bound in; the artifact dir always is
     )  # fmt: skip
 
     class WithData:
@@ -94,7 +94,7 @@ def test_local_worker_apptainer_command(site: Path) -> None:
         "--env", "WANDB_MODE=offline", "--env", "HF_HOME=/models",
         "--env", "OMP_NUM_THREADS=1", "--env", "PYTHONUNBUFFERED=1",
         "--env", "NESTLING_IN_CONTAINER=1", "--env", "CUDA_VISIBLE_DEVICES=3", "--env", "NESTLING_PHYSICAL_GPUS=3",
-        "--pwd", str(site),
+        "--pwd", f"{site}/art",  # the submitting dir is not bound: the worker starts in the artifact dir
         f"{site}/n.sif", "python", "-m", "nestling.worker", "--serve",
     ]  # fmt: skip
 
@@ -106,7 +106,7 @@ def test_local_worker_podman_command_keeps_stdin_and_host_python(site: Path) -> 
     argv = spec.wrap([*WORKER, "--serve"], environ={}, gpus=None, interactive=True)
     assert argv[:7] == ["podman", "run", "--rm", "--init", "--ipc=host", "-i", "--security-opt"]
     assert argv[-5:] == ["localhost/nestling-test:latest", sys.executable, "-m", "nestling.worker", "--serve"]
-    assert argv[argv.index("-w") + 1] == str(site)
+    assert argv[argv.index("-w") + 1] == f"{site}/art"  # podman cannot start in a dir the image lacks
     assert not any(a.startswith("CUDA_VISIBLE_DEVICES") for a in argv)
 
 
@@ -182,7 +182,7 @@ def test_slurm_array_sbatch_script_and_apptainer_task_command(
         "--env", "SLURM_STEP_GPUS=3",
         # apptainer runs inside the task's cgroup: SLURM's (renumbered) CUDA_VISIBLE_DEVICES is the right one
         "--env", "NESTLING_IN_CONTAINER=1", "--env", "CUDA_VISIBLE_DEVICES=0", "--env", "NESTLING_PHYSICAL_GPUS=0",
-        "--pwd", str(site),
+        "--pwd", f"{site}/art",  # the submitting dir is not bound: the worker starts in the artifact dir
         f"{site}/n.sif", "python", "-m", "nestling.worker", "--serve",
     ]  # fmt: skip
 
@@ -251,3 +251,27 @@ def test_task_is_loaded_once_per_command(site: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(nestling.preflight, "load_task", counting)
     assert main(["cv", *options(site), "--launcher", "slurm", "--dry_run"]) == 0
     assert loads == ["sleep"]
+
+
+def test_worker_starts_in_a_bound_dir_and_gets_absolute_run_dirs(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 #10: from a directory under no bind, podman refused `-w <cwd>` (exit 126, every run lost)."""
+    from nestling.preflight import prepare
+
+    # the submitting dir is bound at the same path: start there (a task module in it stays importable)
+    bound = container_spec(parse_config([*options(site, "podman", "nestling:latest"), "--container_bind", str(site)]))
+    assert bound is not None and bound.workdir == str(site)
+    under = site / "models"
+    monkeypatch.chdir(under)  # inside the bind site/models:/models, which is not at the same path
+    spec = container_spec(parse_config(options(site, "podman", "nestling:latest")))
+    assert spec is not None and spec.workdir == f"{under}/art"
+    argv = spec.wrap([*WORKER, "--serve"], environ={}, interactive=True)
+    workdir = argv[argv.index("-w") + 1]
+    assert workdir in spec.auto_binds and f"{workdir}:{workdir}" in argv
+
+    # every path a worker reads is absolute, so it means the same from the bound dir it starts in
+    prepared = prepare(parse_config(options(site)), "cv")
+    for run in prepared.plan.runs:
+        assert Path(run.run_dir).is_absolute() and Path(run.splits_file).is_absolute(), run
+        assert run.run_dir.startswith(f"{under}/art/")

@@ -64,6 +64,8 @@ def test_missing_image_is_a_problem_with_the_fix(tmp_path: Path, capsys: pytest.
     assert " ok " in rows(out, "container bind")[0]
     assert str(tmp_path) in rows(out, "auto binds")[0]
     assert "python (the image's python)" in rows(out, "worker python")[0]
+    # the worker starts in a dir the image has (podman refuses any other): here the artifact dir
+    assert f"{tmp_path} (this dir is not bound into the image)" in rows(out, "worker dir")[0]
     assert "doctor: 1 problem(s): container image" in out
 
 
