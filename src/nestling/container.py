@@ -529,6 +529,10 @@ class ContainerSpec:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ContainerSpec:
+        """Also reads the older units.json shape ({"options": {...}, "runtime", ...}) of launches still queued."""
+        if "options" in data:
+            # the resolved runtime wins over the option's "auto"; the old top-level "env" was always empty
+            data = {**data["options"], **{k: v for k, v in data.items() if k not in ("options", "env")}}
         return cls(
             image=str(data["image"]),
             runtime=str(data["runtime"]),

@@ -229,6 +229,13 @@ def test_spec_round_trips_through_units_json_and_pickle(site: Path, capsys: pyte
     assert spec is not None
     assert ContainerSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
     assert pickle.loads(pickle.dumps(spec)) == spec  # submitit-local pickles it with each job
+    legacy = {  # units.json of a launch submitted by the previous version, still queued
+        "options": {"image": spec.image, "runtime": "auto", "binds": list(spec.binds), "env": list(spec.env),
+                    "args": spec.args},
+        "runtime": spec.runtime, "auto_binds": list(spec.auto_binds), "env": {}, "python": spec.python,
+        "workdir": spec.workdir,
+    }  # fmt: skip
+    assert ContainerSpec.from_json(legacy) == spec
     # what an array task reads back from the launch's units.json is the spec the submitting host built
     assert main(["cv", *options(site), "--launcher", "slurm", "--dry_run"]) == 0
     units = json.loads((site / "art" / "_dry_run" / "snap" / "units.json").read_text())
