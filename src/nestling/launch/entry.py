@@ -2,7 +2,8 @@
 
 `slurm_task_command` is what an array task (launch/task.py) or one srun rank starts when the run goes into an
 image. `UnitJob` is a work unit as a submitit job for `--launcher submitit-local` (checkpointable, so the signal
-contract is submitit's own there); SLURM arrays do not pickle anything (see launch/task.py).
+contract is submitit's own there): it runs the unit's worker as a child process and forwards the preemption signal
+to it. SLURM arrays do not pickle anything (see launch/task.py).
 """
 
 from __future__ import annotations
@@ -67,16 +68,21 @@ def slurm_task_command(
     )
 
 
-def run_unit(run_dirs: list[str], container: dict[str, Any] | None = None) -> dict[str, int]:
-    """Run the unit's runs in series in this process (torch imported once), or in one container process."""
+def unit_command(run_dirs: list[str], container: dict[str, Any] | None = None) -> list[str]:
+    """The worker process of one unit: `python -m nestling.worker RUN_DIR...`, in the image when one is set."""
     if container is not None:
-        proc = subprocess.Popen(slurm_task_command(run_dirs, container))
-        _CHILD["proc"] = proc
-        return {"returncode": proc.wait()}
-    from nestling.worker import run_dirs as run_all
+        return slurm_task_command(run_dirs, container)
+    return [sys.executable, "-m", "nestling.worker", *run_dirs]
 
-    results = run_all(run_dirs)
-    return {"success": sum(r.get("status") == "success" for r in results), "runs": len(results)}
+
+def run_unit(run_dirs: list[str], container: dict[str, Any] | None = None) -> dict[str, int]:
+    """Run the unit's runs in series in one worker child process (torch imported once per unit).
+
+    A child, not this process: launch/ starts workers by module name and never imports the training code.
+    """
+    proc = subprocess.Popen(unit_command(run_dirs, container))
+    _CHILD["proc"] = proc
+    return {"returncode": proc.wait()}
 
 
 class UnitJob(submitit.helpers.Checkpointable):
@@ -86,15 +92,12 @@ class UnitJob(submitit.helpers.Checkpointable):
         return run_unit(run_dirs, container)
 
     def checkpoint(self, run_dirs: list[str], container: dict[str, Any] | None = None) -> Any:
+        """Forward the preemption signal: the worker saves the run in progress and exits 75 (worker.py)."""
         proc = _CHILD.get("proc")
         if proc is not None and proc.poll() is None:
-            proc.send_signal(PREEMPT_SIGNAL)  # the worker in the container saves and exits
+            proc.send_signal(PREEMPT_SIGNAL)
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        else:
-            from nestling.run import save_interrupt_checkpoint
-
-            save_interrupt_checkpoint()
         return submitit.helpers.DelayedSubmission(self, run_dirs, container)
