@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nestling import naming
 from nestling.config import PARALLEL_STRATEGIES, Config
-from nestling.devices import TrainerDevices, uses_gpu, worker_slots
+from nestling.devices import TrainerDevices, worker_slots
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher
 
@@ -18,38 +19,43 @@ def make_launcher(config: Config, kind: str, name: str, devices: TrainerDevices)
     if launcher == "local":
         from nestling.launch.local import LocalLauncher
 
-        if config.device.strategy in PARALLEL_STRATEGIES:
-            slots = worker_slots(config.device.accelerator, devices)
-            per_unit = config.launch.gpus_per_task or 1
-            if per_unit > 1 and all(slot is not None for slot in slots):
-                if len(slots) < per_unit:
-                    raise UsageError(
-                        f"--gpus_per_task {per_unit} needs at least {per_unit} GPUs; {len(slots)} given by --devices"
-                    )
-                slots = [
-                    sum(slots[i : i + per_unit], []) for i in range(0, len(slots) - per_unit + 1, per_unit)
-                ]
-        else:
-            slots = [None]  # one worker; the Trainer gets the device flags as given
-        return LocalLauncher(slots, wrap=_local_wrap(container) if container else None)
-    from nestling.launch.slurm import SubmititLauncher, check_against_sinfo
-
+        return LocalLauncher(local_slots(config, devices), wrap=_local_wrap(container) if container else None)
     resources = slurm_resources(config, kind, name, devices)
-    if launcher == "slurm":
-        check_against_sinfo(resources)
     folder = Path(config.launch.submitit_dir) if config.launch.submitit_dir else None
-    if config.launch.dry_run:
-        folder = folder or Path(config.logging.artifact_dir) / "_dry_run" / name
-    return SubmititLauncher(
-        launcher,
+    if launcher == "submitit-local":
+        from nestling.launch.submitit_local import SubmititLocalLauncher
+
+        return SubmititLocalLauncher(resources, folder=folder, container=container)
+    from nestling.launch.slurm import SlurmArrayLauncher, check_against_sinfo
+
+    check_against_sinfo(resources)
+    return SlurmArrayLauncher(
         resources,
         folder=folder,
+        dry_run_folder=folder or naming.dry_run_dir(Path(config.logging.artifact_dir), name),
         array_limit=config.launch.max_array_size,
         container=container,
-        dry_run=config.launch.dry_run,
-        quiet=config.logging.quiet,
         steal=config.launch.steal,
     )
+
+
+def local_slots(config: Config, devices: TrainerDevices) -> list[list[str] | None]:
+    """One entry per local worker: its GPU ids (--gpus_per_task of them), or None (CPU / the Trainer decides)."""
+    if config.device.strategy not in PARALLEL_STRATEGIES:
+        return [None]  # one worker; the Trainer gets the device flags as given
+    slots = worker_slots(config.device.accelerator, devices)
+    per_unit = config.launch.gpus_per_task or 1
+    gpu_slots = [slot for slot in slots if slot is not None]
+    if per_unit > 1 and len(gpu_slots) == len(slots):
+        if len(slots) < per_unit:
+            raise UsageError(
+                f"--gpus_per_task {per_unit} needs at least {per_unit} GPUs; {len(slots)} given by --devices"
+            )
+        return [
+            [gpu for slot in gpu_slots[i : i + per_unit] for gpu in slot]
+            for i in range(0, len(gpu_slots) - per_unit + 1, per_unit)
+        ]
+    return list(slots)
 
 
 def devices_per_unit(config: Config, devices: TrainerDevices) -> int:
@@ -170,7 +176,3 @@ def _local_wrap(container: dict[str, Any]) -> Any:
         )
 
     return wrap
-
-
-def uses_gpus(config: Config) -> bool:
-    return uses_gpu(config.device.accelerator)
