@@ -9,13 +9,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestling.config import PARALLEL_STRATEGIES, Config, parse_config
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher, SubmitError
 from nestling.plan import WorkUnit
 from nestling.records import LaunchRecord, append_launch
+
+if TYPE_CHECKING:
+    from nestling.collect import Collected
 
 DESCRIPTIONS = {
     "run": "Train one run.",
@@ -127,4 +130,22 @@ def _finish(root: Path, quiet: bool) -> int:
     collected = collect(root)
     if not quiet:
         print_summary(collected)
+    print(outcome_line(collected), file=sys.stderr)  # --quiet silences progress and tables, never the outcome
     return 0 if collected.counts["success"] > 0 else 1
+
+
+def outcome_line(collected: Collected) -> str:
+    """One line that says how the plan ended, e.g. `cv X: 0 of 6 runs succeeded; first error: ...; see ...`."""
+    counts = collected.counts
+    plan = collected.plan
+    total = counts["success"] + counts["failed"] + counts["missing"]
+    parts = [f"{plan.kind} {plan.name}: {counts['success']} of {total} runs succeeded"]
+    errors = (e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
+    first = next(errors, None)
+    if first is not None:
+        line = str(first).strip().splitlines()[0] if str(first).strip() else str(first)
+        parts.append(f"first error: {line[:300]}")
+    if counts["success"] < total:  # a single run: its own dir, not the _runs folder of every run
+        where = plan.cvs[0].runs[0].dir if plan.kind == "run" and plan.cvs and plan.cvs[0].runs else plan.root
+        parts.append(f"see nestling status {where}")
+    return "; ".join(parts)
