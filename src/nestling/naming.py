@@ -65,7 +65,7 @@ def generate_name(rng: random.Random | None = None) -> str:
         from coolname import RandomGenerator
         from coolname.data import config
 
-        return RandomGenerator(config, rand=rng).generate_slug(2)
+        return RandomGenerator(config, rand=rng).generate_slug(2)  # type: ignore[arg-type] # coolname's data is untyped
     return generate_slug(2)
 
 
