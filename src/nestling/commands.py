@@ -9,14 +9,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nestling import naming
 from nestling.config import PARALLEL_STRATEGIES, Config, parse_config
 from nestling.errors import UsageError
-from nestling.launch.base import Launcher
+from nestling.launch.base import Launcher, SubmitError
 from nestling.plan import WorkUnit
-from nestling.records import read_json, write_json
+from nestling.records import LaunchRecord, append_launch
+
+if TYPE_CHECKING:
+    from nestling.collect import Collected
 
 DESCRIPTIONS = {
     "run": "Train one run.",
@@ -46,8 +48,9 @@ def execute_plan(kind: str, argv: list[str]) -> int:
     units = work_units(
         run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
     )
-    if config.launch.dry_run:
-        return _dry_run(kind, plan, units, launcher)
+    if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
+        print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
+        return 0
     try:
         write_plan(plan, prepared.splits)
     except FileExistsError:  # another process took the name between the check and now
@@ -63,9 +66,7 @@ def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
         return config.launch.runs_per_task
     from nestling.plan import auto_runs_per_task
 
-    slots = getattr(launcher, "slots", None)
-    parallel = len(slots) if slots else config.launch.array_parallelism
-    return auto_runs_per_task(config.launch.expected_run_s, n_runs, parallel)
+    return auto_runs_per_task(config.launch.expected_run_s, n_runs, launcher.parallel_slots)
 
 
 def launch_and_report(
@@ -86,20 +87,19 @@ def launch_and_report(
     with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
         try:
             record = launcher.launch(root, units, progress)
-        except Exception as exc:
-            record = getattr(exc, "record", None)
-            if record is None:
+        except SubmitError as exc:
+            if exc.record is None:
                 raise
-            save_launch(root, {**record, **(extra_record or {}), "finished_at": time.time()})
+            save_launch(root, exc.record.updated({**(extra_record or {}), "finished_at": time.time()}))
             print(
                 f"nestling: submission failed: {exc}; nothing runs; fix it and resume with --resume {name}",
                 file=sys.stderr,
             )
             return 1
-        save_launch(root, {**record, **(extra_record or {})})
-        if record.get("submit_error"):
+        save_launch(root, record.updated(extra_record or {}))
+        if record.submit_error:
             print(
-                f"nestling: some arrays were not submitted ({record['submit_error']}); their runs show as lost; "
+                f"nestling: some arrays were not submitted ({record.submit_error}); their runs show as lost; "
                 f"after the submitted ones end, resume with --resume {name}",
                 file=sys.stderr,
             )
@@ -111,48 +111,14 @@ def launch_and_report(
     return _finish(root, quiet)
 
 
-def _dry_run(kind: str, plan: Any, units: list[WorkUnit], launcher: Any) -> int:
-    """Write and print the job scripts and a summary; create no artifact tree, submit nothing."""
-    if not hasattr(launcher, "resources"):
-        print(
-            f"dry run: {kind} {plan.name}: {len(plan.runs)} runs in {len(units)} work units on the local launcher"
-        )
-        return 0
-    record = launcher.launch(plan.root, units, progress=None)
-    res = launcher.resources
-    limit = record["max_array_size"]
-    for path in record["scripts"]:
-        print(f"# ---- {path}")
-        print(Path(path).read_text())
-    if launcher.container is not None and units:
-        import shlex
-
-        worker = [sys.executable, "-m", "nestling.worker", "--serve"]
-        example = launcher.container.wrap(
-            worker, environ={"SLURM_JOB_GPUS": "0"}, interactive=True, job_task=True
-        )
-        print("# each task feeds its units to one worker in the image, e.g. task 0 (given GPU 0):")
-        print("# " + shlex.join(example))
-    arrays = -(-len(units) // limit) if units else 0
-    print(
-        f"dry run: {kind} {plan.name}: {len(plan.runs)} runs in {len(units)} array tasks, {arrays} array(s) of at most "
-        f"{limit} (MaxArraySize) + 1 collector job; per task: {res.nodes} node(s) x {res.tasks_per_node} task(s), "
-        f"{res.cpus_per_task} cpus, {res.mem_gb} GB, {res.gpus_per_task} GPU(s), {res.time_min} min, partition "
-        f"{res.partition or '(default)'}; nothing was submitted"
-    )
-    return 0
-
-
-def save_launch(root: Path, record: dict[str, Any]) -> None:
+def save_launch(root: Path, record: LaunchRecord) -> None:
     """launch.json keeps every launch of a plan (each resume appends one)."""
-    path = root / naming.LAUNCH
-    history: list[dict[str, Any]] = read_json(path).get("launches", []) if path.exists() else []
-    write_json(path, {"launches": [*history, {**record, "saved_at": time.time()}]}, compact=True)
+    append_launch(root, record, now=time.time())
 
 
-def _print_follow_up(root: Path, record: dict[str, Any]) -> None:
-    jobs = ", ".join(str(j) for j in record.get("job_ids", []))
-    print(f"submitted: jobs {jobs}; collector job {record.get('collector_job_id')}")
+def _print_follow_up(root: Path, record: LaunchRecord) -> None:
+    jobs = ", ".join(record.job_ids or [])
+    print(f"submitted: jobs {jobs}; collector job {record.collector_job_id}")
     print(f"follow:    nestling status {root} --watch")
     print(f"results:   nestling collect {root}   (the collector job runs it when the jobs end)")
 
@@ -164,4 +130,22 @@ def _finish(root: Path, quiet: bool) -> int:
     collected = collect(root)
     if not quiet:
         print_summary(collected)
+    print(outcome_line(collected), file=sys.stderr)  # --quiet silences progress and tables, never the outcome
     return 0 if collected.counts["success"] > 0 else 1
+
+
+def outcome_line(collected: Collected) -> str:
+    """One line that says how the plan ended, e.g. `cv X: 0 of 6 runs succeeded; first error: ...; see ...`."""
+    counts = collected.counts
+    plan = collected.plan
+    total = counts["success"] + counts["failed"] + counts["missing"]
+    parts = [f"{plan.kind} {plan.name}: {counts['success']} of {total} runs succeeded"]
+    errors = (e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
+    first = next(errors, None)
+    if first is not None:
+        line = str(first).strip().splitlines()[0] if str(first).strip() else str(first)
+        parts.append(f"first error: {line[:300]}")
+    if counts["success"] < total:  # a single run: its own dir, not the _runs folder of every run
+        where = plan.cvs[0].runs[0].dir if plan.kind == "run" and plan.cvs and plan.cvs[0].runs else plan.root
+        parts.append(f"see nestling status {where}")
+    return "; ".join(parts)

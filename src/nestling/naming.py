@@ -38,7 +38,8 @@ LAUNCH = "launch.json"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 WORKER_LOGS = "_workers"
-DRY_RUN_ROOT = "_dry_run"
+SUBMITIT_DIR = "_submitit"
+DRY_RUN_DIR = "_dry_run"
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -169,13 +170,32 @@ class RunPaths:
         return self.dir / LOGS
 
 
-def dry_run_dir(artifact_dir: Path, name: str) -> Path:
-    """Where `--dry_run` writes the job scripts of plan `name`: beside the plans, never inside one."""
-    return Path(artifact_dir) / DRY_RUN_ROOT / name
+def launch_file(root: Path) -> Path:
+    """launch.json of the plan at `root`: every launch of the plan (records.LaunchRecord entries)."""
+    return Path(root) / LAUNCH
 
 
 def worker_log_dir(root: Path) -> Path:
     return root / WORKER_LOGS
+
+
+def worker_log(log_dir: Path, worker: int) -> Path:
+    """The stderr of local worker `worker` (appended to by every process that takes that slot)."""
+    return log_dir / f"worker-{worker}.log"
+
+
+def submitit_dir(root: Path) -> Path:
+    """Where a SLURM/submitit launch writes its scripts and logs unless --submitit_dir says otherwise."""
+    return root / SUBMITIT_DIR
+
+
+def dry_run_dir(artifact_dir: Path, name: str) -> Path:
+    """Where --dry_run writes the job scripts of plan `name` (no plan tree is created)."""
+    return Path(artifact_dir) / DRY_RUN_DIR / name
+
+
+def dry_run_script(folder: Path, array: int) -> Path:
+    return folder / f"dry-run-array-{array}.sbatch"
 
 
 class ArrayLaunchPaths:

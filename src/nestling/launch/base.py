@@ -1,10 +1,14 @@
 """The Launcher interface: how work units of a plan already on disk get executed.
 
-Call order (the CLI does this):
-  1. `launch(root, units, progress)` once: starts the work. An attached launcher (local) returns when every unit
-     ended; a detached one (SLURM) returns after submission. It returns the launch record, which the CLI stores as
-     launch.json in the plan root.
-  2. `wait(record, progress)` only for a detached launcher and only with --wait: blocks until the work ended.
+Call order (commands.py does this):
+  0. `parallel_slots` may be read first: how many units run at once (it sizes the units with --expected_run_s).
+  1. A dry run calls `describe(root, units, title)` instead of `launch`: it returns what a launch would do (the
+     SLURM launcher also writes its job scripts to its dry-run folder), starts nothing and writes no plan tree.
+  2. Otherwise `launch(root, units, progress)` once: starts the work. An attached launcher (local, submitit-local)
+     returns when every unit ended; a detached one (SLURM) returns after submission. It returns the LaunchRecord,
+     which commands stores in launch.json. `SubmitError` (carrying what was submitted before) when a detached
+     launcher could submit nothing.
+  3. `wait(record, progress)` only for a detached launcher and only with --wait: blocks until the work ended.
 Launchers never decide what a run's outcome is: workers write run_result.json, the collector reads it.
 """
 
@@ -12,22 +16,48 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from nestling.plan import WorkUnit
+from nestling.records import LaunchRecord
 
 
 class Progress(Protocol):
-    def run_done(self, run_dir: str, status: str) -> None: ...
+    def run_done(self, run_dir: str, status: str) -> None:
+        """A worker reported one run as ended (attached launchers)."""
+
+    def set_done(self, done: int, counts: dict[str, int]) -> None:
+        """The tree holds `done` results, by status (launchers that poll the tree)."""
+
+
+class SubmitError(RuntimeError):
+    """The scheduler refused a submission; `record` holds what was submitted before (saved to launch.json)."""
+
+    def __init__(self, message: str, record: LaunchRecord | None = None) -> None:
+        super().__init__(message)
+        self.record = record
 
 
 class Launcher(ABC):
     name: str = "base"
     detached: bool = False
 
+    @property
     @abstractmethod
-    def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
+    def parallel_slots(self) -> int:
+        """How many work units run at the same time."""
+
+    @abstractmethod
+    def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
+        """What launching `units` would do (for --dry_run; `title` is e.g. "cv NAME"); starts nothing."""
+
+    @abstractmethod
+    def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> LaunchRecord:
         """Start (attached: and finish) every unit; return the launch record."""
 
-    def wait(self, record: dict[str, Any], progress: Progress) -> None:  # noqa: B027 - attached launchers are done
+    def wait(self, record: LaunchRecord, progress: Progress) -> None:  # noqa: B027 - attached launchers are done
         """Block until the launched work ended (detached launchers)."""
+
+
+def count_runs(units: list[WorkUnit]) -> int:
+    return sum(len(u.run_dirs) for u in units)

@@ -1,7 +1,8 @@
 """What submitit's local executor pickles.
 
-`UnitJob` is a work unit as a submitit job for `--launcher submitit-local` (checkpointable, so the signal
-contract is submitit's own there); SLURM arrays do not pickle anything (see launch/task.py).
+`UnitJob` is a work unit as a submitit job for `--launcher submitit-local` (checkpointable, so the signal contract
+is submitit's own there): it runs the unit's worker as a child process and forwards the preemption signal to it.
+SLURM arrays do not pickle anything (see array_task.py).
 """
 
 from __future__ import annotations
@@ -21,17 +22,22 @@ PREEMPT_SIGNAL = signal.SIGUSR2
 _CHILD: dict[str, subprocess.Popen[bytes]] = {}
 
 
-def run_unit(run_dirs: list[str], container: ContainerSpec | None = None) -> dict[str, int]:
-    """Run the unit's runs in series in this process (torch imported once), or in one container process."""
+def unit_command(run_dirs: list[str], container: ContainerSpec | None = None) -> list[str]:
+    """The worker process of one unit: `python -m nestling.worker RUN_DIR...`, in the image when one is set."""
+    cmd = [sys.executable, "-m", "nestling.worker", *run_dirs]
     if container is not None:
-        cmd = [sys.executable, "-m", "nestling.worker", *run_dirs]
-        proc = subprocess.Popen(container.wrap(cmd, environ=os.environ, job_task=True))
-        _CHILD["proc"] = proc
-        return {"returncode": proc.wait()}
-    from nestling.worker import run_dirs as run_all
+        return container.wrap(cmd, environ=os.environ, job_task=True)
+    return cmd
 
-    results = run_all(run_dirs)
-    return {"success": sum(r.get("status") == "success" for r in results), "runs": len(results)}
+
+def run_unit(run_dirs: list[str], container: ContainerSpec | None = None) -> dict[str, int]:
+    """Run the unit's runs in series in one worker child process (torch imported once per unit).
+
+    A child, not this process: launch/ starts workers by module name and never imports the training code.
+    """
+    proc = subprocess.Popen(unit_command(run_dirs, container))
+    _CHILD["proc"] = proc
+    return {"returncode": proc.wait()}
 
 
 class UnitJob(submitit.helpers.Checkpointable):
@@ -41,15 +47,12 @@ class UnitJob(submitit.helpers.Checkpointable):
         return run_unit(run_dirs, container)
 
     def checkpoint(self, run_dirs: list[str], container: ContainerSpec | None = None) -> Any:
+        """Forward the preemption signal: the worker saves the run in progress and exits 75 (worker.py)."""
         proc = _CHILD.get("proc")
         if proc is not None and proc.poll() is None:
-            proc.send_signal(PREEMPT_SIGNAL)  # the worker in the container saves and exits
+            proc.send_signal(PREEMPT_SIGNAL)
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        else:
-            from nestling.run import save_interrupt_checkpoint
-
-            save_interrupt_checkpoint()
         return submitit.helpers.DelayedSubmission(self, run_dirs, container)

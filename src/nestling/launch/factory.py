@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nestling import naming
 from nestling.config import PARALLEL_STRATEGIES, Config
-from nestling.devices import TrainerDevices, uses_gpu, worker_slots
+from nestling.devices import TrainerDevices, worker_slots
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher
 
@@ -24,40 +24,43 @@ def make_launcher(
     if launcher == "local":
         from nestling.launch.local import LocalLauncher
 
-        if config.device.strategy in PARALLEL_STRATEGIES:
-            slots = worker_slots(config.device.accelerator, devices)
-            per_unit = config.launch.gpus_per_task or 1
-            gpu_slots = [slot for slot in slots if slot is not None]
-            if per_unit > 1 and len(gpu_slots) == len(slots):
-                if len(slots) < per_unit:
-                    raise UsageError(
-                        f"--gpus_per_task {per_unit} needs at least {per_unit} GPUs; {len(slots)} given by --devices"
-                    )
-                slots = [
-                    [g for slot in gpu_slots[i : i + per_unit] for g in slot]
-                    for i in range(0, len(slots) - per_unit + 1, per_unit)
-                ]
-        else:
-            slots = [None]  # one worker; the Trainer gets the device flags as given
-        return LocalLauncher(slots, container=container)
-    from nestling.launch.slurm import SubmititLauncher, check_against_sinfo
-
+        return LocalLauncher(local_slots(config, devices), container=container)
     resources = slurm_resources(config, kind, name, devices)
-    if launcher == "slurm":
-        check_against_sinfo(resources)
     folder = Path(config.launch.submitit_dir) if config.launch.submitit_dir else None
-    if config.launch.dry_run:
-        folder = folder or naming.dry_run_dir(Path(config.logging.artifact_dir), name)
-    return SubmititLauncher(
-        launcher,
+    if launcher == "submitit-local":
+        from nestling.launch.submitit_local import SubmititLocalLauncher
+
+        return SubmititLocalLauncher(resources, folder=folder, container=container)
+    from nestling.launch.slurm import SlurmArrayLauncher, check_against_sinfo
+
+    check_against_sinfo(resources)
+    return SlurmArrayLauncher(
         resources,
         folder=folder,
+        dry_run_folder=folder or naming.dry_run_dir(Path(config.logging.artifact_dir), name),
         array_limit=config.launch.max_array_size,
         container=container,
-        dry_run=config.launch.dry_run,
-        quiet=config.logging.quiet,
         steal=config.launch.steal,
     )
+
+
+def local_slots(config: Config, devices: TrainerDevices) -> list[list[str] | None]:
+    """One entry per local worker: its GPU ids (--gpus_per_task of them), or None (CPU / the Trainer decides)."""
+    if config.device.strategy not in PARALLEL_STRATEGIES:
+        return [None]  # one worker; the Trainer gets the device flags as given
+    slots = worker_slots(config.device.accelerator, devices)
+    per_unit = config.launch.gpus_per_task or 1
+    gpu_slots = [slot for slot in slots if slot is not None]
+    if per_unit > 1 and len(gpu_slots) == len(slots):
+        if len(slots) < per_unit:
+            raise UsageError(
+                f"--gpus_per_task {per_unit} needs at least {per_unit} GPUs; {len(slots)} given by --devices"
+            )
+        return [
+            [gpu for slot in gpu_slots[i : i + per_unit] for gpu in slot]
+            for i in range(0, len(gpu_slots) - per_unit + 1, per_unit)
+        ]
+    return list(slots)
 
 
 def devices_per_unit(config: Config, devices: TrainerDevices) -> int:
@@ -127,7 +130,3 @@ def container_spec(config: Config, task: Any = None) -> ContainerSpec | None:
     return ContainerSpec.from_config(
         config.container, artifact_dir=config.logging.artifact_dir, task=task, task_name=config.data.task
     )
-
-
-def uses_gpus(config: Config) -> bool:
-    return uses_gpu(config.device.accelerator)

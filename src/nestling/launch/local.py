@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nestling import naming
-from nestling.launch.base import Launcher, Progress
+from nestling.launch.base import Launcher, Progress, count_runs
 from nestling.plan import WorkUnit
+from nestling.records import LaunchRecord
 
 if TYPE_CHECKING:
     from nestling.container import ContainerSpec
@@ -36,28 +37,29 @@ class LocalLauncher(Launcher):
         slots: Sequence[list[str] | None],
         *,
         container: ContainerSpec | None = None,
-        extra_env: dict[str, str] | None = None,
     ) -> None:
         """`slots`: one entry per worker, its GPU ids or None (CPU). With `container` each worker runs in that
         image, taking from its host environment only what the spec lets in."""
         self.slots = list(slots) or [None]
         self.container = container
-        self.extra_env = dict(extra_env or {})
 
-    def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
+    @property
+    def parallel_slots(self) -> int:
+        return len(self.slots)
+
+    def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
+        return f"dry run: {title}: {count_runs(units)} runs in {len(units)} work units on the local launcher"
+
+    def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> LaunchRecord:
         log_dir = naming.worker_log_dir(root)
         log_dir.mkdir(parents=True, exist_ok=True)
         todo: queue.Queue[WorkUnit] = queue.Queue()
         for unit in units:
             todo.put(unit)
         n_workers = min(len(self.slots), max(1, len(units)))
-        record: dict[str, Any] = {
-            "launcher": self.name,
-            "started_at": time.time(),
-            "units": len(units),
-            "workers": n_workers,
-            "lost_units": [],
-        }
+        record = LaunchRecord(
+            launcher=self.name, started_at=time.time(), units=len(units), workers=n_workers, lost_units=[]
+        )
         lock = threading.Lock()
         threads = [
             threading.Thread(
@@ -71,12 +73,11 @@ class LocalLauncher(Launcher):
             t.start()
         for t in threads:
             t.join()
-        record["finished_at"] = time.time()
+        record.finished_at = time.time()
         return record
 
     def _env(self, gpus: list[str] | None, n_workers: int) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(self.extra_env)
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         threads = max(1, (os.cpu_count() or 1) // n_workers)
@@ -89,7 +90,7 @@ class LocalLauncher(Launcher):
         env = self._env(gpus, len(self.slots))
         if self.container is not None:
             cmd = self.container.wrap(cmd, environ=env, gpus=gpus, interactive=True)
-        log = open(log_dir / f"worker-{k}.log", "a")  # noqa: SIM115 - owned by the child process
+        log = open(naming.worker_log(log_dir, k), "a")  # noqa: SIM115 - owned by the child process
         return subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -107,7 +108,7 @@ class LocalLauncher(Launcher):
         todo: queue.Queue[WorkUnit],
         log_dir: Path,
         progress: Progress,
-        record: dict[str, Any],
+        record: LaunchRecord,
         lock: threading.Lock,
     ) -> None:
         proc: subprocess.Popen[str] | None = None
@@ -124,7 +125,7 @@ class LocalLauncher(Launcher):
                 if proc is None:
                     _report_lost(unit.run_dirs, progress)
                     with lock:
-                        record["lost_units"].append(unit.index)
+                        _lost(record, unit.index)
                     continue
                 unfinished = self._run_unit(proc, unit, progress)
                 if unfinished:  # the worker died: only the run it was training is lost
@@ -132,8 +133,7 @@ class LocalLauncher(Launcher):
                     proc.wait()
                     _report_lost(unfinished[:1], progress)
                     with lock:
-                        record["lost_units"].append(unit.index)
-                        record.setdefault("lost_runs", []).append(unfinished[0])
+                        _lost(record, unit.index, unfinished[0])
                     if unfinished[1:]:
                         todo.put(
                             WorkUnit(unit.index, unfinished[1:])
@@ -170,6 +170,13 @@ def _ready(proc: subprocess.Popen[str]) -> bool:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     return bool(line) and "ready" in json.loads(line)
+
+
+def _lost(record: LaunchRecord, unit: int, run_dir: str | None = None) -> None:
+    """Note a lost unit (and the run a dying worker was training) in the record; the caller holds the lock."""
+    record.lost_units = [*(record.lost_units or []), unit]
+    if run_dir is not None:
+        record.lost_runs = [*(record.lost_runs or []), run_dir]
 
 
 def _report_lost(run_dirs: list[str], progress: Progress) -> None:

@@ -1,4 +1,4 @@
-"""SLURM (and submitit's local executor): work units become job-array tasks.
+"""SLURM: work units become job-array tasks (submitit's local executor: launch/submitit_local.py).
 
 - One array per at most MaxArraySize units (read from `scontrol show config`), so ceil(units / limit) sbatch calls.
   Each array is one sbatch script (rendered by submitit's template) whose tasks pick their unit from the launch's
@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import shlex
@@ -26,11 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling import naming
 from nestling.errors import UsageError
-from nestling.launch.base import Launcher, Progress
+from nestling.launch.base import Launcher, Progress, SubmitError, count_runs
 from nestling.naming import ArrayLaunchPaths
 from nestling.plan import WorkUnit
-from nestling.records import read_result, write_atomic, write_json
+from nestling.records import ArrayRecord, LaunchRecord, read_result, write_atomic, write_json
+
+__all__ = ["SlurmArrayLauncher", "SlurmResources", "SubmitError", "slurm_params", "submitit_sbatch_text"]
 
 if TYPE_CHECKING:
     from nestling.container import ContainerSpec
@@ -134,92 +136,114 @@ def check_against_sinfo(res: SlurmResources) -> None:
         )
 
 
-class SubmitError(RuntimeError):
-    """sbatch refused a submission; `record` holds what was submitted before (saved to launch.json)."""
+def slurm_params(res: SlurmResources, gres: bool = True) -> dict[str, Any]:
+    """submitit's SLURM parameters for these resources (shared by the array and the collector scripts)."""
+    params: dict[str, Any] = {
+        "job_name": res.job_name,
+        "time": res.time_min,
+        "cpus_per_task": res.cpus_per_task,
+        "mem": f"{int(math.ceil(res.mem_gb * 1024))}MB",
+        "array_parallelism": res.array_parallelism,
+        "signal_delay_s": res.signal_delay_s,
+        "nodes": res.nodes,
+        "ntasks_per_node": res.tasks_per_node,
+        "setup": list(res.setup),
+        "additional_parameters": dict(res.extra),
+    }
+    for key, value in (("partition", res.partition), ("account", res.account), ("qos", res.qos),
+                       ("constraint", res.constraint)):  # fmt: skip
+        if value:
+            params[key] = value
+    if gres and res.gpus_per_task > 0:
+        params["gres"] = f"gpu:{res.gpus_per_task}"
+    return params
 
-    def __init__(self, message: str, record: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.record = record
 
+class SlurmArrayLauncher(Launcher):
+    """`slurm`: job arrays on a SLURM cluster (detached), then a collector job."""
 
-class SubmititLauncher(Launcher):
-    """`slurm`: job arrays on a SLURM cluster (detached). `submitit-local`: submitit's local executor (attached)."""
+    name = "slurm"
+    detached = True
 
     def __init__(
         self,
-        cluster: str,
         resources: SlurmResources,
         *,
+        dry_run_folder: Path,
         folder: Path | None = None,
         array_limit: int | None = None,
         container: ContainerSpec | None = None,
-        dry_run: bool = False,
-        quiet: bool = False,
         steal: bool = True,
     ) -> None:
-        self.cluster = cluster
-        self.name = cluster
-        self.detached = cluster == "slurm"
+        """`folder`: --submitit_dir (default: _submitit in the plan root); `dry_run_folder`: where `describe` writes
+        the scripts."""
         self.resources = resources
         self.folder = folder
+        self.dry_run_folder = dry_run_folder
         self.array_limit = array_limit
         self.container = container
-        self.dry_run = dry_run
-        self.quiet = quiet
         self.steal = steal
 
-    # -- executors ---------------------------------------------------------------------------------------------
-    def _slurm_params(self, res: SlurmResources, gres: bool = True) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "job_name": res.job_name,
-            "time": res.time_min,
-            "cpus_per_task": res.cpus_per_task,
-            "mem": f"{int(math.ceil(res.mem_gb * 1024))}MB",
-            "array_parallelism": res.array_parallelism,
-            "signal_delay_s": res.signal_delay_s,
-            "nodes": res.nodes,
-            "ntasks_per_node": res.tasks_per_node,
-            "setup": list(res.setup),
-            "additional_parameters": dict(res.extra),
-        }
-        for key, value in (("partition", res.partition), ("account", res.account), ("qos", res.qos),
-                           ("constraint", res.constraint)):  # fmt: skip
-            if value:
-                params[key] = value
-        if gres and res.gpus_per_task > 0:
-            params["gres"] = f"gpu:{res.gpus_per_task}"
-        return params
+    @property
+    def parallel_slots(self) -> int:
+        return self.resources.array_parallelism
 
-    def _executor(self, folder: Path) -> Any:
-        import submitit
-
-        executor = submitit.LocalExecutor(folder=folder)
-        executor.update_parameters(timeout_min=self.resources.time_min)
-        return executor
-
-    # -- Launcher ----------------------------------------------------------------------------------------------
-    def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
-        folder = self.folder or root / "_submitit"
+    def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
+        """Write the scripts and units.json to the dry-run folder; the scripts and a summary, as printed."""
+        folder = self.dry_run_folder
         folder.mkdir(parents=True, exist_ok=True)
-        if self.cluster == "slurm":
-            return self._launch_arrays(root, folder, units)
-        return self._launch_local(folder, units, progress)
-
-    def _launch_arrays(self, root: Path, folder: Path, units: list[WorkUnit]) -> dict[str, Any]:
-        """One units.json and one sbatch script per array (ceil(units / MaxArraySize)), then the collector job."""
         limit = max_array_size(self.array_limit)
-        chunks = chunk(units, limit)
-        paths = ArrayLaunchPaths(folder if self.dry_run else _new_launch_dir(folder))
-        record: dict[str, Any] = {
-            "launcher": self.name,
-            "submitit_folder": str(folder),
-            "launch_dir": str(paths.dir),
-            "max_array_size": limit,
-            "arrays": [],
-            "job_ids": [],
-            "collector_job_id": None,
-            "submitted_at": time.time(),
-        }
+        scripts = self._write_scripts(folder, ArrayLaunchPaths(folder), units, limit, dry_run=True)
+        out = [f"# ---- {path}\n{path.read_text()}" for path, _, _ in scripts]
+        if self.container is not None and units:
+            worker = [sys.executable, "-m", "nestling.worker", "--serve"]
+            example = self.container.wrap(worker, environ={"SLURM_JOB_GPUS": "0"}, interactive=True, job_task=True)
+            out.append("# each task feeds its units to one worker in the image, e.g. task 0 (given GPU 0):")
+            out.append("# " + shlex.join(example))
+        res = self.resources
+        arrays = -(-len(units) // limit) if units else 0
+        out.append(
+            f"dry run: {title}: {count_runs(units)} runs in {len(units)} array tasks, {arrays} array(s) of at most "
+            f"{limit} (MaxArraySize) + 1 collector job; per task: {res.nodes} node(s) x {res.tasks_per_node} "
+            f"task(s), {res.cpus_per_task} cpus, {res.mem_gb} GB, {res.gpus_per_task} GPU(s), {res.time_min} min, "
+            f"partition {res.partition or '(default)'}; nothing was submitted"
+        )
+        return "\n".join(out)
+
+    def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> LaunchRecord:
+        """One units.json and one sbatch script per array (ceil(units / MaxArraySize)), then the collector job."""
+        folder = self.folder or naming.submitit_dir(root)
+        folder.mkdir(parents=True, exist_ok=True)
+        limit = max_array_size(self.array_limit)
+        paths = ArrayLaunchPaths(_new_launch_dir(folder))
+        arrays: list[ArrayRecord] = []
+        job_ids: list[str] = []
+        record = LaunchRecord(launcher=self.name, submitit_folder=str(folder), launch_dir=str(paths.dir),
+                              max_array_size=limit, arrays=arrays, job_ids=job_ids, submitted_at=time.time())  # fmt: skip
+        for script, part, offset in self._write_scripts(folder, paths, units, limit, dry_run=False):
+            try:
+                array_id = sbatch(script)
+            except SubmitError as exc:  # e.g. sbatch refused the 3rd array: keep what was submitted, say so
+                record.submit_error = str(exc)
+                break
+            arrays.append(ArrayRecord(job_id=array_id, tasks=len(part), offset=offset,
+                                      units=[u.index for u in part], run_dirs=[u.run_dirs for u in part]))  # fmt: skip
+            job_ids.append(array_id)
+            write_json(paths.jobs, {"arrays": [{"job_id": a.job_id, "offset": a.offset, "tasks": a.tasks}
+                                               for a in arrays]})  # fmt: skip
+        if not job_ids:
+            raise SubmitError(record.submit_error or "sbatch submitted nothing", record)
+        write_atomic(paths.collector_script, self._collector_script(folder, root, job_ids))
+        try:
+            record.collector_job_id = sbatch(paths.collector_script)
+        except SubmitError as exc:
+            record.submit_error = f"collector job: {exc}"
+        return record
+
+    def _write_scripts(
+        self, folder: Path, paths: ArrayLaunchPaths, units: list[WorkUnit], limit: int, dry_run: bool
+    ) -> list[tuple[Path, list[WorkUnit], int]]:
+        """units.json and one sbatch script per chunk of at most `limit` units: (script, its units, offset)."""
         write_json(paths.units, {
             "units": [u.run_dirs for u in units],
             "container": self.container.to_json() if self.container else None,
@@ -227,80 +251,36 @@ class SubmititLauncher(Launcher):
             "time_min": self.resources.time_min,
             "max_timeouts": MAX_TIME_LIMIT_REQUEUES,
         }, compact=True)  # fmt: skip
+        chunks = chunk(units, limit)
         offsets = [i * limit for i in range(len(chunks))]  # every chunk but the last holds `limit` units
         scripts = []
         for i, (part, offset) in enumerate(zip(chunks, offsets, strict=True)):
-            script = paths.script(i) if not self.dry_run else folder / f"dry-run-array-{i}.sbatch"
+            script = naming.dry_run_script(folder, i) if dry_run else paths.script(i)
             write_atomic(script, self._script(folder, paths.units, offset, len(part)))
-            scripts.append(str(script))
-        if self.dry_run:
-            record["dry_run"] = True
-            record["scripts"] = scripts
-            return record
-        for script, part, offset in zip(scripts, chunks, offsets, strict=True):
-            try:
-                array_id = sbatch(Path(script))
-            except SubmitError as exc:  # e.g. sbatch refused the 3rd array: keep what was submitted, say so
-                record["submit_error"] = str(exc)
-                break
-            record["arrays"].append({"job_id": array_id, "tasks": len(part), "offset": offset,
-                                     "units": [u.index for u in part], "run_dirs": [u.run_dirs for u in part]})  # fmt: skip
-            record["job_ids"].append(array_id)
-            write_json(paths.jobs, {"arrays": [{k: a[k] for k in ("job_id", "offset", "tasks")}
-                                               for a in record["arrays"]]})  # fmt: skip
-        if not record["job_ids"]:
-            raise SubmitError(record.get("submit_error", "sbatch submitted nothing"), record)
-        write_atomic(paths.collector_script, self._collector_script(folder, root, record["job_ids"]))
-        try:
-            record["collector_job_id"] = sbatch(paths.collector_script)
-        except SubmitError as exc:
-            record["submit_error"] = f"collector job: {exc}"
-        return record
+            scripts.append((script, part, offset))
+        return scripts
 
     def _script(self, folder: Path, units_file: Path, offset: int, count: int) -> str:
         """The sbatch script of one array: every task runs `python -m nestling.launch.task UNITS OFFSET`."""
-        params = self._slurm_params(self.resources)
+        params = slurm_params(self.resources)
         if count > 1:  # one unit (e.g. one multi-node run) is a plain job, as with submitit
             params["map_count"] = count
         return _render(folder, ["-m", "nestling.launch.task", str(units_file.resolve()), str(offset)], params)
 
     def _collector_script(self, folder: Path, root: Path, job_ids: list[str]) -> str:
         """A one-CPU job that runs `nestling collect` once every array ended (afterany), whoever is logged in."""
-        params = self._slurm_params(self.resources, gres=False)
+        params = slurm_params(self.resources, gres=False)
         params.update(job_name=f"{self.resources.job_name}-collect", cpus_per_task=1, mem="1024MB", time=30,
                       nodes=1, ntasks_per_node=1)  # fmt: skip
         params["additional_parameters"]["dependency"] = "afterany:" + ":".join(job_ids)
         return _render(folder, ["-m", "nestling.cli", "collect", str(root.resolve())], params)
 
-    def _launch_local(self, folder: Path, units: list[WorkUnit], progress: Progress) -> dict[str, Any]:
-        """submitit's local executor (attached): one pickled UnitJob per unit, every task awaited."""
-        from nestling.launch.entry import UnitJob
-
-        record: dict[str, Any] = {"launcher": self.name, "submitit_folder": str(folder), "arrays": [],
-                                  "job_ids": [], "collector_job_id": None, "submitted_at": time.time()}  # fmt: skip
-        executor = self._executor(folder)
-        jobs = executor.map_array(UnitJob(), [u.run_dirs for u in units], [self.container] * len(units))
-        if jobs:
-            array_id = str(jobs[0].job_id).split("_")[0]
-            record["arrays"].append({"job_id": array_id, "tasks": len(units), "offset": 0,
-                                     "units": [u.index for u in units], "run_dirs": [u.run_dirs for u in units]})  # fmt: skip
-            record["job_ids"].append(array_id)
-        for job in jobs:
-            with contextlib.suppress(Exception):  # a crashed task leaves its runs without results: lost
-                job.result()
-        for unit in units:
-            for d in unit.run_dirs:
-                result = read_result(Path(d))
-                progress.run_done(d, result["status"] if result else "lost")
-        record["finished_at"] = time.time()
-        return record
-
-    def wait(self, record: dict[str, Any], progress: Progress, poll_s: float = 2.0) -> None:
+    def wait(self, record: LaunchRecord, progress: Progress, poll_s: float = 2.0) -> None:
         """Poll the tree and squeue until every array and the collector job left the queue."""
         from nestling.status import queued_jobs
 
-        job_ids = [*record["job_ids"], record["collector_job_id"]]
-        run_dirs = [d for array in record["arrays"] for unit in array["run_dirs"] for d in unit]
+        job_ids: list[str | None] = [*(record.job_ids or []), record.collector_job_id]
+        run_dirs = record.run_dirs
         while True:
             done: dict[str, int] = {}
             n_done = 0
@@ -309,8 +289,7 @@ class SubmititLauncher(Launcher):
                 if result is not None:
                     n_done += 1
                     done[result["status"]] = done.get(result["status"], 0) + 1
-            if hasattr(progress, "set_done"):
-                progress.set_done(n_done, done)  # type: ignore[attr-defined]
+            progress.set_done(n_done, done)
             if queued_jobs(job_ids) == {}:  # None: squeue failed this time, ask again
                 return
             time.sleep(poll_s)
@@ -318,14 +297,26 @@ class SubmititLauncher(Launcher):
 
 def _render(folder: Path, python_args: list[str], params: dict[str, Any]) -> str:
     """An sbatch script from submitit's template: `srun python -u ARGS`, logs in `folder` (see batch_log_params)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
     params = {
         **params,
         "additional_parameters": {**batch_log_params(folder), **params["additional_parameters"]},
     }
     command = shlex.join([sys.executable, "-u", *python_args])
-    return _make_sbatch_string(command=command, folder=folder, wckey="nestling", **params)
+    return submitit_sbatch_text(command=command, folder=folder, wckey="nestling", **params)
+
+
+def submitit_sbatch_text(**kwargs: Any) -> str:
+    """The one place that calls submitit's private sbatch template (`submitit.slurm.slurm._make_sbatch_string`).
+
+    Checked against submitit 1.5.4 (its keyword parameters: command, folder, job_name, partition, time, nodes,
+    ntasks_per_node, cpus_per_task, gres, mem, signal_delay_s, map_count, array_parallelism, wckey, setup,
+    additional_parameters, ...). tests/unit/test_golden_sbatch.py pins its output byte for byte, so a submitit
+    upgrade that changes it fails there first.
+    """
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    text: str = _make_sbatch_string(**kwargs)
+    return text
 
 
 def sbatch(script: Path) -> str:
@@ -335,11 +326,11 @@ def sbatch(script: Path) -> str:
             ["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=120
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SubmitError(f"sbatch {script.name}: {exc}", {}) from None
+        raise SubmitError(f"sbatch {script.name}: {exc}") from None
     job_id = done.stdout.strip().split(";")[0]
     if done.returncode != 0 or not job_id.isdigit():
         words = " ".join((done.stderr or done.stdout).split())[:500]
-        raise SubmitError(f"sbatch {script.name} failed: {words or f'exit code {done.returncode}'}", {})
+        raise SubmitError(f"sbatch {script.name} failed: {words or f'exit code {done.returncode}'}")
     return job_id
 
 

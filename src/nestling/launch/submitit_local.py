@@ -1,0 +1,72 @@
+"""`--launcher submitit-local`: submitit's local executor, one pickled UnitJob per work unit (attached).
+
+A way to try the SLURM code path's job model (checkpointable jobs, submitit's log folder) on one machine; the
+resources are the SLURM launcher's (only the time limit and the parallelism matter here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nestling import naming
+from nestling.launch.base import Launcher, Progress, count_runs
+from nestling.launch.slurm import SlurmResources
+from nestling.plan import WorkUnit
+from nestling.records import ArrayRecord, LaunchRecord, read_result
+
+if TYPE_CHECKING:
+    from nestling.container import ContainerSpec
+
+
+class SubmititLocalLauncher(Launcher):
+    name = "submitit-local"
+    detached = False
+
+    def __init__(
+        self,
+        resources: SlurmResources,
+        *,
+        folder: Path | None = None,
+        container: ContainerSpec | None = None,
+    ) -> None:
+        self.resources = resources
+        self.folder = folder
+        self.container = container
+
+    @property
+    def parallel_slots(self) -> int:
+        return self.resources.array_parallelism
+
+    def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
+        return f"dry run: {title}: {count_runs(units)} runs in {len(units)} work units on the {self.name} launcher"
+
+    def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> LaunchRecord:
+        """One pickled UnitJob per unit in submitit's local executor, every task awaited."""
+        import submitit
+
+        from nestling.launch.entry import UnitJob
+
+        folder = self.folder or naming.submitit_dir(root)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = LaunchRecord(launcher=self.name, submitit_folder=str(folder), arrays=[], job_ids=[],
+                              submitted_at=time.time())  # fmt: skip
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=self.resources.time_min)
+        jobs = executor.map_array(UnitJob(), [u.run_dirs for u in units], [self.container] * len(units))
+        if jobs:
+            array_id = str(jobs[0].job_id).split("_")[0]
+            record.arrays = [ArrayRecord(job_id=array_id, tasks=len(units), offset=0,
+                                         units=[u.index for u in units], run_dirs=[u.run_dirs for u in units])]  # fmt: skip
+            record.job_ids = [array_id]
+        for job in jobs:
+            with contextlib.suppress(Exception):  # a crashed task leaves its runs without results: lost
+                job.result()
+        for unit in units:
+            for d in unit.run_dirs:
+                result = read_result(Path(d))
+                progress.run_done(d, result["status"] if result else "lost")
+        record.finished_at = time.time()
+        return record
