@@ -152,7 +152,6 @@ def _artifact_dir_check(config: Config) -> Check:
 
 def _container_checks(config: Config, task: Any, which: Which, run: Run, checks: list[Check]) -> None:
     from nestling.container import (
-        RUNTIMES,
         SIF_RUNTIMES,
         ContainerOptions,
         image_exists,
@@ -169,15 +168,6 @@ def _container_checks(config: Config, task: Any, which: Which, run: Run, checks:
         return
     opts = ContainerOptions.from_config(c)
     syntax_ok = True
-    if opts.runtime not in RUNTIMES:
-        checks.append(
-            Check(
-                "container runtime",
-                BAD,
-                f"--container_runtime {opts.runtime!r}: one of {', '.join(RUNTIMES)}",
-            )
-        )
-        return
     for item, parse in [*((b, parse_bind) for b in opts.binds), *((e, parse_env) for e in opts.env)]:
         try:
             parse(item)

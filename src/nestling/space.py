@@ -21,14 +21,15 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
+from nestling.config import Sampler
 from nestling.errors import UsageError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-SAMPLERS = ("random", "grid")
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 DISTRIBUTIONS = ("choice", "constant", "uniform", "loguniform", "intuniform")
 SPACE_TABLE = "hyperparameters"
 TOML_SUFFIXES = (".toml",)
