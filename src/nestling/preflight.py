@@ -123,6 +123,25 @@ def _check_choices(config: Config, kind: str) -> None:
         raise UsageError(
             f"--num_nodes {config.device.num_nodes} needs --launcher slurm (multi-node DDP runs through SLURM)"
         )
+    check_job_resources(config)
+
+
+def check_job_resources(config: Config) -> None:
+    """What one submitit/SLURM job asks for (the local launcher reads none of it); resume checks it again."""
+    launch = config.launch
+    if launch.launcher == "local":
+        return
+    if launch.max_array_size is not None and launch.max_array_size < 1:
+        raise UsageError(f"--max_array_size {launch.max_array_size} must be at least 1")
+    if launch.mem_gb <= 0:
+        raise UsageError(f"--mem_gb {launch.mem_gb} must be positive")
+    if not 0 < launch.signal_delay_s < launch.time_min * 60:
+        raise UsageError(
+            f"--signal_delay_s {launch.signal_delay_s} must be between 0 and the time limit ({launch.time_min * 60} s); "
+            "e.g. --signal_delay_s 90 with --time_min 60"
+        )
+    if launch.cpus_per_task < 1:
+        raise UsageError(f"--cpus_per_task {launch.cpus_per_task} must be at least 1")
 
 
 def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:

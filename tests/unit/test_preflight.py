@@ -152,6 +152,10 @@ CASES: dict[str, Bad] = {
         ["cv", *DRY_SLURM, "--array_parallelism", "0"], "--array_parallelism 0", "at least 1"
     ),
     "zero memory": Bad(["cv", *DRY_SLURM, "--mem_gb", "0"], "--mem_gb 0", "positive"),
+    "zero memory on resume": Bad(
+        ["cv", *DRY_SLURM, "--resume", "there", "--mem_gb", "0"], "--mem_gb 0", "positive", needs_tree=True
+    ),
+    "zero cpus": Bad(["cv", *DRY_SLURM, "--cpus_per_task", "0"], "--cpus_per_task 0", "at least 1"),
     "sbatch option without value": Bad(
         ["cv", *DRY_SLURM, "--slurm_extra", "novalue"], "'novalue'", "KEY=VALUE"
     ),
