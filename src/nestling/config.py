@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import json
 import sys
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Literal
 import simple_parsing as sp
 from simple_parsing.helpers import list_field
 
+from nestling import files
 from nestling.errors import UsageError
 
 
@@ -197,17 +197,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"--config {str(path)!r} does not exist; pass the path of a TOML or YAML file")
-    text = p.read_text()
     try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            from nestling.space import _yaml_loader
-
-            data = yaml.load(text, Loader=_yaml_loader()) or {}  # reads 1e-4 as a float, unlike safe_load
-        else:
-            data = tomllib.loads(text)
-    except Exception as exc:  # both parsers raise their own types
+        data = files.read(p)
+    except (files.MalformedFile, OSError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(
             f"--config {str(path)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {first}"

@@ -308,3 +308,12 @@ def test_choices_match_the_modules_that_act_on_them() -> None:
     assert typing.get_args(config.FoldMethod) == folds.FOLD_METHODS
     assert typing.get_args(config.TestSplit) == folds.TEST_SPLITS
     assert typing.get_args(config.ContainerRuntime) == container.RUNTIMES
+
+
+def test_config_file_and_space_read_yaml_floats_alike(tmp_path: Path) -> None:
+    """One reader (nestling.files): `1e-3` is a float in a config file's [hparams] as in a space file."""
+    from nestling.space import load_space
+
+    path = write(tmp_path, "c.yaml", "hparams:\n  lr: 1e-3\nhyperparameters:\n  lr: [1e-3, 1e-2]\n")
+    assert parse_config(["--config", path]).hparams == {"lr": 0.001}
+    assert load_space(path)["lr"].choices == (0.001, 0.01)  # type: ignore[attr-defined]
