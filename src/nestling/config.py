@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import difflib
 import json
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -179,13 +178,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def flat(self) -> dict[str, Any]:
-        """All options as flat key -> value, the form of a config file."""
-        out: dict[str, Any] = {}
-        for group in GROUPS:
-            out.update(dataclasses.asdict(getattr(self, group)))
-        return out
 
 
 def option_names() -> dict[str, str]:
@@ -391,14 +383,6 @@ def _parse_or_raise(parser: sp.ArgumentParser, argv: list[str]) -> argparse.Name
 
 def _argparse_hint(message: str) -> str:
     return f"{message} (see --help)"
-
-
-def main_help_requested(argv: list[str]) -> bool:
-    return any(a in ("-h", "--help") for a in argv)
-
-
-if __name__ == "__main__":  # pragma: no cover - manual check
-    print(parse_config(sys.argv[1:]))
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

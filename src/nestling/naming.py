@@ -63,7 +63,7 @@ def generate_name(rng: random.Random | None = None) -> str:
         from coolname import RandomGenerator
         from coolname.data import config
 
-        return RandomGenerator(config, rand=rng).generate_slug(2)
+        return RandomGenerator(config, rand=rng).generate_slug(2)  # type: ignore[arg-type]  # loosely typed data
     return generate_slug(2)
 
 

@@ -38,7 +38,6 @@ from nestling.errors import UsageError
 
 MULTI_SCORE_STRATEGIES: tuple[str, ...] = get_args(MultiScoreStrategy)
 DEFAULT_SCORING = ("val/JaccardIndex", "val/Recall")
-DEFAULT_STRATEGY = "geometric"
 SUCCESS_STATUS = "success"
 
 _DIRECTIONS = {"higher": True, "lower": False}

@@ -21,7 +21,6 @@ BUILTIN_TASKS = {
     "synthetic-segmentation": "nestling.tasks.synthetic:SyntheticSegmentation",
     "sleep": "nestling.tasks.sleep:SleepTask",
 }
-DEFAULT_TASK = "synthetic-segmentation"
 
 
 @dataclass(frozen=True)
