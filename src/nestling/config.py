@@ -1,7 +1,7 @@
 """Frozen option groups, parsed with simple-parsing from a config file and the command line.
 
 Precedence: built-in defaults < `--config FILE` (flat keys named like the flags, task hyperparameters in a
-`[hparams]` table) < command-line flags; `--hp KEY=VALUE` overrides one hyperparameter. Unknown keys are an error that
+`[hparams]` table, a tune's space in a `[hyperparameters]` table) < command-line flags; `--hp KEY=VALUE` overrides one hyperparameter. Unknown keys are an error that
 suggests the closest valid key. Nothing here imports torch.
 """
 
@@ -296,7 +296,10 @@ def build_parser(
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--config", default=None, help="TOML or YAML file of options (flat keys, [hparams] table)"
+        "--config",
+        default=None,
+        help="TOML or YAML file of options: flat keys named like the flags, an [hparams] table of task "
+        "hyperparameters, and for nestling tune a [hyperparameters] table (the space, instead of --hpconfig)",
     )
     defaults = defaults or {}
     for group, cls in GROUPS.items():

@@ -50,11 +50,12 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     artifact_dir = Path(config.logging.artifact_dir)
     per_unit = _devices_per_unit(config)
     if kind == "tune":
-        trials = _trials(config, defaults)
+        trials, space_source = _trials(config, defaults)
         sampled = sorted(set(config.hparams) & {k for t in trials for k in t})
         if sampled:
             raise UsageError(
-                f"hyperparameter {sampled[0]!r} is both fixed (--hp / [hparams]) and sampled (--hpconfig); remove one"
+                f"hyperparameter {sampled[0]!r} is both fixed (--hp / [hparams]) and sampled ({space_source}); "
+                "remove one"
             )
         name = _name(config, artifact_dir, "tune")
         plan = plan_tune(
@@ -191,24 +192,27 @@ def _splits(task: Task, config: Config, kind: str) -> list[Split]:
     )
 
 
-def _trials(config: Config, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+def _trials(config: Config, defaults: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The sampled trials, and where their space came from (for errors): --hpconfig, else --config's table."""
     from nestling.config import read_config_file
     from nestling.space import check_space_keys, load_space, parse_space, sample_trials
 
+    file_data = read_config_file(config.config_file) if config.config_file and not config.tune.hpconfig else {}
     if config.tune.hpconfig:
-        space = load_space(config.tune.hpconfig)
-    elif config.config_file and "hyperparameters" in read_config_file(config.config_file):
-        space = parse_space(
-            read_config_file(config.config_file)["hyperparameters"], source=config.config_file
-        )
+        space, source = load_space(config.tune.hpconfig), "--hpconfig"
+    elif "hyperparameters" in file_data:
+        space = parse_space(file_data["hyperparameters"], source=str(config.config_file))
+        source = f"[hyperparameters] in --config {config.config_file}"
     else:
         raise UsageError(
-            "nestling tune needs a hyperparameter space: --hpconfig FILE with a [hyperparameters] table"
+            "nestling tune needs a hyperparameter space: --hpconfig FILE with a [hyperparameters] table "
+            "(or that table in the --config file)"
         )
     check_space_keys(space, defaults)
-    return sample_trials(
+    trials = sample_trials(
         space, sampler=config.tune.sampler, n_trials=config.tune.n_trials, seed=config.tune.tune_seed
     )
+    return trials, source
 
 
 def _name(config: Config, artifact_dir: Path, kind: str) -> str:

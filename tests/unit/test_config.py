@@ -277,6 +277,8 @@ def test_help_lists_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag, choices in CHOICES.items():
         assert f"--{flag} {choices}" in out
+    config_help = out[out.index("--config CONFIG  ") : out.index("Data [")]
+    assert "[hparams]" in config_help and "[hyperparameters]" in config_help  # a tune's space may live there
 
 
 @pytest.mark.parametrize("flag", list(CHOICES))

@@ -75,6 +75,11 @@ CASES: dict[str, Bad] = {
     "fixed and sampled": Bad(
         ["tune", *LOCAL, "--hpconfig", "FILES/value.toml", "--hp", "value=0.5"], "'value'", "remove one"
     ),
+    "fixed and sampled from the config file": Bad(
+        ["tune", *LOCAL, "--config", "FILES/value.toml", "--hp", "value=0.5"],
+        "'value'",
+        "sampled ([hyperparameters] in --config",
+    ),
     "unknown sampler": Bad(
         ["tune", *LOCAL, "--hpconfig", "FILES/value.toml", "--sampler", "bayes"], "bayes", "random"
     ),
