@@ -101,6 +101,11 @@ def _check_choices(config: Config, kind: str) -> None:
                 f"--strategy {strategy} with --num_nodes {config.device.num_nodes}: parallel runs do not use DDP; "
                 "use --num_nodes 1, or nestling run for a multi-node run"
             )
+    if kind != "run" and config.device.num_nodes > 1:  # array tasks get one node: Trainer and sbatch would disagree
+        raise UsageError(
+            f"--num_nodes {config.device.num_nodes} is for nestling run (one multi-node run); the runs of a {kind} "
+            "get one node each: use --num_nodes 1"
+        )
     for flag, value, low in (
         ("--max_epochs", config.training.max_epochs, 1),
         ("--n_seeds", config.cv.n_seeds, 1),

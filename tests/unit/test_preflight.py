@@ -113,6 +113,16 @@ CASES: dict[str, Bad] = {
         "--num_nodes 2",
         "--launcher slurm",
     ),
+    "multi-node cv on slurm": Bad(
+        ["cv", *DRY_SLURM, "--num_nodes", "2", "--strategy", "ddp", "--devices", "2"],
+        "--num_nodes 2",
+        "nestling run",
+    ),
+    "multi-node tune on slurm": Bad(
+        ["tune", *DRY_SLURM, "--hpconfig", "FILES/value.toml", "--num_nodes", "2", "--devices", "2"],
+        "--num_nodes 2",
+        "--num_nodes 1",
+    ),
     "device list on several nodes": Bad(
         ["run", *DRY_SLURM, "--num_nodes", "2", "--strategy", "ddp", "--devices", "0", "1"],
         "--devices 0 1",
