@@ -73,7 +73,7 @@ class CrossValidation:
 
     n_seeds: int = 3  # seeds 42, 21, 69, then more drawn reproducibly
     seeds: list[int] = list_field()  # explicit seeds (overrides --n_seeds)
-    scoring_metric: list[str] = list_field("val/JaccardIndex", "val/Recall")  # NAME[:higher|:lower]
+    scoring_metric: list[str] = list_field()  # NAME[:higher|:lower]; default: the task's, else val/JaccardIndex val/Recall
     multi_score_strategy: MultiScoreStrategy = "geometric"  # how several scoring metrics combine into one score
 
 

@@ -5,6 +5,7 @@ Every problem is a UsageError (one line, exit 2) raised before a directory exist
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from nestling.config import DDP_LIKE, PARALLEL_STRATEGIES, Config
 from nestling.devices import TrainerDevices, parse_devices
 from nestling.errors import UsageError
 from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune
-from nestling.task import Split, Task, load_task
+from nestling.task import Split, Task, declared_scoring_metrics, load_task
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,10 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     _check_devices(config, kind, devices)
     from nestling.scoring import parse_scoring_metrics
 
-    parse_scoring_metrics(config.cv.scoring_metric)
+    if config.cv.scoring_metric:
+        parse_scoring_metrics(config.cv.scoring_metric)
     task = load_task(config.data.task)
+    config = _with_scoring_metrics(config, task)
     defaults = task.default_hparams()
     _check_hparams(config.hparams, defaults, "--hp / [hparams]")
     base_hparams = {**defaults, **config.hparams}
@@ -82,6 +85,23 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
         name = _name(config, artifact_dir, "run")
         plan = plan_run(config, name=name, hparams=base_hparams, n_folds=n_folds, devices=devices, rng=rng)
     return Prepared(plan=plan, splits=splits, devices=devices, task=task)
+
+
+def _with_scoring_metrics(config: Config, task: Task) -> Config:
+    """The config with the scoring metrics the plan stores: --scoring_metric when given, else the task's declared
+    ones, else scoring.DEFAULT_SCORING. Runs and the collector read them from the plan."""
+    from nestling.scoring import DEFAULT_SCORING, parse_scoring_metrics
+
+    if config.cv.scoring_metric:
+        return config
+    declared = declared_scoring_metrics(task)
+    if declared is not None:
+        try:
+            parse_scoring_metrics(declared)
+        except UsageError as exc:
+            raise UsageError(f"--task {config.data.task!r} declares bad scoring_metrics: {exc}") from None
+    metrics = declared if declared is not None else list(DEFAULT_SCORING)
+    return dataclasses.replace(config, cv=dataclasses.replace(config.cv, scoring_metric=metrics))
 
 
 def _check_choices(config: Config, kind: str) -> None:

@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert (c.data.test_split, c.data.test_fraction, c.data.test_regions) == ("none", 0.2, [])
     assert (c.training.max_epochs, c.training.early_stopping_patience, c.training.hp) == (10, 0, [])
     assert (c.cv.n_seeds, c.cv.seeds) == (3, [])
-    assert c.cv.scoring_metric == ["val/JaccardIndex", "val/Recall"]
+    assert c.cv.scoring_metric == []  # not given: preflight plans the task's, else scoring.DEFAULT_SCORING
     assert c.cv.multi_score_strategy == "geometric"
     assert (c.tune.hpconfig, c.tune.n_trials, c.tune.sampler, c.tune.tune_seed) == (None, 10, "random", 0)
     assert (c.device.accelerator, c.device.strategy, c.device.devices, c.device.num_nodes) == (
