@@ -81,7 +81,7 @@ class CrossValidation:
 class Tune:
     """How hyperparameter sets are drawn."""
 
-    hpconfig: str | None = None  # TOML/YAML file with a `hyperparameters` table
+    hpconfig: str | None = None  # TOML/YAML file with a [hyperparameters] table; default: the --config file's
     n_trials: int = 10  # hyperparameter sets to cross-validate (clipped to the grid size with --sampler grid)
     sampler: Sampler = "random"  # how trials are drawn from the space
     tune_seed: int = 0  # same seed, same trials
