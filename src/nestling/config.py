@@ -40,7 +40,6 @@ LauncherName = Literal["local", "submitit-local", "slurm"]
 ContainerRuntime = Literal["auto", "apptainer", "singularity", "docker", "podman"]
 
 PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")
-LAUNCHERS: tuple[str, ...] = typing.get_args(LauncherName)
 DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deepspeed", "auto")
 
 
