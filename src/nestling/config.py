@@ -190,7 +190,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"--config {str(path)!r} does not exist; pass the path of a TOML or YAML file")
     try:
         data = files.read(p)
-    except (files.MalformedFile, OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {str(path)!r} cannot be read: {exc}") from exc
+    except files.MalformedFile as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(
             f"--config {str(path)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {first}"
