@@ -319,3 +319,10 @@ def test_config_file_and_space_read_yaml_floats_alike(tmp_path: Path) -> None:
     path = write(tmp_path, "c.yaml", "hparams:\n  lr: 1e-3\nhyperparameters:\n  lr: [1e-3, 1e-2]\n")
     assert parse_config(["--config", path]).hparams == {"lr": 0.001}
     assert load_space(path)["lr"].choices == (0.001, 0.01)  # type: ignore[attr-defined]
+
+
+def test_unreadable_config_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xff\xfe max_epochs = 3\n")
+    with pytest.raises(UsageError, match=r"^--config '.*c.toml' cannot be read: 'utf-8' codec"):
+        parse_config(["--config", str(path)])
