@@ -66,6 +66,7 @@ def make_tree(root: Path, n_runs: int, name: str = "bench") -> Path:
         )
     options = Config().to_dict()
     options["data"]["task"] = "sleep"
+    options["cv"]["scoring_metric"] = ["val/JaccardIndex", "val/Recall"]  # preflight plans the effective metrics
     plan = {"kind": "tune", "name": name, "n_folds": 5, "options": options, "cvs": cvs}
     (tune / "plan.json").write_text(json.dumps(plan, indent=1))
     return tune

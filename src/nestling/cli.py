@@ -15,7 +15,7 @@ from nestling.errors import UsageError, strict_parser
 COMMANDS = {
     "run": "train one run (fold --fold of --fold_method, first seed)",
     "cv": "cross-validate one hyperparameter set: n_folds x seeds runs, scored into run_infos.parquet",
-    "tune": "sample hyperparameter sets from --hpconfig and cross-validate each; ranks the trials",
+    "tune": "sample hyperparameter sets (--hpconfig, or the --config file's [hyperparameters]) and cross-validate each",
     "collect": "rebuild run_infos.parquet / tune_infos.parquet of a tune, cv or run dir from its run results",
     "status": "count and list the runs of a tune, cv or run dir by state",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",

@@ -1,7 +1,7 @@
 """Frozen option groups, parsed with simple-parsing from a config file and the command line.
 
 Precedence: built-in defaults < `--config FILE` (flat keys named like the flags, task hyperparameters in a
-`[hparams]` table) < command-line flags; `--hp KEY=VALUE` overrides one hyperparameter. Unknown keys are an error that
+`[hparams]` table, a tune's space in a `[hyperparameters]` table) < command-line flags; `--hp KEY=VALUE` overrides one hyperparameter. Unknown keys are an error that
 suggests the closest valid key. Nothing here imports torch.
 """
 
@@ -11,17 +11,16 @@ import argparse
 import dataclasses
 import difflib
 import json
-import sys
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import simple_parsing as sp
 from simple_parsing.helpers import list_field
 
+from nestling import files
 from nestling.errors import UsageError
 
 
@@ -30,8 +29,17 @@ def repeatable(text: str) -> Any:
     return sp.field(default_factory=list, action="append", type=str, nargs="+", required=False, help=text)
 
 
+# Options with a fixed set of values: `--help` lists them and `check_choice` refuses anything else, for the command
+# line and the config file alike. The first value is the default (and the example in the error).
+FoldMethod = Literal["kfold", "stratified", "shuffle", "region", "region-stratified", "none"]
+TestSplit = Literal["none", "random", "region"]
+MultiScoreStrategy = Literal["geometric", "harmonic", "arithmetic", "min"]
+Sampler = Literal["random", "grid"]
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
+LauncherName = Literal["local", "submitit-local", "slurm"]
+ContainerRuntime = Literal["auto", "apptainer", "singularity", "docker", "podman"]
+
 PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")
-LAUNCHERS = ("local", "submitit-local", "slurm")
 DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deepspeed", "auto")
 
 
@@ -40,10 +48,10 @@ class Data:
     """Which task, and how its samples are split into test set and folds."""
 
     task: str = "synthetic-segmentation"  # built-in name or "module:attr" (Task instance, class or factory)
-    fold_method: str = "kfold"  # kfold | stratified | shuffle | region | region-stratified | none
+    fold_method: FoldMethod = "kfold"  # how samples are assigned to folds
     n_folds: int = 5  # number of folds (validation splits)
     fold_seed: int = 42  # seed of the fold assignment; independent of the run seeds
-    test_split: str = "none"  # none | random | region
+    test_split: TestSplit = "none"  # which samples are held out for testing
     test_fraction: float = 0.2  # fraction of samples held out for testing with --test_split random
     test_regions: list[str] = list_field()  # regions held out for testing with --test_split region
 
@@ -64,17 +72,17 @@ class CrossValidation:
 
     n_seeds: int = 3  # seeds 42, 21, 69, then more drawn reproducibly
     seeds: list[int] = list_field()  # explicit seeds (overrides --n_seeds)
-    scoring_metric: list[str] = list_field("val/JaccardIndex", "val/Recall")  # NAME[:higher|:lower]
-    multi_score_strategy: str = "geometric"  # geometric | harmonic | arithmetic | min
+    scoring_metric: list[str] = list_field()  # NAME[:higher|:lower]; default: the task's, else val/JaccardIndex val/Recall
+    multi_score_strategy: MultiScoreStrategy = "geometric"  # how several scoring metrics combine into one score
 
 
 @dataclass(frozen=True)
 class Tune:
     """How hyperparameter sets are drawn."""
 
-    hpconfig: str | None = None  # TOML/YAML file with a `hyperparameters` table
+    hpconfig: str | None = None  # TOML/YAML file with a [hyperparameters] table; default: the --config file's
     n_trials: int = 10  # hyperparameter sets to cross-validate (clipped to the grid size with --sampler grid)
-    sampler: str = "random"  # random | grid
+    sampler: Sampler = "random"  # how trials are drawn from the space
     tune_seed: int = 0  # same seed, same trials
 
 
@@ -82,7 +90,7 @@ class Tune:
 class Device:
     """Passed to Lightning's Trainer; cv-parallel / tune-parallel run work units side by side instead."""
 
-    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps | tpu
+    accelerator: Accelerator = "auto"  # the Trainer's accelerator
     strategy: str = "auto"  # a Lightning strategy, or cv-parallel | tune-parallel
     devices: list[str] = list_field("auto")  # auto, a count (2), or ids (0 2 5)
     num_nodes: int = 1  # nodes of one run (multi-node DDP needs --launcher slurm)
@@ -103,7 +111,7 @@ class Logging:
 class Launch:
     """How work units are executed: in local worker processes, or as submitit jobs (local or SLURM)."""
 
-    launcher: str = "local"  # local | submitit-local | slurm
+    launcher: LauncherName = "local"  # where work units run
     dry_run: bool = False  # write and print the job scripts, submit nothing
     wait: bool = False  # with slurm: block with a progress bar until every job ended
     partition: str | None = None
@@ -132,7 +140,7 @@ class Container:
     """Run every worker inside an image (apptainer/singularity .sif, or docker/podman)."""
 
     container_image: str | None = None
-    container_runtime: str = "auto"  # auto | apptainer | singularity | docker | podman
+    container_runtime: ContainerRuntime = "auto"  # auto: apptainer/singularity for .sif, else docker/podman
     container_bind: list[str] = repeatable("SRC[:DST[:ro]]")
     container_env: list[str] = repeatable("KEY=VALUE")
     container_args: str = ""  # extra runtime flags
@@ -170,13 +178,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def flat(self) -> dict[str, Any]:
-        """All options as flat key -> value, the form of a config file."""
-        out: dict[str, Any] = {}
-        for group in GROUPS:
-            out.update(dataclasses.asdict(getattr(self, group)))
-        return out
-
 
 def option_names() -> dict[str, str]:
     """Flat option name -> group attribute."""
@@ -187,17 +188,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"--config {str(path)!r} does not exist; pass the path of a TOML or YAML file")
-    text = p.read_text()
     try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            from nestling.space import _yaml_loader
-
-            data = yaml.load(text, Loader=_yaml_loader()) or {}  # reads 1e-4 as a float, unlike safe_load
-        else:
-            data = tomllib.loads(text)
-    except Exception as exc:  # both parsers raise their own types
+        data = files.read(p)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {str(path)!r} cannot be read: {exc}") from exc
+    except files.MalformedFile as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(
             f"--config {str(path)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {first}"
@@ -213,7 +208,7 @@ def suggest(key: str, valid: list[str]) -> str:
 
 
 def _check_file_values(data: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
-    """Split a flat config-file table into per-group defaults, refusing unknown keys and wrong types."""
+    """Split a flat config-file table into per-group defaults, refusing unknown keys, wrong types and choices."""
     names = option_names()
     per_group: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
     for key, value in data.items():
@@ -224,38 +219,36 @@ def _check_file_values(data: dict[str, Any], path: str) -> dict[str, dict[str, A
                 f"unknown key {key!r} in {path}: {suggest(key, list(names) + list(FILE_ONLY_KEYS))}"
             )
         group = names[key]
-        ftype = {f.name: f.type for f in dataclasses.fields(GROUPS[group])}[key]
-        per_group[group][key] = _coerce(key, value, _type_name(ftype), path)
+        per_group[group][key] = _coerce(key, value, typing.get_type_hints(GROUPS[group])[key], path)
     hparams = data.get("hparams", {})
     if not isinstance(hparams, dict):
         raise UsageError(f"[hparams] in {path} must be a table of KEY = VALUE, not {hparams!r}")
     return per_group
 
 
-def _type_name(ftype: Any) -> str:
-    """'int', 'list[str]', 'str|None' whether the annotation is still a string or simple-parsing resolved it in place."""
-    if isinstance(ftype, str):
-        return ftype
-    if ftype is type(None):
-        return "None"
+def check_choice(name: str, value: Any, choices: tuple[str, ...], source: str | None = None) -> str:
+    """The one check of an option with fixed values; `source` is the config file, None for the command line."""
+    if value in choices:
+        return str(value)
+    allowed = ", ".join(choices)
+    if source is None:
+        raise UsageError(f"--{name} {value!r} is not one of {allowed}; e.g. --{name} {choices[0]}")
+    raise UsageError(f'{name} = {value!r} in {source} is not one of {allowed}; e.g. {name} = "{choices[0]}"')
+
+
+def _coerce(key: str, value: Any, ftype: Any, source: str) -> Any:
+    """Give a config-file value the type of its flag, or say which type (or which values) it needs."""
     origin, args = typing.get_origin(ftype), typing.get_args(ftype)
+    if origin is Literal:
+        return check_choice(key, _coerce(key, value, str, source), args, source)
     if origin is list:
-        return f"list[{_type_name(args[0])}]" if args else "list"
-    if origin in (typing.Union, types.UnionType):
-        return "|".join(_type_name(a) for a in args)
-    return getattr(ftype, "__name__", str(ftype))
-
-
-def _coerce(key: str, value: Any, ftype: str, source: str) -> Any:
-    """Give a config-file value the type of its flag, or say which type it needs."""
-    ftype = ftype.replace(" ", "")
-    if ftype.startswith("list["):
         items = value if isinstance(value, list) else [value]
-        inner = ftype[5:-1]
-        return [_coerce(key, v, inner, source) for v in items]
-    if value is None and "None" in ftype:
-        return None
-    base = ftype.split("|")[0]
+        return [_coerce(key, v, args[0], source) for v in items]
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        ftype = next(a for a in args if a is not type(None))
+    base = getattr(ftype, "__name__", str(ftype))
     try:
         if base == "bool":
             if isinstance(value, bool):
@@ -284,10 +277,19 @@ def _example(base: str) -> str:
     return {"bool": "true", "int": "3", "float": "0.5", "str": '"text"'}.get(base, "...")
 
 
+class _Parser(sp.ArgumentParser):
+    """argparse checks `choices` (the Literal options) here; route that through check_choice's one-line error."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            name = action.option_strings[0].lstrip("-") if action.option_strings else action.dest
+            check_choice(name, value, tuple(action.choices))
+
+
 def build_parser(
     prog: str, description: str, defaults: dict[str, dict[str, Any]] | None = None
-) -> sp.ArgumentParser:
-    parser = sp.ArgumentParser(
+) -> _Parser:
+    parser = _Parser(
         prog=prog,
         description=description,
         add_config_path_arg=False,
@@ -295,7 +297,10 @@ def build_parser(
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--config", default=None, help="TOML or YAML file of options (flat keys, [hparams] table)"
+        "--config",
+        default=None,
+        help="TOML or YAML file of options: flat keys named like the flags, an [hparams] table of task "
+        "hyperparameters, and for nestling tune a [hyperparameters] table (the space, instead of --hpconfig)",
     )
     defaults = defaults or {}
     for group, cls in GROUPS.items():
@@ -364,10 +369,8 @@ def parse_config(argv: list[str], prog: str = "nestling", description: str = "")
 def _parse_or_raise(parser: sp.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """argparse prints usage and exits; we want one line naming the value, through UsageError."""
     parser.exit_on_error = False
-    errors: list[str] = []
 
-    def error(message: str) -> None:  # argparse calls this for bad flags and values
-        errors.append(message)
+    def error(message: str) -> typing.NoReturn:  # argparse calls this for bad flags and values
         raise UsageError(_argparse_hint(message))
 
     parser.error = error  # type: ignore[method-assign]
@@ -384,14 +387,6 @@ def _parse_or_raise(parser: sp.ArgumentParser, argv: list[str]) -> argparse.Name
 
 def _argparse_hint(message: str) -> str:
     return f"{message} (see --help)"
-
-
-def main_help_requested(argv: list[str]) -> bool:
-    return any(a in ("-h", "--help") for a in argv)
-
-
-if __name__ == "__main__":  # pragma: no cover - manual check
-    print(parse_config(sys.argv[1:]))
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

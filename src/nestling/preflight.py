@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from nestling import naming
-from nestling.config import DDP_LIKE, LAUNCHERS, PARALLEL_STRATEGIES, Config
+from nestling.config import DDP_LIKE, PARALLEL_STRATEGIES, Config
 from nestling.devices import TrainerDevices, parse_devices
 from nestling.errors import UsageError
 from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune
-from nestling.task import Split, Task, load_task
-
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+from nestling.task import Split, Task, declared_scoring_metrics, load_task
 
 
 @dataclass(frozen=True)
@@ -39,11 +37,12 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     config = _absolute_artifact_dir(config)
     devices = parse_devices(config.device.devices)
     _check_devices(config, kind, devices)
-    from nestling.scoring import parse_scoring_metrics, validate_strategy
+    from nestling.scoring import parse_scoring_metrics
 
-    parse_scoring_metrics(config.cv.scoring_metric)
-    validate_strategy(config.cv.multi_score_strategy)
+    if config.cv.scoring_metric:
+        parse_scoring_metrics(config.cv.scoring_metric)
     task = load_task(config.data.task)
+    config = _with_scoring_metrics(config, task)
     defaults = task.default_hparams()
     _check_hparams(config.hparams, defaults, "--hp / [hparams]")
     base_hparams = {**defaults, **config.hparams}
@@ -56,11 +55,12 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     artifact_dir = Path(config.logging.artifact_dir)
     per_unit = _devices_per_unit(config)
     if kind == "tune":
-        trials = _trials(config, defaults)
+        trials, space_source = _trials(config, defaults)
         sampled = sorted(set(config.hparams) & {k for t in trials for k in t})
         if sampled:
             raise UsageError(
-                f"hyperparameter {sampled[0]!r} is both fixed (--hp / [hparams]) and sampled (--hpconfig); remove one"
+                f"hyperparameter {sampled[0]!r} is both fixed (--hp / [hparams]) and sampled ({space_source}); "
+                "remove one"
             )
         name = _name(config, artifact_dir, "tune")
         plan = plan_tune(
@@ -89,13 +89,25 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     return Prepared(plan=plan, splits=splits, devices=devices, task=task)
 
 
+def _with_scoring_metrics(config: Config, task: Task) -> Config:
+    """The config with the scoring metrics the plan stores: --scoring_metric when given, else the task's declared
+    ones, else scoring.DEFAULT_SCORING. Runs and the collector read them from the plan."""
+    from nestling.scoring import DEFAULT_SCORING, parse_scoring_metrics
+
+    if config.cv.scoring_metric:
+        return config
+    declared = declared_scoring_metrics(task)
+    if declared is not None:
+        try:
+            parse_scoring_metrics(declared)
+        except UsageError as exc:
+            raise UsageError(f"--task {config.data.task!r} declares bad scoring_metrics: {exc}") from None
+    metrics = declared if declared is not None else list(DEFAULT_SCORING)
+    return dataclasses.replace(config, cv=dataclasses.replace(config.cv, scoring_metric=metrics))
+
+
 def _check_choices(config: Config, kind: str) -> None:
-    if config.launch.launcher not in LAUNCHERS:
-        raise UsageError(f"--launcher {config.launch.launcher!r} is not one of {', '.join(LAUNCHERS)}")
-    if config.device.accelerator not in ACCELERATORS:
-        raise UsageError(
-            f"--accelerator {config.device.accelerator!r} is not one of {', '.join(ACCELERATORS)}"
-        )
+    """Combinations and ranges; the options with fixed values were checked when the config was parsed."""
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:
         if kind == "run":
@@ -111,6 +123,11 @@ def _check_choices(config: Config, kind: str) -> None:
                 f"--strategy {strategy} with --num_nodes {config.device.num_nodes}: parallel runs do not use DDP; "
                 "use --num_nodes 1, or nestling run for a multi-node run"
             )
+    if kind != "run" and config.device.num_nodes > 1:  # array tasks get one node: Trainer and sbatch would disagree
+        raise UsageError(
+            f"--num_nodes {config.device.num_nodes} is for nestling run (one multi-node run); the runs of a {kind} "
+            "get one node each: use --num_nodes 1"
+        )
     for flag, value, low in (
         ("--max_epochs", config.training.max_epochs, 1),
         ("--n_seeds", config.cv.n_seeds, 1),
@@ -134,6 +151,25 @@ def _check_choices(config: Config, kind: str) -> None:
         raise UsageError(
             f"--num_nodes {config.device.num_nodes} needs --launcher slurm (multi-node DDP runs through SLURM)"
         )
+    check_job_resources(config)
+
+
+def check_job_resources(config: Config) -> None:
+    """What one submitit/SLURM job asks for (the local launcher reads none of it); resume checks it again."""
+    launch = config.launch
+    if launch.launcher == "local":
+        return
+    if launch.max_array_size is not None and launch.max_array_size < 1:
+        raise UsageError(f"--max_array_size {launch.max_array_size} must be at least 1")
+    if launch.mem_gb <= 0:
+        raise UsageError(f"--mem_gb {launch.mem_gb} must be positive")
+    if not 0 < launch.signal_delay_s < launch.time_min * 60:
+        raise UsageError(
+            f"--signal_delay_s {launch.signal_delay_s} must be between 0 and the time limit ({launch.time_min * 60} s); "
+            "e.g. --signal_delay_s 90 with --time_min 60"
+        )
+    if launch.cpus_per_task < 1:
+        raise UsageError(f"--cpus_per_task {launch.cpus_per_task} must be at least 1")
 
 
 def check_artifact_dir(path: Path) -> None:
@@ -203,26 +239,27 @@ def _splits(task: Task, config: Config, kind: str) -> list[Split]:
     )
 
 
-def _trials(config: Config, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+def _trials(config: Config, defaults: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The sampled trials, and where their space came from (for errors): --hpconfig, else --config's table."""
     from nestling.config import read_config_file
-    from nestling.space import SAMPLERS, check_space_keys, load_space, parse_space, sample_trials
+    from nestling.space import check_space_keys, load_space, parse_space, sample_trials
 
-    if config.tune.sampler not in SAMPLERS:
-        raise UsageError(f"--sampler {config.tune.sampler!r} is not one of {', '.join(SAMPLERS)}")
+    file_data = read_config_file(config.config_file) if config.config_file and not config.tune.hpconfig else {}
     if config.tune.hpconfig:
-        space = load_space(config.tune.hpconfig)
-    elif config.config_file and "hyperparameters" in read_config_file(config.config_file):
-        space = parse_space(
-            read_config_file(config.config_file)["hyperparameters"], source=config.config_file
-        )
+        space, source = load_space(config.tune.hpconfig), "--hpconfig"
+    elif "hyperparameters" in file_data:
+        space = parse_space(file_data["hyperparameters"], source=str(config.config_file))
+        source = f"[hyperparameters] in --config {config.config_file}"
     else:
         raise UsageError(
-            "nestling tune needs a hyperparameter space: --hpconfig FILE with a [hyperparameters] table"
+            "nestling tune needs a hyperparameter space: --hpconfig FILE with a [hyperparameters] table "
+            "(or that table in the --config file)"
         )
     check_space_keys(space, defaults)
-    return sample_trials(
+    trials = sample_trials(
         space, sampler=config.tune.sampler, n_trials=config.tune.n_trials, seed=config.tune.tune_seed
     )
+    return trials, source
 
 
 def _name(config: Config, artifact_dir: Path, kind: str) -> str:

@@ -32,6 +32,7 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
     from nestling.devices import parse_devices
     from nestling.launch.factory import make_launcher
     from nestling.plan import work_units
+    from nestling.preflight import check_job_resources
 
     name = naming.validate_name(config.launch.resume or "", "--resume name")
     if kind == "run":
@@ -67,6 +68,7 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
     devices = parse_devices(effective.device.devices)
+    check_job_resources(effective)
     launcher = make_launcher(effective, kind, name, devices)
     units = work_units(per_cv, parallel_strategy(effective), runs_per_task(effective, len(todo), launcher))
     return launch_and_report(

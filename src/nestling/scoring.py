@@ -31,12 +31,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import get_args
 
+from nestling.config import MultiScoreStrategy
 from nestling.errors import UsageError
 
-MULTI_SCORE_STRATEGIES = ("geometric", "harmonic", "arithmetic", "min")
+MULTI_SCORE_STRATEGIES: tuple[str, ...] = get_args(MultiScoreStrategy)
 DEFAULT_SCORING = ("val/JaccardIndex", "val/Recall")
-DEFAULT_STRATEGY = "geometric"
 SUCCESS_STATUS = "success"
 
 _DIRECTIONS = {"higher": True, "lower": False}

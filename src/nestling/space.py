@@ -18,21 +18,20 @@ trials, which is what lets a tune be planned again and resumed.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
+from nestling import files
+from nestling.config import Sampler
 from nestling.errors import UsageError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-SAMPLERS = ("random", "grid")
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 DISTRIBUTIONS = ("choice", "constant", "uniform", "loguniform", "intuniform")
 SPACE_TABLE = "hyperparameters"
-TOML_SUFFIXES = (".toml",)
-YAML_SUFFIXES = (".yaml", ".yml")
 
 _SCALAR_TYPES = (bool, int, float, str)
 _NEEDED_KEYS: dict[str, tuple[str, ...]] = {
@@ -50,53 +49,21 @@ _IMPLICIT_KEYS = ("low", "high")
 # files
 
 
-def _yaml_loader() -> type:
-    """A SafeLoader that reads ``1e-3`` as a float (YAML 1.2), not as the string PyYAML's 1.1 rules give."""
-    import yaml
-
-    class _Loader(yaml.SafeLoader):
-        pass
-
-    _Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(
-            r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-            |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-            |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-            |[-+]?\.(?:inf|Inf|INF)
-            |\.(?:nan|NaN|NAN))$""",
-            re.X,
-        ),
-        list("-+0123456789."),
-    )
-    return _Loader
-
-
 def _read_file(path: Path) -> Any:
     """Parse a TOML or YAML file into Python data; every failure becomes a one-line UsageError."""
     suffix = path.suffix.lower()
-    if suffix not in TOML_SUFFIXES + YAML_SUFFIXES:
+    if suffix not in files.TOML_SUFFIXES + files.YAML_SUFFIXES:
         raise UsageError(
             f"hyperparameter file {str(path)!r} has an unknown suffix {suffix!r}: use .toml, .yaml or .yml"
         )
     if not path.is_file():
         raise UsageError(f"hyperparameter file {str(path)!r} not found: check the path given to --hpconfig")
     try:
-        text = path.read_text(encoding="utf-8")
+        return files.read(path)
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read hyperparameter file {str(path)!r}: {err}") from err
-    if suffix in TOML_SUFFIXES:
-        import tomllib
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise UsageError(f"malformed TOML in {str(path)!r}: {err}; fix the file") from err
-    import yaml
-
-    try:
-        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as err:
-        raise UsageError(f"malformed YAML in {str(path)!r}: {err}; fix the file") from err
+    except files.MalformedFile as err:
+        raise UsageError(f"malformed {err.fmt} in {str(path)!r}: {err}; fix the file") from err
 
 
 def load_space(path: str | Path) -> dict[str, BaseDistribution]:

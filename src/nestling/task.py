@@ -21,7 +21,6 @@ BUILTIN_TASKS = {
     "synthetic-segmentation": "nestling.tasks.synthetic:SyntheticSegmentation",
     "sleep": "nestling.tasks.sleep:SleepTask",
 }
-DEFAULT_TASK = "synthetic-segmentation"
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,11 @@ class Task:
 
     def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
         raise NotImplementedError
+
+    def scoring_metrics(self) -> list[str] | None:
+        """Optional: the metrics (NAME[:higher|:lower]) a cv scores runs on when --scoring_metric is not given,
+        e.g. ["val/acc"] for a task that logs only that. None: nestling's defaults (val/JaccardIndex val/Recall)."""
+        return None
 
     def data_dirs(self) -> list[str]:
         """Optional: host directories holding the task's data. With --container_image each is bound into the
@@ -84,6 +88,16 @@ def load_task(spec: str) -> Task:
             "build_model and build_datamodule"
         )
     return task
+
+
+def declared_scoring_metrics(task: object) -> list[str] | None:
+    """What a task declares with `scoring_metrics` (a method or a plain attribute); None when it declares nothing."""
+    declared = getattr(task, "scoring_metrics", None)
+    if callable(declared):
+        declared = declared()
+    if declared is None:
+        return None
+    return [declared] if isinstance(declared, str) else [str(m) for m in declared]
 
 
 def _is_task(obj: object) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nestling.config import parse_config
+from nestling.config import option_names, parse_config
 from nestling.devices import parse_devices
 from nestling.errors import UsageError
 
@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert (c.data.test_split, c.data.test_fraction, c.data.test_regions) == ("none", 0.2, [])
     assert (c.training.max_epochs, c.training.early_stopping_patience, c.training.hp) == (10, 0, [])
     assert (c.cv.n_seeds, c.cv.seeds) == (3, [])
-    assert c.cv.scoring_metric == ["val/JaccardIndex", "val/Recall"]
+    assert c.cv.scoring_metric == []  # not given: preflight plans the task's, else scoring.DEFAULT_SCORING
     assert c.cv.multi_score_strategy == "geometric"
     assert (c.tune.hpconfig, c.tune.n_trials, c.tune.sampler, c.tune.tune_seed) == (None, 10, "random", 0)
     assert (c.device.accelerator, c.device.strategy, c.device.devices, c.device.num_nodes) == (
@@ -256,3 +256,73 @@ def test_every_option_has_its_help_text(kind: str, capsys: pytest.CaptureFixture
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--steal" in out and "__TEMP__" not in out
+
+
+CHOICES = {
+    "fold_method": "{kfold,stratified,shuffle,region,region-stratified,none}",
+    "test_split": "{none,random,region}",
+    "multi_score_strategy": "{geometric,harmonic,arithmetic,min}",
+    "sampler": "{random,grid}",
+    "accelerator": "{auto,cpu,gpu,cuda,mps,tpu}",
+    "launcher": "{local,submitit-local,slurm}",
+    "container_runtime": "{auto,apptainer,singularity,docker,podman}",
+}
+
+
+def test_help_lists_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    from nestling.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["cv", "--help"])
+    out = capsys.readouterr().out
+    for flag, choices in CHOICES.items():
+        assert f"--{flag} {choices}" in out
+    config_help = out[out.index("--config CONFIG  ") : out.index("Data [")]
+    assert "[hparams]" in config_help and "[hyperparameters]" in config_help  # a tune's space may live there
+
+
+@pytest.mark.parametrize("flag", list(CHOICES))
+def test_a_value_outside_the_choices_is_refused_on_the_command_line_and_in_the_file(
+    flag: str, tmp_path: Path
+) -> None:
+    choices = CHOICES[flag].strip("{}").split(",")
+    allowed = ", ".join(choices)
+    with pytest.raises(UsageError) as err:
+        parse_config([f"--{flag}", "bogus"])
+    assert str(err.value) == f"--{flag} 'bogus' is not one of {allowed}; e.g. --{flag} {choices[0]}"
+    path = write(tmp_path, "c.toml", f'{flag} = "bogus"\n')
+    with pytest.raises(UsageError) as err:
+        parse_config(["--config", path])
+    assert str(err.value) == f'{flag} = \'bogus\' in {path} is not one of {allowed}; e.g. {flag} = "{choices[0]}"'
+    last = choices[-1]  # not the default: both sources must reach the option
+    ok = write(tmp_path, "ok.toml", f'{flag} = "{last}"\n')
+    from_flag = parse_config([f"--{flag}", last]).to_dict()
+    assert parse_config(["--config", ok]).to_dict() == {**from_flag, "config_file": ok}
+    assert from_flag[option_names()[flag]][flag] == last
+
+
+def test_choices_match_the_modules_that_act_on_them() -> None:
+    """folds and container keep their own tuples (they are called directly too); they must not drift."""
+    import typing
+
+    from nestling import config, container, folds
+
+    assert typing.get_args(config.FoldMethod) == folds.FOLD_METHODS
+    assert typing.get_args(config.TestSplit) == folds.TEST_SPLITS
+    assert typing.get_args(config.ContainerRuntime) == container.RUNTIMES
+
+
+def test_config_file_and_space_read_yaml_floats_alike(tmp_path: Path) -> None:
+    """One reader (nestling.files): `1e-3` is a float in a config file's [hparams] as in a space file."""
+    from nestling.space import load_space
+
+    path = write(tmp_path, "c.yaml", "hparams:\n  lr: 1e-3\nhyperparameters:\n  lr: [1e-3, 1e-2]\n")
+    assert parse_config(["--config", path]).hparams == {"lr": 0.001}
+    assert load_space(path)["lr"].choices == (0.001, 0.01)  # type: ignore[attr-defined]
+
+
+def test_unreadable_config_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xff\xfe max_epochs = 3\n")
+    with pytest.raises(UsageError, match=r"^--config '.*c.toml' cannot be read: 'utf-8' codec"):
+        parse_config(["--config", str(path)])

@@ -75,6 +75,11 @@ CASES: dict[str, Bad] = {
     "fixed and sampled": Bad(
         ["tune", *LOCAL, "--hpconfig", "FILES/value.toml", "--hp", "value=0.5"], "'value'", "remove one"
     ),
+    "fixed and sampled from the config file": Bad(
+        ["tune", *LOCAL, "--config", "FILES/value.toml", "--hp", "value=0.5"],
+        "'value'",
+        "sampled ([hyperparameters] in --config",
+    ),
     "unknown sampler": Bad(
         ["tune", *LOCAL, "--hpconfig", "FILES/value.toml", "--sampler", "bayes"], "bayes", "random"
     ),
@@ -107,6 +112,16 @@ CASES: dict[str, Bad] = {
         ["run", *LOCAL, "--num_nodes", "2", "--strategy", "ddp", "--devices", "2"],
         "--num_nodes 2",
         "--launcher slurm",
+    ),
+    "multi-node cv on slurm": Bad(
+        ["cv", *DRY_SLURM, "--num_nodes", "2", "--strategy", "ddp", "--devices", "2"],
+        "--num_nodes 2",
+        "nestling run",
+    ),
+    "multi-node tune on slurm": Bad(
+        ["tune", *DRY_SLURM, "--hpconfig", "FILES/value.toml", "--num_nodes", "2", "--devices", "2"],
+        "--num_nodes 2",
+        "--num_nodes 1",
     ),
     "device list on several nodes": Bad(
         ["run", *DRY_SLURM, "--num_nodes", "2", "--strategy", "ddp", "--devices", "0", "1"],
@@ -152,6 +167,10 @@ CASES: dict[str, Bad] = {
         ["cv", *DRY_SLURM, "--array_parallelism", "0"], "--array_parallelism 0", "at least 1"
     ),
     "zero memory": Bad(["cv", *DRY_SLURM, "--mem_gb", "0"], "--mem_gb 0", "positive"),
+    "zero memory on resume": Bad(
+        ["cv", *DRY_SLURM, "--resume", "there", "--mem_gb", "0"], "--mem_gb 0", "positive", needs_tree=True
+    ),
+    "zero cpus": Bad(["cv", *DRY_SLURM, "--cpus_per_task", "0"], "--cpus_per_task 0", "at least 1"),
     "sbatch option without value": Bad(
         ["cv", *DRY_SLURM, "--slurm_extra", "novalue"], "'novalue'", "KEY=VALUE"
     ),

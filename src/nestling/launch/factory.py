@@ -86,17 +86,6 @@ def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevice
         count = devices if isinstance(devices, int) else (gpus or 1)
         if config.device.num_nodes > 1 or (isinstance(count, int) and count > 1):
             nodes, tasks = config.device.num_nodes, count  # Lightning requires ntasks-per-node == devices
-    if launch.max_array_size is not None and launch.max_array_size < 1:
-        raise UsageError(f"--max_array_size {launch.max_array_size} must be at least 1")
-    if launch.mem_gb <= 0:
-        raise UsageError(f"--mem_gb {launch.mem_gb} must be positive")
-    if not 0 < launch.signal_delay_s < launch.time_min * 60:
-        raise UsageError(
-            f"--signal_delay_s {launch.signal_delay_s} must be between 0 and the time limit ({launch.time_min * 60} s); "
-            "e.g. --signal_delay_s 90 with --time_min 60"
-        )
-    if launch.cpus_per_task < 1:
-        raise UsageError(f"--cpus_per_task {launch.cpus_per_task} must be at least 1")
     return SlurmResources(
         partition=launch.partition,
         time_min=launch.time_min,

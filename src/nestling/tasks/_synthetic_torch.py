@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning
 import torch
@@ -91,7 +91,8 @@ class SegmentationModule(lightning.LightningModule):
         logits = self(x)
         self.log(f"{prefix}/loss", self.loss(logits, y), on_step=False, on_epoch=True, batch_size=len(x))
         probs, target = torch.sigmoid(logits), y.int()
-        for name, metric in metrics.items():
+        for name, module in metrics.items():
+            metric = cast(torchmetrics.Metric, module)  # ModuleDict items are typed as plain Modules
             metric.update(probs, target)
             self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True, batch_size=len(x))
 

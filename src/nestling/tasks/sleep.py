@@ -37,6 +37,9 @@ class SleepTask(Task):
     def default_hparams(self) -> dict[str, Any]:
         return {"sleep_s": 1.0, "value": 0.5, "lr": 0.01, "fail_if_val_contains": ""}
 
+    def scoring_metrics(self) -> list[str]:
+        return ["val/JaccardIndex", "val/Recall"]  # the constants it logs
+
     def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
         return _module(resolve_hparams(self.default_hparams(), hparams, "sleep"))
 

@@ -143,6 +143,9 @@ class SyntheticSegmentation(Task):
     def default_hparams(self) -> dict[str, Any]:
         return {"lr": 1e-2, "base_channels": 8, "batch_size": 16, "depth": 2}
 
+    def scoring_metrics(self) -> list[str]:
+        return ["val/JaccardIndex", "val/Recall"]  # of the val/* metrics SegmentationModule logs
+
     def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
         from nestling.tasks import _synthetic_torch
 
