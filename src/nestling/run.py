@@ -6,13 +6,11 @@ worker pays the import once and then runs many specs.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import socket
-import tempfile
 import time
 import traceback
 from functools import lru_cache
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling import __version__
+from nestling import attempt as attempt_lock
 from nestling.naming import RunPaths
 from nestling.records import FAILED, SUCCESS, RunSpec, empty_result, read_result, write_json
 from nestling.task import Split, Task, load_task
@@ -81,12 +80,12 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
     # One-task processes (local workers, array tasks) take the lock exclusively; in a multi-task job (srun, DDP)
     # every rank must make the same choice, so rank 0 just marks the run and SLURM keeps the job unique.
     exclusive = writer and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1
-    if exclusive and not _acquire_lock(paths, host):
+    if exclusive and not attempt_lock.acquire(paths, host):
         log.warning(
             "run %s: a live attempt holds %s; not starting it a second time", spec.run_name, paths.lock
         )
         return None
-    heartbeat = _Heartbeat(paths.lock) if writer else None
+    heartbeat = attempt_lock.Heartbeat(paths.lock) if writer else None
     try:
         previous = read_result(paths.dir) if exclusive else None
         if (
@@ -115,7 +114,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
         if writer:
             write_json(paths.attempts, attempt)
             if not exclusive:
-                write_json(paths.lock, _lock_info(host))
+                attempt_lock.mark(paths, host)
         if heartbeat is not None:
             heartbeat.start()
         try:
@@ -139,98 +138,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
         if heartbeat is not None:
             heartbeat.stop()
         if writer:
-            _release_lock(paths)
-
-
-def _lock_info(host: str) -> dict[str, Any]:
-    return {
-        "pid": os.getpid(),
-        "host": host,
-        "hostname": socket.gethostname(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slurm_restarts": os.environ.get("SLURM_RESTART_COUNT", "0"),
-        "started": _now(),
-    }
-
-
-def _acquire_lock(paths: RunPaths, host: str) -> bool:
-    """Create attempt.lock exclusively (hard link of a complete file: readers never see half a lock).
-
-    An existing lock whose holder is alive wins (False); a stale one is removed and the creation retried.
-    """
-    from nestling.status import lock_alive
-
-    payload = json.dumps(_lock_info(host))
-    for _ in range(3):
-        if _create_exclusive(paths.lock, payload):
-            return True
-        if lock_alive(paths.dir):
-            return False
-        log.warning("taking over %s: its attempt is gone", paths.lock)
-        with contextlib.suppress(FileNotFoundError):
-            paths.lock.unlink()
-    return False
-
-
-def _create_exclusive(path: Path, payload: str) -> bool:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(payload)
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        except (
-            OSError
-        ):  # a file system without hard links: exclusive create (a reader may see it empty briefly)
-            try:
-                with open(path, "x") as f:
-                    f.write(payload)
-                return True
-            except FileExistsError:
-                return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _release_lock(paths: RunPaths) -> None:
-    """Remove the lock if it is still this process's (never one a later attempt took over)."""
-    try:
-        info = json.loads(paths.lock.read_text())
-    except (FileNotFoundError, ValueError):
-        return
-    if (
-        isinstance(info, dict)
-        and info.get("pid") == os.getpid()
-        and info.get("hostname") == socket.gethostname()
-    ):
-        paths.lock.unlink(missing_ok=True)
-
-
-class _Heartbeat:
-    """Touches the lock while the run trains, so other machines can tell a live attempt from a dead one."""
-
-    def __init__(self, lock: Path) -> None:
-        import threading
-
-        self.lock = lock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="nestling-lock-heartbeat", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _beat(self) -> None:
-        from nestling.status import LOCK_HEARTBEAT_S
-
-        while not self._stop.wait(LOCK_HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                os.utime(self.lock)
+            attempt_lock.release(paths)
 
 
 def resume_checkpoint(paths: RunPaths) -> Path | None:
