@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nestling.jobenv import JobEnvironment
 from nestling.naming import RunPaths
 from nestling.records import write_json
 
@@ -38,12 +39,13 @@ def _now() -> str:
 
 def info(host: str) -> dict[str, Any]:
     """What a lock says about its holder: enough to tell, from any machine, whether it is still alive."""
+    job = JobEnvironment.from_environ()
     return {
         "pid": os.getpid(),
         "host": host,
         "hostname": socket.gethostname(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slurm_restarts": os.environ.get("SLURM_RESTART_COUNT", "0"),
+        "slurm_job_id": job.job_id,
+        "slurm_restarts": str(job.restart_count),
         "started": _now(),
     }
 
@@ -142,9 +144,10 @@ def alive(run_dir: Path) -> bool:
         return False
     if not isinstance(held, dict):
         return False
-    job = str(held.get("slurm_job_id") or "")
-    restarted = _count(held.get("slurm_restarts")) < _count(os.environ.get("SLURM_RESTART_COUNT"))
-    if job and job == os.environ.get("SLURM_JOB_ID") and restarted:
+    job = JobEnvironment.from_environ()
+    holder_job = str(held.get("slurm_job_id") or "")
+    restarted = _count(held.get("slurm_restarts")) < job.restart_count
+    if holder_job and holder_job == job.job_id and restarted:
         return False
     if held.get("hostname") == socket.gethostname():  # same machine and pid namespace (not another container)
         try:

@@ -17,8 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from nestling import __version__
+from nestling import __version__, jobenv
 from nestling import attempt as attempt_lock
+from nestling.jobenv import JobEnvironment
 from nestling.naming import RunPaths
 from nestling.records import FAILED, SUCCESS, RunSpec, empty_result, read_result, write_json
 from nestling.task import Split, Task, load_task
@@ -47,16 +48,6 @@ def in_container() -> bool:
     return detect()
 
 
-_CURRENT: dict[str, Any] = {}  # the trainer and run paths of the run in progress, for the preemption handler
-
-
-def global_rank() -> int:
-    """This process's rank in a multi-task SLURM job (srun), else 0; only rank 0 writes results and locks."""
-    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_PROCID" in os.environ:
-        return int(os.environ["SLURM_PROCID"])
-    return int(os.environ.get("RANK", "0") or 0)
-
-
 def next_attempt(paths: RunPaths) -> int:
     """Count starts of this run: a requeued or resumed run keeps its run_id and gets the next attempt number."""
     try:
@@ -75,11 +66,12 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
     """
     paths = RunPaths(Path(spec.run_dir))
     paths.dir.mkdir(parents=True, exist_ok=True)
-    writer = global_rank() == 0
-    host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    job = JobEnvironment.from_environ()
+    writer = job.global_rank == 0  # only rank 0 writes results and locks
+    host = job.node or socket.gethostname()
     # One-task processes (local workers, array tasks) take the lock exclusively; in a multi-task job (srun, DDP)
     # every rank must make the same choice, so rank 0 just marks the run and SLURM keeps the job unique.
-    exclusive = writer and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1
+    exclusive = writer and not job.multi_task
     if exclusive and not attempt_lock.acquire(paths, host):
         log.warning(
             "run %s: a live attempt holds %s; not starting it a second time", spec.run_name, paths.lock
@@ -100,16 +92,16 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             host=host,
             pid=os.getpid(),
             cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-            slurm_job_id=os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
-            slurm_array_task_id=os.environ.get("SLURM_ARRAY_TASK_ID"),
+            slurm_job_id=job.array_job_id or job.job_id,
+            slurm_array_task_id=job.array_task_id,
             in_container=in_container(),
             nestling_version=__version__,
-            world_size=int(os.environ.get("SLURM_NTASKS", "1") or 1) if writer else None,
+            world_size=job.ntasks if writer else None,
             attempt=attempt,
         )
         log.warning(
-            "run %s attempt %d: rank %d of %s on %s", spec.run_name, attempt, global_rank(),
-            os.environ.get("SLURM_NTASKS", "1"), result["host"],
+            "run %s attempt %d: rank %d of %d on %s", spec.run_name, attempt, job.global_rank, job.ntasks,
+            result["host"],
         )  # fmt: skip
         if writer:
             write_json(paths.attempts, attempt)
@@ -121,15 +113,13 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             metrics, checkpoint, world_size = _train(spec, paths, attempt)
             result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
             log.warning(
-                "run %s rank %d metrics %s", spec.run_name, global_rank(), json.dumps(metrics, sort_keys=True)
+                "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(metrics, sort_keys=True)
             )
         except Exception as exc:  # a failed run is data, not a crash of the cv
             result.update(status=FAILED, error=f"{type(exc).__name__}: {exc}".strip()[:2000])
             if writer:
                 (paths.dir / "error.txt").write_text(traceback.format_exc())
             log.warning("run %s failed: %s", spec.run_name, result["error"])
-        finally:
-            _CURRENT.clear()
         result.update(duration=round(time.time() - started, 3), finished_at=_now())
         if writer:
             write_json(paths.result, result)
@@ -147,7 +137,7 @@ def resume_checkpoint(paths: RunPaths) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
-def save_interrupt_checkpoint() -> Path | None:
+def save_interrupt_checkpoint(trainer: Any, paths: RunPaths) -> Path | None:
     """Called on the preemption / time-limit signal: leave a state the next attempt resumes from exactly.
 
     Lightning continues a checkpoint taken mid-epoch exactly only when every training dataloader is resumable
@@ -157,8 +147,7 @@ def save_interrupt_checkpoint() -> Path | None:
     whole epoch. The next attempt then resumes from last.ckpt, the end of the last completed epoch, and redoes
     only the interrupted epoch's partial work: no completed epoch is trained twice, none is skipped.
     """
-    trainer, paths = _CURRENT.get("trainer"), _CURRENT.get("paths")
-    if trainer is None or paths is None or global_rank() != 0:
+    if JobEnvironment.from_environ().global_rank != 0:
         return None
     if not _resumable_mid_epoch(trainer):
         log.warning(
@@ -197,11 +186,12 @@ def _cluster_plugins() -> list[Any]:
     A multi-task job (srun, multi-node DDP) uses SLURMEnvironment(auto_requeue=False) to wire ranks; a one-task
     array job uses the plain LightningEnvironment so that a unit with several GPUs can still use ddp_fork.
     """
-    if "SLURM_JOB_ID" not in os.environ:
+    job = JobEnvironment.from_environ()
+    if job.job_id is None:
         return []
     from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+    if job.multi_task:
         return [SLURMEnvironment(auto_requeue=False)]
     return [LightningEnvironment()]
 
@@ -248,18 +238,19 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
         log_every_n_steps=1,
     )
     resume_from = resume_checkpoint(paths)
-    _CURRENT.update(trainer=trainer, paths=paths)
+    # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
     try:
-        model = task.build_model(dict(spec.hparams))
-        datamodule = task.build_datamodule(dict(spec.hparams), split)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-        metrics = _floats(trainer.callback_metrics)
-        if split.test and type(model).test_step is not L.LightningModule.test_step:
-            ckpt = "best" if checkpoint.best_model_path else None
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-            metrics.update(
-                {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
-            )
+        with jobenv.on_preempt(lambda: save_interrupt_checkpoint(trainer, paths)):
+            model = task.build_model(dict(spec.hparams))
+            datamodule = task.build_datamodule(dict(spec.hparams), split)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+            metrics = _floats(trainer.callback_metrics)
+            if split.test and type(model).test_step is not L.LightningModule.test_step:
+                ckpt = "best" if checkpoint.best_model_path else None
+                trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+                metrics.update(
+                    {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
+                )
     finally:
         if wandb_logger is not None:
             import wandb

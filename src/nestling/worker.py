@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from nestling import jobenv
 from nestling.artifacts import load_spec
 from nestling.records import read_result
 
@@ -61,12 +62,10 @@ def _relay_preemption() -> None:
     import signal
 
     def handler(signum: int, frame: Any) -> None:
-        from nestling.run import save_interrupt_checkpoint
+        jobenv.save_in_progress()
+        os._exit(jobenv.EXIT_REQUEUED)
 
-        save_interrupt_checkpoint()
-        os._exit(75)
-
-    signal.signal(signal.SIGUSR2, handler)
+    signal.signal(jobenv.PREEMPT_SIGNAL, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

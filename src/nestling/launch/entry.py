@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -19,7 +18,8 @@ from typing import Any
 
 import submitit
 
-PREEMPT_SIGNAL = signal.SIGUSR2
+from nestling.jobenv import save_in_progress
+
 _CHILD: dict[str, subprocess.Popen[bytes]] = {}
 
 
@@ -86,15 +86,5 @@ class UnitJob(submitit.helpers.Checkpointable):
         return run_unit(run_dirs, container)
 
     def checkpoint(self, run_dirs: list[str], container: dict[str, Any] | None = None) -> Any:
-        proc = _CHILD.get("proc")
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(PREEMPT_SIGNAL)  # the worker in the container saves and exits
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        else:
-            from nestling.run import save_interrupt_checkpoint
-
-            save_interrupt_checkpoint()
+        save_in_progress(_CHILD.get("proc"))  # the worker in the container, or the run in this process, saves
         return submitit.helpers.DelayedSubmission(self, run_dirs, container)
