@@ -181,7 +181,7 @@ def _resumable_mid_epoch(trainer: Any) -> bool:
 
 
 def _cluster_plugins() -> list[Any]:
-    """nestling's task program (launch/task.py) owns SLURM signals and requeue, so Lightning must not requeue too.
+    """nestling's task program (array_task.py) owns SLURM signals and requeue, so Lightning must not requeue too.
 
     A multi-task job (srun, multi-node DDP) uses SLURMEnvironment(auto_requeue=False) to wire ranks; a one-task
     array job uses the plain LightningEnvironment so that a unit with several GPUs can still use ddp_fork.

@@ -255,11 +255,11 @@ class SubmititLauncher(Launcher):
         return record
 
     def _script(self, folder: Path, units_file: Path, offset: int, count: int) -> str:
-        """The sbatch script of one array: every task runs `python -m nestling.launch.task UNITS OFFSET`."""
+        """The sbatch script of one array: every task runs `python -m nestling.array_task UNITS OFFSET`."""
         params = self._slurm_params(self.resources)
         if count > 1:  # one unit (e.g. one multi-node run) is a plain job, as with submitit
             params["map_count"] = count
-        return _render(folder, ["-m", "nestling.launch.task", str(units_file.resolve()), str(offset)], params)
+        return _render(folder, ["-m", "nestling.array_task", str(units_file.resolve()), str(offset)], params)
 
     def _collector_script(self, folder: Path, root: Path, job_ids: list[str]) -> str:
         """A one-CPU job that runs `nestling collect` once every array ended (afterany), whoever is logged in."""

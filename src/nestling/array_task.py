@@ -1,4 +1,4 @@
-"""`python -m nestling.launch.task UNITS_JSON OFFSET`: what one SLURM array task (or one srun rank) runs.
+"""`python -m nestling.array_task UNITS_JSON OFFSET`: what one SLURM array task (or one srun rank) runs.
 
 One sbatch script per array serves every task: task i reads unit OFFSET + i from the launch's units.json, so a
 submission writes one file, not one pickle per task. The task then
@@ -126,7 +126,7 @@ class Requeuer:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m nestling.launch.task UNITS_JSON OFFSET", file=sys.stderr)
+        print("usage: python -m nestling.array_task UNITS_JSON OFFSET", file=sys.stderr)
         return 2
     units_file, offset = Path(args[0]), int(args[1])
     manifest = json.loads(units_file.read_text())
