@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from nestling import __version__, jobenv
+from nestling import __version__, jobenv, lightning_compat
 from nestling import attempt as attempt_lock
 from nestling.jobenv import JobEnvironment
 from nestling.naming import RunPaths
@@ -159,7 +159,7 @@ def save_interrupt_checkpoint(trainer: Any, paths: RunPaths) -> Path | None:
 
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     tmp = paths.interrupted_checkpoint.with_suffix(".tmp")
-    torch.save(trainer._checkpoint_connector.dump_checkpoint(), tmp)
+    torch.save(lightning_compat.dump_checkpoint(trainer), tmp)
     os.replace(tmp, paths.interrupted_checkpoint)
     log.warning("saved %s on preemption", paths.interrupted_checkpoint)
     return paths.interrupted_checkpoint
@@ -167,17 +167,10 @@ def save_interrupt_checkpoint(trainer: Any, paths: RunPaths) -> Path | None:
 
 def _resumable_mid_epoch(trainer: Any) -> bool:
     """Inside an epoch's batch loop (past on_train_epoch_start), with resumable training dataloaders only."""
-    try:
-        epoch = trainer.fit_loop.epoch_progress.current
-        batches = trainer.fit_loop.epoch_loop.batch_progress
-        loaders = trainer.fit_loop._combined_loader.flattened
-    except AttributeError:
+    loaders = lightning_compat.train_dataloaders(trainer)
+    if not loaders or not lightning_compat.in_epoch_batches(trainer):
         return False
-    in_batches = (
-        epoch.started == epoch.ready and epoch.processed == epoch.started - 1 and batches.current.ready > 0
-    )
-    resumable = all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loaders)
-    return bool(loaders) and in_batches and resumable
+    return all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loaders)
 
 
 def _cluster_plugins() -> list[Any]:
