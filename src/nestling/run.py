@@ -118,7 +118,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
         except Exception as exc:  # a failed run is data, not a crash of the cv
             result.update(status=FAILED, error=f"{type(exc).__name__}: {exc}".strip()[:2000])
             if writer:
-                (paths.dir / "error.txt").write_text(traceback.format_exc())
+                paths.error.write_text(traceback.format_exc())
             log.warning("run %s failed: %s", spec.run_name, result["error"])
         result.update(duration=round(time.time() - started, 3), finished_at=_now())
         if writer:

@@ -50,3 +50,10 @@ def test_the_preemption_signal_reaches_the_run_in_progress_and_the_worker_exits_
     assert "signal in epoch 0: the next attempt resumes from the start" in stderr
     assert not (run / "run_result.json").exists()  # preempted, not finished
     assert jobenv.PREEMPT_SIGNAL == signal.SIGUSR2
+
+
+def test_a_spec_written_with_the_old_attempt_field_still_loads(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    spec = RunSpec.load(run / "run_spec.json")
+    assert "attempt" not in spec.to_dict()  # the attempt number lives in attempts.json, not in the spec
+    assert RunSpec.from_dict({**spec.to_dict(), "attempt": 1}) == spec
