@@ -61,7 +61,7 @@ class UnitRunner:
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write(json.dumps({"index": 0, "run_dirs": run_dirs}) + "\n")
         self.child.stdin.flush()
-        statuses = []
+        statuses: list[str] = []
         for line in self.child.stdout:
             reply = json.loads(line)
             if "unit_done" in reply:
@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         statuses += runner.run(units[own])
         if not several_ranks and manifest.get("steal", True):
-            for unit in claims.stolen(paths, job):  # stolen before a requeue: finish them first
-                statuses += runner.run(units[unit])
+            for stolen in claims.stolen(paths, job):  # stolen before a requeue: finish them first
+                statuses += runner.run(units[stolen])
             stealer = claims.Stealer(paths, job)
             while (unit := stealer.next()) is not None:
                 print(f"nestling: task {job} took over unit {unit} from its waiting task", flush=True)

@@ -29,13 +29,11 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
     quiet_lightning()
     results = []
     for d in dirs:
-        previous = read_result(Path(d)) if skip_done else None
-        if previous is not None and previous.get("status") == "success":
-            result = previous  # finished work is never done twice
-        else:
+        result = read_result(Path(d)) if skip_done else None
+        if result is None or result.get("status") != "success":  # finished work is never done twice
             result = execute(load_spec(Path(d)))
-            if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
-                result = {"run_dir": d, "status": SKIPPED}
+        if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
+            result = {"run_dir": d, "status": SKIPPED}
         results.append(result)
         if reply is not None:
             reply.write(json.dumps({"run_dir": d, "status": result.get("status")}) + "\n")
