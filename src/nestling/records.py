@@ -17,7 +17,7 @@ from typing import Any
 RESULT_KEYS = (
     "run_name", "run_id", "cv_name", "tune_name", "fold", "seed", "hparams", "status", "error", "metrics",
     "checkpoint", "duration", "started_at", "finished_at", "host", "pid", "cuda_visible_devices", "slurm_job_id",
-    "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version",
+    "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version", "worker_startup_s",
 )  # fmt: skip
 SUCCESS = "success"
 FAILED = "failed"

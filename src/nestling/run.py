@@ -6,6 +6,7 @@ worker pays the import once and then runs many specs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -86,6 +87,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             return previous
         attempt = next_attempt(paths)
         result = empty_result(spec)
+        startup = _worker_startup()  # before the clock starts: a run's duration is its own time
         started = time.time()
         result.update(
             started_at=_now(),
@@ -98,12 +100,14 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             nestling_version=__version__,
             world_size=job.ntasks if writer else None,
             attempt=attempt,
+            worker_startup_s=startup,
         )
         log.warning(
             "run %s attempt %d: rank %d of %d on %s", spec.run_name, attempt, job.global_rank, job.ntasks,
             result["host"],
         )  # fmt: skip
         if writer:
+            _archive_error(paths, attempt - 1)
             write_json(paths.attempts, attempt)
             if not exclusive:
                 attempt_lock.mark(paths, host)
@@ -129,6 +133,33 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             heartbeat.stop()
         if writer:
             attempt_lock.release(paths)
+
+
+class _Startup:
+    """The first run of a process pays the torch + Lightning import (seconds); later runs of a warm worker do not.
+
+    Timed apart from the run and recorded once, as the first result's worker_startup_s, so that durations of
+    identical runs compare."""
+
+    paid = False
+
+
+def _worker_startup() -> float | None:
+    """Seconds the one-time imports took, on this process's first run; None on every later run."""
+    if _Startup.paid:
+        return None
+    _Startup.paid = True
+    clock = time.perf_counter()
+    with contextlib.suppress(ImportError):  # reported by the run itself, as its error, when _train imports it
+        import lightning.pytorch  # noqa: F401  (imports torch)
+    return round(time.perf_counter() - clock, 3)
+
+
+def _archive_error(paths: RunPaths, previous_attempt: int) -> None:
+    """A new attempt starts: the traceback of the previous (failed) one moves aside, so that error.txt never
+    stands beside a result it does not belong to."""
+    if previous_attempt >= 1 and paths.error.is_file():
+        os.replace(paths.error, paths.archived_error(previous_attempt))
 
 
 def resume_checkpoint(paths: RunPaths) -> Path | None:
@@ -199,7 +230,8 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
     task = _task(spec.task)
     split = _splits(spec.splits_file)[spec.fold]
     L.seed_everything(spec.seed, workers=True, verbose=False)
-    first = parse_scoring_metrics(spec.scoring_metric)[0]
+    scoring = parse_scoring_metrics(spec.scoring_metric)
+    first = scoring[0]
     checkpoint = ModelCheckpoint(
         dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode
     )
@@ -238,6 +270,11 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
             datamodule = task.build_datamodule(dict(spec.hparams), split)
             trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
             metrics = _floats(trainer.callback_metrics)
+            if resume_from is not None and _missing(scoring, metrics):
+                # Resumed from the end of training (the previous attempt failed after fit, e.g. in test):
+                # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
+                trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)
+                metrics.update(_floats(trainer.callback_metrics))
             if split.test and type(model).test_step is not L.LightningModule.test_step:
                 ckpt = "best" if checkpoint.best_model_path else None
                 trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
@@ -249,8 +286,22 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
             import wandb
 
             wandb.finish()
+    missing = _missing(scoring, metrics)
+    if missing:
+        raise MissingMetricError(
+            f"the run ended without the scoring metric(s) {', '.join(missing)}; it logged: "
+            f"{', '.join(sorted(metrics)) or 'nothing'}"
+        )
     best = checkpoint.best_model_path or last.best_model_path or None
     return metrics, best, trainer.world_size
+
+
+class MissingMetricError(RuntimeError):
+    """A run without every scoring metric cannot be scored, so it is not a success."""
+
+
+def _missing(scoring: list[Any], metrics: dict[str, float]) -> list[str]:
+    return [m.name for m in scoring if m.name not in metrics]
 
 
 def _floats(metrics: Any) -> dict[str, float]:
