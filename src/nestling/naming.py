@@ -30,6 +30,7 @@ RUN_SPEC = "run_spec.json"
 RUN_SPECS = "run_specs.jsonl"  # every RunSpec of a plan, one JSON line each, at the plan root
 RUN_RESULT = "run_result.json"
 RUN_LOCK = "attempt.lock"
+RUN_ERROR = "error.txt"  # the traceback of a failed attempt
 RUN_INFOS = "run_infos.parquet"
 TUNE_INFOS = "tune_infos.parquet"
 PLAN = "plan.json"
@@ -164,6 +165,18 @@ class RunPaths:
     @property
     def attempts(self) -> Path:
         return self.dir / "attempts.json"
+
+    @property
+    def error(self) -> Path:
+        return self.dir / RUN_ERROR
+
+    def archived_result(self, attempt: int) -> Path:
+        """The result of an earlier attempt, kept beside the next one's (resume archives a failed result)."""
+        return self.dir / f"run_result.attempt-{attempt}.json"
+
+    def archived_error(self, attempt: int) -> Path:
+        """The traceback of an earlier failed attempt, moved aside when the next attempt starts."""
+        return self.dir / f"error.attempt-{attempt}.txt"
 
     @property
     def logs(self) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 RESULT_KEYS = (
     "run_name", "run_id", "cv_name", "tune_name", "fold", "seed", "hparams", "status", "error", "metrics",
     "checkpoint", "duration", "started_at", "finished_at", "host", "pid", "cuda_visible_devices", "slurm_job_id",
-    "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version",
+    "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version", "worker_startup_s",
 )  # fmt: skip
 SUCCESS = "success"
 FAILED = "failed"
@@ -71,7 +71,6 @@ class RunSpec:
     num_nodes: int
     wandb_project: str | None = None
     wandb_entity: str | None = None
-    attempt: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +78,7 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        """Unknown keys are dropped: specs written by older versions (e.g. with `attempt`) still load."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -88,7 +88,8 @@ class RunSpec:
 
 
 def empty_result(spec: RunSpec) -> dict[str, Any]:
-    """A result dict with every key, filled from the spec; run.py fills in the rest."""
+    """A result dict with every key, filled from the spec; run.py fills in the rest (the attempt number comes
+    from the run dir's attempts.json, not from the spec)."""
     result: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
     result.update(
         run_name=spec.run_name,
@@ -99,7 +100,6 @@ def empty_result(spec: RunSpec) -> dict[str, Any]:
         seed=spec.seed,
         hparams=spec.hparams,
         metrics={},
-        attempt=spec.attempt,
     )
     return result
 

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from nestling import naming
+from nestling import attempt, naming
 from nestling.artifacts import PlanOnDisk, load_plan
 from nestling.config import Config, config_from_dict
 from nestling.errors import UsageError
@@ -62,7 +62,7 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
         return _finish(root, effective.logging.quiet)
     for run in todo:
         _archive_failed_result(run.dir)
-        _remove_stale_lock(run.dir)
+        attempt.remove_if_stale(run.dir)
         if config.launch.force and changes:
             _apply_forced(run.dir, effective)
     wanted = {str(r.dir) for r in todo}
@@ -135,16 +135,6 @@ def _refuse_if_active(plan: PlanOnDisk) -> None:
             f"{len(active)} runs of {plan.name!r} are still running or queued{where}; wait for them "
             f"(nestling status {plan.root} --watch) or cancel them, then resume"
         )
-
-
-def _remove_stale_lock(run_dir: Path) -> None:
-    """A lock left by a killed attempt: checked dead here (this host can see its pid), so a rerun on another
-    machine, which could not check it, does not wait for it."""
-    from nestling.status import lock_alive
-
-    lock = naming.RunPaths(run_dir).lock
-    if lock.exists() and not lock_alive(run_dir):
-        lock.unlink(missing_ok=True)
 
 
 def _archive_failed_result(run_dir: Path) -> None:

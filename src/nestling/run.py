@@ -12,14 +12,15 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 import traceback
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from nestling import __version__
+from nestling import __version__, jobenv, lightning_compat
+from nestling import attempt as attempt_lock
+from nestling.jobenv import JobEnvironment
 from nestling.naming import RunPaths
 from nestling.records import FAILED, SUCCESS, RunSpec, empty_result, read_result, write_json
 from nestling.task import Split, Task, load_task
@@ -48,16 +49,6 @@ def in_container() -> bool:
     return detect()
 
 
-_CURRENT: dict[str, Any] = {}  # the trainer and run paths of the run in progress, for the preemption handler
-
-
-def global_rank() -> int:
-    """This process's rank in a multi-task SLURM job (srun), else 0; only rank 0 writes results and locks."""
-    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_PROCID" in os.environ:
-        return int(os.environ["SLURM_PROCID"])
-    return int(os.environ.get("RANK", "0") or 0)
-
-
 def next_attempt(paths: RunPaths) -> int:
     """Count starts of this run: a requeued or resumed run keeps its run_id and gets the next attempt number."""
     try:
@@ -76,17 +67,18 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
     """
     paths = RunPaths(Path(spec.run_dir))
     paths.dir.mkdir(parents=True, exist_ok=True)
-    writer = global_rank() == 0
-    host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    job = JobEnvironment.from_environ()
+    writer = job.global_rank == 0  # only rank 0 writes results and locks
+    host = job.node or socket.gethostname()
     # One-task processes (local workers, array tasks) take the lock exclusively; in a multi-task job (srun, DDP)
     # every rank must make the same choice, so rank 0 just marks the run and SLURM keeps the job unique.
-    exclusive = writer and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1
-    if exclusive and not _acquire_lock(paths, host):
+    exclusive = writer and not job.multi_task
+    if exclusive and not attempt_lock.acquire(paths, host):
         log.warning(
             "run %s: a live attempt holds %s; not starting it a second time", spec.run_name, paths.lock
         )
         return None
-    heartbeat = _Heartbeat(paths.lock) if writer else None
+    heartbeat = attempt_lock.Heartbeat(paths.lock) if writer else None
     try:
         previous = read_result(paths.dir) if exclusive else None
         if (
@@ -95,42 +87,43 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             return previous
         attempt = next_attempt(paths)
         result = empty_result(spec)
+        startup = _worker_startup()  # before the clock starts: a run's duration is its own time
         started = time.time()
         result.update(
             started_at=_now(),
             host=host,
             pid=os.getpid(),
             cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-            slurm_job_id=os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
-            slurm_array_task_id=os.environ.get("SLURM_ARRAY_TASK_ID"),
+            slurm_job_id=job.array_job_id or job.job_id,
+            slurm_array_task_id=job.array_task_id,
             in_container=in_container(),
             nestling_version=__version__,
-            world_size=int(os.environ.get("SLURM_NTASKS", "1") or 1) if writer else None,
+            world_size=job.ntasks if writer else None,
             attempt=attempt,
+            worker_startup_s=startup,
         )
         log.warning(
-            "run %s attempt %d: rank %d of %s on %s", spec.run_name, attempt, global_rank(),
-            os.environ.get("SLURM_NTASKS", "1"), result["host"],
+            "run %s attempt %d: rank %d of %d on %s", spec.run_name, attempt, job.global_rank, job.ntasks,
+            result["host"],
         )  # fmt: skip
         if writer:
+            _archive_error(paths, attempt - 1)
             write_json(paths.attempts, attempt)
             if not exclusive:
-                write_json(paths.lock, _lock_info(host))
+                attempt_lock.mark(paths, host)
         if heartbeat is not None:
             heartbeat.start()
         try:
             metrics, checkpoint, world_size = _train(spec, paths, attempt)
             result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
             log.warning(
-                "run %s rank %d metrics %s", spec.run_name, global_rank(), json.dumps(metrics, sort_keys=True)
+                "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(metrics, sort_keys=True)
             )
         except Exception as exc:  # a failed run is data, not a crash of the cv
             result.update(status=FAILED, error=f"{type(exc).__name__}: {exc}".strip()[:2000])
             if writer:
-                (paths.dir / "error.txt").write_text(traceback.format_exc())
+                paths.error.write_text(traceback.format_exc())
             log.warning("run %s failed: %s", spec.run_name, result["error"])
-        finally:
-            _CURRENT.clear()
         result.update(duration=round(time.time() - started, 3), finished_at=_now())
         if writer:
             write_json(paths.result, result)
@@ -139,98 +132,34 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
         if heartbeat is not None:
             heartbeat.stop()
         if writer:
-            _release_lock(paths)
+            attempt_lock.release(paths)
 
 
-def _lock_info(host: str) -> dict[str, Any]:
-    return {
-        "pid": os.getpid(),
-        "host": host,
-        "hostname": socket.gethostname(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slurm_restarts": os.environ.get("SLURM_RESTART_COUNT", "0"),
-        "started": _now(),
-    }
+class _Startup:
+    """The first run of a process pays the torch + Lightning import (seconds); later runs of a warm worker do not.
+
+    Timed apart from the run and recorded once, as the first result's worker_startup_s, so that durations of
+    identical runs compare."""
+
+    paid = False
 
 
-def _acquire_lock(paths: RunPaths, host: str) -> bool:
-    """Create attempt.lock exclusively (hard link of a complete file: readers never see half a lock).
-
-    An existing lock whose holder is alive wins (False); a stale one is removed and the creation retried.
-    """
-    from nestling.status import lock_alive
-
-    payload = json.dumps(_lock_info(host))
-    for _ in range(3):
-        if _create_exclusive(paths.lock, payload):
-            return True
-        if lock_alive(paths.dir):
-            return False
-        log.warning("taking over %s: its attempt is gone", paths.lock)
-        with contextlib.suppress(FileNotFoundError):
-            paths.lock.unlink()
-    return False
+def _worker_startup() -> float | None:
+    """Seconds the one-time imports took, on this process's first run; None on every later run."""
+    if _Startup.paid:
+        return None
+    _Startup.paid = True
+    clock = time.perf_counter()
+    with contextlib.suppress(ImportError):  # reported by the run itself, as its error, when _train imports it
+        import lightning.pytorch  # noqa: F401  (imports torch)
+    return round(time.perf_counter() - clock, 3)
 
 
-def _create_exclusive(path: Path, payload: str) -> bool:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(payload)
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        except (
-            OSError
-        ):  # a file system without hard links: exclusive create (a reader may see it empty briefly)
-            try:
-                with open(path, "x") as f:
-                    f.write(payload)
-                return True
-            except FileExistsError:
-                return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _release_lock(paths: RunPaths) -> None:
-    """Remove the lock if it is still this process's (never one a later attempt took over)."""
-    try:
-        info = json.loads(paths.lock.read_text())
-    except (FileNotFoundError, ValueError):
-        return
-    if (
-        isinstance(info, dict)
-        and info.get("pid") == os.getpid()
-        and info.get("hostname") == socket.gethostname()
-    ):
-        paths.lock.unlink(missing_ok=True)
-
-
-class _Heartbeat:
-    """Touches the lock while the run trains, so other machines can tell a live attempt from a dead one."""
-
-    def __init__(self, lock: Path) -> None:
-        import threading
-
-        self.lock = lock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="nestling-lock-heartbeat", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _beat(self) -> None:
-        from nestling.status import LOCK_HEARTBEAT_S
-
-        while not self._stop.wait(LOCK_HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                os.utime(self.lock)
+def _archive_error(paths: RunPaths, previous_attempt: int) -> None:
+    """A new attempt starts: the traceback of the previous (failed) one moves aside, so that error.txt never
+    stands beside a result it does not belong to."""
+    if previous_attempt >= 1 and paths.error.is_file():
+        os.replace(paths.error, paths.archived_error(previous_attempt))
 
 
 def resume_checkpoint(paths: RunPaths) -> Path | None:
@@ -239,7 +168,7 @@ def resume_checkpoint(paths: RunPaths) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
-def save_interrupt_checkpoint() -> Path | None:
+def save_interrupt_checkpoint(trainer: Any, paths: RunPaths) -> Path | None:
     """Called on the preemption / time-limit signal: leave a state the next attempt resumes from exactly.
 
     Lightning continues a checkpoint taken mid-epoch exactly only when every training dataloader is resumable
@@ -249,8 +178,7 @@ def save_interrupt_checkpoint() -> Path | None:
     whole epoch. The next attempt then resumes from last.ckpt, the end of the last completed epoch, and redoes
     only the interrupted epoch's partial work: no completed epoch is trained twice, none is skipped.
     """
-    trainer, paths = _CURRENT.get("trainer"), _CURRENT.get("paths")
-    if trainer is None or paths is None or global_rank() != 0:
+    if JobEnvironment.from_environ().global_rank != 0:
         return None
     if not _resumable_mid_epoch(trainer):
         log.warning(
@@ -262,7 +190,7 @@ def save_interrupt_checkpoint() -> Path | None:
 
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     tmp = paths.interrupted_checkpoint.with_suffix(".tmp")
-    torch.save(trainer._checkpoint_connector.dump_checkpoint(), tmp)
+    torch.save(lightning_compat.dump_checkpoint(trainer), tmp)
     os.replace(tmp, paths.interrupted_checkpoint)
     log.warning("saved %s on preemption", paths.interrupted_checkpoint)
     return paths.interrupted_checkpoint
@@ -270,30 +198,24 @@ def save_interrupt_checkpoint() -> Path | None:
 
 def _resumable_mid_epoch(trainer: Any) -> bool:
     """Inside an epoch's batch loop (past on_train_epoch_start), with resumable training dataloaders only."""
-    try:
-        epoch = trainer.fit_loop.epoch_progress.current
-        batches = trainer.fit_loop.epoch_loop.batch_progress
-        loaders = trainer.fit_loop._combined_loader.flattened
-    except AttributeError:
+    loaders = lightning_compat.train_dataloaders(trainer)
+    if not loaders or not lightning_compat.in_epoch_batches(trainer):
         return False
-    in_batches = (
-        epoch.started == epoch.ready and epoch.processed == epoch.started - 1 and batches.current.ready > 0
-    )
-    resumable = all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loaders)
-    return bool(loaders) and in_batches and resumable
+    return all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loaders)
 
 
 def _cluster_plugins() -> list[Any]:
-    """nestling's task program (launch/task.py) owns SLURM signals and requeue, so Lightning must not requeue too.
+    """nestling's task program (array_task.py) owns SLURM signals and requeue, so Lightning must not requeue too.
 
     A multi-task job (srun, multi-node DDP) uses SLURMEnvironment(auto_requeue=False) to wire ranks; a one-task
     array job uses the plain LightningEnvironment so that a unit with several GPUs can still use ddp_fork.
     """
-    if "SLURM_JOB_ID" not in os.environ:
+    job = JobEnvironment.from_environ()
+    if job.job_id is None:
         return []
     from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+    if job.multi_task:
         return [SLURMEnvironment(auto_requeue=False)]
     return [LightningEnvironment()]
 
@@ -308,7 +230,8 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
     task = _task(spec.task)
     split = _splits(spec.splits_file)[spec.fold]
     L.seed_everything(spec.seed, workers=True, verbose=False)
-    first = parse_scoring_metrics(spec.scoring_metric)[0]
+    scoring = parse_scoring_metrics(spec.scoring_metric)
+    first = scoring[0]
     checkpoint = ModelCheckpoint(
         dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode
     )
@@ -340,25 +263,45 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
         log_every_n_steps=1,
     )
     resume_from = resume_checkpoint(paths)
-    _CURRENT.update(trainer=trainer, paths=paths)
+    # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
     try:
-        model = task.build_model(dict(spec.hparams))
-        datamodule = task.build_datamodule(dict(spec.hparams), split)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-        metrics = _floats(trainer.callback_metrics)
-        if split.test and type(model).test_step is not L.LightningModule.test_step:
-            ckpt = "best" if checkpoint.best_model_path else None
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-            metrics.update(
-                {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
-            )
+        with jobenv.on_preempt(lambda: save_interrupt_checkpoint(trainer, paths)):
+            model = task.build_model(dict(spec.hparams))
+            datamodule = task.build_datamodule(dict(spec.hparams), split)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+            metrics = _floats(trainer.callback_metrics)
+            if resume_from is not None and _missing(scoring, metrics):
+                # Resumed from the end of training (the previous attempt failed after fit, e.g. in test):
+                # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
+                trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)
+                metrics.update(_floats(trainer.callback_metrics))
+            if split.test and type(model).test_step is not L.LightningModule.test_step:
+                ckpt = "best" if checkpoint.best_model_path else None
+                trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+                metrics.update(
+                    {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
+                )
     finally:
         if wandb_logger is not None:
             import wandb
 
             wandb.finish()
+    missing = _missing(scoring, metrics)
+    if missing:
+        raise MissingMetricError(
+            f"the run ended without the scoring metric(s) {', '.join(missing)}; it logged: "
+            f"{', '.join(sorted(metrics)) or 'nothing'}"
+        )
     best = checkpoint.best_model_path or last.best_model_path or None
     return metrics, best, trainer.world_size
+
+
+class MissingMetricError(RuntimeError):
+    """A run without every scoring metric cannot be scored, so it is not a success."""
+
+
+def _missing(scoring: list[Any], metrics: dict[str, float]) -> list[str]:
+    return [m.name for m in scoring if m.name not in metrics]
 
 
 def _floats(metrics: Any) -> dict[str, float]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nestling import naming
+from nestling import attempt, naming
 from nestling.artifacts import PlanOnDisk, find_plan_root, load_plan
 from nestling.errors import strict_parser
 from nestling.records import read_json, read_result
@@ -54,60 +52,6 @@ def queued_jobs(job_ids: list[str | None]) -> dict[str, str] | None:
         if job.split("_")[0] in wanted:
             jobs[job] = state
     return jobs
-
-
-LOCK_HEARTBEAT_S = 30  # a live attempt touches its lock this often (run.py) ...
-LOCK_STALE_S = 120  # ... so a lock untouched for this long belongs to an attempt that is gone
-
-
-def lock_alive(run_dir: Path) -> bool:
-    """Is the attempt lock of this run held by a live attempt?
-
-    Written on this machine (same hostname, so same pid namespace): its pid is alive. Written by this SLURM job's earlier incarnation: no
-    (SLURM never runs two incarnations of one job at once, so a requeued task takes over its own lock).
-    Elsewhere (another node, another container): its holder touched it within LOCK_STALE_S.
-    """
-    lock = naming.RunPaths(run_dir).lock
-    try:
-        info = json.loads(lock.read_text())
-        touched = lock.stat().st_mtime
-    except (FileNotFoundError, ValueError):
-        return False
-    if not isinstance(info, dict):
-        return False
-    job = str(info.get("slurm_job_id") or "")
-    restarted = _count(info.get("slurm_restarts")) < _count(os.environ.get("SLURM_RESTART_COUNT"))
-    if job and job == os.environ.get("SLURM_JOB_ID") and restarted:
-        return False
-    if info.get("hostname") == socket.gethostname():  # same machine and pid namespace (not another container)
-        try:
-            pid = int(info["pid"])
-        except (ValueError, KeyError, TypeError):
-            return False
-        return pid != os.getpid() and _pid_alive(pid)  # this process's own lock is no other attempt
-    return time.time() - touched < LOCK_STALE_S
-
-
-def _pid_alive(pid: int) -> bool:
-    """A running process; a zombie (killed, not yet reaped by its parent) is dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): trust the signal
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-def _count(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
 
 
 @dataclass(frozen=True)
@@ -166,15 +110,15 @@ def _unfinished_state(
     slurm: bool = False,
 ) -> str:
     if job is not None and queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
-        return "running" if lock_alive(run_dir) else "pending"
+        return "running" if attempt.alive(run_dir) else "pending"
     if job is not None:
         slurm_state = queue.get(job) or queue.get(job.split("_")[0])
         if slurm_state in RUNNING_STATES:
-            return "running" if lock_alive(run_dir) else "pending"
+            return "running" if attempt.alive(run_dir) else "pending"
         if slurm_state in PENDING_STATES or (slurm_state is None and _array_pending(job, queue)):
             return "pending"
         return "lost"
-    if lock_alive(run_dir):
+    if attempt.alive(run_dir):
         return "running"
     if slurm and queue is not None:  # the last SLURM launch never submitted this run (sbatch failed part-way)
         return "lost"

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from nestling import jobenv
 from nestling.artifacts import load_spec
 from nestling.records import read_result
 
@@ -28,13 +29,11 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
     quiet_lightning()
     results = []
     for d in dirs:
-        previous = read_result(Path(d)) if skip_done else None
-        if previous is not None and previous.get("status") == "success":
-            result = previous  # finished work is never done twice
-        else:
+        result = read_result(Path(d)) if skip_done else None
+        if result is None or result.get("status") != "success":  # finished work is never done twice
             result = execute(load_spec(Path(d)))
-            if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
-                result = {"run_dir": d, "status": SKIPPED}
+        if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
+            result = {"run_dir": d, "status": SKIPPED}
         results.append(result)
         if reply is not None:
             reply.write(json.dumps({"run_dir": d, "status": result.get("status")}) + "\n")
@@ -61,12 +60,10 @@ def _relay_preemption() -> None:
     import signal
 
     def handler(signum: int, frame: Any) -> None:
-        from nestling.run import save_interrupt_checkpoint
+        jobenv.save_in_progress()
+        os._exit(jobenv.EXIT_REQUEUED)
 
-        save_interrupt_checkpoint()
-        os._exit(75)
-
-    signal.signal(signal.SIGUSR2, handler)
+    signal.signal(jobenv.PREEMPT_SIGNAL, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

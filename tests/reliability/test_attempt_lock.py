@@ -1,4 +1,4 @@
-"""A run dir is never shared by two live attempts: the attempt lock (run.execute, status.lock_alive)."""
+"""A run dir is never shared by two live attempts: the attempt lock (nestling.attempt)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from _reliability import FIGURES, SLEEP, cli, planned_runs, snapshot, write_tree
 
 from nestling import worker
 from nestling.artifacts import load_spec
-from nestling.status import LOCK_STALE_S, lock_alive
+from nestling.attempt import STALE_S as LOCK_STALE_S
+from nestling.attempt import alive as lock_alive
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Claims of work units (launch/claims.py) and the task program's pure parts (launch/task.py)."""
+"""Claims of work units (launch/claims.py) and the task program's pure parts (array_task.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from nestling.array_task import timed_out
+from nestling.jobenv import JobEnvironment
 from nestling.launch import claims
-from nestling.launch.task import job_key, timed_out
 from nestling.naming import ArrayLaunchPaths
 
 
@@ -62,8 +63,9 @@ def test_array_offsets_from_jobs_json(tmp_path: Path) -> None:
 
 
 def test_job_key_names_the_array_task() -> None:
-    assert job_key({"SLURM_JOB_ID": "57", "SLURM_ARRAY_JOB_ID": "50", "SLURM_ARRAY_TASK_ID": "7"}) == "50_7"
-    assert job_key({"SLURM_JOB_ID": "57"}) == "57"
+    env = {"SLURM_JOB_ID": "57", "SLURM_ARRAY_JOB_ID": "50", "SLURM_ARRAY_TASK_ID": "7"}
+    assert JobEnvironment.from_environ(env).job_key == "50_7"
+    assert JobEnvironment.from_environ({"SLURM_JOB_ID": "57"}).job_key == "57"
 
 
 def test_timed_out_uses_submitits_rule() -> None:

@@ -160,12 +160,12 @@ def test_slurm_array_sbatch_script_and_apptainer_task_command(
         "# command",
         "export SUBMITIT_EXECUTOR=slurm",
         f"srun --unbuffered --output {folder}/%A_%a_%t_log.out --error {folder}/%A_%a_%t_log.err "
-        f"{sys.executable} -u -m nestling.launch.task {folder}/units.json 0",
+        f"{sys.executable} -u -m nestling.array_task {folder}/units.json 0",
         "",
     ])  # fmt: skip
     second = (site / "art" / "_dry_run" / "snap" / "dry-run-array-1.sbatch").read_text()
     assert "#SBATCH --array" not in second  # one unit left: a plain job, as submitit submits it
-    assert second.endswith(f"-m nestling.launch.task {folder}/units.json 2\n")
+    assert second.endswith(f"-m nestling.array_task {folder}/units.json 2\n")
     units = json.loads((site / "art" / "_dry_run" / "snap" / "units.json").read_text())
     assert [len(u) for u in units["units"]] == [1, 1, 1]
     assert units["container"]["runtime"] == "apptainer" and units["steal"] is True

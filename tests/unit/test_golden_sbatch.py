@@ -97,7 +97,7 @@ def test_golden_cases_cover_arrays_nodes_and_images() -> None:
     array0 = (GOLDEN / "cv-parallel-array" / "dry-run-array-0.sbatch").read_text()
     array1 = (GOLDEN / "cv-parallel-array" / "dry-run-array-1.sbatch").read_text()
     assert "#SBATCH --array=0-3%3" in array0 and "#SBATCH --array=0-1%2" in array1
-    assert array1.endswith("-m nestling.launch.task <TMP>/art/_dry_run/gold/units.json 4\n")
+    assert array1.endswith("-m nestling.array_task <TMP>/art/_dry_run/gold/units.json 4\n")
     multi = (GOLDEN / "multi-node-run" / "dry-run-array-0.sbatch").read_text()
     assert "#SBATCH --nodes=2\n" in multi and "#SBATCH --ntasks-per-node=2\n" in multi
     assert "#SBATCH --array" not in multi and "#SBATCH --reservation=week\n" in multi

@@ -8,17 +8,17 @@ SLURM arrays do not pickle anything (see array_task.py).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
 import submitit
 
+from nestling.jobenv import save_in_progress
+
 if TYPE_CHECKING:
     from nestling.container import ContainerSpec
 
-PREEMPT_SIGNAL = signal.SIGUSR2
 _CHILD: dict[str, subprocess.Popen[bytes]] = {}
 
 
@@ -48,11 +48,5 @@ class UnitJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, run_dirs: list[str], container: ContainerSpec | None = None) -> Any:
         """Forward the preemption signal: the worker saves the run in progress and exits 75 (worker.py)."""
-        proc = _CHILD.get("proc")
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(PREEMPT_SIGNAL)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        save_in_progress(_CHILD.get("proc"))
         return submitit.helpers.DelayedSubmission(self, run_dirs, container)

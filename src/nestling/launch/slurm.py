@@ -2,7 +2,7 @@
 
 - One array per at most MaxArraySize units (read from `scontrol show config`), so ceil(units / limit) sbatch calls.
   Each array is one sbatch script (rendered by submitit's template) whose tasks pick their unit from the launch's
-  units.json by array index (launch/task.py): submitting writes a handful of files, not one pickle per task.
+  units.json by array index (array_task.py): submitting writes a handful of files, not one pickle per task.
 - A task that finished its unit takes over units whose tasks still wait in the queue (claims.py), so a sweep of
   short runs pays the Python + torch start-up once per running task, not once per run.
 - Each array task requests the GPUs of one work unit with GRES; SLURM sets CUDA_VISIBLE_DEVICES, Lightning sees
@@ -261,11 +261,11 @@ class SlurmArrayLauncher(Launcher):
         return scripts
 
     def _script(self, folder: Path, units_file: Path, offset: int, count: int) -> str:
-        """The sbatch script of one array: every task runs `python -m nestling.launch.task UNITS OFFSET`."""
+        """The sbatch script of one array: every task runs `python -m nestling.array_task UNITS OFFSET`."""
         params = slurm_params(self.resources)
         if count > 1:  # one unit (e.g. one multi-node run) is a plain job, as with submitit
             params["map_count"] = count
-        return _render(folder, ["-m", "nestling.launch.task", str(units_file.resolve()), str(offset)], params)
+        return _render(folder, ["-m", "nestling.array_task", str(units_file.resolve()), str(offset)], params)
 
     def _collector_script(self, folder: Path, root: Path, job_ids: list[str]) -> str:
         """A one-CPU job that runs `nestling collect` once every array ended (afterany), whoever is logged in."""

@@ -1,4 +1,4 @@
-"""`python -m nestling.launch.task UNITS_JSON OFFSET`: what one SLURM array task (or one srun rank) runs.
+"""`python -m nestling.array_task UNITS_JSON OFFSET`: what one SLURM array task (or one srun rank) runs.
 
 One sbatch script per array serves every task: task i reads unit OFFSET + i from the launch's units.json, so a
 submission writes one file, not one pickle per task. The task then
@@ -28,19 +28,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from nestling import jobenv
 from nestling.container import ContainerSpec
+from nestling.jobenv import JobEnvironment, save_in_progress
 from nestling.launch import claims
 from nestling.naming import ArrayLaunchPaths
-
-PREEMPT_SIGNAL = signal.SIGUSR2
-EXIT_REQUEUED = 75
-
-
-def job_key(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    """This task's SLURM id as squeue and scontrol name it: ARRAYID_TASKID, or the plain job id."""
-    if environ.get("SLURM_ARRAY_JOB_ID") and environ.get("SLURM_ARRAY_TASK_ID"):
-        return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
-    return environ.get("SLURM_JOB_ID", f"pid{os.getpid()}")
 
 
 def timed_out(started: float, time_min: int, now: float | None = None) -> bool:
@@ -69,7 +61,7 @@ class UnitRunner:
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write(json.dumps({"index": 0, "run_dirs": run_dirs}) + "\n")
         self.child.stdin.flush()
-        statuses = []
+        statuses: list[str] = []
         for line in self.child.stdout:
             reply = json.loads(line)
             if "unit_done" in reply:
@@ -86,18 +78,7 @@ class UnitRunner:
 
     def save(self) -> None:
         """On the preemption signal: save the run in progress (in the container: the worker saves and exits)."""
-        child = self.child
-        if child is not None and child.poll() is None:
-            child.send_signal(PREEMPT_SIGNAL)
-            try:
-                child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-            return
-        if self.container is None and "nestling.run" in sys.modules:
-            from nestling.run import save_interrupt_checkpoint
-
-            save_interrupt_checkpoint()
+        save_in_progress(self.child)
 
 
 class Requeuer:
@@ -107,14 +88,15 @@ class Requeuer:
         self.paths, self.runner, self.started = paths, runner, time.time()
         self.time_min = int(manifest.get("time_min", 60))
         self.max_timeouts = int(manifest.get("max_timeouts", 10))
-        self.job = job_key()
+        self.job = JobEnvironment.from_environ().job_key
 
     def install(self) -> None:
-        signal.signal(PREEMPT_SIGNAL, self.on_signal)
+        signal.signal(jobenv.PREEMPT_SIGNAL, self.on_signal)
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if int(os.environ.get("SLURM_PROCID", "0") or 0) != 0:
+        job = JobEnvironment.from_environ()
+        if job.multi_task and job.global_rank != 0:
             return  # only rank 0 decides; the others end when the requeue stops the job
         path = self.paths.requeues(self.job)
         try:
@@ -138,24 +120,25 @@ class Requeuer:
         path.write_text(str(count))
         subprocess.run(["scontrol", "requeue", self.job], check=False, timeout=60)
         print(f"nestling: requeued {self.job}", file=sys.stderr, flush=True)
-        os._exit(EXIT_REQUEUED)
+        os._exit(jobenv.EXIT_REQUEUED)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m nestling.launch.task UNITS_JSON OFFSET", file=sys.stderr)
+        print("usage: python -m nestling.array_task UNITS_JSON OFFSET", file=sys.stderr)
         return 2
     units_file, offset = Path(args[0]), int(args[1])
     manifest = json.loads(units_file.read_text())
     paths = ArrayLaunchPaths(units_file.parent)
     units: list[list[str]] = manifest["units"]
-    own = offset + int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0)
+    env = JobEnvironment.from_environ()
+    own = offset + int(env.array_task_id or 0)
     container = manifest.get("container")
     runner = UnitRunner(ContainerSpec.from_json(container) if container else None)
     Requeuer(paths, manifest, runner).install()
-    job = job_key()
-    several_ranks = int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1  # all ranks run the same single unit
+    job = env.job_key
+    several_ranks = env.multi_task  # all ranks run the same single unit
     if not several_ranks and not claims.claim(paths, own, job):
         print(f"nestling: unit {own} is run by task {claims.holder(paths, own)}; nothing left to do")
         return 0
@@ -163,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         statuses += runner.run(units[own])
         if not several_ranks and manifest.get("steal", True):
-            for unit in claims.stolen(paths, job):  # stolen before a requeue: finish them first
-                statuses += runner.run(units[unit])
+            for stolen in claims.stolen(paths, job):  # stolen before a requeue: finish them first
+                statuses += runner.run(units[stolen])
             stealer = claims.Stealer(paths, job)
             while (unit := stealer.next()) is not None:
                 print(f"nestling: task {job} took over unit {unit} from its waiting task", flush=True)
