@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from nestling import jobenv
+from nestling import failfast, jobenv
+from nestling.artifacts import find_plan_root
 from nestling.container import ContainerSpec
 from nestling.jobenv import JobEnvironment, save_in_progress
 from nestling.launch import claims
@@ -123,6 +125,13 @@ class Requeuer:
         os._exit(jobenv.EXIT_REQUEUED)
 
 
+def _cancel_waiting(paths: ArrayLaunchPaths) -> None:
+    """Fail-fast fired: the launch's tasks still in the queue would only start to stop; cancel them."""
+    job_ids = list(claims.array_offsets(paths))
+    if job_ids and shutil.which("scancel"):
+        subprocess.run(["scancel", "--state=PENDING", *job_ids], capture_output=True, timeout=60, check=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
@@ -142,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     if not several_ranks and not claims.claim(paths, own, job):
         print(f"nestling: unit {own} is run by task {claims.holder(paths, own)}; nothing left to do")
         return 0
+    root = find_plan_root(Path(units[own][0]))
+    if (stop := failfast.stopped(root)) is not None:  # exit before paying for torch
+        print(f"nestling: task {job} starts nothing: {stop.message(root.name)}", flush=True)
+        _cancel_waiting(paths)
+        return 0
     statuses: list[str] = []
     try:
         statuses += runner.run(units[own])
@@ -149,11 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             for stolen in claims.stolen(paths, job):  # stolen before a requeue: finish them first
                 statuses += runner.run(units[stolen])
             stealer = claims.Stealer(paths, job)
-            while (unit := stealer.next()) is not None:
+            while failfast.stopped(root) is None and (unit := stealer.next()) is not None:
                 print(f"nestling: task {job} took over unit {unit} from its waiting task", flush=True)
                 statuses += runner.run(units[unit])
     finally:
         runner.close()
+    if failfast.stopped(root) is not None:
+        _cancel_waiting(paths)
     failed = statuses.count("failed")
     print(f"nestling: task {job} completed: {statuses.count('success')} runs succeeded, {failed} failed")
     return 1 if failed else 0  # a failed run fails the SLURM task too: sacct shows FAILED, not COMPLETED

@@ -79,9 +79,11 @@ def launch_and_report(
     total: int,
     extra_record: dict[str, Any] | None = None,
 ) -> int:
+    from nestling import failfast
     from nestling.progress import RunProgress
 
     quiet = config.logging.quiet
+    failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
     if not quiet:
         print(f"{kind} {name}: {total} runs in {len(units)} work units -> {root}")
     with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
@@ -124,6 +126,7 @@ def _print_follow_up(root: Path, record: LaunchRecord) -> None:
 
 
 def _finish(root: Path, quiet: bool) -> int:
+    from nestling import failfast
     from nestling.collect import collect
     from nestling.report import print_summary
 
@@ -131,6 +134,10 @@ def _finish(root: Path, quiet: bool) -> int:
     if not quiet:
         print_summary(collected)
     print(outcome_line(collected), file=sys.stderr)  # --quiet silences progress and tables, never the outcome
+    stop = failfast.stopped(root)
+    if stop is not None:
+        print(f"nestling: {stop.message(collected.plan.name)}", file=sys.stderr)
+        return 1
     return 0 if collected.counts["success"] > 0 else 1
 
 

@@ -131,6 +131,7 @@ class Launch:
     expected_run_s: float | None = None  # expected seconds per run: choose --runs_per_task automatically
     steal: bool = True  # slurm: a finished task takes over units whose tasks still wait in the queue
     signal_delay_s: int = 90  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
+    fail_fast: int = 3  # stop starting runs once this many failed with the same error and none succeeded; 0 = off
     resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
     force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)
 

@@ -41,6 +41,7 @@ LOGS = "logs"
 WORKER_LOGS = "_workers"
 SUBMITIT_DIR = "_submitit"
 DRY_RUN_DIR = "_dry_run"
+FAIL_FAST_DIR = "_failfast"
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -209,6 +210,29 @@ def dry_run_dir(artifact_dir: Path, name: str) -> Path:
 
 def dry_run_script(folder: Path, array: int) -> Path:
     return folder / f"dry-run-array-{array}.sbatch"
+
+
+class FailFastPaths:
+    """The fail-fast ledger of one plan (failfast.py): what failed alike, whether anything succeeded, the stop."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(root) / FAIL_FAST_DIR
+
+    @property
+    def limit(self) -> Path:
+        return self.dir / "limit"
+
+    @property
+    def success(self) -> Path:
+        return self.dir / "success"
+
+    @property
+    def errors(self) -> Path:
+        return self.dir / "errors"
+
+    @property
+    def stopped(self) -> Path:
+        return self.dir / "stopped.json"
 
 
 class ArrayLaunchPaths:

@@ -137,6 +137,7 @@ def _check_choices(config: Config, kind: str) -> None:
         ("--runs_per_task", config.launch.runs_per_task, 1),
         ("--time_min", config.launch.time_min, 1),
         ("--array_parallelism", config.launch.array_parallelism, 1),
+        ("--fail_fast", config.launch.fail_fast, 0),
     ):
         if value < low:
             raise UsageError(f"{flag} {value} must be at least {low}")

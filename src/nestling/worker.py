@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from nestling import jobenv
-from nestling.artifacts import load_spec
+from nestling import failfast, jobenv
+from nestling.artifacts import find_plan_root, load_spec
 from nestling.records import read_result
 
 SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
+NOT_STARTED = "not started"  # the reply for a run fail-fast held back (see failfast.py)
 
 
 def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:
@@ -31,7 +32,13 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
     for d in dirs:
         result = read_result(Path(d)) if skip_done else None
         if result is None or result.get("status") != "success":  # finished work is never done twice
-            result = execute(load_spec(Path(d)))
+            root = find_plan_root(Path(d))  # a few stats; the fail-fast ledger lives at the plan root
+            if failfast.stopped(root) is not None:  # a systematic error: start nothing more of this plan
+                result = {"run_dir": d, "status": NOT_STARTED}
+            else:
+                result = execute(load_spec(Path(d)))
+                if result is not None:
+                    failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
         if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
             result = {"run_dir": d, "status": SKIPPED}
         results.append(result)
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         serve()
         return 0
     results = run_dirs(args.run_dirs)
-    return 0 if any(r.get("status") in ("success", SKIPPED) for r in results) or not results else 1
+    return 0 if any(r.get("status") in ("success", SKIPPED, NOT_STARTED) for r in results) or not results else 1
 
 
 if __name__ == "__main__":
