@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nestling import naming
 from nestling.artifacts import PlanOnDisk, load_plan
@@ -27,12 +29,32 @@ APPLIED_ON_FORCE = {
 IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force")}
 
 
-def resume(kind: str, config: Config, argv: list[str]) -> int:
-    from nestling.commands import launch_and_report, parallel_strategy, runs_per_task
-    from nestling.devices import parse_devices
-    from nestling.launch.factory import make_launcher
-    from nestling.plan import work_units
+@dataclass(frozen=True)
+class Resumption:
+    """What a resume hands back to `commands.execute_plan`: the runs to redo (grouped per cv, as planned), the
+    configuration to launch them with, and what changed since planning (recorded in launch.json)."""
 
+    kind: str
+    name: str
+    root: Path
+    config: Config  # the saved plan's options, with this invocation's launch/container options (and forced ones)
+    run_dirs: list[list[str]]  # per cv, the run dirs to run again; empty when every run succeeded
+    changes: list[str]  # the option changes found (applied only with --force)
+
+    @property
+    def total(self) -> int:
+        return sum(len(dirs) for dirs in self.run_dirs)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The fields a resume adds to its launch.json entry."""
+        forced = self.changes if self.config.launch.force else []
+        return {"resume": True, "rerun": self.total, "forced_changes": forced}
+
+
+def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
+    """Check the saved plan against this invocation and make the tree ready for the reruns (failed results
+    archived, stale locks removed, forced changes written into the rerun specs); launching is the caller's."""
     name = naming.validate_name(config.launch.resume or "", "--resume name")
     if kind == "run":
         raise UsageError(
@@ -54,11 +76,6 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
     effective = _effective(saved, config)
     _refuse_if_active(plan)
     todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
-    if not todo:
-        print(f"{kind} {name}: every run succeeded already; nothing to resume")
-        from nestling.commands import _finish
-
-        return _finish(root, effective.logging.quiet)
     for run in todo:
         _archive_failed_result(run.dir)
         _remove_stale_lock(run.dir)
@@ -66,13 +83,7 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
             _apply_forced(run.dir, effective)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    devices = parse_devices(effective.device.devices)
-    launcher = make_launcher(effective, kind, name, devices)
-    units = work_units(per_cv, parallel_strategy(effective), runs_per_task(effective, len(todo), launcher))
-    return launch_and_report(
-        kind, name, root, units, launcher, effective, total=len(todo),
-        extra_record={"resume": True, "rerun": len(todo), "forced_changes": changes if config.launch.force else []},
-    )  # fmt: skip
+    return Resumption(kind, name, root, effective, per_cv if todo else [], changes)
 
 
 def changed_options(saved: Config, current: Config) -> list[str]:
