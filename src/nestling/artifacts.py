@@ -23,19 +23,57 @@ from typing import TYPE_CHECKING, Any
 from nestling import naming
 from nestling.records import RunSpec, write_atomic, write_json
 
-if (
-    TYPE_CHECKING
-):  # not at run time: `nestling status` and `collect` only read the tree (config/simple-parsing cost)
-    from nestling.plan import Plan
+if TYPE_CHECKING:
     from nestling.task import Split
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run's identity and place in the tree; its full RunSpec is derived by `plan.run_specs`."""
+
+    run_name: str
+    run_id: str
+    fold: int
+    seed: int
+    dir: Path
+
+
+@dataclass(frozen=True)
+class CvPlan:
+    cv_name: str | None  # None for a single run
+    hp_index: int | None
+    hparams: dict[str, Any]
+    dir: Path
+    runs: list[PlannedRun]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A tune, cv or single run, fixed up front; `write_plan` and `load_plan` put it on disk and give it back.
+
+    Planning (`plan.py`) makes it, the launchers run it, status and the collector read it back from plan.json.
+    """
+
+    kind: str  # "tune" | "cv" | "run"
+    name: str
+    root: Path  # tune dir, cv dir, or the run dir of a single run
+    cvs: list[CvPlan]
+    n_folds: int
+    options: dict[str, Any]  # the configuration that made this plan (Config.to_dict), for resume and provenance
+
+    @property
+    def runs(self) -> list[PlannedRun]:
+        return [run for cv in self.cvs for run in cv.runs]
 
 
 def write_plan(plan: Plan, splits: list[Split]) -> None:
     """Write splits.json, run_specs.jsonl and plan.json last (its presence marks a complete plan)."""
+    from nestling.plan import run_specs  # here: status and collect import this module (config import cost)
+
     root = plan.root
     root.mkdir(parents=True, exist_ok=plan.kind == "run")
     write_json(root / naming.SPLITS, [dataclasses.asdict(s) for s in splits])
-    write_atomic(root / naming.RUN_SPECS, "".join(_spec_line(run) for cv in plan.cvs for run in cv.runs))
+    write_atomic(root / naming.RUN_SPECS, "".join(_spec_line(spec) for spec in run_specs(plan)))
     write_json(root / naming.PLAN, plan_record(plan), compact=True)
 
 
@@ -97,7 +135,7 @@ def plan_record(plan: Plan) -> dict[str, Any]:
                         "run_id": r.run_id,
                         "fold": r.fold,
                         "seed": r.seed,
-                        "dir": _rel(r.run_dir, plan.root),
+                        "dir": _rel(r.dir, plan.root),
                     }
                     for r in cv.runs
                 ],
@@ -115,37 +153,6 @@ def _rel(path: Path | str, root: Path) -> str:
     return rel or "."
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    run_name: str
-    run_id: str
-    fold: int
-    seed: int
-    dir: Path
-
-
-@dataclass(frozen=True)
-class PlannedCv:
-    cv_name: str | None
-    hp_index: int | None
-    hparams: dict[str, Any]
-    dir: Path
-    runs: list[PlannedRun]
-
-
-@dataclass(frozen=True)
-class PlanOnDisk:
-    kind: str
-    name: str
-    root: Path
-    options: dict[str, Any]
-    cvs: list[PlannedCv]
-
-    @property
-    def runs(self) -> list[PlannedRun]:
-        return [r for cv in self.cvs for r in cv.runs]
-
-
 def find_plan_root(path: Path) -> Path:
     """The nearest directory at or above `path` holding plan.json (a run dir inside a tune finds the tune)."""
     path = Path(path).resolve()
@@ -159,11 +166,11 @@ def find_plan_root(path: Path) -> Path:
     )
 
 
-def load_plan(root: Path) -> PlanOnDisk:
+def load_plan(root: Path) -> Plan:
     root = Path(root)
     data = json.loads((root / naming.PLAN).read_text())
     cvs = [
-        PlannedCv(
+        CvPlan(
             cv_name=cv["cv_name"],
             hp_index=cv["hp_index"],
             hparams=cv["hparams"],
@@ -175,4 +182,4 @@ def load_plan(root: Path) -> PlanOnDisk:
         )
         for cv in data["cvs"]
     ]
-    return PlanOnDisk(kind=data["kind"], name=data["name"], root=root, options=data["options"], cvs=cvs)
+    return Plan(data["kind"], data["name"], root, cvs, data["n_folds"], data["options"])

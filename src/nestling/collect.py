@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from nestling import naming
-from nestling.artifacts import PlannedCv, PlanOnDisk, find_plan_root, load_plan
+from nestling.artifacts import CvPlan, Plan, find_plan_root, load_plan
 from nestling.records import read_result
 from nestling.scoring import cv_score, parse_scoring_metrics, run_score
 
@@ -46,7 +46,7 @@ class CvSummary:
 
 @dataclass(frozen=True)
 class Collected:
-    plan: PlanOnDisk
+    plan: Plan
     cvs: list[CvSummary]
 
     @property
@@ -106,7 +106,7 @@ def collect(path: Path, write: bool = True) -> Collected:
 _RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt")
 
 
-def _collect_cvs(planned: list[PlannedCv], scoring: Any, strategy: str) -> list[CvSummary]:
+def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvSummary]:
     """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
     each cv's table is a zero-copy slice of it with that cv's own metric columns."""
     columns: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}

@@ -51,7 +51,6 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
             f"--fold {config.training.fold} does not exist: the fold method gives folds 0..{n_folds - 1}"
         )
     artifact_dir = Path(config.logging.artifact_dir)
-    per_unit = _devices_per_unit(config)
     if kind == "tune":
         trials = _trials(config, defaults)
         sampled = sorted(set(config.hparams) & {k for t in trials for k in t})
@@ -65,9 +64,7 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
             name=name,
             trials=[{**base_hparams, **t} for t in trials],
             n_folds=n_folds,
-            devices=devices,
             rng=rng,
-            devices_per_unit=per_unit,
         )
     elif kind == "cv":
         name = _name(config, artifact_dir, "cv")
@@ -76,13 +73,11 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
             name=name,
             hparams=base_hparams,
             n_folds=n_folds,
-            devices=devices,
             rng=rng,
-            devices_per_unit=per_unit,
         )
     else:
         name = _name(config, artifact_dir, "run")
-        plan = plan_run(config, name=name, hparams=base_hparams, n_folds=n_folds, devices=devices, rng=rng)
+        plan = plan_run(config, name=name, hparams=base_hparams, n_folds=n_folds, rng=rng)
     return Prepared(plan=plan, splits=splits, devices=devices, task=task)
 
 
@@ -149,12 +144,6 @@ def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:
             f"--devices {' '.join(map(str, devices))} is a list of ids, which several nodes cannot share; "
             f"give a count per node, e.g. --devices {len(devices)}"
         )
-
-
-def _devices_per_unit(config: Config) -> int:
-    if config.device.strategy in PARALLEL_STRATEGIES and config.launch.gpus_per_task:
-        return config.launch.gpus_per_task
-    return 1
 
 
 def _check_hparams(values: dict[str, Any], defaults: dict[str, Any], source: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling import naming
-from nestling.artifacts import PlanOnDisk, load_plan
+from nestling.artifacts import Plan, PlannedRun, load_plan
 from nestling.config import Config, config_from_dict
 from nestling.errors import UsageError
 from nestling.records import read_result, write_atomic
@@ -79,8 +79,8 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
     for run in todo:
         _archive_failed_result(run.dir)
         _remove_stale_lock(run.dir)
-        if config.launch.force and changes:
-            _apply_forced(run.dir, effective)
+    if config.launch.force and changes:
+        _apply_forced(plan, todo, effective)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
     return Resumption(kind, name, root, effective, per_cv if todo else [], changes)
@@ -127,7 +127,7 @@ def _effective(saved: Config, current: Config) -> Config:
     )
 
 
-def _refuse_if_active(plan: PlanOnDisk) -> None:
+def _refuse_if_active(plan: Plan) -> None:
     """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued."""
     from nestling.status import run_states
 
@@ -165,13 +165,13 @@ def _archive_failed_result(run_dir: Path) -> None:
     paths.result.rename(paths.dir / f"run_result.attempt-{attempt}.json")
 
 
-def _apply_forced(run_dir: Path, effective: Config) -> None:
-    from nestling.artifacts import load_spec
+def _apply_forced(plan: Plan, todo: list[PlannedRun], effective: Config) -> None:
+    """Write the respecified RunSpec (derived by plan.py from the forced configuration) into each rerun's dir."""
+    from nestling.plan import run_specs
 
-    spec = load_spec(run_dir).to_dict()  # a run that never started gets its run_spec.json here
-    spec.update(
-        max_epochs=effective.training.max_epochs,
-        early_stopping_patience=effective.training.early_stopping_patience,
-        accelerator=effective.device.accelerator,
-    )
-    write_atomic(naming.RunPaths(run_dir).spec, json.dumps(spec))
+    rerun = {str(run.dir) for run in todo}
+    for spec in run_specs(plan, effective):
+        if spec.run_dir in rerun:
+            paths = naming.RunPaths(Path(spec.run_dir))
+            paths.dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(paths.spec, json.dumps(spec.to_dict()))

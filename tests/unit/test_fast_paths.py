@@ -17,6 +17,7 @@ from nestling import collect as C
 from nestling import naming
 from nestling.artifacts import _rel, load_spec, write_plan
 from nestling.config import parse_config
+from nestling.plan import run_specs
 from nestling.preflight import prepare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,15 +90,16 @@ def test_write_plan_specs_are_the_spec_dicts(tmp_path: Path) -> None:
                            str(space), "--artifact_dir", str(tmp_path / "art"), "--name", "t"])  # fmt: skip
     prepared = prepare(config, "tune")
     write_plan(prepared.plan, prepared.splits)
+    specs = run_specs(prepared.plan)
     lines = (prepared.plan.root / naming.RUN_SPECS).read_text().splitlines()
-    assert lines == [json.dumps(run.to_dict()) for run in prepared.plan.runs]
-    assert not any(Path(run.run_dir).exists() for run in prepared.plan.runs)  # made when a run starts
-    for run in prepared.plan.runs[::-1]:
+    assert lines == [json.dumps(run.to_dict()) for run in specs]
+    assert not any(Path(run.run_dir).exists() for run in specs)  # made when a run starts
+    for run in specs[::-1]:
         assert load_spec(Path(run.run_dir)) == run  # from the plan's lines, then written into the new run dir
         assert (Path(run.run_dir) / naming.RUN_SPEC).read_text() == json.dumps(run.to_dict())
     record = json.loads((prepared.plan.root / naming.PLAN).read_text())
     assert [r["dir"] for cv in record["cvs"] for r in cv["runs"]] == [
-        Path(r.run_dir).relative_to(prepared.plan.root).as_posix() for r in prepared.plan.runs
+        r.dir.relative_to(prepared.plan.root).as_posix() for r in prepared.plan.runs
     ]
 
 

@@ -11,7 +11,16 @@ import pytest
 from nestling import naming
 from nestling.config import parse_config
 from nestling.errors import UsageError
-from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune, run_dirs_per_cv, seeds_for, work_units
+from nestling.plan import (
+    Plan,
+    plan_run,
+    plan_single_cv,
+    plan_tune,
+    run_dirs_per_cv,
+    run_specs,
+    seeds_for,
+    work_units,
+)
 
 ART = Path("/art")
 
@@ -111,7 +120,6 @@ def tune_plan(*argv: str) -> Plan:
         name="t",
         trials=[{"lr": 0.1}, {"lr": 0.2}],
         n_folds=3,
-        devices="auto",
         rng=random.Random(0),
     )
 
@@ -125,24 +133,24 @@ def test_plan_tune_names_and_dirs() -> None:
     runs = plan.cvs[1].runs
     assert [(r.fold, r.seed) for r in runs] == [(0, 42), (0, 21), (1, 42), (1, 21), (2, 42), (2, 21)]
     assert [r.run_name for r in runs[:2]] == ["t-cv1-run-f0s42", "t-cv1-run-f0s21"]
-    for r in plan.runs:
+    for r in run_specs(plan):
         assert r.run_dir == f"/art/t/{r.cv_name}/{r.run_name}-{r.run_id}"
         assert r.tune_name == "t"
         assert r.splits_file == "/art/t/splits.json"
         assert re.fullmatch(r"[a-z0-9]{8}", r.run_id)
-    assert {r.hparams["lr"] for r in plan.cvs[0].runs} == {0.1}
+    assert {r.hparams["lr"] for r in run_specs(plan)[:6]} == {0.1}
     assert len({r.run_id for r in plan.runs}) == 12
 
 
 def test_plan_single_cv_and_run() -> None:
-    cv = plan_single_cv(config("--n_seeds", "1"), name="c", hparams={}, n_folds=2, devices="auto")
+    cv = plan_single_cv(config("--n_seeds", "1"), name="c", hparams={}, n_folds=2)
     assert (cv.kind, cv.root) == ("cv", Path("/art/_cross_validations/c"))
-    assert [r.run_dir for r in cv.runs] == [
+    assert [r.run_dir for r in run_specs(cv)] == [
         f"/art/_cross_validations/c/c-run-f{f}s42-{r.run_id}" for f, r in enumerate(cv.runs)
     ]
-    assert all(r.tune_name is None and r.cv_name == "c" for r in cv.runs)
-    run = plan_run(config("--fold", "1"), name="r", hparams={}, n_folds=2, devices="auto")
-    (spec,) = run.runs
+    assert all(r.tune_name is None and r.cv_name == "c" for r in run_specs(cv))
+    run = plan_run(config("--fold", "1"), name="r", hparams={}, n_folds=2)
+    (spec,) = run_specs(run)
     assert (spec.run_name, spec.fold, spec.seed, spec.cv_name) == ("r", 1, 42, None)
     assert spec.run_dir == f"/art/_runs/r-{spec.run_id}"
     assert run.root == Path(spec.run_dir)
@@ -150,21 +158,21 @@ def test_plan_single_cv_and_run() -> None:
 
 def test_parallel_strategy_gives_each_run_one_device_without_ddp() -> None:
     plan = tune_plan("--strategy", "cv-parallel", "--devices", "2")
-    assert {(r.strategy, r.devices) for r in plan.runs} == {("auto", 1)}
+    assert {(r.strategy, r.devices) for r in run_specs(plan)} == {("auto", 1)}
     plain = tune_plan("--strategy", "ddp", "--devices", "2")
-    assert {(r.strategy, r.devices) for r in plain.runs} == {("ddp", "auto")}
+    assert {(r.strategy, r.devices) for r in run_specs(plain)} == {("ddp_fork", 2)}
 
 
 def test_work_units_cv_parallel() -> None:
     plan = tune_plan()
     units = work_units(run_dirs_per_cv(plan), "cv-parallel")
     assert [u.index for u in units] == list(range(12))
-    assert [u.run_dirs for u in units] == [[r.run_dir] for r in plan.runs]
+    assert [u.run_dirs for u in units] == [[str(r.dir)] for r in plan.runs]
 
 
 def test_work_units_runs_per_task() -> None:
     plan = tune_plan()
-    dirs = [r.run_dir for r in plan.runs]
+    dirs = [str(r.dir) for r in plan.runs]
     units = work_units(run_dirs_per_cv(plan), "cv-parallel", runs_per_task=5)
     assert [u.run_dirs for u in units] == [dirs[0:5], dirs[5:10], dirs[10:12]]
     assert [u.index for u in units] == [0, 1, 2]
@@ -173,7 +181,7 @@ def test_work_units_runs_per_task() -> None:
 def test_work_units_tune_parallel() -> None:
     plan = tune_plan()
     units = work_units(run_dirs_per_cv(plan), "tune-parallel")
-    assert [u.run_dirs for u in units] == [[r.run_dir for r in cv.runs] for cv in plan.cvs]
+    assert [u.run_dirs for u in units] == [[str(r.dir) for r in cv.runs] for cv in plan.cvs]
     assert [len(u.run_dirs) for u in units] == [6, 6]
 
 
@@ -181,18 +189,18 @@ def test_work_units_serial() -> None:
     plan = tune_plan()
     (unit,) = work_units(run_dirs_per_cv(plan), "serial")
     assert unit.index == 0
-    assert unit.run_dirs == [r.run_dir for r in plan.runs]
+    assert unit.run_dirs == [str(r.dir) for r in plan.runs]
 
 
 def test_run_dirs_per_cv() -> None:
     plan = tune_plan()
-    assert run_dirs_per_cv(plan) == [[r.run_dir for r in cv.runs] for cv in plan.cvs]
+    assert run_dirs_per_cv(plan) == [[str(r.dir) for r in cv.runs] for cv in plan.cvs]
     assert [len(d) for d in run_dirs_per_cv(plan)] == [6, 6]
 
 
 def test_work_units_subset_renumbers_and_drops_empty() -> None:
     plan = tune_plan()
-    subset = [[], [r.run_dir for r in plan.cvs[1].runs[:2]]]  # e.g. what resume reruns
+    subset = [[], [str(r.dir) for r in plan.cvs[1].runs[:2]]]  # e.g. what resume reruns
     units = work_units(subset, "tune-parallel")
     assert [(u.index, u.run_dirs) for u in units] == [(0, subset[1])]
     assert [(u.index, u.run_dirs) for u in work_units(subset, "cv-parallel")] == [
