@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,19 +72,15 @@ class RunSpec:
     wandb_project: str | None = None
     wandb_entity: str | None = None
     attempt: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        """Keys this version does not know (e.g. `extra` in older trees) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-    @classmethod
-    def load(cls, path: Path) -> RunSpec:
-        return cls.from_dict(read_json(path))
 
 
 def empty_result(spec: RunSpec) -> dict[str, Any]:
