@@ -17,12 +17,25 @@ from nestling import naming
 from nestling.artifacts import CvPlan, Plan, PlannedRun
 from nestling.config import PARALLEL_STRATEGIES, Config, config_from_dict
 from nestling.devices import TrainerDevices, parse_devices
+from nestling.errors import UsageError
 from nestling.records import RunSpec
 
 DEFAULT_SEEDS = (42, 21, 69)
 WORKER_STARTUP_S = 10.0  # a fresh Python + torch + lightning start on a busy node (measured 2.6-18 s)
 STARTUP_SHARE = 0.1  # packing aims to keep start-up under this share of a task's time
-RELAUNCHING_STRATEGIES = ("auto", "ddp", "ddp_spawn")  # replaced by ddp_fork inside a cv or tune
+# Strategies whose launcher starts the other ranks by running the command again (or, for spawn, needs picklable
+# state): a worker re-run would wait on its stdin forever. With several devices they become their fork variant.
+FORK_VARIANTS = {
+    "auto": "ddp_fork",
+    "ddp": "ddp_fork",
+    "ddp_spawn": "ddp_fork",
+    **{
+        f"{base}_find_unused_parameters_{flag}": f"ddp_fork_find_unused_parameters_{flag}"
+        for base in ("ddp", "ddp_spawn")
+        for flag in ("true", "false")
+    },
+}
+NO_FORK_VARIANT = ("fsdp", "deepspeed")  # prefixes of strategies that re-run the command and have no fork variant
 
 
 @dataclass(frozen=True)
@@ -53,19 +66,31 @@ def devices_per_unit(config: Config) -> int:
     return 1
 
 
-def trainer_devices(config: Config, devices: TrainerDevices, devices_per_unit: int = 1) -> tuple[str, Any]:
-    """(strategy, devices) for the Trainer of a run inside a cv or tune.
+def trainer_devices(
+    config: Config, devices: TrainerDevices, devices_per_unit: int = 1, kind: str = "cv"
+) -> tuple[str, Any]:
+    """(strategy, devices) for the Trainer of a run: the device rule, the same for planning and a forced resume.
 
-    Parallel strategies give each unit its own devices. DDP that relaunches the script would start the whole
-    worker again (the seed's warning), so several devices within a cv/tune use ddp_fork instead.
+    Parallel strategies give each unit its own devices. A strategy that re-launches the script would start the
+    worker again (the seed's warning), so several devices use its fork variant (ddp -> ddp_fork,
+    ddp_find_unused_parameters_true -> ddp_fork_find_unused_parameters_true, ...); fsdp and deepspeed have none
+    and are refused. Only a single run on SLURM keeps its strategy: there SLURM starts one task per device.
     """
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:
         return ("ddp_fork" if devices_per_unit > 1 else "auto"), devices_per_unit
+    if kind == "run" and config.launch.launcher == "slurm":
+        return strategy, devices
+    if strategy.startswith(NO_FORK_VARIANT):
+        where = "in nestling cv/tune" if kind != "run" else "on the local launcher"
+        raise UsageError(
+            f"--strategy {strategy} starts its processes by running the command again, which a nestling worker "
+            f"cannot do {where}; use --strategy ddp (run as ddp_fork) or a single run with --launcher slurm"
+        )
     count = len(devices) if isinstance(devices, list) else devices
     several = config.device.num_nodes > 1 or (isinstance(count, int) and count > 1)
-    if several and strategy in RELAUNCHING_STRATEGIES:
-        return "ddp_fork", devices
+    if several and strategy in FORK_VARIANTS:
+        return FORK_VARIANTS[strategy], devices
     return strategy, devices
 
 
@@ -75,10 +100,7 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
     if config is None:
         config = config_from_dict(plan.options)
     devices = parse_devices(config.device.devices)
-    if plan.kind == "run":
-        strategy, run_devices = config.device.strategy, devices
-    else:
-        strategy, run_devices = trainer_devices(config, devices, devices_per_unit(config))
+    strategy, run_devices = trainer_devices(config, devices, devices_per_unit(config), plan.kind)
     tune_name = plan.name if plan.kind == "tune" else None
     splits_file = str(plan.root / naming.SPLITS)
     return [

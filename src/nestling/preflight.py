@@ -14,7 +14,7 @@ from nestling import naming
 from nestling.config import DDP_LIKE, LAUNCHERS, PARALLEL_STRATEGIES, Config
 from nestling.devices import TrainerDevices, parse_devices
 from nestling.errors import UsageError
-from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune
+from nestling.plan import Plan, devices_per_unit, plan_run, plan_single_cv, plan_tune, trainer_devices
 from nestling.task import Split, Task, load_task
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -36,6 +36,7 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     _check_choices(config, kind)
     devices = parse_devices(config.device.devices)
     _check_devices(config, kind, devices)
+    trainer_devices(config, devices, devices_per_unit(config), kind)  # refuses strategies a worker cannot run
     from nestling.scoring import parse_scoring_metrics, validate_strategy
 
     parse_scoring_metrics(config.cv.scoring_metric)

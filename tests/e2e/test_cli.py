@@ -395,3 +395,16 @@ def test_help_exits_zero(args: list[str]) -> None:
     proc = nestling_cli(*args)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.startswith("usage: nestling")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "auto"])
+def test_single_run_with_two_devices_on_the_local_launcher_does_not_hang(tmp_path: Path, strategy: str) -> None:
+    """ddp/auto with two devices would re-launch the worker module (which then waits on its stdin forever): the
+    run uses ddp_fork and trains with world size 2. The timeout turns a regression into a failure, not a hang."""
+    art = tmp_path / "art"
+    ok(nestling_cli("run", *SLEEP, "--strategy", strategy, "--devices", "2", "--name", "r",
+                    "--artifact_dir", str(art), timeout=150))  # fmt: skip
+    (run,) = (art / "_runs").glob("r-*")
+    result = json.loads((run / "run_result.json").read_text())
+    assert (result["status"], result["world_size"]) == ("success", 2)
+    assert json.loads((run / "run_spec.json").read_text())["strategy"] == "ddp_fork"

@@ -208,3 +208,65 @@ def test_work_units_subset_renumbers_and_drops_empty() -> None:
         (1, [subset[1][1]]),
     ]
     assert work_units([[], []], "serial") == []
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("ddp", "ddp_fork"),
+        ("auto", "ddp_fork"),
+        ("ddp_spawn", "ddp_fork"),
+        ("ddp_find_unused_parameters_true", "ddp_fork_find_unused_parameters_true"),
+        ("ddp_spawn_find_unused_parameters_false", "ddp_fork_find_unused_parameters_false"),
+        ("ddp_fork_find_unused_parameters_true", "ddp_fork_find_unused_parameters_true"),
+        ("single_device", "single_device"),
+    ],
+)
+def test_relaunching_strategies_become_their_fork_variant(strategy: str, expected: str) -> None:
+    """Several devices inside a cv/tune or a local single run: a strategy that would re-run the worker is forked."""
+    plan = tune_plan("--strategy", strategy, "--devices", "2")
+    assert {(r.strategy, r.devices) for r in run_specs(plan)} == {(expected, 2)}
+    run = plan_run(config("--strategy", strategy, "--devices", "2"), name="r", hparams={}, n_folds=2)
+    assert [(r.strategy, r.devices) for r in run_specs(run)] == [(expected, 2)]
+    one = tune_plan("--strategy", strategy, "--devices", "1")
+    assert {r.strategy for r in run_specs(one)} == {strategy}  # one device: nothing is launched
+
+
+def test_single_run_on_slurm_keeps_its_strategy() -> None:
+    """There SLURM starts one task per device and Lightning's SLURMEnvironment wires DDP: no re-launch."""
+    run = plan_run(config("--strategy", "ddp", "--devices", "2", "--launcher", "slurm"), name="r", hparams={},
+                   n_folds=2)  # fmt: skip
+    assert [(r.strategy, r.devices) for r in run_specs(run)] == [("ddp", 2)]
+
+
+def test_fork_variants_cover_lightnings_relaunching_strategies() -> None:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    from nestling.plan import FORK_VARIANTS, NO_FORK_VARIANT
+
+    names = set(StrategyRegistry)
+    assert set(FORK_VARIANTS.values()) <= names
+    relaunching = {n for n in names if n.startswith(("ddp", "fsdp", "deepspeed"))} - {
+        n for n in names if n.startswith(("ddp_fork", "ddp_notebook"))
+    }
+    assert relaunching == {n for n in FORK_VARIANTS if n != "auto"} | {
+        n for n in names if n.startswith(NO_FORK_VARIANT)
+    }
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_stage_2", "fsdp_cpu_offload"])
+@pytest.mark.parametrize("kind", ["cv", "tune", "run"])
+def test_strategies_without_fork_variant_are_refused(
+    strategy: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nestling.cli import main
+
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")
+    art = tmp_path / "art"
+    argv = [kind, "--task", "sleep", "--accelerator", "cpu", "--strategy", strategy, "--devices", "2",
+            "--artifact_dir", str(art), *(["--hpconfig", str(space)] if kind == "tune" else [])]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--strategy {strategy}" in err[0] and "ddp" in err[0], err
+    assert not art.exists()
