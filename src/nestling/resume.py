@@ -2,8 +2,10 @@
 
 The saved plan is re-read (trials are never re-sampled); runs whose result is success are skipped; failed, missing
 and lost runs run again with the same run_name and run_id and the next attempt number (a failed result is kept as
-run_result.attempt-N.json). Options that define the plan must not change: a changed option is refused with a diff
-unless --force, which applies changed training/device options to the reruns. Launch and container options may
+run_result.attempt-N.json). Options that define the plan must not change: an option given on the command line (or
+set away from its default) that differs from the saved plan is refused with a diff unless --force, which applies
+changed training/device options to the reruns (their RunSpecs derived again by plan.py, through the same device
+rule as planning); options --force cannot apply are refused even with it. Launch and container options may
 change freely (e.g. resume a local sweep on SLURM).
 """
 
@@ -17,16 +19,17 @@ from typing import Any
 
 from nestling import naming
 from nestling.artifacts import Plan, PlannedRun, load_plan
-from nestling.config import Config, config_from_dict
+from nestling.config import Config, config_from_dict, explicit_options
 from nestling.errors import UsageError
-from nestling.records import read_result, write_atomic
+from nestling.plan import run_specs
+from nestling.records import RunSpec, read_result, write_atomic
 
 PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from
 APPLIED_ON_FORCE = {
     "training": ("max_epochs", "early_stopping_patience"),
     "device": ("accelerator", "strategy", "devices", "num_nodes"),
 }
-IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force")}
+IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force"), ("training", "hp")}  # --hp: as hparams
 
 
 @dataclass(frozen=True)
@@ -67,55 +70,75 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
         )
     plan = load_plan(root)
     saved = config_from_dict(plan.options)
-    changes = changed_options(saved, config)
+    changes = changed_options(saved, config, explicit_options(argv))
+    described = "; ".join(map(str, changes))
     if changes and not config.launch.force:
         raise UsageError(
-            f"{kind} {name!r} was planned with other options: {'; '.join(changes)}; drop them to resume as planned, "
+            f"{kind} {name!r} was planned with other options: {described}; drop them to resume as planned, "
             "or add --force"
         )
-    effective = _effective(saved, config)
+    fixed = [c for c in changes if not c.applicable]
+    if fixed:
+        raise UsageError(
+            f"{kind} {name!r}: {'; '.join(map(str, fixed))} would change the plan itself, which --force cannot do "
+            f"(it applies {', '.join(f'--{k}' for keys in APPLIED_ON_FORCE.values() for k in keys)}); drop them "
+            f"or start a new {kind}"
+        )
+    effective = _effective(saved, config, changes)
+    respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
     todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
     for run in todo:
         _archive_failed_result(run.dir)
         _remove_stale_lock(run.dir)
-    if config.launch.force and changes:
-        _apply_forced(plan, todo, effective)
+    if respecified:
+        _apply_forced(respecified, todo)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    return Resumption(kind, name, root, effective, per_cv if todo else [], changes)
+    return Resumption(kind, name, root, effective, per_cv if todo else [], [str(c) for c in changes])
 
 
-def changed_options(saved: Config, current: Config) -> list[str]:
-    """Options set in this invocation (differing from defaults) whose value differs from the saved plan's."""
+@dataclass(frozen=True)
+class Change:
+    group: str  # a Config group, or "hparams"
+    key: str
+    before: Any
+    after: Any
+
+    @property
+    def applicable(self) -> bool:
+        """Whether a forced resume can give this change to the reruns (the rest would change the plan itself)."""
+        return self.key in APPLIED_ON_FORCE.get(self.group, ())
+
+    def __str__(self) -> str:
+        flag = f"--hp {self.key}" if self.group == "hparams" else f"--{self.key}"
+        return f"{flag} {self.before!r} -> {self.after!r}"
+
+
+def changed_options(saved: Config, current: Config, explicit: set[str] | None = None) -> list[Change]:
+    """Options set in this invocation (given on the command line, or differing from the defaults, e.g. from a
+    config file) whose value differs from the saved plan's."""
+    explicit = explicit or set()
     defaults = Config().to_dict()
     now, before = current.to_dict(), saved.to_dict()
     changes = []
     for group in PLAN_GROUPS:
         for key, value in now[group].items():
-            if (group, key) in IGNORED or value == defaults[group][key]:
+            if (group, key) in IGNORED or (key not in explicit and value == defaults[group][key]):
                 continue
             if value != before[group].get(key):
-                changes.append(f"--{key} {before[group].get(key)!r} -> {value!r}")
+                changes.append(Change(group, key, before[group].get(key), value))
     for key, value in now["hparams"].items():
         if before["hparams"].get(key) != value:
-            changes.append(f"--hp {key} {before['hparams'].get(key)!r} -> {value!r}")
+            changes.append(Change("hparams", key, before["hparams"].get(key), value))
     return changes
 
 
-def _effective(saved: Config, current: Config) -> Config:
-    """The saved plan's options, with this invocation's launch/container options (and forced changes)."""
+def _effective(saved: Config, current: Config, forced: list[Change]) -> Config:
+    """The saved plan's options, with this invocation's launch/container options and the forced changes."""
     device, training = saved.device, saved.training
-    if current.launch.force:
-        defaults = Config()
-        device = dataclasses.replace(
-            device, **{k: getattr(current.device, k) for k in APPLIED_ON_FORCE["device"]
-                       if getattr(current.device, k) != getattr(defaults.device, k)},
-        )  # fmt: skip
-        training = dataclasses.replace(
-            training, **{k: getattr(current.training, k) for k in APPLIED_ON_FORCE["training"]
-                         if getattr(current.training, k) != getattr(defaults.training, k)},
-        )  # fmt: skip
+    device = dataclasses.replace(device, **{c.key: c.after for c in forced if c.group == "device"})
+    training = dataclasses.replace(training, **{c.key: c.after for c in forced if c.group == "training"})
     logging = dataclasses.replace(saved.logging, quiet=current.logging.quiet)
     return dataclasses.replace(
         saved,
@@ -165,12 +188,10 @@ def _archive_failed_result(run_dir: Path) -> None:
     paths.result.rename(paths.dir / f"run_result.attempt-{attempt}.json")
 
 
-def _apply_forced(plan: Plan, todo: list[PlannedRun], effective: Config) -> None:
-    """Write the respecified RunSpec (derived by plan.py from the forced configuration) into each rerun's dir."""
-    from nestling.plan import run_specs
-
+def _apply_forced(respecified: list[RunSpec], todo: list[PlannedRun]) -> None:
+    """Write the respecified RunSpec (plan.py derived it from the forced configuration) into each rerun's dir."""
     rerun = {str(run.dir) for run in todo}
-    for spec in run_specs(plan, effective):
+    for spec in respecified:
         if spec.run_dir in rerun:
             paths = naming.RunPaths(Path(spec.run_dir))
             paths.dir.mkdir(parents=True, exist_ok=True)

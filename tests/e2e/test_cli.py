@@ -408,3 +408,20 @@ def test_single_run_with_two_devices_on_the_local_launcher_does_not_hang(tmp_pat
     result = json.loads((run / "run_result.json").read_text())
     assert (result["status"], result["world_size"]) == ("success", 2)
     assert json.loads((run / "run_spec.json").read_text())["strategy"] == "ddp_fork"
+
+
+def test_forced_resume_trains_with_the_forced_devices(tmp_path: Path) -> None:
+    """`--force --strategy ddp --devices 2` is recorded in forced_changes AND the rerun trains on two processes."""
+    art = tmp_path / "art"
+    ok(nestling_cli("cv", *SLEEP, "--n_folds", "2", "--name", "fc", "--artifact_dir", str(art)))
+    first, second = run_dirs(art / "_cross_validations" / "fc")
+    (first / "run_result.json").unlink()
+    ok(nestling_cli("cv", *SLEEP, "--resume", "fc", "--strategy", "ddp", "--devices", "2", "--max_epochs", "2",
+                    "--force", "--artifact_dir", str(art), timeout=150))  # fmt: skip
+    launches = json.loads((art / "_cross_validations" / "fc" / "launch.json").read_text())["launches"]
+    assert sorted(launches[-1]["forced_changes"]) == sorted(
+        ["--strategy 'auto' -> 'ddp'", "--devices ['auto'] -> ['2']", "--max_epochs 1 -> 2"]
+    )
+    rerun = json.loads((first / "run_result.json").read_text())
+    assert (rerun["status"], rerun["world_size"]) == ("success", 2)
+    assert json.loads((second / "run_result.json").read_text())["world_size"] == 1  # not rerun
