@@ -12,17 +12,16 @@ change freely (e.g. resume a local sweep on SLURM).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nestling import naming
-from nestling.artifacts import Plan, PlannedRun, load_plan
+from nestling.artifacts import Plan, PlannedRun, load_plan, write_spec
 from nestling.config import Config, config_from_dict, explicit_options
 from nestling.errors import UsageError
 from nestling.plan import run_specs
-from nestling.records import RunSpec, read_result, write_atomic
+from nestling.records import RunSpec, read_result
 
 PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from
 APPLIED_ON_FORCE = {
@@ -92,7 +91,7 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
         _archive_failed_result(run.dir)
         _remove_stale_lock(run.dir)
     if respecified:
-        _apply_forced(respecified, todo)
+        _apply_forced(plan.root, respecified, todo)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
     return Resumption(kind, name, root, effective, per_cv if todo else [], [str(c) for c in changes])
@@ -188,11 +187,9 @@ def _archive_failed_result(run_dir: Path) -> None:
     paths.result.rename(paths.dir / f"run_result.attempt-{attempt}.json")
 
 
-def _apply_forced(respecified: list[RunSpec], todo: list[PlannedRun]) -> None:
+def _apply_forced(root: Path, respecified: list[RunSpec], todo: list[PlannedRun]) -> None:
     """Write the respecified RunSpec (plan.py derived it from the forced configuration) into each rerun's dir."""
     rerun = {str(run.dir) for run in todo}
     for spec in respecified:
         if spec.run_dir in rerun:
-            paths = naming.RunPaths(Path(spec.run_dir))
-            paths.dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(paths.spec, json.dumps(spec.to_dict()))
+            write_spec(spec, root)

@@ -425,3 +425,20 @@ def test_forced_resume_trains_with_the_forced_devices(tmp_path: Path) -> None:
     rerun = json.loads((first / "run_result.json").read_text())
     assert (rerun["status"], rerun["world_size"]) == ("success", 2)
     assert json.loads((second / "run_result.json").read_text())["world_size"] == 1  # not rerun
+
+
+def test_resume_of_a_moved_tree_works_in_the_moved_tree(tmp_path: Path) -> None:
+    """The tree is relocatable: resuming it where it was moved to reruns there and creates nothing at the old
+    place (spec paths are stored relative to the plan root)."""
+    art, moved = tmp_path / "art", tmp_path / "moved"
+    ok(nestling_cli("cv", *SLEEP, "--n_folds", "2", "--name", "lostcv", "--artifact_dir", str(art)))
+    (moved / "_cross_validations").mkdir(parents=True)
+    (art / "_cross_validations" / "lostcv").rename(moved / "_cross_validations" / "lostcv")
+    cv = moved / "_cross_validations" / "lostcv"
+    first, _ = run_dirs(cv)
+    (first / "run_result.json").unlink()
+    ok(nestling_cli("cv", *SLEEP, "--resume", "lostcv", "--artifact_dir", str(moved)))
+    assert not (art / "_cross_validations" / "lostcv").exists()
+    assert [r["status"] for r in results(cv)] == ["success", "success"]
+    status = ok(nestling_cli("status", str(cv)))
+    assert "success=2" in status.stdout and "lost=0" in status.stdout

@@ -91,12 +91,16 @@ def test_write_plan_specs_are_the_spec_dicts(tmp_path: Path) -> None:
     prepared = prepare(config, "tune")
     write_plan(prepared.plan, prepared.splits)
     specs = run_specs(prepared.plan)
-    lines = (prepared.plan.root / naming.RUN_SPECS).read_text().splitlines()
-    assert lines == [json.dumps(run.to_dict()) for run in specs]
+    root = prepared.plan.root
+    stored = [{**run.to_dict(), "run_dir": Path(run.run_dir).relative_to(root).as_posix(),
+               "splits_file": "splits.json"} for run in specs]  # fmt: skip
+    lines = (root / naming.RUN_SPECS).read_text().splitlines()
+    assert lines == [json.dumps(data) for data in stored]  # paths relative to the plan root: a tree can move
     assert not any(Path(run.run_dir).exists() for run in specs)  # made when a run starts
-    for run in specs[::-1]:
+    for run, data in list(zip(specs, stored, strict=True))[::-1]:
         assert load_spec(Path(run.run_dir)) == run  # from the plan's lines, then written into the new run dir
-        assert (Path(run.run_dir) / naming.RUN_SPEC).read_text() == json.dumps(run.to_dict())
+        assert (Path(run.run_dir) / naming.RUN_SPEC).read_text() == json.dumps(data)
+        assert load_spec(Path(run.run_dir)) == run  # from its own run_spec.json
     record = json.loads((prepared.plan.root / naming.PLAN).read_text())
     assert [r["dir"] for cv in record["cvs"] for r in cv["runs"]] == [
         r.dir.relative_to(prepared.plan.root).as_posix() for r in prepared.plan.runs

@@ -96,3 +96,43 @@ def test_forced_strategy_without_fork_variant_is_refused_before_anything_changes
     assert main(["cv", *resume_args(art, "--strategy", "fsdp", "--devices", "2", "--force")]) == 2
     assert "--strategy fsdp" in capsys.readouterr().err
     assert sorted(p.relative_to(art) for p in art.rglob("*")) == before
+
+
+@pytest.mark.parametrize("kind", ["cv", "tune", "run"])
+def test_a_moved_tree_gives_specs_inside_itself(tmp_path: Path, kind: str) -> None:
+    """Specs read from run_specs.jsonl or from a run's run_spec.json point into the tree where they are now."""
+    import shutil
+
+    from nestling.artifacts import load_spec
+
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")
+    art = tmp_path / "art"
+    args = [*SLEEP, "--n_folds", "2", "--artifact_dir", str(art), "--name", "m",
+            *(["--hpconfig", str(space), "--n_trials", "2"] if kind == "tune" else [])]  # fmt: skip
+    prepared = prepare(parse_config(args), kind)
+    write_plan(prepared.plan, prepared.splits)
+    started = prepared.plan.runs[0].dir
+    load_spec(started)  # this run started: it has its own run_spec.json
+    moved = tmp_path / "elsewhere" / "deeper"
+    shutil.move(str(art), str(moved))
+    new_root = moved / prepared.plan.root.relative_to(art)
+    for run in load_plan(new_root).runs:
+        spec = load_spec(run.dir)
+        assert spec.run_dir == str(run.dir) and Path(spec.run_dir).is_relative_to(moved)
+        assert spec.splits_file == str(new_root / naming.SPLITS) and Path(spec.splits_file).is_file()
+    assert not art.exists()
+
+
+def test_specs_with_absolute_paths_from_older_trees_still_load(tmp_path: Path) -> None:
+    from nestling.artifacts import load_spec
+
+    art = planned(tmp_path)
+    root = art / "_cross_validations" / "c"
+    lines = [json.loads(line) for line in (root / naming.RUN_SPECS).read_text().splitlines()]
+    old = [{**d, "run_dir": str(root / d["run_dir"]), "splits_file": str(root / "splits.json"), "extra": {}}
+           for d in lines]  # fmt: skip
+    (root / naming.RUN_SPECS).write_text("".join(json.dumps(d) + "\n" for d in old))
+    for data in old:
+        spec = load_spec(Path(data["run_dir"]))
+        assert (spec.run_dir, spec.splits_file, spec.run_id) == (data["run_dir"], data["splits_file"], data["run_id"])
