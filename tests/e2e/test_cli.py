@@ -442,3 +442,18 @@ def test_resume_of_a_moved_tree_works_in_the_moved_tree(tmp_path: Path) -> None:
     assert [r["status"] for r in results(cv)] == ["success", "success"]
     status = ok(nestling_cli("status", str(cv)))
     assert "success=2" in status.stdout and "lost=0" in status.stdout
+
+
+def test_cv_with_a_ddp_variant_strategy_forks_instead_of_hanging(tmp_path: Path) -> None:
+    """ddp_find_unused_parameters_true inside a cv would re-launch the worker (rank 0 then waits forever): it
+    runs as ddp_fork_find_unused_parameters_true. fsdp, which has no fork variant, is refused up front."""
+    art = tmp_path / "art"
+    ok(nestling_cli("cv", *SLEEP, "--strategy", "ddp_find_unused_parameters_true", "--devices", "2",
+                    "--n_folds", "2", "--name", "dv", "--artifact_dir", str(art), timeout=150))  # fmt: skip
+    cv = art / "_cross_validations" / "dv"
+    assert [(r["status"], r["world_size"]) for r in results(cv)] == [("success", 2), ("success", 2)]
+    assert {json.loads((d / "run_spec.json").read_text())["strategy"] for d in run_dirs(cv)} == {
+        "ddp_fork_find_unused_parameters_true"
+    }
+    refused = nestling_cli("cv", *SLEEP, "--strategy", "fsdp", "--devices", "2", "--artifact_dir", str(art))
+    assert refused.returncode == 2 and "--strategy fsdp" in refused.stderr
