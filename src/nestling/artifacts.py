@@ -3,7 +3,8 @@
 Layout of a plan's root directory (tune dir, cv dir, or single-run dir):
   plan.json        kind, name, options, and every cv with its runs (names, ids, dirs relative to the root)
   splits.json      the folds as sample id lists, shared by every run of the plan
-  run_specs.jsonl  every RunSpec, one JSON line per run, fixed before anything executes
+  run_specs.jsonl  every RunSpec, one JSON line per run, fixed before anything executes; run_dir and splits_file
+                   relative to the root, so the tree can be moved or copied
   <run dirs>       created when the run starts: its run_spec.json (its line of run_specs.jsonl), checkpoints,
                    logs, and run_result.json when it ends
 
