@@ -36,7 +36,6 @@ class Resumption:
     """What a resume hands back to `commands.execute_plan`: the runs to redo (grouped per cv, as planned), the
     configuration to launch them with, and what changed since planning (recorded in launch.json)."""
 
-    kind: str
     name: str
     root: Path
     config: Config  # the saved plan's options, with this invocation's launch/container options (and forced ones)
@@ -70,11 +69,10 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
     plan = load_plan(root)
     saved = config_from_dict(plan.options)
     changes = changed_options(saved, config, explicit_options(argv))
-    described = "; ".join(map(str, changes))
     if changes and not config.launch.force:
         raise UsageError(
-            f"{kind} {name!r} was planned with other options: {described}; drop them to resume as planned, "
-            "or add --force"
+            f"{kind} {name!r} was planned with other options: {'; '.join(map(str, changes))}; drop them to resume "
+            "as planned, or add --force"
         )
     fixed = [c for c in changes if not c.applicable]
     if fixed:
@@ -94,7 +92,7 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
         _apply_forced(plan.root, respecified, todo)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    return Resumption(kind, name, root, effective, per_cv if todo else [], [str(c) for c in changes])
+    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes])
 
 
 @dataclass(frozen=True)
