@@ -17,60 +17,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from nestling import naming
+from nestling.plan import CvPlan, Plan, PlannedRun, run_specs
 from nestling.records import RunSpec, write_atomic, write_json
 
 if TYPE_CHECKING:
     from nestling.task import Split
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    """One run's identity and place in the tree; its full RunSpec is derived by `plan.run_specs`."""
-
-    run_name: str
-    run_id: str
-    fold: int
-    seed: int
-    dir: Path
-
-
-@dataclass(frozen=True)
-class CvPlan:
-    cv_name: str | None  # None for a single run
-    hp_index: int | None
-    hparams: dict[str, Any]
-    dir: Path
-    runs: list[PlannedRun]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A tune, cv or single run, fixed up front; `write_plan` and `load_plan` put it on disk and give it back.
-
-    Planning (`plan.py`) makes it, the launchers run it, status and the collector read it back from plan.json.
-    """
-
-    kind: str  # "tune" | "cv" | "run"
-    name: str
-    root: Path  # tune dir, cv dir, or the run dir of a single run
-    cvs: list[CvPlan]
-    n_folds: int
-    options: dict[str, Any]  # the configuration that made this plan (Config.to_dict), for resume and provenance
-
-    @property
-    def runs(self) -> list[PlannedRun]:
-        return [run for cv in self.cvs for run in cv.runs]
-
-
 def write_plan(plan: Plan, splits: list[Split]) -> None:
     """Write splits.json, run_specs.jsonl and plan.json last (its presence marks a complete plan)."""
-    from nestling.plan import run_specs  # here: status and collect import this module (config import cost)
-
     root = plan.root
     root.mkdir(parents=True, exist_ok=plan.kind == "run")
     write_json(root / naming.SPLITS, [dataclasses.asdict(s) for s in splits])

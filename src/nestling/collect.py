@@ -17,7 +17,8 @@ from typing import Any
 import polars as pl
 
 from nestling import naming
-from nestling.artifacts import CvPlan, Plan, find_plan_root, load_plan
+from nestling.artifacts import find_plan_root, load_plan
+from nestling.plan import CvPlan, Plan
 from nestling.records import read_result
 from nestling.scoring import cv_score, parse_scoring_metrics, run_score
 

@@ -11,14 +11,15 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestling import naming
-from nestling.artifacts import CvPlan, Plan, PlannedRun
-from nestling.config import PARALLEL_STRATEGIES, Config, config_from_dict
 from nestling.devices import TrainerDevices, parse_devices
 from nestling.errors import UsageError
 from nestling.records import RunSpec
+
+if TYPE_CHECKING:  # config (simple-parsing) is imported where a plan is made or derived, not where one is read
+    from nestling.config import Config
 
 DEFAULT_SEEDS = (42, 21, 69)
 WORKER_STARTUP_S = 10.0  # a fresh Python + torch + lightning start on a busy node (measured 2.6-18 s)
@@ -36,6 +37,45 @@ FORK_VARIANTS = {
     },
 }
 NO_FORK_VARIANT = ("fsdp", "deepspeed")  # prefixes of strategies that re-run the command and have no fork variant
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run's identity and place in the tree; its full RunSpec is derived by `plan.run_specs`."""
+
+    run_name: str
+    run_id: str
+    fold: int
+    seed: int
+    dir: Path
+
+
+@dataclass(frozen=True)
+class CvPlan:
+    cv_name: str | None  # None for a single run
+    hp_index: int | None
+    hparams: dict[str, Any]
+    dir: Path
+    runs: list[PlannedRun]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A tune, cv or single run, fixed up front: the one plan model. `artifacts.write_plan` and
+    `artifacts.load_plan` put it on disk and give the same value back; the launchers run it, resume, status and the
+    collector read it back from plan.json. Its runs' full RunSpecs come from `run_specs`.
+    """
+
+    kind: str  # "tune" | "cv" | "run"
+    name: str
+    root: Path  # tune dir, cv dir, or the run dir of a single run
+    cvs: list[CvPlan]
+    n_folds: int
+    options: dict[str, Any]  # the configuration that made this plan (Config.to_dict), for resume and provenance
+
+    @property
+    def runs(self) -> list[PlannedRun]:
+        return [run for cv in self.cvs for run in cv.runs]
 
 
 @dataclass(frozen=True)
@@ -61,6 +101,8 @@ def seeds_for(n_seeds: int, explicit: list[int]) -> list[int]:
 
 def devices_per_unit(config: Config) -> int:
     """Devices of one parallel work unit (--gpus_per_task under cv-parallel/tune-parallel), else 1."""
+    from nestling.config import PARALLEL_STRATEGIES
+
     if config.device.strategy in PARALLEL_STRATEGIES and config.launch.gpus_per_task:
         return config.launch.gpus_per_task
     return 1
@@ -76,6 +118,8 @@ def trainer_devices(
     ddp_find_unused_parameters_true -> ddp_fork_find_unused_parameters_true, ...); fsdp and deepspeed have none
     and are refused. Only a single run on SLURM keeps its strategy: there SLURM starts one task per device.
     """
+    from nestling.config import PARALLEL_STRATEGIES
+
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:
         return ("ddp_fork" if devices_per_unit > 1 else "auto"), devices_per_unit
@@ -98,6 +142,8 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
     """Every run's RunSpec, from the plan and the configuration it runs with (the plan's own options unless
     given: a forced resume passes the changed configuration and gets the respecified runs)."""
     if config is None:
+        from nestling.config import config_from_dict
+
         config = config_from_dict(plan.options)
     devices = parse_devices(config.device.devices)
     strategy, run_devices = trainer_devices(config, devices, devices_per_unit(config), plan.kind)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from nestling import naming
-from nestling.artifacts import Plan, PlannedRun, load_plan, write_spec
+from nestling.artifacts import load_plan, write_spec
 from nestling.config import Config, config_from_dict, explicit_options
 from nestling.errors import UsageError
-from nestling.plan import run_specs
+from nestling.plan import Plan, PlannedRun, run_specs
 from nestling.records import RunSpec, read_result
 
 PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from nestling import naming
-from nestling.artifacts import Plan, find_plan_root, load_plan
+from nestling.artifacts import find_plan_root, load_plan
 from nestling.errors import strict_parser
+from nestling.plan import Plan
 from nestling.records import read_json, read_result
 
 STATES = ("success", "failed", "running", "pending", "lost")

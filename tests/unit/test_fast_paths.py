@@ -131,6 +131,19 @@ def test_write_plan_specs_are_the_spec_dicts(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("kind", ["cv", "tune", "run"])
+def test_load_plan_gives_back_the_plan_write_plan_wrote(tmp_path: Path, kind: str) -> None:
+    from nestling.artifacts import load_plan
+
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")
+    config = parse_config(["--task", "sleep", "--n_trials", "2", "--n_folds", "2", "--hpconfig", str(space),
+                           "--artifact_dir", str(tmp_path / "art"), "--name", "p"])  # fmt: skip
+    prepared = prepare(config, kind)
+    write_plan(prepared.plan, prepared.splits)
+    assert load_plan(prepared.plan.root) == prepared.plan
+
+
 @pytest.mark.parametrize(
     ("path", "root"),
     [("/a/b/c", "/a/b"), ("/a/b", "/a/b"), ("a/b/c", "a/b"), ("/a/b/c/d", "/a"), ("/a/b/../b/c", "/a/b")],
