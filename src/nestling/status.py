@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from nestling import attempt, naming
-from nestling.artifacts import PlanOnDisk, find_plan_root, load_plan
+from nestling.artifacts import find_plan_root, load_plan
 from nestling.errors import strict_parser
+from nestling.plan import Plan
 from nestling.records import read_json, read_result
 
 STATES = ("success", "failed", "running", "pending", "lost")
@@ -63,7 +64,7 @@ class RunState:
     error: str | None
 
 
-def run_states(plan: PlanOnDisk) -> list[RunState]:
+def run_states(plan: Plan) -> list[RunState]:
     launches = _launches(plan.root)
     last = launches[-1] if launches else None
     job_of: dict[str, str] = {}
@@ -175,7 +176,7 @@ def status_main(argv: list[str]) -> int:
         time.sleep(args.interval)
 
 
-def _print(plan: PlanOnDisk, states: list[RunState], args: argparse.Namespace) -> None:
+def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None:
     counts = count(states)
     if args.json:
         print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states]}))
