@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -20,40 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nestling import naming
+from nestling import naming, slurm_query
 from nestling.artifacts import PlanOnDisk, find_plan_root, load_plan
 from nestling.errors import strict_parser
 from nestling.records import read_json, read_result
+from nestling.slurm_query import QueuedJob
 
 STATES = ("success", "failed", "running", "pending", "lost")
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
-
-
-def queued_jobs(job_ids: list[str | None]) -> dict[str, str] | None:
-    """squeue entries (one per array task, `ARRAY_TASK` or `JOB`) -> state, for the given job ids only.
-
-    None when squeue cannot be asked (missing, failed, timed out): an unknown queue is not an empty one.
-    """
-    wanted = {str(j) for j in job_ids if j}
-    if not wanted:
-        return {}
-    if not shutil.which("squeue"):
-        return None
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    jobs = {}
-    for line in out.stdout.splitlines():
-        job, _, state = line.strip().partition("|")
-        if job.split("_")[0] in wanted:
-            jobs[job] = state
-    return jobs
 
 
 LOCK_HEARTBEAT_S = 30  # a live attempt touches its lock this often (run.py) ...
@@ -130,7 +103,7 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
                 job = taken.get(array.get("offset", 0) + task) or f"{array['job_id']}_{task}"
                 for d in dirs:
                     job_of[str(Path(d).resolve())] = job
-    queue = queued_jobs(last.get("job_ids", [])) if last and last.get("arrays") else {}
+    queue = slurm_query.queue(last.get("job_ids", [])) if last and last.get("arrays") else {}
     if queue is None:
         print(
             "nestling: warning: squeue failed; unfinished runs show as running/pending, not lost",
@@ -160,7 +133,7 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
 def _unfinished_state(
     run_dir: Path,
     job: str | None,
-    queue: dict[str, str] | None,
+    queue: dict[str, QueuedJob] | None,
     finished: bool,
     has_launch: bool,
     slurm: bool = False,
@@ -168,7 +141,8 @@ def _unfinished_state(
     if job is not None and queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
         return "running" if lock_alive(run_dir) else "pending"
     if job is not None:
-        slurm_state = queue.get(job) or queue.get(job.split("_")[0])
+        entry = queue.get(job) or queue.get(job.split("_")[0])
+        slurm_state = entry.state if entry else None
         if slurm_state in RUNNING_STATES:
             return "running" if lock_alive(run_dir) else "pending"
         if slurm_state in PENDING_STATES or (slurm_state is None and _array_pending(job, queue)):
@@ -183,10 +157,10 @@ def _unfinished_state(
     return "pending"
 
 
-def _array_pending(job: str, queue: dict[str, str]) -> bool:
+def _array_pending(job: str, queue: dict[str, QueuedJob]) -> bool:
     """A pending array may be listed as one line `ID_[0-9]` rather than per task."""
     array_id, _, task = job.partition("_")
-    return any(key.startswith(f"{array_id}_[") and state in PENDING_STATES for key, state in queue.items())
+    return any(key.startswith(f"{array_id}_[") and e.state in PENDING_STATES for key, e in queue.items())
 
 
 def _holders(launch: dict[str, Any]) -> dict[int, str]:

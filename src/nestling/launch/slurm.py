@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -26,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nestling import slurm_query
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher, Progress
 from nestling.naming import ArrayLaunchPaths
 from nestling.plan import WorkUnit
 from nestling.records import read_result, write_atomic, write_json
+from nestling.slurm_query import Partition
 
-DEFAULT_MAX_ARRAY_SIZE = 1001
 MAX_TIME_LIMIT_REQUEUES = 10  # a run may hit the time limit this often (checkpoint + requeue each time)
 
 
@@ -53,23 +52,6 @@ class SlurmResources:
     tasks_per_node: int = 1
     job_name: str = "nestling"
     signal_delay_s: int = 90
-
-
-def max_array_size(override: int | None = None) -> int:
-    """MaxArraySize of the cluster: the number of tasks one array may hold (indices 0..MaxArraySize-1)."""
-    if override:
-        return override
-    if shutil.which("scontrol"):
-        try:
-            out = subprocess.run(
-                ["scontrol", "show", "config"], capture_output=True, text=True, timeout=20
-            ).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return DEFAULT_MAX_ARRAY_SIZE
-        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
-        if match:
-            return int(match.group(1))
-    return DEFAULT_MAX_ARRAY_SIZE
 
 
 def chunk(units: list[WorkUnit], size: int) -> list[list[WorkUnit]]:
@@ -100,35 +82,36 @@ def parse_extra(items: list[str]) -> dict[str, str]:
     return out
 
 
-def check_against_sinfo(res: SlurmResources) -> None:
-    """Partition and GRES must exist on the cluster; says what is wrong before anything is submitted."""
-    if not shutil.which("sinfo"):
+def check_against_sinfo(res: SlurmResources, partitions: dict[str, Partition] | None = None) -> None:
+    """Partition and GRES must exist on the cluster; says what is wrong before anything is submitted.
+
+    `partitions`: sinfo's answer when the caller asked already (doctor); else sinfo is asked here, and nothing is
+    checked when it cannot be."""
+    if partitions is None:
+        partitions = slurm_query.partitions()
+    if partitions is None:
         return
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%P|%G|%D"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    if out.returncode != 0:
-        return
-    partitions: dict[str, int] = {}
-    default = None
-    for line in out.stdout.splitlines():
-        name, gres, _ = (line.split("|") + ["", ""])[:3]
-        if name.endswith("*"):
-            name = name[:-1]
-            default = name
-        gpus = sum(int(m) for m in re.findall(r"gpu(?::[^:(,]+)?:(\d+)", gres))
-        partitions[name] = max(partitions.get(name, 0), gpus)
-    part = res.partition or default
+    problem = fit_problem(res, partitions)
+    if problem:
+        raise UsageError(problem)
+
+
+def fit_problem(res: SlurmResources, partitions: dict[str, Partition]) -> str | None:
+    """What in the request no node of its partition offers, with the flag to change; None when it fits."""
+    part = res.partition or slurm_query.default_partition(partitions)
     if res.partition and res.partition not in partitions:
-        raise UsageError(
+        return (
             f"--partition {res.partition!r} does not exist on this cluster; partitions: {', '.join(sorted(partitions))}"
         )
-    if part and res.gpus_per_task > partitions.get(part, 0):
-        raise UsageError(
-            f"--gpus_per_task {res.gpus_per_task} exceeds the {partitions.get(part, 0)} GPUs per node of partition "
+    if part is None:
+        return None
+    gpus = partitions[part].max_gpus
+    if res.gpus_per_task > gpus:
+        return (
+            f"--gpus_per_task {res.gpus_per_task} exceeds the {gpus} GPUs per node of partition "
             f"{part!r}; ask for fewer GPUs or use --accelerator cpu"
         )
+    return None
 
 
 class SubmitError(RuntimeError):
@@ -204,7 +187,7 @@ class SubmititLauncher(Launcher):
 
     def _launch_arrays(self, root: Path, folder: Path, units: list[WorkUnit]) -> dict[str, Any]:
         """One units.json and one sbatch script per array (ceil(units / MaxArraySize)), then the collector job."""
-        limit = max_array_size(self.array_limit)
+        limit = slurm_query.max_array_size(self.array_limit)
         chunks = chunk(units, limit)
         paths = ArrayLaunchPaths(folder if self.dry_run else _new_launch_dir(folder))
         record: dict[str, Any] = {
@@ -294,8 +277,6 @@ class SubmititLauncher(Launcher):
 
     def wait(self, record: dict[str, Any], progress: Progress, poll_s: float = 2.0) -> None:
         """Poll the tree and squeue until every array and the collector job left the queue."""
-        from nestling.status import queued_jobs
-
         job_ids = [*record["job_ids"], record["collector_job_id"]]
         run_dirs = [d for array in record["arrays"] for unit in array["run_dirs"] for d in unit]
         while True:
@@ -308,7 +289,7 @@ class SubmititLauncher(Launcher):
                     done[result["status"]] = done.get(result["status"], 0) + 1
             if hasattr(progress, "set_done"):
                 progress.set_done(n_done, done)  # type: ignore[attr-defined]
-            if queued_jobs(job_ids) == {}:  # None: squeue failed this time, ask again
+            if slurm_query.queue(job_ids) == {}:  # None: squeue failed this time, ask again
                 return
             time.sleep(poll_s)
 
