@@ -167,7 +167,7 @@ def _holders(launch: dict[str, Any]) -> dict[int, str]:
     """unit position -> the task that claimed it (its own, or one that took it over), for a SLURM launch."""
     if not launch.get("launch_dir"):
         return {}
-    from nestling.launch.claims import holders
+    from nestling.claims import holders
     from nestling.naming import ArrayLaunchPaths
 
     return holders(ArrayLaunchPaths(Path(launch["launch_dir"])))

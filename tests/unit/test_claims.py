@@ -1,4 +1,4 @@
-"""Claims of work units (launch/claims.py) and the task program's pure parts (launch/task.py)."""
+"""Claims of work units (nestling/claims.py) and the task program's pure parts (launch/task.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nestling.launch import claims
+from nestling import claims
 from nestling.launch.task import job_key, timed_out
 from nestling.naming import ArrayLaunchPaths
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from nestling.launch import claims
+from nestling import claims
 from nestling.naming import ArrayLaunchPaths
 
 PREEMPT_SIGNAL = signal.SIGUSR2
