@@ -100,9 +100,9 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
         taken = _holders(last)
         for array in last["arrays"]:
             for task, dirs in enumerate(array["run_dirs"]):
-                job = taken.get(array.get("offset", 0) + task) or f"{array['job_id']}_{task}"
+                holder = taken.get(array.get("offset", 0) + task) or f"{array['job_id']}_{task}"
                 for d in dirs:
-                    job_of[str(Path(d).resolve())] = job
+                    job_of[str(Path(d).resolve())] = holder
     queue = slurm_query.queue(last.get("job_ids", [])) if last and last.get("arrays") else {}
     if queue is None:
         print(
@@ -138,9 +138,9 @@ def _unfinished_state(
     has_launch: bool,
     slurm: bool = False,
 ) -> str:
-    if job is not None and queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
-        return "running" if lock_alive(run_dir) else "pending"
     if job is not None:
+        if queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
+            return "running" if lock_alive(run_dir) else "pending"
         entry = queue.get(job) or queue.get(job.split("_")[0])
         slurm_state = entry.state if entry else None
         if slurm_state in RUNNING_STATES:
