@@ -103,7 +103,8 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
                 holder = taken.get(array.get("offset", 0) + task) or f"{array['job_id']}_{task}"
                 for d in dirs:
                     job_of[str(Path(d).resolve())] = holder
-    queue = slurm_query.queue(last.get("job_ids", [])) if last and last.get("arrays") else {}
+    slurm = bool(last and last.get("launcher") == "slurm")  # submitit-local job ids mean nothing to squeue
+    queue = slurm_query.queue(last.get("job_ids", [])) if slurm and last and last.get("arrays") else {}
     if queue is None:
         print(
             "nestling: warning: squeue failed; unfinished runs show as running/pending, not lost",
@@ -119,12 +120,7 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
         else:
             error = None
             state = _unfinished_state(
-                run.dir,
-                job,
-                queue,
-                finished,
-                has_launch=last is not None,
-                slurm=bool(last and last.get("launcher") == "slurm"),
+                run.dir, job if slurm else None, queue, finished, has_launch=last is not None, slurm=slurm
             )
         states.append(RunState(run.run_name, run.run_id, state, job, error))
     return states
