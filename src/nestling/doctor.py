@@ -3,8 +3,8 @@
 Takes the options of `nestling run/cv/tune` (same parser, same config file) and checks what would otherwise fail
 later, on a compute node or inside a job: the task imports and its metadata loads, the plan can be made, the
 artifact dir is writable, the container runtime is installed, the image exists, the binds exist, the SLURM commands
-answer, MaxArraySize, the partition and its GRES, wandb. Prints one line per check (ok / problem / note, with the
-fix under each problem).
+answer, MaxArraySize, whether the partition's nodes have the CPUs, memory, GPUs, node count and time limit asked
+for, wandb. Prints one line per check (ok / problem / note, with the fix under each problem).
 
 Exit 0 when nothing is a problem, 1 when something is, 2 when an option value is invalid (as the other commands
 would refuse it). Imports no torch: everything here runs on a login node in a second or two.
@@ -334,7 +334,7 @@ def _slurm_checks(
             check_against_sinfo(resources, slurm_query.parse_sinfo(answers["sinfo"]))
         except UsageError as exc:
             checks.append(
-                Check("partition/GRES", PROBLEM, str(exc), "choose a --partition and GPU count sinfo lists")
+                Check("partition/GRES", PROBLEM, str(exc), "change the flag named above, or choose a --partition sinfo lists")
             )
             return
         gres = f"gpu:{resources.gpus_per_task}" if resources.gpus_per_task else "no GRES"
