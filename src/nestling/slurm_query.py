@@ -22,9 +22,10 @@ SQUEUE_TIMEOUT_S = 30
 INFO_TIMEOUT_S = 20
 DEFAULT_MAX_ARRAY_SIZE = 1001
 SINFO_FORMAT = "%P|%c|%m|%G|%D|%l|%t|%N"  # partition|CPUs|memory MB|GRES|nodes|time limit|state|node list
-SQUEUE_FORMAT = "%i|%T|%r"  # job (ARRAYID_TASK, ARRAYID_[range] or JOBID)|state|reason
+SQUEUE_FORMAT = "%i|%T|%P|%r"  # job (ARRAYID_TASK, ARRAYID_[range] or JOBID)|state|partition|reason
 
 # Pending reasons that waiting cannot resolve: the job asks what its partition, account or QOS never gives.
+# (ReqNodeNotAvail is one only while no node of the job's partition is up: see QueuedJob.never_starts.)
 BLOCKED_REASONS = (
     "PartitionConfig",
     "PartitionNodeLimit",
@@ -70,15 +71,27 @@ def ask(argv: list[str], timeout: float, run: Run | None = None) -> Answer:
 class QueuedJob:
     state: str  # PENDING, RUNNING, ...
     reason: str  # why it pends (None, Resources, Priority, PartitionConfig, ...)
+    partition: str = ""
+
+    @property
+    def reason_code(self) -> str:
+        """`ReqNodeNotAvail, UnavailableNodes:node[1-2]` -> `ReqNodeNotAvail`."""
+        return self.reason.split(",")[0].strip()
 
     @property
     def blocked(self) -> bool:
-        """Pending for a reason that waiting never resolves."""
-        return self.state == "PENDING" and is_blocked_reason(self.reason)
+        """Pending for a reason that waiting never resolves (whatever the nodes' state)."""
+        return self.state == "PENDING" and self.reason_code in BLOCKED_REASONS
 
-
-def is_blocked_reason(reason: str) -> bool:
-    return reason.split(",")[0].strip() in BLOCKED_REASONS
+    def never_starts(self, partitions: dict[str, Partition] | None) -> bool:
+        """Blocked, or waiting for nodes (ReqNodeNotAvail) while no node of its partition is up (`partitions`:
+        sinfo's answer; None when unknown, then only the reason counts)."""
+        if self.blocked:
+            return True
+        if self.state != "PENDING" or self.reason_code != "ReqNodeNotAvail" or partitions is None:
+            return False
+        part = partitions.get(self.partition.rstrip("*"))
+        return part is not None and not any(g.usable for g in part.groups)
 
 
 def squeue_all(run: Run | None = None) -> Answer:
@@ -87,14 +100,13 @@ def squeue_all(run: Run | None = None) -> Answer:
 
 
 def parse_queue(text: str, job_ids: Iterable[str]) -> dict[str, QueuedJob]:
-    """squeue lines (`%i|%T|%r`) -> entry per job/array task, for the given job ids only."""
+    """squeue lines (SQUEUE_FORMAT) -> entry per job/array task, for the given job ids only."""
     wanted = set(job_ids)
     jobs = {}
     for line in text.splitlines():
-        job, _, rest = line.strip().partition("|")
-        state, _, reason = rest.partition("|")
+        job, state, partition, reason = (line.strip().split("|", 3) + ["", "", ""])[:4]
         if job.split("_")[0] in wanted:
-            jobs[job] = QueuedJob(state, reason)
+            jobs[job] = QueuedJob(state, reason, partition)
     return jobs
 
 

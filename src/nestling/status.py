@@ -2,7 +2,8 @@
 
 States: success / failed (run_result.json says so), running (its attempt lock is held, or its array task runs),
 pending (its job waits in the queue, or it waits behind another run of its unit), lost (its job or worker ended
-without a result).
+without a result), blocked (its job waits for a reason waiting never resolves, e.g. PENDING (PartitionConfig):
+the error column names the reason; cancel the job or fix it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from nestling.errors import strict_parser
 from nestling.records import read_json, read_result
 from nestling.slurm_query import QueuedJob
 
-STATES = ("success", "failed", "running", "pending", "lost")
+STATES = ("success", "failed", "running", "pending", "lost", "blocked")
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 
@@ -111,6 +112,9 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
             file=sys.stderr,
         )
     finished = bool(last and last.get("finished_at"))
+    # ReqNodeNotAvail never ends only while no node of the partition is up: only then is sinfo asked
+    nodes_wanted = queue and any(e.reason_code == "ReqNodeNotAvail" for e in queue.values())
+    parts = slurm_query.partitions() if nodes_wanted else None
     states = []
     for run in plan.runs:
         result = read_result(run.dir)
@@ -122,6 +126,9 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
             state = _unfinished_state(
                 run.dir, job if slurm else None, queue, finished, has_launch=last is not None, slurm=slurm
             )
+            entry = _entry(job, queue) if state == "pending" and slurm and job and queue else None
+            if entry is not None and entry.never_starts(parts):
+                state, error = "blocked", f"blocked: {entry.reason}"
         states.append(RunState(run.run_name, run.run_id, state, job, error))
     return states
 
@@ -151,6 +158,15 @@ def _unfinished_state(
     if finished or not has_launch:
         return "lost" if has_launch else "pending"
     return "pending"
+
+
+def _entry(job: str, queue: dict[str, QueuedJob]) -> QueuedJob | None:
+    """The queue's line for an array task (or plain job), or the pending range line `ID_[a-b]` holding it."""
+    found = queue.get(job) or queue.get(job.split("_")[0])
+    if found is not None:
+        return found
+    array_id = job.partition("_")[0]
+    return next((e for key, e in queue.items() if key.startswith(f"{array_id}_[")), None)
 
 
 def _array_pending(job: str, queue: dict[str, QueuedJob]) -> bool:

@@ -18,12 +18,13 @@ old|8|6000|(null)|2|30:00|drain|o[1-2]
 """
 
 SQUEUE = """\
-101_[3-5]|PENDING|Resources
-101_0|RUNNING|None
-101_1|RUNNING|None
-102|PENDING|PartitionConfig
-103_2|PENDING|ReqNodeNotAvail, UnavailableNodes:node[1-2]
-999_0|RUNNING|None
+101_[3-5]|PENDING|gpu|Resources
+101_0|RUNNING|gpu|None
+101_1|RUNNING|gpu|None
+102|PENDING|debug|PartitionConfig
+103_2|PENDING|old|ReqNodeNotAvail, UnavailableNodes:o[1-2]
+104|PENDING|gpu|ReqNodeNotAvail, UnavailableNodes:g01
+999_0|RUNNING|debug|None
 """
 
 
@@ -63,16 +64,21 @@ def test_parse_minutes_and_gres() -> None:
 
 def test_queue_keeps_only_our_jobs_with_state_and_reason() -> None:
     run = fake(0, SQUEUE)
-    queue = slurm_query.queue(["101", "102", "103", None], run=run)
+    queue = slurm_query.queue(["101", "102", "103", "104", None], run=run)
     assert queue == {
-        "101_[3-5]": QueuedJob("PENDING", "Resources"),
-        "101_0": QueuedJob("RUNNING", "None"),
-        "101_1": QueuedJob("RUNNING", "None"),
-        "102": QueuedJob("PENDING", "PartitionConfig"),
-        "103_2": QueuedJob("PENDING", "ReqNodeNotAvail, UnavailableNodes:node[1-2]"),
+        "101_[3-5]": QueuedJob("PENDING", "Resources", "gpu"),
+        "101_0": QueuedJob("RUNNING", "None", "gpu"),
+        "101_1": QueuedJob("RUNNING", "None", "gpu"),
+        "102": QueuedJob("PENDING", "PartitionConfig", "debug"),
+        "103_2": QueuedJob("PENDING", "ReqNodeNotAvail, UnavailableNodes:o[1-2]", "old"),
+        "104": QueuedJob("PENDING", "ReqNodeNotAvail, UnavailableNodes:g01", "gpu"),
     }
-    assert run.calls == [["squeue", "-h", "-r", "-o", "%i|%T|%r"]]  # type: ignore[attr-defined]
+    assert run.calls == [["squeue", "-h", "-r", "-o", "%i|%T|%P|%r"]]  # type: ignore[attr-defined]
     assert [job for job, e in queue.items() if e.blocked] == ["102"]
+    # waiting for nodes never ends only when no node of the partition is up (all of `old` is drained)
+    parts = slurm_query.parse_sinfo(SINFO)
+    assert [job for job, e in queue.items() if e.never_starts(parts)] == ["102", "103_2"]
+    assert [job for job, e in queue.items() if e.never_starts(None)] == ["102"]
     assert slurm_query.queue([None], run=run) == {}  # nothing to ask about: not asked
     assert len(run.calls) == 1  # type: ignore[attr-defined]
 

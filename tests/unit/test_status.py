@@ -57,10 +57,21 @@ def test_submitit_local_launch_never_asks_squeue(
 
 def test_slurm_launch_states_from_squeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan = make_plan(tmp_path, "slurm")
-    calls = squeue_says(monkeypatch, "4242_0|RUNNING|None\n4242_1|PENDING|Priority\n77_0|PENDING|Resources\n")
+    calls = squeue_says(monkeypatch, "4242_0|RUNNING|debug|None\n4242_1|PENDING|debug|Priority\n77_0|PENDING|debug|Resources\n")
     assert [s.state for s in status.run_states(plan)] == ["pending", "pending"]  # running without a lock: starting
-    assert calls == [["squeue", "-h", "-r", "-o", "%i|%T|%r"]]
+    assert calls == [["squeue", "-h", "-r", "-o", "%i|%T|%P|%r"]]
     squeue_says(monkeypatch, "")  # left the queue without a result
     assert [s.state for s in status.run_states(plan)] == ["lost", "lost"]
     squeue_says(monkeypatch, None)  # squeue failed: unknown, never lost
     assert [s.state for s in status.run_states(plan)] == ["pending", "pending"]
+
+
+def test_job_slurm_can_never_start_is_blocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PENDING (PartitionConfig) never ends by waiting: `blocked` with the reason, not `pending` (issue 12 #3)."""
+    plan = make_plan(tmp_path, "slurm")
+    squeue_says(monkeypatch, "4242_[0-1]|PENDING|debug|PartitionConfig\n")
+    states = status.run_states(plan)
+    assert [(s.state, s.error) for s in states] == [("blocked", "blocked: PartitionConfig")] * 2
+    assert status.count(states) == {"success": 0, "failed": 0, "running": 0, "pending": 0, "lost": 0, "blocked": 2}
+    squeue_says(monkeypatch, "4242_0|PENDING|debug|Resources\n4242_1|PENDING|debug|PartitionTimeLimit\n")
+    assert [s.state for s in status.run_states(plan)] == ["pending", "blocked"]
