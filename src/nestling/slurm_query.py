@@ -21,7 +21,8 @@ Run = Callable[..., "subprocess.CompletedProcess[str]"]
 SQUEUE_TIMEOUT_S = 30
 INFO_TIMEOUT_S = 20
 DEFAULT_MAX_ARRAY_SIZE = 1001
-SINFO_FORMAT = "%P|%c|%m|%G|%D|%l|%t|%N"  # partition|CPUs|memory MB|GRES|nodes|time limit|state|node list
+# partition|CPUs|memory MB|GRES|nodes|time limit|state|node list|nodes per job (min-max)
+SINFO_FORMAT = "%P|%c|%m|%G|%D|%l|%t|%N|%s"
 SQUEUE_FORMAT = "%i|%T|%P|%r"  # job (ARRAYID_TASK, ARRAYID_[range] or JOBID)|state|partition|reason
 
 # Pending reasons that waiting cannot resolve: the job asks what its partition, account or QOS never gives.
@@ -155,6 +156,7 @@ class NodeGroup:
     max_time_min: int | None  # None: no limit
     state: str = "idle"
     names: str = ""
+    max_job_nodes: int | None = None  # the partition's MaxNodes (per job); None: no limit
 
     @property
     def usable(self) -> bool:
@@ -171,6 +173,11 @@ class Partition:
     @property
     def nodes(self) -> int:
         return sum(g.nodes for g in self.groups)
+
+    @property
+    def max_job_nodes(self) -> int | None:
+        limits = [g.max_job_nodes for g in self.groups]
+        return None if not limits or None in limits else max(t for t in limits if t is not None)
 
     @property
     def max_gpus(self) -> int:
@@ -223,6 +230,12 @@ def _number(text: str) -> int:
     return int(match.group()) if match else 0
 
 
+def _max_job_nodes(text: str) -> int | None:
+    """`%s`: `1-infinite`, `1-4`, `2+`... -> the most nodes one job may use; None: no limit (or not said)."""
+    most = text.strip().rpartition("-")[2]
+    return int(most) if most.isdigit() else None
+
+
 def parse_sinfo(text: str) -> dict[str, Partition]:
     """`sinfo -h -o SINFO_FORMAT` lines -> partition name -> its node groups; the default one ends in `*` there."""
     groups: dict[str, list[NodeGroup]] = {}
@@ -230,13 +243,13 @@ def parse_sinfo(text: str) -> dict[str, Partition]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        fields = (line.strip().split("|") + [""] * 8)[:8]
-        name, cpus, mem, gres, nodes, limit, state, names = fields
+        fields = (line.strip().split("|") + [""] * 9)[:9]
+        name, cpus, mem, gres, nodes, limit, state, names, job_nodes = fields
         if name.endswith("*"):
             name = name[:-1]
             default.add(name)
         group = NodeGroup(name, _number(cpus), _number(mem), gpus_in_gres(gres), gres, _number(nodes),
-                          parse_minutes(limit), state or "idle", names)  # fmt: skip
+                          parse_minutes(limit), state or "idle", names, _max_job_nodes(job_nodes))  # fmt: skip
         groups.setdefault(name, []).append(group)
     return {name: Partition(name, name in default, tuple(g)) for name, g in groups.items()}
 

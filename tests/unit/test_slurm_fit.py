@@ -14,8 +14,8 @@ from nestling.cli import main
 from nestling.launch.slurm import SlurmResources, fit_problem
 
 SINFO = """\
-debug*|4|16384|gpu:2|2|infinite|idle|node[1-2]
-small|2|6000|(null)|2|1:00:00|idle|s[1-2]
+debug*|4|16384|gpu:2|2|infinite|idle|node[1-2]|1-infinite
+small|2|6000|(null)|2|1:00:00|idle|s[1-2]|1-1
 mixed|64|515000|gpu:a100:4(S:0-1)|2|2-00:00:00|mix|g[01-02]
 mixed|128|64000|(null)|8|2-00:00:00|idle|c[01-08]
 """
@@ -51,6 +51,8 @@ def test_fitting_requests_pass() -> None:
          ["needs 4 CPUs per node (--cpus_per_task 4)", "has 2", "lower --cpus_per_task"]),
         ({"nodes": 3, "tasks_per_node": 1}, ["--num_nodes 3 exceeds the 2 nodes of partition 'debug'",
                                              "lower --num_nodes"]),
+        ({"partition": "small", "cpus_per_task": 1, "mem_gb": 1, "nodes": 2},
+         ["--num_nodes 2 exceeds the 1 nodes partition 'small' allows one job (MaxNodes)", "lower --num_nodes"]),
         ({"partition": "small", "cpus_per_task": 1, "mem_gb": 1, "time_min": 90},
          ["--time_min 90 exceeds the 60 min time limit of partition 'small'", "lower --time_min to at most 60"]),
         ({"partition": "mixed", "cpus_per_task": 100, "mem_gb": 100},  # CPUs on one node type, memory on the other

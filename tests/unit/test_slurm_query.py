@@ -13,7 +13,7 @@ SINFO = """\
 debug*|4|16384|gpu:2|2|infinite|idle|node[1-2]
 gpu|64|515000|gpu:a100:4(S:0-1)|12|2-00:00:00|mix|g[01-12]
 gpu|32|256000|gpu:v100:2,shard:8|3|2-00:00:00|idle|v[1-3]
-cpu|128+|1000000|(null)|40|12:00:00|alloc|c[001-040]
+cpu|128+|1000000|(null)|40|12:00:00|alloc|c[001-040]|1-16
 old|8|6000|(null)|2|30:00|drain|o[1-2]
 """
 
@@ -49,6 +49,7 @@ def test_parse_sinfo_into_partitions_and_node_groups() -> None:
     assert [(g.cpus, g.mem_mb, g.gpus) for g in gpu.groups] == [(64, 515000, 4), (32, 256000, 2)]
     assert gpu.largest() == gpu.groups[0]
     assert parts["cpu"].groups[0].cpus == 128 and parts["cpu"].max_time_min == 720
+    assert parts["cpu"].max_job_nodes == 16 and parts["debug"].max_job_nodes is None
     assert parts["debug"].max_time_min is None and parts["old"].max_time_min == 30
     assert parts["old"].groups[0].usable is False and parts["debug"].groups[0].usable is True
 

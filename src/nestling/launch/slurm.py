@@ -134,6 +134,12 @@ def fit_problem(res: SlurmResources, partitions: dict[str, Partition]) -> str | 
         )
     if res.nodes > partition.nodes:
         return f"--num_nodes {res.nodes} exceeds the {partition.nodes} nodes of partition {part!r}: lower --num_nodes"
+    job_limit = partition.max_job_nodes
+    if job_limit is not None and res.nodes > job_limit:
+        return (
+            f"--num_nodes {res.nodes} exceeds the {job_limit} nodes partition {part!r} allows one job (MaxNodes): lower "
+            "--num_nodes or choose another --partition"
+        )
     serving = sum(g.nodes for g in partition.groups
                   if g.cpus >= cpus and g.mem_mb >= mem_mb and g.gpus >= res.gpus_per_task)  # fmt: skip
     if serving < res.nodes:
@@ -341,8 +347,9 @@ class SubmititLauncher(Launcher):
 
 # What to change when SLURM keeps a job pending for a reason waiting never resolves (see slurm_query).
 BLOCKED_FIXES = {
-    "PartitionConfig": "it asks more CPUs, memory or GPUs per node than the nodes of its partition have: lower "
-    "--cpus_per_task, --devices, --mem_gb or --gpus_per_task, or choose another --partition",
+    "PartitionConfig": "it asks more than its partition's limits allow (CPUs, memory or GPUs per node, nodes per "
+    "job; `scontrol show partition` lists them): lower --cpus_per_task, --devices, --mem_gb, --gpus_per_task or "
+    "--num_nodes, or choose another --partition",
     "PartitionNodeLimit": "it asks more nodes than its partition allows for one job: lower --num_nodes or choose "
     "another --partition",
     "PartitionTimeLimit": "its time limit exceeds its partition's: lower --time_min or choose another --partition",
