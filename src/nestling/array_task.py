@@ -29,10 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from nestling import failfast, jobenv
+from nestling import claims, failfast, jobenv
 from nestling.container import ContainerSpec
 from nestling.jobenv import JobEnvironment, save_in_progress
-from nestling.launch import claims
 from nestling.naming import ArrayLaunchPaths
 
 

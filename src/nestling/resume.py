@@ -155,7 +155,8 @@ def _refuse_if_active(plan: Plan) -> None:
     # attempt lock ("running") counts; with one, queued SLURM tasks count too.
     launches_exist = (plan.root / naming.LAUNCH).exists()
     active = [
-        s for s in run_states(plan) if s.state == "running" or (s.state == "pending" and launches_exist)
+        s for s in run_states(plan)
+        if s.state == "running" or (s.state in ("pending", "blocked") and launches_exist)
     ]
     if active:
         jobs = sorted({s.job.split("_")[0] for s in active if s.job})
