@@ -119,6 +119,7 @@ def _spec(
         num_nodes=config.device.num_nodes,
         wandb_project=config.logging.wandb_project,
         wandb_entity=config.logging.wandb_entity,
+        wandb_mode=config.logging.wandb_mode,
     )
 
 
