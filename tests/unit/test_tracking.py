@@ -1,0 +1,314 @@
+"""W&B mode decision (tracking.py) and `nestling sync` (sync.py), without wandb: real sockets on loopback, a
+stand-in `wandb` executable that records its calls.
+
+With the real wandb client end to end (an unreachable W&B, an invalid key): tests/e2e/test_tracking.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nestling import naming, tracking
+from nestling.cli import main
+from nestling.sync import WANDB_EXECUTABLE_ENV, sync
+
+KEY = "k" * 40
+
+
+@pytest.fixture(autouse=True)
+def _fresh_probe_cache() -> Iterator[None]:
+    tracking._probed.clear()
+    yield
+    tracking._probed.clear()
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A loopback port that accepts connections."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield server.getsockname()[1]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_for(port: int, **extra: str) -> dict[str, str]:
+    return {"WANDB_BASE_URL": f"http://127.0.0.1:{port}", "WANDB_API_KEY": KEY, "HOME": "/nonexistent", **extra}
+
+
+# -- the decision -------------------------------------------------------------------------------------------------
+
+
+def test_auto_is_online_when_the_host_answers_and_a_key_exists(listening: int) -> None:
+    assert tracking.decide("auto", env_for(listening)) == tracking.Decision("online", None)
+
+
+def test_auto_is_offline_with_the_reason_when_the_host_refuses() -> None:
+    port = closed_port()
+    decision = tracking.decide("auto", env_for(port))
+    assert decision.mode == "offline"
+    assert decision.reason is not None
+    assert f"127.0.0.1:{port}" in decision.reason and "refused" in decision.reason.lower()
+
+
+def test_auto_is_offline_without_any_key(listening: int, tmp_path: Path) -> None:
+    env = {"WANDB_BASE_URL": f"http://127.0.0.1:{listening}", "HOME": str(tmp_path)}
+    decision = tracking.decide("auto", env)
+    assert decision.mode == "offline" and decision.reason is not None and "no W&B API key" in decision.reason
+
+
+def test_a_netrc_entry_for_the_host_is_a_key(listening: int, tmp_path: Path) -> None:
+    netrc = tmp_path / ".netrc"
+    netrc.write_text(f"machine 127.0.0.1\n  login user\n  password {KEY}\n")
+    netrc.chmod(0o600)
+    env = {"WANDB_BASE_URL": f"http://127.0.0.1:{listening}", "HOME": str(tmp_path)}
+    assert tracking.decide("auto", env).mode == "online"
+
+
+@pytest.mark.parametrize(
+    ("user", "mode"), [("offline", "offline"), ("dryrun", "offline"), ("disabled", "disabled"), ("online", "online")]
+)
+def test_the_users_wandb_mode_wins_and_nothing_is_probed(
+    user: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_probe(*args: object) -> str:
+        raise AssertionError("probed although WANDB_MODE was set")
+
+    monkeypatch.setattr(tracking, "_connect", no_probe)
+    for option in tracking.MODES:
+        decision = tracking.decide(option, env_for(closed_port(), WANDB_MODE=user))
+        assert decision.mode == mode
+        assert (decision.reason is None) == (mode == "online")
+
+
+@pytest.mark.parametrize("option", ["offline", "online"])
+def test_an_explicit_mode_never_probes(option: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_probe(*args: object) -> str:
+        raise AssertionError("probed although --wandb_mode was given")
+
+    monkeypatch.setattr(tracking, "_connect", no_probe)
+    decision = tracking.decide(option, env_for(closed_port()))
+    assert decision.mode == option
+    assert decision.reason == ("--wandb_mode offline" if option == "offline" else None)
+
+
+def test_the_probe_is_bounded_even_when_the_connect_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose packets are dropped (or whose DNS hangs) answers "offline" within the probe's time."""
+
+    def hang(address: tuple[str, int], timeout: float) -> socket.socket:
+        time.sleep(5)
+        raise OSError("never reached")
+
+    monkeypatch.setattr(tracking.socket, "create_connection", hang)
+    clock = time.perf_counter()
+    reason = tracking.probe(env_for(443), timeout=0.3)
+    elapsed = time.perf_counter() - clock
+    assert elapsed < 1.5, elapsed
+    assert reason is not None and "no answer from 127.0.0.1:443 within 0.3 s" in reason
+
+
+def test_one_probe_per_process_and_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, int]] = []
+
+    def refuse(host: str, port: int, timeout: float) -> str:
+        calls.append((host, port))
+        return "refused"
+
+    monkeypatch.setattr(tracking, "_connect", refuse)
+    env = env_for(9)
+    assert [tracking.decide("auto", env).mode for _ in range(3)] == ["offline"] * 3
+    assert calls == [("127.0.0.1", 9)]
+
+
+def test_a_failed_online_start_sends_later_runs_of_the_process_offline(listening: int) -> None:
+    env = env_for(listening)
+    assert tracking.decide("auto", env).mode == "online"
+    tracking.remember_failure(env, "W&B online start failed: AuthenticationError")
+    assert tracking.decide("auto", env) == tracking.Decision("offline", "W&B online start failed: AuthenticationError")
+
+
+def test_the_proxy_is_probed_instead_of_the_host(listening: int) -> None:
+    """Behind a proxy the W&B host itself is not reachable directly; the proxy is what must answer."""
+    env = {**env_for(closed_port()), "HTTP_PROXY": f"http://127.0.0.1:{listening}"}
+    assert tracking.decide("auto", env).mode == "online"
+    tracking._probed.clear()
+    bypassed = {**env, "NO_PROXY": "localhost,127.0.0.1"}
+    assert tracking.decide("auto", bypassed).mode == "offline"
+
+
+def test_the_wandb_mode_option_is_a_choice_in_help_and_refused_otherwise(capsys: pytest.CaptureFixture[str]) -> None:
+    from nestling.config import parse_config
+
+    assert parse_config(["--wandb_mode", "offline"]).logging.wandb_mode == "offline"
+    assert parse_config([]).logging.wandb_mode == "auto"
+    assert main(["run", "--wandb_mode", "sometimes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nestling: error: --wandb_mode 'sometimes' is not one of auto, online, offline; e.g. --wandb_mode auto"]
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--wandb_mode {auto,online,offline}" in capsys.readouterr().out
+
+
+def test_the_mode_reaches_the_run_spec(tmp_path: Path) -> None:
+    from nestling.config import parse_config
+    from nestling.preflight import prepare
+    from nestling.records import RunSpec
+
+    args = ["--task", "sleep", "--n_folds", "2", "--n_seeds", "1", "--artifact_dir", str(tmp_path), "--name", "m",
+            "--wandb_project", "p", "--wandb_mode", "offline"]  # fmt: skip
+    specs = [run for cv in prepare(parse_config(args), "cv").plan.cvs for run in cv.runs]
+    assert [s.wandb_mode for s in specs] == ["offline", "offline"]
+    old = {k: v for k, v in specs[0].to_dict().items() if k != "wandb_mode"}  # a spec written before the option
+    assert RunSpec.from_dict(old).wandb_mode == "auto"
+
+
+# -- offline runs on disk, and `nestling sync` --------------------------------------------------------------------
+
+
+def offline_run(run_dir: Path, stamp: str) -> Path:
+    run_id = run_dir.name.rsplit("-", 1)[1]
+    path = run_dir / "wandb" / f"offline-run-{stamp}-{run_id}"
+    path.mkdir(parents=True)
+    (path / f"run-{run_id}.wandb").write_bytes(b"W&B\x00")
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Path]:
+    """A cv dir with three runs: two offline runs (one with two attempts), one online-only run, checkpoints."""
+    cv = tmp_path / "_cross_validations" / "cv"
+    a, b, c = (cv / f"cv-run-f{i}s42-abcd000{i}" for i in range(3))
+    paths = {
+        "a1": offline_run(a, "20261204_100000"),
+        "a2": offline_run(a, "20261204_110000"),
+        "b1": offline_run(b, "20261204_100500"),
+    }
+    (c / "wandb" / "run-20261204_100000-abcd0002").mkdir(parents=True)  # an online run: nothing to upload
+    (a / "checkpoints" / "wandb" / "offline-run-x-y").mkdir(parents=True)  # not a place wandb writes to
+    return {"cv": cv, **paths}
+
+
+def stand_in(tmp_path: Path, fail_on: str = "") -> tuple[Path, Path]:
+    """A `wandb` executable that appends its arguments to calls.jsonl; exits 1 for a path containing `fail_on`."""
+    calls = tmp_path / "calls.jsonl"
+    script = tmp_path / "fake-wandb"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        f"sys.exit(1 if {fail_on!r} and {fail_on!r} in ' '.join(sys.argv) else 0)\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script, calls
+
+
+def recorded(calls: Path) -> list[list[str]]:
+    return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+
+def test_offline_runs_are_found_in_order_and_nothing_else(tree: dict[str, Path]) -> None:
+    assert list(tracking.offline_runs(tree["cv"])) == [tree["a1"], tree["a2"], tree["b1"]]
+    assert list(tracking.offline_runs(tree["a2"])) == [tree["a2"]]  # one offline run dir given directly
+
+
+def test_sync_is_idempotent(tree: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    script, calls = stand_in(tmp_path)
+    monkeypatch.setenv(WANDB_EXECUTABLE_ENV, str(script))
+    assert main(["sync", str(tree["cv"])]) == 0
+    assert capsys.readouterr().out.strip().endswith("3 synced, 0 already synced (skipped), 0 failed")
+    assert recorded(calls) == [["sync", str(tree[k])] for k in ("a1", "a2", "b1")]
+    for key in ("a1", "a2", "b1"):
+        marker = json.loads(naming.wandb_synced_marker(tree[key]).read_text())
+        assert marker["synced_at"] > 0
+    assert main(["sync", str(tree["cv"])]) == 0
+    assert capsys.readouterr().out.strip().endswith("0 synced, 3 already synced (skipped), 0 failed")
+    assert len(recorded(calls)) == 3  # nothing uploaded twice
+
+
+def test_a_failed_upload_is_retried_by_the_next_sync_and_later_attempts_wait(
+    tree: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script, calls = stand_in(tmp_path, fail_on="110000")  # a2 fails
+    monkeypatch.setenv(WANDB_EXECUTABLE_ENV, str(script))
+    assert main(["sync", str(tree["cv"])]) == 1
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("2 synced, 0 already synced (skipped), 1 failed")
+    assert f"failed: {tree['a2']}: exit 1" in err
+    assert not naming.wandb_synced_marker(tree["a2"]).exists()
+    (tmp_path / "ok").mkdir()
+    script, calls2 = stand_in(tmp_path / "ok")  # now every upload succeeds
+    monkeypatch.setenv(WANDB_EXECUTABLE_ENV, str(script))
+    assert main(["sync", str(tree["cv"])]) == 0
+    assert capsys.readouterr().out.strip().endswith("1 synced, 2 already synced (skipped), 0 failed")
+    assert recorded(calls2) == [["sync", str(tree["a2"])]]
+
+
+def test_an_earlier_failed_attempt_holds_back_the_later_ones(tree: dict[str, Path]) -> None:
+    uploaded: list[Path] = []
+
+    def upload(path: Path) -> tuple[bool, str]:
+        uploaded.append(path)
+        return path != tree["a1"], "boom"
+
+    counts = sync(tree["cv"], upload)
+    assert uploaded == [tree["a1"], tree["b1"]]  # a2 is not uploaded before a1
+    assert counts.synced == [tree["b1"]]
+    assert [p for p, _ in counts.failed] == [tree["a1"], tree["a2"]]
+
+
+def test_a_run_synced_by_hand_with_wandb_sync_is_skipped(tree: dict[str, Path]) -> None:
+    (tree["b1"] / "run-abcd0001.wandb.synced").write_text("")
+    uploaded: list[Path] = []
+    counts = sync(tree["cv"], lambda p: (uploaded.append(p) is None, ""))
+    assert uploaded == [tree["a1"], tree["a2"]]
+    assert counts.skipped == [tree["b1"]]
+
+
+def test_sync_refuses_quickly_where_wandb_cannot_be_reached(
+    tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`wandb sync` against an unreachable host retries for minutes per run; nestling sync says so at once."""
+    monkeypatch.delenv(WANDB_EXECUTABLE_ENV, raising=False)
+    for key, value in env_for(closed_port()).items():
+        monkeypatch.setenv(key, value)
+    clock = time.perf_counter()
+    assert main(["sync", str(tree["cv"])]) == 1
+    assert time.perf_counter() - clock < 5
+    err = capsys.readouterr().err
+    assert "cannot be reached" in err and "nothing uploaded" in err
+    assert not any(naming.wandb_synced_marker(tree[k]).exists() for k in ("a1", "a2", "b1"))
+
+
+def test_sync_dry_run_lists_and_uploads_nothing(tree: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sync", str(tree["cv"]), "--dry_run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [str(tree["a1"]), str(tree["a2"]), str(tree["b1"]), f"3 offline W&B runs to upload under {tree['cv']}"]
+    assert not any(naming.wandb_synced_marker(tree[k]).exists() for k in ("a1", "a2", "b1"))
+
+
+def test_sync_of_a_missing_dir_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sync", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unsynced_offline_runs_of_run_dirs(tree: dict[str, Path]) -> None:
+    run_dirs = sorted(p for p in tree["cv"].iterdir())
+    assert tracking.unsynced_offline_runs(run_dirs) == [tree["a1"], tree["a2"], tree["b1"]]
+    naming.wandb_synced_marker(tree["a1"]).write_text("{}")
+    assert tracking.unsynced_offline_runs(run_dirs) == [tree["a2"], tree["b1"]]
+    assert os.path.basename(naming.wandb_synced_marker(tree["a1"])) == naming.WANDB_SYNCED
