@@ -1,0 +1,132 @@
+"""Tracking never costs a training run, with the real wandb client: W&B unreachable (a closed loopback port), an
+invalid key, no WANDB_MODE -> the run succeeds, logs offline, records why; `nestling sync` uploads it once.
+
+The upload itself goes to a stand-in `wandb` executable (there is no network here); tests/unit/test_tracking.py
+covers the decision and sync's bookkeeping in detail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("wandb")
+
+INVALID_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server knows it
+SLEEP = ["--task", "sleep", "--hp", "sleep_s=0.0", "--max_epochs", "1", "--n_seeds", "1", "--accelerator", "cpu"]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unreachable_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    home = tmp_path / "wandb-home"
+    env.update(
+        WANDB_BASE_URL=f"http://127.0.0.1:{closed_port()}",
+        WANDB_API_KEY=INVALID_KEY,
+        WANDB_CACHE_DIR=str(home / "cache"),
+        WANDB_CONFIG_DIR=str(home / "config"),
+        WANDB_DATA_DIR=str(home / "data"),
+        **extra,
+    )
+    return env
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nestling.cli", *args],
+        capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def only_run_dir(cv: Path) -> Path:
+    (run_dir,) = [p for p in cv.iterdir() if p.is_dir() and "-run-" in p.name]
+    return run_dir
+
+
+def test_unreachable_wandb_logs_offline_and_sync_uploads_once(tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    env = unreachable_env(tmp_path)
+    clock = time.perf_counter()
+    proc = ok(cli("cv", *SLEEP, "--fold_method", "none", "--wandb_project", "p", "--artifact_dir", str(art),
+                  "--name", "wb", env=env))  # fmt: skip
+    wall = time.perf_counter() - clock
+    cv = art / "_cross_validations" / "wb"
+    run_dir = only_run_dir(cv)
+    result = json.loads((run_dir / "run_result.json").read_text())
+    assert result["status"] == "success", result["error"]
+    assert result["wandb_mode"] == "offline"
+    assert result["wandb_reason"].startswith(f"W&B at {env['WANDB_BASE_URL']} cannot be reached")
+    assert "refused" in result["wandb_reason"].lower()
+    # the probe is bounded: a refused connect costs nothing, and the run's own time stays that of a sleep run
+    assert result["duration"] < 30, result["duration"]
+    assert wall < 120, wall
+    run_id, run_name = result["run_id"], result["run_name"]
+    (offline,) = (run_dir / "wandb").glob(f"offline-run-*-{run_id}")
+    data = (offline / f"run-{run_id}.wandb").read_bytes()
+    for kept in (run_id, run_name, "wb", "p"):  # id, name, job type (the cv), project: in the offline run already
+        assert kept.encode() in data, kept
+    # the summary says once how to upload
+    hints = [line for line in proc.stdout.splitlines() if line.startswith("W&B:")]
+    assert hints == [
+        f"W&B: 1 offline runs not uploaded yet ({result['wandb_reason']}); upload them from a machine with "
+        f"network (a login node): nestling sync {cv}"
+    ]
+    # the secret reaches no file
+    leaked = [p for p in art.rglob("*") if p.is_file() and INVALID_KEY.encode() in p.read_bytes()]
+    assert leaked == []
+
+    calls = tmp_path / "calls.jsonl"
+    fake = tmp_path / "fake-wandb"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nopen({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    sync_env = {**env, "NESTLING_WANDB_EXECUTABLE": str(fake)}
+    first = ok(cli("sync", str(cv), env=sync_env))
+    assert first.stdout.strip() == f"W&B runs under {cv}: 1 synced, 0 already synced (skipped), 0 failed"
+    second = ok(cli("sync", str(cv), env=sync_env))
+    assert second.stdout.strip() == f"W&B runs under {cv}: 0 synced, 1 already synced (skipped), 0 failed"
+    assert [json.loads(line) for line in calls.read_text().splitlines()] == [["sync", str(offline)]]
+    collected = ok(cli("collect", str(cv), env=env))
+    assert "W&B:" not in collected.stdout  # uploaded: no more hint
+
+
+def test_a_failing_online_start_is_retried_offline(tmp_path: Path) -> None:
+    """--wandb_mode online skips the probe; wandb.init then fails (bounded by WANDB_INIT_TIMEOUT) and the run
+    goes on offline."""
+    art = tmp_path / "art"
+    env = unreachable_env(tmp_path, WANDB_INIT_TIMEOUT="2")
+    ok(cli("cv", *SLEEP, "--fold_method", "none", "--wandb_project", "p", "--wandb_mode", "online", "--quiet",
+           "--artifact_dir", str(art), "--name", "on", env=env))  # fmt: skip
+    run_dir = only_run_dir(art / "_cross_validations" / "on")
+    result = json.loads((run_dir / "run_result.json").read_text())
+    assert result["status"] == "success", result["error"]
+    assert result["wandb_mode"] == "offline"
+    assert result["wandb_reason"].startswith("W&B online start failed: ")
+    assert list((run_dir / "wandb").glob(f"offline-run-*-{result['run_id']}"))
+
+
+def test_wandb_mode_offline_never_probes(tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    env = unreachable_env(tmp_path)
+    ok(cli("run", *SLEEP, "--wandb_project", "p", "--wandb_mode", "offline", "--quiet", "--artifact_dir", str(art),
+           "--name", "off", env=env))  # fmt: skip
+    (run_dir,) = (art / "_runs").iterdir()
+    result = json.loads((run_dir / "run_result.json").read_text())
+    assert (result["status"], result["wandb_mode"], result["wandb_reason"]) == ("success", "offline", "--wandb_mode offline")
