@@ -130,3 +130,22 @@ def test_wandb_mode_offline_never_probes(tmp_path: Path) -> None:
     (run_dir,) = (art / "_runs").iterdir()
     result = json.loads((run_dir / "run_result.json").read_text())
     assert (result["status"], result["wandb_mode"], result["wandb_reason"]) == ("success", "offline", "--wandb_mode offline")
+
+
+@pytest.mark.parametrize("launcher", ["local", "submitit-local"])
+def test_no_secret_reaches_a_file_of_the_tree(launcher: str, tmp_path: Path) -> None:
+    """Specs, results, launch.json, worker logs, submitit's pickles and logs, wandb's offline files: none holds a
+    secret of the environment (the SLURM scripts and the container command: tests/unit/test_security.py)."""
+    secrets = {"MY_TOKEN": "tok-secret-456", "AWS_SECRET_ACCESS_KEY": "aws-789"}
+    art = tmp_path / "art"
+    env = unreachable_env(tmp_path, **secrets)
+    ok(cli("cv", *SLEEP, "--n_folds", "2", "--launcher", launcher, "--wandb_project", "p", "--quiet",
+           "--cpus_per_task", "1", "--mem_gb", "1", "--artifact_dir", str(art), "--name", "sec", env=env))  # fmt: skip
+    root = art / "_cross_validations" / "sec"
+    results = [json.loads(p.read_text()) for p in sorted(root.glob("*/run_result.json"))]
+    assert [(r["status"], r["wandb_mode"]) for r in results] == [("success", "offline")] * 2
+    assert len(list(root.glob("*/wandb/offline-run-*"))) == 2
+    files = [p for p in art.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    values = [INVALID_KEY, *secrets.values()]
+    assert [str(p) for p in files if any(v.encode() in p.read_bytes() for v in values)] == []
