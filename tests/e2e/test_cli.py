@@ -384,7 +384,7 @@ def test_help_does_not_import_torch() -> None:
         "--fold_method", "--n_folds", "--fold_seed", "--test_split", "--test_fraction", "--test_regions",
         "--n_seeds", "--seeds", "--scoring_metric", "--multi_score_strategy", "--hpconfig", "--n_trials",
         "--sampler", "--tune_seed", "--accelerator", "--strategy", "--devices", "--num_nodes", "--wandb_project",
-        "--wandb_entity", "--launcher", "--quiet",
+        "--wandb_entity", "--wandb_mode", "--launcher", "--quiet",
     ]  # fmt: skip
     missing = [f for f in flags if not re.search(rf"{re.escape(f)}[\s\]]", proc.stdout)]
     assert missing == []
