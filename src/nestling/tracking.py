@@ -2,22 +2,25 @@
 
 Compute nodes of most clusters have no internet, and tracking is optional, so it must never cost a training run.
 At a run's start `decide` picks the mode: the user's `WANDB_MODE` wins, `--wandb_mode online|offline` is taken as
-given, and `auto` asks a short, bounded probe (is there an API key; does a TCP connect to the W&B host, or to the
-proxy that reaches it, succeed within PROBE_TIMEOUT_S). run.py then guards `wandb.init` itself: an online init
-that fails is retried offline. Offline runs are uploaded later, from a machine with network, by `nestling sync`
+given, and `auto` asks a short, bounded probe (is there an API key; does W&B answer and accept it within
+PROBE_TIMEOUT_S). run.py then guards `wandb.init` itself: an online init that fails is retried offline. Offline runs are uploaded later, from a machine with network, by `nestling sync`
 (sync.py), which marks each uploaded offline run so that a second sync skips it.
 
-No wandb import here: the probe is plain sockets, so deciding costs nothing when the answer is "offline".
+No wandb import here: the probe is one stdlib HTTP request, so deciding costs nothing when the answer is "offline".
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import netrc
 import os
-import socket
+import ssl
 import threading
+import urllib.error
 import urllib.parse
-from collections.abc import Iterator, Mapping
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +32,8 @@ PROBE_TIMEOUT_S = 3.0  # the whole probe (name lookup included): a node without 
 INIT_TIMEOUT_S = 30  # wandb.init's own limit for an online start (wandb's default is 90 s); WANDB_INIT_TIMEOUT wins
 ONLINE, OFFLINE, DISABLED = "online", "offline", "disabled"
 
-# Probe answers of this process, by (host, port): a worker that runs many specs asks the network once.
-_probed: dict[tuple[str, int], str | None] = {}
+# Probe answers of this process, by base URL: a worker that runs many specs asks the network once.
+_probed: dict[str, str | None] = {}
 
 
 @dataclass(frozen=True)
@@ -57,39 +60,37 @@ def decide(option: str, environ: Mapping[str, str] | None = None) -> Decision:
 
 
 def probe(environ: Mapping[str, str], timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """None when W&B looks usable from here; else the reason it is not (no key, host unreachable)."""
-    base = environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
-    host, port = _host_port(base)
-    if not has_api_key(environ, host):
+    """None when W&B answers and accepts the key from here; else why not (no key, unreachable, key refused).
+
+    One small GraphQL request (`viewer`, what `wandb login --verify` asks) to WANDB_BASE_URL, through the proxy
+    of HTTPS_PROXY/HTTP_PROXY unless NO_PROXY lists the host, bounded to `timeout` as a whole. A plain TCP connect
+    is not enough: on many networks a proxy or firewall accepts every connect and then fails the TLS handshake.
+    """
+    base = (environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    host, _ = _host_port(base)
+    key = api_key(environ, host)
+    if key is None and not environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return "no W&B API key (WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE or ~/.netrc)"
-    target_host, target_port, via = host, port, ""
-    proxy = _proxy_for(base, environ)
-    if proxy is not None:
-        target_host, target_port = proxy
-        via = f" through the proxy {target_host}:{target_port}"
-    key = (target_host, target_port)
-    if key not in _probed:
-        error = _connect(target_host, target_port, timeout)
-        _probed[key] = None if error is None else f"W&B at {base} cannot be reached{via}: {error}"
-    return _probed[key]
+    if base not in _probed:
+        _probed[base] = _bounded(lambda: _ask(base, key, environ, timeout), timeout, base)
+    return _probed[base]
 
 
 def remember_failure(environ: Mapping[str, str], reason: str) -> None:
-    """An online init failed although the probe passed: later runs of this process go offline at once."""
-    base = environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
-    proxy = _proxy_for(base, environ)
-    _probed[proxy if proxy is not None else _host_port(base)] = reason
+    """An online start failed although the probe passed: later runs of this process go offline at once."""
+    _probed[(environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")] = reason
 
 
-def has_api_key(environ: Mapping[str, str], host: str) -> bool:
-    """An online start needs credentials; without any, wandb.init fails (or, on a terminal, prompts and waits)."""
-    if environ.get("WANDB_API_KEY") or environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
+def api_key(environ: Mapping[str, str], host: str) -> str | None:
+    """WANDB_API_KEY, else the ~/.netrc password for the W&B host (where `wandb login` saves it). Never logged."""
+    if environ.get("WANDB_API_KEY"):
+        return environ["WANDB_API_KEY"]
     path = environ.get("NETRC") or os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".netrc")
     try:
-        return netrc.netrc(path).authenticators(host) is not None
+        entry = netrc.netrc(path).authenticators(host)
     except (OSError, netrc.NetrcParseError):
-        return False
+        return None
+    return entry[2] if entry and entry[2] else None
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -102,36 +103,58 @@ def _host_port(url: str) -> tuple[str, int]:
     return parsed.hostname or "api.wandb.ai", port
 
 
-def _proxy_for(url: str, environ: Mapping[str, str]) -> tuple[str, int] | None:
-    """The proxy wandb would use for `url` (HTTPS_PROXY / HTTP_PROXY, unless NO_PROXY lists the host)."""
-    scheme = urllib.parse.urlsplit(url).scheme or "https"
-    proxies = {k.lower(): v for k, v in environ.items() if k.lower().endswith("_proxy") and v}
-    proxy = proxies.get(f"{scheme}_proxy")
-    if not proxy:
-        return None
-    host, _ = _host_port(url)
-    no_proxy = [h.strip().lstrip(".") for h in proxies.get("no_proxy", "").split(",") if h.strip()]
+def _opener(base: str, environ: Mapping[str, str]) -> urllib.request.OpenerDirector:
+    """urllib with the proxies of `environ` (not of os.environ) and the CA bundle wandb would use."""
+    proxies = {k.lower()[: -len("_proxy")]: v for k, v in environ.items() if k.lower().endswith("_proxy") and v}
+    host, _ = _host_port(base)
+    no_proxy = [h.strip().lstrip(".") for h in proxies.pop("no", "").split(",") if h.strip()]
     if "*" in no_proxy or any(host == h or host.endswith(f".{h}") for h in no_proxy):
-        return None
-    return _host_port(proxy if "://" in proxy else f"http://{proxy}")
+        proxies = {}
+    cafile = environ.get("REQUESTS_CA_BUNDLE") or environ.get("SSL_CERT_FILE")
+    context = ssl.create_default_context(cafile=cafile if cafile and os.path.isfile(cafile) else None)
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler(proxies), urllib.request.HTTPSHandler(context=context)
+    )
 
 
-def _connect(host: str, port: int, timeout: float) -> str | None:
-    """A TCP connect, bounded as a whole: socket timeouts do not cover the name lookup, a thread's join does."""
+def _ask(base: str, key: str | None, environ: Mapping[str, str], timeout: float) -> str | None:
+    body = json.dumps({"query": "query Viewer { viewer { id } }"}).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "nestling-wandb-probe"}
+    if key is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"api:{key}".encode()).decode()
+    request = urllib.request.Request(f"{base}/graphql", data=body, headers=headers, method="POST")
+    try:
+        with _opener(base, environ).open(request, timeout=timeout) as response:
+            answer = response.read(65536)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return f"W&B at {base} refused the API key (HTTP {exc.code})"
+        return f"W&B at {base} answered HTTP {exc.code} {exc.reason}"
+    except urllib.error.URLError as exc:
+        return f"W&B at {base} cannot be reached: {_describe(exc.reason)}"
+    except (OSError, ValueError) as exc:  # timeouts, resets, a malformed URL
+        return f"W&B at {base} cannot be reached: {_describe(exc)}"
+    if key is None:
+        return None  # identity token auth: wandb itself checks it; the server answered
+    try:
+        viewer = json.loads(answer).get("data", {}).get("viewer")
+    except (ValueError, AttributeError):
+        return f"W&B at {base} gave an answer that is not W&B's (a captive portal or proxy?)"
+    return None if viewer else f"W&B at {base} did not accept the API key"
+
+
+def _describe(reason: object) -> str:
+    return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
+
+
+def _bounded(ask: Callable[[], str | None], timeout: float, base: str) -> str | None:
+    """Run `ask` with a hard limit: socket timeouts do not cover the name lookup, a thread's join does."""
     outcome: list[str | None] = []
-
-    def attempt() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                outcome.append(None)
-        except OSError as exc:
-            outcome.append(f"{type(exc).__name__}: {exc}".strip())
-
-    thread = threading.Thread(target=attempt, name="nestling-wandb-probe", daemon=True)
+    thread = threading.Thread(target=lambda: outcome.append(ask()), name="nestling-wandb-probe", daemon=True)
     thread.start()
     thread.join(timeout)
     if not outcome:
-        return f"no answer from {host}:{port} within {timeout:g} s"
+        return f"W&B at {base} did not answer within {timeout:g} s"
     return outcome[0]
 
 

@@ -6,11 +6,14 @@ With the real wandb client end to end (an unreachable W&B, an invalid key): test
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import os
 import socket
 import stat
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,13 +34,46 @@ def _fresh_probe_cache() -> Iterator[None]:
     tracking._probed.clear()
 
 
+class FakeWandb(http.server.BaseHTTPRequestHandler):
+    """W&B's GraphQL endpoint as far as the probe asks: `viewer` for the right key, 401 for another. A request
+    in proxy form (absolute URL) is answered the same way, so the server also stands in for a proxy."""
+
+    status = 200
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        good = "Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()
+        type(self).seen.append(self.path)
+        if not self.path.endswith("/graphql"):
+            code, body = 404, b"{}"
+        elif self.status != 200:
+            code, body = self.status, b"{}"
+        elif self.headers.get("Authorization") != good:
+            code, body = 401, b'{"errors": [{"message": "invalid key"}]}'
+        else:
+            code, body = 200, b'{"data": {"viewer": {"id": "VXNlcjox"}}}'
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    seen: list[str] = []
+
+
 @pytest.fixture
 def listening() -> Iterator[int]:
-    """A loopback port that accepts connections."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        yield server.getsockname()[1]
+    """The port of a fake W&B server on loopback."""
+    FakeWandb.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeWandb)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
 
 
 def closed_port() -> int:
@@ -53,8 +89,37 @@ def env_for(port: int, **extra: str) -> dict[str, str]:
 # -- the decision -------------------------------------------------------------------------------------------------
 
 
-def test_auto_is_online_when_the_host_answers_and_a_key_exists(listening: int) -> None:
+def test_auto_is_online_when_wandb_answers_and_accepts_the_key(listening: int) -> None:
     assert tracking.decide("auto", env_for(listening)) == tracking.Decision("online", None)
+    assert FakeWandb.seen == ["/graphql"]
+
+
+def test_auto_is_offline_when_the_key_is_refused(listening: int) -> None:
+    decision = tracking.decide("auto", env_for(listening, WANDB_API_KEY="bad" * 10))
+    assert decision == tracking.Decision("offline", f"W&B at http://127.0.0.1:{listening} refused the API key (HTTP 401)")
+
+
+def test_auto_is_offline_when_the_service_is_down(listening: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FakeWandb, "status", 503)
+    decision = tracking.decide("auto", env_for(listening))
+    assert decision.mode == "offline" and decision.reason is not None and "answered HTTP 503" in decision.reason
+
+
+def test_a_server_that_is_not_wandb_is_not_online(tmp_path: Path) -> None:
+    """A plain web server (a captive portal, a wrong WANDB_BASE_URL) answers, but not as W&B."""
+    handler = type("Plain", (http.server.BaseHTTPRequestHandler,), {
+        "do_POST": lambda self: (self.send_response(200), self.send_header("Content-Length", "2"),
+                                 self.end_headers(), self.wfile.write(b"ok")),
+        "log_message": lambda self, *a: None,
+    })  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        decision = tracking.decide("auto", env_for(server.server_address[1]))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert decision.mode == "offline" and decision.reason is not None and "not W&B's" in decision.reason
 
 
 def test_auto_is_offline_with_the_reason_when_the_host_refuses() -> None:
@@ -88,7 +153,7 @@ def test_the_users_wandb_mode_wins_and_nothing_is_probed(
     def no_probe(*args: object) -> str:
         raise AssertionError("probed although WANDB_MODE was set")
 
-    monkeypatch.setattr(tracking, "_connect", no_probe)
+    monkeypatch.setattr(tracking, "_ask", no_probe)
     for option in tracking.MODES:
         decision = tracking.decide(option, env_for(closed_port(), WANDB_MODE=user))
         assert decision.mode == mode
@@ -100,38 +165,49 @@ def test_an_explicit_mode_never_probes(option: str, monkeypatch: pytest.MonkeyPa
     def no_probe(*args: object) -> str:
         raise AssertionError("probed although --wandb_mode was given")
 
-    monkeypatch.setattr(tracking, "_connect", no_probe)
+    monkeypatch.setattr(tracking, "_ask", no_probe)
     decision = tracking.decide(option, env_for(closed_port()))
     assert decision.mode == option
     assert decision.reason == ("--wandb_mode offline" if option == "offline" else None)
 
 
-def test_the_probe_is_bounded_even_when_the_connect_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_probe_is_bounded_even_when_the_request_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A node whose packets are dropped (or whose DNS hangs) answers "offline" within the probe's time."""
 
-    def hang(address: tuple[str, int], timeout: float) -> socket.socket:
+    def hang(*args: object) -> str | None:
         time.sleep(5)
-        raise OSError("never reached")
+        return None
 
-    monkeypatch.setattr(tracking.socket, "create_connection", hang)
+    monkeypatch.setattr(tracking, "_ask", hang)
     clock = time.perf_counter()
     reason = tracking.probe(env_for(443), timeout=0.3)
     elapsed = time.perf_counter() - clock
     assert elapsed < 1.5, elapsed
-    assert reason is not None and "no answer from 127.0.0.1:443 within 0.3 s" in reason
+    assert reason == "W&B at http://127.0.0.1:443 did not answer within 0.3 s"
+
+
+def test_a_server_that_accepts_but_never_answers_is_offline_within_the_timeout() -> None:
+    with socket.socket() as server:  # accepts connections (the kernel's backlog), never reads or answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        clock = time.perf_counter()
+        reason = tracking.probe(env_for(server.getsockname()[1]), timeout=0.5)
+        elapsed = time.perf_counter() - clock
+    assert elapsed < 2, elapsed
+    assert reason is not None and "127.0.0.1" in reason
 
 
 def test_one_probe_per_process_and_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, int]] = []
+    calls: list[str] = []
 
-    def refuse(host: str, port: int, timeout: float) -> str:
-        calls.append((host, port))
+    def refuse(base: str, *args: object) -> str:
+        calls.append(base)
         return "refused"
 
-    monkeypatch.setattr(tracking, "_connect", refuse)
+    monkeypatch.setattr(tracking, "_ask", refuse)
     env = env_for(9)
     assert [tracking.decide("auto", env).mode for _ in range(3)] == ["offline"] * 3
-    assert calls == [("127.0.0.1", 9)]
+    assert calls == ["http://127.0.0.1:9"]
 
 
 def test_a_failed_online_start_sends_later_runs_of_the_process_offline(listening: int) -> None:
@@ -141,10 +217,11 @@ def test_a_failed_online_start_sends_later_runs_of_the_process_offline(listening
     assert tracking.decide("auto", env) == tracking.Decision("offline", "W&B online start failed: AuthenticationError")
 
 
-def test_the_proxy_is_probed_instead_of_the_host(listening: int) -> None:
-    """Behind a proxy the W&B host itself is not reachable directly; the proxy is what must answer."""
+def test_the_request_goes_through_the_proxy_unless_no_proxy_lists_the_host(listening: int) -> None:
+    """Behind a proxy the W&B host is not reachable directly; the probe asks through the proxy, as wandb does."""
     env = {**env_for(closed_port()), "HTTP_PROXY": f"http://127.0.0.1:{listening}"}
     assert tracking.decide("auto", env).mode == "online"
+    assert FakeWandb.seen == [f"{env['WANDB_BASE_URL']}/graphql"]  # the proxy form of the request
     tracking._probed.clear()
     bypassed = {**env, "NO_PROXY": "localhost,127.0.0.1"}
     assert tracking.decide("auto", bypassed).mode == "offline"
