@@ -286,9 +286,7 @@ def _train(
                 )
     finally:
         if wandb_logger is not None:
-            import wandb
-
-            wandb.finish()
+            _finish_wandb(spec)
     missing = _missing(scoring, metrics)
     if missing:
         raise MissingMetricError(
@@ -350,6 +348,16 @@ def _wandb_logger(spec: RunSpec, tracked: dict[str, Any]) -> Any:
         log.warning("run %s: W&B offline (%s)", spec.run_name, decision.reason)
     tracked.update(wandb_mode=decision.mode, wandb_reason=decision.reason)
     return logger
+
+
+def _finish_wandb(spec: RunSpec) -> None:
+    """End the run's W&B run; a failure to do so (the service gone, a lost connection) is logged, not the run's."""
+    import wandb
+
+    try:
+        wandb.finish()
+    except Exception as exc:
+        log.warning("run %s: W&B did not finish cleanly: %s: %s", spec.run_name, type(exc).__name__, exc)
 
 
 def _start_wandb(spec: RunSpec, mode: str) -> Any:

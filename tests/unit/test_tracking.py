@@ -22,6 +22,7 @@ import pytest
 
 from nestling import naming, tracking
 from nestling.cli import main
+from nestling.records import RunSpec
 from nestling.sync import WANDB_EXECUTABLE_ENV, sync
 
 KEY = "k" * 40
@@ -243,7 +244,6 @@ def test_the_wandb_mode_option_is_a_choice_in_help_and_refused_otherwise(capsys:
 def test_the_mode_reaches_the_run_spec(tmp_path: Path) -> None:
     from nestling.config import parse_config
     from nestling.preflight import prepare
-    from nestling.records import RunSpec
 
     args = ["--task", "sleep", "--n_folds", "2", "--n_seeds", "1", "--artifact_dir", str(tmp_path), "--name", "m",
             "--wandb_project", "p", "--wandb_mode", "offline"]  # fmt: skip
@@ -351,7 +351,12 @@ def test_an_earlier_failed_attempt_holds_back_the_later_ones(tree: dict[str, Pat
 def test_a_run_synced_by_hand_with_wandb_sync_is_skipped(tree: dict[str, Path]) -> None:
     (tree["b1"] / "run-abcd0001.wandb.synced").write_text("")
     uploaded: list[Path] = []
-    counts = sync(tree["cv"], lambda p: (uploaded.append(p) is None, ""))
+
+    def upload(path: Path) -> tuple[bool, str]:
+        uploaded.append(path)
+        return True, ""
+
+    counts = sync(tree["cv"], upload)
     assert uploaded == [tree["a1"], tree["a2"]]
     assert counts.skipped == [tree["b1"]]
 
@@ -389,3 +394,60 @@ def test_unsynced_offline_runs_of_run_dirs(tree: dict[str, Path]) -> None:
     naming.wandb_synced_marker(tree["a1"]).write_text("{}")
     assert tracking.unsynced_offline_runs(run_dirs) == [tree["a2"], tree["b1"]]
     assert os.path.basename(naming.wandb_synced_marker(tree["a1"])) == naming.WANDB_SYNCED
+
+
+# -- run.py's guard around wandb's start (the start itself replaced; with the real wandb: tests/e2e) ----------------
+
+
+def spec_for(tmp_path: Path, mode: str) -> RunSpec:
+    return RunSpec(
+        run_name="r", run_id="abcd1234", run_dir=str(tmp_path), cv_name="cv", tune_name="t", fold=0, seed=0,
+        hparams={}, task="sleep", splits_file="", max_epochs=1, early_stopping_patience=0, scoring_metric=[],
+        multi_score_strategy="geometric", accelerator="cpu", strategy="auto", devices=1, num_nodes=1,
+        wandb_project="p", wandb_mode=mode,
+    )  # fmt: skip
+
+
+def test_an_online_start_that_raises_is_retried_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nestling import run
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    started: list[str] = []
+
+    def start(spec: object, mode: str) -> str:
+        started.append(mode)
+        if mode == "online":
+            raise RuntimeError("AuthenticationError: API key invalid\n  (401)")
+        return f"logger-{mode}"
+
+    monkeypatch.setattr(run, "_start_wandb", start)
+    tracked: dict[str, object] = {}
+    assert run._wandb_logger(spec_for(tmp_path, "online"), tracked) == "logger-offline"
+    assert started == ["online", "offline"]
+    assert tracked == {
+        "wandb_mode": "offline",
+        "wandb_reason": "W&B online start failed: RuntimeError: AuthenticationError: API key invalid (401)",
+    }
+
+
+def test_a_run_trains_without_wandb_when_not_even_offline_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nestling import run
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+
+    def start(spec: object, mode: str) -> str:
+        raise OSError(f"no space left ({mode})")
+
+    monkeypatch.setattr(run, "_start_wandb", start)
+    tracked: dict[str, object] = {}
+    assert run._wandb_logger(spec_for(tmp_path, "online"), tracked) is None
+    assert tracked["wandb_mode"] == "disabled"
+    assert tracked["wandb_reason"] == (
+        "W&B online start failed: OSError: no space left (online); offline start failed too: OSError: no space "
+        "left (offline)"
+    )
+    tracked.clear()
+    assert run._wandb_logger(spec_for(tmp_path, "offline"), tracked) is None
+    assert tracked == {"wandb_mode": "disabled", "wandb_reason": "W&B offline start failed: OSError: no space left (offline)"}
