@@ -7,7 +7,8 @@ run files already hold the run's id (run_id), name (run_name), group (tune name)
 `wandb sync` keeps them.
 
 The upload is one call per offline run dir: `upload(path) -> (ok, message)`. By default it runs the `wandb`
-executable next to this interpreter, or the one named by NESTLING_WANDB_EXECUTABLE (a test points it at a stand-in).
+executable next to this interpreter, or the one named by NESTLING_WANDB_EXECUTABLE (a test points it at a stand-in),
+and counts an upload as done when it exits 0 and left wandb's own `run-ID.wandb.synced` marker.
 """
 
 from __future__ import annotations
@@ -64,7 +65,13 @@ def wandb_sync(executable: str) -> Upload:
         except OSError as exc:
             return False, f"{executable}: {exc}"
         tail = " ".join((proc.stderr + proc.stdout).strip().splitlines()[-3:])
-        return proc.returncode == 0, tail if proc.returncode == 0 else f"exit {proc.returncode}: {tail}"
+        if proc.returncode != 0:
+            return False, f"exit {proc.returncode}: {tail}"
+        # `wandb sync` exits 0 even when the server refused the upload (e.g. "ERROR user is not logged in"); its
+        # own marker, run-ID.wandb.synced, is what says the upload went through.
+        if not any(offline_dir.glob("*.wandb.synced")):
+            return False, f"wandb sync did not mark the run synced: {tail}"
+        return True, tail
 
     return upload
 

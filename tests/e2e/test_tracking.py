@@ -95,7 +95,11 @@ def test_unreachable_wandb_logs_offline_and_sync_uploads_once(tmp_path: Path) ->
 
     calls = tmp_path / "calls.jsonl"
     fake = tmp_path / "fake-wandb"
-    fake.write_text(f"#!{sys.executable}\nimport json, sys\nopen({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    fake.write_text(  # records its call and, like `wandb sync` after an upload, marks the .wandb file synced
+        f"#!{sys.executable}\nimport json, pathlib, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "for f in pathlib.Path(sys.argv[-1]).glob('*.wandb'):\n    f.with_name(f.name + '.synced').write_text('')\n"
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     sync_env = {**env, "NESTLING_WANDB_EXECUTABLE": str(fake)}
     first = ok(cli("sync", str(cv), env=sync_env))

@@ -279,15 +279,24 @@ def tree(tmp_path: Path) -> dict[str, Path]:
     return {"cv": cv, **paths}
 
 
-def stand_in(tmp_path: Path, fail_on: str = "") -> tuple[Path, Path]:
-    """A `wandb` executable that appends its arguments to calls.jsonl; exits 1 for a path containing `fail_on`."""
+def stand_in(tmp_path: Path, fail_on: str = "", refuse_on: str = "") -> tuple[Path, Path]:
+    """A `wandb` executable that appends its arguments to calls.jsonl and, like `wandb sync`, marks each .wandb
+    file it uploaded with .wandb.synced. For a path containing `fail_on` it exits 1; for one containing
+    `refuse_on` it exits 0 without the marker, as `wandb sync` does when the server refuses the upload."""
     calls = tmp_path / "calls.jsonl"
     script = tmp_path / "fake-wandb"
     script.write_text(
         f"#!{sys.executable}\n"
-        "import json, sys\n"
+        "import json, pathlib, sys\n"
         f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-        f"sys.exit(1 if {fail_on!r} and {fail_on!r} in ' '.join(sys.argv) else 0)\n"
+        "path = sys.argv[-1]\n"
+        f"if {fail_on!r} and {fail_on!r} in path:\n"
+        "    sys.exit(1)\n"
+        f"if {refuse_on!r} and {refuse_on!r} in path:\n"
+        "    print('wandb: ERROR user is not logged in', file=sys.stderr)\n"
+        "    sys.exit(0)\n"
+        "for f in pathlib.Path(path).glob('*.wandb'):\n"
+        "    f.with_name(f.name + '.synced').write_text('')\n"
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script, calls
@@ -333,6 +342,20 @@ def test_a_failed_upload_is_retried_by_the_next_sync_and_later_attempts_wait(
     assert main(["sync", str(tree["cv"])]) == 0
     assert capsys.readouterr().out.strip().endswith("1 synced, 2 already synced (skipped), 0 failed")
     assert recorded(calls2) == [["sync", str(tree["a2"])]]
+
+
+def test_an_upload_the_server_refused_is_not_marked(
+    tree: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wandb sync` exits 0 when the server refuses the key; only its .wandb.synced marker proves the upload."""
+    script, calls = stand_in(tmp_path, refuse_on="100500")  # b1 is refused
+    monkeypatch.setenv(WANDB_EXECUTABLE_ENV, str(script))
+    assert main(["sync", str(tree["cv"])]) == 1
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("2 synced, 0 already synced (skipped), 1 failed")
+    assert f"failed: {tree['b1']}: wandb sync did not mark the run synced: wandb: ERROR user is not logged in" in err
+    assert not naming.wandb_synced_marker(tree["b1"]).exists()
+    assert not tracking.is_synced(tree["b1"])
 
 
 def test_an_earlier_failed_attempt_holds_back_the_later_ones(tree: dict[str, Path]) -> None:
