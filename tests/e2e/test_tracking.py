@@ -153,3 +153,59 @@ def test_no_secret_reaches_a_file_of_the_tree(launcher: str, tmp_path: Path) -> 
     assert len(files) > 20
     values = [INVALID_KEY, *secrets.values()]
     assert [str(p) for p in files if any(v.encode() in p.read_bytes() for v in values)] == []
+
+
+class _RefusingWandb:
+    """A local server that answers nestling's probe as W&B would (the key is fine) and refuses every upload, as
+    W&B does for a key without access: `wandb sync` then exits 0 without marking the run synced."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                probe = self.headers.get("User-Agent") == "nestling-wandb-probe"
+                code, body = (200, b'{"data": {"viewer": {"id": "x"}}}') if probe else (
+                    401, b'{"errors": [{"message": "user is not logged in"}]}')  # fmt: skip
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_real_wandb_sync_refused_by_the_server_is_a_failure_not_a_mark(tmp_path: Path) -> None:
+    run_dir = tmp_path / "_runs" / "r-abcd1234"
+    run_dir.mkdir(parents=True)
+    env = unreachable_env(tmp_path)
+    made = subprocess.run(
+        [sys.executable, "-c", "import sys, wandb; wandb.init(project='p', id='abcd1234', name='r', "
+         "dir=sys.argv[1], mode='offline').finish()", str(run_dir)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (offline,) = (run_dir / "wandb").glob("offline-run-*-abcd1234")
+    server = _RefusingWandb()
+    try:
+        proc = cli("sync", str(tmp_path), env={**env, "WANDB_BASE_URL": server.url}, timeout=120)
+    finally:
+        server.close()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == f"W&B runs under {tmp_path}: 0 synced, 0 already synced (skipped), 1 failed"
+    assert f"failed: {offline}: wandb sync did not mark the run synced" in proc.stderr
+    assert "user is not logged in" in proc.stderr
+    assert not (offline / "nestling-synced.json").exists()
