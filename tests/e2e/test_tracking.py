@@ -124,6 +124,8 @@ def test_a_failing_online_start_is_retried_offline(tmp_path: Path) -> None:
     assert result["wandb_mode"] == "offline"
     assert result["wandb_reason"].startswith("W&B online start failed: ")
     assert list((run_dir / "wandb").glob(f"offline-run-*-{result['run_id']}"))
+    # wandb's logs of the failed online start hold no key either
+    assert [p for p in art.rglob("*") if p.is_file() and INVALID_KEY.encode() in p.read_bytes()] == []
 
 
 def test_wandb_mode_offline_never_probes(tmp_path: Path) -> None:
