@@ -38,6 +38,7 @@ Sampler = Literal["random", "grid"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 LauncherName = Literal["local", "submitit-local", "slurm"]
 ContainerRuntime = Literal["auto", "apptainer", "singularity", "docker", "podman"]
+WandbMode = Literal["auto", "online", "offline"]
 
 PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")
 DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deepspeed", "auto")
@@ -102,8 +103,9 @@ class Logging:
 
     artifact_dir: str = "artifacts"  # root of every tune, cv and run directory
     name: str | None = None  # tune/cv/run name; generated when omitted
-    wandb_project: str | None = None  # enables Weights & Biases (honours WANDB_MODE=offline)
+    wandb_project: str | None = None  # enables Weights & Biases; offline runs upload later with `nestling sync`
     wandb_entity: str | None = None
+    wandb_mode: WandbMode = "auto"  # auto: online where W&B answers at a run's start, else offline; WANDB_MODE wins
     quiet: bool = False  # no progress bar, no tables
 
 

@@ -42,6 +42,9 @@ WORKER_LOGS = "_workers"
 SUBMITIT_DIR = "_submitit"
 DRY_RUN_DIR = "_dry_run"
 FAIL_FAST_DIR = "_failfast"
+WANDB_DIR = "wandb"  # made by wandb inside a run dir (save_dir = the run dir)
+WANDB_OFFLINE_PREFIX = "offline-run-"  # wandb's name of an offline run's dir: offline-run-{YYYYmmdd_HHMMSS}-{run_id}
+WANDB_SYNCED = "nestling-synced.json"  # in an offline run's dir once `nestling sync` uploaded it
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -275,3 +278,8 @@ class ArrayLaunchPaths:
     @property
     def collector_script(self) -> Path:
         return self.dir / "collect.sbatch"
+
+
+def wandb_synced_marker(offline_dir: Path) -> Path:
+    """The marker `nestling sync` leaves in an offline W&B run's dir after uploading it."""
+    return Path(offline_dir) / WANDB_SYNCED

@@ -171,6 +171,7 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
             num_nodes=config.device.num_nodes,
             wandb_project=config.logging.wandb_project,
             wandb_entity=config.logging.wandb_entity,
+            wandb_mode=config.logging.wandb_mode,
         )
         for cv in plan.cvs
         for run in cv.runs

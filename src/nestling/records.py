@@ -18,6 +18,7 @@ RESULT_KEYS = (
     "run_name", "run_id", "cv_name", "tune_name", "fold", "seed", "hparams", "status", "error", "metrics",
     "checkpoint", "duration", "started_at", "finished_at", "host", "pid", "cuda_visible_devices", "slurm_job_id",
     "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version", "worker_startup_s",
+    "wandb_mode", "wandb_reason",
 )  # fmt: skip
 SUCCESS = "success"
 FAILED = "failed"
@@ -71,6 +72,7 @@ class RunSpec:
     num_nodes: int
     wandb_project: str | None = None
     wandb_entity: str | None = None
+    wandb_mode: str = "auto"  # --wandb_mode; specs written before it existed load as "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from nestling import tracking
 from nestling.collect import Collected, ranked
+from nestling.records import read_result
 
 
 def _fmt(value: Any) -> str:
@@ -62,4 +64,23 @@ def print_summary(collected: Collected) -> None:
                 console.print(f"score {_fmt(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}")
     console.print(
         f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing"
+    )
+    hint = offline_hint(collected)
+    if hint:
+        console.print(hint, markup=False, highlight=False, soft_wrap=True)
+
+
+def offline_hint(collected: Collected) -> str | None:
+    """One line, when runs of this plan logged to W&B offline and are not uploaded yet: why, and how to upload."""
+    if not collected.plan.options.get("logging", {}).get("wandb_project"):
+        return None
+    run_dirs = [run.dir for cv in collected.plan.cvs for run in cv.runs]
+    pending = tracking.unsynced_offline_runs(run_dirs)
+    if not pending:
+        return None
+    result = read_result(pending[0].parent.parent) or {}
+    why = f" ({result['wandb_reason']})" if result.get("wandb_reason") else ""
+    return (
+        f"W&B: {len(pending)} offline runs not uploaded yet{why}; upload them from a machine with network "
+        f"(a login node): nestling sync {collected.plan.root}"
     )

@@ -113,8 +113,9 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
                 attempt_lock.mark(paths, host)
         if heartbeat is not None:
             heartbeat.start()
+        tracked: dict[str, Any] = {}  # wandb_mode / wandb_reason, filled before training starts
         try:
-            metrics, checkpoint, world_size = _train(spec, paths, attempt)
+            metrics, checkpoint, world_size = _train(spec, paths, attempt, tracked)
             result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
             log.warning(
                 "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(metrics, sort_keys=True)
@@ -124,7 +125,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             if writer:
                 paths.error.write_text(traceback.format_exc())
             log.warning("run %s failed: %s", spec.run_name, result["error"])
-        result.update(duration=round(time.time() - started, 3), finished_at=_now())
+        result.update(tracked, duration=round(time.time() - started, 3), finished_at=_now())
         if writer:
             write_json(paths.result, result)
         return result
@@ -220,7 +221,9 @@ def _cluster_plugins() -> list[Any]:
     return [LightningEnvironment()]
 
 
-def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, float], str | None, int]:
+def _train(
+    spec: RunSpec, paths: RunPaths, attempt: int, tracked: dict[str, Any]
+) -> tuple[dict[str, float], str | None, int]:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -245,7 +248,7 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
             EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
         )
     loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name="logs", version=f"attempt-{attempt}")]
-    wandb_logger = _wandb_logger(spec) if spec.wandb_project else None
+    wandb_logger = _wandb_logger(spec, tracked) if spec.wandb_project else None
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     trainer = L.Trainer(
@@ -283,9 +286,7 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
                 )
     finally:
         if wandb_logger is not None:
-            import wandb
-
-            wandb.finish()
+            _finish_wandb(spec)
     missing = _missing(scoring, metrics)
     if missing:
         raise MissingMetricError(
@@ -311,9 +312,79 @@ def _floats(metrics: Any) -> dict[str, float]:
     return out
 
 
-def _wandb_logger(spec: RunSpec) -> Any:
+def _wandb_logger(spec: RunSpec, tracked: dict[str, Any]) -> Any:
+    """A WandbLogger whose run is already started, online or offline; None when wandb cannot start at all.
+
+    Tracking never costs a run: the mode comes from tracking.decide (bounded probe in auto mode), and the start
+    happens here, eagerly, so that a failure is caught before training (Lightning would start it lazily, inside
+    fit, where it would fail the run). An online start that raises is retried offline. Only rank 0 starts a W&B
+    run (the other ranks get Lightning's dummy experiment), so only rank 0 decides.
+    """
+    from nestling import tracking
+
+    if JobEnvironment.from_environ().global_rank != 0:
+        return _new_wandb_logger(spec, tracking.OFFLINE)
+    decision = tracking.decide(spec.wandb_mode)
+    if decision.mode == tracking.DISABLED:
+        tracked.update(wandb_mode=tracking.DISABLED, wandb_reason=decision.reason)
+        return None
+    try:
+        logger = _start_wandb(spec, decision.mode)
+    except Exception as exc:  # online or not, W&B's start must not fail the run
+        reason = f"W&B {decision.mode} start failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        log.warning("run %s: %s", spec.run_name, reason)
+        if decision.mode == tracking.OFFLINE:
+            tracked.update(wandb_mode=tracking.DISABLED, wandb_reason=reason)
+            return None
+        tracking.remember_failure(os.environ, reason)
+        decision = tracking.Decision(tracking.OFFLINE, reason)
+        try:
+            logger = _start_wandb(spec, tracking.OFFLINE)
+        except Exception as again:
+            reason = f"{reason}; offline start failed too: {type(again).__name__}: {' '.join(str(again).split())}"
+            tracked.update(wandb_mode=tracking.DISABLED, wandb_reason=reason[:1000])
+            return None
+    if decision.mode != tracking.ONLINE:
+        log.warning("run %s: W&B offline (%s)", spec.run_name, decision.reason)
+    tracked.update(wandb_mode=decision.mode, wandb_reason=decision.reason)
+    return logger
+
+
+def _finish_wandb(spec: RunSpec) -> None:
+    """End the run's W&B run; a failure to do so (the service gone, a lost connection) is logged, not the run's."""
+    import wandb
+
+    try:
+        wandb.finish()
+    except Exception as exc:
+        log.warning("run %s: W&B did not finish cleanly: %s: %s", spec.run_name, type(exc).__name__, exc)
+
+
+def _start_wandb(spec: RunSpec, mode: str) -> Any:
+    """Create the logger and start its W&B run now; after a failed start, wandb's service is torn down so that
+    the same run id can start again (offline) in this process."""
+    logger = _new_wandb_logger(spec, mode)
+    try:
+        logger.experiment  # noqa: B018  (starts the W&B run: wandb.init)
+    except BaseException:
+        import wandb
+
+        with contextlib.suppress(Exception):
+            wandb.teardown()
+        raise
+    return logger
+
+
+def _new_wandb_logger(spec: RunSpec, mode: str) -> Any:
     from lightning.pytorch.loggers import WandbLogger
 
+    from nestling import tracking
+
+    extra: dict[str, Any] = {"mode": mode}
+    if mode == tracking.ONLINE and not os.environ.get("WANDB_INIT_TIMEOUT"):
+        import wandb
+
+        extra["settings"] = wandb.Settings(init_timeout=tracking.INIT_TIMEOUT_S)
     return WandbLogger(
         project=spec.wandb_project,
         entity=spec.wandb_entity,
@@ -324,6 +395,7 @@ def _wandb_logger(spec: RunSpec) -> Any:
         save_dir=spec.run_dir,
         resume="allow",
         config=spec.hparams,
+        **extra,
     )
 
 
