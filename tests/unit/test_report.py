@@ -1,6 +1,6 @@
 """The report's content, from hand-made trees with known numbers: tables equal the parquet, timeline utilisation,
 log axes, valid Vega-Lite, escaping, later columns shown when present. The browser tests are in
-tests/e2e/test_report.py."""
+tests/e2e/test_report_browser.py."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import json
 import re
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from support import tables
 
 from nestling import collect as C
 from nestling import html_report as R
@@ -73,43 +73,6 @@ def make_tune(
 def four_runs(value: float, **extra: Any) -> list[dict[str, Any]]:
     return [{"fold": f, "seed": s, "value": value + 0.01 * f - 0.005 * (s == 21), **extra}
             for f in (0, 1) for s in (42, 21)]  # fmt: skip
-
-
-class Tables(HTMLParser):
-    """table id -> rows of (cell text, {attribute: value}) as the page shows them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tables: dict[str, list[list[tuple[str, dict[str, str]]]]] = {}
-        self._table: str | None = None
-        self._cell: tuple[list[str], dict[str, str]] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "table":
-            self._table = a.get("id", "")
-            self.tables[self._table] = []
-        elif tag == "tr" and self._table is not None:
-            self.tables[self._table].append([])
-        elif tag in ("td", "th") and self._table is not None:
-            self._cell = ([], a)
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell[0].append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._cell is not None and self._table is not None:
-            self.tables[self._table][-1].append(("".join(self._cell[0]), self._cell[1]))
-            self._cell = None
-        elif tag == "table":
-            self._table = None
-
-
-def tables(page: str) -> dict[str, list[list[tuple[str, dict[str, str]]]]]:
-    parser = Tables()
-    parser.feed(page)
-    return parser.tables
 
 
 @pytest.fixture
