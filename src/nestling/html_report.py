@@ -20,7 +20,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +63,7 @@ class Page:
     title: str
     subtitle: str
     sections: list[Section]
+    as_of: str = ""  # ", as of <the last result>": not the time of writing, so an unchanged tree gives the same page
 
     @property
     def figures(self) -> list[Figure]:
@@ -99,7 +99,7 @@ def write_report(target: Path, collected: Collected | None = None, png: bool = T
     page = build_page(target, collected)
     text = render(page, _javascript_bundle())
     out = naming.report_file(target)
-    write_atomic(out, text)
+    _write_if_changed(out, text.encode())
     if png:
         write_pngs(target, page.figures)
     return out
@@ -184,7 +184,8 @@ def _tune_page(collected: Collected) -> Page:
                                                                                                  states)))],
         )  # fmt: skip
     )
-    sections.append(_timeline_section(plan.runs))
+    times = timeline(plan.runs)
+    sections.append(_timeline_section(times))
     sections.append(_problems_section(collected.cvs))
     retrain = _retrain_section(plan.root)
     if retrain is not None:
@@ -196,7 +197,7 @@ def _tune_page(collected: Collected) -> Page:
         f"{counts['failed']} failed, {counts['missing']} missing. "
         + (f"Best: {best.cv_name} with score {_num(best.score)}." if best else "No trial has a score.")
     )
-    return Page(f"tune {plan.name}", subtitle + " " + _options_line(plan.options), sections)
+    return Page(f"tune {plan.name}", subtitle + " " + _options_line(plan.options), sections, _as_of(times.last_end))
 
 
 def _tune_order(cvs: list[CvSummary], frame: pl.DataFrame) -> list[CvSummary]:
@@ -433,11 +434,12 @@ def _cv_page(collected: Collected, cv: CvSummary, planned: PlannedCv) -> Page:
         shown = [m for m in [*metrics, "run_score"] if any(r["metric"] == m for r in rows)]
         sections.append(Section("Metrics of every fold and seed", "", [
             Figure("metrics-by-fold", "metrics by fold and seed", figures.metrics_by_fold(rows, shown))]))
-    sections.append(_timeline_section(planned.runs))
+    times = timeline(planned.runs)
+    sections.append(_timeline_section(times))
     sections.append(_problems_section([cv]))
     where = f" in tune {plan.name}" if plan.kind == "tune" else ""
     return Page(f"cv {cv.cv_name}{where}", f"hyperparameters {_hp_text(cv.hparams)}. {_options_line(plan.options)}",
-                sections)  # fmt: skip
+                sections, _as_of(times.last_end))  # fmt: skip
 
 
 def _by_fold_and_seed(table: pl.DataFrame, metrics: list[str]) -> str:
@@ -477,7 +479,7 @@ def _run_page(collected: Collected, run: PlannedRun) -> Page:
     else:
         sections.append(Section("Training curves", _p("No CSV logs in this run dir (yet).")))
     return Page(f"run {run.run_name}-{run.run_id}", f"hyperparameters {_hp_text(result.get('hparams') or {})}. "
-                f"{_options_line(plan.options)}", sections)  # fmt: skip
+                f"{_options_line(plan.options)}", sections, _as_of(_timestamp(result.get("finished_at"))))  # fmt: skip
 
 
 def _curve_rows(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -522,6 +524,7 @@ class Timeline:
     busy_s: float
     span_s: float
     idle_s: float
+    last_end: float | None = None  # seconds since the epoch
 
     @property
     def utilisation(self) -> float:
@@ -562,7 +565,7 @@ def timeline(runs: Iterable[PlannedRun]) -> Timeline:
     for row in (*rows, *gaps):
         row["lane"] = labels[row["lane"]]
     return Timeline(rows, gaps, [labels[k] for k in sorted(labels)], sum(busy_per_lane.values()), span,
-                    sum(g["idle_s"] for g in gaps))  # fmt: skip
+                    sum(g["idle_s"] for g in gaps), last)  # fmt: skip
 
 
 def _span(run_dir: Path, result: dict[str, Any]) -> tuple[float | None, float | None]:
@@ -602,8 +605,13 @@ def _timestamp(value: Any) -> float | None:
         return None
 
 
-def _timeline_section(runs: Iterable[PlannedRun]) -> Section:
-    t = timeline(runs)
+def _as_of(last: float | None) -> str:
+    if last is None:
+        return ""
+    return ", as of the last result " + dt.datetime.fromtimestamp(last).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _timeline_section(t: Timeline) -> Section:
     if not t.runs:
         return Section("Timeline", _p("No run has started yet."))
     largest = max(t.gaps, key=lambda g: g["idle_s"], default=None)
@@ -766,8 +774,8 @@ def render(page: Page, bundle: str) -> str:
         f"<title>{html.escape(page.title)}</title><style>{CSS}</style>",
         f"<script>{ERROR_HOOK}</script><script>{bundle}</script></head><body>",
         f"<h1>{html.escape(page.title)}</h1><p class=\"sub\">{html.escape(page.subtitle)}</p>",
-        f'<p class="note">nestling {__version__} report, written {time.strftime("%Y-%m-%d %H:%M:%S %Z")}; '
-        f"the figures are also in {naming.REPORT_FIGURES}/ as PNG.</p>",
+        f'<p class="note">nestling {__version__} report{page.as_of}; the figures are also in '
+        f"{naming.REPORT_FIGURES}/ as PNG.</p>",
         '<div id="report-errors"></div>',
         f"<nav>{toc}</nav>",
     ]
@@ -813,6 +821,17 @@ def _javascript_bundle() -> str:
     return bundle
 
 
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """The report of an unchanged tree is the same bytes; leaving the files alone keeps a second collect or a
+    resume with nothing to do from touching the tree."""
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_atomic(path, data)
+
+
 def write_pngs(target: Path, figs: list[Figure]) -> list[Path]:
     """One PNG per figure, rendered by vl_convert (no browser); PNGs of figures no longer on the page are removed."""
     import vl_convert
@@ -821,7 +840,7 @@ def write_pngs(target: Path, figs: list[Figure]) -> list[Path]:
     for fig in figs:
         path = naming.report_figure(target, fig.key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, vl_convert.vegalite_to_png(fig.spec, scale=1.5))
+        _write_if_changed(path, vl_convert.vegalite_to_png(fig.spec, scale=1.5))
         written.append(path)
     folder = naming.report_figures_dir(target)
     if folder.is_dir():

@@ -154,7 +154,7 @@ def test_timeline_lanes_gaps_and_utilisation(tmp_path: Path) -> None:
     assert len(t.gaps) == 1 and t.gaps[0]["idle_s"] == pytest.approx(5.0)
     assert t.gaps[0]["lane"] == "h GPU 0 · 80%"
     assert [r["start"] for r in t.runs if r["lane"].startswith("h GPU 0")] == [T0 * 1000, (T0 + 15) * 1000]
-    text = R._timeline_section(collected.plan.runs).body
+    text = R._timeline_section(t).body
     assert "utilisation 90%" in text and "largest 5.0 s" in text
 
 
@@ -299,3 +299,14 @@ def test_a_failing_report_does_not_fail_the_plan(tune: Path, monkeypatch: pytest
     assert commands._finish(tune, quiet=True) == 0  # some runs succeeded
     err = capsys.readouterr().err
     assert "report not written (RuntimeError: no plots today)" in err and f"nestling report {tune}" in err
+
+
+def test_an_unchanged_tree_gives_the_same_files_untouched(tune: Path) -> None:
+    """A second collect, or a resume with nothing to do, must not touch the tree: same bytes, same mtimes."""
+    R.write_report(tune)
+    files = [tune / "report.html", *sorted((tune / "report_figures").iterdir())]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    R.write_report(tune)
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
+    day = dt.datetime.fromtimestamp(T0 + 30).astimezone().strftime("%Y-%m-%d")  # the last run ends at T0 + 35 s
+    assert f"as of the last result {day}" in (tune / "report.html").read_text()
