@@ -17,8 +17,8 @@ COMMANDS = {
     "cv": "cross-validate one hyperparameter set: n_folds x seeds runs, scored into run_infos.parquet",
     "tune": "sample hyperparameter sets (--hpconfig, or the --config file's [hyperparameters]) and cross-validate each",
     "collect": "rebuild run_infos.parquet / tune_infos.parquet of a tune, cv or run dir from its run results",
-    "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
     "status": "count and list the runs of a tune, cv or run dir by state",
+    "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
 

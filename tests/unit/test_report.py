@@ -310,3 +310,25 @@ def test_an_unchanged_tree_gives_the_same_files_untouched(tune: Path) -> None:
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
     day = dt.datetime.fromtimestamp(T0 + 30).astimezone().strftime("%Y-%m-%d")  # the last run ends at T0 + 35 s
     assert f"as of the last result {day}" in (tune / "report.html").read_text()
+
+
+def test_edge_cases_still_give_a_valid_page(tmp_path: Path) -> None:
+    """Every run failed; one trial without hyperparameters; runs not started yet (no results)."""
+    from altair.utils.schemapi import validate_jsonschema
+    from altair.vegalite.v6.schema.core import load_schema
+
+    cases = {
+        "all-failed": ([{"lr": 0.1}, {"lr": 0.2}], [four_runs(0.5, status="failed"), four_runs(0.5, status="failed")]),
+        "no-hparams": ([{}], [four_runs(0.5)]),
+        "not-started": ([{"lr": 0.1}, {"lr": 0.2}], [four_runs(0.5, status="missing"), four_runs(0.5)]),
+    }
+    schema = load_schema()
+    for name, (trials, runs) in cases.items():
+        tune = make_tune(tmp_path / name, trials, runs)
+        page = R.build_page(tune, C.collect(tune, write=False))
+        for fig in page.figures:
+            validate_jsonschema(fig.spec, schema)
+        text = R.render(page, "")
+        assert "<h1>tune t</h1>" in text, name
+    assert "No trial has a score." in R.build_page(tmp_path / "all-failed" / "t",
+                                                   C.collect(tmp_path / "all-failed" / "t", write=False)).subtitle
