@@ -10,6 +10,7 @@ takes 10-20x longer per translucent mark, and the PNGs must stay cheap for 1,000
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,13 @@ def _state_color(rows: list[dict[str, Any]], field: str = "state") -> Any:
     return alt.Color(f"{field}:N", title=field, scale=alt.Scale(domain=present, range=colors))
 
 
+def _scale(values: Iterable[Any]) -> Any:
+    """A linear scale that hugs the data, unless the data is one value: Vega then labels its degenerate domain
+    with rounded ticks (0.5 shown as "1"), so that axis starts at zero instead."""
+    numbers = {v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return _alt().Scale(zero=len(numbers) <= 1)
+
+
 def score_vs_hparams(rows: list[dict[str, Any]], axes: list[Axis]) -> dict[str, Any]:
     """One panel per hyperparameter: every trial's score against its value (log axis where the space is log)."""
     alt = _alt()
@@ -76,7 +84,7 @@ def score_vs_hparams(rows: list[dict[str, Any]], axes: list[Axis]) -> dict[str, 
     for axis in axes:
         if axis.numeric:
             x = alt.X(f"{axis.field}:Q", title=axis.name,
-                      scale=alt.Scale(type="log") if axis.log else alt.Scale(zero=False))  # fmt: skip
+                      scale=alt.Scale(type="log") if axis.log else _scale(r.get(axis.field) for r in rows))  # fmt: skip
         else:
             x = alt.X(f"{axis.field}:N", title=axis.name, sort="ascending")
         panels.append(
@@ -84,7 +92,7 @@ def score_vs_hparams(rows: list[dict[str, Any]], axes: list[Axis]) -> dict[str, 
             .mark_point(filled=True, size=60)
             .encode(
                 x=x,
-                y=alt.Y("score:Q", title="score", scale=alt.Scale(zero=False)),
+                y=alt.Y("score:Q", title="score", scale=_scale(r["score"] for r in rows)),
                 color=_state_color(rows),
                 tooltip=[alt.Tooltip("cv_name:N", title="trial"), alt.Tooltip(f"{axis.field}:N", title=axis.name),
                          alt.Tooltip("score:Q", format=".4g")],  # fmt: skip
@@ -130,7 +138,7 @@ def top_configurations(runs: list[dict[str, Any]], summary: list[dict[str, Any]]
         alt.Chart(_data("runs"))
         .mark_point(filled=True, size=50)
         .encode(
-            x=alt.X("run_score:Q", title="run score (fold x seed)", scale=alt.Scale(zero=False)),
+            x=alt.X("run_score:Q", title="run score (fold x seed)", scale=_scale(r["run_score"] for r in runs)),
             y=y,
             yOffset=alt.YOffset("seed:N"),
             color=alt.Color("fold:N", title="fold"),
@@ -157,7 +165,7 @@ def best_so_far(rows: list[dict[str, Any]]) -> dict[str, Any]:
     base = alt.Chart(_data("trials"), width=WIDE - 200, height=260)
     x = alt.X("trial_number:Q", title="trial number (order drawn)")
     points = base.mark_point(filled=True, size=50).encode(
-        x=x, y=alt.Y("score:Q", title="score", scale=alt.Scale(zero=False)), color=_state_color(rows),
+        x=x, y=alt.Y("score:Q", title="score", scale=_scale(r["score"] for r in rows)), color=_state_color(rows),
         tooltip=["cv_name:N", alt.Tooltip("score:Q", format=".4g"), "state:N"],
     )  # fmt: skip
     line = base.mark_line(interpolate="step-after", color="#54a24b", strokeWidth=2).encode(x=x, y="best:Q")
@@ -206,8 +214,9 @@ def metrics_by_fold(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str,
             .transform_filter(alt.FieldEqualPredicate(field="metric", equal=name))
             .mark_point(filled=True, size=60)
             .encode(
-                x=alt.X("fold:O", title="fold"),
-                y=alt.Y("value:Q", title=name, scale=alt.Scale(zero=False)),
+                x=alt.X("fold:O", title="fold", axis=alt.Axis(labelAngle=0)),
+                xOffset=alt.XOffset("seed:N"),
+                y=alt.Y("value:Q", title=name, scale=_scale(r["value"] for r in rows if r["metric"] == name)),
                 color=alt.Color("seed:N", title="seed"),
                 tooltip=["run_name:N", "fold:N", "seed:N", alt.Tooltip("value:Q", format=".4g")],
             )
@@ -228,7 +237,7 @@ def training_curves(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str,
             .mark_line(point=True)
             .encode(
                 x=alt.X("step:Q", title="step"),
-                y=alt.Y("value:Q", title=name, scale=alt.Scale(zero=False)),
+                y=alt.Y("value:Q", title=name, scale=_scale(r["value"] for r in rows if r["metric"] == name)),
                 color=alt.Color("attempt:N", title="attempt"),
                 tooltip=["epoch:Q", "step:Q", alt.Tooltip("value:Q", format=".4g"), "attempt:N"],
             )

@@ -616,7 +616,8 @@ def _timeline_section(t: Timeline) -> Section:
         return Section("Timeline", _p("No run has started yet."))
     largest = max(t.gaps, key=lambda g: g["idle_s"], default=None)
     text = (
-        f"{len(t.runs)} runs on {len(t.lanes)} lanes (worker process, SLURM task or GPU) over "
+        f"{len(t.runs)} runs on {len(t.lanes)} lane{'s' if len(t.lanes) != 1 else ''} (worker process, SLURM task "
+        f"or GPU) over "
         f"{_duration(t.span_s)}: busy {_duration(t.busy_s)}, utilisation {_pct(t.utilisation)} of lanes x span "
         f"(each lane's share after its name). Idle gaps between runs: {_duration(t.idle_s)}"
         + (f", the largest {_duration(largest['idle_s'])} on {largest['lane']}." if largest else ".")
