@@ -163,7 +163,7 @@ def best_so_far(rows: list[dict[str, Any]]) -> dict[str, Any]:
     rows: trial_number, cv_name, score, state, best (the running best; null before the first stable trial)."""
     alt = _alt()
     base = alt.Chart(_data("trials"), width=WIDE - 200, height=260)
-    x = alt.X("trial_number:Q", title="trial number (order drawn)")
+    x = alt.X("trial_number:Q", title="trial number (order drawn)", axis=alt.Axis(tickMinStep=1, format="d"))
     points = base.mark_point(filled=True, size=50).encode(
         x=x, y=alt.Y("score:Q", title="score", scale=_scale(r["score"] for r in rows)), color=_state_color(rows),
         tooltip=["cv_name:N", alt.Tooltip("score:Q", format=".4g"), "state:N"],
