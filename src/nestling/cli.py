@@ -19,6 +19,7 @@ COMMANDS = {
     "collect": "rebuild run_infos.parquet / tune_infos.parquet of a tune, cv or run dir from its run results",
     "status": "count and list the runs of a tune, cv or run dir by state",
     "sync": "upload the offline W&B runs of a tune, cv or run dir (wandb sync); skips those already uploaded",
+    "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
 
@@ -52,6 +53,10 @@ def _dispatch(argv: list[str]) -> int:
         return execute_plan(command, rest)
     if command == "collect":
         return _collect(rest)
+    if command == "report":
+        from nestling.html_report import report_main
+
+        return report_main(rest)
     if command == "status":
         from nestling.status import status_main
 
@@ -79,6 +84,7 @@ def _collect(argv: list[str]) -> int:
     parser = strict_parser("nestling collect", COMMANDS["collect"])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--report", action="store_true", help="also write DIR/report.html (as `nestling report`)")
     args = parser.parse_args(argv)
     from nestling.collect import collect
     from nestling.report import print_summary
@@ -88,6 +94,10 @@ def _collect(argv: list[str]) -> int:
     collected = collect(args.dir)
     if not args.quiet:
         print_summary(collected)
+    if args.report:
+        from nestling.html_report import write_report
+
+        print(f"report: {write_report(args.dir, collected)}")
     return 0
 
 

@@ -148,12 +148,28 @@ def _finish(root: Path, quiet: bool) -> int:
     collected = collect(root)
     if not quiet:
         print_summary(collected)
+    if collected.plan.kind in ("cv", "tune"):
+        _write_report(root, collected, quiet)
     print(outcome_line(collected), file=sys.stderr)  # --quiet silences progress and tables, never the outcome
     stop = failfast.stopped(root)
     if stop is not None:
         print(f"nestling: {stop.message(collected.plan.name)}", file=sys.stderr)
         return 1
     return 0 if collected.counts["success"] > 0 else 1
+
+
+def _write_report(root: Path, collected: Collected, quiet: bool) -> None:
+    """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan."""
+    try:
+        from nestling.html_report import write_report
+
+        path = write_report(root, collected)
+    except Exception as exc:  # a plotting bug or a full disk must not turn a finished tune into a failure
+        print(f"nestling: report not written ({type(exc).__name__}: {exc}); retry with nestling report {root}",
+              file=sys.stderr)  # fmt: skip
+        return
+    if not quiet:
+        print(f"report: {path}")
 
 
 def outcome_line(collected: Collected) -> str:

@@ -45,6 +45,9 @@ FAIL_FAST_DIR = "_failfast"
 WANDB_DIR = "wandb"  # made by wandb inside a run dir (save_dir = the run dir)
 WANDB_OFFLINE_PREFIX = "offline-run-"  # wandb's name of an offline run's dir: offline-run-{YYYYmmdd_HHMMSS}-{run_id}
 WANDB_SYNCED = "nestling-synced.json"  # in an offline run's dir once `nestling sync` uploaded it
+REPORT = "report.html"  # `nestling report`: one self-contained page per tune, cv or run dir
+REPORT_FIGURES = "report_figures"  # beside it: one PNG per figure of the page
+FINAL_INFOS = "final_infos.parquet"  # the retrain of a tune (a cv inside the tune dir): test metrics per seed
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -185,6 +188,26 @@ class RunPaths:
     @property
     def logs(self) -> Path:
         return self.dir / LOGS
+
+
+def report_file(target: Path) -> Path:
+    """The report of a tune, cv or run dir: inside that dir."""
+    return Path(target) / REPORT
+
+
+def report_figures_dir(target: Path) -> Path:
+    """The PNGs of the report of `target`."""
+    return Path(target) / REPORT_FIGURES
+
+
+def report_figure(target: Path, key: str) -> Path:
+    """The PNG of figure `key` of the report of `target`."""
+    return report_figures_dir(target) / f"{key}.png"
+
+
+def final_infos_files(tune_root: Path) -> list[Path]:
+    """The retrain tables of a tune (whatever its retrain cv is called): one per retrain cv that wrote one."""
+    return sorted(Path(tune_root).glob(f"*/{FINAL_INFOS}"))
 
 
 def launch_file(root: Path) -> Path:

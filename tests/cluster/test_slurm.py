@@ -175,6 +175,7 @@ def test_collector_job_writes_parquet_without_a_client(slurm_cluster: str, tmp_p
     log = Path(launch["submitit_folder"]) / f"{collector}_0_log.out"
     poll(lambda: (cv / "run_infos.parquet").is_file(), 120, "run_infos.parquet from the collector job")
     poll(lambda: log.is_file() and "score" in log.read_text(), 30, f"the collector's summary in {log}")
+    poll(lambda: (cv / "report.html").is_file(), 60, "report.html from the collector job (collect --report)")
     table = pl.read_parquet(cv / "run_infos.parquet")
     assert table.height == 2
     assert table["status"].to_list() == ["success", "success"]

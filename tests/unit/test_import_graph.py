@@ -62,7 +62,10 @@ ROOMS: dict[str, tuple[str, ...]] = {
         "nestling.tasks.sleep",
     ),
     # 4: reading: the tree -> tables, states, summaries
-    "reading": ("nestling.collect", "nestling.status", "nestling.report", "nestling.progress"),
+    "reading": (
+        "nestling.collect", "nestling.status", "nestling.report", "nestling.progress", "nestling.figures",
+        "nestling.html_report",
+    ),
     # 5: commands: what a user calls
     "commands": ("nestling.resume", "nestling.commands", "nestling.doctor", "nestling.sync", "nestling.cli"),
 }

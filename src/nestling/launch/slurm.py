@@ -293,12 +293,13 @@ class SlurmArrayLauncher(Launcher):
         return _render(folder, ["-m", "nestling.array_task", str(units_file.resolve()), str(offset)], params)
 
     def _collector_script(self, folder: Path, root: Path, job_ids: list[str]) -> str:
-        """A one-CPU job that runs `nestling collect` once every array ended (afterany), whoever is logged in."""
+        """A one-CPU job that runs `nestling collect --report` once every array ended (afterany), whoever is logged
+        in: the tables and report.html are there when the user comes back."""
         params = slurm_params(self.resources, gres=False)
         params.update(job_name=f"{self.resources.job_name}-collect", cpus_per_task=1, mem="1024MB", time=30,
                       nodes=1, ntasks_per_node=1)  # fmt: skip
         params["additional_parameters"]["dependency"] = "afterany:" + ":".join(job_ids)
-        return _render(folder, ["-m", "nestling.cli", "collect", str(root.resolve())], params)
+        return _render(folder, ["-m", "nestling.cli", "collect", str(root.resolve()), "--report"], params)
 
     def wait(self, record: LaunchRecord, progress: Progress, poll_s: float = 2.0) -> None:
         """Poll the tree and squeue until every array and the collector job left the queue.
