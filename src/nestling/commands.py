@@ -153,22 +153,27 @@ def _finish(root: Path, quiet: bool) -> int:
     collected = collect(root)
     if not quiet:
         print_summary(collected)
-    print(outcome_line(collected), file=sys.stderr)  # --quiet silences progress and tables, never the outcome
+    # --quiet silences progress and tables, never the outcome; without it the summary already listed the errors
+    print(outcome_line(collected, errors_shown=not quiet), file=sys.stderr)
     return 0 if collected.counts["success"] > 0 else 1
 
 
-def outcome_line(collected: Collected) -> str:
-    """One line that says how the plan ended, e.g. `cv X: 0 of 6 runs succeeded; first error: ...; see ...`."""
+def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
+    """One line that says how the plan ended, e.g. `cv X: 0 of 6 runs succeeded; first error: ...; see ...`.
+
+    `errors_shown`: the summary above already listed every distinct error, so the line does not repeat one."""
+    from nestling.report import error_groups, error_line, status_target
+
     counts = collected.counts
     plan = collected.plan
     total = counts["success"] + counts["failed"] + counts["missing"]
     parts = [f"{plan.kind} {plan.name}: {counts['success']} of {total} runs succeeded"]
-    errors = (e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
-    first = next(errors, None)
-    if first is not None:
-        line = str(first).strip().splitlines()[0] if str(first).strip() else str(first)
-        parts.append(f"first error: {line[:300]}")
+    groups = error_groups(collected)
+    if groups and not errors_shown:
+        first = next(e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
+        parts.append(f"first error: {error_line(first)}")
+    elif groups:
+        parts.append(f"{len(groups)} distinct error{'' if len(groups) == 1 else 's'} above")
     if counts["success"] < total:  # a single run: its own dir, not the _runs folder of every run
-        where = plan.cvs[0].runs[0].dir if plan.kind == "run" and plan.cvs and plan.cvs[0].runs else plan.root
-        parts.append(f"see nestling status {where}")
+        parts.append(f"see nestling status {status_target(collected)}")
     return "; ".join(parts)

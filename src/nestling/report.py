@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from nestling.collect import Collected, ranked
@@ -12,6 +14,32 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)
+
+
+def status_target(collected: Collected) -> Path:
+    """What `nestling status` should be pointed at: a single run's own dir, else the plan root."""
+    plan = collected.plan
+    if plan.kind == "run" and plan.cvs and plan.cvs[0].runs:
+        return plan.cvs[0].runs[0].dir
+    return plan.root
+
+
+def error_line(error: Any) -> str:
+    """The first line of a run's error (the exception and its message), at most 300 characters."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else text)[:300]
+
+
+def error_groups(collected: Collected) -> list[tuple[str, int]]:
+    """Each distinct error of the failed runs once, with how many runs it hit; most frequent first."""
+    errors = Counter(
+        error_line(e) for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e
+    )
+    return errors.most_common()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def print_summary(collected: Collected) -> None:
@@ -63,3 +91,8 @@ def print_summary(collected: Collected) -> None:
     console.print(
         f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing"
     )
+    groups = error_groups(collected)
+    for error, n in groups:  # why the runs failed, each reason once (the traceback is in the run's error.txt)
+        console.print(f"{_plural(n, 'run')}: {error}", markup=False, highlight=False, soft_wrap=True)
+    if groups:
+        console.print(f"see nestling status {status_target(collected)}", markup=False, soft_wrap=True)

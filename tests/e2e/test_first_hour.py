@@ -90,3 +90,27 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
     assert took < 8
     launches = json.loads((root / "launch.json").read_text())["launches"]
     assert launches[-1]["interrupted"] is True
+
+
+SLEEP_CV = ["cv", "--task", "sleep", "--hp", "sleep_s=0.0", "--max_epochs", "1", "--n_seeds", "1",
+            "--accelerator", "cpu"]  # fmt: skip
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WANDB_MODE": "offline", "COLUMNS": "100"}
+    return subprocess.run([sys.executable, "-m", "nestling.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=240)  # fmt: skip
+
+
+def test_failed_runs_say_why_in_the_summary_once(tmp_path: Path) -> None:
+    # lr=abc reaches the optimizer as a string: all three runs fail with the same error
+    done = _cli(*SLEEP_CV, "--n_folds", "3", "--hp", "lr=abc", "--artifact_dir", str(tmp_path), "--name", "why")
+    assert done.returncode == 1
+    root = tmp_path / "_cross_validations" / "why"
+    error = "ValueError: could not convert string to float: 'abc'"
+    lines = done.stdout.splitlines()
+    assert f"3 runs: {error}" in lines
+    assert f"see nestling status {root}" in lines
+    assert done.stdout.count(error) == 1  # once, with its count, not once per run
+    assert error not in done.stderr  # the outcome line does not repeat what the summary said
+    assert done.stderr.splitlines()[-1] == f"cv why: 0 of 3 runs succeeded; 1 distinct error above; see nestling status {root}"
