@@ -114,3 +114,19 @@ def test_failed_runs_say_why_in_the_summary_once(tmp_path: Path) -> None:
     assert done.stdout.count(error) == 1  # once, with its count, not once per run
     assert error not in done.stderr  # the outcome line does not repeat what the summary said
     assert done.stderr.splitlines()[-1] == f"cv why: 0 of 3 runs succeeded; 1 distinct error above; see nestling status {root}"
+
+
+def test_summary_table_fits_a_terminal_and_all_shows_every_metric(tmp_path: Path) -> None:
+    done = _cli(*SLEEP_CV, "--n_folds", "2", "--artifact_dir", str(tmp_path), "--name", "a-rather-long-cv-name")
+    assert done.returncode == 0, done.stderr
+    header = next(line for line in done.stdout.splitlines() if "run_name" in line)
+    # the scoring metrics and the score, whole; no other metric column by default
+    assert "val/JaccardIndex" in header and "val/Recall" in header and "run_score" in header
+    assert "val/loss" not in header and "train/loss" not in header and "…" not in header
+    assert "│ …-run-f0s42 │" in done.stdout  # the part of the name that tells runs apart
+    root = tmp_path / "_cross_validations" / "a-rather-long-cv-name"
+    assert f"2 more metrics in run_infos.parquet; all columns: nestling collect {root} --all" in done.stdout
+    full = _cli("collect", str(root), "--all")
+    assert full.returncode == 0, full.stderr
+    header = next(line for line in full.stdout.splitlines() if "run_name" in line)
+    assert "val/loss" in header and "train/loss" in header
