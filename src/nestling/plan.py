@@ -113,6 +113,7 @@ def _spec(
         early_stopping_patience=config.training.early_stopping_patience,
         scoring_metric=list(config.cv.scoring_metric),
         multi_score_strategy=config.cv.multi_score_strategy,
+        score_epoch=config.cv.score_epoch,
         accelerator=config.device.accelerator,
         strategy=strategy,
         devices=devices,

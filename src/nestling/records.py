@@ -71,6 +71,7 @@ class RunSpec:
     num_nodes: int
     wandb_project: str | None = None
     wandb_entity: str | None = None
+    score_epoch: str = "last"  # "best": the run's val metrics are those of its best checkpoint (--score_epoch)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
