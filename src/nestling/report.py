@@ -90,6 +90,13 @@ def print_summary(collected: Collected, all_columns: bool = False) -> None:
                 str(cv.n_failed),
             )
         console.print(table)
+        notes = [(rank, cv) for rank, cv in enumerate(cvs, 1) if cv.score_is_unstable and cv.unstable_reason]
+        for rank, cv in notes[:10]:  # why a trial is unstable: which run, which metric, which value
+            console.print(
+                f"unstable #{rank} {cv.cv_name}: {cv.unstable_reason}", markup=False, highlight=False, soft_wrap=True
+            )
+        if len(notes) > 10:
+            console.print(f"... {len(notes) - 10} more unstable trials: see unstable_reason in tune_infos.parquet")
         if cvs:
             best = cvs[0]
             console.print(
@@ -118,8 +125,13 @@ def print_summary(collected: Collected, all_columns: bool = False) -> None:
                     markup=False, highlight=False, soft_wrap=True,
                 )  # fmt: skip
             if plan.kind == "cv":
-                unstable = " (unstable)" if cv.score_is_unstable else ""
-                console.print(f"score {_fmt(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}")
+                unstable = ""
+                if cv.score_is_unstable:
+                    unstable = f" (unstable: {cv.unstable_reason})" if cv.unstable_reason else " (unstable)"
+                console.print(
+                    f"score {_fmt(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}",
+                    markup=False, highlight=False, soft_wrap=True,
+                )  # fmt: skip
     console.print(
         f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing"
     )

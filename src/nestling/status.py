@@ -62,6 +62,19 @@ class RunState:
     state: str
     job: str | None
     error: str | None
+    unstable_reason: str | None = None  # a success whose scoring metrics cannot be scored: metric and value
+
+
+def _unstable_reason(plan: PlanOnDisk, result: dict[str, Any]) -> str | None:
+    """Why a successful run does not count in its cv's score (see scoring.py); None when it does."""
+    from nestling.scoring import parse_scoring_metrics, run_score_reason
+
+    cv = plan.options.get("cv", {})
+    try:
+        scoring = parse_scoring_metrics(cv["scoring_metric"])
+        return run_score_reason(result.get("metrics") or {}, scoring, cv["multi_score_strategy"])[1]
+    except Exception:  # an old or hand-edited plan: status still lists the runs
+        return None
 
 
 def run_states(plan: PlanOnDisk) -> list[RunState]:
@@ -87,8 +100,11 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
     for run in plan.runs:
         result = read_result(run.dir)
         job = job_of.get(str(run.dir.resolve()))
+        unstable = None
         if result is not None:
             state, error = result.get("status", "failed"), result.get("error")
+            if state == "success":
+                unstable = _unstable_reason(plan, result)
         else:
             error = None
             state = _unfinished_state(
@@ -101,7 +117,7 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
             )
             if interrupted and state in ("lost", "pending"):
                 state = "interrupted"
-        states.append(RunState(run.run_name, run.run_id, state, job, error))
+        states.append(RunState(run.run_name, run.run_id, state, job, error, unstable))
     return states
 
 
@@ -191,11 +207,15 @@ def _print(plan: PlanOnDisk, states: list[RunState], args: argparse.Namespace) -
     console.print(
         f"{plan.kind} {plan.name}: {len(states)} runs  " + "  ".join(f"{k}={v}" for k, v in counts.items())
     )
-    shown = states if args.all else [s for s in states if s.state != "success"]
+    unstable = sum(1 for s in states if s.unstable_reason)
+    if unstable:
+        console.print(f"{unstable} successful run{'' if unstable == 1 else 's'} unstable (not in the cv score)")
+    shown = states if args.all else [s for s in states if s.state != "success" or s.unstable_reason]
     if shown:
         table = Table()
         for col in ("run_name", "run_id", "state", "job", "error"):
             table.add_column(col)
         for s in shown[:200]:
-            table.add_row(s.run_name, s.run_id, s.state, s.job or "", (s.error or "")[:80])
+            note = s.error or (f"unstable: {s.unstable_reason}" if s.unstable_reason else "")
+            table.add_row(s.run_name, s.run_id, s.state, s.job or "", note[:80])
         console.print(table)

@@ -130,3 +130,35 @@ def test_summary_table_fits_a_terminal_and_all_shows_every_metric(tmp_path: Path
     assert full.returncode == 0, full.stderr
     header = next(line for line in full.stdout.splitlines() if "run_name" in line)
     assert "val/loss" in header and "train/loss" in header
+
+
+def test_why_a_cv_is_unstable_is_shown_in_the_summary_and_in_status(tmp_path: Path) -> None:
+    # value=0: the sleep task logs val/JaccardIndex = val/Recall = 0, which cannot be scored
+    done = _cli(*SLEEP_CV, "--n_folds", "2", "--hp", "value=0.0", "--artifact_dir", str(tmp_path), "--name", "zero")
+    root = tmp_path / "_cross_validations" / "zero"
+    assert f"score nan (unstable: zero-run-f0s42: val/JaccardIndex=0 (and 1 more)); table: {root}/run_infos.parquet" \
+        in done.stdout.splitlines()  # fmt: skip
+    status = _cli("status", str(root), "--json")
+    runs = json.loads(status.stdout)["runs"]
+    assert [(r["state"], r["unstable_reason"]) for r in runs] == [("success", "val/JaccardIndex=0")] * 2
+    text = _cli("status", str(root)).stdout
+    assert "2 successful runs unstable (not in the cv score)" in text
+    assert "unstable: val/JaccardIndex=0" in text
+
+
+def test_a_tune_table_says_why_a_trial_is_unstable_and_ranks_it_last(tmp_path: Path) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = [0.0, 0.5]\n")
+    done = _cli("tune", "--task", "sleep", "--hp", "sleep_s=0.0", "--max_epochs", "1", "--n_seeds", "1",
+                "--n_folds", "2", "--accelerator", "cpu", "--hpconfig", str(space), "--sampler", "grid",
+                "--n_trials", "2", "--artifact_dir", str(tmp_path), "--name", "zt")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stdout.splitlines() if line.startswith("unstable #")]
+    assert len(notes) == 1
+    assert notes[0].startswith("unstable #2 zt-cv")
+    assert notes[0].endswith("-run-f0s42: val/JaccardIndex=0 (and 1 more)")
+    import polars as pl
+
+    infos = pl.read_parquet(tmp_path / "zt" / "tune_infos.parquet")
+    reasons = dict(zip(infos["value"].to_list(), infos["unstable_reason"].to_list(), strict=True))
+    assert reasons[0.5] is None and reasons[0.0].endswith("val/JaccardIndex=0 (and 1 more)")
