@@ -50,6 +50,8 @@ def execute_plan(kind: str, argv: list[str]) -> int:
     )
     if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
         print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
+        for line in describe_trials(plan, config):
+            print(line)
         return 0
     try:
         write_plan(plan, prepared.splits)
@@ -58,6 +60,39 @@ def execute_plan(kind: str, argv: list[str]) -> int:
             f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
         ) from None
     return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+
+
+def describe_trials(plan: Any, config: Config) -> list[str]:
+    """For a dry run: the hyperparameter sets the plan would train and each one's run count, so a sweep can be
+    checked before it spends a cluster. Both samplers draw every trial when the plan is made (seeded), so these
+    are exactly the trials a launch trains. A cv or run prints only the launcher's description."""
+    if plan.kind != "tune":
+        return []
+    keys = sorted({k for cv in plan.cvs for k in cv.hparams})
+    varying = [k for k in keys if len({repr(cv.hparams.get(k)) for cv in plan.cvs}) > 1] or keys
+    fixed = [k for k in keys if k not in varying]
+    lines = [
+        f"{len(plan.cvs)} trials drawn by the {config.tune.sampler} sampler (seed {config.tune.tune_seed}):"
+    ]
+    width = max(len(str(cv.cv_name)) for cv in plan.cvs)
+    for cv in plan.cvs:
+        lines.append(f"  {str(cv.cv_name):<{width}}  {_hp_text(cv.hparams, varying)}  {_runs(len(cv.runs))}")
+    if fixed:
+        lines.append(f"same in every trial: {_hp_text(plan.cvs[0].hparams, fixed)}")
+    return lines
+
+
+def _hp_text(hparams: dict[str, Any], keys: list[str]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, float):  # 0.01 and 1.0 as written, a drawn 0.012523918 as 0.01252
+            return repr(v) if len(repr(v)) <= 8 else f"{v:.4g}"
+        return repr(v) if isinstance(v, str) else str(v)
+
+    return " ".join(f"{k}={value(hparams.get(k))}" for k in keys) or "(task defaults)"
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:

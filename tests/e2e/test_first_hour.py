@@ -162,3 +162,19 @@ def test_a_tune_table_says_why_a_trial_is_unstable_and_ranks_it_last(tmp_path: P
     infos = pl.read_parquet(tmp_path / "zt" / "tune_infos.parquet")
     reasons = dict(zip(infos["value"].to_list(), infos["unstable_reason"].to_list(), strict=True))
     assert reasons[0.5] is None and reasons[0.0].endswith("val/JaccardIndex=0 (and 1 more)")
+
+
+def test_a_dry_run_tune_prints_its_trials_and_run_counts(tmp_path: Path) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = [0.25, 0.5]\nlr = 0.01\n")
+    done = _cli("tune", "--task", "sleep", "--max_epochs", "1", "--n_seeds", "2", "--n_folds", "3",
+                "--accelerator", "cpu", "--hpconfig", str(space), "--sampler", "grid", "--n_trials", "2",
+                "--artifact_dir", str(tmp_path / "art"), "--name", "dry", "--dry_run")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "2 trials drawn by the grid sampler (seed 0):" in lines
+    trials = sorted(line.split()[1:] for line in lines if line.startswith("  dry-cv"))
+    assert trials == [["value=0.25", "6", "runs"], ["value=0.5", "6", "runs"]]
+    same = next(line for line in lines if line.startswith("same in every trial:"))
+    assert "lr=0.01" in same and "sleep_s=1.0" in same
+    assert not (tmp_path / "art").exists()  # a dry run writes no tree
