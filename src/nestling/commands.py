@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from nestling.config import PARALLEL_STRATEGIES, Config, parse_config
 from nestling.errors import UsageError
-from nestling.launch.base import Launcher, SubmitError
+from nestling.launch.base import Launcher, SubmitError, plural
 from nestling.plan import WorkUnit
 from nestling.records import LaunchRecord, append_launch
 
@@ -76,7 +76,7 @@ def describe_trials(plan: Any, config: Config) -> list[str]:
     ]
     width = max(len(str(cv.cv_name)) for cv in plan.cvs)
     for cv in plan.cvs:
-        lines.append(f"  {str(cv.cv_name):<{width}}  {_hp_text(cv.hparams, varying)}  {_runs(len(cv.runs))}")
+        lines.append(f"  {str(cv.cv_name):<{width}}  {_hp_text(cv.hparams, varying)}  {plural(len(cv.runs), 'run')}")
     if fixed:
         lines.append(f"same in every trial: {_hp_text(plan.cvs[0].hparams, fixed)}")
     return lines
@@ -89,10 +89,6 @@ def _hp_text(hparams: dict[str, Any], keys: list[str]) -> str:
         return repr(v) if isinstance(v, str) else str(v)
 
     return " ".join(f"{k}={value(hparams.get(k))}" for k in keys) or "(task defaults)"
-
-
-def _runs(n: int) -> str:
-    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
@@ -118,7 +114,7 @@ def launch_and_report(
 
     quiet = config.logging.quiet
     if not quiet:
-        print(f"{kind} {name}: {total} runs in {len(units)} work units -> {root}")
+        print(f"{kind} {name}: {plural(total, 'run')} in {plural(len(units), 'work unit')} -> {root}")
     with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
         try:
             record = launcher.launch(root, units, progress)

@@ -16,3 +16,15 @@ def test_a_long_name_without_its_parent_is_cut_from_the_middle() -> None:
     assert len(short) == 20
     assert short.startswith("a-very-lo") and short.endswith("on-and-on-cv12"[-10:]) and "…" in short
     assert short_name("short", None) == "short"
+
+
+def test_counts_are_plural_only_when_they_are_not_one() -> None:
+    from pathlib import Path
+
+    from nestling.launch.local import LocalLauncher
+    from nestling.plan import WorkUnit
+
+    one = LocalLauncher([None]).describe(Path("x"), [WorkUnit(0, ["a"])], "run x")
+    assert one == "dry run: run x: 1 run in 1 work unit on the local launcher"
+    two = LocalLauncher([None]).describe(Path("x"), [WorkUnit(0, ["a", "b"]), WorkUnit(1, ["c"])], "cv x")
+    assert two == "dry run: cv x: 3 runs in 2 work units on the local launcher"

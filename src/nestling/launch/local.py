@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nestling import jobenv, naming
-from nestling.launch.base import Launcher, Progress, count_runs
+from nestling.launch.base import Launcher, Progress, runs_in_units
 from nestling.plan import WorkUnit
 from nestling.records import LaunchRecord
 
@@ -58,7 +58,7 @@ class LocalLauncher(Launcher):
         return len(self.slots)
 
     def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
-        return f"dry run: {title}: {count_runs(units)} runs in {len(units)} work units on the local launcher"
+        return f"dry run: {title}: {runs_in_units(units)} on the local launcher"
 
     def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> LaunchRecord:
         log_dir = naming.worker_log_dir(root)
