@@ -132,4 +132,5 @@ def test_status_reads_every_run_as_a_success(launched: Launched) -> None:
     done = cli("status", str(launched.root), "--json", timeout=120)
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout)["counts"]
-    assert counts == {"success": N_FOLDS, "failed": 0, "running": 0, "pending": 0, "lost": 0}
+    assert counts == {"success": N_FOLDS, "failed": 0, "running": 0, "pending": 0, "lost": 0,
+                      "interrupted": 0}
