@@ -84,6 +84,9 @@ def _collect(argv: list[str]) -> int:
     parser = strict_parser("nestling collect", COMMANDS["collect"])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--all", action="store_true", help="show every logged metric, not only the scoring metrics and score"
+    )
     parser.add_argument("--report", action="store_true", help="also write DIR/report.html (as `nestling report`)")
     args = parser.parse_args(argv)
     from nestling.collect import collect
@@ -93,7 +96,7 @@ def _collect(argv: list[str]) -> int:
         raise UsageError(f"{str(args.dir)!r} does not exist; pass a tune, cv or run directory")
     collected = collect(args.dir)
     if not args.quiet:
-        print_summary(collected)
+        print_summary(collected, all_columns=args.all)
     if args.report:
         from nestling.html_report import write_report
 

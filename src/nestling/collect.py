@@ -20,15 +20,16 @@ from nestling import naming
 from nestling.artifacts import find_plan_root, load_plan
 from nestling.plan import CvPlan, Plan
 from nestling.records import read_result
-from nestling.scoring import cv_score, parse_scoring_metrics, run_score
+from nestling.scoring import cv_score, parse_scoring_metrics, run_score_reason
 
 MISSING = "missing"
 BASE_COLUMNS = [
-    "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable", "run_score",
-    "score", "score_is_unstable", "attempt", "worker_startup_s",
+    "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable",
+    "unstable_reason", "run_score", "score", "score_is_unstable", "attempt", "worker_startup_s",
 ]  # fmt: skip
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
-# row's own score, from which the cv score is the mean over stable successful runs.
+# row's own score, from which the cv score is the mean over stable successful runs. `unstable_reason` says why a
+# run is unstable: the metric and its value (see scoring.py), "failed", or "no result".
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class CvSummary:
     n_failed: int
     n_missing: int
     table: pl.DataFrame
+    unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
 
 
 @dataclass(frozen=True)
@@ -114,17 +116,24 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
     metrics: dict[
         str, list[float | None]
     ] = {}  # name -> one value per row so far (None where a run lacks it)
-    bounds: list[tuple[int, int, list[str], tuple[float, bool], list[str]]] = []
+    bounds: list[tuple[int, int, list[str], tuple[float, bool], list[str], str | None]] = []
     n = 0
     for cv in planned:
         start = n
         cv_metric_names: dict[str, None] = {}
         per_run: list[tuple[float, bool, str]] = []
+        reasons: list[str] = []
         for run in cv.runs:
             result = read_result(run.dir) or {}
             status = result.get("status") or MISSING
             values = result.get("metrics") or {}
-            score, unstable = run_score(values, scoring, strategy)
+            score, reason = run_score_reason(values, scoring, strategy)
+            unstable = reason is not None
+            if status != "success":
+                reason = "failed" if status == "failed" else "no result" if status == MISSING else status
+            columns["unstable_reason"].append(reason)
+            if reason is not None:
+                reasons.append(f"{run.run_name}: {reason}")
             columns["run_name"].append(run.run_name)
             columns["run_id"].append(run.run_id)
             columns["fold"].append(run.fold)
@@ -146,19 +155,27 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
         cv_result = cv_score(per_run)
         columns["score"].extend([cv_result[0]] * (n - start))
         columns["score_is_unstable"].extend([cv_result[1]] * (n - start))
-        bounds.append((start, n - start, list(cv_metric_names), cv_result, [s for _, _, s in per_run]))
+        cv_reason = None
+        if reasons:
+            more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            cv_reason = reasons[0] + more
+        bounds.append(
+            (start, n - start, list(cv_metric_names), cv_result, [s for _, _, s in per_run], cv_reason)
+        )
     for column in metrics.values():
         column.extend([None] * (n - len(column)))
     schema = {
         "run_name": pl.Utf8, "run_id": pl.Utf8, "fold": pl.Int64, "seed": pl.Int64, "status": pl.Utf8,
         "error": pl.Utf8, "duration": pl.Float64, "checkpoint": pl.Utf8, "is_unstable": pl.Boolean,
-        "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean, "attempt": pl.Int64,
-        "worker_startup_s": pl.Float64,
+        "unstable_reason": pl.Utf8, "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean,
+        "attempt": pl.Int64, "worker_startup_s": pl.Float64,
         **dict.fromkeys(metrics, pl.Float64),
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
-    for cv, (start, length, names, (score, score_is_unstable), statuses) in zip(planned, bounds, strict=True):
+    for cv, (start, length, names, (score, score_is_unstable), statuses, reason) in zip(
+        planned, bounds, strict=True
+    ):
         summaries.append(
             CvSummary(
                 cv_name=cv.cv_name,
@@ -171,6 +188,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 n_failed=statuses.count("failed"),
                 n_missing=statuses.count(MISSING),
                 table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
+                unstable_reason=reason if score_is_unstable else None,
             )
         )
     return summaries
@@ -203,6 +221,7 @@ def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
             **{k: cv.hparams.get(k) for k in hp_keys},
             "score": cv.score,
             "score_is_unstable": cv.score_is_unstable,
+            "unstable_reason": cv.unstable_reason,
             "n_runs": cv.n_runs,
             "n_failed": cv.n_failed,
         }

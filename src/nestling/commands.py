@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from nestling.config import PARALLEL_STRATEGIES, Config, parse_config
 from nestling.errors import UsageError
-from nestling.launch.base import Launcher, SubmitError
+from nestling.launch.base import Launcher, SubmitError, plural
 from nestling.plan import WorkUnit
 from nestling.records import LaunchRecord, append_launch
 
@@ -65,6 +65,8 @@ def execute_plan(kind: str, argv: list[str]) -> int:
     )
     if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
         print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
+        for line in describe_trials(plan, config):
+            print(line)
         return 0
     try:
         write_plan(plan, prepared.splits)
@@ -73,6 +75,35 @@ def execute_plan(kind: str, argv: list[str]) -> int:
             f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
         ) from None
     return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+
+
+def describe_trials(plan: Any, config: Config) -> list[str]:
+    """For a dry run: the hyperparameter sets the plan would train and each one's run count, so a sweep can be
+    checked before it spends a cluster. Both samplers draw every trial when the plan is made (seeded), so these
+    are exactly the trials a launch trains. A cv or run prints only the launcher's description."""
+    if plan.kind != "tune":
+        return []
+    keys = sorted({k for cv in plan.cvs for k in cv.hparams})
+    varying = [k for k in keys if len({repr(cv.hparams.get(k)) for cv in plan.cvs}) > 1] or keys
+    fixed = [k for k in keys if k not in varying]
+    lines = [
+        f"{len(plan.cvs)} trials drawn by the {config.tune.sampler} sampler (seed {config.tune.tune_seed}):"
+    ]
+    width = max(len(str(cv.cv_name)) for cv in plan.cvs)
+    for cv in plan.cvs:
+        lines.append(f"  {str(cv.cv_name):<{width}}  {_hp_text(cv.hparams, varying)}  {plural(len(cv.runs), 'run')}")
+    if fixed:
+        lines.append(f"same in every trial: {_hp_text(plan.cvs[0].hparams, fixed)}")
+    return lines
+
+
+def _hp_text(hparams: dict[str, Any], keys: list[str]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, float):  # 0.01 and 1.0 as written, a drawn 0.012523918 as 0.01252
+            return repr(v) if len(repr(v)) <= 8 else f"{v:.4g}"
+        return repr(v) if isinstance(v, str) else str(v)
+
+    return " ".join(f"{k}={value(hparams.get(k))}" for k in keys) or "(task defaults)"
 
 
 def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
@@ -100,7 +131,7 @@ def launch_and_report(
     quiet = config.logging.quiet
     failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
     if not quiet:
-        print(f"{kind} {name}: {total} runs in {len(units)} work units -> {root}")
+        print(f"{kind} {name}: {plural(total, 'run')} in {plural(len(units), 'work unit')} -> {root}")
     with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
         try:
             record = launcher.launch(root, units, progress)
@@ -114,6 +145,8 @@ def launch_and_report(
             )
             return 1
         save_launch(root, record.updated(extra_record or {}))
+        if record.interrupted:
+            return _interrupted(kind, name, root, config)
         if record.submit_error:
             print(
                 f"nestling: some arrays were not submitted ({record.submit_error}); their runs show as lost; "
@@ -126,6 +159,27 @@ def launch_and_report(
                 return 0
             launcher.wait(record, progress)
     return _finish(root, quiet)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def _interrupted(kind: str, name: str, root: Path, config: Config) -> int:
+    """Ctrl-C stopped the launch: say what is kept and the one command that continues it."""
+    from nestling.collect import collect
+
+    counts = collect(root).counts
+    total = counts["success"] + counts["failed"] + counts["missing"]
+    where = "" if config.logging.artifact_dir == Config().logging.artifact_dir else (
+        f" --artifact_dir {config.logging.artifact_dir}"
+    )
+    print(
+        f"nestling: interrupted: {counts['success']} of {total} runs finished, "
+        f"{counts['missing']} interrupted or not started (kept in {root});\n"
+        f"resume with: nestling {kind} --resume {name}{where}",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
 
 
 def save_launch(root: Path, record: LaunchRecord) -> None:
@@ -150,7 +204,8 @@ def _finish(root: Path, quiet: bool) -> int:
         print_summary(collected)
     if collected.plan.kind in ("cv", "tune"):
         _write_report(root, collected, quiet)
-    print(outcome_line(collected), file=sys.stderr)  # --quiet silences progress and tables, never the outcome
+    # --quiet silences progress and tables, never the outcome; without it the summary already listed the errors
+    print(outcome_line(collected, errors_shown=not quiet), file=sys.stderr)
     stop = failfast.stopped(root)
     if stop is not None:
         print(f"nestling: {stop.message(collected.plan.name)}", file=sys.stderr)
@@ -172,18 +227,22 @@ def _write_report(root: Path, collected: Collected, quiet: bool) -> None:
         print(f"report: {path}")
 
 
-def outcome_line(collected: Collected) -> str:
-    """One line that says how the plan ended, e.g. `cv X: 0 of 6 runs succeeded; first error: ...; see ...`."""
+def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
+    """One line that says how the plan ended, e.g. `cv X: 0 of 6 runs succeeded; first error: ...; see ...`.
+
+    `errors_shown`: the summary above already listed every distinct error, so the line does not repeat one."""
+    from nestling.report import error_groups, error_line, status_target
+
     counts = collected.counts
     plan = collected.plan
     total = counts["success"] + counts["failed"] + counts["missing"]
     parts = [f"{plan.kind} {plan.name}: {counts['success']} of {total} runs succeeded"]
-    errors = (e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
-    first = next(errors, None)
-    if first is not None:
-        line = str(first).strip().splitlines()[0] if str(first).strip() else str(first)
-        parts.append(f"first error: {line[:300]}")
+    groups = error_groups(collected)
+    if groups and not errors_shown:
+        first = next(e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
+        parts.append(f"first error: {error_line(first)}")
+    elif groups:
+        parts.append(f"{len(groups)} distinct error{'' if len(groups) == 1 else 's'} above")
     if counts["success"] < total:  # a single run: its own dir, not the _runs folder of every run
-        where = plan.cvs[0].runs[0].dir if plan.kind == "run" and plan.cvs and plan.cvs[0].runs else plan.root
-        parts.append(f"see nestling status {where}")
+        parts.append(f"see nestling status {status_target(collected)}")
     return "; ".join(parts)

@@ -34,6 +34,7 @@ def repeatable(text: str) -> Any:
 FoldMethod = Literal["kfold", "stratified", "shuffle", "region", "region-stratified", "none"]
 TestSplit = Literal["none", "random", "region"]
 MultiScoreStrategy = Literal["geometric", "harmonic", "arithmetic", "min"]
+ScoreEpoch = Literal["last", "best"]
 Sampler = Literal["random", "grid"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 LauncherName = Literal["local", "submitit-local", "slurm"]
@@ -75,6 +76,7 @@ class CrossValidation:
     seeds: list[int] = list_field()  # explicit seeds (overrides --n_seeds)
     scoring_metric: list[str] = list_field()  # NAME[:higher|:lower]; default: the task's, else val/JaccardIndex val/Recall
     multi_score_strategy: MultiScoreStrategy = "geometric"  # how several scoring metrics combine into one score
+    score_epoch: ScoreEpoch = "last"  # whose metrics are scored: the last epoch's, or the best checkpoint's epoch
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,9 @@ from nestling.records import read_result, write_atomic
 if TYPE_CHECKING:
     import polars as pl
 
+    from nestling.collect import Collected, CvSummary
     from nestling.plan import CvPlan as PlannedCv
     from nestling.plan import PlannedRun
-    from nestling.collect import Collected, CvSummary
 
 TOP_CONFIGURATIONS = 10  # trials whose every fold x seed score is plotted
 MAX_TABLE_ROWS = 500  # rows of a run table on the page (the parquet has them all)

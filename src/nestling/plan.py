@@ -165,6 +165,7 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
             early_stopping_patience=config.training.early_stopping_patience,
             scoring_metric=list(config.cv.scoring_metric),
             multi_score_strategy=config.cv.multi_score_strategy,
+            score_epoch=config.cv.score_epoch,
             accelerator=config.device.accelerator,
             strategy=strategy,
             devices=run_devices,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from nestling import tracking
@@ -16,24 +18,73 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_summary(collected: Collected) -> None:
+def status_target(collected: Collected) -> Path:
+    """What `nestling status` should be pointed at: a single run's own dir, else the plan root."""
+    plan = collected.plan
+    if plan.kind == "run" and plan.cvs and plan.cvs[0].runs:
+        return plan.cvs[0].runs[0].dir
+    return plan.root
+
+
+def error_line(error: Any) -> str:
+    """The first line of a run's error (the exception and its message), at most 300 characters."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else text)[:300]
+
+
+def error_groups(collected: Collected) -> list[tuple[str, int]]:
+    """Each distinct error of the failed runs once, with how many runs it hit; most frequent first."""
+    errors = Counter(
+        error_line(e) for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e
+    )
+    return errors.most_common()
+
+
+NAME_WIDTH = 28  # a name column never takes more; the rest of a terminal line is for the numbers
+
+
+def short_name(name: str, parent: str | None, width: int = NAME_WIDTH) -> str:
+    """A cv or run name as a table shows it: the part after its parent's name (`…-cv3`, `…-run-f0s42`: the title
+    names the parent), else cut from the middle so that both ends, which tell names apart, stay."""
+    if parent and name.startswith(parent) and len(name) > len(parent):
+        name = "…" + name[len(parent) :]
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head) :]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def scoring_names(collected: Collected) -> list[str]:
+    from nestling.scoring import parse_scoring_metrics
+
+    return [m.name for m in parse_scoring_metrics(collected.plan.options["cv"]["scoring_metric"])]
+
+
+def print_summary(collected: Collected, all_columns: bool = False) -> None:
+    """The tables after a plan ended. By default a cv's table has the scoring metrics only, so that it fits a
+    terminal; `all_columns` (`nestling collect DIR --all`) adds every logged metric."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     plan = collected.plan
     counts = collected.counts
+    scoring = scoring_names(collected)
     if plan.kind == "tune":
         cvs = ranked(collected.cvs)
         hp_keys = sorted({k for cv in cvs for k in cv.hparams})
         varying = [k for k in hp_keys if len({repr(cv.hparams.get(k)) for cv in cvs}) > 1] or hp_keys
         table = Table(title=f"tune {plan.name}: trials ranked by score")
         for col in ["rank", "cv_name", *varying, "score", "unstable", "runs", "failed"]:
-            table.add_column(col)
+            table.add_column(col, no_wrap=col == "cv_name")
         for rank, cv in enumerate(cvs, 1):
             table.add_row(
                 str(rank),
-                str(cv.cv_name),
+                short_name(str(cv.cv_name), plan.name),
                 *[_fmt(cv.hparams.get(k)) for k in varying],
                 _fmt(cv.score),
                 "yes" if cv.score_is_unstable else "",
@@ -41,6 +92,13 @@ def print_summary(collected: Collected) -> None:
                 str(cv.n_failed),
             )
         console.print(table)
+        notes = [(rank, cv) for rank, cv in enumerate(cvs, 1) if cv.score_is_unstable and cv.unstable_reason]
+        for rank, cv in notes[:10]:  # why a trial is unstable: which run, which metric, which value
+            console.print(
+                f"unstable #{rank} {cv.cv_name}: {cv.unstable_reason}", markup=False, highlight=False, soft_wrap=True
+            )
+        if len(notes) > 10:
+            console.print(f"... {len(notes) - 10} more unstable trials: see unstable_reason in tune_infos.parquet")
         if cvs:
             best = cvs[0]
             console.print(
@@ -52,19 +110,38 @@ def print_summary(collected: Collected) -> None:
             df = cv.table
             title = f"cv {cv.cv_name}" if cv.cv_name else f"run {plan.name}"
             table = Table(title=title)
-            metric_cols = [c for c in df.columns if "/" in c]
+            logged = [c for c in df.columns if "/" in c]
+            metric_cols = logged if all_columns else [c for c in scoring if c in df.columns]
             cols = ["run_name", "status", "duration", *metric_cols, "run_score"]
             for col in cols:
-                table.add_column(col)
+                table.add_column(col, no_wrap=col == "run_name")
             for row in df.iter_rows(named=True):
-                table.add_row(*[_fmt(row.get(c)) for c in cols])
+                cells = [_fmt(row.get(c)) for c in cols]
+                cells[0] = short_name(cells[0], cv.cv_name or plan.name)
+                table.add_row(*cells)
             console.print(table)
+            hidden = len(logged) - len(metric_cols)
+            if hidden > 0:
+                console.print(
+                    f"{_plural(hidden, 'more metric')} in run_infos.parquet; all columns: nestling collect {plan.root} --all",
+                    markup=False, highlight=False, soft_wrap=True,
+                )  # fmt: skip
             if plan.kind == "cv":
-                unstable = " (unstable)" if cv.score_is_unstable else ""
-                console.print(f"score {_fmt(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}")
+                unstable = ""
+                if cv.score_is_unstable:
+                    unstable = f" (unstable: {cv.unstable_reason})" if cv.unstable_reason else " (unstable)"
+                console.print(
+                    f"score {_fmt(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}",
+                    markup=False, highlight=False, soft_wrap=True,
+                )  # fmt: skip
     console.print(
         f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing"
     )
+    groups = error_groups(collected)
+    for error, n in groups:  # why the runs failed, each reason once (the traceback is in the run's error.txt)
+        console.print(f"{_plural(n, 'run')}: {error}", markup=False, highlight=False, soft_wrap=True)
+    if groups:
+        console.print(f"see nestling status {status_target(collected)}", markup=False, soft_wrap=True)
     hint = offline_hint(collected)
     if hint:
         console.print(hint, markup=False, highlight=False, soft_wrap=True)

@@ -278,6 +278,11 @@ def _train(
                 # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
                 trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)
                 metrics.update(_floats(trainer.callback_metrics))
+            if spec.score_epoch == "best" and checkpoint.best_model_path:
+                # --score_epoch best: score the epoch that best.ckpt (and test/*) come from, not the last one.
+                # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
+                trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
+                metrics.update(_floats(trainer.callback_metrics))
             if split.test and type(model).test_step is not L.LightningModule.test_step:
                 ckpt = "best" if checkpoint.best_model_path else None
                 trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
