@@ -71,6 +71,9 @@ def _collect(argv: list[str]) -> int:
     parser = strict_parser("nestling collect", COMMANDS["collect"])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--select", choices=("score", "lcb"), default=None, help="rank a tune by this (default: the tune's --select)"
+    )
     args = parser.parse_args(argv)
     from nestling.collect import collect
     from nestling.report import print_summary
@@ -79,7 +82,7 @@ def _collect(argv: list[str]) -> int:
         raise UsageError(f"{str(args.dir)!r} does not exist; pass a tune, cv or run directory")
     collected = collect(args.dir)
     if not args.quiet:
-        print_summary(collected)
+        print_summary(collected, args.select)
     return 0
 
 

@@ -20,7 +20,7 @@ from nestling import naming
 from nestling.artifacts import find_plan_root, load_plan
 from nestling.plan import CvPlan, Plan
 from nestling.records import read_result
-from nestling.scoring import cv_score, parse_scoring_metrics, run_score
+from nestling.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score
 
 MISSING = "missing"
 BASE_COLUMNS = [
@@ -43,6 +43,7 @@ class CvSummary:
     n_failed: int
     n_missing: int
     table: pl.DataFrame
+    spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
         str, list[float | None]
     ] = {}  # name -> one value per row so far (None where a run lacks it)
     bounds: list[tuple[int, int, list[str], tuple[float, bool], list[str]]] = []
+    spreads: list[Spread] = []
     n = 0
     for cv in planned:
         start = n
@@ -144,6 +146,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 cv_metric_names[name] = None
             n += 1
         cv_result = cv_score(per_run)
+        spreads.append(cv_spread(per_run))
         columns["score"].extend([cv_result[0]] * (n - start))
         columns["score_is_unstable"].extend([cv_result[1]] * (n - start))
         bounds.append((start, n - start, list(cv_metric_names), cv_result, [s for _, _, s in per_run]))
@@ -158,7 +161,9 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
-    for cv, (start, length, names, (score, score_is_unstable), statuses) in zip(planned, bounds, strict=True):
+    for cv, spread, (start, length, names, (score, score_is_unstable), statuses) in zip(
+        planned, spreads, bounds, strict=True
+    ):
         summaries.append(
             CvSummary(
                 cv_name=cv.cv_name,
@@ -171,6 +176,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 n_failed=statuses.count("failed"),
                 n_missing=statuses.count(MISSING),
                 table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
+                spread=spread,
             )
         )
     return summaries
@@ -203,6 +209,10 @@ def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
             **{k: cv.hparams.get(k) for k in hp_keys},
             "score": cv.score,
             "score_is_unstable": cv.score_is_unstable,
+            "run_score_mean": cv.spread.mean,
+            "run_score_std": cv.spread.std,
+            "run_score_sem": cv.spread.sem,
+            "lcb": cv.spread.lcb,
             "n_runs": cv.n_runs,
             "n_failed": cv.n_failed,
         }
@@ -287,13 +297,16 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
     return runs.with_columns(names, *columns.values()).select(list(order))
 
 
-def ranked(cvs: list[CvSummary]) -> list[CvSummary]:
-    """Trials best first: stable before unstable, then by score (NaN last)."""
-    return sorted(
-        cvs,
-        key=lambda c: (
-            math.isnan(c.score),
-            c.score_is_unstable,
-            -(c.score if not math.isnan(c.score) else 0),
-        ),
-    )
+def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
+    """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last)."""
+
+    def key(c: CvSummary) -> tuple[bool, bool, bool, float]:
+        value = c.spread.lcb if select == "lcb" else c.score
+        return math.isnan(c.score), c.score_is_unstable, math.isnan(value), -(0 if math.isnan(value) else value)
+
+    return sorted(cvs, key=key)
+
+
+def selected(collected: Collected, select: str | None = None) -> str:
+    """The ranking a tune was planned with (`--select`), unless `select` overrides it; older trees rank by score."""
+    return select or collected.plan.options.get("tune", {}).get("select", "score")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nestling.collect import Collected, ranked
+from nestling.collect import Collected, CvSummary, ranked, selected
 
 
 def _fmt(value: Any) -> str:
@@ -14,7 +14,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_summary(collected: Collected) -> None:
+def _mean_sem(cv: CvSummary) -> str:
+    """mean ± sem of the run scores (the mean alone when there is no spread to show)."""
+    mean, sem = cv.spread.mean, cv.spread.sem
+    return _fmt(mean) if math.isnan(sem) else f"{_fmt(mean)} ± {_fmt(sem)}"
+
+
+def print_summary(collected: Collected, select: str | None = None) -> None:
+    """`select` overrides the plan's --select (score | lcb) for the ranking and the best trial."""
     from rich.console import Console
     from rich.table import Table
 
@@ -22,11 +29,12 @@ def print_summary(collected: Collected) -> None:
     plan = collected.plan
     counts = collected.counts
     if plan.kind == "tune":
-        cvs = ranked(collected.cvs)
+        select = selected(collected, select)
+        cvs = ranked(collected.cvs, select)
         hp_keys = sorted({k for cv in cvs for k in cv.hparams})
         varying = [k for k in hp_keys if len({repr(cv.hparams.get(k)) for cv in cvs}) > 1] or hp_keys
-        table = Table(title=f"tune {plan.name}: trials ranked by score")
-        for col in ["rank", "cv_name", *varying, "score", "unstable", "runs", "failed"]:
+        table = Table(title=f"tune {plan.name}: trials ranked by {select}")
+        for col in ["rank", "cv_name", *varying, "score", "mean ± sem", "lcb", "unstable", "runs", "failed"]:
             table.add_column(col)
         for rank, cv in enumerate(cvs, 1):
             table.add_row(
@@ -34,6 +42,8 @@ def print_summary(collected: Collected) -> None:
                 str(cv.cv_name),
                 *[_fmt(cv.hparams.get(k)) for k in varying],
                 _fmt(cv.score),
+                _mean_sem(cv),
+                _fmt(cv.spread.lcb),
                 "yes" if cv.score_is_unstable else "",
                 str(cv.n_runs),
                 str(cv.n_failed),
@@ -42,7 +52,8 @@ def print_summary(collected: Collected) -> None:
         if cvs:
             best = cvs[0]
             console.print(
-                f"best: [bold]{best.cv_name}[/bold] score {_fmt(best.score)} hparams {best.hparams}"
+                f"best ({select}): [bold]{best.cv_name}[/bold] score {_fmt(best.score)} "
+                f"(mean ± sem {_mean_sem(best)}, lcb {_fmt(best.spread.lcb)}) hparams {best.hparams}"
             )
         console.print(f"tables: {plan.root / 'tune_infos.parquet'}, {plan.root / 'run_infos.parquet'}")
     else:
