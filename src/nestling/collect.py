@@ -20,7 +20,7 @@ from nestling import naming
 from nestling.artifacts import find_plan_root, load_plan
 from nestling.plan import CvPlan, Plan
 from nestling.records import read_result
-from nestling.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score
+from nestling.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score, spread
 
 MISSING = "missing"
 BASE_COLUMNS = [
@@ -95,14 +95,42 @@ def collect(path: Path, write: bool = True) -> Collected:
     scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
     strategy = plan.options["cv"]["multi_score_strategy"]
     cvs = _collect_cvs(plan.cvs, scoring, strategy)
-    if write and plan.kind in ("cv", "tune"):
+    if write and plan.kind in ("cv", "tune", "retrain"):
         _write_all(
             [(cv.table, planned.dir / naming.RUN_INFOS) for planned, cv in zip(plan.cvs, cvs, strict=True)]
         )
     if write and plan.kind == "tune":
         write_parquet_atomic(tune_table(cvs), plan.root / naming.TUNE_INFOS)
         write_parquet_atomic(tune_runs_table(cvs), plan.root / naming.RUN_INFOS)
+    if write and plan.kind == "retrain":
+        write_parquet_atomic(final_table(cvs[0]), plan.root / naming.FINAL_INFOS)
     return Collected(plan=plan, cvs=cvs)
+
+
+FINAL_ROWS = ("mean", "std", "sem")
+
+
+def final_table(cv: CvSummary) -> pl.DataFrame:
+    """A retrain's result: one row per seed (`row` = "seed") with its status, run_score and test metrics, then
+    rows "mean", "std" and "sem" of each over the successful runs (std with n - 1; NaN with fewer than two)."""
+    table = cv.table
+    metrics = [c for c in table.columns if c.startswith("test")]
+    seeds = table.select(
+        pl.lit("seed").alias("row"), "seed", "run_name", "status", "run_score", *metrics
+    )
+    ok = table.filter(pl.col("status") == "success")
+    rows = []
+    for what in FINAL_ROWS:
+        row: dict[str, Any] = {"row": what, "seed": None, "run_name": None, "status": None}
+        for column in ["run_score", *metrics]:
+            row[column] = _aggregate(what, [v for v in ok.get_column(column).to_list() if v is not None])
+        rows.append(row)
+    return pl.concat([seeds, pl.DataFrame(rows, schema=seeds.schema)])
+
+
+def _aggregate(what: str, values: list[float]) -> float:
+    result: float = getattr(spread(values), what)
+    return result
 
 
 _RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt", "worker_startup_s")
@@ -161,7 +189,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
-    for cv, spread, (start, length, names, (score, score_is_unstable), statuses) in zip(
+    for cv, cv_spread_, (start, length, names, (score, score_is_unstable), statuses) in zip(
         planned, spreads, bounds, strict=True
     ):
         summaries.append(
@@ -176,7 +204,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 n_failed=statuses.count("failed"),
                 n_missing=statuses.count(MISSING),
                 table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
-                spread=spread,
+                spread=cv_spread_,
             )
         )
     return summaries

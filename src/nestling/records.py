@@ -71,6 +71,7 @@ class RunSpec:
     num_nodes: int
     wandb_project: str | None = None
     wandb_entity: str | None = None
+    retrain: bool = False  # train on the split's train samples without validating; test the final weights
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,6 +20,15 @@ def _mean_sem(cv: CvSummary) -> str:
     return _fmt(mean) if math.isnan(sem) else f"{_fmt(mean)} ± {_fmt(sem)}"
 
 
+def test_score_line(cv: CvSummary) -> str:
+    """A retrain's test score over its seeds: mean ± sem, with the std and the number of seeds."""
+    spread = cv.spread
+    return (
+        f"test score {_fmt(spread.mean)} ± {_fmt(spread.sem)} (sem; std {_fmt(spread.std)}, "
+        f"{cv.n_success} of {cv.n_runs} seeds)"
+    )
+
+
 def print_summary(collected: Collected, select: str | None = None) -> None:
     """`select` overrides the plan's --select (score | lcb) for the ranking and the best trial."""
     from rich.console import Console
@@ -71,6 +80,8 @@ def print_summary(collected: Collected, select: str | None = None) -> None:
             if plan.kind == "cv":
                 unstable = " (unstable)" if cv.score_is_unstable else ""
                 console.print(f"score {_fmt(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}")
+            if plan.kind == "retrain":
+                console.print(test_score_line(cv) + f"; table: {plan.root / 'final_infos.parquet'}")
     console.print(
         f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing"
     )

@@ -180,7 +180,12 @@ class Spread:
 
 def cv_spread(runs: Sequence[tuple[float, bool, str]]) -> Spread:
     """The spread of the run scores `cv_score` averages; std and sem are NaN with fewer than two such runs."""
-    good = _good(runs)
+    return spread(_good(runs))
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Mean, sample standard deviation (n - 1) and standard error of `values`; NaN where n is too small."""
+    good = list(values)
     n = len(good)
     if not n:
         return Spread(math.nan, math.nan, math.nan)

@@ -38,7 +38,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     # 4: reading: the tree -> tables, states, summaries
     "reading": ("nestling.collect", "nestling.status", "nestling.report", "nestling.progress"),
     # 5: commands: what a user calls
-    "commands": ("nestling.resume", "nestling.commands", "nestling.doctor", "nestling.cli"),
+    "commands": ("nestling.resume", "nestling.retrain", "nestling.commands", "nestling.doctor", "nestling.cli"),
 }
 BANNED = {  # pairs the rooms would allow, kept apart on purpose
     ("nestling.status", "nestling.launch"): "status reads the tree and the queue; it never needs a launcher",
