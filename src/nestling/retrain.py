@@ -106,7 +106,7 @@ def _merged(base: Config, given: Config, explicit: set[str]) -> Config:
     return dataclasses.replace(base, **replaced)
 
 
-def test_metric(name: str) -> str:
+def as_test_metric(name: str) -> str:
     """The test metric a retrain scores on for the cv scoring metric `name`: val/x -> test/x, val_x -> test_x."""
     metric, colon, direction = name.rpartition(":") if name.endswith((":higher", ":lower")) else (name, "", "")
     for prefix in VALIDATION_PREFIXES:
@@ -238,7 +238,7 @@ def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
     config = dataclasses.replace(
         base,
         training=dataclasses.replace(base.training, max_epochs=epochs.count, early_stopping_patience=0),
-        cv=dataclasses.replace(base.cv, scoring_metric=[test_metric(m) for m in base.cv.scoring_metric]),
+        cv=dataclasses.replace(base.cv, scoring_metric=[as_test_metric(m) for m in base.cv.scoring_metric]),
         logging=dataclasses.replace(
             base.logging, artifact_dir=str(tune.root.parent), name=name, quiet=given.logging.quiet
         ),
