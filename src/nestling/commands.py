@@ -54,9 +54,10 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         units = work_units(
             resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
         )
-        return launch_and_report(
+        code = launch_and_report(
             kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
         )
+        return then_retrain(kind, resumed.root, config, launcher, code)
     prepared = prepare(config, kind)
     plan = prepared.plan
     launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task)
@@ -72,7 +73,20 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         raise UsageError(
             f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
         ) from None
-    return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+    code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+    return then_retrain(kind, plan.root, config, launcher, code)
+
+
+def then_retrain(kind: str, root: Path, config: Config, launcher: Launcher, code: int) -> int:
+    """`nestling tune --retrain`: retrain the best once the tune ended here (a detached SLURM tune submitted a
+    retrain job after its collector instead, see launch/slurm.py)."""
+    if kind != "tune" or not config.tune.retrain or code != 0:
+        return code
+    if launcher.detached and not config.launch.wait:
+        return code
+    from nestling.retrain import retrain_main
+
+    return retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
 
 
 def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
@@ -138,6 +152,8 @@ def _print_follow_up(root: Path, record: LaunchRecord) -> None:
     print(f"submitted: jobs {jobs}; collector job {record.collector_job_id}")
     print(f"follow:    nestling status {root} --watch")
     print(f"results:   nestling collect {root}   (the collector job runs it when the jobs end)")
+    if record.extra.get("retrain_job_id"):
+        print(f"retrain:   job {record.extra['retrain_job_id']} runs nestling retrain {root} after the collector")
 
 
 def _finish(root: Path, quiet: bool) -> int:

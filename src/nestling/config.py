@@ -86,6 +86,7 @@ class Tune:
     sampler: Sampler = "random"  # how trials are drawn from the space
     tune_seed: int = 0  # same seed, same trials
     select: Select = "score"  # what ranks trials and picks the best: the cv score, or lcb = mean - sem of its runs
+    retrain: bool = False  # then `nestling retrain` the best on train + val and test it (SLURM: a job after the collector)
 
 
 @dataclass(frozen=True)

@@ -296,3 +296,8 @@ class ArrayLaunchPaths:
     @property
     def collector_script(self) -> Path:
         return self.dir / "collect.sbatch"
+
+    @property
+    def retrain_script(self) -> Path:
+        """`nestling tune --retrain` on SLURM: the job that runs `nestling retrain` once the collector succeeded."""
+        return self.dir / "retrain.sbatch"

@@ -102,3 +102,22 @@ def test_retrain_without_a_test_split_is_refused(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--test_split random" in lines[0] and "no test split" in lines[0]
     assert not (tune / "nt-final").exists()
+
+
+def test_tune_with_retrain_chains_it_on_the_local_pool(tmp_path: Path) -> None:
+    tune = _tune(tmp_path, "ch", "--test_split", "random", "--retrain")
+    final = tune / "ch-final"
+    infos = pl.read_parquet(final / naming.FINAL_INFOS)
+    assert infos["row"].to_list() == ["seed", "mean", "std", "sem"]  # the tune's one seed
+    assert infos["test/Recall"].to_list()[:2] == pytest.approx([0.7, 0.7])
+    # --retrain_epochs best (the default): the sleep task's constant val metric is best at epoch 0 -> 1 epoch
+    assert json.loads((final / naming.PLAN).read_text())["options"]["training"]["max_epochs"] == 1
+
+
+def test_tune_with_retrain_but_no_test_split_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    proc = nestling_cli(
+        "tune", "--task", "sleep", "--hpconfig", str(tmp_path / "none.toml"), "--retrain",
+        "--artifact_dir", str(tmp_path / "art"),
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--retrain" in proc.stderr and "--test_split random" in proc.stderr
+    assert not (tmp_path / "art").exists()
