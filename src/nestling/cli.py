@@ -45,8 +45,9 @@ def _dispatch(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command in ("run", "cv", "tune"):
         from nestling.commands import execute_plan
+        from nestling.retrain import then_retrain
 
-        return execute_plan(command, rest)
+        return execute_plan(command, rest, then=then_retrain)
     if command == "retrain":
         from nestling.retrain import retrain_main
 

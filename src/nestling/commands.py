@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,12 @@ def parallel_strategy(config: Config) -> str:
     return config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
 
 
-def execute_plan(kind: str, argv: list[str]) -> int:
+# what runs after a plan ended (or was submitted): (kind, root, config, launcher, exit code) -> exit code
+Then = Callable[[str, Path, Config, Launcher, int], int]
+
+
+def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
+    """Plan (or resume), write, launch, collect and report; then `then` (cli passes `nestling tune --retrain`)."""
     from nestling.artifacts import write_plan
     from nestling.launch.factory import make_launcher
     from nestling.plan import run_dirs_per_cv, work_units
@@ -57,7 +63,7 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         code = launch_and_report(
             kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
         )
-        return then_retrain(kind, resumed.root, config, launcher, code)
+        return then(kind, resumed.root, config, launcher, code) if then else code
     prepared = prepare(config, kind)
     plan = prepared.plan
     launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task)
@@ -74,19 +80,7 @@ def execute_plan(kind: str, argv: list[str]) -> int:
             f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
         ) from None
     code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
-    return then_retrain(kind, plan.root, config, launcher, code)
-
-
-def then_retrain(kind: str, root: Path, config: Config, launcher: Launcher, code: int) -> int:
-    """`nestling tune --retrain`: retrain the best once the tune ended here (a detached SLURM tune submitted a
-    retrain job after its collector instead, see launch/slurm.py)."""
-    if kind != "tune" or not config.tune.retrain or code != 0:
-        return code
-    if launcher.detached and not config.launch.wait:
-        return code
-    from nestling.retrain import retrain_main
-
-    return retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
+    return then(kind, plan.root, config, launcher, code) if then else code
 
 
 def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
