@@ -32,8 +32,8 @@ def parallel_strategy(config: Config) -> str:
     return config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
 
 
-# what runs after a plan ended (or was submitted): (kind, root, config, launcher, exit code) -> exit code
-Then = Callable[[str, Path, Config, Launcher, int], int]
+# what runs after a plan ended or was submitted: (kind, root, config, whether it ended, exit code) -> exit code
+Then = Callable[[str, Path, Config, bool, int], int]
 
 
 def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
@@ -52,7 +52,8 @@ def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
         config = resumed.config
         if not resumed.total:
             print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
-            return _finish(resumed.root, config.logging.quiet)
+            code = _finish(resumed.root, config.logging.quiet)
+            return then(kind, resumed.root, config, True, code) if then else code  # it ended
         from nestling.preflight import check_job_resources
 
         check_job_resources(config)  # the launch options may have changed since planning
@@ -63,7 +64,7 @@ def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
         code = launch_and_report(
             kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
         )
-        return then(kind, resumed.root, config, launcher, code) if then else code
+        return then(kind, resumed.root, config, _ended(launcher, config), code) if then else code
     prepared = prepare(config, kind)
     plan = prepared.plan
     launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task)
@@ -80,7 +81,12 @@ def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
             f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
         ) from None
     code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
-    return then(kind, plan.root, config, launcher, code) if then else code
+    return then(kind, plan.root, config, _ended(launcher, config), code) if then else code
+
+
+def _ended(launcher: Launcher, config: Config) -> bool:
+    """Whether the plan's work has ended when launch_and_report returns (not a detached launch left running)."""
+    return not launcher.detached or config.launch.wait
 
 
 def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:

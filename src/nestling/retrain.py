@@ -29,7 +29,6 @@ from nestling.errors import UsageError, strict_parser
 
 if TYPE_CHECKING:
     from nestling.collect import CvSummary
-    from nestling.launch.base import Launcher
     from nestling.plan import CvPlan, Plan
     from nestling.task import Split
 
@@ -67,12 +66,10 @@ def retrain_main(argv: list[str]) -> int:
     return _start(tune, args, given, explicit)
 
 
-def then_retrain(kind: str, root: Path, config: Config, launcher: Launcher, code: int) -> int:
+def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) -> int:
     """`nestling tune --retrain`: retrain the best once the tune ended here (a detached SLURM tune submitted a
     retrain job after its collector instead, see launch/slurm.py)."""
-    if kind != "tune" or not config.tune.retrain or code != 0:
-        return code
-    if launcher.detached and not config.launch.wait:
+    if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
         return code
     return retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
 

@@ -121,3 +121,10 @@ def test_tune_with_retrain_but_no_test_split_is_refused_before_anything_is_writt
     )  # fmt: skip
     assert proc.returncode == 2 and "--retrain" in proc.stderr and "--test_split random" in proc.stderr
     assert not (tmp_path / "art").exists()
+
+
+def test_resuming_a_finished_tune_with_retrain_retrains_it(tmp_path: Path) -> None:
+    tune = _tune(tmp_path, "rs", "--test_split", "random")
+    proc = ok(nestling_cli("tune", "--resume", "rs", "--artifact_dir", str(tune.parent), "--retrain"))
+    assert "nothing to resume" in proc.stdout
+    assert pl.read_parquet(tune / "rs-final" / naming.FINAL_INFOS)["row"].to_list() == ["seed", "mean", "std", "sem"]
