@@ -16,9 +16,9 @@ COMMANDS = {
     "run": "train one run (fold --fold of --fold_method, first seed)",
     "cv": "cross-validate one hyperparameter set: n_folds x seeds runs, scored into run_infos.parquet",
     "tune": "sample hyperparameter sets (--hpconfig, or the --config file's [hyperparameters]) and cross-validate each",
-    "retrain": "train a tune's best configuration on train + val and test it: the cv {tune}-final of the tune",
     "collect": "rebuild run_infos.parquet / tune_infos.parquet of a tune, cv or run dir from its run results",
     "status": "count and list the runs of a tune, cv or run dir by state",
+    "retrain": "train a tune's best configuration on train + val and test it: the cv {tune}-final of the tune",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
 
