@@ -62,6 +62,12 @@ def retrain_main(argv: list[str]) -> int:
         )
     final_root = naming.final_dir(tune.root, tune.name)
     if (final_root / naming.PLAN).is_file():
+        chosen = [f"--{k}" for k in ("select", "retrain_epochs") if getattr(args, k) is not None]
+        if chosen:
+            raise UsageError(
+                f"{' and '.join(chosen)} choose a new retrain, but {final_root} exists and would be resumed; drop "
+                "them to resume it, or move it away to start another"
+            )
         return _resume(tune, final_root, args.cv, given, explicit, rest)
     return _start(tune, args, given, explicit)
 
@@ -76,14 +82,18 @@ def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) 
 
 def _parser() -> Any:
     parser = strict_parser("nestling retrain", DESCRIPTION)
+    parser.usage = (
+        "nestling retrain TUNE_DIR [--cv NAME] [--select score|lcb] [--retrain_epochs best|max|N] [--n_seeds K] "
+        "[--resume] [launch, device and container options]"
+    )
     parser.add_argument("--cv", default=None, help="the cv of the tune to retrain (default: the best by --select)")
     parser.add_argument(
         "--select", choices=("score", "lcb"), default=None, help="how the best cv is chosen (default: the tune's)"
     )
     parser.add_argument(
         "--retrain_epochs",
-        default="best",
-        help="best (median best epoch of the cv's runs), max (the tune's --max_epochs) or a number",
+        default=None,
+        help="best (default: the median best epoch of the cv's runs), max (the tune's --max_epochs) or a number",
     )
     parser.add_argument("--resume", action="store_true", help="continue an existing retrain (the default)")
     return parser
@@ -240,7 +250,7 @@ def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
         )
     chosen, how = _choose(tune, args.cv, args.select)
     planned = next(cv for cv in tune.cvs if cv.cv_name == chosen.cv_name)
-    epochs = retrain_epochs(args.retrain_epochs, planned, tune_config)
+    epochs = retrain_epochs(args.retrain_epochs or "best", planned, tune_config)
     base = _merged(tune_config, given, explicit)
     name = naming.final_name(tune.name)
     config = dataclasses.replace(

@@ -93,6 +93,9 @@ def test_retrain_again_resumes_without_rerunning(tune: Path) -> None:
     assert "nothing to resume" in proc.stdout
     after = {p.name: (p / naming.RUN_RESULT).stat().st_mtime for p in final.iterdir() if "-run-" in p.name}
     assert after == before
+    refused = nestling_cli("retrain", str(tune), "--retrain_epochs", "2")
+    assert refused.returncode == 2 and "--retrain_epochs choose a new retrain" in refused.stderr
+    assert nestling_cli("retrain", str(tune), "--max_epochs", "2").returncode == 2
 
 
 def test_retrain_without_a_test_split_is_refused(tmp_path: Path) -> None:
