@@ -326,11 +326,14 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
 
 
 def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
-    """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last)."""
+    """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last, then by
+    score)."""
 
-    def key(c: CvSummary) -> tuple[bool, bool, bool, float]:
+    def key(c: CvSummary) -> tuple[bool, bool, bool, float, float]:
         value = c.spread.lcb if select == "lcb" else c.score
-        return math.isnan(c.score), c.score_is_unstable, math.isnan(value), -(0 if math.isnan(value) else value)
+        score = 0 if math.isnan(c.score) else c.score
+        # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
+        return math.isnan(c.score), c.score_is_unstable, math.isnan(value), -(0 if math.isnan(value) else value), -score
 
     return sorted(cvs, key=key)
 

@@ -80,6 +80,14 @@ def test_select_ranks_by_score_or_lcb(tmp_path: Path) -> None:
     assert [c.hp_index for c in ranked(cvs, "lcb")] == [0, 1, 2]
 
 
+def test_lcb_without_spread_ranks_after_the_others_by_score(tmp_path: Path) -> None:
+    # trial 0: one usable run (score 2; lcb NaN); trial 1: scores 1, 1 (lcb 1); trial 2: one usable run, score 5
+    root = _tune(tmp_path, {0: [0.5, None, None, None], 1: [1.0, 1.0, None, None], 2: [0.2, None, None, None]})
+    cvs = collect(root).cvs
+    assert [c.hp_index for c in ranked(cvs)] == [2, 0, 1]  # all unstable (failed runs): by score
+    assert [c.hp_index for c in ranked(cvs, "lcb")] == [1, 2, 0]
+
+
 def test_the_tune_remembers_select_and_collect_can_override(tmp_path: Path) -> None:
     import subprocess
     import sys
