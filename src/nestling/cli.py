@@ -20,6 +20,7 @@ COMMANDS = {
     "status": "count and list the runs of a tune, cv or run dir by state",
     "sync": "upload the offline W&B runs of a tune, cv or run dir (wandb sync); skips those already uploaded",
     "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
+    "retrain": "train a tune's best configuration on train + val and test it: the cv {tune}-final of the tune",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
 
@@ -49,8 +50,13 @@ def _dispatch(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command in ("run", "cv", "tune"):
         from nestling.commands import execute_plan
+        from nestling.retrain import then_retrain
 
-        return execute_plan(command, rest)
+        return execute_plan(command, rest, then=then_retrain)
+    if command == "retrain":
+        from nestling.retrain import retrain_main
+
+        return retrain_main(rest)
     if command == "collect":
         return _collect(rest)
     if command == "report":
@@ -88,6 +94,9 @@ def _collect(argv: list[str]) -> int:
         "--all", action="store_true", help="show every logged metric, not only the scoring metrics and score"
     )
     parser.add_argument("--report", action="store_true", help="also write DIR/report.html (as `nestling report`)")
+    parser.add_argument(
+        "--select", choices=("score", "lcb"), default=None, help="rank a tune by this (default: the tune's --select)"
+    )
     args = parser.parse_args(argv)
     from nestling.collect import collect
     from nestling.report import print_summary
@@ -96,7 +105,7 @@ def _collect(argv: list[str]) -> int:
         raise UsageError(f"{str(args.dir)!r} does not exist; pass a tune, cv or run directory")
     collected = collect(args.dir)
     if not args.quiet:
-        print_summary(collected, all_columns=args.all)
+        print_summary(collected, args.select, all_columns=args.all)
     if args.report:
         from nestling.html_report import write_report
 

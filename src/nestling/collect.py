@@ -20,7 +20,7 @@ from nestling import naming
 from nestling.artifacts import find_plan_root, load_plan
 from nestling.plan import CvPlan, Plan
 from nestling.records import read_result
-from nestling.scoring import cv_score, parse_scoring_metrics, run_score_reason
+from nestling.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score_reason, spread
 
 MISSING = "missing"
 BASE_COLUMNS = [
@@ -45,6 +45,7 @@ class CvSummary:
     n_missing: int
     table: pl.DataFrame
     unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
+    spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,42 @@ def collect(path: Path, write: bool = True) -> Collected:
     scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
     strategy = plan.options["cv"]["multi_score_strategy"]
     cvs = _collect_cvs(plan.cvs, scoring, strategy)
-    if write and plan.kind in ("cv", "tune"):
+    if write and plan.kind in ("cv", "tune", "retrain"):
         _write_all(
             [(cv.table, planned.dir / naming.RUN_INFOS) for planned, cv in zip(plan.cvs, cvs, strict=True)]
         )
     if write and plan.kind == "tune":
         write_parquet_atomic(tune_table(cvs), plan.root / naming.TUNE_INFOS)
         write_parquet_atomic(tune_runs_table(cvs), plan.root / naming.RUN_INFOS)
+    if write and plan.kind == "retrain":
+        write_parquet_atomic(final_table(cvs[0]), plan.root / naming.FINAL_INFOS)
     return Collected(plan=plan, cvs=cvs)
+
+
+FINAL_ROWS = ("mean", "std", "sem")
+
+
+def final_table(cv: CvSummary) -> pl.DataFrame:
+    """A retrain's result: one row per seed (`row` = "seed") with its status, run_score and test metrics, then
+    rows "mean", "std" and "sem" of each over the successful runs (std with n - 1; NaN with fewer than two)."""
+    table = cv.table
+    metrics = [c for c in table.columns if c.startswith("test")]
+    seeds = table.select(
+        pl.lit("seed").alias("row"), "seed", "run_name", "status", "run_score", *metrics
+    )
+    ok = table.filter(pl.col("status") == "success")
+    rows = []
+    for what in FINAL_ROWS:
+        row: dict[str, Any] = {"row": what, "seed": None, "run_name": None, "status": None}
+        for column in ["run_score", *metrics]:
+            row[column] = _aggregate(what, [v for v in ok.get_column(column).to_list() if v is not None])
+        rows.append(row)
+    return pl.concat([seeds, pl.DataFrame(rows, schema=seeds.schema)])
+
+
+def _aggregate(what: str, values: list[float]) -> float:
+    result: float = getattr(spread(values), what)
+    return result
 
 
 _RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt", "worker_startup_s")
@@ -117,6 +146,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
         str, list[float | None]
     ] = {}  # name -> one value per row so far (None where a run lacks it)
     bounds: list[tuple[int, int, list[str], tuple[float, bool], list[str], str | None]] = []
+    spreads: list[Spread] = []
     n = 0
     for cv in planned:
         start = n
@@ -153,6 +183,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 cv_metric_names[name] = None
             n += 1
         cv_result = cv_score(per_run)
+        spreads.append(cv_spread(per_run))
         columns["score"].extend([cv_result[0]] * (n - start))
         columns["score_is_unstable"].extend([cv_result[1]] * (n - start))
         cv_reason = None
@@ -173,8 +204,8 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
-    for cv, (start, length, names, (score, score_is_unstable), statuses, reason) in zip(
-        planned, bounds, strict=True
+    for cv, cv_spread_, (start, length, names, (score, score_is_unstable), statuses, reason) in zip(
+        planned, spreads, bounds, strict=True
     ):
         summaries.append(
             CvSummary(
@@ -189,6 +220,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 n_missing=statuses.count(MISSING),
                 table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
                 unstable_reason=reason if score_is_unstable else None,
+                spread=cv_spread_,
             )
         )
     return summaries
@@ -222,6 +254,10 @@ def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
             "score": cv.score,
             "score_is_unstable": cv.score_is_unstable,
             "unstable_reason": cv.unstable_reason,
+            "run_score_mean": cv.spread.mean,
+            "run_score_std": cv.spread.std,
+            "run_score_sem": cv.spread.sem,
+            "lcb": cv.spread.lcb,
             "n_runs": cv.n_runs,
             "n_failed": cv.n_failed,
         }
@@ -306,13 +342,19 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
     return runs.with_columns(names, *columns.values()).select(list(order))
 
 
-def ranked(cvs: list[CvSummary]) -> list[CvSummary]:
-    """Trials best first: stable before unstable, then by score (NaN last)."""
-    return sorted(
-        cvs,
-        key=lambda c: (
-            math.isnan(c.score),
-            c.score_is_unstable,
-            -(c.score if not math.isnan(c.score) else 0),
-        ),
-    )
+def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
+    """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last, then by
+    score)."""
+
+    def key(c: CvSummary) -> tuple[bool, bool, bool, float, float]:
+        value = c.spread.lcb if select == "lcb" else c.score
+        score = 0 if math.isnan(c.score) else c.score
+        # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
+        return math.isnan(c.score), c.score_is_unstable, math.isnan(value), -(0 if math.isnan(value) else value), -score
+
+    return sorted(cvs, key=key)
+
+
+def selected(collected: Collected, select: str | None = None) -> str:
+    """The ranking a tune was planned with (`--select`), unless `select` overrides it; older trees rank by score."""
+    return select or collected.plan.options.get("tune", {}).get("select", "score")

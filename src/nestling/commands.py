@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,12 @@ def parallel_strategy(config: Config) -> str:
     return config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
 
 
-def execute_plan(kind: str, argv: list[str]) -> int:
+# what runs after a plan ended or was submitted: (kind, root, config, whether it ended, exit code) -> exit code
+Then = Callable[[str, Path, Config, bool, int], int]
+
+
+def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
+    """Plan (or resume), write, launch, collect and report; then `then` (cli passes `nestling tune --retrain`)."""
     from nestling.artifacts import write_plan
     from nestling.launch.factory import make_launcher
     from nestling.plan import run_dirs_per_cv, work_units
@@ -46,7 +52,8 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         config = resumed.config
         if not resumed.total:
             print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
-            return _finish(resumed.root, config.logging.quiet)
+            code = _finish(resumed.root, config.logging.quiet)
+            return then(kind, resumed.root, config, True, code) if then else code  # it ended
         from nestling.preflight import check_job_resources
 
         check_job_resources(config)  # the launch options may have changed since planning
@@ -54,9 +61,10 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         units = work_units(
             resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
         )
-        return launch_and_report(
+        code = launch_and_report(
             kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
         )
+        return then(kind, resumed.root, config, _ended(launcher, config), code) if then else code
     prepared = prepare(config, kind)
     plan = prepared.plan
     launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task)
@@ -74,7 +82,13 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         raise UsageError(
             f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
         ) from None
-    return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+    code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+    return then(kind, plan.root, config, _ended(launcher, config), code) if then else code
+
+
+def _ended(launcher: Launcher, config: Config) -> bool:
+    """Whether the plan's work has ended when launch_and_report returns (not a detached launch left running)."""
+    return not launcher.detached or config.launch.wait
 
 
 def describe_trials(plan: Any, config: Config) -> list[str]:
@@ -192,6 +206,8 @@ def _print_follow_up(root: Path, record: LaunchRecord) -> None:
     print(f"submitted: jobs {jobs}; collector job {record.collector_job_id}")
     print(f"follow:    nestling status {root} --watch")
     print(f"results:   nestling collect {root}   (the collector job runs it when the jobs end)")
+    if record.extra.get("retrain_job_id"):
+        print(f"retrain:   job {record.extra['retrain_job_id']} runs nestling retrain {root} after the collector")
 
 
 def _finish(root: Path, quiet: bool) -> int:

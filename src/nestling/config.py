@@ -36,6 +36,7 @@ TestSplit = Literal["none", "random", "region"]
 MultiScoreStrategy = Literal["geometric", "harmonic", "arithmetic", "min"]
 ScoreEpoch = Literal["last", "best"]
 Sampler = Literal["random", "grid"]
+Select = Literal["score", "lcb"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 LauncherName = Literal["local", "submitit-local", "slurm"]
 ContainerRuntime = Literal["auto", "apptainer", "singularity", "docker", "podman"]
@@ -87,6 +88,8 @@ class Tune:
     n_trials: int = 10  # hyperparameter sets to cross-validate (clipped to the grid size with --sampler grid)
     sampler: Sampler = "random"  # how trials are drawn from the space
     tune_seed: int = 0  # same seed, same trials
+    select: Select = "score"  # what ranks trials and picks the best: the cv score, or lcb = mean - sem of its runs
+    retrain: bool = False  # then `nestling retrain` the best on train + val and test it (SLURM: a job after the collector)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 TOP_CONFIGURATIONS = 10  # trials whose every fold x seed score is plotted
 MAX_TABLE_ROWS = 500  # rows of a run table on the page (the parquet has them all)
 MAX_ERROR_CHARS = 600
-MEAN_SEM_COLUMNS = (("mean", "sem"), ("score_mean", "score_sem"))  # per-trial spread, when the tune table has it
+MEAN_SEM_COLUMNS = (("mean", "sem"), ("score_mean", "score_sem"), ("run_score_mean", "run_score_sem"))  # per-trial spread, when the tune table has it
 GAP_S = 0.5  # idle time between two runs of a lane drawn as a gap
 LOG_SPAN = 100.0  # positive values spanning more than two decades are plotted on a log axis
 
@@ -136,7 +136,7 @@ def _tune_page(collected: Collected) -> Page:
     plan = collected.plan
     frame = tune_table(collected.cvs)  # the table collect writes to tune_infos.parquet
     rows = {r["cv_name"]: r for r in frame.iter_rows(named=True)}
-    order = _tune_order(collected.cvs, frame)
+    order = _tune_order(collected, frame)
     states = {cv.cv_name: _trial_state(cv, rows.get(cv.cv_name, {})) for cv in collected.cvs}
     axes = _hp_axes(collected.cvs, plan.options)
     sections = [
@@ -201,14 +201,15 @@ def _tune_page(collected: Collected) -> Page:
     return Page(f"tune {plan.name}", subtitle + " " + _options_line(plan.options), sections, _as_of(times.last_end))
 
 
-def _tune_order(cvs: list[CvSummary], frame: pl.DataFrame) -> list[CvSummary]:
-    """The ranking of the tune table: its `rank` column when it has one (a later --select), else collect's."""
-    from nestling.collect import ranked
+def _tune_order(collected: Collected, frame: pl.DataFrame) -> list[CvSummary]:
+    """The ranking of the tune table: its `rank` column when it has one, else collect's by the tune's --select."""
+    from nestling.collect import ranked, selected
 
+    cvs = collected.cvs
     if "rank" in frame.columns:
         rank = dict(zip(frame.get_column("cv_name").to_list(), frame.get_column("rank").to_list(), strict=True))
         return sorted(cvs, key=lambda cv: (rank.get(cv.cv_name) is None, rank.get(cv.cv_name) or 0))
-    return ranked(cvs)
+    return ranked(cvs, selected(collected))
 
 
 def _trial_state(cv: CvSummary, row: dict[str, Any]) -> str:

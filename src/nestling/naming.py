@@ -7,6 +7,8 @@ and directories
   tune runs  {artifact_dir}/{tune_name}/{cv_name}/{run_name}-{run_id}
   cv runs    {artifact_dir}/_cross_validations/{cv_name}/{run_name}-{run_id}
   one run    {artifact_dir}/_runs/{run_name}-{run_id}
+  retrain    {artifact_dir}/{tune_name}/{tune_name}-final/{tune_name}-final-run-f0s{seed}-{run_id}
+             (`nestling retrain`: the selected configuration trained on train + val, tested on the test split)
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ RUN_LOCK = "attempt.lock"
 RUN_ERROR = "error.txt"  # the traceback of a failed attempt
 RUN_INFOS = "run_infos.parquet"
 TUNE_INFOS = "tune_infos.parquet"
+FINAL_INFOS = "final_infos.parquet"  # a retrain's test metrics per seed, then their mean, std and sem
+FINAL_SUFFIX = "-final"
 PLAN = "plan.json"
 SPLITS = "splits.json"
 LAUNCH = "launch.json"
@@ -103,6 +107,21 @@ def run_name_for(cv_name: str, fold: int, seed: int) -> str:
     return f"{cv_name}-run-f{fold}s{seed}"
 
 
+def final_name(tune_name: str) -> str:
+    """The name of a tune's retrain: one more cv of the tune, its runs `{tune}-final-run-f0s{seed}`."""
+    return f"{tune_name}{FINAL_SUFFIX}"
+
+
+def final_dir(tune_path: Path, tune_name: str) -> Path:
+    """The retrain's plan root, inside the tune dir beside the tune's cvs."""
+    return Path(tune_path) / final_name(tune_name)
+
+
+def tune_of_final(name: str) -> str:
+    """The tune a retrain named `name` belongs to."""
+    return name.removesuffix(FINAL_SUFFIX)
+
+
 def tune_dir(artifact_dir: Path, tune_name: str) -> Path:
     return artifact_dir / tune_name
 
@@ -136,6 +155,8 @@ def top_dir(artifact_dir: Path, kind: str, name: str) -> Path:
         return tune_dir(artifact_dir, name)
     if kind == "cv":
         return cv_dir(artifact_dir, name)
+    if kind == "retrain":
+        return final_dir(tune_dir(artifact_dir, tune_of_final(name)), tune_of_final(name))
     return artifact_dir / RUN_ROOT
 
 
@@ -301,6 +322,11 @@ class ArrayLaunchPaths:
     @property
     def collector_script(self) -> Path:
         return self.dir / "collect.sbatch"
+
+    @property
+    def retrain_script(self) -> Path:
+        """`nestling tune --retrain` on SLURM: the job that runs `nestling retrain` once the collector succeeded."""
+        return self.dir / "retrain.sbatch"
 
 
 def wandb_synced_marker(offline_dir: Path) -> Path:

@@ -74,6 +74,7 @@ class RunSpec:
     wandb_entity: str | None = None
     wandb_mode: str = "auto"  # --wandb_mode; specs written before it existed load as "auto"
     score_epoch: str = "last"  # "best": the run's val metrics are those of its best checkpoint (--score_epoch)
+    retrain: bool = False  # train on the split's train samples without validating; test the final weights
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling import tracking
-from nestling.collect import Collected, ranked
+from nestling.collect import Collected, CvSummary, ranked, selected
 from nestling.records import read_result
 
 
@@ -64,9 +64,25 @@ def scoring_names(collected: Collected) -> list[str]:
     return [m.name for m in parse_scoring_metrics(collected.plan.options["cv"]["scoring_metric"])]
 
 
-def print_summary(collected: Collected, all_columns: bool = False) -> None:
-    """The tables after a plan ended. By default a cv's table has the scoring metrics only, so that it fits a
-    terminal; `all_columns` (`nestling collect DIR --all`) adds every logged metric."""
+def _mean_sem(cv: CvSummary) -> str:
+    """mean ± sem of the run scores (the mean alone when there is no spread to show)."""
+    mean, sem = cv.spread.mean, cv.spread.sem
+    return _fmt(mean) if math.isnan(sem) else f"{_fmt(mean)} ± {_fmt(sem)}"
+
+
+def test_score_line(cv: CvSummary) -> str:
+    """A retrain's test score over its seeds: mean ± sem, with the std and the number of seeds."""
+    spread = cv.spread
+    return (
+        f"test score {_fmt(spread.mean)} ± {_fmt(spread.sem)} (sem; std {_fmt(spread.std)}, "
+        f"{cv.n_success} of {cv.n_runs} seeds)"
+    )
+
+
+def print_summary(collected: Collected, select: str | None = None, all_columns: bool = False) -> None:
+    """The tables after a plan ended. `select` overrides the plan's --select (score | lcb) for the ranking and the
+    best trial. By default a cv's table has the scoring metrics only, so that it fits a terminal; `all_columns`
+    (`nestling collect DIR --all`) adds every logged metric."""
     from rich.console import Console
     from rich.table import Table
 
@@ -75,11 +91,12 @@ def print_summary(collected: Collected, all_columns: bool = False) -> None:
     counts = collected.counts
     scoring = scoring_names(collected)
     if plan.kind == "tune":
-        cvs = ranked(collected.cvs)
+        select = selected(collected, select)
+        cvs = ranked(collected.cvs, select)
         hp_keys = sorted({k for cv in cvs for k in cv.hparams})
         varying = [k for k in hp_keys if len({repr(cv.hparams.get(k)) for cv in cvs}) > 1] or hp_keys
-        table = Table(title=f"tune {plan.name}: trials ranked by score")
-        for col in ["rank", "cv_name", *varying, "score", "unstable", "runs", "failed"]:
+        table = Table(title=f"tune {plan.name}: trials ranked by {select}")
+        for col in ["rank", "cv_name", *varying, "score", "mean ± sem", "lcb", "unstable", "runs", "failed"]:
             table.add_column(col, no_wrap=col == "cv_name")
         for rank, cv in enumerate(cvs, 1):
             table.add_row(
@@ -87,6 +104,8 @@ def print_summary(collected: Collected, all_columns: bool = False) -> None:
                 short_name(str(cv.cv_name), plan.name),
                 *[_fmt(cv.hparams.get(k)) for k in varying],
                 _fmt(cv.score),
+                _mean_sem(cv),
+                _fmt(cv.spread.lcb),
                 "yes" if cv.score_is_unstable else "",
                 str(cv.n_runs),
                 str(cv.n_failed),
@@ -102,7 +121,8 @@ def print_summary(collected: Collected, all_columns: bool = False) -> None:
         if cvs:
             best = cvs[0]
             console.print(
-                f"best: [bold]{best.cv_name}[/bold] score {_fmt(best.score)} hparams {best.hparams}"
+                f"best ({select}): [bold]{best.cv_name}[/bold] score {_fmt(best.score)} "
+                f"(mean ± sem {_mean_sem(best)}, lcb {_fmt(best.spread.lcb)}) hparams {best.hparams}"
             )
         console.print(f"tables: {plan.root / 'tune_infos.parquet'}, {plan.root / 'run_infos.parquet'}")
     else:
@@ -111,7 +131,8 @@ def print_summary(collected: Collected, all_columns: bool = False) -> None:
             title = f"cv {cv.cv_name}" if cv.cv_name else f"run {plan.name}"
             table = Table(title=title)
             logged = [c for c in df.columns if "/" in c]
-            metric_cols = logged if all_columns else [c for c in scoring if c in df.columns]
+            shown = logged if all_columns or plan.kind == "retrain" else [c for c in scoring if c in df.columns]
+            metric_cols = [c for c in shown if not (plan.kind == "retrain" and c.startswith("train"))]
             cols = ["run_name", "status", "duration", *metric_cols, "run_score"]
             for col in cols:
                 table.add_column(col, no_wrap=col == "run_name")
@@ -134,6 +155,8 @@ def print_summary(collected: Collected, all_columns: bool = False) -> None:
                     f"score {_fmt(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}",
                     markup=False, highlight=False, soft_wrap=True,
                 )  # fmt: skip
+            if plan.kind == "retrain":
+                console.print(test_score_line(cv) + f"; table: {plan.root / 'final_infos.parquet'}")
     console.print(
         f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing"
     )

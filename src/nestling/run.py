@@ -242,8 +242,9 @@ def _train(
     # last.ckpt only when the monitored metric improved, and a run whose metric plateaued would resume from an
     # old epoch after a preemption and train the epochs since then twice.
     last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
-    callbacks: list[Any] = [checkpoint, last]
-    if spec.early_stopping_patience > 0:
+    # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
+    callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+    if spec.early_stopping_patience > 0 and not spec.retrain:
         callbacks.append(
             EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
         )
@@ -264,6 +265,7 @@ def _train(
         enable_progress_bar=False,
         enable_model_summary=False,
         log_every_n_steps=1,
+        limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
     )
     resume_from = resume_checkpoint(paths)
     # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
@@ -273,7 +275,7 @@ def _train(
             datamodule = task.build_datamodule(dict(spec.hparams), split)
             trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
             metrics = _floats(trainer.callback_metrics)
-            if resume_from is not None and _missing(scoring, metrics):
+            if resume_from is not None and _missing(scoring, metrics) and not spec.retrain:
                 # Resumed from the end of training (the previous attempt failed after fit, e.g. in test):
                 # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
                 trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)

@@ -28,6 +28,12 @@ A cross-validation's ``score`` is the mean of the run scores of the runs whose s
 are not unstable (NaN if there are none; a NaN run score counts as unstable). ``score_is_unstable`` is true when
 any run is unstable or did not succeed (and for a cv without runs), so a partly failed cv is visibly marked
 while still being ranked on what did work.
+
+The spread of a cv (``cv_spread``) is taken over the same runs: the mean (= ``score``), the sample standard deviation
+(n - 1) and the standard error ``sem = std / sqrt(n)`` of their run scores (NaN with fewer than two runs), and
+``lcb = mean - sem``. Run scores are already "higher is better" (a ``:lower`` metric enters as ``1/v``), so the
+lower confidence bound needs no flip: ``--select lcb`` prefers a trial whose lead is not just noise across folds
+and seeds (the one-standard-error idea).
 """
 
 from __future__ import annotations
@@ -186,6 +192,45 @@ def _bad_value(name: str, metrics: Mapping[str, float], raw: float | None) -> st
     return None
 
 
+def _good(runs: Sequence[tuple[float, bool, str]]) -> list[float]:
+    return [
+        score
+        for score, unstable, status in runs
+        if status == SUCCESS_STATUS and not unstable and math.isfinite(score)
+    ]
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, sample standard deviation, standard error and lower confidence bound of a cv's usable run scores."""
+
+    mean: float
+    std: float
+    sem: float
+
+    @property
+    def lcb(self) -> float:
+        return self.mean - self.sem
+
+
+def cv_spread(runs: Sequence[tuple[float, bool, str]]) -> Spread:
+    """The spread of the run scores `cv_score` averages; std and sem are NaN with fewer than two such runs."""
+    return spread(_good(runs))
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Mean, sample standard deviation (n - 1) and standard error of `values`; NaN where n is too small."""
+    good = list(values)
+    n = len(good)
+    if not n:
+        return Spread(math.nan, math.nan, math.nan)
+    mean = math.fsum(good) / n
+    if n < 2:
+        return Spread(mean, math.nan, math.nan)
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in good) / (n - 1))
+    return Spread(mean, std, std / math.sqrt(n))
+
+
 def cv_score(runs: Sequence[tuple[float, bool, str]]) -> tuple[float, bool]:
     """Score a cv from its runs' ``(score, is_unstable, status)``: ``(score, score_is_unstable)``.
 
@@ -193,11 +238,7 @@ def cv_score(runs: Sequence[tuple[float, bool, str]]) -> tuple[float, bool]:
     """
     if not runs:
         return math.nan, True
-    good = [
-        score
-        for score, unstable, status in runs
-        if status == SUCCESS_STATUS and not unstable and math.isfinite(score)
-    ]
+    good = _good(runs)
     score_is_unstable = len(good) < len(runs)
     score = math.fsum(good) / len(good) if good else math.nan
     return score, score_is_unstable

@@ -246,3 +246,31 @@ def test_bad_slurm_input_exits_2(slurm_cluster: str, tmp_path: Path, flags: list
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert not art.exists()
+
+
+def test_detached_tune_with_retrain_ends_with_a_tested_model(slurm_cluster: str, tmp_path: Path) -> None:
+    """`nestling tune --retrain` on SLURM (issue 14 §2): the retrain job (afterok on the collector) plans the retrain
+    and submits its arrays with the tune's launch options; its collector writes final_infos.parquet."""
+    hp = tmp_path / "hp.toml"
+    hp.write_text("[hyperparameters]\nvalue = [0.3, 0.7]\n")
+    art = tmp_path / "art"
+    done = cli("tune", *BASE, "--hp", "sleep_s=1", "--hpconfig", str(hp), "--sampler", "grid", "--n_trials", "2",
+               "--n_folds", "2", "--test_split", "random", "--strategy", "cv-parallel", "--launcher", "slurm",
+               "--artifact_dir", str(art), "--name", "rt", "--retrain")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    tune = art / "rt"
+    launch = last_launch(tune)
+    assert launch["retrain_job_id"] and f"retrain:   job {launch['retrain_job_id']}" in done.stdout
+    script = (Path(launch["launch_dir"]) / "retrain.sbatch").read_text()
+    assert f"--dependency=afterok:{launch['collector_job_id']}" in script
+    final = tune / "rt-final"
+    poll(lambda: (final / "final_infos.parquet").is_file(), 240, "final_infos.parquet of the retrain")
+    plan = json.loads((final / "plan.json").read_text())
+    assert plan["kind"] == "retrain" and plan["cvs"][0]["hparams"]["value"] == 0.7
+    assert plan["options"]["launch"]["launcher"] == "slurm"
+    runs = results(final)
+    assert [r["status"] for r in runs] == ["success"]
+    assert runs[0]["slurm_job_id"] == last_launch(final)["arrays"][0]["job_id"]
+    infos = pl.read_parquet(final / "final_infos.parquet")
+    assert infos["row"].to_list() == ["seed", "mean", "std", "sem"]
+    assert infos["test/JaccardIndex"][0] == pytest.approx(0.7)

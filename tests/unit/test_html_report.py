@@ -94,7 +94,7 @@ def test_ranked_table_equals_tune_infos_parquet(tune: Path) -> None:
     parquet = pl.read_parquet(tune / "tune_infos.parquet")
     rows = tables(page)["ranked"]
     head = [text for text, _ in rows[0]]
-    assert head == ["rank", "trial", "lr", "opt", "score", "state", "runs", "failed"]
+    assert head == ["rank", "trial", "lr", "opt", "score", "mean ± sem", "lcb", "state", "runs", "failed"]
     body = [{head[i]: cell for i, cell in enumerate(row)} for row in rows[1:]]
     assert [r["trial"][0] for r in body] == ["t-cv1", "t-cv0", "t-cv2", "t-cv3"]  # stable first, then unstable
     assert [r["state"][0] for r in body] == ["ok", "ok", "unstable", "failed"]

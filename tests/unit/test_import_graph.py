@@ -67,7 +67,9 @@ ROOMS: dict[str, tuple[str, ...]] = {
         "nestling.html_report",
     ),
     # 5: commands: what a user calls
-    "commands": ("nestling.resume", "nestling.commands", "nestling.doctor", "nestling.sync", "nestling.cli"),
+    "commands": (
+        "nestling.resume", "nestling.retrain", "nestling.commands", "nestling.doctor", "nestling.sync", "nestling.cli",
+    ),
 }
 BANNED = {  # pairs the rooms would allow, kept apart on purpose
     ("nestling.status", "nestling.launch"): "status reads the tree and the queue; it never needs a launcher",

@@ -41,6 +41,7 @@ def make_launcher(
         array_limit=config.launch.max_array_size,
         container=container,
         steal=config.launch.steal,
+        retrain_after=kind == "tune" and config.tune.retrain and not config.launch.wait,
     )
 
 

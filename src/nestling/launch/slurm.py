@@ -199,15 +199,17 @@ class SlurmArrayLauncher(Launcher):
         array_limit: int | None = None,
         container: ContainerSpec | None = None,
         steal: bool = True,
+        retrain_after: bool = False,
     ) -> None:
         """`folder`: --submitit_dir (default: _submitit in the plan root); `dry_run_folder`: where `describe` writes
-        the scripts."""
+        the scripts; `retrain_after`: also submit `nestling retrain ROOT`, afterok on the collector job."""
         self.resources = resources
         self.folder = folder
         self.dry_run_folder = dry_run_folder
         self.array_limit = array_limit
         self.container = container
         self.steal = steal
+        self.retrain_after = retrain_after
 
     @property
     def parallel_slots(self) -> int:
@@ -263,6 +265,12 @@ class SlurmArrayLauncher(Launcher):
             record.collector_job_id = sbatch(paths.collector_script)
         except SubmitError as exc:
             record.submit_error = f"collector job: {exc}"
+        if self.retrain_after and record.collector_job_id:
+            write_atomic(paths.retrain_script, self._retrain_script(folder, root, record.collector_job_id))
+            try:
+                return record.updated({"retrain_job_id": sbatch(paths.retrain_script)})
+            except SubmitError as exc:
+                record.submit_error = f"retrain job: {exc}"
         return record
 
     def _write_scripts(
@@ -300,6 +308,15 @@ class SlurmArrayLauncher(Launcher):
                       nodes=1, ntasks_per_node=1)  # fmt: skip
         params["additional_parameters"]["dependency"] = "afterany:" + ":".join(job_ids)
         return _render(folder, ["-m", "nestling.cli", "collect", str(root.resolve()), "--report"], params)
+
+    def _retrain_script(self, folder: Path, root: Path, collector_job_id: str) -> str:
+        """A one-CPU job that runs `nestling retrain ROOT` once the collector succeeded (afterok): it plans the
+        retrain and submits its runs with the tune's launch options, so a detached tune ends with a tested model."""
+        params = slurm_params(self.resources, gres=False)
+        params.update(job_name=f"{self.resources.job_name}-retrain", cpus_per_task=1, mem="2048MB", time=30,
+                      nodes=1, ntasks_per_node=1)  # fmt: skip
+        params["additional_parameters"]["dependency"] = f"afterok:{collector_job_id}"
+        return _render(folder, ["-m", "nestling.cli", "retrain", str(root.resolve())], params)
 
     def wait(self, record: LaunchRecord, progress: Progress, poll_s: float = 2.0) -> None:
         """Poll the tree and squeue until every array and the collector job left the queue.
