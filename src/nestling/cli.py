@@ -1,4 +1,4 @@
-"""`nestling run | cv | tune | collect | status`: the command line. No torch import happens here.
+"""`nestling run | cv | tune | collect | status | stop | doctor`: the command line. No torch import happens here.
 
 Bad input -> one line on stderr and exit 2, before anything is created. Exit 0 when the tree completed (failed
 runs are reported, not fatal), 1 when every run failed or on an internal error.
@@ -18,6 +18,7 @@ COMMANDS = {
     "tune": "sample hyperparameter sets (--hpconfig, or the --config file's [hyperparameters]) and cross-validate each",
     "collect": "rebuild run_infos.parquet / tune_infos.parquet of a tune, cv or run dir from its run results",
     "status": "count and list the runs of a tune, cv or run dir by state",
+    "stop": "stop a detached local sweep (--detach) gracefully: runs in progress save; --resume continues",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
 
@@ -52,6 +53,10 @@ def _dispatch(argv: list[str]) -> int:
         from nestling.status import status_main
 
         return status_main(rest)
+    if command == "stop":
+        from nestling.detach import stop_main
+
+        return stop_main(rest)
     if command == "doctor":
         from nestling.doctor import doctor_main
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +32,30 @@ def parallel_strategy(config: Config) -> str:
     return config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
 
 
+@dataclass(frozen=True)
+class Executed:
+    """How `execute` ended: its exit code and the plan it made or resumed (None for a dry run)."""
+
+    exit_code: int
+    kind: str
+    name: str | None = None
+    root: Path | None = None
+
+
 def execute_plan(kind: str, argv: list[str]) -> int:
+    return execute(kind, argv).exit_code
+
+
+def execute(kind: str, argv: list[str]) -> Executed:
+    """Parse, check, plan (or resume), write the tree and launch: the command line's `run`, `cv`, `tune`, and
+    the Python API's (api.py), which reads the plan's tables from `root` afterwards."""
     from nestling.artifacts import write_plan
     from nestling.launch.factory import make_launcher
     from nestling.plan import run_dirs_per_cv, work_units
     from nestling.preflight import prepare
 
     config = parse_config(argv, prog=f"nestling {kind}", description=DESCRIPTIONS[kind])
+    check_detach(config)
     if config.launch.resume:
         from nestling.devices import parse_devices
         from nestling.resume import prepare_resume
@@ -46,7 +64,7 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         config = resumed.config
         if not resumed.total:
             print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
-            return _finish(resumed.root, config.logging.quiet)
+            return Executed(_finish(resumed.root, config.logging.quiet), kind, resumed.name, resumed.root)
         from nestling.preflight import check_job_resources
 
         check_job_resources(config)  # the launch options may have changed since planning
@@ -54,9 +72,15 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         units = work_units(
             resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
         )
-        return launch_and_report(
-            kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
-        )
+        if config.launch.detach:
+            from nestling.detach import detach
+
+            code = detach(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record)
+        else:
+            code = launch_and_report(
+                kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
+            )
+        return Executed(code, kind, resumed.name, resumed.root)
     prepared = prepare(config, kind)
     plan = prepared.plan
     launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task)
@@ -65,14 +89,29 @@ def execute_plan(kind: str, argv: list[str]) -> int:
     )
     if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
         print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
-        return 0
+        return Executed(0, kind)
     try:
         write_plan(plan, prepared.splits)
     except FileExistsError:  # another process took the name between the check and now
         raise UsageError(
             f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
         ) from None
-    return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+    if config.launch.detach:
+        from nestling.detach import detach
+
+        code = detach(kind, plan.name, plan.root, units, config, len(plan.runs))
+    else:
+        code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+    return Executed(code, kind, plan.name, plan.root)
+
+
+def check_detach(config: Config) -> None:
+    """--detach is for the local launcher; SLURM and submitit launches return at once already."""
+    if config.launch.detach and config.launch.launcher != "local":
+        raise UsageError(
+            f"--detach is for --launcher local; --launcher {config.launch.launcher} returns once the jobs are "
+            "submitted already (drop --detach)"
+        )
 
 
 def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nestling import attempt, naming
+from nestling import attempt, naming, supervision
 from nestling.artifacts import find_plan_root, load_plan
 from nestling.errors import strict_parser
 from nestling.plan import Plan
@@ -81,7 +81,8 @@ def run_states(plan: Plan) -> list[RunState]:
             "nestling: warning: squeue failed; unfinished runs show as running/pending, not lost",
             file=sys.stderr,
         )
-    finished = bool(last and last.get("finished_at"))
+    # A detached supervisor (--detach) still runs the plan: its unfinished runs wait for it, none is lost yet.
+    finished = bool(last and last.get("finished_at")) and supervision.alive(plan.root) is None
     states = []
     for run in plan.runs:
         result = read_result(run.dir)
@@ -178,8 +179,10 @@ def status_main(argv: list[str]) -> int:
 
 def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None:
     counts = count(states)
+    supervisor = supervision.alive(plan.root)
     if args.json:
-        print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states]}))
+        detached = None if supervisor is None else {"pid": supervisor.pid, "hostname": supervisor.hostname}
+        print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states], "supervisor": detached}))
         return
     from rich.console import Console
     from rich.table import Table
@@ -188,6 +191,11 @@ def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None
     console.print(
         f"{plan.kind} {plan.name}: {len(states)} runs  " + "  ".join(f"{k}={v}" for k, v in counts.items())
     )
+    if supervisor is not None:
+        console.print(
+            f"detached: supervisor {supervisor.describe()} alive; log {naming.SupervisorPaths(plan.root).log}; "
+            f"stop it with nestling stop {plan.root}"
+        )
     shown = states if args.all else [s for s in states if s.state != "success"]
     if shown:
         table = Table()

@@ -21,6 +21,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "foundation": (
         "nestling", "nestling.errors", "nestling.naming", "nestling.records", "nestling.config", "nestling.files",
         "nestling.jobenv", "nestling.attempt", "nestling.slurm_query", "nestling.claims", "nestling.failfast", "nestling.container",
+        "nestling.supervision",
         "nestling.devices", "nestling.task", "nestling.scoring", "nestling.folds", "nestling.space",
     ),
     # 1: planning: options + task metadata -> a plan on disk (pure, no processes)
@@ -38,7 +39,10 @@ ROOMS: dict[str, tuple[str, ...]] = {
     # 4: reading: the tree -> tables, states, summaries
     "reading": ("nestling.collect", "nestling.status", "nestling.report", "nestling.progress"),
     # 5: commands: what a user calls
-    "commands": ("nestling.resume", "nestling.commands", "nestling.doctor", "nestling.cli"),
+    "commands": (
+        "nestling.resume", "nestling.commands", "nestling.doctor", "nestling.cli", "nestling.detach", "nestling.supervisor",
+        "nestling.api",
+    ),
 }
 BANNED = {  # pairs the rooms would allow, kept apart on purpose
     ("nestling.status", "nestling.launch"): "status reads the tree and the queue; it never needs a launcher",
