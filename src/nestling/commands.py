@@ -153,6 +153,8 @@ def launch_and_report(
             )
             return 1
         save_launch(root, record.updated(extra_record or {}))
+        if record.interrupted:
+            return _interrupted(kind, name, root, config)
         if record.submit_error:
             print(
                 f"nestling: some arrays were not submitted ({record.submit_error}); their runs show as lost; "
@@ -165,6 +167,27 @@ def launch_and_report(
                 return 0
             launcher.wait(record, progress)
     return _finish(root, quiet)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def _interrupted(kind: str, name: str, root: Path, config: Config) -> int:
+    """Ctrl-C stopped the launch: say what is kept and the one command that continues it."""
+    from nestling.collect import collect
+
+    counts = collect(root).counts
+    total = counts["success"] + counts["failed"] + counts["missing"]
+    where = "" if config.logging.artifact_dir == Config().logging.artifact_dir else (
+        f" --artifact_dir {config.logging.artifact_dir}"
+    )
+    print(
+        f"nestling: interrupted: {counts['success']} of {total} runs finished, "
+        f"{counts['missing']} interrupted or not started (kept in {root});\n"
+        f"resume with: nestling {kind} --resume {name}{where}",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
 
 
 def save_launch(root: Path, record: LaunchRecord) -> None:

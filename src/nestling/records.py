@@ -139,7 +139,7 @@ class LaunchRecord:
     """One launch of a plan, as an entry of launch.json (each resume appends one).
 
     Fields left None are not written, so launch.json keeps the shape users and scripts read: a local launch has
-    started_at/units/workers/lost_units(/lost_runs)/finished_at, a SLURM or submitit launch has
+    started_at/units/workers/lost_units(/lost_runs/interrupted)/finished_at, a SLURM or submitit launch has
     submitit_folder/arrays/job_ids/collector_job_id/submitted_at (SLURM also launch_dir/max_array_size). The field
     order is the key order of the JSON. Keys this version does not know survive a round trip in `extra`.
     """
@@ -150,6 +150,7 @@ class LaunchRecord:
     workers: int | None = None
     lost_units: list[int] | None = None
     lost_runs: list[str] | None = None
+    interrupted: bool | None = None  # stopped by Ctrl-C: its unfinished runs are resumable, not lost
     submitit_folder: str | None = None
     launch_dir: str | None = None
     max_array_size: int | None = None

@@ -2,7 +2,8 @@
 
 States: success / failed (run_result.json says so), running (its attempt lock is held, or its array task runs),
 pending (its job waits in the queue, or it waits behind another run of its unit), lost (its job or worker ended
-without a result).
+without a result), interrupted (Ctrl-C stopped the local launch before it ended: it resumes with --resume, from
+the checkpoint it saved when it was in progress).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from nestling.errors import strict_parser
 from nestling.plan import Plan
 from nestling.records import read_json, read_result
 
-STATES = ("success", "failed", "running", "pending", "lost")
+STATES = ("success", "failed", "running", "pending", "lost", "interrupted")
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 
@@ -83,6 +84,7 @@ def run_states(plan: Plan) -> list[RunState]:
         )
     # A detached supervisor (--detach) still runs the plan: its unfinished runs wait for it, none is lost yet.
     finished = bool(last and last.get("finished_at")) and supervision.alive(plan.root) is None
+    interrupted = bool(last and last.get("interrupted"))
     states = []
     for run in plan.runs:
         result = read_result(run.dir)
@@ -99,6 +101,8 @@ def run_states(plan: Plan) -> list[RunState]:
                 has_launch=last is not None,
                 slurm=bool(last and last.get("launcher") == "slurm"),
             )
+            if interrupted and state in ("lost", "pending"):
+                state = "interrupted"
         states.append(RunState(run.run_name, run.run_id, state, job, error))
     return states
 
