@@ -58,7 +58,7 @@ def detach(
                 "record": {**(extra_record or {}), "detached": True},
             },
         )
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {"COLUMNS": "160", **os.environ, "PYTHONUNBUFFERED": "1"}  # COLUMNS: tables in the log, not a tty
         with open(paths.log, "a") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {kind} {name}: {total} runs, detached\n")
             log.flush()

@@ -131,3 +131,22 @@ def test_detach_is_refused_off_the_local_launcher_and_stop_without_a_supervisor(
     assert done.returncode == 0, done.stderr
     stop = cli("stop", str(naming.cv_dir(art, "here")), env=_env())
     assert stop.returncode == 2 and "no detached supervisor runs cv 'here'" in stop.stderr
+
+
+def test_sigterm_to_the_supervisor_stops_it_as_stop_does(tmp_path: Path) -> None:
+    """A shutdown or a plain `kill PID` (SIGTERM) takes the same graceful path as `nestling stop`."""
+    art = tmp_path / "art"
+    started = cli("cv", *SLEEP, "--n_folds", "3", "--max_epochs", "4", "--hp", "sleep_s=1", "--name", "term",
+                  "--artifact_dir", str(art), "--detach", env=_env())  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    root = naming.cv_dir(art, "term")
+    runs = load_plan(root).runs
+    poll(lambda: any(naming.RunPaths(r.dir).attempts.exists() for r in runs), 120, "a run to start")
+    sup = supervision.alive(root)
+    assert sup is not None
+    os.kill(sup.pid, signal.SIGTERM)
+    poll(lambda: supervision.read(root) is None, 120, "the supervisor to end")
+    launches = read_json(naming.launch_file(root))["launches"]
+    assert launches[-1]["interrupted"] is True and launches[-1]["detached"] is True
+    assert "supervisor ended: exit code 130" in naming.SupervisorPaths(root).log.read_text()
+    assert any(read_result(r.dir) is None for r in runs)  # it stopped before the end
