@@ -14,6 +14,7 @@ object (`module:NAME`, found by identity); anything else is refused with a Usage
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import sys
@@ -90,14 +91,17 @@ def tune(task: Any = None, /, **options: Any) -> Result:
 
 def report(dir: str | Path, **options: Any) -> Result:
     """`nestling report DIR`: the offline report of a tune, cv or run dir (`Result.report_html`)."""
-    _command("report", dir, options)
-    return load(dir)
+    code = _command("report", dir, options)
+    return dataclasses.replace(load(dir), exit_code=code)
 
 
 def retrain(dir: str | Path, **options: Any) -> Result:
-    """`nestling retrain TUNE_DIR`: retrain the selected configuration on all training data and test it."""
-    _command("retrain", dir, options)
-    return load(dir)
+    """`nestling retrain TUNE_DIR`: retrain the selected configuration on all training data and test it; the
+    Result of the retrain (the cv `{tune}-final` inside the tune), or of the tune when none was written."""
+    code = _command("retrain", dir, options)
+    tune = load(dir)
+    final = tune.dir / f"{tune.name}-final"
+    return dataclasses.replace(load(final) if (final / naming.PLAN).is_file() else tune, exit_code=code)
 
 
 def load(dir: str | Path) -> Result:
@@ -123,26 +127,24 @@ def _execute(kind: str, task: Any, options: dict[str, Any]) -> Result:
 
 
 def _command(command: str, dir: str | Path, options: dict[str, Any]) -> int:
-    """Another command of the command line, through the CLI's own dispatch (UsageError raised, not exit 2)."""
+    """Another command of the command line, through the CLI's own dispatch (UsageError raised, not exit 2);
+    its exit code."""
     from nestling import cli
 
     if command not in cli.COMMANDS:
         raise UsageError(f"nestling.{command}() needs the `nestling {command}` command, which this version lacks")
     argv = [command, str(dir)]
+    known = option_names()
     for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = f"--{key}"
-        if value is True:
-            argv.append(flag)
+        if key in known or key == "config":  # an option of the config groups: exactly as run/cv/tune take it
+            argv += to_argv({key: value})
+        elif value is True:
+            argv.append(f"--{key}")
         elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(str, value)]
-        else:
-            argv.append(f"{flag}={value}")
-    code = cli._dispatch(argv)
-    if code not in (0, None):
-        raise RuntimeError(f"nestling {command} {dir} ended with exit code {code}")
-    return 0
+            argv += [f"--{key}", *map(str, value)]
+        elif value is not None and value is not False:
+            argv.append(f"--{key}={value}")
+    return cli._dispatch(argv)
 
 
 def to_argv(options: dict[str, Any]) -> list[str]:
