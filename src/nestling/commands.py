@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,13 +43,18 @@ class Executed:
     root: Path | None = None
 
 
-def execute_plan(kind: str, argv: list[str]) -> int:
-    return execute(kind, argv).exit_code
+# what runs after a plan ended (or was submitted): (kind, root, config, launcher, exit code) -> exit code
+Then = Callable[[str, Path, Config, Launcher, int], int]
 
 
-def execute(kind: str, argv: list[str]) -> Executed:
-    """Parse, check, plan (or resume), write the tree and launch: the command line's `run`, `cv`, `tune`, and
-    the Python API's (api.py), which reads the plan's tables from `root` afterwards."""
+def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
+    return execute(kind, argv, then).exit_code
+
+
+def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
+    """Parse, check, plan (or resume), write the tree and launch, then `then` (not for a detached launch: the
+    foreground returns before the sweep ends): the command line's `run`, `cv`, `tune`, and the Python API's
+    (api.py), which reads the plan's tables from `root` afterwards."""
     from nestling.artifacts import write_plan
     from nestling.launch.factory import make_launcher
     from nestling.plan import run_dirs_per_cv, work_units
@@ -80,6 +86,7 @@ def execute(kind: str, argv: list[str]) -> Executed:
             code = launch_and_report(
                 kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
             )
+            code = then(kind, resumed.root, config, launcher, code) if then else code
         return Executed(code, kind, resumed.name, resumed.root)
     prepared = prepare(config, kind)
     plan = prepared.plan
@@ -102,6 +109,7 @@ def execute(kind: str, argv: list[str]) -> Executed:
         code = detach(kind, plan.name, plan.root, units, config, len(plan.runs))
     else:
         code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+        code = then(kind, plan.root, config, launcher, code) if then else code
     return Executed(code, kind, plan.name, plan.root)
 
 
