@@ -53,3 +53,24 @@ def test_a_cv_from_python_returns_its_runs(tmp_path: Path) -> None:
     assert result.best is not None and result.best.score == pytest.approx(0.5) and result.best.n_success == 3
     with pytest.raises(nestling.UsageError, match="already exists"):  # the same name twice: refused, not exit
         nestling.cv(task="sleep", n_folds=3, name="pycv", artifact_dir=str(tmp_path), **FAST)
+
+
+def _has(command: str) -> bool:
+    from nestling import cli
+
+    return command in cli.COMMANDS
+
+
+@pytest.mark.skipif(not _has("report") or not _has("retrain"), reason="needs `nestling report` and `nestling retrain`")
+def test_report_and_retrain_from_python(tmp_path: Path) -> None:
+    """The docs page's flow (python.md): a tune with a test split, its report, the retrain of its best."""
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = [0.2, 0.8]\n")
+    tune = nestling.tune("sleep", hpconfig=str(space), sampler="grid", n_trials=2, n_folds=2, test_split="random",
+                         name="flow", artifact_dir=str(tmp_path / "art"), **FAST)  # fmt: skip
+    assert tune.exit_code == 0 and tune.best is not None and tune.best.hparams["value"] == 0.8
+    report = nestling.report(tune.dir)
+    assert report.exit_code == 0 and report.report_html.is_file() and report.dir == tune.dir.resolve()
+    final = nestling.retrain(tune.dir, n_seeds=2, quiet=True)
+    assert final.exit_code == 0 and final.dir == tune.dir.resolve() / "flow-final"
+    assert final.run_infos.height == 2 and set(final.run_infos.get_column("status")) == {"success"}
