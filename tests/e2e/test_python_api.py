@@ -38,7 +38,7 @@ def test_a_tune_from_python_picks_the_best_the_command_line_picks(tmp_path: Path
             "--n_seeds", "1", "--max_epochs", "1", "--accelerator", "cpu", "--hp", "sleep_s=0"]  # fmt: skip
     shell = cli(*argv, env={**os.environ, "WANDB_MODE": "offline"})
     assert shell.returncode == 0, shell.stderr
-    best_line = re.search(r"best: (\S+)", shell.stdout)
+    best_line = re.search(r"best[^:\n]*: (\S+)", shell.stdout)  # "best: NAME ..." or "best (score): NAME ..."
     assert best_line is not None, shell.stdout
     assert best_line.group(1).removeprefix("sh-") == result.best.cv_name.removeprefix("py-")  # same trial index
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -89,6 +90,11 @@ def test_import_nestling_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.replace("'", '"')) == []
     assert callable(nestling.tune) and nestling.Result is api.Result
+    importlib.import_module("nestling.report")  # submodules named like API functions do not replace them
+    importlib.import_module("nestling.run")
+
+    assert nestling.report is api.report and nestling.run is api.run and nestling.retrain is api.retrain
+    assert sys.modules["nestling.report"].print_summary  # the module is still there, by its full name
     with pytest.raises(AttributeError):
         nestling.no_such_thing  # noqa: B018
 
