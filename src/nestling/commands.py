@@ -52,8 +52,8 @@ def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
 
 
 def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
-    """Parse, check, plan (or resume), write the tree and launch, then `then` (not for a detached launch: the
-    foreground returns before the sweep ends): the command line's `run`, `cv`, `tune`, and the Python API's
+    """Parse, check, plan (or resume), write the tree and launch, then `then` (with --detach the supervisor runs
+    it, after the sweep): the command line's `run`, `cv`, `tune`, and the Python API's
     (api.py), which reads the plan's tables from `root` afterwards."""
     from nestling.artifacts import write_plan
     from nestling.launch.factory import make_launcher
@@ -81,7 +81,7 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
         if config.launch.detach:
             from nestling.detach import detach
 
-            code = detach(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record)
+            code = detach(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record, then)
         else:
             code = launch_and_report(
                 kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
@@ -106,7 +106,7 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
     if config.launch.detach:
         from nestling.detach import detach
 
-        code = detach(kind, plan.name, plan.root, units, config, len(plan.runs))
+        code = detach(kind, plan.name, plan.root, units, config, len(plan.runs), then=then)
     else:
         code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
         code = then(kind, plan.root, config, launcher, code) if then else code

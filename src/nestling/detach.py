@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,11 @@ def detach(
     config: Config,
     total: int,
     extra_record: dict[str, Any] | None = None,
+    then: Callable[..., int] | None = None,
 ) -> int:
-    """Start the supervisor of a plan already on disk and return at once (exit code of the foreground)."""
+    """Start the supervisor of a plan already on disk and return at once (exit code of the foreground). `then`
+    (commands.Then, e.g. `tune --retrain`) runs in the supervisor after the sweep: it travels by its importable
+    name, as workers do."""
     paths = naming.SupervisorPaths(root)
     if not supervision.claim(root):
         raise UsageError(_busy(kind, name, root))
@@ -56,6 +60,7 @@ def detach(
                 "units": [{"index": u.index, "run_dirs": u.run_dirs} for u in units],
                 "config": config.to_dict(),
                 "record": {**(extra_record or {}), "detached": True},
+                "then": f"{then.__module__}:{then.__qualname__}" if then is not None else None,
             },
         )
         env = {"COLUMNS": "160", **os.environ, "PYTHONUNBUFFERED": "1"}  # COLUMNS: tables in the log, not a tty

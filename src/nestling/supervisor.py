@@ -8,6 +8,7 @@ way. It removes its pid file and its request when it ends.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import socket
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         code = launch_and_report(
             kind, name, root, units, launcher, config, int(request["total"]), request["record"]
         )
+        if request.get("then"):  # what the command chains after the sweep (commands.Then), by name
+            module, _, attr = str(request["then"]).partition(":")
+            code = getattr(importlib.import_module(module), attr)(kind, root, config, launcher, code)
     except UsageError as exc:
         print(f"nestling: error: {exc}", flush=True)
         code = 2
