@@ -154,7 +154,7 @@ def alive(run_dir: Path) -> bool:
             pid = int(held["pid"])
         except (ValueError, KeyError, TypeError):
             return False
-        return pid != os.getpid() and _pid_alive(pid)  # this process's own lock is no other attempt
+        return pid != os.getpid() and pid_alive(pid)  # this process's own lock is no other attempt
     return time.time() - touched < STALE_S
 
 
@@ -166,7 +166,7 @@ def remove_if_stale(run_dir: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """A running process; a zombie (killed, not yet reaped by its parent) is dead."""
     try:
         os.kill(pid, 0)

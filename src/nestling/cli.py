@@ -1,4 +1,5 @@
-"""`nestling run | cv | tune | collect | status | sync | doctor`: the command line. No torch import happens here.
+"""`nestling run | cv | tune | collect | status | sync | report | retrain | stop | doctor`: the command line. No
+torch import happens here.
 
 Bad input -> one line on stderr and exit 2, before anything is created. Exit 0 when the tree completed (failed
 runs are reported, not fatal), 1 when every run failed or on an internal error.
@@ -21,6 +22,7 @@ COMMANDS = {
     "sync": "upload the offline W&B runs of a tune, cv or run dir (wandb sync); skips those already uploaded",
     "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
     "retrain": "train a tune's best configuration on train + val and test it: the cv {tune}-final of the tune",
+    "stop": "stop a detached local sweep (--detach) gracefully: runs in progress save; --resume continues",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
 
@@ -71,6 +73,10 @@ def _dispatch(argv: list[str]) -> int:
         from nestling.sync import sync_main
 
         return sync_main(rest, COMMANDS["sync"])
+    if command == "stop":
+        from nestling.detach import stop_main
+
+        return stop_main(rest)
     if command == "doctor":
         from nestling.doctor import doctor_main
 

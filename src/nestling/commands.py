@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,18 +33,35 @@ def parallel_strategy(config: Config) -> str:
     return config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
 
 
+@dataclass(frozen=True)
+class Executed:
+    """How `execute` ended: its exit code and the plan it made or resumed (None for a dry run)."""
+
+    exit_code: int
+    kind: str
+    name: str | None = None
+    root: Path | None = None
+
+
 # what runs after a plan ended or was submitted: (kind, root, config, whether it ended, exit code) -> exit code
 Then = Callable[[str, Path, Config, bool, int], int]
 
 
 def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
-    """Plan (or resume), write, launch, collect and report; then `then` (cli passes `nestling tune --retrain`)."""
+    return execute(kind, argv, then).exit_code
+
+
+def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
+    """Parse, check, plan (or resume), write the tree and launch, then `then` (cli passes `nestling tune
+    --retrain`; with --detach the supervisor runs it, after the sweep): the command line's `run`, `cv`, `tune`,
+    and the Python API's (api.py), which reads the plan's tables from `root` afterwards."""
     from nestling.artifacts import write_plan
     from nestling.launch.factory import make_launcher
     from nestling.plan import run_dirs_per_cv, work_units
     from nestling.preflight import prepare
 
     config = parse_config(argv, prog=f"nestling {kind}", description=DESCRIPTIONS[kind])
+    check_detach(config)
     if config.launch.resume:
         from nestling.devices import parse_devices
         from nestling.resume import prepare_resume
@@ -53,7 +71,8 @@ def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
         if not resumed.total:
             print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
             code = _finish(resumed.root, config.logging.quiet)
-            return then(kind, resumed.root, config, True, code) if then else code  # it ended
+            code = then(kind, resumed.root, config, True, code) if then else code  # it ended
+            return Executed(code, kind, resumed.name, resumed.root)
         from nestling.preflight import check_job_resources
 
         check_job_resources(config)  # the launch options may have changed since planning
@@ -61,10 +80,16 @@ def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
         units = work_units(
             resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
         )
-        code = launch_and_report(
-            kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
-        )
-        return then(kind, resumed.root, config, _ended(launcher, config), code) if then else code
+        if config.launch.detach:
+            from nestling.detach import detach
+
+            code = detach(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record, then)
+        else:
+            code = launch_and_report(
+                kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
+            )
+            code = then(kind, resumed.root, config, _ended(launcher, config), code) if then else code
+        return Executed(code, kind, resumed.name, resumed.root)
     prepared = prepare(config, kind)
     plan = prepared.plan
     launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task)
@@ -75,15 +100,21 @@ def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
         print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
         for line in describe_trials(plan, config):
             print(line)
-        return 0
+        return Executed(0, kind)
     try:
         write_plan(plan, prepared.splits)
     except FileExistsError:  # another process took the name between the check and now
         raise UsageError(
             f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
         ) from None
-    code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
-    return then(kind, plan.root, config, _ended(launcher, config), code) if then else code
+    if config.launch.detach:
+        from nestling.detach import detach
+
+        code = detach(kind, plan.name, plan.root, units, config, len(plan.runs), then=then)
+    else:
+        code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+        code = then(kind, plan.root, config, _ended(launcher, config), code) if then else code
+    return Executed(code, kind, plan.name, plan.root)
 
 
 def _ended(launcher: Launcher, config: Config) -> bool:
@@ -118,6 +149,15 @@ def _hp_text(hparams: dict[str, Any], keys: list[str]) -> str:
         return repr(v) if isinstance(v, str) else str(v)
 
     return " ".join(f"{k}={value(hparams.get(k))}" for k in keys) or "(task defaults)"
+
+
+def check_detach(config: Config) -> None:
+    """--detach is for the local launcher; SLURM and submitit launches return at once already."""
+    if config.launch.detach and config.launch.launcher != "local":
+        raise UsageError(
+            f"--detach is for --launcher local; --launcher {config.launch.launcher} returns once the jobs are "
+            "submitted already (drop --detach)"
+        )
 
 
 def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:

@@ -120,6 +120,7 @@ class Launch:
 
     launcher: LauncherName = "local"  # where work units run
     dry_run: bool = False  # write and print the job scripts, submit nothing
+    detach: bool = False  # local: return at once; a background supervisor runs the sweep (nestling stop ends it)
     wait: bool = False  # with slurm: block with a progress bar until every job ended
     partition: str | None = None
     time_min: int = 60  # time limit of one job, minutes

@@ -52,6 +52,9 @@ WANDB_SYNCED = "nestling-synced.json"  # in an offline run's dir once `nestling 
 REPORT = "report.html"  # `nestling report`: one self-contained page per tune, cv or run dir
 REPORT_FIGURES = "report_figures"  # beside it: one PNG per figure of the page
 FINAL_INFOS = "final_infos.parquet"  # the retrain of a tune (a cv inside the tune dir): test metrics per seed
+SUPERVISOR_LOG = "_supervisor.log"  # what a detached local sweep's supervisor prints (--detach)
+SUPERVISOR_PID = "_supervisor.pid"  # who supervises it: pid, hostname, start time (JSON)
+SUPERVISOR_REQUEST = "_supervisor.json"  # what the foreground hands the supervisor: the runs and the options
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -243,6 +246,30 @@ def worker_log_dir(root: Path) -> Path:
 def worker_log(log_dir: Path, worker: int) -> Path:
     """The stderr of local worker `worker` (appended to by every process that takes that slot)."""
     return log_dir / f"worker-{worker}.log"
+
+
+class SupervisorPaths:
+    """The files of a detached local sweep (`--detach`) at its plan root (supervision.py, supervisor.py)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def log(self) -> Path:
+        return self.root / SUPERVISOR_LOG
+
+    @property
+    def pid(self) -> Path:
+        return self.root / SUPERVISOR_PID
+
+    @property
+    def request(self) -> Path:
+        return self.root / SUPERVISOR_REQUEST
+
+
+def artifact_dir_of(root: Path, kind: str) -> Path:
+    """The --artifact_dir a plan at `root` was made in (the inverse of top_dir for a tune or cv)."""
+    return Path(root).parent if kind == "tune" else Path(root).parent.parent
 
 
 def submitit_dir(root: Path) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nestling import attempt, naming
+from nestling import attempt, naming, supervision
 from nestling.artifacts import load_plan, write_spec
 from nestling.config import Config, config_from_dict, explicit_options
 from nestling.errors import UsageError
@@ -151,9 +151,16 @@ def _effective(saved: Config, current: Config, forced: list[Change]) -> Config:
 
 
 def _refuse_if_active(plan: Plan) -> None:
-    """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued."""
+    """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued, or
+    while a detached supervisor (--detach) runs the plan."""
     from nestling.status import run_states
 
+    supervisor = supervision.alive(plan.root)
+    if supervisor is not None:
+        raise UsageError(
+            f"{plan.kind} {plan.name!r} is run by a detached supervisor ({supervisor.describe()}); follow it with "
+            f"nestling status {plan.root}, or stop it with nestling stop {plan.root}, then resume"
+        )
     # Without launch.json (a local driver killed mid-sweep) every unfinished run reads "pending", so only a live
     # attempt lock ("running") counts; with one, queued SLURM tasks count too.
     launches_exist = (plan.root / naming.LAUNCH).exists()

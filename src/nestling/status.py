@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nestling import attempt, failfast, naming, slurm_query
+from nestling import attempt, failfast, naming, slurm_query, supervision
 from nestling.artifacts import find_plan_root, load_plan
 from nestling.errors import strict_parser
 from nestling.plan import Plan
@@ -73,7 +73,8 @@ def run_states(plan: Plan) -> list[RunState]:
             "nestling: warning: squeue failed; unfinished runs show as running/pending, not lost",
             file=sys.stderr,
         )
-    finished = bool(last and last.get("finished_at"))
+    # A detached supervisor (--detach) still runs the plan: its unfinished runs wait for it, none is lost yet.
+    finished = bool(last and last.get("finished_at")) and supervision.alive(plan.root) is None
     # ReqNodeNotAvail never ends only while no node of the partition is up: only then is sinfo asked
     nodes_wanted = queue and any(e.reason_code == "ReqNodeNotAvail" for e in queue.values())
     parts = slurm_query.partitions() if nodes_wanted else None
@@ -190,8 +191,10 @@ def status_main(argv: list[str]) -> int:
 
 def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None:
     counts = count(states)
+    supervisor = supervision.alive(plan.root)
     if args.json:
-        print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states]}))
+        detached = None if supervisor is None else {"pid": supervisor.pid, "hostname": supervisor.hostname}
+        print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states], "supervisor": detached}))
         return
     from rich.console import Console
     from rich.table import Table
@@ -203,6 +206,11 @@ def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None
     unstable = sum(1 for s in states if s.unstable_reason)
     if unstable:
         console.print(f"{unstable} successful run{'' if unstable == 1 else 's'} unstable (not in the cv score)")
+    if supervisor is not None:
+        console.print(
+            f"detached: supervisor {supervisor.describe()} alive; log {naming.SupervisorPaths(plan.root).log}; "
+            f"stop it with nestling stop {plan.root}"
+        )
     shown = states if args.all else [s for s in states if s.state != "success" or s.unstable_reason]
     if shown:
         table = Table()

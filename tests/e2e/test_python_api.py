@@ -1,0 +1,76 @@
+"""The Python API on real (tiny) sweeps of the sleep task (issue 14 §5): the same plan and the same best as the
+command line, tables as polars frames."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import nestling
+from nestling.tasks.sleep import SleepTask
+from tests.support import cli
+
+pytestmark = pytest.mark.e2e
+
+FAST = {"n_seeds": 1, "max_epochs": 1, "accelerator": "cpu", "hp": {"sleep_s": 0}, "quiet": True}
+
+
+def test_a_tune_from_python_picks_the_best_the_command_line_picks(tmp_path: Path) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = [0.2, 0.8, 0.5]\n")
+    common = {"hpconfig": str(space), "sampler": "grid", "n_trials": 3, "n_folds": 2, "tune_seed": 7}
+    result = nestling.tune(SleepTask(), name="py", artifact_dir=str(tmp_path / "art"), **common, **FAST)
+    assert (result.kind, result.name, result.exit_code) == ("tune", "py", 0)
+    assert result.dir.resolve() == (tmp_path / "art" / "py").resolve()
+    assert isinstance(result.run_infos, pl.DataFrame) and result.run_infos.height == 3 * 2
+    assert set(result.run_infos.get_column("status")) == {"success"}
+    tune_infos = result.tune_infos
+    assert tune_infos is not None and tune_infos.height == 3
+    assert result.best is not None and result.best.hparams["value"] == 0.8
+    assert result.best.score == pytest.approx(0.8, abs=1e-6)  # logged as float32
+
+    argv = ["tune", "--task", "sleep", "--name", "sh", "--artifact_dir", str(tmp_path / "art"),
+            "--hpconfig", str(space), "--sampler", "grid", "--n_trials", "3", "--n_folds", "2", "--tune_seed", "7",
+            "--n_seeds", "1", "--max_epochs", "1", "--accelerator", "cpu", "--hp", "sleep_s=0"]  # fmt: skip
+    shell = cli(*argv, env={**os.environ, "WANDB_MODE": "offline"})
+    assert shell.returncode == 0, shell.stderr
+    best_line = re.search(r"best[^:\n]*: (\S+)", shell.stdout)  # "best: NAME ..." or "best (score): NAME ..."
+    assert best_line is not None, shell.stdout
+    assert best_line.group(1).removeprefix("sh-") == result.best.cv_name.removeprefix("py-")  # same trial index
+
+    loaded = nestling.load(result.dir / result.best.cv_name)  # any dir inside the tree finds its plan
+    assert loaded.dir == result.dir and loaded.kind == "tune" and loaded.best.cv_name == result.best.cv_name
+
+
+def test_a_cv_from_python_returns_its_runs(tmp_path: Path) -> None:
+    result = nestling.cv(task="sleep", n_folds=3, name="pycv", artifact_dir=str(tmp_path), **FAST)
+    assert (result.kind, result.exit_code) == ("cv", 0)
+    assert result.run_infos.height == 3 and result.tune_infos is None
+    assert result.best is not None and result.best.score == pytest.approx(0.5) and result.best.n_success == 3
+    with pytest.raises(nestling.UsageError, match="already exists"):  # the same name twice: refused, not exit
+        nestling.cv(task="sleep", n_folds=3, name="pycv", artifact_dir=str(tmp_path), **FAST)
+
+
+def _has(command: str) -> bool:
+    from nestling import cli
+
+    return command in cli.COMMANDS
+
+
+@pytest.mark.skipif(not _has("report") or not _has("retrain"), reason="needs `nestling report` and `nestling retrain`")
+def test_report_and_retrain_from_python(tmp_path: Path) -> None:
+    """The docs page's flow (python.md): a tune with a test split, its report, the retrain of its best."""
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = [0.2, 0.8]\n")
+    tune = nestling.tune("sleep", hpconfig=str(space), sampler="grid", n_trials=2, n_folds=2, test_split="random",
+                         name="flow", artifact_dir=str(tmp_path / "art"), **FAST)  # fmt: skip
+    assert tune.exit_code == 0 and tune.best is not None and tune.best.hparams["value"] == 0.8
+    report = nestling.report(tune.dir)
+    assert report.exit_code == 0 and report.report_html.is_file() and report.dir == tune.dir.resolve()
+    final = nestling.retrain(tune.dir, n_seeds=2, quiet=True)
+    assert final.exit_code == 0 and final.dir == tune.dir.resolve() / "flow-final"
+    assert final.run_infos.height == 2 and set(final.run_infos.get_column("status")) == {"success"}
