@@ -65,6 +65,10 @@ def execute_plan(kind: str, argv: list[str]) -> int:
     )
     if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
         print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
+        if plan.adaptive:
+            tune = config.tune
+            print(f"configurations: {len(plan.cvs)} trials, each drawn at start by --sampler {tune.sampler} from "
+                  f"the results finished by then (pruner: {tune.pruner})")  # fmt: skip
         return 0
     try:
         write_plan(plan, prepared.splits)

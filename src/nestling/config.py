@@ -34,7 +34,8 @@ def repeatable(text: str) -> Any:
 FoldMethod = Literal["kfold", "stratified", "shuffle", "region", "region-stratified", "none"]
 TestSplit = Literal["none", "random", "region"]
 MultiScoreStrategy = Literal["geometric", "harmonic", "arithmetic", "min"]
-Sampler = Literal["random", "grid"]
+Sampler = Literal["random", "grid", "tpe"]
+Pruner = Literal["none", "median", "successive-halving"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 LauncherName = Literal["local", "submitit-local", "slurm"]
 ContainerRuntime = Literal["auto", "apptainer", "singularity", "docker", "podman"]
@@ -82,8 +83,9 @@ class Tune:
 
     hpconfig: str | None = None  # TOML/YAML file with a [hyperparameters] table; default: the --config file's
     n_trials: int = 10  # hyperparameter sets to cross-validate (clipped to the grid size with --sampler grid)
-    sampler: Sampler = "random"  # how trials are drawn from the space
+    sampler: Sampler = "random"  # how trials are drawn: random/grid up front, tpe when a worker starts each trial
     tune_seed: int = 0  # same seed, same trials
+    pruner: Pruner = "none"  # stop hopeless trials after a fold: median or successive-halving (serial/tune-parallel)
 
 
 @dataclass(frozen=True)

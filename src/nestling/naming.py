@@ -42,6 +42,7 @@ WORKER_LOGS = "_workers"
 SUBMITIT_DIR = "_submitit"
 DRY_RUN_DIR = "_dry_run"
 FAIL_FAST_DIR = "_failfast"
+TRIALS_DIR = "_trials"  # adaptive search: one draw file per trial, and prune marks
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -275,3 +276,17 @@ class ArrayLaunchPaths:
     @property
     def collector_script(self) -> Path:
         return self.dir / "collect.sbatch"
+
+
+class TrialPaths:
+    """The trials of a tune's adaptive search (study.py): `{i}.json` is trial i's drawn configuration (its
+    O_EXCL creation is the claim), `{i}.pruned` says trial i was stopped after some folds."""
+
+    def __init__(self, tune_root: Path) -> None:
+        self.dir = Path(tune_root) / TRIALS_DIR
+
+    def draw(self, index: int) -> Path:
+        return self.dir / f"{index}.json"
+
+    def pruned(self, index: int) -> Path:
+        return self.dir / f"{index}.pruned"

@@ -71,6 +71,7 @@ class RunSpec:
     num_nodes: int
     wandb_project: str | None = None
     wandb_entity: str | None = None
+    trial: int | None = None  # adaptive search: hparams are completed from this trial's draw file at start
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,7 +2,7 @@
 
 States: success / failed (run_result.json says so), running (its attempt lock is held, or its array task runs),
 pending (its job waits in the queue, or it waits behind another run of its unit), lost (its job or worker ended
-without a result).
+without a result), pruned (never started: its trial was stopped after an earlier fold, see study.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from nestling.errors import strict_parser
 from nestling.plan import Plan
 from nestling.records import read_json, read_result
 
-STATES = ("success", "failed", "running", "pending", "lost")
+STATES = ("success", "failed", "running", "pending", "lost", "pruned")
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 
@@ -83,11 +83,15 @@ def run_states(plan: Plan) -> list[RunState]:
         )
     finished = bool(last and last.get("finished_at"))
     states = []
+    pruned = _pruned_runs(plan)
     for run in plan.runs:
         result = read_result(run.dir)
         job = job_of.get(str(run.dir.resolve()))
+        error: str | None
         if result is not None:
             state, error = result.get("status", "failed"), result.get("error")
+        elif run.dir.name in pruned:
+            state, error = "pruned", None
         else:
             error = None
             state = _unfinished_state(
@@ -100,6 +104,16 @@ def run_states(plan: Plan) -> list[RunState]:
             )
         states.append(RunState(run.run_name, run.run_id, state, job, error))
     return states
+
+
+def _pruned_runs(plan: Plan) -> set[str]:
+    """Run dir names of the trials marked pruned (their runs without a result never start)."""
+    if plan.kind != "tune":
+        return set()
+    from nestling.study import pruned_trials
+
+    marked = pruned_trials(plan.root)
+    return {run.dir.name for i, cv in enumerate(plan.cvs) if i in marked for run in cv.runs}
 
 
 def _unfinished_state(
