@@ -34,7 +34,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "executing": (
         "nestling.worker", "nestling.run", "nestling.array_task", "nestling.lightning_compat", "nestling.tasks",
         "nestling.tasks.synthetic", "nestling.tasks._synthetic_torch", "nestling.tasks.sleep",
-        "nestling.study",
+        "nestling.tasks.bowl", "nestling.study",
     ),
     # 4: reading: the tree -> tables, states, summaries
     "reading": ("nestling.collect", "nestling.status", "nestling.report", "nestling.progress"),
