@@ -100,7 +100,7 @@ def empty_result(spec: RunSpec) -> dict[str, Any]:
     return result
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
+def read_result(run_dir: Path | str) -> dict[str, Any] | None:
     """The run's result, or None when it has none (yet) or it cannot be read."""
     from nestling.naming import RUN_RESULT
 

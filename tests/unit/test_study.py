@@ -132,19 +132,22 @@ def test_the_intermediate_score_is_the_cv_score_over_the_folds_done(tmp_path: Pa
     run_serial(root)
     s = study.Study(load_plan(root))
     trial = s.trial(0)
-    scores = [json.loads((r.dir / naming.RUN_RESULT).read_text())["metrics"]["val/score"] for r in s.plan.cvs[0].runs]
+    runs = load_plan(root).cvs[0].runs
+    scores = [json.loads((r.dir / naming.RUN_RESULT).read_text())["metrics"]["val/score"] for r in runs]
     for k in (1, 2, 3):
         assert trial.values[k] == pytest.approx(cv_score([(v, False, "success") for v in scores[:k]])[0])
     assert trial.state == study.COMPLETE and trial.score == pytest.approx(sum(scores) / 3)
 
 
-def test_halving_keeps_the_best_third_at_each_rung() -> None:
-    assert not study.halving_prunes(0.5, 2, [0.9, 0.8])  # step 2 is no rung (rungs at 1, 3, 9)
-    assert not study.halving_prunes(0.9, 1, [0.1, 0.2, 0.3, 0.4, 0.5])  # best of 6: kept (top 2)
-    assert not study.halving_prunes(0.45, 1, [0.1, 0.2, 0.3, 0.4, 0.5])  # second of 6: kept
-    assert study.halving_prunes(0.35, 1, [0.1, 0.2, 0.3, 0.4, 0.5])  # third of 6: stopped
+def test_halving_keeps_the_best_quarter_at_each_rung() -> None:
+    assert not study.halving_prunes(0.5, 2, [0.9, 0.8])  # step 2 is no rung (rungs at 1, 4, 16)
+    others = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    assert not study.halving_prunes(0.9, 1, others)  # best of 8: kept (top 2)
+    assert not study.halving_prunes(0.65, 1, others)  # second of 8: kept
+    assert study.halving_prunes(0.55, 1, others)  # third of 8: stopped
     assert not study.halving_prunes(0.1, 1, [])  # the first trial at a rung always goes on
-    assert study.halving_prunes(0.1, 3, [0.2])  # fewer than 3 at the rung: only the best goes on
+    assert study.halving_prunes(0.1, 4, [0.2])  # fewer than 4 at the rung: only the best goes on
+    assert not study.halving_prunes(0.3, 4, [0.2, 0.1])
     assert study.halving_prunes(math.nan, 1, [0.2])
 
 
