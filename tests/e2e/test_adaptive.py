@@ -54,3 +54,41 @@ def test_dry_run_shows_configurations_drawn_at_start(tmp_path: Path) -> None:
     done = cli("tune", *_args(tmp_path, "--name", "d", "--sampler", "tpe", "--n_trials", "4", "--dry_run"))
     assert done.returncode == 0, done.stderr
     assert "4 trials, each drawn at start by --sampler tpe" in done.stdout
+
+
+def test_a_worker_killed_mid_trial_and_resume_leave_every_trial_complete_or_pruned_once(tmp_path: Path) -> None:
+    """SIGKILL the worker while it trains trial 1's second fold: that run is lost, the pool finishes the tune;
+    --resume reruns it with the trial's drawn configuration and draws nothing again."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = _args(tmp_path, "--name", "k", "--sampler", "tpe", "--pruner", "median", "--n_trials", "3",
+                 "--hp", "sleep_s=3")  # fmt: skip
+    driver = subprocess.Popen([sys.executable, "-m", "nestling.cli", "tune", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    root = tmp_path / "art" / "k"
+    deadline = time.time() + 180
+    victim = None
+    while victim is None and time.time() < deadline:
+        for lock in root.glob(f"k-cv1/k-cv1-run-f1s42-*/{naming.RUN_LOCK}"):
+            with contextlib.suppress(ValueError, KeyError, FileNotFoundError):
+                victim = json.loads(lock.read_text())["pid"]
+        time.sleep(0.2)
+    assert victim is not None, "trial 1 never reached its second fold"
+    os.kill(victim, signal.SIGKILL)
+    out, err = driver.communicate(timeout=240)
+    before = {i: json.loads(naming.TrialPaths(root).draw(i).read_text()) for i in range(3)}
+    lost = json.loads(cli("status", str(root), "--json").stdout)["counts"]["lost"]
+    assert lost == 1, out + err
+    resumed = cli("tune", "--resume", "k", "--artifact_dir", str(tmp_path / "art"), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    after = {i: json.loads(naming.TrialPaths(root).draw(i).read_text()) for i in range(3)}
+    assert after == before  # the lost trial reran with its configuration; nothing drawn twice
+    table = pl.read_parquet(root / naming.TUNE_INFOS)
+    assert table.height == 3 and set(table["state"].to_list()) <= {"complete", "pruned"}
+    counts = json.loads(cli("status", str(root), "--json").stdout)["counts"]
+    assert counts["lost"] == counts["failed"] == 0 and counts["success"] + counts["pruned"] == 9
