@@ -132,6 +132,12 @@ def _finished_tree(tmp: Path, n: int) -> Path:
         run.dir.mkdir(parents=True)
         result = {"status": "success", "metrics": {"val/score": observed(params, run.fold, run.seed)}}
         (run.dir / RUN_RESULT).write_text(json.dumps(result))
+    from nestling import study
+
+    finished = study.Study.from_root(root)  # the workers that ran them left each outcome in its draw file
+    for i in range(n):
+        finished.trial(i)
+    study._STUDIES.clear()
     return root
 
 

@@ -87,12 +87,14 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
     _refuse_if_active(plan)
     todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
     if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
-        from nestling.study import forget_unwritten_draws, pruned_trials
+        from nestling.study import forget_unwritten_draws, pruned_trials, reopen
 
         pruned = pruned_trials(plan.root)
         kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
         todo = [run for run in todo if run.dir.name not in kept]
         forget_unwritten_draws(plan.root)
+        rerun = {run.dir.name for run in todo}
+        reopen(plan.root, {i for i, cv in enumerate(plan.cvs) if any(r.dir.name in rerun for r in cv.runs)})
     for run in todo:
         _archive_failed_result(run.dir)
         attempt.remove_if_stale(run.dir)

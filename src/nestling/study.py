@@ -17,6 +17,7 @@ one (scoring.cv_score) over the runs of folds 0..k-1; the final cv score is the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -133,6 +134,18 @@ class Study:
         if index in self._final:
             return self._final[index]
         record = self._draw_record(index)
+        final = record.get("final") if record is not None else None
+        if record is not None and final is not None:  # written by the first process that saw the trial finished: one file, not one per run
+            trial = TrialState(
+                index,
+                dict(record["params"]),
+                float(record.get("drawn_time", 0.0)),
+                final["state"],
+                {int(k): float(v) for k, v in final["values"].items()},
+                int(final["n_folds_done"]),
+            )
+            self._final[index] = trial
+            return trial
         if pruned is None:
             pruned = os.path.exists(f"{self._dir}/{index}.pruned")
         values: dict[int, float] = {}
@@ -167,7 +180,17 @@ class Study:
         )
         if state in FINAL:
             self._final[index] = trial
+            if self.space is not None and record is not None:
+                self._write_final(record, trial)
         return trial
+
+    def _write_final(self, record: dict[str, Any], trial: TrialState) -> None:
+        """Keep a finished trial's outcome in its draw file, so a fresh process reads one file for it. Any process
+        may write it (the same content); `reopen` takes it out when a resume reruns some of the trial's runs."""
+        final = {"state": trial.state, "values": {str(k): v for k, v in trial.values.items()},
+                 "n_folds_done": trial.n_folds_done}  # fmt: skip
+        with contextlib.suppress(OSError):  # a read-only tree (a copy being collected): recomputed next time
+            write_json(self.paths.draw(trial.index), {**record, "final": final})
 
     def _scan(self) -> tuple[list[int], set[int]]:
         """(trials with a draw file, trials marked pruned): one listdir, not a stat per trial."""
@@ -295,6 +318,7 @@ class Study:
         trial = self.trial(index)
         write_json(self.paths.pruned(index), {"index": index, "step": step, "score": trial.values.get(step)})
         self._final.pop(index, None)
+        self.trial(index, pruned=True)  # final now: its outcome goes into the draw file
 
     def is_pruned(self, index: int) -> bool:
         return self.paths.pruned(index).exists()
@@ -425,3 +449,15 @@ def _create_new_trial(self: Any, study_id: int, template_trial: FrozenTrial | No
         except AttributeError:
             pass
     return int(InMemoryStorage.create_new_trial(self, study_id, template_trial))
+
+
+def reopen(root: Path, indices: set[int]) -> None:
+    """Take the recorded outcome out of these trials' draw files (resume: some of their runs run again)."""
+    paths = naming.TrialPaths(root)
+    for index in indices:
+        try:
+            record = json.loads(paths.draw(index).read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if record.pop("final", None) is not None:
+            write_json(paths.draw(index), record)
