@@ -135,6 +135,7 @@ def _finished_tree(tmp: Path, n: int) -> Path:
     from nestling import study
 
     finished = study.Study.from_root(root)  # the workers that ran them left each outcome in its draw file
+    assert finished is not None
     for i in range(n):
         finished.trial(i)
     study._STUDIES.clear()

@@ -68,11 +68,16 @@ class Study:
         self._setup(plan.kind, plan.root, plan.options, plan.space, plan.n_folds, cvs)
 
     @classmethod
-    def from_root(cls, root: Path) -> Study:
+    def from_root(cls, root: Path, only_active: bool = False) -> Study | None:
         """From plan.json read as plain JSON: a worker's first draw in a tune of 10,000 runs should not pay for
-        10,000 Path objects (artifacts.load_plan gives the same plan, slower)."""
+        10,000 Path objects (artifacts.load_plan gives the same plan, slower). `only_active`: None for a plan
+        that is no tune, or a tune drawn up front without a pruner (nothing to do before its runs)."""
         with open(os.path.join(root, naming.PLAN), "rb") as f:
             data = json.loads(f.read())
+        if only_active:
+            pruner = data["options"].get("tune", {}).get("pruner", "none")
+            if data["kind"] != "tune" or (data.get("space") is None and pruner == "none"):
+                return None
         base = str(root)
         cvs = [
             (cv["hparams"], [(os.path.join(base, r["dir"]), int(r["fold"])) for r in cv["runs"]]) for cv in data["cvs"]
@@ -363,9 +368,7 @@ def for_run_dir(run_dir: Path, root: Path | None) -> Study | None:
     if key not in _STUDIES:
         if not (root / naming.PLAN).is_file():
             return None
-        study = Study.from_root(root)
-        active = study.space is not None or study.pruner != "none"
-        _STUDIES[key] = study if active and study.kind == "tune" else None
+        _STUDIES[key] = Study.from_root(root, only_active=True)
     return _STUDIES[key]
 
 
