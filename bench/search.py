@@ -216,7 +216,7 @@ def draw_latency(tmp: Path, sizes: list[int]) -> list[Row]:
             Row(NAME, f"draw with {n:,} finished trials (fresh worker)", cold, baseline,
                 baseline_name="optuna.load_study(JournalFileBackend) + ask",
                 target="<= 0.2 s" if n == 1_000 else "", met=judge(cold, "<=", 0.2) if n == 1_000 else None,
-                note="plan + every result read, study rebuilt, TPE ask, draw file written")
+                note="plan.json and every draw file read (a finished trial keeps its outcome there), study rebuilt, TPE ask, draw written")
         )  # fmt: skip
         rows.append(
             Row(NAME, f"draw with {n:,} finished trials (warm worker)", warm, baseline,
