@@ -120,7 +120,7 @@ def _check_choices(config: Config, kind: str) -> None:
                 f"--strategy {strategy} with --num_nodes {config.device.num_nodes}: parallel runs do not use DDP; "
                 "use --num_nodes 1, or nestling run for a multi-node run"
             )
-    if config.tune.pruner != "none" and strategy == "cv-parallel":
+    if kind == "tune" and config.tune.pruner != "none" and strategy == "cv-parallel":
         raise UsageError(
             f"--pruner {config.tune.pruner} needs the folds of a trial to run in order, which --strategy cv-parallel "
             "does not do; use --strategy tune-parallel (trials side by side) or --pruner none"

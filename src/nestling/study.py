@@ -252,7 +252,8 @@ class Study:
                 path.unlink(missing_ok=True)
                 raise
             write_json(path, {"index": index, "params": params, "drawn_time": time.time(), "sampler": self.sampler})
-            return params
+            written = self._draw_record(index)  # the file is the truth (a claim taken over as stale: the last write)
+            return dict(written["params"]) if written is not None else params
 
     def ask(self, index: int) -> dict[str, Any]:
         """A configuration for trial `index` from every trial the tree holds now (the others' draws excluded

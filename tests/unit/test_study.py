@@ -196,3 +196,24 @@ def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_res
     s = study.Study(load_plan(root))
     assert all(s.trial(i).state in (study.COMPLETE, study.PRUNED) for i in range(10))
     assert len({json.dumps(p, sort_keys=True) for p in after}) == 10
+
+
+def test_cv_parallel_with_a_pruner_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from nestling.errors import UsageError
+
+    with pytest.raises(UsageError, match="--pruner median needs the folds of a trial to run in order"):
+        make_tune(tmp_path, "x", "--sampler", "tpe", "--pruner", "median", "--strategy", "cv-parallel")
+    assert not (tmp_path / "art" / "x").exists()
+
+
+def test_tpe_with_cv_parallel_draws_once_for_the_runs_of_a_trial(tmp_path: Path) -> None:
+    """Without a pruner cv-parallel is fine: the runs of one trial start side by side, one draws, the rest wait."""
+    root = make_tune(tmp_path, "cp", "--sampler", "tpe", "--strategy", "cv-parallel", n_trials=2, n_folds=4)
+    runs = [[d] for dirs in run_dirs_per_cv(load_plan(root)) for d in dirs]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        pool.map(_draw_units, [runs[k::4] for k in range(4)])
+    drawn = draws(root)
+    for cv in load_plan(root).cvs:
+        specs = [json.loads((r.dir / naming.RUN_SPEC).read_text()) for r in cv.runs]
+        assert all({k: s["hparams"][k] for k in drawn[cv.hp_index or 0]} == drawn[cv.hp_index or 0] for s in specs)
