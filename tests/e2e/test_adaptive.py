@@ -81,12 +81,16 @@ def test_a_worker_killed_mid_trial_and_resume_leave_every_trial_complete_or_prun
     assert victim is not None, "trial 1 never reached its second fold"
     os.kill(victim, signal.SIGKILL)
     out, err = driver.communicate(timeout=240)
-    before = {i: json.loads(naming.TrialPaths(root).draw(i).read_text()) for i in range(3)}
+    def drawn() -> dict[int, tuple[object, object]]:
+        records = [json.loads(naming.TrialPaths(root).draw(i).read_text()) for i in range(3)]
+        return {i: (r["params"], r["drawn_time"]) for i, r in enumerate(records)}
+
+    before = drawn()
     lost = json.loads(cli("status", str(root), "--json").stdout)["counts"]["lost"]
     assert lost == 1, out + err
     resumed = cli("tune", "--resume", "k", "--artifact_dir", str(tmp_path / "art"), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    after = {i: json.loads(naming.TrialPaths(root).draw(i).read_text()) for i in range(3)}
+    after = drawn()
     assert after == before  # the lost trial reran with its configuration; nothing drawn twice
     table = pl.read_parquet(root / naming.TUNE_INFOS)
     assert table.height == 3 and set(table["state"].to_list()) <= {"complete", "pruned"}
