@@ -202,7 +202,7 @@ def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None
     console.print(
         f"{plan.kind} {plan.name}: {len(states)} runs  " + "  ".join(f"{k}={v}" for k, v in counts.items())
     )
-    shown = states if args.all else [s for s in states if s.state != "success"]
+    shown = states if args.all else [s for s in states if s.state not in ("success", "pruned")]
     if shown:
         table = Table()
         for col in ("run_name", "run_id", "state", "job", "error"):
