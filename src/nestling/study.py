@@ -2,8 +2,9 @@
 stop (prune) a trial between folds.
 
 There is no study database. What a sampler or a pruner needs is rebuilt from the tree of the tune:
-  {tune}/_trials/{i}.json     trial i's drawn configuration; creating it (O_EXCL, empty) is the claim on the draw,
-                              the content is written atomically right after (a reader sees empty or complete)
+  {tune}/_trials/{i}.json     trial i's drawn configuration; creating it (O_EXCL, naming its drawer) is the claim
+                              on the draw, the draw replaces it atomically (a reader sees a claim or the draw);
+                              once the trial is finished its outcome is added (one file per trial for a new reader)
   {tune}/_trials/{i}.pruned   trial i was stopped after `step` folds, with its score so far
   run_result.json of each run the scores, fold by fold
 A trial is COMPLETE (every run has a result and the cv score is a number), FAIL (every run has a result, no score),
@@ -21,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import statistics
 import time
 import warnings
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 COMPLETE, PRUNED, FAILED, RUNNING, WAITING = "complete", "pruned", "failed", "running", "waiting"
 FINAL = (COMPLETE, PRUNED, FAILED)
-CLAIM_STALE_S = 60.0  # an empty draw file older than this: its drawer died between claim and write
+CLAIM_STALE_S = 60.0  # a claim (draw file without a draw) from another host older than this: its drawer died
 MEDIAN_STARTUP_TRIALS = 5  # median pruning starts once this many trials are complete (Optuna's default)
 HALVING_RATE = 4  # successive halving keeps the best 1/4 at folds 1, 4, 16, ... (Optuna's default reduction factor)
 
@@ -132,7 +134,7 @@ class Study:
                 text = f.read()
         except FileNotFoundError:
             return None
-        return json.loads(text) if text.strip() else None
+        return _drawn(text)
 
     def trial(self, index: int, pruned: bool | None = None) -> TrialState:
         """Trial `index` as the tree says now (finished ones from the cache); `pruned` when the caller knows."""
@@ -238,14 +240,11 @@ class Study:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 continue
             except FileExistsError:  # another worker draws it: wait, or take over a claim its drawer left
-                try:
-                    if time.time() - path.stat().st_mtime > CLAIM_STALE_S and path.stat().st_size == 0:
-                        path.unlink(missing_ok=True)
-                except FileNotFoundError:
-                    pass
+                _take_over_if_abandoned(path)
                 time.sleep(0.02)
                 continue
-            os.close(fd)
+            with os.fdopen(fd, "w") as claim:  # who draws: a waiter on this host sees at once if it died
+                claim.write(json.dumps({"claimed_by": {"pid": os.getpid(), "hostname": socket.gethostname()}}))
             try:
                 params = self.ask(index)
             except BaseException:
@@ -412,8 +411,45 @@ def forget_unwritten_draws(root: Path) -> None:
         return
     for name in names:
         path = trials / name
-        if name.endswith(".json") and path.stat().st_size == 0:
+        if name.endswith(".json") and _drawn(path.read_bytes()) is None:
             path.unlink(missing_ok=True)
+
+
+def _drawn(text: bytes) -> dict[str, Any] | None:
+    """A draw file's record, None while it is only a claim (empty, being written, or naming its drawer)."""
+    try:
+        record = json.loads(text) if text.strip() else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "params" in record else None
+
+
+def _take_over_if_abandoned(path: Path) -> None:
+    """Remove a claim whose drawer died before writing the draw: on this host when its pid is gone, else (or
+    when it never wrote who it is) after CLAIM_STALE_S. The content is read again just before removing, so a
+    claim another waiter made in between is left alone."""
+    from nestling.attempt import _pid_alive
+
+    def owner() -> tuple[bytes, dict[str, Any] | None]:
+        text = path.read_bytes()
+        try:
+            data = json.loads(text) if text.strip() else None
+        except ValueError:
+            data = None
+        return text, (data or {}).get("claimed_by") if isinstance(data, dict) else None
+
+    try:
+        text, claimed = owner()
+        if _drawn(text) is not None:
+            return
+        if claimed and claimed.get("hostname") == socket.gethostname():
+            abandoned = not _pid_alive(int(claimed["pid"]))
+        else:
+            abandoned = time.time() - path.stat().st_mtime > CLAIM_STALE_S
+        if abandoned and owner()[0] == text:
+            path.unlink()
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        pass
 
 
 _TREE_STORAGE: Any = None

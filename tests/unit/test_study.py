@@ -217,3 +217,27 @@ def test_tpe_with_cv_parallel_draws_once_for_the_runs_of_a_trial(tmp_path: Path)
     for cv in load_plan(root).cvs:
         specs = [json.loads((r.dir / naming.RUN_SPEC).read_text()) for r in cv.runs]
         assert all({k: s["hparams"][k] for k in drawn[cv.hp_index or 0]} == drawn[cv.hp_index or 0] for s in specs)
+
+
+def test_a_claim_whose_drawer_died_is_taken_over_and_a_live_ones_is_waited_for(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    root = make_tune(tmp_path, "s", "--sampler", "tpe", n_trials=2)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    paths = naming.TrialPaths(root)
+    paths.dir.mkdir()
+    paths.draw(0).write_text(json.dumps({"claimed_by": {"pid": dead.pid, "hostname": socket.gethostname()}}))
+    s = study.Study(load_plan(root))
+    started = time.monotonic()
+    params = s.ensure_drawn(0)
+    assert time.monotonic() - started < 5 and set(params) == {"lr", "width", "depth"}
+    assert json.loads(paths.draw(0).read_text())["params"] == params
+    live = {"claimed_by": {"pid": os.getpid(), "hostname": socket.gethostname()}}
+    paths.draw(1).write_text(json.dumps(live))
+    study._take_over_if_abandoned(paths.draw(1))
+    assert json.loads(paths.draw(1).read_text()) == live  # its drawer lives: left alone
