@@ -64,18 +64,36 @@ def load_spec(run_dir: Path) -> RunSpec:
     their absolute splits_file)."""
     paths = naming.RunPaths(Path(run_dir))
     try:
-        return _resolved(json.loads(paths.spec.read_text()), paths.dir, None)
+        data = json.loads(paths.spec.read_text())
     except FileNotFoundError:
         pass
+    else:
+        if data.get("trial") is None:
+            return _resolved(data, paths.dir, None)
+        root = find_plan_root(paths.dir)  # a forced resume may have rewritten it without the draw
+        return _resolved(_drawn(data, root), paths.dir, root)
     root = find_plan_root(paths.dir)
     specs = _planned_specs(root)
     try:
         data = specs[paths.dir.name]
     except KeyError:
         raise FileNotFoundError(f"no spec for run dir {paths.dir} in its plan's {naming.RUN_SPECS}") from None
+    if data.get("trial") is not None:
+        data = _drawn(data, root)
     paths.dir.mkdir(parents=True, exist_ok=True)
     write_atomic(paths.spec, json.dumps(data))
     return _resolved(data, paths.dir, root)
+
+
+def _drawn(data: dict[str, Any], root: Path) -> dict[str, Any]:
+    """An adaptive trial's spec completed with its drawn configuration (study.py writes the draw file before the
+    trial's first run starts; without it the spec cannot run)."""
+    path = naming.TrialPaths(root).draw(int(data["trial"]))
+    try:
+        drawn = json.loads(path.read_text())["params"]
+    except (FileNotFoundError, ValueError, KeyError):
+        raise FileNotFoundError(f"trial {data['trial']} of {root} has no drawn configuration ({path})") from None
+    return {**data, "hparams": {**data["hparams"], **drawn}}
 
 
 def _resolved(data: dict[str, Any], run_dir: Path, root: Path | None) -> RunSpec:
@@ -115,6 +133,7 @@ def plan_record(plan: Plan) -> dict[str, Any]:
         "name": plan.name,
         "n_folds": plan.n_folds,
         "options": plan.options,
+        **({"space": plan.space} if plan.space is not None else {}),
         "cvs": [
             {
                 "cv_name": cv.cv_name,
@@ -174,4 +193,4 @@ def load_plan(root: Path) -> Plan:
         )
         for cv in data["cvs"]
     ]
-    return Plan(data["kind"], data["name"], root, cvs, data["n_folds"], data["options"])
+    return Plan(data["kind"], data["name"], root, cvs, data["n_folds"], data["options"], data.get("space"))

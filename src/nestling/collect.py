@@ -7,6 +7,7 @@ rows with status "missing" (the status command tells pending, running and lost a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -46,6 +47,9 @@ class CvSummary:
     table: pl.DataFrame
     unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
     spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
+    state: str = "complete"  # complete | pruned | failed (a tune's trial, see study.py)
+    n_folds_done: int = 0  # folds, from the first, whose every run has a result
+    drawn_at: int | None = None  # order in which the trial's configuration was drawn
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,9 @@ def collect(path: Path, write: bool = True) -> Collected:
     plan = load_plan(find_plan_root(Path(path)))
     scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
     strategy = plan.options["cv"]["multi_score_strategy"]
-    cvs = _collect_cvs(plan.cvs, scoring, strategy)
+    cvs = _collect_cvs(_drawn_cvs(plan), scoring, strategy, _pruned(plan))
+    if plan.kind == "tune":
+        cvs = _with_draw_order(plan, cvs)
     if write and plan.kind in ("cv", "tune", "retrain"):
         _write_all(
             [(cv.table, planned.dir / naming.RUN_INFOS) for planned, cv in zip(plan.cvs, cvs, strict=True)]
@@ -138,9 +144,47 @@ def _aggregate(what: str, values: list[float]) -> float:
 _RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt", "worker_startup_s")
 
 
-def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvSummary]:
+def _drawn_cvs(plan: Plan) -> list[CvPlan]:
+    """The plan's cvs; in an adaptive tune with the configurations drawn at start (study.py) merged in."""
+    if not plan.adaptive:
+        return plan.cvs
+    from nestling.study import Study
+
+    study = Study(plan)
+    out = []
+    for i, cv in enumerate(plan.cvs):
+        drawn = study.trial(i).params or {}
+        out.append(dataclasses.replace(cv, hparams={**cv.hparams, **drawn}))
+    return out
+
+
+def _pruned(plan: Plan) -> set[int]:
+    if plan.kind != "tune":
+        return set()
+    from nestling.study import pruned_trials
+
+    return pruned_trials(plan.root)
+
+
+def _with_draw_order(plan: Plan, cvs: list[CvSummary]) -> list[CvSummary]:
+    """drawn_at: the order of the draws (an adaptive tune's draw times; up front: the trial order)."""
+    if not plan.adaptive:
+        return [dataclasses.replace(cv, drawn_at=i) for i, cv in enumerate(cvs)]
+    from nestling.study import Study
+
+    study = Study(plan)
+    times = {i: study.trial(i).drawn_time for i in study.drawn_indices()}
+    order = {i: k for k, i in enumerate(sorted(times, key=lambda i: (times[i] or 0.0, i)))}
+    return [dataclasses.replace(cv, drawn_at=order.get(i)) for i, cv in enumerate(cvs)]
+
+
+def _collect_cvs(
+    planned: list[CvPlan], scoring: Any, strategy: str, pruned: set[int] | None = None
+) -> list[CvSummary]:
     """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
-    each cv's table is a zero-copy slice of it with that cv's own metric columns."""
+    each cv's table is a zero-copy slice of it with that cv's own metric columns. A pruned trial's runs that never
+    started are left out: its table holds the runs that ran, its score is the score over the folds done."""
+    pruned = pruned or set()
     columns: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
     metrics: dict[
         str, list[float | None]
@@ -148,13 +192,19 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
     bounds: list[tuple[int, int, list[str], tuple[float, bool], list[str], str | None]] = []
     spreads: list[Spread] = []
     n = 0
-    for cv in planned:
+    folds_done: list[int] = []
+    for k, cv in enumerate(planned):
         start = n
         cv_metric_names: dict[str, None] = {}
         per_run: list[tuple[float, bool, str]] = []
         reasons: list[str] = []
+        unfinished_folds: set[int] = set()
         for run in cv.runs:
             result = read_result(run.dir) or {}
+            if not result:
+                unfinished_folds.add(run.fold)
+                if k in pruned:
+                    continue  # never started: its trial was pruned
             status = result.get("status") or MISSING
             values = result.get("metrics") or {}
             score, reason = run_score_reason(values, scoring, strategy)
@@ -182,6 +232,7 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 column.append(_float(value))
                 cv_metric_names[name] = None
             n += 1
+        folds_done.append(min(unfinished_folds, default=max((r.fold + 1 for r in cv.runs), default=0)))
         cv_result = cv_score(per_run)
         spreads.append(cv_spread(per_run))
         columns["score"].extend([cv_result[0]] * (n - start))
@@ -204,9 +255,14 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
-    for cv, cv_spread_, (start, length, names, (score, score_is_unstable), statuses, reason) in zip(
-        planned, spreads, bounds, strict=True
+    for k, (cv, cv_spread_, (start, length, names, (score, score_is_unstable), statuses, reason)) in enumerate(
+        zip(planned, spreads, bounds, strict=True)
     ):
+        n_folds = max((r.fold + 1 for r in cv.runs), default=0)
+        if k in pruned:
+            state = "pruned"
+        else:
+            state = "complete" if folds_done[k] == n_folds and not math.isnan(score) else "failed"
         summaries.append(
             CvSummary(
                 cv_name=cv.cv_name,
@@ -221,6 +277,8 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
                 unstable_reason=reason if score_is_unstable else None,
                 spread=cv_spread_,
+                state=state,
+                n_folds_done=folds_done[k],
             )
         )
     return summaries
@@ -260,6 +318,9 @@ def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
             "lcb": cv.spread.lcb,
             "n_runs": cv.n_runs,
             "n_failed": cv.n_failed,
+            "state": cv.state,
+            "n_folds_done": cv.n_folds_done,
+            "drawn_at": cv.drawn_at,
         }
         for cv in cvs
     ]
@@ -344,13 +405,14 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
 
 def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
     """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last, then by
-    score)."""
+    score); a pruned trial (scored on the folds it ran) below every trial that ran them all."""
 
-    def key(c: CvSummary) -> tuple[bool, bool, bool, float, float]:
+    def key(c: CvSummary) -> tuple[bool, bool, bool, bool, float, float]:
         value = c.spread.lcb if select == "lcb" else c.score
         score = 0 if math.isnan(c.score) else c.score
         # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
-        return math.isnan(c.score), c.score_is_unstable, math.isnan(value), -(0 if math.isnan(value) else value), -score
+        return (math.isnan(c.score), c.state == "pruned", c.score_is_unstable, math.isnan(value),
+                -(0 if math.isnan(value) else value), -score)  # fmt: skip
 
     return sorted(cvs, key=key)
 

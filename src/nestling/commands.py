@@ -124,10 +124,17 @@ def _ended(launcher: Launcher, config: Config) -> bool:
 
 def describe_trials(plan: Any, config: Config) -> list[str]:
     """For a dry run: the hyperparameter sets the plan would train and each one's run count, so a sweep can be
-    checked before it spends a cluster. Both samplers draw every trial when the plan is made (seeded), so these
-    are exactly the trials a launch trains. A cv or run prints only the launcher's description."""
+    checked before it spends a cluster. random and grid draw every trial when the plan is made (seeded), so these
+    are exactly the trials a launch trains; an adaptive sampler draws at start. A cv or run prints only the
+    launcher's description."""
     if plan.kind != "tune":
         return []
+    if plan.adaptive:  # nothing is drawn before a worker starts a trial (study.py)
+        tune = config.tune
+        return [
+            f"configurations: {len(plan.cvs)} trials, each drawn at start by --sampler {tune.sampler} from the "
+            f"results finished by then (pruner: {tune.pruner}); {plural(len(plan.cvs[0].runs), 'run')} per trial"
+        ]
     keys = sorted({k for cv in plan.cvs for k in cv.hparams})
     varying = [k for k in keys if len({repr(cv.hparams.get(k)) for cv in plan.cvs}) > 1] or keys
     fixed = [k for k in keys if k not in varying]

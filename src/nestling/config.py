@@ -35,7 +35,8 @@ FoldMethod = Literal["kfold", "stratified", "shuffle", "region", "region-stratif
 TestSplit = Literal["none", "random", "region"]
 MultiScoreStrategy = Literal["geometric", "harmonic", "arithmetic", "min"]
 ScoreEpoch = Literal["last", "best"]
-Sampler = Literal["random", "grid"]
+Sampler = Literal["random", "grid", "tpe"]
+Pruner = Literal["none", "median", "successive-halving"]
 Select = Literal["score", "lcb"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 LauncherName = Literal["local", "submitit-local", "slurm"]
@@ -86,10 +87,11 @@ class Tune:
 
     hpconfig: str | None = None  # TOML/YAML file with a [hyperparameters] table; default: the --config file's
     n_trials: int = 10  # hyperparameter sets to cross-validate (clipped to the grid size with --sampler grid)
-    sampler: Sampler = "random"  # how trials are drawn from the space
+    sampler: Sampler = "random"  # how trials are drawn: random/grid up front, tpe when a worker starts each trial
     tune_seed: int = 0  # same seed, same trials
     select: Select = "score"  # what ranks trials and picks the best: the cv score, or lcb = mean - sem of its runs
     retrain: bool = False  # then `nestling retrain` the best on train + val and test it (SLURM: a job after the collector)
+    pruner: Pruner = "none"  # stop hopeless trials after a fold: median or successive-halving (serial/tune-parallel)
 
 
 @dataclass(frozen=True)

@@ -213,8 +213,8 @@ def _tune_order(collected: Collected, frame: pl.DataFrame) -> list[CvSummary]:
 
 
 def _trial_state(cv: CvSummary, row: dict[str, Any]) -> str:
-    if row.get("state"):  # e.g. "pruned" from an adaptive search
-        return str(row["state"])
+    if row.get("state") == "pruned":  # adaptive search stopped it after some folds
+        return "pruned"
     if cv.n_runs and cv.n_missing == cv.n_runs:
         return "missing"
     if cv.n_success == 0 or math.isnan(cv.score):

@@ -55,6 +55,7 @@ FINAL_INFOS = "final_infos.parquet"  # the retrain of a tune (a cv inside the tu
 SUPERVISOR_LOG = "_supervisor.log"  # what a detached local sweep's supervisor prints (--detach)
 SUPERVISOR_PID = "_supervisor.pid"  # who supervises it: pid, hostname, start time (JSON)
 SUPERVISOR_REQUEST = "_supervisor.json"  # what the foreground hands the supervisor: the runs and the options
+TRIALS_DIR = "_trials"  # adaptive search: one draw file per trial, and prune marks
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -359,3 +360,16 @@ class ArrayLaunchPaths:
 def wandb_synced_marker(offline_dir: Path) -> Path:
     """The marker `nestling sync` leaves in an offline W&B run's dir after uploading it."""
     return Path(offline_dir) / WANDB_SYNCED
+
+class TrialPaths:
+    """The trials of a tune's adaptive search (study.py): `{i}.json` is trial i's drawn configuration (its
+    O_EXCL creation is the claim), `{i}.pruned` says trial i was stopped after some folds."""
+
+    def __init__(self, tune_root: Path) -> None:
+        self.dir = Path(tune_root) / TRIALS_DIR
+
+    def draw(self, index: int) -> Path:
+        return self.dir / f"{index}.json"
+
+    def pruned(self, index: int) -> Path:
+        return self.dir / f"{index}.pruned"

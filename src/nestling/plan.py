@@ -72,6 +72,13 @@ class Plan:
     cvs: list[CvPlan]
     n_folds: int
     options: dict[str, Any]  # the configuration that made this plan (Config.to_dict), for resume and provenance
+    # adaptive search (--sampler tpe): the space as optuna distribution JSON; each cv's sampled hparams are drawn
+    # when a worker starts it (study.py), so its CvPlan holds only the fixed ones. None: drawn up front.
+    space: dict[str, str] | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.space is not None
 
     @property
     def runs(self) -> list[PlannedRun]:
@@ -174,6 +181,7 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
             wandb_entity=config.logging.wandb_entity,
             wandb_mode=config.logging.wandb_mode,
             retrain=plan.kind == "retrain",
+            trial=cv.hp_index if plan.adaptive else None,
         )
         for cv in plan.cvs
         for run in cv.runs
@@ -210,7 +218,9 @@ def plan_tune(
     trials: list[dict[str, Any]],
     n_folds: int,
     rng: random.Random | None = None,
+    space: dict[str, str] | None = None,
 ) -> Plan:
+    """`space` (distribution JSON) makes the tune adaptive: `trials` then hold only the fixed hparams."""
     artifact_dir = Path(config.logging.artifact_dir)
     cvs = [
         plan_cv(
@@ -225,7 +235,7 @@ def plan_tune(
         )
         for index, hparams in enumerate(trials)
     ]
-    return Plan("tune", name, naming.tune_dir(artifact_dir, name), cvs, n_folds, config.to_dict())
+    return Plan("tune", name, naming.tune_dir(artifact_dir, name), cvs, n_folds, config.to_dict(), space)
 
 
 def plan_single_cv(

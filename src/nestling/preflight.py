@@ -55,8 +55,8 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
         )
     artifact_dir = Path(config.logging.artifact_dir)
     if kind == "tune":
-        trials, space_source = _trials(config, defaults)
-        sampled = sorted(set(config.hparams) & {k for t in trials for k in t})
+        trials, space_source, space = _trials(config, defaults)
+        sampled = sorted(set(config.hparams) & ({k for t in trials for k in t} | set(space or {})))
         if sampled:
             raise UsageError(
                 f"hyperparameter {sampled[0]!r} is both fixed (--hp / [hparams]) and sampled ({space_source}); "
@@ -69,6 +69,7 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
             trials=[{**base_hparams, **t} for t in trials],
             n_folds=n_folds,
             rng=rng,
+            space=space,
         )
     elif kind == "cv":
         name = _name(config, artifact_dir, "cv")
@@ -123,6 +124,11 @@ def _check_choices(config: Config, kind: str) -> None:
         raise UsageError(
             "--retrain tests the retrained model on the test split, and this tune has none: add --test_split random "
             "(--test_fraction 0.2) or --test_split region --test_regions R1 R2"
+        )
+    if kind == "tune" and config.tune.pruner != "none" and strategy == "cv-parallel":
+        raise UsageError(
+            f"--pruner {config.tune.pruner} needs the folds of a trial to run in order, which --strategy cv-parallel "
+            "does not do; use --strategy tune-parallel (trials side by side) or --pruner none"
         )
     if kind != "run" and config.device.num_nodes > 1:  # array tasks get one node: Trainer and sbatch would disagree
         raise UsageError(
@@ -235,10 +241,20 @@ def _splits(task: Task, config: Config, kind: str) -> list[Split]:
     )
 
 
-def _trials(config: Config, defaults: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    """The sampled trials, and where their space came from (for errors): --hpconfig, else --config's table."""
+def _trials(
+    config: Config, defaults: dict[str, Any]
+) -> tuple[list[dict[str, Any]], str, dict[str, str] | None]:
+    """The sampled trials, where their space came from (for errors): --hpconfig, else --config's table, and for an
+    adaptive sampler the space itself (distribution JSON; its trials are then empty, drawn when they start)."""
     from nestling.config import read_config_file
-    from nestling.space import check_space_keys, load_space, parse_space, sample_trials
+    from nestling.space import (
+        ADAPTIVE_SAMPLERS,
+        check_space_keys,
+        load_space,
+        parse_space,
+        sample_trials,
+        to_json,
+    )
 
     file_data = read_config_file(config.config_file) if config.config_file and not config.tune.hpconfig else {}
     if config.tune.hpconfig:
@@ -252,10 +268,12 @@ def _trials(config: Config, defaults: dict[str, Any]) -> tuple[list[dict[str, An
             "(or that table in the --config file)"
         )
     check_space_keys(space, defaults)
+    if config.tune.sampler in ADAPTIVE_SAMPLERS:
+        return [{} for _ in range(config.tune.n_trials)], source, to_json(space)
     trials = sample_trials(
         space, sampler=config.tune.sampler, n_trials=config.tune.n_trials, seed=config.tune.tune_seed
     )
-    return trials, source
+    return trials, source, None
 
 
 def _name(config: Config, artifact_dir: Path, kind: str) -> str:

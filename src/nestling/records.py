@@ -75,6 +75,7 @@ class RunSpec:
     wandb_mode: str = "auto"  # --wandb_mode; specs written before it existed load as "auto"
     score_epoch: str = "last"  # "best": the run's val metrics are those of its best checkpoint (--score_epoch)
     retrain: bool = False  # train on the split's train samples without validating; test the final weights
+    trial: int | None = None  # adaptive search: hparams are completed from this trial's draw file at start
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,7 +104,7 @@ def empty_result(spec: RunSpec) -> dict[str, Any]:
     return result
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
+def read_result(run_dir: Path | str) -> dict[str, Any] | None:
     """The run's result, or None when it has none (yet) or it cannot be read."""
     from nestling.naming import RUN_RESULT
 

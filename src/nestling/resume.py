@@ -2,7 +2,8 @@
 
 The saved plan is re-read (trials are never re-sampled); runs whose result is success are skipped; failed, missing
 and lost runs run again with the same run_name and run_id and the next attempt number (a failed result is kept as
-run_result.attempt-N.json). Options that define the plan must not change: an option given on the command line (or
+run_result.attempt-N.json). An adaptive tune (study.py) keeps its drawn and pruned trials: a lost trial reruns
+with its drawn configuration, trials never drawn are drawn when they start, with every result known. Options that define the plan must not change: an option given on the command line (or
 set away from its default) that differs from the saved plan is refused with a diff unless --force, which applies
 changed training/device options to the reruns (their RunSpecs derived again by plan.py, through the same device
 rule as planning); options --force cannot apply are refused even with it. Launch and container options may
@@ -88,6 +89,15 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
     todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
+    if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
+        from nestling.study import forget_unwritten_draws, pruned_trials, reopen
+
+        pruned = pruned_trials(plan.root)
+        kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
+        todo = [run for run in todo if run.dir.name not in kept]
+        forget_unwritten_draws(plan.root)
+        rerun = {run.dir.name for run in todo}
+        reopen(plan.root, {i for i, cv in enumerate(plan.cvs) if any(r.dir.name in rerun for r in cv.runs)})
     for run in todo:
         _archive_failed_result(run.dir)
         attempt.remove_if_stale(run.dir)

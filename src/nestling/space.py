@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
+ADAPTIVE_SAMPLERS = ("tpe",)  # drawn when a worker starts the trial, from every result finished by then (study.py)
 DISTRIBUTIONS = ("choice", "constant", "uniform", "loguniform", "intuniform")
 SPACE_TABLE = "hyperparameters"
 
@@ -278,8 +279,9 @@ def sample_trials(
     """
     import optuna
 
-    if sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    if sampler not in SAMPLERS or sampler in ADAPTIVE_SAMPLERS:
+        up_front = [s for s in SAMPLERS if s not in ADAPTIVE_SAMPLERS]
+        raise UsageError(f"unknown up-front sampler {sampler!r}: choose one of {', '.join(up_front)}")
     if not _is_int(n_trials) or n_trials < 1:
         raise UsageError(f"n_trials = {n_trials!r} must be a positive integer, e.g. --n_trials 10")
     if not _is_int(seed):
@@ -305,3 +307,16 @@ def sample_trials(
     finally:
         optuna.logging.set_verbosity(verbosity)
     return trials
+
+
+def to_json(space: Mapping[str, BaseDistribution]) -> dict[str, str]:
+    """The space as optuna's distribution JSON, stored in plan.json for workers that draw adaptively."""
+    from optuna.distributions import distribution_to_json
+
+    return {key: distribution_to_json(dist) for key, dist in space.items()}
+
+
+def from_json(data: Mapping[str, str]) -> dict[str, BaseDistribution]:
+    from optuna.distributions import json_to_distribution
+
+    return {key: json_to_distribution(text) for key, text in data.items()}

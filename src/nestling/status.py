@@ -5,7 +5,8 @@ pending (its job waits in the queue, or it waits behind another run of its unit)
 without a result), blocked (its job waits for a reason waiting never resolves, e.g. PENDING (PartitionConfig):
 the error column names the reason; cancel the job or fix it), not started (fail-fast stopped the plan before
 the run started; --resume runs it), interrupted (Ctrl-C stopped the local launch before it ended: it resumes with
---resume, from the checkpoint it saved when it was in progress).
+--resume, from the checkpoint it saved when it was in progress), pruned (never started: its trial was stopped
+after an earlier fold, see study.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nestling.plan import Plan
 from nestling.records import read_json, read_result
 from nestling.slurm_query import QueuedJob
 
-STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted")
+STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned")
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 
@@ -81,14 +82,18 @@ def run_states(plan: Plan) -> list[RunState]:
     stop = failfast.stopped(plan.root)  # fail-fast fired: what has no result and nothing holds never started
     interrupted = bool(last and last.get("interrupted"))
     states = []
+    pruned = _pruned_runs(plan)
     for run in plan.runs:
         result = read_result(run.dir)
         job = job_of.get(str(run.dir.resolve()))
         unstable = None
+        error: str | None
         if result is not None:
             state, error = result.get("status", "failed"), result.get("error")
             if state == "success":
                 unstable = _unstable_reason(plan, result)
+        elif run.dir.name in pruned:
+            state, error = "pruned", None
         else:
             error = None
             state = _unfinished_state(
@@ -103,6 +108,16 @@ def run_states(plan: Plan) -> list[RunState]:
                 state = "interrupted"
         states.append(RunState(run.run_name, run.run_id, state, job, error, unstable))
     return states
+
+
+def _pruned_runs(plan: Plan) -> set[str]:
+    """Run dir names of the trials marked pruned (their runs without a result never start)."""
+    if plan.kind != "tune":
+        return set()
+    from nestling.study import pruned_trials
+
+    marked = pruned_trials(plan.root)
+    return {run.dir.name for i, cv in enumerate(plan.cvs) if i in marked for run in cv.runs}
 
 
 def _unfinished_state(
@@ -211,7 +226,7 @@ def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None
             f"detached: supervisor {supervisor.describe()} alive; log {naming.SupervisorPaths(plan.root).log}; "
             f"stop it with nestling stop {plan.root}"
         )
-    shown = states if args.all else [s for s in states if s.state != "success" or s.unstable_reason]
+    shown = states if args.all else [s for s in states if s.state not in ("success", "pruned") or s.unstable_reason]
     if shown:
         table = Table()
         for col in ("run_name", "run_id", "state", "job", "error"):

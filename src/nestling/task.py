@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 BUILTIN_TASKS = {
     "synthetic-segmentation": "nestling.tasks.synthetic:SyntheticSegmentation",
     "sleep": "nestling.tasks.sleep:SleepTask",
+    "bowl": "nestling.tasks.bowl:BowlTask",
 }
 
 

@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from nestling import failfast, jobenv
+from nestling import failfast, jobenv, study
 from nestling.artifacts import load_spec
 from nestling.records import read_result
 
 SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
 NOT_STARTED = "not started"  # the reply for a run fail-fast held back (see failfast.py)
+PRUNED = study.PRUNED  # the reply for a run whose trial was stopped after an earlier fold (see study.py)
 
 
 def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:
@@ -35,6 +36,8 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
             root = failfast.plan_root(Path(d))
             if root is not None and failfast.stopped(root) is not None:  # a systematic error: start no more
                 result = {"run_dir": d, "status": NOT_STARTED}
+            elif not study.before_run(Path(d), root):  # draws an adaptive trial's configuration first
+                result = {"run_dir": d, "status": PRUNED}
             else:
                 result = execute(load_spec(Path(d)))
                 if result is not None and root is not None:
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         serve()
         return 0
     results = run_dirs(args.run_dirs)
-    return 0 if any(r.get("status") in ("success", SKIPPED, NOT_STARTED) for r in results) or not results else 1
+    return 0 if any(r.get("status") in ("success", SKIPPED, NOT_STARTED, PRUNED) for r in results) or not results else 1
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ ROOMS: dict[str, tuple[str, ...]] = {
         "nestling.tasks.synthetic",
         "nestling.tasks._synthetic_torch",
         "nestling.tasks.sleep",
+        "nestling.tasks.bowl",
+        "nestling.study",
     ),
     # 4: reading: the tree -> tables, states, summaries
     "reading": (

@@ -26,8 +26,19 @@ def make_plan(tmp_path: Path, launcher: str, job_id: str = "4242") -> Plan:
     write_plan(prepared.plan, prepared.splits)
     plan = load_plan(prepared.plan.root)
     dirs = [[str(run.dir)] for run in plan.runs]
-    array = {"job_id": job_id, "tasks": len(dirs), "offset": 0, "units": list(range(len(dirs))), "run_dirs": dirs}
-    record: dict[str, Any] = {"launcher": launcher, "arrays": [array], "job_ids": [job_id], "collector_job_id": None}
+    array = {
+        "job_id": job_id,
+        "tasks": len(dirs),
+        "offset": 0,
+        "units": list(range(len(dirs))),
+        "run_dirs": dirs,
+    }
+    record: dict[str, Any] = {
+        "launcher": launcher,
+        "arrays": [array],
+        "job_ids": [job_id],
+        "collector_job_id": None,
+    }
     save_launch(plan.root, LaunchRecord.from_dict(record))
     return plan
 
@@ -59,8 +70,14 @@ def test_submitit_local_launch_never_asks_squeue(
 
 def test_slurm_launch_states_from_squeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan = make_plan(tmp_path, "slurm")
-    calls = squeue_says(monkeypatch, "4242_0|RUNNING|debug|None\n4242_1|PENDING|debug|Priority\n77_0|PENDING|debug|Resources\n")
-    assert [s.state for s in status.run_states(plan)] == ["pending", "pending"]  # running without a lock: starting
+    calls = squeue_says(
+        monkeypatch,
+        "4242_0|RUNNING|debug|None\n4242_1|PENDING|debug|Priority\n77_0|PENDING|debug|Resources\n",
+    )
+    assert [s.state for s in status.run_states(plan)] == [
+        "pending",
+        "pending",
+    ]  # running without a lock: starting
     assert calls == [["squeue", "-h", "-r", "-o", "%i|%T|%P|%r"]]
     squeue_says(monkeypatch, "")  # left the queue without a result
     assert [s.state for s in status.run_states(plan)] == ["lost", "lost"]
@@ -74,6 +91,16 @@ def test_job_slurm_can_never_start_is_blocked(tmp_path: Path, monkeypatch: pytes
     squeue_says(monkeypatch, "4242_[0-1]|PENDING|debug|PartitionConfig\n")
     states = status.run_states(plan)
     assert [(s.state, s.error) for s in states] == [("blocked", "blocked: PartitionConfig")] * 2
-    assert status.count(states) == {"success": 0, "failed": 0, "running": 0, "pending": 0, "lost": 0, "blocked": 2, "not started": 0, "interrupted": 0}
+    assert status.count(states) == {
+        "success": 0,
+        "failed": 0,
+        "running": 0,
+        "pending": 0,
+        "lost": 0,
+        "blocked": 2,
+        "not started": 0,
+        "interrupted": 0,
+        "pruned": 0,
+    }
     squeue_says(monkeypatch, "4242_0|PENDING|debug|Resources\n4242_1|PENDING|debug|PartitionTimeLimit\n")
     assert [s.state for s in status.run_states(plan)] == ["pending", "blocked"]

@@ -1,0 +1,274 @@
+"""Adaptive search (issue 13): quality, pruning savings, draw latency and concurrent draws, with the bowl task.
+
+Every case runs in this process (or in forked ones), with workers simulated by `tasks.bowl.simulate_unit`: it does
+what a worker does with a unit (ask the study, draw or skip a pruned trial's run) and writes the result a real run
+of the bowl task writes, whose score is a known function of the hyperparameters plus fold and run noise. So the
+search is measured, not Lightning.
+
+- quality: median over 5 tune seeds of the regret (0.95, the best true value, minus the true value of the trial
+  ranked first) after 40 trials x 5 folds, TPE vs random (target: TPE <= half of random's);
+- pruning: runs started and regret with --pruner successive-halving / median vs none, same 40 TPE trials
+  (targets: >= 40 % fewer runs, regret <= 110 % of no pruning);
+- draw latency: one draw (rebuilding the study from the tree, cold, as a fresh worker; and warm, as a worker that
+  drew before) with 100 / 1,000 / 10,000 finished trials, vs `optuna.load_study` over a JournalFileBackend holding
+  the same trials followed by the same ask (target: <= 0.2 s at 1,000);
+- concurrency: 8 forked workers drawing at once, 40 trials: distinct configurations, exactly 40 draws.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from optuna.storages.journal import BaseJournalBackend
+
+from bench._common import Row, judge, scratch, standalone
+
+NAME = "search"
+SPACE = """
+[hyperparameters]
+lr = {distribution = "loguniform", low = 1e-5, high = 1.0}
+width = {low = 0.0, high = 1.0}
+depth = {low = 1, high = 10}
+"""
+SEEDS = (0, 1, 2, 3, 4)
+N_TRIALS, N_FOLDS = 40, 5
+
+
+def make_tune(tmp: Path, name: str, *extra: str, n_trials: int = N_TRIALS, n_folds: int = N_FOLDS) -> Path:
+    from nestling import study
+    from nestling.artifacts import write_plan
+    from nestling.config import parse_config
+    from nestling.preflight import prepare
+
+    space = tmp / "space.toml"
+    space.write_text(SPACE)
+    argv = ["--task", "bowl", "--hpconfig", str(space), "--n_trials", str(n_trials), "--n_folds", str(n_folds),
+            "--n_seeds", "1", "--artifact_dir", str(tmp / "art"), "--name", name, *extra]  # fmt: skip
+    prepared = prepare(parse_config(argv, prog="nestling tune"), "tune")
+    write_plan(prepared.plan, prepared.splits)
+    study._STUDIES.clear()  # a fresh "process" per tune
+    return prepared.plan.root
+
+
+def run_serial(root: Path) -> list[str]:
+    from nestling.artifacts import load_plan
+    from nestling.plan import run_dirs_per_cv, work_units
+    from nestling.tasks.bowl import simulate_unit
+
+    plan = load_plan(root)
+    return [s for unit in work_units(run_dirs_per_cv(plan), "serial") for s in simulate_unit(unit.run_dirs)]
+
+
+def regret(root: Path) -> float:
+    from nestling.collect import collect, ranked
+    from nestling.tasks.bowl import OPTIMUM, true_value
+
+    best = ranked(collect(root, write=False).cvs)[0]
+    return true_value(OPTIMUM) - true_value(best.hparams)
+
+
+def quality_and_pruning(tmp: Path) -> list[Row]:
+    cases = {
+        "random": ("--sampler", "random"),
+        "tpe": ("--sampler", "tpe"),
+        "tpe+successive-halving": ("--sampler", "tpe", "--pruner", "successive-halving"),
+        "tpe+median": ("--sampler", "tpe", "--pruner", "median"),
+    }
+    regrets: dict[str, list[float]] = {c: [] for c in cases}
+    runs: dict[str, list[int]] = {c: [] for c in cases}
+    for seed in SEEDS:
+        for case, flags in cases.items():
+            root = make_tune(tmp, f"{case.replace('+', '-')}-{seed}", *flags, "--tune_seed", str(seed))
+            statuses = run_serial(root)
+            runs[case].append(sum(s == "success" for s in statuses))
+            regrets[case].append(regret(root))
+    med = {c: statistics.median(v) for c, v in regrets.items()}
+    total = {c: sum(v) for c, v in runs.items()}
+    per_seed = {c: " ".join(f"{r:.3f}" for r in v) for c, v in regrets.items()}
+    rows = [
+        Row(NAME, f"regret, {N_TRIALS} trials x {N_FOLDS} folds: tpe vs random", med["tpe"], med["random"],
+            unit="", baseline_name="random", target="ratio <= 0.5",
+            met=judge(med["tpe"] / med["random"] if med["random"] else None, "<=", 0.5),
+            note=f"median over tune seeds {SEEDS}; tpe {per_seed['tpe']}; random {per_seed['random']}"),
+    ]  # fmt: skip
+    for case in ("tpe+successive-halving", "tpe+median"):
+        saved = 1 - total[case] / total["tpe"]
+        rows.append(
+            Row(NAME, f"runs started, {case} vs no pruning", total[case], total["tpe"], unit="runs",
+                baseline_name="tpe, no pruner", target=">= 40 % fewer", met=judge(saved, ">=", 0.4),
+                note=f"{saved:.0%} fewer runs over {len(SEEDS)} tunes")
+        )  # fmt: skip
+        rows.append(
+            Row(NAME, f"regret, {case} vs no pruning", med[case], med["tpe"], unit="",
+                baseline_name="tpe, no pruner", target="ratio <= 1.1",
+                met=judge(med[case] / med["tpe"] if med["tpe"] else None, "<=", 1.1),
+                note=f"per seed: {per_seed[case]}")
+        )  # fmt: skip
+    return rows
+
+
+def _finished_tree(tmp: Path, n: int) -> Path:
+    """A TPE tune with n finished trials (1 fold, 1 seed: one result each) and 2 not yet drawn, written directly."""
+    from nestling.artifacts import load_plan
+    from nestling.naming import RUN_RESULT, TrialPaths
+    from nestling.tasks.bowl import observed
+
+    root = make_tune(tmp, f"latency-{n}", "--sampler", "tpe", "--fold_method", "none", n_trials=n + 2, n_folds=1)
+    plan = load_plan(root)
+    trials = TrialPaths(root)
+    trials.dir.mkdir()
+    rng = random.Random(n)
+    for i, cv in enumerate(plan.cvs[:n]):
+        params = {"lr": 10 ** rng.uniform(-5, 0), "width": rng.random(), "depth": rng.randint(1, 10)}
+        trials.draw(i).write_text(json.dumps({"index": i, "params": params, "drawn_time": float(i)}))
+        run = cv.runs[0]
+        run.dir.mkdir(parents=True)
+        result = {"status": "success", "metrics": {"val/score": observed(params, run.fold, run.seed)}}
+        (run.dir / RUN_RESULT).write_text(json.dumps(result))
+    from nestling import study
+
+    finished = study.Study.from_root(root)  # the workers that ran them left each outcome in its draw file
+    assert finished is not None
+    for i in range(n):
+        finished.trial(i)
+    study._STUDIES.clear()
+    return root
+
+
+def _journal(tmp: Path, root: Path, n: int) -> Any:
+    """The same n trials in an Optuna journal file, as Optuna's workers on a shared disk would keep them."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from nestling import study as nstudy
+    from nestling.artifacts import load_plan
+
+    s = nstudy.Study(load_plan(root))
+    frozen = [s._frozen_trial(i) for i in range(n)]
+    path = tmp / f"journal-{n}.log"
+    memory = _MemoryJournal()  # the log built in memory, then appended in one write: 10,000 locked appends would
+    storage = JournalStorage(memory)  # time the bench's setup, not what is measured
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    created = optuna.create_study(storage=storage, study_name="bench", direction="maximize")
+    created.add_trials([f for f in frozen if f is not None])
+    JournalFileBackend(str(path)).append_logs(memory.logs)
+    return path, s.space
+
+
+class _MemoryJournal(BaseJournalBackend):
+    """An Optuna journal backend in a list (BaseJournalBackend's two methods)."""
+
+    def __init__(self) -> None:
+        self.logs: list[dict[str, Any]] = []
+
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        return self.logs[log_number_from:]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self.logs.extend(logs)
+
+
+def draw_latency(tmp: Path, sizes: list[int]) -> list[Row]:
+    import warnings
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from nestling import failfast, study
+    from nestling.artifacts import load_plan
+
+    rows = []
+    for n in sizes:
+        root = _finished_tree(tmp, n)
+        plan = load_plan(root)
+        first, second = plan.cvs[n].runs[0].dir, plan.cvs[n + 1].runs[0].dir
+        study._STUDIES.clear()
+        t0 = time.perf_counter()
+        study.before_run(first, failfast.plan_root(first))  # a fresh worker: plan, every trial, the TPE draw
+        cold = time.perf_counter() - t0
+        from nestling.tasks.bowl import simulate
+
+        simulate(first)
+        t0 = time.perf_counter()
+        study.before_run(second, failfast.plan_root(second))  # the same worker, one more trial finished
+        warm = time.perf_counter() - t0
+        journal, space = _journal(tmp, root, n)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = optuna.load_study(
+                study_name="bench",
+                storage=JournalStorage(JournalFileBackend(str(journal))),
+                sampler=optuna.samplers.TPESampler(seed=0, multivariate=True, constant_liar=True),
+            )
+            loaded.ask(dict(space))
+        baseline = time.perf_counter() - t0
+        rows.append(
+            Row(NAME, f"draw with {n:,} finished trials (fresh worker)", cold, baseline,
+                baseline_name="optuna.load_study(JournalFileBackend) + ask",
+                target="<= 0.2 s" if n == 1_000 else "", met=judge(cold, "<=", 0.2) if n == 1_000 else None,
+                note="plan.json and every draw file read (a finished trial keeps its outcome there), study rebuilt, TPE ask, draw written")
+        )  # fmt: skip
+        rows.append(
+            Row(NAME, f"draw with {n:,} finished trials (warm worker)", warm, baseline,
+                baseline_name="optuna.load_study(JournalFileBackend) + ask",
+                note="finished trials cached in the process: only new draws and results are read")
+        )  # fmt: skip
+    return rows
+
+
+def _worker(units: list[list[str]]) -> int:
+    from nestling import study
+    from nestling.tasks.bowl import simulate_unit
+
+    study._STUDIES.clear()
+    for unit in units:
+        simulate_unit(unit)
+    return os.getpid()
+
+
+def concurrency(tmp: Path, n_workers: int = 8, n_trials: int = N_TRIALS) -> list[Row]:
+    """Workers pull cvs from one queue (as the local pool hands out tune-parallel units), all start at once."""
+    from nestling.artifacts import load_plan
+    from nestling.naming import TrialPaths
+    from nestling.plan import run_dirs_per_cv
+
+    root = make_tune(tmp, "concurrent", "--sampler", "tpe", n_trials=n_trials, n_folds=2)
+    per_cv = run_dirs_per_cv(load_plan(root))
+    ctx = multiprocessing.get_context("fork")
+    t0 = time.perf_counter()
+    with ctx.Pool(n_workers) as pool:
+        pool.map(_worker, [[cv] for cv in per_cv], chunksize=1)
+    took = time.perf_counter() - t0
+    files = sorted(TrialPaths(root).dir.glob("*.json"))
+    params = [json.dumps(json.loads(p.read_text())["params"], sort_keys=True) for p in files]
+    duplicates = len(params) - len(set(params))
+    ok = len(files) == n_trials and duplicates == 0
+    return [
+        Row(NAME, f"{n_workers} workers drawing {n_trials} trials at once", float(duplicates), unit="duplicates",
+            target="0 duplicates, exactly N draws", met=ok,
+            note=f"{len(files)} draws for {n_trials} trials; {took:.1f} s with simulated runs")
+    ]  # fmt: skip
+
+
+def run(quick: bool = False) -> list[Row]:
+    """Adaptive search with simulated workers: regret, pruning savings, draw latency, concurrent draws."""
+    rows: list[Row] = []
+    with scratch(NAME) as tmp:
+        rows += quality_and_pruning(tmp)
+        rows += draw_latency(tmp, [100, 1_000] if quick else [100, 1_000, 10_000])
+        rows += concurrency(tmp)
+    return rows
+
+
+if __name__ == "__main__":
+    standalone(NAME, run)
