@@ -137,7 +137,7 @@ def test_slurm_dry_run_scripts_hold_no_secret(
     container: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What `--launcher slurm` writes (sbatch scripts, units.json) and prints, with secrets in the environment;
-    the local and submitit-local launchers end to end: tests/e2e/test_tracking.py."""
+    the local and submitit-local launchers end to end: tests/e2e/test_tracking_offline.py."""
     import shutil
 
     from nestling import container as container_mod

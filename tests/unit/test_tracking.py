@@ -1,7 +1,7 @@
 """W&B mode decision (tracking.py) and `nestling sync` (sync.py), without wandb: real sockets on loopback, a
 stand-in `wandb` executable that records its calls.
 
-With the real wandb client end to end (an unreachable W&B, an invalid key): tests/e2e/test_tracking.py.
+With the real wandb client end to end (an unreachable W&B, an invalid key): tests/e2e/test_tracking_offline.py.
 """
 
 from __future__ import annotations
