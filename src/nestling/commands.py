@@ -33,7 +33,7 @@ def parallel_strategy(config: Config) -> str:
 
 def execute_plan(kind: str, argv: list[str]) -> int:
     from nestling.artifacts import write_plan
-    from nestling.launch.factory import make_launcher
+    from nestling.launch.factory import make_launcher, prestart_local
     from nestling.plan import run_dirs_per_cv, work_units
     from nestling.preflight import prepare
 
@@ -42,21 +42,27 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         from nestling.resume import resume
 
         return resume(kind, config, argv)
-    prepared = prepare(config, kind)
-    plan = prepared.plan
-    launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task)
-    units = work_units(
-        run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
-    )
-    if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
-        print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
-        return 0
+    pool = prestart_local(config)  # its workers import torch while this process loads the task and plans
     try:
-        write_plan(plan, prepared.splits)
-    except FileExistsError:  # another process took the name between the check and now
-        raise UsageError(
-            f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
-        ) from None
+        prepared = prepare(config, kind)
+        plan = prepared.plan
+        launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task, prestarted=pool)
+        units = work_units(
+            run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
+        )
+        if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
+            print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
+            return 0
+        try:
+            write_plan(plan, prepared.splits)
+        except FileExistsError:  # another process took the name between the check and now
+            raise UsageError(
+                f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
+            ) from None
+    except BaseException:  # a planning error: the prestarted workers have run nothing; stop them
+        if pool is not None:
+            pool.discard()
+        raise
     return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
 
 

@@ -2,9 +2,12 @@
 
 Two modes:
   python -m nestling.worker RUN_DIR...   run these runs in series, then exit (SLURM array tasks, containers)
-  python -m nestling.worker --serve      read work units as JSON lines on stdin; after each run write a JSON line
+  python -m nestling.worker --serve [--preload TASK]
+                                         read work units as JSON lines on stdin; after each run write a JSON line
                                          {"run_dir", "status"} and after each unit {"unit_done": index} on stdout.
-In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol.
+In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol. With --preload
+the worker imports torch, Lightning and the task's module before it says {"ready"}: a pool started while the CLI
+plans pays that import at the same time as the CLI, not after it.
 """
 
 from __future__ import annotations
@@ -48,9 +51,13 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
     return results
 
 
-def serve() -> None:
+def serve(preload: str | None = None) -> None:
     reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # training output must not corrupt the protocol
+    if preload is not None:
+        from nestling.run import preload as preload_imports
+
+        preload_imports(preload or None)
     reply.write(json.dumps({"ready": os.getpid()}) + "\n")
     reply.flush()
     for line in sys.stdin:
@@ -60,6 +67,11 @@ def serve() -> None:
         run_dirs(unit["run_dirs"], reply=reply)
         reply.write(json.dumps({"unit_done": unit["index"]}) + "\n")
         reply.flush()
+    reply.close()  # stdin closed: no more work. End without torch's interpreter teardown (seconds under load);
+    sys.stdout.flush()  # every result is on disk already (atomic writes)
+    sys.stderr.flush()
+    if "torch" in sys.modules:
+        os._exit(0)
 
 
 def _relay_preemption() -> None:
@@ -77,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nestling.worker", description=__doc__)
     parser.add_argument("run_dirs", nargs="*")
     parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--preload", metavar="TASK", default=None,
+                        help="with --serve: import torch, Lightning and this task ('' for none) before 'ready'")
     args = parser.parse_args(argv)
     _relay_preemption()
     if args.serve:
-        serve()
+        serve(args.preload)
         return 0
     results = run_dirs(args.run_dirs)
     return 0 if any(r.get("status") in ("success", SKIPPED, NOT_STARTED) for r in results) or not results else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,18 +14,32 @@ from nestling.launch.base import Launcher
 
 if TYPE_CHECKING:
     from nestling.container import ContainerSpec
+    from nestling.launch.local import LocalLauncher
 
 
 def make_launcher(
-    config: Config, kind: str, name: str, devices: TrainerDevices, task: Any = None
+    config: Config,
+    kind: str,
+    name: str,
+    devices: TrainerDevices,
+    task: Any = None,
+    prestarted: LocalLauncher | None = None,
 ) -> Launcher:
-    """`name` is the plan name (job name, dry-run folder); `task` the one preflight loaded, if any."""
+    """`name` is the plan name (job name, dry-run folder); `task` the one preflight loaded, if any;
+    `prestarted` the pool `prestart_local` started, used when it fits the checked config (else discarded)."""
     launcher = config.launch.launcher
     container = container_spec(config, task)
     if launcher == "local":
         from nestling.launch.local import LocalLauncher
 
-        return LocalLauncher(local_slots(config, devices), container=container)
+        slots = local_slots(config, devices)
+        if prestarted is not None and prestarted.slots == slots and container is None:
+            return prestarted
+        if prestarted is not None:
+            prestarted.discard()
+        return LocalLauncher(slots, container=container)
+    if prestarted is not None:
+        prestarted.discard()
     resources = slurm_resources(config, kind, name, devices)
     folder = Path(config.launch.submitit_dir) if config.launch.submitit_dir else None
     if launcher == "submitit-local":
@@ -42,6 +57,27 @@ def make_launcher(
         container=container,
         steal=config.launch.steal,
     )
+
+
+def prestart_local(config: Config) -> LocalLauncher | None:
+    """Start the local worker pool before the CLI loads the task and plans, so that the workers' torch + Lightning
+    import runs while the CLI imports the task (issue 15 #1). None where that does not apply (another launcher, a
+    container, a dry run) or where the device flags are wrong: `prepare` then reports them, as before. The
+    caller discards the pool when planning fails; a worker does nothing before its first unit."""
+    if config.launch.launcher != "local" or config.launch.dry_run or config.container.container_image:
+        return None
+    if os.environ.get("NESTLING_PRESTART") == "0":  # the sequential start-up, for comparison (bench/one_import.py)
+        return None
+    from nestling.devices import parse_devices
+    from nestling.launch.local import LocalLauncher
+
+    try:
+        slots = local_slots(config, parse_devices(config.device.devices))
+    except UsageError:
+        return None
+    pool = LocalLauncher(slots)
+    pool.prestart(config.data.task)
+    return pool
 
 
 def local_slots(config: Config, devices: TrainerDevices) -> list[list[str] | None]:

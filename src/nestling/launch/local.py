@@ -3,6 +3,11 @@
 Each worker imports torch once and runs many work units (`python -m nestling.worker --serve`). A worker that dies
 (SIGKILL, out of memory) costs only the run it was training: that run stays without a result (lost), the runs of
 its unit that had not started go back to the queue, a fresh worker takes them, and the rest of the plan completes.
+
+`prestart` starts the pool before the plan exists (commands.py calls it before the CLI loads the task): each
+worker imports torch, Lightning and the task while the CLI does the same to plan, so a task module that imports
+lightning at the top costs one import's time, not two in a row (issue 15 #1). Their stderr is held in memory until
+`launch` knows the plan's log dir; `discard` kills them when planning fails, before any run.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from nestling import naming
 from nestling.launch.base import Launcher, Progress, count_runs
@@ -42,6 +47,33 @@ class LocalLauncher(Launcher):
         image, taking from its host environment only what the spec lets in."""
         self.slots = list(slots) or [None]
         self.container = container
+        self._prestarted: dict[int, tuple[subprocess.Popen[str], _StderrRelay]] = {}
+
+    def prestart(self, preload: str | None = None) -> None:
+        """Start one worker per slot now, each importing torch, Lightning and the task `preload` (a --task
+        value) before it reports ready; `launch` uses them, `discard` kills them."""
+        for k, gpus in enumerate(self.slots):
+            if k in self._prestarted:
+                continue
+            cmd = [*self._command(), "--preload", preload or ""]
+            env = self._env(gpus, len(self.slots))
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                bufsize=1,
+            )  # fmt: skip
+            self._prestarted[k] = (proc, _StderrRelay(proc))
+
+    @property
+    def prestarted(self) -> int:
+        return len(self._prestarted)
+
+    def discard(self) -> None:
+        """Kill the workers `prestart` started and `launch` did not use (planning failed, or fewer units)."""
+        for proc, relay in self._prestarted.values():
+            proc.kill()
+            proc.wait()
+            relay.join()
+        self._prestarted.clear()
 
     @property
     def parallel_slots(self) -> int:
@@ -69,10 +101,16 @@ class LocalLauncher(Launcher):
             )
             for k in range(n_workers)
         ]
+        for k in [k for k in self._prestarted if k >= n_workers]:  # more slots than units: not needed
+            proc, relay = self._prestarted.pop(k)
+            proc.kill()
+            proc.wait()
+            relay.join()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        self.discard()  # a prestarted worker whose thread found the queue already empty
         record.finished_at = time.time()
         return record
 
@@ -85,8 +123,16 @@ class LocalLauncher(Launcher):
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    @staticmethod
+    def _command() -> list[str]:
+        return [sys.executable, "-m", "nestling.worker", "--serve"]
+
     def _start(self, k: int, gpus: list[str] | None, log_dir: Path) -> subprocess.Popen[str]:
-        cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
+        if k in self._prestarted:  # started while the CLI planned; its stderr goes to the log from now on
+            proc, relay = self._prestarted.pop(k)
+            relay.attach(naming.worker_log(log_dir, k))
+            return proc
+        cmd = self._command()
         env = self._env(gpus, len(self.slots))
         if self.container is not None:
             cmd = self.container.wrap(cmd, environ=env, gpus=gpus, interactive=True)
@@ -164,6 +210,42 @@ class LocalLauncher(Launcher):
             elif msg.get("unit_done") == unit.index:
                 return []
         return pending
+
+
+class _StderrRelay:
+    """Copies a prestarted worker's stderr: kept in memory until `attach` names its log file, then appended there."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lock = threading.Lock()
+        self._held: list[str] = []
+        self._log: TextIO | None = None
+        self._thread = threading.Thread(target=self._copy, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        try:
+            for line in proc.stderr:
+                with self._lock:
+                    if self._log is None:
+                        self._held.append(line)
+                    else:
+                        self._log.write(line)
+                        self._log.flush()
+        finally:
+            with self._lock:
+                if self._log is not None:
+                    self._log.close()
+
+    def attach(self, path: Path) -> None:
+        with self._lock:
+            self._log = open(path, "a")  # noqa: SIM115 - closed by the copying thread at the worker's end
+            self._log.writelines(self._held)
+            self._log.flush()
+            self._held.clear()
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
 
 
 def _ready(proc: subprocess.Popen[str]) -> bool:

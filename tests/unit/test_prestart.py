@@ -1,0 +1,80 @@
+"""Issue 15 #1: the local pool starts before the CLI plans, so the two torch imports overlap instead of adding up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nestling.cli import main
+from nestling.config import parse_config
+from nestling.launch import factory
+from nestling.launch.local import LocalLauncher
+
+
+def test_prestart_applies_to_the_local_launcher_only() -> None:
+    for argv in (
+        ["--dry_run"],
+        ["--launcher", "slurm"],
+        ["--launcher", "submitit-local"],
+        ["--container_image", "img.sif"],
+        ["--devices", "x"],  # wrong flags: prepare reports them, nothing starts
+    ):
+        assert factory.prestart_local(parse_config(argv)) is None, argv
+
+
+def test_a_planning_error_kills_the_prestarted_pool_and_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started: list[subprocess.Popen[str]] = []
+    original = LocalLauncher.prestart
+
+    def spy(self: LocalLauncher, preload: str | None = None) -> None:
+        original(self, preload)
+        started.extend(proc for proc, _ in self._prestarted.values())
+
+    monkeypatch.setattr(LocalLauncher, "prestart", spy)
+    argv = ["cv", "--task", "sleep", "--n_folds", "1", "--accelerator", "cpu", "--artifact_dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--n_folds 1" in err[0]
+    assert len(started) == 1  # the pool was started before planning ...
+    assert all(proc.poll() is not None for proc in started)  # ... and is gone, having run nothing
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_prestarted_worker_is_used_and_its_early_stderr_reaches_the_log(tmp_path: Path) -> None:
+    rc = main(["cv", "--task", "sleep", "--hp", "sleep_s=0.05", "--max_epochs", "1", "--n_folds", "2",
+               "--n_seeds", "1", "--accelerator", "cpu", "--artifact_dir", str(tmp_path), "--name", "p", "--quiet"])  # fmt: skip
+    assert rc == 0
+    root = tmp_path / "_cross_validations" / "p"
+    results = [json.loads(p.read_text()) for p in sorted(root.glob("*/run_result.json"))]
+    assert [r["status"] for r in results] == ["success", "success"]
+    startups = sorted((r["worker_startup_s"] for r in results), key=lambda s: s is None)
+    assert startups[0] is not None and startups[0] > 0.5  # the preload's import, recorded once
+    assert startups[1] is None
+    launch = json.loads((root / "launch.json").read_text())
+    assert launch["launches"][-1]["workers"] == 1
+    log = (root / "_workers" / "worker-0.log").read_text()
+    assert log.count("attempt 1") == 2  # both runs' lines, through the relay
+
+
+def test_fewer_units_than_slots_leaves_no_worker_behind(tmp_path: Path) -> None:
+    from nestling.launch.base import Progress
+
+    class Quiet(Progress):
+        def run_done(self, run_dir: str, status: str) -> None:
+            pass
+
+        def set_done(self, done: int, counts: dict[str, int]) -> None:
+            pass
+
+    pool = LocalLauncher([None, None, None])
+    pool.prestart("")
+    procs = [proc for proc, _ in pool._prestarted.values()]
+    assert len(procs) == 3
+    record = pool.launch(tmp_path, [], Quiet())
+    assert record.workers == 1 and pool.prestarted == 0
+    assert all(proc.poll() is not None for proc in procs)
