@@ -44,13 +44,12 @@ def exit_now(rc: int) -> None:
     on disk (atomic writes); only the standard streams need a flush."""
     if "torch" not in sys.modules:
         return
+    import contextlib
     import os
 
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(rc)
 
 
