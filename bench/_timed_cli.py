@@ -4,7 +4,7 @@ Prints one JSON line on stdout's last line: `total_s` is the wall time of `nestl
 (everything nestling does, its lazy imports included; the interpreter's start-up excluded), plus the time spent in
 named phases found by wrapping nestling's functions where they exist: `imports` (the libraries nestling loads on this
 path: optuna, polars, submitit, ...; loaded first so the other phases are nestling's own work),
-`plan` (checks, folds, trials, every RunSpec), `write tree` (plan.json, run_specs.jsonl), `submit` (units.json, scripts, sbatch).
+`plan` (checks, folds, trials, every run), `write tree` (every RunSpec, plan.json, run_specs.jsonl), `submit` (units.json, scripts, sbatch).
 With --profile, cProfile stats of main() go to FILE (pstats format).
 """
 

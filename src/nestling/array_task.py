@@ -29,11 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from nestling import failfast, jobenv
-from nestling.artifacts import find_plan_root
+from nestling import claims, failfast, jobenv
 from nestling.container import ContainerSpec
 from nestling.jobenv import JobEnvironment, save_in_progress
-from nestling.launch import claims
 from nestling.naming import ArrayLaunchPaths
 
 
@@ -151,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if not several_ranks and not claims.claim(paths, own, job):
         print(f"nestling: unit {own} is run by task {claims.holder(paths, own)}; nothing left to do")
         return 0
-    root = find_plan_root(Path(units[own][0]))
+    root = failfast.plan_root(Path(units[own][0])) or units_file.parent  # (a plan always has a root)
     if (stop := failfast.stopped(root)) is not None:  # exit before paying for torch
         print(f"nestling: task {job} starts nothing: {stop.message(root.name)}", flush=True)
         _cancel_waiting(paths)

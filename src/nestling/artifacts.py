@@ -3,7 +3,8 @@
 Layout of a plan's root directory (tune dir, cv dir, or single-run dir):
   plan.json        kind, name, options, and every cv with its runs (names, ids, dirs relative to the root)
   splits.json      the folds as sample id lists, shared by every run of the plan
-  run_specs.jsonl  every RunSpec, one JSON line per run, fixed before anything executes
+  run_specs.jsonl  every RunSpec, one JSON line per run, fixed before anything executes; run_dir and splits_file
+                   relative to the root, so the tree can be moved or copied
   <run dirs>       created when the run starts: its run_spec.json (its line of run_specs.jsonl), checkpoints,
                    logs, and run_result.json when it ends
 
@@ -16,17 +17,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from nestling import naming
+from nestling.plan import CvPlan, Plan, PlannedRun, run_specs
 from nestling.records import RunSpec, write_atomic, write_json
 
-if (
-    TYPE_CHECKING
-):  # not at run time: `nestling status` and `collect` only read the tree (config/simple-parsing cost)
-    from nestling.plan import Plan
+if TYPE_CHECKING:
     from nestling.task import Split
 
 
@@ -35,34 +33,65 @@ def write_plan(plan: Plan, splits: list[Split]) -> None:
     root = plan.root
     root.mkdir(parents=True, exist_ok=plan.kind == "run")
     write_json(root / naming.SPLITS, [dataclasses.asdict(s) for s in splits])
-    write_atomic(root / naming.RUN_SPECS, "".join(_spec_line(run) for cv in plan.cvs for run in cv.runs))
+    write_atomic(root / naming.RUN_SPECS, "".join(_spec_line(spec, root) + "\n" for spec in run_specs(plan)))
     write_json(root / naming.PLAN, plan_record(plan), compact=True)
 
 
-def _spec_line(run: RunSpec) -> str:
+def _spec_line(spec: RunSpec, root: Path) -> str:
+    """The spec as stored: its paths relative to the plan root, so a moved or copied tree still points into
+    itself (load_spec resolves them against the root it is found in)."""
+    data = dict(vars(spec))  # a shallow dict: the same JSON as dataclasses.asdict, cheaper
+    data["run_dir"] = _rel(spec.run_dir, root)
+    data["splits_file"] = _rel(spec.splits_file, root)
     try:
-        return json.dumps(vars(run)) + "\n"  # a shallow dict: the same JSON as dataclasses.asdict, cheaper
+        return json.dumps(data)
     except TypeError:  # a value json cannot take as is (a nested dataclass): the slow, general path
-        return json.dumps(run.to_dict()) + "\n"
+        return json.dumps({**spec.to_dict(), "run_dir": data["run_dir"], "splits_file": data["splits_file"]})
+
+
+def write_spec(spec: RunSpec, root: Path) -> None:
+    """Write the run's run_spec.json (a forced resume's respecified run), its paths relative to the plan root."""
+    paths = naming.RunPaths(Path(spec.run_dir))
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.spec, _spec_line(spec, root))
 
 
 def load_spec(run_dir: Path) -> RunSpec:
     """The run's spec, written into its dir (created here) from the plan's run_specs.jsonl on first use.
 
-    A run dir that already holds run_spec.json keeps it (a forced resume may have edited it)."""
+    A run dir that already holds run_spec.json keeps it (a forced resume may have edited it). The spec's paths
+    come back absolute, in the tree the run dir is in now (trees written before paths were stored relative keep
+    their absolute splits_file)."""
     paths = naming.RunPaths(Path(run_dir))
     try:
-        return RunSpec.from_dict(json.loads(paths.spec.read_text()))
+        return _resolved(json.loads(paths.spec.read_text()), paths.dir, None)
     except FileNotFoundError:
         pass
-    specs = _planned_specs(find_plan_root(paths.dir))
+    root = find_plan_root(paths.dir)
+    specs = _planned_specs(root)
     try:
         data = specs[paths.dir.name]
     except KeyError:
         raise FileNotFoundError(f"no spec for run dir {paths.dir} in its plan's {naming.RUN_SPECS}") from None
     paths.dir.mkdir(parents=True, exist_ok=True)
     write_atomic(paths.spec, json.dumps(data))
-    return RunSpec.from_dict(data)
+    return _resolved(data, paths.dir, root)
+
+
+def _resolved(data: dict[str, Any], run_dir: Path, root: Path | None) -> RunSpec:
+    """The stored spec with run_dir = the dir it was found in, and splits_file resolved against the plan root
+    (found by walking up as many levels as the stored run_dir has parts, when not given)."""
+    here = os.path.abspath(run_dir)
+    splits = data["splits_file"]
+    if not os.path.isabs(splits):
+        if root is None:
+            base = here
+            for _ in PurePosixPath(data["run_dir"]).parts:
+                base = os.path.dirname(base)
+        else:
+            base = os.path.abspath(root)
+        splits = os.path.join(base, splits)
+    return RunSpec.from_dict({**data, "run_dir": here, "splits_file": splits})
 
 
 _SPECS: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
@@ -75,7 +104,8 @@ def _planned_specs(root: Path) -> dict[str, dict[str, Any]]:
     if key not in _SPECS:
         _SPECS.clear()
         specs = (json.loads(line) for line in path.read_text().splitlines() if line)
-        _SPECS[key] = {os.path.basename(s["run_dir"]): s for s in specs}
+        # stored run_dirs are relative to the root ("." for a single run), or absolute in older trees
+        _SPECS[key] = {os.path.basename(os.path.normpath(os.path.join(root, s["run_dir"]))): s for s in specs}
     return _SPECS[key]
 
 
@@ -97,7 +127,7 @@ def plan_record(plan: Plan) -> dict[str, Any]:
                         "run_id": r.run_id,
                         "fold": r.fold,
                         "seed": r.seed,
-                        "dir": _rel(r.run_dir, plan.root),
+                        "dir": _rel(r.dir, plan.root),
                     }
                     for r in cv.runs
                 ],
@@ -115,37 +145,6 @@ def _rel(path: Path | str, root: Path) -> str:
     return rel or "."
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    run_name: str
-    run_id: str
-    fold: int
-    seed: int
-    dir: Path
-
-
-@dataclass(frozen=True)
-class PlannedCv:
-    cv_name: str | None
-    hp_index: int | None
-    hparams: dict[str, Any]
-    dir: Path
-    runs: list[PlannedRun]
-
-
-@dataclass(frozen=True)
-class PlanOnDisk:
-    kind: str
-    name: str
-    root: Path
-    options: dict[str, Any]
-    cvs: list[PlannedCv]
-
-    @property
-    def runs(self) -> list[PlannedRun]:
-        return [r for cv in self.cvs for r in cv.runs]
-
-
 def find_plan_root(path: Path) -> Path:
     """The nearest directory at or above `path` holding plan.json (a run dir inside a tune finds the tune)."""
     path = Path(path).resolve()
@@ -159,11 +158,11 @@ def find_plan_root(path: Path) -> Path:
     )
 
 
-def load_plan(root: Path) -> PlanOnDisk:
+def load_plan(root: Path) -> Plan:
     root = Path(root)
     data = json.loads((root / naming.PLAN).read_text())
     cvs = [
-        PlannedCv(
+        CvPlan(
             cv_name=cv["cv_name"],
             hp_index=cv["hp_index"],
             hparams=cv["hparams"],
@@ -175,4 +174,4 @@ def load_plan(root: Path) -> PlanOnDisk:
         )
         for cv in data["cvs"]
     ]
-    return PlanOnDisk(kind=data["kind"], name=data["name"], root=root, options=data["options"], cvs=cvs)
+    return Plan(data["kind"], data["name"], root, cvs, data["n_folds"], data["options"])

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from nestling import __version__
-from nestling.errors import UsageError, strict_parser
+from nestling.errors import JobsBlocked, UsageError, strict_parser
 
 COMMANDS = {
     "run": "train one run (fold --fold of --fold_method, first seed)",
@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nestling: error: {exc}", file=sys.stderr)
         rc = 2
+    except JobsBlocked as exc:  # --wait on a job that can never start: the job stays for the user to fix/cancel
+        print(f"nestling: {exc}", file=sys.stderr)
+        rc = 1
     except KeyboardInterrupt:
         print("nestling: interrupted; finished runs are kept, resume with --resume", file=sys.stderr)
         rc = 130

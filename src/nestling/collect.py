@@ -17,14 +17,15 @@ from typing import Any
 import polars as pl
 
 from nestling import naming
-from nestling.artifacts import PlannedCv, PlanOnDisk, find_plan_root, load_plan
+from nestling.artifacts import find_plan_root, load_plan
+from nestling.plan import CvPlan, Plan
 from nestling.records import read_result
 from nestling.scoring import cv_score, parse_scoring_metrics, run_score
 
 MISSING = "missing"
 BASE_COLUMNS = [
     "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable", "run_score",
-    "score", "score_is_unstable", "attempt",
+    "score", "score_is_unstable", "attempt", "worker_startup_s",
 ]  # fmt: skip
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
 # row's own score, from which the cv score is the mean over stable successful runs.
@@ -46,7 +47,7 @@ class CvSummary:
 
 @dataclass(frozen=True)
 class Collected:
-    plan: PlanOnDisk
+    plan: Plan
     cvs: list[CvSummary]
 
     @property
@@ -103,10 +104,10 @@ def collect(path: Path, write: bool = True) -> Collected:
     return Collected(plan=plan, cvs=cvs)
 
 
-_RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt")
+_RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt", "worker_startup_s")
 
 
-def _collect_cvs(planned: list[PlannedCv], scoring: Any, strategy: str) -> list[CvSummary]:
+def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvSummary]:
     """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
     each cv's table is a zero-copy slice of it with that cv's own metric columns."""
     columns: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
@@ -152,6 +153,7 @@ def _collect_cvs(planned: list[PlannedCv], scoring: Any, strategy: str) -> list[
         "run_name": pl.Utf8, "run_id": pl.Utf8, "fold": pl.Int64, "seed": pl.Int64, "status": pl.Utf8,
         "error": pl.Utf8, "duration": pl.Float64, "checkpoint": pl.Utf8, "is_unstable": pl.Boolean,
         "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean, "attempt": pl.Int64,
+        "worker_startup_s": pl.Float64,
         **dict.fromkeys(metrics, pl.Float64),
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
@@ -224,19 +226,27 @@ def _tune_runs_per_cv(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame:
     frames = []
     for cv in cvs:
         extra = [pl.lit(cv.cv_name).alias("cv_name")]
-        extra += [pl.lit(cv.hparams.get(k)).alias(k) for k in hp_keys if k not in cv.table.columns]
+        extra += [_lit(cv.hparams.get(k)).alias(k) for k in hp_keys if k not in cv.table.columns]
         frames.append(cv.table.with_columns(extra))
     return pl.concat(frames, how="diagonal_relaxed")
 
 
+def _lit(value: Any) -> pl.Expr:
+    """pl.lit, but an integer is Int64 (pl.lit makes it Int32), the dtype tune_infos.parquet gives the same
+    hyperparameter: one dtype per column across every table."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return pl.lit(value, dtype=pl.Int64)
+    return pl.lit(value)
+
+
 def _lit_dtype(value: Any) -> Any:
-    """The dtype `pl.lit(value)` gets, for the plain scalars hyperparameters are; None for anything else."""
+    """The dtype `_lit(value)` gets, for the plain scalars hyperparameters are; None for anything else."""
     if value is None:
         return pl.Null
     if isinstance(value, bool):
         return pl.Boolean
     if isinstance(value, int):
-        return pl.Int32 if -(2**31) <= value < 2**31 else None
+        return pl.Int64 if -(2**63) <= value < 2**63 else None
     if isinstance(value, float):
         return pl.Float64
     if isinstance(value, str):
@@ -264,7 +274,7 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
         real = dtypes - {pl.Null}
         if not real:
             dtype: Any = pl.Null
-        elif real == {pl.Int32, pl.Float64}:
+        elif real == {pl.Int64, pl.Float64}:
             dtype = pl.Float64
         elif len(real) == 1:
             dtype = real.pop()

@@ -39,9 +39,24 @@ def execute_plan(kind: str, argv: list[str]) -> int:
 
     config = parse_config(argv, prog=f"nestling {kind}", description=DESCRIPTIONS[kind])
     if config.launch.resume:
-        from nestling.resume import resume
+        from nestling.devices import parse_devices
+        from nestling.resume import prepare_resume
 
-        return resume(kind, config, argv)
+        resumed = prepare_resume(kind, config, argv)
+        config = resumed.config
+        if not resumed.total:
+            print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
+            return _finish(resumed.root, config.logging.quiet)
+        from nestling.preflight import check_job_resources
+
+        check_job_resources(config)  # the launch options may have changed since planning
+        launcher = make_launcher(config, kind, resumed.name, parse_devices(config.device.devices))
+        units = work_units(
+            resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
+        )
+        return launch_and_report(
+            kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
+        )
     pool = prestart_local(config)  # its workers import torch while this process loads the task and plans
     try:
         prepared = prepare(config, kind)

@@ -397,3 +397,20 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         names = {f.name for f in dataclasses.fields(cls)}
         groups[group] = cls(**{k: v for k, v in data.get(group, {}).items() if k in names})
     return Config(**groups, hparams=dict(data.get("hparams", {})), config_file=data.get("config_file"))
+
+
+def explicit_options(argv: list[str]) -> set[str]:
+    """The option names given on the command line (`--max_epochs 10`, `--max_epochs=10`), whatever their value.
+
+    Resume compares these with the saved plan even when they equal the default (a plan made with --max_epochs 1,
+    resumed with --max_epochs 10, the default, is a change)."""
+    known = option_names()
+    found = set()
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg.startswith("--"):
+            key = arg[2:].split("=", 1)[0].replace("-", "_")
+            if key in known:
+                found.add(key)
+    return found

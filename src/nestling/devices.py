@@ -70,7 +70,7 @@ def worker_slots(accelerator: str, devices: TrainerDevices) -> list[list[str] | 
     if isinstance(devices, list):
         return [[str(d)] for d in devices]
     available = visible_gpu_ids()
-    if devices == "auto":
+    if not isinstance(devices, int):  # "auto"
         return [[g] for g in available] or [None]
     if devices > len(available):
         raise UsageError(

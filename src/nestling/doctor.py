@@ -3,8 +3,8 @@
 Takes the options of `nestling run/cv/tune` (same parser, same config file) and checks what would otherwise fail
 later, on a compute node or inside a job: the task imports and its metadata loads, the plan can be made, the
 artifact dir is writable, the container runtime is installed, the image exists, the binds exist, the SLURM commands
-answer, MaxArraySize, the partition and its GRES, wandb. Prints one line per check (ok / problem / note, with the
-fix under each problem).
+answer, MaxArraySize, whether the partition's nodes have the CPUs, memory, GPUs, node count and time limit asked
+for, wandb. Prints one line per check (ok / problem / note, with the fix under each problem).
 
 Exit 0 when nothing is a problem, 1 when something is, 2 when an option value is invalid (as the other commands
 would refuse it). Imports no torch: everything here runs on a login node in a second or two.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -260,19 +259,18 @@ def _slurm_checks(
             )
         )
         return
+    from nestling import slurm_query
+
+    queries = (
+        ("sinfo", slurm_query.sinfo, f"sinfo -h -o {slurm_query.SINFO_FORMAT}"),
+        ("squeue", slurm_query.squeue_all, f"squeue -h -r -o {slurm_query.SQUEUE_FORMAT}"),
+        ("scontrol", slurm_query.show_config, "scontrol show config"),
+    )
     answers: dict[str, str] = {}
-    for name, argv in (
-        ("sinfo", ["sinfo", "-h", "-o", "%P|%G|%D"]),  # the format launch.slurm reads
-        ("squeue", ["squeue", "-h", "-o", "%i"]),
-        ("scontrol", ["scontrol", "show", "config"]),
-    ):
-        try:
-            done = run(argv, capture_output=True, text=True, timeout=20, check=False)
-            ok, out, err = done.returncode == 0, done.stdout or "", (done.stderr or "").strip()
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            ok, out, err = False, "", str(exc)
-        if not ok:
-            why = f"`{' '.join(argv)}` failed: {err.splitlines()[-1] if err else 'no output'}"
+    for name, query, shown in queries:
+        answer = query(run)
+        if answer.out is None:
+            why = f"`{shown}` failed: {answer.error}"
             if not wanted:  # one line is enough: SLURM only matters for --launcher slurm
                 checks.append(Check("slurm", NOTE, f"{why} (only needed for --launcher slurm)"))
                 return
@@ -280,19 +278,19 @@ def _slurm_checks(
             if name == "sinfo":  # no controller: squeue and scontrol would say the same
                 return
             continue
-        answers[name] = out
+        answers[name] = answer.out
         if name == "sinfo":
+            parsed = slurm_query.parse_sinfo(answer.out)
             parts = sorted(
-                {f"{p[0]} ({p[1]})" for p in (line.split("|") for line in out.splitlines()) if len(p) >= 2}
+                {f"{p.name}{'*' if p.default else ''} ({g.gres})" for p in parsed.values() for g in p.groups}
             )
             checks.append(Check(name, OK, "partitions: " + ", ".join(parts) if parts else "answers"))
         elif name == "squeue":
-            checks.append(Check(name, OK, f"answers ({len(out.splitlines())} job(s) queued)"))
+            checks.append(Check(name, OK, f"answers ({len(answer.out.splitlines())} job(s) queued)"))
         else:
             checks.append(Check(name, OK, "answers"))
     if "scontrol" in answers:
-        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", answers["scontrol"], re.MULTILINE)
-        limit = config.launch.max_array_size or (int(match.group(1)) if match else None)
+        limit = config.launch.max_array_size or slurm_query.parse_max_array_size(answers["scontrol"])
         if limit is None:
             checks.append(Check("MaxArraySize", NOTE, "not in `scontrol show config`; nestling assumes 1001"))
         else:
@@ -311,10 +309,10 @@ def _slurm_checks(
             checks.append(Check("slurm resources", BAD, str(exc)))
             return
         try:
-            check_against_sinfo(resources)
+            check_against_sinfo(resources, slurm_query.parse_sinfo(answers["sinfo"]))
         except UsageError as exc:
             checks.append(
-                Check("partition/GRES", PROBLEM, str(exc), "choose a --partition and GPU count sinfo lists")
+                Check("partition/GRES", PROBLEM, str(exc), "change the flag named above, or choose a --partition sinfo lists")
             )
             return
         gres = f"gpu:{resources.gpus_per_task}" if resources.gpus_per_task else "no GRES"

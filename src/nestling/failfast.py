@@ -45,6 +45,14 @@ class Stop:
         )
 
 
+def plan_root(run_dir: Path) -> Path | None:
+    """The plan root above a run dir (where its ledger lives), None for a run dir outside any plan; a few stats."""
+    for candidate in (run_dir, *run_dir.parents):
+        if (candidate / naming.PLAN).is_file():
+            return candidate
+    return None
+
+
 def _signature(error: str) -> str:
     return hashlib.sha1(error.encode()).hexdigest()[:16]
 

@@ -1,4 +1,5 @@
-"""Tune / cv / run -> a Plan: every run's name, id, directory, fold, seed and hyperparameters, fixed up front.
+"""Tune / cv / run -> a Plan: every run's name, id, directory, fold, seed and hyperparameters, fixed up front;
+and Plan + configuration -> the RunSpec of each run (the only place specs are derived).
 
 Pure: the functions here return data and touch nothing; `artifacts.write_plan` puts a plan on disk and the
 launchers execute it. Inputs (task metadata, folds, trials) come from `preflight.py`.
@@ -10,17 +11,43 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestling import naming
-from nestling.config import PARALLEL_STRATEGIES, Config
-from nestling.devices import TrainerDevices
+from nestling.devices import TrainerDevices, parse_devices
+from nestling.errors import UsageError
 from nestling.records import RunSpec
+
+if TYPE_CHECKING:  # config (simple-parsing) is imported where a plan is made or derived, not where one is read
+    from nestling.config import Config
 
 DEFAULT_SEEDS = (42, 21, 69)
 WORKER_STARTUP_S = 10.0  # a fresh Python + torch + lightning start on a busy node (measured 2.6-18 s)
 STARTUP_SHARE = 0.1  # packing aims to keep start-up under this share of a task's time
-RELAUNCHING_STRATEGIES = ("auto", "ddp", "ddp_spawn")  # replaced by ddp_fork inside a cv or tune
+# Strategies whose launcher starts the other ranks by running the command again (or, for spawn, needs picklable
+# state): a worker re-run would wait on its stdin forever. With several devices they become their fork variant.
+FORK_VARIANTS = {
+    "auto": "ddp_fork",
+    "ddp": "ddp_fork",
+    "ddp_spawn": "ddp_fork",
+    **{
+        f"{base}_find_unused_parameters_{flag}": f"ddp_fork_find_unused_parameters_{flag}"
+        for base in ("ddp", "ddp_spawn")
+        for flag in ("true", "false")
+    },
+}
+NO_FORK_VARIANT = ("fsdp", "deepspeed")  # prefixes of strategies that re-run the command and have no fork variant
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run's identity and place in the tree; its full RunSpec is derived by `plan.run_specs`."""
+
+    run_name: str
+    run_id: str
+    fold: int
+    seed: int
+    dir: Path
 
 
 @dataclass(frozen=True)
@@ -29,20 +56,25 @@ class CvPlan:
     hp_index: int | None
     hparams: dict[str, Any]
     dir: Path
-    runs: list[RunSpec]
+    runs: list[PlannedRun]
 
 
 @dataclass(frozen=True)
 class Plan:
+    """A tune, cv or single run, fixed up front: the one plan model. `artifacts.write_plan` and
+    `artifacts.load_plan` put it on disk and give the same value back; the launchers run it, resume, status and the
+    collector read it back from plan.json. Its runs' full RunSpecs come from `run_specs`.
+    """
+
     kind: str  # "tune" | "cv" | "run"
     name: str
     root: Path  # tune dir, cv dir, or the run dir of a single run
     cvs: list[CvPlan]
     n_folds: int
-    options: dict[str, Any]  # the configuration that made this plan, for resume and provenance
+    options: dict[str, Any]  # the configuration that made this plan (Config.to_dict), for resume and provenance
 
     @property
-    def runs(self) -> list[RunSpec]:
+    def runs(self) -> list[PlannedRun]:
         return [run for cv in self.cvs for run in cv.runs]
 
 
@@ -67,59 +99,82 @@ def seeds_for(n_seeds: int, explicit: list[int]) -> list[int]:
     return seeds
 
 
-def trainer_devices(config: Config, devices: TrainerDevices, devices_per_unit: int = 1) -> tuple[str, Any]:
-    """(strategy, devices) for the Trainer of a run inside a cv or tune.
+def devices_per_unit(config: Config) -> int:
+    """Devices of one parallel work unit (--gpus_per_task under cv-parallel/tune-parallel), else 1."""
+    from nestling.config import PARALLEL_STRATEGIES
 
-    Parallel strategies give each unit its own devices. DDP that relaunches the script would start the whole
-    worker again (the seed's warning), so several devices within a cv/tune use ddp_fork instead.
+    if config.device.strategy in PARALLEL_STRATEGIES and config.launch.gpus_per_task:
+        return config.launch.gpus_per_task
+    return 1
+
+
+def trainer_devices(
+    config: Config, devices: TrainerDevices, devices_per_unit: int = 1, kind: str = "cv"
+) -> tuple[str, Any]:
+    """(strategy, devices) for the Trainer of a run: the device rule, the same for planning and a forced resume.
+
+    Parallel strategies give each unit its own devices. A strategy that re-launches the script would start the
+    worker again (the seed's warning), so several devices use its fork variant (ddp -> ddp_fork,
+    ddp_find_unused_parameters_true -> ddp_fork_find_unused_parameters_true, ...); fsdp and deepspeed have none
+    and are refused. Only a single run on SLURM keeps its strategy: there SLURM starts one task per device.
     """
+    from nestling.config import PARALLEL_STRATEGIES
+
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:
         return ("ddp_fork" if devices_per_unit > 1 else "auto"), devices_per_unit
+    if kind == "run" and config.launch.launcher == "slurm":
+        return strategy, devices
+    if strategy.startswith(NO_FORK_VARIANT):
+        where = "in nestling cv/tune" if kind != "run" else "on the local launcher"
+        raise UsageError(
+            f"--strategy {strategy} starts its processes by running the command again, which a nestling worker "
+            f"cannot do {where}; use --strategy ddp (run as ddp_fork) or a single run with --launcher slurm"
+        )
     count = len(devices) if isinstance(devices, list) else devices
     several = config.device.num_nodes > 1 or (isinstance(count, int) and count > 1)
-    if several and strategy in RELAUNCHING_STRATEGIES:
-        return "ddp_fork", devices
+    if several and strategy in FORK_VARIANTS:
+        return FORK_VARIANTS[strategy], devices
     return strategy, devices
 
 
-def _spec(
-    config: Config,
-    *,
-    run_name: str,
-    run_id: str,
-    run_dir: Path,
-    cv_name: str | None,
-    tune_name: str | None,
-    fold: int,
-    seed: int,
-    hparams: dict[str, Any],
-    splits_file: Path,
-    strategy: str,
-    devices: Any,
-) -> RunSpec:
-    return RunSpec(
-        run_name=run_name,
-        run_id=run_id,
-        run_dir=str(run_dir),
-        cv_name=cv_name,
-        tune_name=tune_name,
-        fold=fold,
-        seed=seed,
-        hparams=hparams,
-        task=config.data.task,
-        splits_file=str(splits_file),
-        max_epochs=config.training.max_epochs,
-        early_stopping_patience=config.training.early_stopping_patience,
-        scoring_metric=list(config.cv.scoring_metric),
-        multi_score_strategy=config.cv.multi_score_strategy,
-        accelerator=config.device.accelerator,
-        strategy=strategy,
-        devices=devices,
-        num_nodes=config.device.num_nodes,
-        wandb_project=config.logging.wandb_project,
-        wandb_entity=config.logging.wandb_entity,
-    )
+def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
+    """Every run's RunSpec, from the plan and the configuration it runs with (the plan's own options unless
+    given: a forced resume passes the changed configuration and gets the respecified runs)."""
+    if config is None:
+        from nestling.config import config_from_dict
+
+        config = config_from_dict(plan.options)
+    devices = parse_devices(config.device.devices)
+    strategy, run_devices = trainer_devices(config, devices, devices_per_unit(config), plan.kind)
+    tune_name = plan.name if plan.kind == "tune" else None
+    splits_file = str(plan.root / naming.SPLITS)
+    return [
+        RunSpec(
+            run_name=run.run_name,
+            run_id=run.run_id,
+            run_dir=str(run.dir),
+            cv_name=cv.cv_name,
+            tune_name=tune_name,
+            fold=run.fold,
+            seed=run.seed,
+            hparams=cv.hparams,
+            task=config.data.task,
+            splits_file=splits_file,
+            max_epochs=config.training.max_epochs,
+            early_stopping_patience=config.training.early_stopping_patience,
+            scoring_metric=list(config.cv.scoring_metric),
+            multi_score_strategy=config.cv.multi_score_strategy,
+            accelerator=config.device.accelerator,
+            strategy=strategy,
+            devices=run_devices,
+            num_nodes=config.device.num_nodes,
+            wandb_project=config.logging.wandb_project,
+            wandb_entity=config.logging.wandb_entity,
+        )
+        for cv in plan.cvs
+        for run in cv.runs
+    ]
 
 
 def plan_cv(
@@ -128,16 +183,12 @@ def plan_cv(
     artifact_dir: Path,
     cv_name: str,
     hparams: dict[str, Any],
-    n_folds: int,
-    devices: TrainerDevices,
-    splits_file: Path,
     tune_name: str | None = None,
     hp_index: int | None = None,
+    n_folds: int,
     rng: random.Random | None = None,
-    devices_per_unit: int = 1,
 ) -> CvPlan:
     """One run per (fold, seed), folds outer, seeds inner."""
-    strategy, run_devices = trainer_devices(config, devices, devices_per_unit)
     cv_dir = naming.cv_dir(artifact_dir, cv_name, tune_name)
     runs = []
     seeds = seeds_for(config.cv.n_seeds, config.cv.seeds)
@@ -145,22 +196,7 @@ def plan_cv(
         for seed in seeds:
             run_name = naming.run_name_for(cv_name, fold, seed)
             run_id = naming.new_run_id(rng)
-            runs.append(
-                _spec(
-                    config,
-                    run_name=run_name,
-                    run_id=run_id,
-                    run_dir=naming.run_dir_in(cv_dir, run_name, run_id),
-                    cv_name=cv_name,
-                    tune_name=tune_name,
-                    fold=fold,
-                    seed=seed,
-                    hparams=hparams,
-                    splits_file=splits_file,
-                    strategy=strategy,
-                    devices=run_devices,
-                )
-            )
+            runs.append(PlannedRun(run_name, run_id, fold, seed, naming.run_dir_in(cv_dir, run_name, run_id)))
     return CvPlan(cv_name=cv_name, hp_index=hp_index, hparams=hparams, dir=cv_dir, runs=runs)
 
 
@@ -170,13 +206,9 @@ def plan_tune(
     name: str,
     trials: list[dict[str, Any]],
     n_folds: int,
-    devices: TrainerDevices,
     rng: random.Random | None = None,
-    devices_per_unit: int = 1,
 ) -> Plan:
     artifact_dir = Path(config.logging.artifact_dir)
-    root = naming.tune_dir(artifact_dir, name)
-    splits_file = root / naming.SPLITS
     cvs = [
         plan_cv(
             config,
@@ -184,16 +216,13 @@ def plan_tune(
             cv_name=naming.cv_name_for(name, index),
             hparams=hparams,
             n_folds=n_folds,
-            devices=devices,
-            splits_file=splits_file,
             tune_name=name,
             hp_index=index,
             rng=rng,
-            devices_per_unit=devices_per_unit,
         )
         for index, hparams in enumerate(trials)
     ]
-    return Plan("tune", name, root, cvs, n_folds, config.to_dict())
+    return Plan("tune", name, naming.tune_dir(artifact_dir, name), cvs, n_folds, config.to_dict())
 
 
 def plan_single_cv(
@@ -202,24 +231,11 @@ def plan_single_cv(
     name: str,
     hparams: dict[str, Any],
     n_folds: int,
-    devices: TrainerDevices,
     rng: random.Random | None = None,
-    devices_per_unit: int = 1,
 ) -> Plan:
     artifact_dir = Path(config.logging.artifact_dir)
-    root = naming.cv_dir(artifact_dir, name)
-    cv = plan_cv(
-        config,
-        artifact_dir=artifact_dir,
-        cv_name=name,
-        hparams=hparams,
-        n_folds=n_folds,
-        devices=devices,
-        splits_file=root / naming.SPLITS,
-        rng=rng,
-        devices_per_unit=devices_per_unit,
-    )
-    return Plan("cv", name, root, [cv], n_folds, config.to_dict())
+    cv = plan_cv(config, artifact_dir=artifact_dir, cv_name=name, hparams=hparams, n_folds=n_folds, rng=rng)
+    return Plan("cv", name, cv.dir, [cv], n_folds, config.to_dict())
 
 
 def plan_run(
@@ -228,28 +244,12 @@ def plan_run(
     name: str,
     hparams: dict[str, Any],
     n_folds: int,
-    devices: TrainerDevices,
     rng: random.Random | None = None,
 ) -> Plan:
-    artifact_dir = Path(config.logging.artifact_dir)
     run_id = naming.new_run_id(rng)
-    root = naming.run_dir(artifact_dir, name, run_id)
-    seed = seeds_for(1, config.cv.seeds)[0]
-    spec = _spec(
-        config,
-        run_name=name,
-        run_id=run_id,
-        run_dir=root,
-        cv_name=None,
-        tune_name=None,
-        fold=config.training.fold,
-        seed=seed,
-        hparams=hparams,
-        splits_file=root / naming.SPLITS,
-        strategy=config.device.strategy,
-        devices=devices,
-    )
-    cv = CvPlan(cv_name=None, hp_index=None, hparams=hparams, dir=root, runs=[spec])
+    root = naming.run_dir(Path(config.logging.artifact_dir), name, run_id)
+    run = PlannedRun(name, run_id, config.training.fold, seeds_for(1, config.cv.seeds)[0], root)
+    cv = CvPlan(cv_name=None, hp_index=None, hparams=hparams, dir=root, runs=[run])
     return Plan("run", name, root, [cv], n_folds, config.to_dict())
 
 
@@ -281,4 +281,4 @@ def work_units(cv_run_dirs: list[list[str]], strategy: str, runs_per_task: int =
 
 
 def run_dirs_per_cv(plan: Plan) -> list[list[str]]:
-    return [[r.run_dir for r in cv.runs] for cv in plan.cvs]
+    return [[str(r.dir) for r in cv.runs] for cv in plan.cvs]

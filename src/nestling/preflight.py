@@ -15,7 +15,7 @@ from nestling import naming
 from nestling.config import DDP_LIKE, PARALLEL_STRATEGIES, Config
 from nestling.devices import TrainerDevices, parse_devices
 from nestling.errors import UsageError
-from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune
+from nestling.plan import Plan, devices_per_unit, plan_run, plan_single_cv, plan_tune, trainer_devices
 from nestling.task import Split, Task, declared_scoring_metrics, load_task
 
 
@@ -37,6 +37,7 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
     config = _absolute_artifact_dir(config)
     devices = parse_devices(config.device.devices)
     _check_devices(config, kind, devices)
+    trainer_devices(config, devices, devices_per_unit(config), kind)  # refuses strategies a worker cannot run
     from nestling.scoring import parse_scoring_metrics
 
     if config.cv.scoring_metric:
@@ -53,7 +54,6 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
             f"--fold {config.training.fold} does not exist: the fold method gives folds 0..{n_folds - 1}"
         )
     artifact_dir = Path(config.logging.artifact_dir)
-    per_unit = _devices_per_unit(config)
     if kind == "tune":
         trials, space_source = _trials(config, defaults)
         sampled = sorted(set(config.hparams) & {k for t in trials for k in t})
@@ -68,9 +68,7 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
             name=name,
             trials=[{**base_hparams, **t} for t in trials],
             n_folds=n_folds,
-            devices=devices,
             rng=rng,
-            devices_per_unit=per_unit,
         )
     elif kind == "cv":
         name = _name(config, artifact_dir, "cv")
@@ -79,13 +77,11 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
             name=name,
             hparams=base_hparams,
             n_folds=n_folds,
-            devices=devices,
             rng=rng,
-            devices_per_unit=per_unit,
         )
     else:
         name = _name(config, artifact_dir, "run")
-        plan = plan_run(config, name=name, hparams=base_hparams, n_folds=n_folds, devices=devices, rng=rng)
+        plan = plan_run(config, name=name, hparams=base_hparams, n_folds=n_folds, rng=rng)
     return Prepared(plan=plan, splits=splits, devices=devices, task=task)
 
 
@@ -209,12 +205,6 @@ def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:
             f"--devices {' '.join(map(str, devices))} is a list of ids, which several nodes cannot share; "
             f"give a count per node, e.g. --devices {len(devices)}"
         )
-
-
-def _devices_per_unit(config: Config) -> int:
-    if config.device.strategy in PARALLEL_STRATEGIES and config.launch.gpus_per_task:
-        return config.launch.gpus_per_task
-    return 1
 
 
 def _check_hparams(values: dict[str, Any], defaults: dict[str, Any], source: str) -> None:

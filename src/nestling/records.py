@@ -71,20 +71,15 @@ class RunSpec:
     num_nodes: int
     wandb_project: str | None = None
     wandb_entity: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
-        """Unknown keys are dropped: specs written by older versions (e.g. with `attempt`) still load."""
+        """Unknown keys are dropped: specs written by older versions (with `attempt` or `extra`) still load."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-    @classmethod
-    def load(cls, path: Path) -> RunSpec:
-        return cls.from_dict(read_json(path))
 
 
 def empty_result(spec: RunSpec) -> dict[str, Any]:

@@ -2,38 +2,60 @@
 
 The saved plan is re-read (trials are never re-sampled); runs whose result is success are skipped; failed, missing
 and lost runs run again with the same run_name and run_id and the next attempt number (a failed result is kept as
-run_result.attempt-N.json). Options that define the plan must not change: a changed option is refused with a diff
-unless --force, which applies changed training/device options to the reruns. Launch and container options may
+run_result.attempt-N.json). Options that define the plan must not change: an option given on the command line (or
+set away from its default) that differs from the saved plan is refused with a diff unless --force, which applies
+changed training/device options to the reruns (their RunSpecs derived again by plan.py, through the same device
+rule as planning); options --force cannot apply are refused even with it. Launch and container options may
 change freely (e.g. resume a local sweep on SLURM).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nestling import attempt, naming
-from nestling.artifacts import PlanOnDisk, load_plan
-from nestling.config import Config, config_from_dict
+from nestling.artifacts import load_plan, write_spec
+from nestling.config import Config, config_from_dict, explicit_options
 from nestling.errors import UsageError
-from nestling.records import read_result, write_atomic
+from nestling.plan import Plan, PlannedRun, run_specs
+from nestling.records import RunSpec, read_result
 
 PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from
 APPLIED_ON_FORCE = {
     "training": ("max_epochs", "early_stopping_patience"),
     "device": ("accelerator", "strategy", "devices", "num_nodes"),
 }
-IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force")}
+IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force"), ("training", "hp")}  # --hp: as hparams
 
 
-def resume(kind: str, config: Config, argv: list[str]) -> int:
-    from nestling.commands import launch_and_report, parallel_strategy, runs_per_task
-    from nestling.devices import parse_devices
-    from nestling.launch.factory import make_launcher
-    from nestling.plan import work_units
-    from nestling.preflight import check_job_resources
+@dataclass(frozen=True)
+class Resumption:
+    """What a resume hands back to `commands.execute_plan`: the runs to redo (grouped per cv, as planned), the
+    configuration to launch them with, and what changed since planning (recorded in launch.json)."""
 
+    name: str
+    root: Path
+    config: Config  # the saved plan's options, with this invocation's launch/container options (and forced ones)
+    run_dirs: list[list[str]]  # per cv, the run dirs to run again; empty when every run succeeded
+    changes: list[str]  # the option changes found (applied only with --force)
+
+    @property
+    def total(self) -> int:
+        return sum(len(dirs) for dirs in self.run_dirs)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The fields a resume adds to its launch.json entry."""
+        forced = self.changes if self.config.launch.force else []
+        return {"resume": True, "rerun": self.total, "forced_changes": forced}
+
+
+def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
+    """Check the saved plan against this invocation and make the tree ready for the reruns (failed results
+    archived, stale locks removed, forced changes written into the rerun specs); launching is the caller's."""
     name = naming.validate_name(config.launch.resume or "", "--resume name")
     if kind == "run":
         raise UsageError(
@@ -46,67 +68,74 @@ def resume(kind: str, config: Config, argv: list[str]) -> int:
         )
     plan = load_plan(root)
     saved = config_from_dict(plan.options)
-    changes = changed_options(saved, config)
+    changes = changed_options(saved, config, explicit_options(argv))
     if changes and not config.launch.force:
         raise UsageError(
-            f"{kind} {name!r} was planned with other options: {'; '.join(changes)}; drop them to resume as planned, "
-            "or add --force"
+            f"{kind} {name!r} was planned with other options: {'; '.join(map(str, changes))}; drop them to resume "
+            "as planned, or add --force"
         )
-    effective = _effective(saved, config)
+    fixed = [c for c in changes if not c.applicable]
+    if fixed:
+        raise UsageError(
+            f"{kind} {name!r}: {'; '.join(map(str, fixed))} would change the plan itself, which --force cannot do "
+            f"(it applies {', '.join(f'--{k}' for keys in APPLIED_ON_FORCE.values() for k in keys)}); drop them "
+            f"or start a new {kind}"
+        )
+    effective = _effective(saved, config, changes)
+    respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
     todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
-    if not todo:
-        print(f"{kind} {name}: every run succeeded already; nothing to resume")
-        from nestling.commands import _finish
-
-        return _finish(root, effective.logging.quiet)
     for run in todo:
         _archive_failed_result(run.dir)
         attempt.remove_if_stale(run.dir)
-        if config.launch.force and changes:
-            _apply_forced(run.dir, effective)
+    if respecified:
+        _apply_forced(plan.root, respecified, todo)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    devices = parse_devices(effective.device.devices)
-    check_job_resources(effective)
-    launcher = make_launcher(effective, kind, name, devices)
-    units = work_units(per_cv, parallel_strategy(effective), runs_per_task(effective, len(todo), launcher))
-    return launch_and_report(
-        kind, name, root, units, launcher, effective, total=len(todo),
-        extra_record={"resume": True, "rerun": len(todo), "forced_changes": changes if config.launch.force else []},
-    )  # fmt: skip
+    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes])
 
 
-def changed_options(saved: Config, current: Config) -> list[str]:
-    """Options set in this invocation (differing from defaults) whose value differs from the saved plan's."""
+@dataclass(frozen=True)
+class Change:
+    group: str  # a Config group, or "hparams"
+    key: str
+    before: Any
+    after: Any
+
+    @property
+    def applicable(self) -> bool:
+        """Whether a forced resume can give this change to the reruns (the rest would change the plan itself)."""
+        return self.key in APPLIED_ON_FORCE.get(self.group, ())
+
+    def __str__(self) -> str:
+        flag = f"--hp {self.key}" if self.group == "hparams" else f"--{self.key}"
+        return f"{flag} {self.before!r} -> {self.after!r}"
+
+
+def changed_options(saved: Config, current: Config, explicit: set[str] | None = None) -> list[Change]:
+    """Options set in this invocation (given on the command line, or differing from the defaults, e.g. from a
+    config file) whose value differs from the saved plan's."""
+    explicit = explicit or set()
     defaults = Config().to_dict()
     now, before = current.to_dict(), saved.to_dict()
     changes = []
     for group in PLAN_GROUPS:
         for key, value in now[group].items():
-            if (group, key) in IGNORED or value == defaults[group][key]:
+            if (group, key) in IGNORED or (key not in explicit and value == defaults[group][key]):
                 continue
             if value != before[group].get(key):
-                changes.append(f"--{key} {before[group].get(key)!r} -> {value!r}")
+                changes.append(Change(group, key, before[group].get(key), value))
     for key, value in now["hparams"].items():
         if before["hparams"].get(key) != value:
-            changes.append(f"--hp {key} {before['hparams'].get(key)!r} -> {value!r}")
+            changes.append(Change("hparams", key, before["hparams"].get(key), value))
     return changes
 
 
-def _effective(saved: Config, current: Config) -> Config:
-    """The saved plan's options, with this invocation's launch/container options (and forced changes)."""
+def _effective(saved: Config, current: Config, forced: list[Change]) -> Config:
+    """The saved plan's options, with this invocation's launch/container options and the forced changes."""
     device, training = saved.device, saved.training
-    if current.launch.force:
-        defaults = Config()
-        device = dataclasses.replace(
-            device, **{k: getattr(current.device, k) for k in APPLIED_ON_FORCE["device"]
-                       if getattr(current.device, k) != getattr(defaults.device, k)},
-        )  # fmt: skip
-        training = dataclasses.replace(
-            training, **{k: getattr(current.training, k) for k in APPLIED_ON_FORCE["training"]
-                         if getattr(current.training, k) != getattr(defaults.training, k)},
-        )  # fmt: skip
+    device = dataclasses.replace(device, **{c.key: c.after for c in forced if c.group == "device"})
+    training = dataclasses.replace(training, **{c.key: c.after for c in forced if c.group == "training"})
     logging = dataclasses.replace(saved.logging, quiet=current.logging.quiet)
     return dataclasses.replace(
         saved,
@@ -118,7 +147,7 @@ def _effective(saved: Config, current: Config) -> Config:
     )
 
 
-def _refuse_if_active(plan: PlanOnDisk) -> None:
+def _refuse_if_active(plan: Plan) -> None:
     """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued."""
     from nestling.status import run_states
 
@@ -126,7 +155,8 @@ def _refuse_if_active(plan: PlanOnDisk) -> None:
     # attempt lock ("running") counts; with one, queued SLURM tasks count too.
     launches_exist = (plan.root / naming.LAUNCH).exists()
     active = [
-        s for s in run_states(plan) if s.state == "running" or (s.state == "pending" and launches_exist)
+        s for s in run_states(plan)
+        if s.state == "running" or (s.state in ("pending", "blocked") and launches_exist)
     ]
     if active:
         jobs = sorted({s.job.split("_")[0] for s in active if s.job})
@@ -146,13 +176,9 @@ def _archive_failed_result(run_dir: Path) -> None:
     paths.result.rename(paths.dir / f"run_result.attempt-{attempt}.json")
 
 
-def _apply_forced(run_dir: Path, effective: Config) -> None:
-    from nestling.artifacts import load_spec
-
-    spec = load_spec(run_dir).to_dict()  # a run that never started gets its run_spec.json here
-    spec.update(
-        max_epochs=effective.training.max_epochs,
-        early_stopping_patience=effective.training.early_stopping_patience,
-        accelerator=effective.device.accelerator,
-    )
-    write_atomic(naming.RunPaths(run_dir).spec, json.dumps(spec))
+def _apply_forced(root: Path, respecified: list[RunSpec], todo: list[PlannedRun]) -> None:
+    """Write the respecified RunSpec (plan.py derived it from the forced configuration) into each rerun's dir."""
+    rerun = {str(run.dir) for run in todo}
+    for spec in respecified:
+        if spec.run_dir in rerun:
+            write_spec(spec, root)

@@ -2,15 +2,15 @@
 
 States: success / failed (run_result.json says so), running (its attempt lock is held, or its array task runs),
 pending (its job waits in the queue, or it waits behind another run of its unit), lost (its job or worker ended
-without a result).
+without a result), blocked (its job waits for a reason waiting never resolves, e.g. PENDING (PartitionConfig):
+the error column names the reason; cancel the job or fix it), not started (fail-fast stopped the plan before
+the run started; --resume runs it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -18,40 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nestling import attempt, naming
-from nestling.artifacts import PlanOnDisk, find_plan_root, load_plan
+from nestling import attempt, failfast, naming, slurm_query
+from nestling.artifacts import find_plan_root, load_plan
 from nestling.errors import strict_parser
+from nestling.plan import Plan
 from nestling.records import read_json, read_result
+from nestling.slurm_query import QueuedJob
 
-STATES = ("success", "failed", "running", "pending", "lost")
+STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started")
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 
 
-def queued_jobs(job_ids: list[str | None]) -> dict[str, str] | None:
-    """squeue entries (one per array task, `ARRAY_TASK` or `JOB`) -> state, for the given job ids only.
-
-    None when squeue cannot be asked (missing, failed, timed out): an unknown queue is not an empty one.
-    """
-    wanted = {str(j) for j in job_ids if j}
-    if not wanted:
-        return {}
-    if not shutil.which("squeue"):
-        return None
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    jobs = {}
-    for line in out.stdout.splitlines():
-        job, _, state = line.strip().partition("|")
-        if job.split("_")[0] in wanted:
-            jobs[job] = state
-    return jobs
 
 
 @dataclass(frozen=True)
@@ -63,7 +41,7 @@ class RunState:
     error: str | None
 
 
-def run_states(plan: PlanOnDisk) -> list[RunState]:
+def run_states(plan: Plan) -> list[RunState]:
     launches = _launches(plan.root)
     last = launches[-1] if launches else None
     job_of: dict[str, str] = {}
@@ -71,16 +49,21 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
         taken = _holders(last)
         for array in last["arrays"]:
             for task, dirs in enumerate(array["run_dirs"]):
-                job = taken.get(array.get("offset", 0) + task) or f"{array['job_id']}_{task}"
+                holder = taken.get(array.get("offset", 0) + task) or f"{array['job_id']}_{task}"
                 for d in dirs:
-                    job_of[str(Path(d).resolve())] = job
-    queue = queued_jobs(last.get("job_ids", [])) if last and last.get("arrays") else {}
+                    job_of[str(Path(d).resolve())] = holder
+    slurm = bool(last and last.get("launcher") == "slurm")  # submitit-local job ids mean nothing to squeue
+    queue = slurm_query.queue(last.get("job_ids", [])) if slurm and last and last.get("arrays") else {}
     if queue is None:
         print(
             "nestling: warning: squeue failed; unfinished runs show as running/pending, not lost",
             file=sys.stderr,
         )
     finished = bool(last and last.get("finished_at"))
+    # ReqNodeNotAvail never ends only while no node of the partition is up: only then is sinfo asked
+    nodes_wanted = queue and any(e.reason_code == "ReqNodeNotAvail" for e in queue.values())
+    parts = slurm_query.partitions() if nodes_wanted else None
+    stop = failfast.stopped(plan.root)  # fail-fast fired: what has no result and nothing holds never started
     states = []
     for run in plan.runs:
         result = read_result(run.dir)
@@ -90,13 +73,13 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
         else:
             error = None
             state = _unfinished_state(
-                run.dir,
-                job,
-                queue,
-                finished,
-                has_launch=last is not None,
-                slurm=bool(last and last.get("launcher") == "slurm"),
+                run.dir, job if slurm else None, queue, finished, has_launch=last is not None, slurm=slurm
             )
+            entry = _entry(job, queue) if state == "pending" and slurm and job and queue else None
+            if entry is not None and entry.never_starts(parts):
+                state, error = "blocked", f"blocked: {entry.reason}"
+            elif stop is not None and state in ("pending", "lost"):
+                state, error = "not started", f"fail-fast: {stop.error}"
         states.append(RunState(run.run_name, run.run_id, state, job, error))
     return states
 
@@ -104,15 +87,16 @@ def run_states(plan: PlanOnDisk) -> list[RunState]:
 def _unfinished_state(
     run_dir: Path,
     job: str | None,
-    queue: dict[str, str] | None,
+    queue: dict[str, QueuedJob] | None,
     finished: bool,
     has_launch: bool,
     slurm: bool = False,
 ) -> str:
-    if job is not None and queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
-        return "running" if attempt.alive(run_dir) else "pending"
     if job is not None:
-        slurm_state = queue.get(job) or queue.get(job.split("_")[0])
+        if queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
+            return "running" if attempt.alive(run_dir) else "pending"
+        entry = queue.get(job) or queue.get(job.split("_")[0])
+        slurm_state = entry.state if entry else None
         if slurm_state in RUNNING_STATES:
             return "running" if attempt.alive(run_dir) else "pending"
         if slurm_state in PENDING_STATES or (slurm_state is None and _array_pending(job, queue)):
@@ -127,17 +111,26 @@ def _unfinished_state(
     return "pending"
 
 
-def _array_pending(job: str, queue: dict[str, str]) -> bool:
+def _entry(job: str, queue: dict[str, QueuedJob]) -> QueuedJob | None:
+    """The queue's line for an array task (or plain job), or the pending range line `ID_[a-b]` holding it."""
+    found = queue.get(job) or queue.get(job.split("_")[0])
+    if found is not None:
+        return found
+    array_id = job.partition("_")[0]
+    return next((e for key, e in queue.items() if key.startswith(f"{array_id}_[")), None)
+
+
+def _array_pending(job: str, queue: dict[str, QueuedJob]) -> bool:
     """A pending array may be listed as one line `ID_[0-9]` rather than per task."""
     array_id, _, task = job.partition("_")
-    return any(key.startswith(f"{array_id}_[") and state in PENDING_STATES for key, state in queue.items())
+    return any(key.startswith(f"{array_id}_[") and e.state in PENDING_STATES for key, e in queue.items())
 
 
 def _holders(launch: dict[str, Any]) -> dict[int, str]:
     """unit position -> the task that claimed it (its own, or one that took it over), for a SLURM launch."""
     if not launch.get("launch_dir"):
         return {}
-    from nestling.launch.claims import holders
+    from nestling.claims import holders
     from nestling.naming import ArrayLaunchPaths
 
     return holders(ArrayLaunchPaths(Path(launch["launch_dir"])))
@@ -175,7 +168,7 @@ def status_main(argv: list[str]) -> int:
         time.sleep(args.interval)
 
 
-def _print(plan: PlanOnDisk, states: list[RunState], args: argparse.Namespace) -> None:
+def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None:
     counts = count(states)
     if args.json:
         print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states]}))

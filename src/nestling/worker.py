@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nestling import failfast, jobenv
-from nestling.artifacts import find_plan_root, load_spec
+from nestling.artifacts import load_spec
 from nestling.records import read_result
 
 SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
@@ -35,12 +35,12 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
     for d in dirs:
         result = read_result(Path(d)) if skip_done else None
         if result is None or result.get("status") != "success":  # finished work is never done twice
-            root = find_plan_root(Path(d))  # a few stats; the fail-fast ledger lives at the plan root
-            if failfast.stopped(root) is not None:  # a systematic error: start nothing more of this plan
+            root = failfast.plan_root(Path(d))
+            if root is not None and failfast.stopped(root) is not None:  # a systematic error: start no more
                 result = {"run_dir": d, "status": NOT_STARTED}
             else:
                 result = execute(load_spec(Path(d)))
-                if result is not None:
+                if result is not None and root is not None:
                     failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
         if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
             result = {"run_dir": d, "status": SKIPPED}

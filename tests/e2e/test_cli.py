@@ -395,3 +395,65 @@ def test_help_exits_zero(args: list[str]) -> None:
     proc = nestling_cli(*args)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.startswith("usage: nestling")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "auto"])
+def test_single_run_with_two_devices_on_the_local_launcher_does_not_hang(tmp_path: Path, strategy: str) -> None:
+    """ddp/auto with two devices would re-launch the worker module (which then waits on its stdin forever): the
+    run uses ddp_fork and trains with world size 2. The timeout turns a regression into a failure, not a hang."""
+    art = tmp_path / "art"
+    ok(nestling_cli("run", *SLEEP, "--strategy", strategy, "--devices", "2", "--name", "r",
+                    "--artifact_dir", str(art), timeout=150))  # fmt: skip
+    (run,) = (art / "_runs").glob("r-*")
+    result = json.loads((run / "run_result.json").read_text())
+    assert (result["status"], result["world_size"]) == ("success", 2)
+    assert json.loads((run / "run_spec.json").read_text())["strategy"] == "ddp_fork"
+
+
+def test_forced_resume_trains_with_the_forced_devices(tmp_path: Path) -> None:
+    """`--force --strategy ddp --devices 2` is recorded in forced_changes AND the rerun trains on two processes."""
+    art = tmp_path / "art"
+    ok(nestling_cli("cv", *SLEEP, "--n_folds", "2", "--name", "fc", "--artifact_dir", str(art)))
+    first, second = run_dirs(art / "_cross_validations" / "fc")
+    (first / "run_result.json").unlink()
+    ok(nestling_cli("cv", *SLEEP, "--resume", "fc", "--strategy", "ddp", "--devices", "2", "--max_epochs", "2",
+                    "--force", "--artifact_dir", str(art), timeout=150))  # fmt: skip
+    launches = json.loads((art / "_cross_validations" / "fc" / "launch.json").read_text())["launches"]
+    assert sorted(launches[-1]["forced_changes"]) == sorted(
+        ["--strategy 'auto' -> 'ddp'", "--devices ['auto'] -> ['2']", "--max_epochs 1 -> 2"]
+    )
+    rerun = json.loads((first / "run_result.json").read_text())
+    assert (rerun["status"], rerun["world_size"]) == ("success", 2)
+    assert json.loads((second / "run_result.json").read_text())["world_size"] == 1  # not rerun
+
+
+def test_resume_of_a_moved_tree_works_in_the_moved_tree(tmp_path: Path) -> None:
+    """The tree is relocatable: resuming it where it was moved to reruns there and creates nothing at the old
+    place (spec paths are stored relative to the plan root)."""
+    art, moved = tmp_path / "art", tmp_path / "moved"
+    ok(nestling_cli("cv", *SLEEP, "--n_folds", "2", "--name", "lostcv", "--artifact_dir", str(art)))
+    (moved / "_cross_validations").mkdir(parents=True)
+    (art / "_cross_validations" / "lostcv").rename(moved / "_cross_validations" / "lostcv")
+    cv = moved / "_cross_validations" / "lostcv"
+    first, _ = run_dirs(cv)
+    (first / "run_result.json").unlink()
+    ok(nestling_cli("cv", *SLEEP, "--resume", "lostcv", "--artifact_dir", str(moved)))
+    assert not (art / "_cross_validations" / "lostcv").exists()
+    assert [r["status"] for r in results(cv)] == ["success", "success"]
+    status = ok(nestling_cli("status", str(cv)))
+    assert "success=2" in status.stdout and "lost=0" in status.stdout
+
+
+def test_cv_with_a_ddp_variant_strategy_forks_instead_of_hanging(tmp_path: Path) -> None:
+    """ddp_find_unused_parameters_true inside a cv would re-launch the worker (rank 0 then waits forever): it
+    runs as ddp_fork_find_unused_parameters_true. fsdp, which has no fork variant, is refused up front."""
+    art = tmp_path / "art"
+    ok(nestling_cli("cv", *SLEEP, "--strategy", "ddp_find_unused_parameters_true", "--devices", "2",
+                    "--n_folds", "2", "--name", "dv", "--artifact_dir", str(art), timeout=150))  # fmt: skip
+    cv = art / "_cross_validations" / "dv"
+    assert [(r["status"], r["world_size"]) for r in results(cv)] == [("success", 2), ("success", 2)]
+    assert {json.loads((d / "run_spec.json").read_text())["strategy"] for d in run_dirs(cv)} == {
+        "ddp_fork_find_unused_parameters_true"
+    }
+    refused = nestling_cli("cv", *SLEEP, "--strategy", "fsdp", "--devices", "2", "--artifact_dir", str(art))
+    assert refused.returncode == 2 and "--strategy fsdp" in refused.stderr

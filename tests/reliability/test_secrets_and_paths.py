@@ -12,12 +12,15 @@ import pytest
 from _reliability import SLEEP, check_tree, cli, grep_tree, ok, planned_runs
 from _slurm_faults import SECRETS, WEIRD, SlurmFaults
 
+from nestling.artifacts import load_spec
+
 
 def _check_intact(art: Path, root: Path) -> None:
     assert root.is_dir() and root.parent.parent == art
     for run in planned_runs(root):
         spec = json.loads((run["dir"] / "run_spec.json").read_text())
-        assert spec["run_dir"] == str(run["dir"])  # the path, byte for byte
+        assert spec["run_dir"] == run["dir"].relative_to(root).as_posix()  # stored relative to the plan root
+        assert load_spec(run["dir"]).run_dir == str(run["dir"])  # and read back as the path, byte for byte
         assert json.loads((run["dir"] / "run_result.json").read_text())["status"] == "success"
 
 

@@ -1,4 +1,4 @@
-"""Claims of work units (launch/claims.py) and the task program's pure parts (array_task.py)."""
+"""Claims of work units (nestling/claims.py) and the task program's pure parts (array_task.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from nestling import claims
 from nestling.array_task import timed_out
 from nestling.jobenv import JobEnvironment
-from nestling.launch import claims
 from nestling.naming import ArrayLaunchPaths
 
 

@@ -13,6 +13,7 @@ import pytest
 from nestling.doctor import doctor_main
 from nestling.errors import UsageError
 
+SINFO = "debug*|4|16384|gpu:2|2|infinite|idle|node[1-2]\n"  # `sinfo -h -o %P|%c|%m|%G|%D|%l|%t|%N`
 SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_folds", "2", "--n_seeds", "1"]
 
 
@@ -109,7 +110,7 @@ def test_slurm_not_answering(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert not rows(out, "scontrol")  # a dead controller is one line, not three
     assert "SLURM_CONF" in out
     # the controller answers sinfo but scontrol fails: each failing command is its own problem
-    run = runner({"sinfo": (0, "debug*|gpu:2|2\n"), "squeue": (0, "")})
+    run = runner({"sinfo": (0, SINFO), "squeue": (0, "")})
     rc, out = doctor(
         [*argv, "--launcher", "slurm", "--max_array_size", "8"], capsys, which=which("sinfo"), run=run
     )
@@ -124,10 +125,10 @@ def test_slurm_not_answering(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_slurm_answers_array_size_and_gres(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # check_against_sinfo calls subprocess/shutil itself, so fake them globally for this test
+    # nestling.slurm_query calls subprocess/shutil itself when nothing is injected, so fake them globally for this test
     monkeypatch.setattr(shutil, "which", which("sinfo", "squeue", "scontrol"))
     monkeypatch.setattr(subprocess, "run", runner({
-        "sinfo": (0, "debug*|gpu:2|2\n"), "squeue": (0, "12\n13\n"), "scontrol": (0, "MaxArraySize = 4\n"),
+        "sinfo": (0, SINFO), "squeue": (0, "12\n13\n"), "scontrol": (0, "MaxArraySize = 4\n"),
     }))  # fmt: skip
     argv = [*SLEEP, "--n_folds", "5", "--artifact_dir", str(tmp_path), "--strategy", "cv-parallel",
             "--launcher", "slurm"]  # fmt: skip

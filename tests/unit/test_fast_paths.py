@@ -17,6 +17,7 @@ from nestling import collect as C
 from nestling import naming
 from nestling.artifacts import _rel, load_spec, write_plan
 from nestling.config import parse_config
+from nestling.plan import run_specs
 from nestling.preflight import prepare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def _fake_tune(tmp_path: Path, n: int) -> Path:
             "value": None if i % 3 else 1.5,
             "extra": "a" if i % 2 else None,
         },  # nulls, late key
-        lambda i, h: {**h, "n": i % 5},  # Int32 like pl.lit
+        lambda i, h: {**h, "n": i % 5},  # Int64, as in tune_infos.parquet
         lambda i, h: {**h, "flag": bool(i % 2), "big": 2**40},  # falls back
         lambda i, h: {**h, "value": "x" if i % 2 else 1.0},  # falls back
         lambda i, h: {**h, "value": [1, 2]},  # falls back
@@ -55,6 +56,30 @@ def test_tune_runs_table_matches_the_per_cv_path(tmp_path: Path, change: Any) ->
     assert fast.columns == slow.columns
     assert fast.schema == slow.schema
     assert fast.equals(slow)
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_hyperparameter_has_one_dtype_in_every_table(tmp_path: Path, fallback: bool) -> None:
+    """Integer hyperparameters are Int64 in the tune's run_infos.parquet as in tune_infos.parquet (both paths)."""
+    collected = C.collect(_fake_tune(tmp_path, 50), write=False)
+    extra = {"tags": ["a"]} if fallback else {}  # a list: not a plain scalar, the per-cv path
+    cvs = [dataclasses.replace(cv, hparams={**cv.hparams, "n": i, "depth": 2, "rate": 0.5 if i else 1, **extra})
+           for i, cv in enumerate(collected.cvs)]  # fmt: skip
+    runs, trials = C.tune_runs_table(cvs), C.tune_table(cvs)
+    assert (C._tune_runs_fast(cvs, C._hp_columns(cvs)) is None) == fallback
+    for key, dtype in {"n": pl.Int64, "depth": pl.Int64, "rate": pl.Float64}.items():
+        assert (runs.schema[key], trials.schema[key]) == (dtype, dtype), key
+
+
+def test_worker_startup_is_a_run_infos_column(tmp_path: Path) -> None:
+    tune = _fake_tune(tmp_path, 20)
+    plan = json.loads((tune / "plan.json").read_text())
+    path = tune / plan["cvs"][0]["runs"][1]["dir"] / naming.RUN_RESULT
+    path.write_text(json.dumps({**json.loads(path.read_text()), "worker_startup_s": 2.5}))
+    C.collect(tune)
+    table = pl.read_parquet(tune / plan["cvs"][0]["dir"] / naming.RUN_INFOS)
+    assert table.schema["worker_startup_s"] == pl.Float64
+    assert table["worker_startup_s"].to_list()[:3] == [None, 2.5, None]  # older results have none
 
 
 def test_cv_tables_are_per_cv_and_scores_are_per_cv(tmp_path: Path) -> None:
@@ -89,16 +114,34 @@ def test_write_plan_specs_are_the_spec_dicts(tmp_path: Path) -> None:
                            str(space), "--artifact_dir", str(tmp_path / "art"), "--name", "t"])  # fmt: skip
     prepared = prepare(config, "tune")
     write_plan(prepared.plan, prepared.splits)
-    lines = (prepared.plan.root / naming.RUN_SPECS).read_text().splitlines()
-    assert lines == [json.dumps(run.to_dict()) for run in prepared.plan.runs]
-    assert not any(Path(run.run_dir).exists() for run in prepared.plan.runs)  # made when a run starts
-    for run in prepared.plan.runs[::-1]:
+    specs = run_specs(prepared.plan)
+    root = prepared.plan.root
+    stored = [{**run.to_dict(), "run_dir": Path(run.run_dir).relative_to(root).as_posix(),
+               "splits_file": "splits.json"} for run in specs]  # fmt: skip
+    lines = (root / naming.RUN_SPECS).read_text().splitlines()
+    assert lines == [json.dumps(data) for data in stored]  # paths relative to the plan root: a tree can move
+    assert not any(Path(run.run_dir).exists() for run in specs)  # made when a run starts
+    for run, data in list(zip(specs, stored, strict=True))[::-1]:
         assert load_spec(Path(run.run_dir)) == run  # from the plan's lines, then written into the new run dir
-        assert (Path(run.run_dir) / naming.RUN_SPEC).read_text() == json.dumps(run.to_dict())
+        assert (Path(run.run_dir) / naming.RUN_SPEC).read_text() == json.dumps(data)
+        assert load_spec(Path(run.run_dir)) == run  # from its own run_spec.json
     record = json.loads((prepared.plan.root / naming.PLAN).read_text())
     assert [r["dir"] for cv in record["cvs"] for r in cv["runs"]] == [
-        Path(r.run_dir).relative_to(prepared.plan.root).as_posix() for r in prepared.plan.runs
+        r.dir.relative_to(prepared.plan.root).as_posix() for r in prepared.plan.runs
     ]
+
+
+@pytest.mark.parametrize("kind", ["cv", "tune", "run"])
+def test_load_plan_gives_back_the_plan_write_plan_wrote(tmp_path: Path, kind: str) -> None:
+    from nestling.artifacts import load_plan
+
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")
+    config = parse_config(["--task", "sleep", "--n_trials", "2", "--n_folds", "2", "--hpconfig", str(space),
+                           "--artifact_dir", str(tmp_path / "art"), "--name", "p"])  # fmt: skip
+    prepared = prepare(config, kind)
+    write_plan(prepared.plan, prepared.splits)
+    assert load_plan(prepared.plan.root) == prepared.plan
 
 
 @pytest.mark.parametrize(

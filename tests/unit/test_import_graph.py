@@ -3,7 +3,7 @@
 config -> plan -> launch -> worker/run -> collect/status -> commands. Each module of ``src/nestling`` belongs to one
 room (ROOMS); a module may import modules of its own room or an earlier one, never a later one, and a few pairs are
 banned outright although their rooms would allow them. Every import counts, including the lazy ones inside
-functions: they are real dependencies, only paid later. A new module must be given a room here (the test says so),
+functions (they are real dependencies, only paid later), except those under `if TYPE_CHECKING:`. A new module must be given a room here (the test says so),
 which is the moment to ask where it belongs; docs/architecture.md describes the rooms.
 """
 
@@ -20,7 +20,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     # 0: foundation, read by everyone: formats, names, options, the protocols every room shares
     "foundation": (
         "nestling", "nestling.errors", "nestling.naming", "nestling.records", "nestling.config", "nestling.files",
-        "nestling.jobenv", "nestling.attempt", "nestling.slurm_query", "nestling.claims", "nestling.container",
+        "nestling.jobenv", "nestling.attempt", "nestling.slurm_query", "nestling.claims", "nestling.failfast", "nestling.container",
         "nestling.devices", "nestling.task", "nestling.scoring", "nestling.folds", "nestling.space",
     ),
     # 1: planning: options + task metadata -> a plan on disk (pure, no processes)
@@ -54,11 +54,26 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except those under `if TYPE_CHECKING:`: an import for annotations is no dependency."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                todo.extend(child.orelse)
+                continue
+            todo.append(child)
+    return out
+
+
 def _imports(path: Path, module: str) -> set[str]:
     """The nestling modules `module` imports (`from nestling import naming` names the module nestling.naming)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "nestling")
         elif isinstance(node, ast.ImportFrom):

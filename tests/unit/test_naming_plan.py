@@ -11,7 +11,16 @@ import pytest
 from nestling import naming
 from nestling.config import parse_config
 from nestling.errors import UsageError
-from nestling.plan import Plan, plan_run, plan_single_cv, plan_tune, run_dirs_per_cv, seeds_for, work_units
+from nestling.plan import (
+    Plan,
+    plan_run,
+    plan_single_cv,
+    plan_tune,
+    run_dirs_per_cv,
+    run_specs,
+    seeds_for,
+    work_units,
+)
 
 ART = Path("/art")
 
@@ -111,7 +120,6 @@ def tune_plan(*argv: str) -> Plan:
         name="t",
         trials=[{"lr": 0.1}, {"lr": 0.2}],
         n_folds=3,
-        devices="auto",
         rng=random.Random(0),
     )
 
@@ -125,24 +133,24 @@ def test_plan_tune_names_and_dirs() -> None:
     runs = plan.cvs[1].runs
     assert [(r.fold, r.seed) for r in runs] == [(0, 42), (0, 21), (1, 42), (1, 21), (2, 42), (2, 21)]
     assert [r.run_name for r in runs[:2]] == ["t-cv1-run-f0s42", "t-cv1-run-f0s21"]
-    for r in plan.runs:
+    for r in run_specs(plan):
         assert r.run_dir == f"/art/t/{r.cv_name}/{r.run_name}-{r.run_id}"
         assert r.tune_name == "t"
         assert r.splits_file == "/art/t/splits.json"
         assert re.fullmatch(r"[a-z0-9]{8}", r.run_id)
-    assert {r.hparams["lr"] for r in plan.cvs[0].runs} == {0.1}
+    assert {r.hparams["lr"] for r in run_specs(plan)[:6]} == {0.1}
     assert len({r.run_id for r in plan.runs}) == 12
 
 
 def test_plan_single_cv_and_run() -> None:
-    cv = plan_single_cv(config("--n_seeds", "1"), name="c", hparams={}, n_folds=2, devices="auto")
+    cv = plan_single_cv(config("--n_seeds", "1"), name="c", hparams={}, n_folds=2)
     assert (cv.kind, cv.root) == ("cv", Path("/art/_cross_validations/c"))
-    assert [r.run_dir for r in cv.runs] == [
+    assert [r.run_dir for r in run_specs(cv)] == [
         f"/art/_cross_validations/c/c-run-f{f}s42-{r.run_id}" for f, r in enumerate(cv.runs)
     ]
-    assert all(r.tune_name is None and r.cv_name == "c" for r in cv.runs)
-    run = plan_run(config("--fold", "1"), name="r", hparams={}, n_folds=2, devices="auto")
-    (spec,) = run.runs
+    assert all(r.tune_name is None and r.cv_name == "c" for r in run_specs(cv))
+    run = plan_run(config("--fold", "1"), name="r", hparams={}, n_folds=2)
+    (spec,) = run_specs(run)
     assert (spec.run_name, spec.fold, spec.seed, spec.cv_name) == ("r", 1, 42, None)
     assert spec.run_dir == f"/art/_runs/r-{spec.run_id}"
     assert run.root == Path(spec.run_dir)
@@ -150,21 +158,21 @@ def test_plan_single_cv_and_run() -> None:
 
 def test_parallel_strategy_gives_each_run_one_device_without_ddp() -> None:
     plan = tune_plan("--strategy", "cv-parallel", "--devices", "2")
-    assert {(r.strategy, r.devices) for r in plan.runs} == {("auto", 1)}
+    assert {(r.strategy, r.devices) for r in run_specs(plan)} == {("auto", 1)}
     plain = tune_plan("--strategy", "ddp", "--devices", "2")
-    assert {(r.strategy, r.devices) for r in plain.runs} == {("ddp", "auto")}
+    assert {(r.strategy, r.devices) for r in run_specs(plain)} == {("ddp_fork", 2)}
 
 
 def test_work_units_cv_parallel() -> None:
     plan = tune_plan()
     units = work_units(run_dirs_per_cv(plan), "cv-parallel")
     assert [u.index for u in units] == list(range(12))
-    assert [u.run_dirs for u in units] == [[r.run_dir] for r in plan.runs]
+    assert [u.run_dirs for u in units] == [[str(r.dir)] for r in plan.runs]
 
 
 def test_work_units_runs_per_task() -> None:
     plan = tune_plan()
-    dirs = [r.run_dir for r in plan.runs]
+    dirs = [str(r.dir) for r in plan.runs]
     units = work_units(run_dirs_per_cv(plan), "cv-parallel", runs_per_task=5)
     assert [u.run_dirs for u in units] == [dirs[0:5], dirs[5:10], dirs[10:12]]
     assert [u.index for u in units] == [0, 1, 2]
@@ -173,7 +181,7 @@ def test_work_units_runs_per_task() -> None:
 def test_work_units_tune_parallel() -> None:
     plan = tune_plan()
     units = work_units(run_dirs_per_cv(plan), "tune-parallel")
-    assert [u.run_dirs for u in units] == [[r.run_dir for r in cv.runs] for cv in plan.cvs]
+    assert [u.run_dirs for u in units] == [[str(r.dir) for r in cv.runs] for cv in plan.cvs]
     assert [len(u.run_dirs) for u in units] == [6, 6]
 
 
@@ -181,18 +189,18 @@ def test_work_units_serial() -> None:
     plan = tune_plan()
     (unit,) = work_units(run_dirs_per_cv(plan), "serial")
     assert unit.index == 0
-    assert unit.run_dirs == [r.run_dir for r in plan.runs]
+    assert unit.run_dirs == [str(r.dir) for r in plan.runs]
 
 
 def test_run_dirs_per_cv() -> None:
     plan = tune_plan()
-    assert run_dirs_per_cv(plan) == [[r.run_dir for r in cv.runs] for cv in plan.cvs]
+    assert run_dirs_per_cv(plan) == [[str(r.dir) for r in cv.runs] for cv in plan.cvs]
     assert [len(d) for d in run_dirs_per_cv(plan)] == [6, 6]
 
 
 def test_work_units_subset_renumbers_and_drops_empty() -> None:
     plan = tune_plan()
-    subset = [[], [r.run_dir for r in plan.cvs[1].runs[:2]]]  # e.g. what resume reruns
+    subset = [[], [str(r.dir) for r in plan.cvs[1].runs[:2]]]  # e.g. what resume reruns
     units = work_units(subset, "tune-parallel")
     assert [(u.index, u.run_dirs) for u in units] == [(0, subset[1])]
     assert [(u.index, u.run_dirs) for u in work_units(subset, "cv-parallel")] == [
@@ -200,3 +208,65 @@ def test_work_units_subset_renumbers_and_drops_empty() -> None:
         (1, [subset[1][1]]),
     ]
     assert work_units([[], []], "serial") == []
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("ddp", "ddp_fork"),
+        ("auto", "ddp_fork"),
+        ("ddp_spawn", "ddp_fork"),
+        ("ddp_find_unused_parameters_true", "ddp_fork_find_unused_parameters_true"),
+        ("ddp_spawn_find_unused_parameters_false", "ddp_fork_find_unused_parameters_false"),
+        ("ddp_fork_find_unused_parameters_true", "ddp_fork_find_unused_parameters_true"),
+        ("single_device", "single_device"),
+    ],
+)
+def test_relaunching_strategies_become_their_fork_variant(strategy: str, expected: str) -> None:
+    """Several devices inside a cv/tune or a local single run: a strategy that would re-run the worker is forked."""
+    plan = tune_plan("--strategy", strategy, "--devices", "2")
+    assert {(r.strategy, r.devices) for r in run_specs(plan)} == {(expected, 2)}
+    run = plan_run(config("--strategy", strategy, "--devices", "2"), name="r", hparams={}, n_folds=2)
+    assert [(r.strategy, r.devices) for r in run_specs(run)] == [(expected, 2)]
+    one = tune_plan("--strategy", strategy, "--devices", "1")
+    assert {r.strategy for r in run_specs(one)} == {strategy}  # one device: nothing is launched
+
+
+def test_single_run_on_slurm_keeps_its_strategy() -> None:
+    """There SLURM starts one task per device and Lightning's SLURMEnvironment wires DDP: no re-launch."""
+    run = plan_run(config("--strategy", "ddp", "--devices", "2", "--launcher", "slurm"), name="r", hparams={},
+                   n_folds=2)  # fmt: skip
+    assert [(r.strategy, r.devices) for r in run_specs(run)] == [("ddp", 2)]
+
+
+def test_fork_variants_cover_lightnings_relaunching_strategies() -> None:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    from nestling.plan import FORK_VARIANTS, NO_FORK_VARIANT
+
+    names = set(StrategyRegistry)
+    assert set(FORK_VARIANTS.values()) <= names
+    relaunching = {n for n in names if n.startswith(("ddp", "fsdp", "deepspeed"))} - {
+        n for n in names if n.startswith(("ddp_fork", "ddp_notebook"))
+    }
+    assert relaunching == {n for n in FORK_VARIANTS if n != "auto"} | {
+        n for n in names if n.startswith(NO_FORK_VARIANT)
+    }
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_stage_2", "fsdp_cpu_offload"])
+@pytest.mark.parametrize("kind", ["cv", "tune", "run"])
+def test_strategies_without_fork_variant_are_refused(
+    strategy: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nestling.cli import main
+
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")
+    art = tmp_path / "art"
+    argv = [kind, "--task", "sleep", "--accelerator", "cpu", "--strategy", strategy, "--devices", "2",
+            "--artifact_dir", str(art), *(["--hpconfig", str(space)] if kind == "tune" else [])]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--strategy {strategy}" in err[0] and "ddp" in err[0], err
+    assert not art.exists()

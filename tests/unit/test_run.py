@@ -14,7 +14,7 @@ import pytest
 
 from nestling import jobenv
 from nestling.folds import make_splits
-from nestling.records import RunSpec
+from nestling.records import RunSpec, read_json
 from nestling.tasks.sleep import SleepTask
 
 
@@ -64,7 +64,7 @@ def test_the_preemption_signal_reaches_the_run_in_progress_and_the_worker_exits_
 
 def test_a_spec_written_with_the_old_attempt_field_still_loads(tmp_path: Path) -> None:
     run = make_run(tmp_path)
-    spec = RunSpec.load(run / "run_spec.json")
+    spec = RunSpec.from_dict(read_json(run / "run_spec.json"))
     assert "attempt" not in spec.to_dict()  # the attempt number lives in attempts.json, not in the spec
     assert RunSpec.from_dict({**spec.to_dict(), "attempt": 1}) == spec
 
@@ -109,7 +109,7 @@ def test_a_run_that_failed_in_test_resumes_with_its_validation_metrics(
     flag = tmp_path / "fail-test"
     flag.touch()
     run = make_run(tmp_path, task="fail_in_test_task:FailTestWhileFlagged", fail_test_flag=str(flag))
-    spec = RunSpec.load(run / "run_spec.json")
+    spec = RunSpec.from_dict(read_json(run / "run_spec.json"))
 
     first = execute(spec)
     assert first is not None and (first["status"], first["attempt"]) == ("failed", 1)
@@ -134,7 +134,7 @@ def test_a_run_without_every_scoring_metric_is_failed_not_success(tmp_path: Path
     from nestling.run import execute
 
     run = make_run(tmp_path, scoring=("val/JaccardIndex", "val/F1Score"))  # the sleep task logs no F1Score
-    result = execute(RunSpec.load(run / "run_spec.json"))
+    result = execute(RunSpec.from_dict(read_json(run / "run_spec.json")))
     assert result is not None and result["status"] == "failed"
     assert result["error"] == (
         "MissingMetricError: the run ended without the scoring metric(s) val/F1Score; it logged: "

@@ -8,6 +8,7 @@ import pytest
 
 from nestling.config import parse_config
 from nestling.errors import UsageError
+from nestling.plan import run_specs
 from nestling.preflight import prepare
 from nestling.scoring import DEFAULT_SCORING
 from nestling.tasks.sleep import SleepTask
@@ -37,7 +38,8 @@ class BadTask(SleepTask):
 
 def planned(*argv: str, tmp_path: Path) -> tuple[list[str], list[list[str]]]:
     prepared = prepare(parse_config([*FAST, "--artifact_dir", str(tmp_path), *argv]), "cv")
-    return prepared.plan.options["cv"]["scoring_metric"], [r.scoring_metric for r in prepared.plan.runs]
+    specs = run_specs(prepared.plan)
+    return prepared.plan.options["cv"]["scoring_metric"], [r.scoring_metric for r in specs]
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,7 @@
 from __future__ import annotations
 
 import math
-import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -25,19 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling import naming
-from nestling.errors import UsageError
+from nestling import naming, slurm_query
+from nestling.errors import JobsBlocked, UsageError
 from nestling.launch.base import Launcher, Progress, SubmitError, count_runs
 from nestling.naming import ArrayLaunchPaths
 from nestling.plan import WorkUnit
 from nestling.records import ArrayRecord, LaunchRecord, read_result, write_atomic, write_json
+from nestling.slurm_query import Partition, QueuedJob
 
 __all__ = ["SlurmArrayLauncher", "SlurmResources", "SubmitError", "slurm_params", "submitit_sbatch_text"]
 
 if TYPE_CHECKING:
     from nestling.container import ContainerSpec
 
-DEFAULT_MAX_ARRAY_SIZE = 1001
 MAX_TIME_LIMIT_REQUEUES = 10  # a run may hit the time limit this often (checkpoint + requeue each time)
 
 
@@ -58,23 +56,6 @@ class SlurmResources:
     tasks_per_node: int = 1
     job_name: str = "nestling"
     signal_delay_s: int = 90
-
-
-def max_array_size(override: int | None = None) -> int:
-    """MaxArraySize of the cluster: the number of tasks one array may hold (indices 0..MaxArraySize-1)."""
-    if override:
-        return override
-    if shutil.which("scontrol"):
-        try:
-            out = subprocess.run(
-                ["scontrol", "show", "config"], capture_output=True, text=True, timeout=20
-            ).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return DEFAULT_MAX_ARRAY_SIZE
-        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
-        if match:
-            return int(match.group(1))
-    return DEFAULT_MAX_ARRAY_SIZE
 
 
 def chunk(units: list[WorkUnit], size: int) -> list[list[WorkUnit]]:
@@ -105,35 +86,79 @@ def parse_extra(items: list[str]) -> dict[str, str]:
     return out
 
 
-def check_against_sinfo(res: SlurmResources) -> None:
-    """Partition and GRES must exist on the cluster; says what is wrong before anything is submitted."""
-    if not shutil.which("sinfo"):
+def check_against_sinfo(res: SlurmResources, partitions: dict[str, Partition] | None = None) -> None:
+    """The request must fit the nodes of its partition (see fit_problem); says what is wrong before any sbatch.
+
+    `partitions`: sinfo's answer when the caller asked already (doctor); else sinfo is asked here, and nothing is
+    checked when it cannot be."""
+    if partitions is None:
+        partitions = slurm_query.partitions()
+    if partitions is None:
         return
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%P|%G|%D"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    if out.returncode != 0:
-        return
-    partitions: dict[str, int] = {}
-    default = None
-    for line in out.stdout.splitlines():
-        name, gres, _ = (line.split("|") + ["", ""])[:3]
-        if name.endswith("*"):
-            name = name[:-1]
-            default = name
-        gpus = sum(int(m) for m in re.findall(r"gpu(?::[^:(,]+)?:(\d+)", gres))
-        partitions[name] = max(partitions.get(name, 0), gpus)
-    part = res.partition or default
+    problem = fit_problem(res, partitions)
+    if problem:
+        raise UsageError(problem)
+
+
+def fit_problem(res: SlurmResources, partitions: dict[str, Partition]) -> str | None:
+    """What in the request no node of its partition offers, naming the largest node and the flag to change; None
+    when it fits. Pure (a function of the request and sinfo's answer), so sbatch never sees a job that cannot run.
+
+    Per node SLURM gives cpus_per_task x tasks_per_node CPUs, --mem, and the GRES (gpus_per_task GPUs)."""
+    part = res.partition or slurm_query.default_partition(partitions)
     if res.partition and res.partition not in partitions:
-        raise UsageError(
+        return (
             f"--partition {res.partition!r} does not exist on this cluster; partitions: {', '.join(sorted(partitions))}"
         )
-    if part and res.gpus_per_task > partitions.get(part, 0):
-        raise UsageError(
-            f"--gpus_per_task {res.gpus_per_task} exceeds the {partitions.get(part, 0)} GPUs per node of partition "
+    if part is None:
+        return None
+    partition = partitions[part]
+    largest = partition.largest()
+    if largest is None:
+        return None
+    if res.gpus_per_task > partition.max_gpus:
+        return (
+            f"--gpus_per_task {res.gpus_per_task} exceeds the {partition.max_gpus} GPUs per node of partition "
             f"{part!r}; ask for fewer GPUs or use --accelerator cpu"
         )
+    cpus = res.cpus_per_task * res.tasks_per_node
+    mem_mb = int(math.ceil(res.mem_gb * 1024))
+    name = f"the largest node of partition {part!r} ({largest.names or largest.partition})"
+    if cpus > max(g.cpus for g in partition.groups):
+        per_task = f" x {res.tasks_per_node} tasks per node" if res.tasks_per_node > 1 else ""
+        flags = "--cpus_per_task or --devices" if res.tasks_per_node > 1 else "--cpus_per_task"
+        most = max(g.cpus for g in partition.groups)
+        return f"needs {cpus} CPUs per node (--cpus_per_task {res.cpus_per_task}{per_task}); {name} has {most}: lower {flags}"
+    if mem_mb > max(g.mem_mb for g in partition.groups):
+        roomiest = max(partition.groups, key=lambda g: g.mem_mb)
+        at_most = math.floor(roomiest.mem_mb / 1024 * 10) / 10
+        return (
+            f"needs {mem_mb} MB of memory per node (--mem_gb {res.mem_gb:g}); the largest node of partition {part!r} "
+            f"({roomiest.names or part}) has {roomiest.mem_mb} MB: lower --mem_gb to at most {at_most:g}"
+        )
+    if res.nodes > partition.nodes:
+        return f"--num_nodes {res.nodes} exceeds the {partition.nodes} nodes of partition {part!r}: lower --num_nodes"
+    job_limit = partition.max_job_nodes
+    if job_limit is not None and res.nodes > job_limit:
+        return (
+            f"--num_nodes {res.nodes} exceeds the {job_limit} nodes partition {part!r} allows one job (MaxNodes): lower "
+            "--num_nodes or choose another --partition"
+        )
+    serving = sum(g.nodes for g in partition.groups
+                  if g.cpus >= cpus and g.mem_mb >= mem_mb and g.gpus >= res.gpus_per_task)  # fmt: skip
+    if serving < res.nodes:
+        return (
+            f"needs {res.nodes} node(s) with {cpus} CPUs, {mem_mb} MB and {res.gpus_per_task} GPUs each; partition "
+            f"{part!r} has {serving} such nodes: lower --num_nodes, --cpus_per_task, --mem_gb or --gpus_per_task, "
+            "or choose another --partition"
+        )
+    limit = partition.max_time_min
+    if limit is not None and res.time_min > limit:
+        return (
+            f"--time_min {res.time_min} exceeds the {limit} min time limit of partition {part!r}: lower --time_min "
+            f"to at most {limit}"
+        )
+    return None
 
 
 def slurm_params(res: SlurmResources, gres: bool = True) -> dict[str, Any]:
@@ -192,7 +217,7 @@ class SlurmArrayLauncher(Launcher):
         """Write the scripts and units.json to the dry-run folder; the scripts and a summary, as printed."""
         folder = self.dry_run_folder
         folder.mkdir(parents=True, exist_ok=True)
-        limit = max_array_size(self.array_limit)
+        limit = slurm_query.max_array_size(self.array_limit)
         scripts = self._write_scripts(folder, ArrayLaunchPaths(folder), units, limit, dry_run=True)
         out = [f"# ---- {path}\n{path.read_text()}" for path, _, _ in scripts]
         if self.container is not None and units:
@@ -214,7 +239,7 @@ class SlurmArrayLauncher(Launcher):
         """One units.json and one sbatch script per array (ceil(units / MaxArraySize)), then the collector job."""
         folder = self.folder or naming.submitit_dir(root)
         folder.mkdir(parents=True, exist_ok=True)
-        limit = max_array_size(self.array_limit)
+        limit = slurm_query.max_array_size(self.array_limit)
         paths = ArrayLaunchPaths(_new_launch_dir(folder))
         arrays: list[ArrayRecord] = []
         job_ids: list[str] = []
@@ -276,11 +301,13 @@ class SlurmArrayLauncher(Launcher):
         return _render(folder, ["-m", "nestling.cli", "collect", str(root.resolve())], params)
 
     def wait(self, record: LaunchRecord, progress: Progress, poll_s: float = 2.0) -> None:
-        """Poll the tree and squeue until every array and the collector job left the queue."""
-        from nestling.status import queued_jobs
+        """Poll the tree and squeue until every array and the collector job left the queue.
 
+        Stops with JobsBlocked (exit 1, the job left queued) when SLURM keeps a job pending for a reason waiting
+        never resolves, rather than waiting forever."""
         job_ids: list[str | None] = [*(record.job_ids or []), record.collector_job_id]
         run_dirs = record.run_dirs
+        blocked = BlockedCheck(self.resources, [str(j) for j in job_ids if j])
         while True:
             done: dict[str, int] = {}
             n_done = 0
@@ -290,9 +317,67 @@ class SlurmArrayLauncher(Launcher):
                     n_done += 1
                     done[result["status"]] = done.get(result["status"], 0) + 1
             progress.set_done(n_done, done)
-            if queued_jobs(job_ids) == {}:  # None: squeue failed this time, ask again
+            queue = slurm_query.queue(job_ids)
+            if queue == {}:  # None: squeue failed this time, ask again
                 return
+            line = blocked(queue) if queue else None
+            if line:
+                raise JobsBlocked(line)
             time.sleep(poll_s)
+
+
+# What to change when SLURM keeps a job pending for a reason waiting never resolves (see slurm_query).
+BLOCKED_FIXES = {
+    "PartitionConfig": "it asks more than its partition's limits allow (CPUs, memory or GPUs per node, nodes per "
+    "job; `scontrol show partition` lists them): lower --cpus_per_task, --devices, --mem_gb, --gpus_per_task or "
+    "--num_nodes, or choose another --partition",
+    "PartitionNodeLimit": "it asks more nodes than its partition allows for one job: lower --num_nodes or choose "
+    "another --partition",
+    "PartitionTimeLimit": "its time limit exceeds its partition's: lower --time_min or choose another --partition",
+    "BadConstraints": "no node has the features it asks for: fix --constraint",
+    "InvalidAccount": "the account is not valid: fix --account (sacctmgr show assoc user=$USER lists yours)",
+    "AccountNotAllowed": "its partition does not take this account: choose another --account or --partition",
+    "InvalidQOS": "the QOS is not valid: fix --qos",
+    "QOSNotAllowed": "its partition does not take this QOS: choose another --qos or --partition",
+    "DependencyNeverSatisfied": "a job it depends on ended in a way its dependency excludes",
+    "ReqNodeNotAvail": "every node of its partition is down or drained: ask the admins or choose another --partition",
+}
+FIT_REASONS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit")
+
+
+class BlockedCheck:
+    """One line (the job, SLURM's reason, the fix) for the first job of a launch that SLURM will never start.
+
+    sinfo is asked only when a reason needs it (the request compared with the nodes, or ReqNodeNotAvail: are all
+    nodes of the partition down?), and at most every `sinfo_every_s` seconds."""
+
+    def __init__(self, res: SlurmResources, job_ids: list[str], sinfo_every_s: float = 60.0) -> None:
+        self.res, self.job_ids, self.sinfo_every_s = res, job_ids, sinfo_every_s
+        self.parts: dict[str, Partition] | None = None
+        self.asked_at = -math.inf
+
+    def __call__(self, queue: dict[str, QueuedJob]) -> str | None:
+        pending = [(job, e) for job, e in queue.items() if e.state == "PENDING"]
+        if not any(e.blocked or e.reason_code == "ReqNodeNotAvail" for _, e in pending):
+            return None
+        if time.monotonic() - self.asked_at > self.sinfo_every_s:
+            self.parts, self.asked_at = slurm_query.partitions(), time.monotonic()
+        for job, entry in pending:
+            if entry.never_starts(self.parts):
+                return blocked_line(job, entry, self.res, self.parts, self.job_ids)
+        return None
+
+
+def blocked_line(
+    job: str, entry: QueuedJob, res: SlurmResources, parts: dict[str, Partition] | None, job_ids: list[str]
+) -> str:
+    """`job J can never start: SLURM keeps it PENDING (Reason); <fix>; ...scancel`: one line, the job left queued."""
+    fix = fit_problem(res, parts) if parts is not None and entry.reason_code in FIT_REASONS else None
+    fix = fix or BLOCKED_FIXES.get(entry.reason_code, "see `scontrol show job` for why")
+    return (
+        f"job {job} can never start: SLURM keeps it PENDING ({entry.reason}); {fix}. It stays queued: cancel it "
+        f"(scancel {' '.join(job_ids)}) and launch again with the fix, or fix it with scontrol update"
+    )
 
 
 def _render(folder: Path, python_args: list[str], params: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 
+from nestling import slurm_query
 from nestling.naming import ArrayLaunchPaths
 
 # squeue reasons of pending tasks that someone asked to wait: never stolen
@@ -89,20 +90,11 @@ def array_offsets(paths: ArrayLaunchPaths) -> dict[str, int]:
 def waiting_units(paths: ArrayLaunchPaths) -> list[tuple[int, str]]:
     """(unit, array task id) of this launch's tasks that wait for resources, highest unit first; [] if unknown."""
     offsets = array_offsets(paths)
-    if not offsets or not shutil.which("squeue"):
-        return []
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-r", "-t", "PD", "-j", ",".join(offsets), "-o", "%i|%r"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    if out.returncode != 0:
+    reasons = slurm_query.pending_reasons(offsets) if offsets else None
+    if not reasons:
         return []
     waiting = []
-    for line in out.stdout.splitlines():
-        task, _, reason = line.strip().partition("|")
+    for task, reason in reasons.items():
         array, _, index = task.partition("_")
         if array in offsets and index.isdigit() and not reason.startswith(NOT_STEALABLE_REASONS):
             waiting.append((offsets[array] + int(index), task))

@@ -1,0 +1,138 @@
+"""Resume against a planned tree (nothing trained): which option changes are found, refused, or forced into the
+rerun specs. Runs through `nestling.cli.main` in-process where the answer is a refusal, and through
+`resume.prepare_resume` (no launching) where the answer is what the reruns will run with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nestling import naming
+from nestling.artifacts import load_plan, write_plan
+from nestling.cli import main
+from nestling.config import explicit_options, parse_config
+from nestling.preflight import prepare
+from nestling.resume import prepare_resume
+
+SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--quiet", "--launcher", "local"]
+
+
+def planned(tmp_path: Path, *extra: str) -> Path:
+    art = tmp_path / "art"
+    args = [*SLEEP, "--n_folds", "2", "--max_epochs", "1", "--artifact_dir", str(art), "--name", "c", *extra]
+    prepared = prepare(parse_config(args), "cv")
+    write_plan(prepared.plan, prepared.splits)
+    return art
+
+
+def resume_args(art: Path, *extra: str) -> list[str]:
+    return [*SLEEP, "--resume", "c", "--artifact_dir", str(art), *extra]
+
+
+def test_explicit_options() -> None:
+    assert explicit_options(["--max_epochs", "10", "--devices=2", "--quiet", "--hp", "a=1", "x", "--", "--fold"]) == {
+        "max_epochs", "devices", "quiet", "hp"
+    }  # fmt: skip
+
+
+def test_an_option_set_back_to_its_default_is_a_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Planned with --max_epochs 1; --max_epochs 10 (the default) on resume is refused, not silently dropped."""
+    art = planned(tmp_path)
+    assert main(["cv", *resume_args(art, "--max_epochs", "10")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max_epochs 1 -> 10" in err[0] and "--force" in err[0], err
+
+
+def test_force_applies_an_option_set_back_to_its_default(tmp_path: Path) -> None:
+    art = planned(tmp_path)
+    args = resume_args(art, "--max_epochs", "10", "--force")
+    resumed = prepare_resume("cv", parse_config(args), args)
+    assert resumed.changes == ["--max_epochs 1 -> 10"]
+    assert resumed.record["forced_changes"] == ["--max_epochs 1 -> 10"]
+    specs = [json.loads(naming.RunPaths(r.dir).spec.read_text()) for r in load_plan(resumed.root).runs]
+    assert [s["max_epochs"] for s in specs] == [10, 10]
+
+
+def test_force_applies_every_reported_device_option(tmp_path: Path) -> None:
+    """--strategy ddp --devices 2 reach the rerun specs through the planning device rule (ddp_fork, 2 devices)."""
+    art = planned(tmp_path)
+    args = resume_args(art, "--strategy", "ddp", "--devices", "2", "--max_epochs", "2", "--force")
+    resumed = prepare_resume("cv", parse_config(args), args)
+    assert sorted(resumed.changes) == sorted(
+        ["--strategy 'auto' -> 'ddp'", "--devices ['auto'] -> ['2']", "--max_epochs 1 -> 2"]
+    )
+    assert resumed.total == 2
+    for run in load_plan(resumed.root).runs:
+        spec = json.loads(naming.RunPaths(run.dir).spec.read_text())
+        assert (spec["strategy"], spec["devices"], spec["max_epochs"]) == ("ddp_fork", 2, 2)
+    assert (resumed.config.device.strategy, resumed.config.device.devices) == ("ddp", ["2"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [(["--n_folds", "3"], "--n_folds 2 -> 3"), (["--hp", "value=0.9"], "--hp value None -> 0.9"),
+     (["--multi_score_strategy", "min"], "--multi_score_strategy 'geometric' -> 'min'")],
+)  # fmt: skip
+def test_force_refuses_what_it_cannot_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], named: str
+) -> None:
+    """An option that defines the plan (folds, hyperparameters, scoring) cannot reach the reruns: refused, even
+    with --force, instead of being reported as forced and ignored; nothing in the tree changes."""
+    art = planned(tmp_path)
+    before = sorted(p.relative_to(art) for p in art.rglob("*"))
+    assert main(["cv", *resume_args(art, *extra, "--force")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and "--force cannot" in err[0], err
+    assert sorted(p.relative_to(art) for p in art.rglob("*")) == before
+
+
+def test_forced_strategy_without_fork_variant_is_refused_before_anything_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    art = planned(tmp_path)
+    before = sorted(p.relative_to(art) for p in art.rglob("*"))
+    assert main(["cv", *resume_args(art, "--strategy", "fsdp", "--devices", "2", "--force")]) == 2
+    assert "--strategy fsdp" in capsys.readouterr().err
+    assert sorted(p.relative_to(art) for p in art.rglob("*")) == before
+
+
+@pytest.mark.parametrize("kind", ["cv", "tune", "run"])
+def test_a_moved_tree_gives_specs_inside_itself(tmp_path: Path, kind: str) -> None:
+    """Specs read from run_specs.jsonl or from a run's run_spec.json point into the tree where they are now."""
+    import shutil
+
+    from nestling.artifacts import load_spec
+
+    space = tmp_path / "space.toml"
+    space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")
+    art = tmp_path / "art"
+    args = [*SLEEP, "--n_folds", "2", "--artifact_dir", str(art), "--name", "m",
+            *(["--hpconfig", str(space), "--n_trials", "2"] if kind == "tune" else [])]  # fmt: skip
+    prepared = prepare(parse_config(args), kind)
+    write_plan(prepared.plan, prepared.splits)
+    started = prepared.plan.runs[0].dir
+    load_spec(started)  # this run started: it has its own run_spec.json
+    moved = tmp_path / "elsewhere" / "deeper"
+    shutil.move(str(art), str(moved))
+    new_root = moved / prepared.plan.root.relative_to(art)
+    for run in load_plan(new_root).runs:
+        spec = load_spec(run.dir)
+        assert spec.run_dir == str(run.dir) and Path(spec.run_dir).is_relative_to(moved)
+        assert spec.splits_file == str(new_root / naming.SPLITS) and Path(spec.splits_file).is_file()
+    assert not art.exists()
+
+
+def test_specs_with_absolute_paths_from_older_trees_still_load(tmp_path: Path) -> None:
+    from nestling.artifacts import load_spec
+
+    art = planned(tmp_path)
+    root = art / "_cross_validations" / "c"
+    lines = [json.loads(line) for line in (root / naming.RUN_SPECS).read_text().splitlines()]
+    old = [{**d, "run_dir": str(root / d["run_dir"]), "splits_file": str(root / "splits.json"), "extra": {}}
+           for d in lines]  # fmt: skip
+    (root / naming.RUN_SPECS).write_text("".join(json.dumps(d) + "\n" for d in old))
+    for data in old:
+        spec = load_spec(Path(data["run_dir"]))
+        assert (spec.run_dir, spec.splits_file, spec.run_id) == (data["run_dir"], data["splits_file"], data["run_id"])
