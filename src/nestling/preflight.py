@@ -134,9 +134,11 @@ def _check_choices(config: Config, kind: str) -> None:
         ("--time_min", config.launch.time_min, 1),
         ("--array_parallelism", config.launch.array_parallelism, 1),
         ("--fail_fast", config.launch.fail_fast, 0),
+        ("--runs_per_gpu", config.launch.runs_per_gpu, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} {value} must be at least {low}")
+    _check_runs_per_gpu(config)
     expected = config.launch.expected_run_s
     if expected is not None and expected <= 0:
         raise UsageError(
@@ -187,6 +189,27 @@ def _absolute_artifact_dir(config: Config) -> Config:
     working directory (a worker in a container image starts in a bound dir, not the submitting one)."""
     resolved = str(Path(config.logging.artifact_dir).resolve())
     return dataclasses.replace(config, logging=dataclasses.replace(config.logging, artifact_dir=resolved))
+
+
+def _check_runs_per_gpu(config: Config) -> None:
+    """Packing K runs on one GPU is for runs of one device each: not for multi-device units, DDP or CPUs."""
+    k = config.launch.runs_per_gpu
+    if k == 1:
+        return
+    if config.device.strategy not in PARALLEL_STRATEGIES:
+        raise UsageError(
+            f"--runs_per_gpu {k} packs parallel runs of one GPU each; --strategy {config.device.strategy!r} gives "
+            "each run whole devices (or DDP): use --strategy cv-parallel or tune-parallel, or --runs_per_gpu 1"
+        )
+    if (config.launch.gpus_per_task or 1) > 1:
+        raise UsageError(
+            f"--runs_per_gpu {k} with --gpus_per_task {config.launch.gpus_per_task}: packed runs use one GPU each; "
+            "use --gpus_per_task 1, or --runs_per_gpu 1 for multi-device runs"
+        )
+    if config.device.accelerator == "cpu":
+        raise UsageError(
+            f"--runs_per_gpu {k} is for GPUs; with --accelerator cpu raise --devices for more parallel CPU workers"
+        )
 
 
 def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:

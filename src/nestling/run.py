@@ -14,12 +14,14 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from nestling import __version__, jobenv, lightning_compat
 from nestling import attempt as attempt_lock
+from nestling.devices import MEMORY_FRACTION_ENV
 from nestling.jobenv import JobEnvironment
 from nestling.naming import RunPaths
 from nestling.records import FAILED, SUCCESS, RunSpec, empty_result, read_result, write_json
@@ -173,6 +175,30 @@ def _worker_startup() -> float | None:
     return now if _Startup.preloaded_s is None else round(_Startup.preloaded_s + now, 3)
 
 
+class _MemoryCap:
+    done = False
+
+
+def cap_device_memory(environ: Mapping[str, str] | None = None, cuda: Any = None) -> float | None:
+    """With --runs_per_gpu K the launcher sets NESTLING_MEMORY_FRACTION=1/K: cap this process at that share of each
+    visible GPU's memory, so one of K packed runs cannot starve the others (it fails alone with an out-of-memory
+    error). Once per process; returns the fraction applied, None when there is none or no CUDA."""
+    value = (os.environ if environ is None else environ).get(MEMORY_FRACTION_ENV)
+    if not value or _MemoryCap.done:
+        return None
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    if not cuda.is_available():
+        return None
+    fraction = float(value)
+    for index in range(cuda.device_count()):
+        cuda.set_per_process_memory_fraction(fraction, index)
+    _MemoryCap.done = True
+    return fraction
+
+
 def _archive_error(paths: RunPaths, previous_attempt: int) -> None:
     """A new attempt starts: the traceback of the previous (failed) one moves aside, so that error.txt never
     stands beside a result it does not belong to."""
@@ -247,6 +273,7 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
 
     task = _task(spec.task)
     split = _splits(spec.splits_file)[spec.fold]
+    cap_device_memory()
     L.seed_everything(spec.seed, workers=True, verbose=False)
     scoring = parse_scoring_metrics(spec.scoring_metric)
     first = scoring[0]

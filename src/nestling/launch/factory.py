@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from nestling import naming
 from nestling.config import PARALLEL_STRATEGIES, Config
-from nestling.devices import TrainerDevices, worker_slots
+from nestling.devices import TrainerDevices, packed_slots, worker_slots
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher
 
@@ -33,11 +33,16 @@ def make_launcher(
         from nestling.launch.local import LocalLauncher
 
         slots = local_slots(config, devices)
-        if prestarted is not None and prestarted.slots == slots and container is None:
+        per_gpu = config.launch.runs_per_gpu
+        if (
+            prestarted is not None
+            and (prestarted.slots, prestarted.runs_per_gpu) == (slots, per_gpu)
+            and container is None
+        ):
             return prestarted
         if prestarted is not None:
             prestarted.discard()
-        return LocalLauncher(slots, container=container)
+        return LocalLauncher(slots, container=container, runs_per_gpu=per_gpu)
     if prestarted is not None:
         prestarted.discard()
     resources = slurm_resources(config, kind, name, devices)
@@ -56,6 +61,7 @@ def make_launcher(
         array_limit=config.launch.max_array_size,
         container=container,
         steal=config.launch.steal,
+        runs_per_gpu=config.launch.runs_per_gpu,
     )
 
 
@@ -75,16 +81,17 @@ def prestart_local(config: Config) -> LocalLauncher | None:
         slots = local_slots(config, parse_devices(config.device.devices))
     except UsageError:
         return None
-    pool = LocalLauncher(slots)
+    pool = LocalLauncher(slots, runs_per_gpu=config.launch.runs_per_gpu)
     pool.prestart(config.data.task)
     return pool
 
 
 def local_slots(config: Config, devices: TrainerDevices) -> list[list[str] | None]:
-    """One entry per local worker: its GPU ids (--gpus_per_task of them), or None (CPU / the Trainer decides)."""
+    """One entry per local worker: its GPU ids (--gpus_per_task of them), or None (CPU / the Trainer decides);
+    with --runs_per_gpu K each GPU id K times (K workers share it)."""
     if config.device.strategy not in PARALLEL_STRATEGIES:
         return [None]  # one worker; the Trainer gets the device flags as given
-    slots = worker_slots(config.device.accelerator, devices)
+    slots = packed_slots(worker_slots(config.device.accelerator, devices), config.launch.runs_per_gpu)
     per_unit = config.launch.gpus_per_task or 1
     gpu_slots = [slot for slot in slots if slot is not None]
     if per_unit > 1 and len(gpu_slots) == len(slots):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from nestling import naming
+from nestling.devices import MEMORY_FRACTION_ENV, memory_fraction
 from nestling.launch.base import Launcher, Progress, count_runs
 from nestling.plan import WorkUnit
 from nestling.records import LaunchRecord
@@ -42,11 +43,14 @@ class LocalLauncher(Launcher):
         slots: Sequence[list[str] | None],
         *,
         container: ContainerSpec | None = None,
+        runs_per_gpu: int = 1,
     ) -> None:
         """`slots`: one entry per worker, its GPU ids or None (CPU). With `container` each worker runs in that
-        image, taking from its host environment only what the spec lets in."""
+        image, taking from its host environment only what the spec lets in. `runs_per_gpu` K > 1: the slots hold
+        each GPU K times (factory.local_slots) and each GPU worker caps itself at 1/K of the device memory."""
         self.slots = list(slots) or [None]
         self.container = container
+        self.runs_per_gpu = runs_per_gpu
         self._prestarted: dict[int, tuple[subprocess.Popen[str], _StderrRelay]] = {}
 
     def prestart(self, preload: str | None = None) -> None:
@@ -118,6 +122,9 @@ class LocalLauncher(Launcher):
         env = dict(os.environ)
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+            fraction = memory_fraction(self.runs_per_gpu)
+            if fraction is not None:
+                env[MEMORY_FRACTION_ENV] = fraction
         threads = max(1, (os.cpu_count() or 1) // n_workers)
         env.setdefault("OMP_NUM_THREADS", str(threads))
         env["PYTHONUNBUFFERED"] = "1"
