@@ -25,7 +25,8 @@ from nestling.scoring import cv_score, parse_scoring_metrics, run_score
 MISSING = "missing"
 BASE_COLUMNS = [
     "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable", "run_score",
-    "score", "score_is_unstable", "attempt", "worker_startup_s",
+    "score", "score_is_unstable", "attempt", "worker_startup_s", "accelerator", "device_names", "peak_memory_bytes",
+    "cuda_visible_devices",
 ]  # fmt: skip
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
 # row's own score, from which the cv score is the mean over stable successful runs.
@@ -104,7 +105,10 @@ def collect(path: Path, write: bool = True) -> Collected:
     return Collected(plan=plan, cvs=cvs)
 
 
-_RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt", "worker_startup_s")
+_RESULT_COLUMNS = (
+    "status", "error", "duration", "checkpoint", "attempt", "worker_startup_s", "accelerator", "device_names",
+    "peak_memory_bytes", "cuda_visible_devices",
+)  # fmt: skip  (what ran where: issue 15 #4)
 
 
 def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvSummary]:
@@ -149,11 +153,12 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
         bounds.append((start, n - start, list(cv_metric_names), cv_result, [s for _, _, s in per_run]))
     for column in metrics.values():
         column.extend([None] * (n - len(column)))
-    schema = {
+    schema: dict[str, Any] = {
         "run_name": pl.Utf8, "run_id": pl.Utf8, "fold": pl.Int64, "seed": pl.Int64, "status": pl.Utf8,
         "error": pl.Utf8, "duration": pl.Float64, "checkpoint": pl.Utf8, "is_unstable": pl.Boolean,
         "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean, "attempt": pl.Int64,
-        "worker_startup_s": pl.Float64,
+        "worker_startup_s": pl.Float64, "accelerator": pl.Utf8, "device_names": pl.List(pl.Utf8),
+        "peak_memory_bytes": pl.Int64, "cuda_visible_devices": pl.Utf8,
         **dict.fromkeys(metrics, pl.Float64),
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)

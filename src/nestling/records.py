@@ -18,6 +18,7 @@ RESULT_KEYS = (
     "run_name", "run_id", "cv_name", "tune_name", "fold", "seed", "hparams", "status", "error", "metrics",
     "checkpoint", "duration", "started_at", "finished_at", "host", "pid", "cuda_visible_devices", "slurm_job_id",
     "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version", "worker_startup_s",
+    "accelerator", "device_names", "peak_memory_bytes",
 )  # fmt: skip
 SUCCESS = "success"
 FAILED = "failed"

@@ -21,7 +21,7 @@ from typing import Any
 
 from nestling import __version__, jobenv, lightning_compat
 from nestling import attempt as attempt_lock
-from nestling.devices import MEMORY_FRACTION_ENV
+from nestling.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV
 from nestling.jobenv import JobEnvironment
 from nestling.naming import RunPaths
 from nestling.records import FAILED, SUCCESS, RunSpec, empty_result, read_result, write_json
@@ -95,7 +95,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             started_at=_now(),
             host=host,
             pid=os.getpid(),
-            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),  # see _record_devices when unset
             slurm_job_id=job.array_job_id or job.job_id,
             slurm_array_task_id=job.array_task_id,
             in_container=in_container(),
@@ -116,7 +116,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
         if heartbeat is not None:
             heartbeat.start()
         try:
-            metrics, checkpoint, world_size = _train(spec, paths, attempt)
+            metrics, checkpoint, world_size = _train(spec, paths, attempt, result)
             result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
             log.warning(
                 "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(metrics, sort_keys=True)
@@ -264,7 +264,10 @@ def _cluster_plugins() -> list[Any]:
     return [LightningEnvironment()]
 
 
-def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, float], str | None, int]:
+def _train(
+    spec: RunSpec, paths: RunPaths, attempt: int, record: dict[str, Any] | None = None
+) -> tuple[dict[str, float], str | None, int]:
+    """Fit (and test); `record` (the result being built) gets what ran where, also when the run fails."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -297,7 +300,7 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
         max_epochs=spec.max_epochs,
         accelerator=spec.accelerator,
         strategy=spec.strategy,
-        devices=spec.devices,
+        devices=pinned_devices(spec.devices),
         num_nodes=spec.num_nodes,
         callbacks=callbacks,
         logger=loggers,
@@ -307,6 +310,7 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
         enable_model_summary=False,
         log_every_n_steps=1,
     )
+    cuda = _record_devices(trainer, record if record is not None else {})
     resume_from = resume_checkpoint(paths)
     # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
     try:
@@ -327,6 +331,10 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
                     {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
                 )
     finally:
+        if cuda is not None and record is not None:
+            record["peak_memory_bytes"] = max(
+                (cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None
+            )
         if wandb_logger is not None:
             import wandb
 
@@ -339,6 +347,41 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int) -> tuple[dict[str, floa
         )
     best = checkpoint.best_model_path or last.best_model_path or None
     return metrics, best, trainer.world_size
+
+
+def accelerator_name(accelerator: Any) -> str:
+    """Lightning's accelerator object -> "cpu", "cuda", "mps", "xla", ... (its class name without the suffix)."""
+    return type(accelerator).__name__.removesuffix("Accelerator").lower() or "unknown"
+
+
+def _record_devices(trainer: Any, record: dict[str, Any], cuda: Any = None) -> Any:
+    """What ran where: the accelerator the Trainer chose, every visible device's name, and (on CUDA) the peak
+    memory counters reset, so that `peak_memory_bytes` is this run's. Returns torch.cuda on CUDA, else None."""
+    record["accelerator"] = accelerator_name(trainer.accelerator)
+    if record["accelerator"] != "cuda":
+        record["device_names"] = ["cpu"] if record["accelerator"] == "cpu" else [record["accelerator"]]
+        return None
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    count = cuda.device_count()
+    record["device_names"] = [cuda.get_device_name(i) for i in range(count)]
+    if record.get("cuda_visible_devices") is None:  # not pinned by a launcher: what this process could see
+        record["cuda_visible_devices"] = ",".join(str(i) for i in range(count))
+    for i in range(count):
+        cuda.reset_peak_memory_stats(i)
+    return cuda
+
+
+def pinned_devices(devices: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """The Trainer's `devices` in a worker the launcher pinned to the requested GPU ids (PINNED_GPUS_ENV): the
+    ids are renumbered to what the worker sees (ids 2 5 -> 0 1 under CUDA_VISIBLE_DEVICES=2,5)."""
+    env = os.environ if environ is None else environ
+    pinned = env.get(PINNED_GPUS_ENV)
+    if isinstance(devices, list) and pinned and pinned == ",".join(str(d) for d in devices):
+        return list(range(len(devices)))
+    return devices
 
 
 class MissingMetricError(RuntimeError):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from nestling import naming
 from nestling.config import PARALLEL_STRATEGIES, Config
-from nestling.devices import TrainerDevices, packed_slots, worker_slots
+from nestling.devices import TrainerDevices, packed_slots, serial_slot, worker_slots
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher
 
@@ -30,19 +30,17 @@ def make_launcher(
     launcher = config.launch.launcher
     container = container_spec(config, task)
     if launcher == "local":
-        from nestling.launch.local import LocalLauncher
-
-        slots = local_slots(config, devices)
-        per_gpu = config.launch.runs_per_gpu
+        local = _local_launcher(config, devices, container)
         if (
             prestarted is not None
-            and (prestarted.slots, prestarted.runs_per_gpu) == (slots, per_gpu)
+            and (prestarted.slots, prestarted.runs_per_gpu, prestarted.pinned_ids)
+            == (local.slots, local.runs_per_gpu, local.pinned_ids)
             and container is None
         ):
             return prestarted
         if prestarted is not None:
             prestarted.discard()
-        return LocalLauncher(slots, container=container, runs_per_gpu=per_gpu)
+        return local
     if prestarted is not None:
         prestarted.discard()
     resources = slurm_resources(config, kind, name, devices)
@@ -75,22 +73,37 @@ def prestart_local(config: Config) -> LocalLauncher | None:
     if os.environ.get("NESTLING_PRESTART") == "0":  # the sequential start-up, for comparison (bench/one_import.py)
         return None
     from nestling.devices import parse_devices
-    from nestling.launch.local import LocalLauncher
 
     try:
-        slots = local_slots(config, parse_devices(config.device.devices))
+        devices = parse_devices(config.device.devices)
+        local_slots(config, devices)
     except UsageError:
         return None
-    pool = LocalLauncher(slots, runs_per_gpu=config.launch.runs_per_gpu)
+    pool = _local_launcher(config, devices, None)
     pool.prestart(config.data.task)
     return pool
+
+
+def _local_launcher(config: Config, devices: TrainerDevices, container: ContainerSpec | None) -> LocalLauncher:
+    from nestling.launch.local import LocalLauncher
+
+    slots = local_slots(config, devices)
+    serial_ids = (
+        devices
+        if config.device.strategy not in PARALLEL_STRATEGIES and isinstance(devices, list) and slots[0] is not None
+        else None
+    )
+    return LocalLauncher(
+        slots, container=container, runs_per_gpu=config.launch.runs_per_gpu, pinned_ids=serial_ids
+    )
 
 
 def local_slots(config: Config, devices: TrainerDevices) -> list[list[str] | None]:
     """One entry per local worker: its GPU ids (--gpus_per_task of them), or None (CPU / the Trainer decides);
     with --runs_per_gpu K each GPU id K times (K workers share it)."""
     if config.device.strategy not in PARALLEL_STRATEGIES:
-        return [None]  # one worker; the Trainer gets the device flags as given
+        # One worker, pinned to the GPUs its runs use (ids renumbered in the worker, see run.pinned_devices).
+        return [serial_slot(config.device.accelerator, devices)]
     slots = packed_slots(worker_slots(config.device.accelerator, devices), config.launch.runs_per_gpu)
     per_unit = config.launch.gpus_per_task or 1
     gpu_slots = [slot for slot in slots if slot is not None]

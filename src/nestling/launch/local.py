@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from nestling import naming
-from nestling.devices import MEMORY_FRACTION_ENV, memory_fraction
+from nestling.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
 from nestling.launch.base import Launcher, Progress, count_runs
 from nestling.plan import WorkUnit
 from nestling.records import LaunchRecord
@@ -44,13 +44,16 @@ class LocalLauncher(Launcher):
         *,
         container: ContainerSpec | None = None,
         runs_per_gpu: int = 1,
+        pinned_ids: list[int] | None = None,
     ) -> None:
         """`slots`: one entry per worker, its GPU ids or None (CPU). With `container` each worker runs in that
         image, taking from its host environment only what the spec lets in. `runs_per_gpu` K > 1: the slots hold
-        each GPU K times (factory.local_slots) and each GPU worker caps itself at 1/K of the device memory."""
+        each GPU K times (factory.local_slots) and each GPU worker caps itself at 1/K of the device memory.
+        `pinned_ids`: the --devices ids of a serial worker pinned to them (the worker renumbers them)."""
         self.slots = list(slots) or [None]
         self.container = container
         self.runs_per_gpu = runs_per_gpu
+        self.pinned_ids = pinned_ids
         self._prestarted: dict[int, tuple[subprocess.Popen[str], _StderrRelay]] = {}
 
     def prestart(self, preload: str | None = None) -> None:
@@ -122,6 +125,8 @@ class LocalLauncher(Launcher):
         env = dict(os.environ)
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+            if self.pinned_ids is not None:
+                env[PINNED_GPUS_ENV] = ",".join(str(i) for i in self.pinned_ids)
             fraction = memory_fraction(self.runs_per_gpu)
             if fraction is not None:
                 env[MEMORY_FRACTION_ENV] = fraction
