@@ -32,6 +32,7 @@ RUN_RESULT = "run_result.json"
 RUN_LOCK = "attempt.lock"
 RUN_ERROR = "error.txt"  # the traceback of a failed attempt
 RUN_INFOS = "run_infos.parquet"
+RUN_INFOS_STAMP = "run_infos.stamp.json"  # what a cv's run_infos.parquet was built from (cvtable.py)
 TUNE_INFOS = "tune_infos.parquet"
 PLAN = "plan.json"
 SPLITS = "splits.json"
@@ -275,3 +276,8 @@ class ArrayLaunchPaths:
     @property
     def collector_script(self) -> Path:
         return self.dir / "collect.sbatch"
+
+
+def run_infos_stamp(cv_dir: Path) -> Path:
+    """Beside a cv's run_infos.parquet: the (mtime, size) of the files it was built from (cvtable.py)."""
+    return Path(cv_dir) / RUN_INFOS_STAMP

@@ -42,6 +42,8 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
                 result = execute(load_spec(Path(d)))
                 if result is not None and root is not None:
                     failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
+                if result is not None and root is not None and result.get("status") in ("success", "failed"):
+                    _collect_if_cv_done(root, Path(d))
         if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
             result = {"run_dir": d, "status": SKIPPED}
         results.append(result)
@@ -49,6 +51,14 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
             reply.write(json.dumps({"run_dir": d, "status": result.get("status")}) + "\n")
             reply.flush()
     return results
+
+
+def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
+    """The cv of this run is complete: write its run_infos.parquet now, so that the collect at the end of a large
+    tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not."""
+    from nestling.cvtable import collect_finished_cv
+
+    collect_finished_cv(root, run_dir)
 
 
 def serve(preload: str | None = None) -> None:

@@ -33,6 +33,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     # 3: executing: what runs inside a worker process or an array task
     "executing": (
         "nestling.worker", "nestling.run", "nestling.array_task", "nestling.lightning_compat", "nestling.tasks",
+        "nestling.cvtable",
         "nestling.tasks.synthetic", "nestling.tasks._synthetic_torch", "nestling.tasks.sleep",
     ),
     # 4: reading: the tree -> tables, states, summaries
