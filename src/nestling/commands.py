@@ -57,7 +57,7 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         return launch_and_report(
             kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
         )
-    pool = prestart_local(config)  # its workers import torch while this process loads the task and plans
+    pool = prestart_local(config, kind)  # its workers import torch while this process loads the task and plans
     try:
         prepared = prepare(config, kind)
         plan = prepared.plan

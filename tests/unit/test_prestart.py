@@ -31,8 +31,8 @@ def test_a_planning_error_kills_the_prestarted_pool_and_exits_2(
     started: list[subprocess.Popen[str]] = []
     original = LocalLauncher.prestart
 
-    def spy(self: LocalLauncher, preload: str | None = None) -> None:
-        original(self, preload)
+    def spy(self: LocalLauncher, preload: str | None = None, count: int | None = None) -> None:
+        original(self, preload, count)
         started.extend(proc for proc, _ in self._prestarted.values())
 
     monkeypatch.setattr(LocalLauncher, "prestart", spy)
@@ -59,6 +59,21 @@ def test_a_prestarted_worker_is_used_and_its_early_stderr_reaches_the_log(tmp_pa
     assert launch["launches"][-1]["workers"] == 1
     log = (root / "_workers" / "worker-0.log").read_text()
     assert log.count("attempt 1") == 2  # both runs' lines, through the relay
+
+
+def test_no_more_workers_prestart_than_the_plan_could_use() -> None:
+    cpu4 = ["--strategy", "cv-parallel", "--accelerator", "cpu", "--devices", "4"]
+    assert factory.max_runs(parse_config(["--n_folds", "2", "--n_seeds", "1", *cpu4]), "cv") == 2
+    assert factory.max_runs(parse_config(["--n_folds", "2", "--seeds", "1", "2", "3"]), "cv") == 6
+    assert factory.max_runs(parse_config(["--fold_method", "none", "--n_seeds", "2", "--n_trials", "3"]), "tune") == 6
+    assert factory.max_runs(parse_config([]), "run") == 1
+    pool = factory.prestart_local(parse_config(["--task", "sleep", "--n_folds", "2", "--n_seeds", "1", *cpu4]), "cv")
+    assert pool is not None
+    try:
+        assert len(pool.slots) == 4 and pool.prestarted == 2
+    finally:
+        pool.discard()
+    assert pool.prestarted == 0
 
 
 def test_fewer_units_than_slots_leaves_no_worker_behind(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def make_launcher(
     )
 
 
-def prestart_local(config: Config) -> LocalLauncher | None:
+def prestart_local(config: Config, kind: str = "cv") -> LocalLauncher | None:
     """Start the local worker pool before the CLI loads the task and plans, so that the workers' torch + Lightning
     import runs while the CLI imports the task (issue 15 #1). None where that does not apply (another launcher, a
     container, a dry run) or where the device flags are wrong: `prepare` then reports them, as before. The
@@ -80,8 +80,18 @@ def prestart_local(config: Config) -> LocalLauncher | None:
     except UsageError:
         return None
     pool = _local_launcher(config, devices, None)
-    pool.prestart(config.data.task)
+    pool.prestart(config.data.task, count=max_runs(config, kind))
     return pool
+
+
+def max_runs(config: Config, kind: str) -> int:
+    """An upper bound of a plan's runs (hence work units) from the options alone: a pool never pre-starts more
+    workers than could get work (a cv of 5 runs on 8 slots starts 5)."""
+    folds = 1 if config.data.fold_method == "none" else max(1, config.data.n_folds)
+    per_cv = folds * max(1, len(config.cv.seeds) or config.cv.n_seeds)
+    if kind == "run":
+        return 1
+    return per_cv * max(1, config.tune.n_trials) if kind == "tune" else per_cv
 
 
 def _local_launcher(config: Config, devices: TrainerDevices, container: ContainerSpec | None) -> LocalLauncher:

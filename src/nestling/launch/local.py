@@ -56,10 +56,11 @@ class LocalLauncher(Launcher):
         self.pinned_ids = pinned_ids
         self._prestarted: dict[int, tuple[subprocess.Popen[str], _StderrRelay]] = {}
 
-    def prestart(self, preload: str | None = None) -> None:
-        """Start one worker per slot now, each importing torch, Lightning and the task `preload` (a --task
-        value) before it reports ready; `launch` uses them, `discard` kills them."""
-        for k, gpus in enumerate(self.slots):
+    def prestart(self, preload: str | None = None, count: int | None = None) -> None:
+        """Start one worker per slot now (at most `count`: no more than could get work), each importing torch,
+        Lightning and the task `preload` (a --task value) before it reports ready; `launch` uses them, `discard`
+        kills them."""
+        for k, gpus in enumerate(self.slots[:count]):
             if k in self._prestarted:
                 continue
             cmd = [*self._command(), "--preload", preload or ""]
