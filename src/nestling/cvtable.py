@@ -3,7 +3,7 @@
 The collector (collect.py) builds every cv's table this way; a worker that finished a cv's last run writes that cv's
 run_infos.parquet at once (issue 15 #5), so that the final collect of a large tune rewrites only what changed since.
 A small stamp file beside each parquet (naming.run_infos_stamp) records what the table was built from: plan.json's
-and every result file's (mtime_ns, size), and the parquet's own. The table is rewritten when any of them differs, so
+and every result file's (mtime_ns, size), and the parquet's own. The table is rewritten when any of them (or a file's inode) differs, so
 an edited, deleted or re-run result, a resumed plan, or a parquet touched by hand all lead to a fresh table, and a
 collector that is interrupted leaves, at worst, a table that the next collect rewrites.
 """
@@ -27,7 +27,9 @@ from nestling.records import write_json
 from nestling.scoring import cv_score, run_score
 
 STAMP_VERSION = 1  # bump when the table's columns or their meaning change: every stamp is then stale
-Stamp = tuple[int, int] | None  # (st_mtime_ns, st_size) of a file, None when it does not exist
+# (st_mtime_ns, st_size, st_ino) of a file, None when it does not exist. The inode too: every atomic write renames
+# a new file into place, so a rewrite within one tick of the file system's clock, at the same size, still shows.
+Stamp = tuple[int, int, int] | None
 
 MISSING = "missing"
 BASE_COLUMNS = [
@@ -170,7 +172,7 @@ def read_result_stamped(run_dir: Path) -> tuple[dict[str, Any] | None, Stamp]:
             data = f.read()
     except FileNotFoundError:
         return None, None
-    stamp = (st.st_mtime_ns, st.st_size)
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
     try:
         return json.loads(data), stamp
     except ValueError:
@@ -182,7 +184,7 @@ def file_stamp(path: Path) -> Stamp:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _stamp_record(plan_stamp: Stamp, inputs: tuple[Stamp, ...], parquet: Stamp) -> dict[str, Any]:
@@ -245,6 +247,8 @@ def collect_finished_cv(root: Path, run_dir: Path) -> bool:
         if index is None:
             return False
         cv = plan.cvs[index]
+        if not all(os.path.exists(os.path.join(run.dir, naming.RUN_RESULT)) for run in cv.runs):
+            return False  # a stat per run, before reading any: most runs end with their cv unfinished
         from nestling.scoring import parse_scoring_metrics
 
         scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])

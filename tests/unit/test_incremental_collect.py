@@ -73,3 +73,26 @@ def test_the_worker_that_ends_a_cv_writes_its_table_and_the_final_collect_keeps_
     collect(tune)
     assert (tune / "bench-cv1" / naming.RUN_INFOS).stat().st_mtime_ns == written  # fresh: not rewritten
     _same(_tables(tune), _from_scratch(tune, tmp_path / "scratch"))
+
+
+def test_a_rewrite_with_the_same_size_and_mtime_is_still_seen(tmp_path: Path) -> None:
+    import os
+
+    from nestling.records import write_atomic
+
+    tune = make_tree(tmp_path / "t", 20)
+    collect(tune)
+    before = _mtimes(tune)
+    result = next((tune / "bench-cv0").glob("*/run_result.json"))
+    st = result.stat()
+    data = json.loads(result.read_text())
+    data["host"] = "node2"  # same length as node1
+    text = json.dumps(data, indent=1)
+    assert len(text) == st.st_size
+    write_atomic(result, text)  # atomic: a new file (inode) renamed into place
+    os.utime(result, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (result.stat().st_size, result.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    collect(tune)
+    after = _mtimes(tune)
+    assert after["bench-cv0/run_infos.parquet"] != before["bench-cv0/run_infos.parquet"]
+    assert after["bench-cv1/run_infos.parquet"] == before["bench-cv1/run_infos.parquet"]
