@@ -54,8 +54,8 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
 
 
 def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
-    """The cv of this run is complete: write its run_infos.parquet now, so that the collect at the end of a large
-    tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not."""
+    """When this run was its cv's last, write the cv's run_infos.parquet now, so that the collect at the end of a
+    large tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not."""
     from nestling.cvtable import collect_finished_cv
 
     collect_finished_cv(root, run_dir)
