@@ -33,7 +33,7 @@ def parallel_strategy(config: Config) -> str:
 
 def execute_plan(kind: str, argv: list[str]) -> int:
     from nestling.artifacts import write_plan
-    from nestling.launch.factory import make_launcher, prestart_local
+    from nestling.launch.factory import described_task, make_launcher, prestart_local
     from nestling.plan import run_dirs_per_cv, work_units
     from nestling.preflight import prepare
 
@@ -59,7 +59,7 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         )
     pool = prestart_local(config, kind)  # its workers import torch while this process loads the task and plans
     try:
-        prepared = prepare(config, kind)
+        prepared = prepare(config, kind, described=lambda: described_task(pool, config.data.task))
         plan = prepared.plan
         launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task, prestarted=pool)
         units = work_units(

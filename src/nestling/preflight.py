@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,14 @@ class Prepared:
     task: Task
 
 
-def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prepared:
+def prepare(
+    config: Config,
+    kind: str,
+    rng: random.Random | None = None,
+    described: Callable[[], Task | None] | None = None,
+) -> Prepared:
+    """`described`: gives the task as a prestarted worker described it (task.DescribedTask), or None; the task is
+    then not imported here (issue 15 #1). Without it, or when it gives None, the task is loaded here."""
     if config.logging.name is not None:  # cheap checks first: a typo should not wait for the task to load
         naming.validate_name(config.logging.name, f"--name ({kind} name)")
     _check_choices(config, kind)
@@ -42,7 +50,7 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
 
     if config.cv.scoring_metric:
         parse_scoring_metrics(config.cv.scoring_metric)
-    task = load_task(config.data.task)
+    task = (described() if described is not None else None) or load_task(config.data.task)
     config = _with_scoring_metrics(config, task)
     defaults = task.default_hparams()
     _check_hparams(config.hparams, defaults, "--hp / [hparams]")

@@ -2,12 +2,13 @@
 
 Two modes:
   python -m nestling.worker RUN_DIR...   run these runs in series, then exit (SLURM array tasks, containers)
-  python -m nestling.worker --serve [--preload TASK]
+  python -m nestling.worker --serve [--preload TASK [--describe]]
                                          read work units as JSON lines on stdin; after each run write a JSON line
                                          {"run_dir", "status"} and after each unit {"unit_done": index} on stdout.
 In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol. With --preload
 the worker imports torch, Lightning and the task's module before it says {"ready"}: a pool started while the CLI
-plans pays that import at the same time as the CLI, not after it.
+plans pays that import at the same time as the CLI, not after it; with --describe it first sends the task's planning
+half ({"task": ...}, see task.DescribedTask), so the CLI need not import the task (and torch) at all.
 """
 
 from __future__ import annotations
@@ -61,12 +62,16 @@ def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
     collect_finished_cv(root, run_dir)
 
 
-def serve(preload: str | None = None) -> None:
+def serve(preload: str | None = None, describe: bool = False) -> None:
     reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # training output must not corrupt the protocol
     if preload is not None:
+        from nestling.run import describe_task
         from nestling.run import preload as preload_imports
 
+        if describe and preload:  # the CLI plans from this instead of importing the task itself
+            reply.write(json.dumps(describe_task(preload)) + "\n")
+            reply.flush()
         preload_imports(preload or None)
     reply.write(json.dumps({"ready": os.getpid()}) + "\n")
     reply.flush()
@@ -101,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--preload", metavar="TASK", default=None,
                         help="with --serve: import torch, Lightning and this task ('' for none) before 'ready'")
+    parser.add_argument("--describe", action="store_true",
+                        help="with --preload: first send the task's planning half as one JSON line")
     args = parser.parse_args(argv)
     _relay_preemption()
     if args.serve:
-        serve(args.preload)
+        serve(args.preload, describe=args.describe)
         return 0
     results = run_dirs(args.run_dirs)
     return 0 if any(r.get("status") in ("success", SKIPPED, NOT_STARTED) for r in results) or not results else 1

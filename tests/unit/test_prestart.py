@@ -93,3 +93,52 @@ def test_fewer_units_than_slots_leaves_no_worker_behind(tmp_path: Path) -> None:
     record = pool.launch(tmp_path, [], Quiet())
     assert record.workers == 1 and pool.prestarted == 0
     assert all(proc.poll() is not None for proc in procs)
+
+
+def test_the_worker_describes_the_task_and_the_cli_never_imports_it(tmp_path: Path) -> None:
+    """A task module with lightning at the top is imported by the worker only: the CLI plans from its description."""
+    import os
+    import sys
+
+    (tmp_path / "heavy_task_mod.py").write_text(
+        "import os\n"
+        "import lightning  # noqa: F401\n"
+        f"open({str(tmp_path / 'imported_by')!r}, 'a').write(str(os.getpid()) + '\\n')\n"
+        "from nestling.tasks.sleep import SleepTask\n"
+        "TASK = SleepTask()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    cmd = [sys.executable, "-m", "nestling.cli", "cv", "--task", "heavy_task_mod:TASK", "--hp", "sleep_s=0.05",
+           "--max_epochs", "1", "--n_folds", "2", "--n_seeds", "1", "--accelerator", "cpu",
+           "--artifact_dir", str(tmp_path / "a"), "--name", "d", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    pids = (tmp_path / "imported_by").read_text().split()
+    assert len(pids) == 1 and pids[0] != str(proc.pid)  # one import, in the worker
+    plan = json.loads((tmp_path / "a" / "_cross_validations" / "d" / "plan.json").read_text())
+    assert plan["options"]["cv"]["scoring_metric"] == ["val/JaccardIndex", "val/Recall"]  # the task's declaration
+
+
+def test_a_task_the_worker_cannot_load_is_reported_by_the_cli_as_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["cv", "--task", "no_such_module_x:TASK", "--accelerator", "cpu", "--artifact_dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot import module 'no_such_module_x'" in err[0]
+
+
+def test_described_task_round_trips_the_planning_half() -> None:
+    from nestling.run import describe_task
+    from nestling.task import DescribedTask, declared_scoring_metrics, load_task
+
+    task = load_task("synthetic-segmentation")
+    reply = describe_task("synthetic-segmentation")
+    described = DescribedTask("synthetic-segmentation", json.loads(json.dumps(reply))["task"])
+    assert described.metadata().equals(task.metadata())
+    assert described.metadata().schema == task.metadata().schema
+    assert described.default_hparams() == task.default_hparams()
+    assert declared_scoring_metrics(described) == declared_scoring_metrics(task)
+    assert described.data_dirs() == []
+    assert "task_error" in describe_task("no_such_module_x:TASK")

@@ -84,6 +84,22 @@ def prestart_local(config: Config, kind: str = "cv") -> LocalLauncher | None:
     return pool
 
 
+def described_task(pool: LocalLauncher | None, spec: str) -> Any:
+    """The task as the pool's first worker described it (task.DescribedTask), or None (no pool, or the worker could
+    not describe it: the CLI then loads the task itself and reports any error as before)."""
+    if pool is None:
+        return None
+    reply = pool.described_task()
+    if not reply or "task" not in reply:
+        return None
+    from nestling.task import DescribedTask
+
+    try:
+        return DescribedTask(spec, reply["task"])
+    except Exception:  # noqa: BLE001 - a description that does not decode: load the task here instead
+        return None
+
+
 def max_runs(config: Config, kind: str) -> int:
     """An upper bound of a plan's runs (hence work units) from the options alone: a pool never pre-starts more
     workers than could get work (a cv of 5 runs on 8 slots starts 5)."""

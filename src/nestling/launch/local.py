@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nestling import naming
 from nestling.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
@@ -64,12 +64,27 @@ class LocalLauncher(Launcher):
             if k in self._prestarted:
                 continue
             cmd = [*self._command(), "--preload", preload or ""]
+            if k == 0 and preload:
+                cmd.append("--describe")  # worker 0 sends the task's planning half first
             env = self._env(gpus, len(self.slots))
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                 bufsize=1,
             )  # fmt: skip
             self._prestarted[k] = (proc, _StderrRelay(proc))
+
+    def described_task(self) -> dict[str, Any] | None:
+        """Worker 0's description of the task ({"task": payload} or {"task_error": why}); None when there is no
+        prestarted worker 0 or it ended first. Blocks while the worker loads the task."""
+        entry = self._prestarted.get(0)
+        if entry is None or entry[0].stdout is None:
+            return None
+        line = entry[0].stdout.readline()
+        try:
+            reply = json.loads(line) if line else None
+        except ValueError:
+            return None
+        return reply if isinstance(reply, dict) and ("task" in reply or "task_error" in reply) else None
 
     @property
     def prestarted(self) -> int:
@@ -263,8 +278,12 @@ class _StderrRelay:
 
 def _ready(proc: subprocess.Popen[str]) -> bool:
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    return bool(line) and "ready" in json.loads(line)
+    while line := proc.stdout.readline():
+        msg = json.loads(line)
+        if "task" in msg or "task_error" in msg:  # a description nobody asked for (planning did not need it)
+            continue
+        return "ready" in msg
+    return False
 
 
 def _lost(record: LaunchRecord, unit: int, run_dir: str | None = None) -> None:
