@@ -5,4 +5,4 @@ and reports the ratio nestling / baseline next to the raw figures. They are not 
 target is missed; the table says so. See docs/performance.md.
 """
 
-BENCHMARKS = ("overhead", "submit", "collector", "makespan", "packing", "startup", "one_import", "gpu")
+BENCHMARKS = ("overhead", "submit", "collector", "makespan", "packing", "startup", "report", "one_import", "gpu")

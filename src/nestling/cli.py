@@ -1,4 +1,4 @@
-"""`nestling run | cv | tune | collect | status`: the command line. No torch import happens here.
+"""`nestling run | cv | tune | collect | status | sync | doctor`: the command line. No torch import happens here.
 
 Bad input -> one line on stderr and exit 2, before anything is created. Exit 0 when the tree completed (failed
 runs are reported, not fatal), 1 when every run failed or on an internal error.
@@ -18,6 +18,9 @@ COMMANDS = {
     "tune": "sample hyperparameter sets (--hpconfig, or the --config file's [hyperparameters]) and cross-validate each",
     "collect": "rebuild run_infos.parquet / tune_infos.parquet of a tune, cv or run dir from its run results",
     "status": "count and list the runs of a tune, cv or run dir by state",
+    "sync": "upload the offline W&B runs of a tune, cv or run dir (wandb sync); skips those already uploaded",
+    "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
+    "retrain": "train a tune's best configuration on train + val and test it: the cv {tune}-final of the tune",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
 
@@ -66,14 +69,27 @@ def _dispatch(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command in ("run", "cv", "tune"):
         from nestling.commands import execute_plan
+        from nestling.retrain import then_retrain
 
-        return execute_plan(command, rest)
+        return execute_plan(command, rest, then=then_retrain)
+    if command == "retrain":
+        from nestling.retrain import retrain_main
+
+        return retrain_main(rest)
     if command == "collect":
         return _collect(rest)
+    if command == "report":
+        from nestling.html_report import report_main
+
+        return report_main(rest)
     if command == "status":
         from nestling.status import status_main
 
         return status_main(rest)
+    if command == "sync":
+        from nestling.sync import sync_main
+
+        return sync_main(rest, COMMANDS["sync"])
     if command == "doctor":
         from nestling.doctor import doctor_main
 
@@ -93,6 +109,13 @@ def _collect(argv: list[str]) -> int:
     parser = strict_parser("nestling collect", COMMANDS["collect"])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--all", action="store_true", help="show every logged metric, not only the scoring metrics and score"
+    )
+    parser.add_argument("--report", action="store_true", help="also write DIR/report.html (as `nestling report`)")
+    parser.add_argument(
+        "--select", choices=("score", "lcb"), default=None, help="rank a tune by this (default: the tune's --select)"
+    )
     args = parser.parse_args(argv)
     from nestling.collect import collect
     from nestling.report import print_summary
@@ -101,7 +124,11 @@ def _collect(argv: list[str]) -> int:
         raise UsageError(f"{str(args.dir)!r} does not exist; pass a tune, cv or run directory")
     collected = collect(args.dir)
     if not args.quiet:
-        print_summary(collected)
+        print_summary(collected, args.select, all_columns=args.all)
+    if args.report:
+        from nestling.html_report import write_report
+
+        print(f"report: {write_report(args.dir, collected)}")
     return 0
 
 

@@ -31,7 +31,7 @@ from nestling.cvtable import (  # noqa: F401  - re-exported: the collector's tab
     write_parquet_atomic,
 )
 from nestling.plan import Plan
-from nestling.scoring import parse_scoring_metrics
+from nestling.scoring import parse_scoring_metrics, spread
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def collect(path: Path, write: bool = True) -> Collected:
     scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
     strategy = plan.options["cv"]["multi_score_strategy"]
     cvs = _collect_cvs(plan.cvs, scoring, strategy)
-    if write and plan.kind in ("cv", "tune"):
+    if write and plan.kind in ("cv", "tune", "retrain"):
         changed = [
             (planned.dir, cv)
             for planned, cv in zip(plan.cvs, cvs, strict=True)
@@ -84,7 +84,35 @@ def collect(path: Path, write: bool = True) -> Collected:
     if write and plan.kind == "tune":
         write_parquet_atomic(tune_table(cvs), plan.root / naming.TUNE_INFOS)
         write_parquet_atomic(tune_runs_table(cvs), plan.root / naming.RUN_INFOS)
+    if write and plan.kind == "retrain":
+        write_parquet_atomic(final_table(cvs[0]), plan.root / naming.FINAL_INFOS)
     return Collected(plan=plan, cvs=cvs)
+
+
+FINAL_ROWS = ("mean", "std", "sem")
+
+
+def final_table(cv: CvSummary) -> pl.DataFrame:
+    """A retrain's result: one row per seed (`row` = "seed") with its status, run_score and test metrics, then
+    rows "mean", "std" and "sem" of each over the successful runs (std with n - 1; NaN with fewer than two)."""
+    table = cv.table
+    metrics = [c for c in table.columns if c.startswith("test")]
+    seeds = table.select(
+        pl.lit("seed").alias("row"), "seed", "run_name", "status", "run_score", *metrics
+    )
+    ok = table.filter(pl.col("status") == "success")
+    rows = []
+    for what in FINAL_ROWS:
+        row: dict[str, Any] = {"row": what, "seed": None, "run_name": None, "status": None}
+        for column in ["run_score", *metrics]:
+            row[column] = _aggregate(what, [v for v in ok.get_column(column).to_list() if v is not None])
+        rows.append(row)
+    return pl.concat([seeds, pl.DataFrame(rows, schema=seeds.schema)])
+
+
+def _aggregate(what: str, values: list[float]) -> float:
+    result: float = getattr(spread(values), what)
+    return result
 
 
 def _hp_columns(cvs: list[CvSummary]) -> list[str]:
@@ -105,6 +133,11 @@ def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
             **{k: cv.hparams.get(k) for k in hp_keys},
             "score": cv.score,
             "score_is_unstable": cv.score_is_unstable,
+            "unstable_reason": cv.unstable_reason,
+            "run_score_mean": cv.spread.mean,
+            "run_score_std": cv.spread.std,
+            "run_score_sem": cv.spread.sem,
+            "lcb": cv.spread.lcb,
             "n_runs": cv.n_runs,
             "n_failed": cv.n_failed,
         }
@@ -189,13 +222,19 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
     return runs.with_columns(names, *columns.values()).select(list(order))
 
 
-def ranked(cvs: list[CvSummary]) -> list[CvSummary]:
-    """Trials best first: stable before unstable, then by score (NaN last)."""
-    return sorted(
-        cvs,
-        key=lambda c: (
-            math.isnan(c.score),
-            c.score_is_unstable,
-            -(c.score if not math.isnan(c.score) else 0),
-        ),
-    )
+def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
+    """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last, then by
+    score)."""
+
+    def key(c: CvSummary) -> tuple[bool, bool, bool, float, float]:
+        value = c.spread.lcb if select == "lcb" else c.score
+        score = 0 if math.isnan(c.score) else c.score
+        # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
+        return math.isnan(c.score), c.score_is_unstable, math.isnan(value), -(0 if math.isnan(value) else value), -score
+
+    return sorted(cvs, key=key)
+
+
+def selected(collected: Collected, select: str | None = None) -> str:
+    """The ranking a tune was planned with (`--select`), unless `select` overrides it; older trees rank by score."""
+    return select or collected.plan.options.get("tune", {}).get("select", "score")

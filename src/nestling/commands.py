@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.config import PARALLEL_STRATEGIES, Config, parse_config
 from nestling.errors import UsageError
-from nestling.launch.base import Launcher, SubmitError
+from nestling.launch.base import Launcher, SubmitError, plural
 from nestling.plan import WorkUnit
 from nestling.records import LaunchRecord, append_launch
 
@@ -31,7 +32,12 @@ def parallel_strategy(config: Config) -> str:
     return config.device.strategy if config.device.strategy in PARALLEL_STRATEGIES else "serial"
 
 
-def execute_plan(kind: str, argv: list[str]) -> int:
+# what runs after a plan ended or was submitted: (kind, root, config, whether it ended, exit code) -> exit code
+Then = Callable[[str, Path, Config, bool, int], int]
+
+
+def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
+    """Plan (or resume), write, launch, collect and report; then `then` (cli passes `nestling tune --retrain`)."""
     from nestling.artifacts import write_plan
     from nestling.launch.factory import described_task, make_launcher, prestart_local
     from nestling.plan import run_dirs_per_cv, work_units
@@ -46,7 +52,8 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         config = resumed.config
         if not resumed.total:
             print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
-            return _finish(resumed.root, config.logging.quiet)
+            code = _finish(resumed.root, config.logging.quiet)
+            return then(kind, resumed.root, config, True, code) if then else code  # it ended
         from nestling.preflight import check_job_resources
 
         check_job_resources(config)  # the launch options may have changed since planning
@@ -54,10 +61,11 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         units = work_units(
             resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
         )
-        return launch_and_report(
+        code = launch_and_report(
             kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
         )
-    pool = prestart_local(config, kind)  # its workers import torch while this process loads the task and plans
+        return then(kind, resumed.root, config, _ended(launcher, config), code) if then else code
+    pool = prestart_local(config, kind)  # its first worker describes the task; the workers import torch meanwhile
     try:
         prepared = prepare(config, kind, described=lambda: described_task(pool, config.data.task))
         plan = prepared.plan
@@ -67,6 +75,8 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         )
         if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
             print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
+            for line in describe_trials(plan, config):
+                print(line)
             return 0
         try:
             write_plan(plan, prepared.splits)
@@ -78,7 +88,42 @@ def execute_plan(kind: str, argv: list[str]) -> int:
         if pool is not None:
             pool.discard()
         raise
-    return launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+    code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
+    return then(kind, plan.root, config, _ended(launcher, config), code) if then else code
+
+
+def _ended(launcher: Launcher, config: Config) -> bool:
+    """Whether the plan's work has ended when launch_and_report returns (not a detached launch left running)."""
+    return not launcher.detached or config.launch.wait
+
+
+def describe_trials(plan: Any, config: Config) -> list[str]:
+    """For a dry run: the hyperparameter sets the plan would train and each one's run count, so a sweep can be
+    checked before it spends a cluster. Both samplers draw every trial when the plan is made (seeded), so these
+    are exactly the trials a launch trains. A cv or run prints only the launcher's description."""
+    if plan.kind != "tune":
+        return []
+    keys = sorted({k for cv in plan.cvs for k in cv.hparams})
+    varying = [k for k in keys if len({repr(cv.hparams.get(k)) for cv in plan.cvs}) > 1] or keys
+    fixed = [k for k in keys if k not in varying]
+    lines = [
+        f"{len(plan.cvs)} trials drawn by the {config.tune.sampler} sampler (seed {config.tune.tune_seed}):"
+    ]
+    width = max(len(str(cv.cv_name)) for cv in plan.cvs)
+    for cv in plan.cvs:
+        lines.append(f"  {str(cv.cv_name):<{width}}  {_hp_text(cv.hparams, varying)}  {plural(len(cv.runs), 'run')}")
+    if fixed:
+        lines.append(f"same in every trial: {_hp_text(plan.cvs[0].hparams, fixed)}")
+    return lines
+
+
+def _hp_text(hparams: dict[str, Any], keys: list[str]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, float):  # 0.01 and 1.0 as written, a drawn 0.012523918 as 0.01252
+            return repr(v) if len(repr(v)) <= 8 else f"{v:.4g}"
+        return repr(v) if isinstance(v, str) else str(v)
+
+    return " ".join(f"{k}={value(hparams.get(k))}" for k in keys) or "(task defaults)"
 
 
 def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
@@ -106,7 +151,7 @@ def launch_and_report(
     quiet = config.logging.quiet
     failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
     if not quiet:
-        print(f"{kind} {name}: {total} runs in {len(units)} work units -> {root}")
+        print(f"{kind} {name}: {plural(total, 'run')} in {plural(len(units), 'work unit')} -> {root}")
     with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
         try:
             record = launcher.launch(root, units, progress)
@@ -120,6 +165,8 @@ def launch_and_report(
             )
             return 1
         save_launch(root, record.updated(extra_record or {}))
+        if record.interrupted:
+            return _interrupted(kind, name, root, config)
         if record.submit_error:
             print(
                 f"nestling: some arrays were not submitted ({record.submit_error}); their runs show as lost; "
@@ -134,6 +181,27 @@ def launch_and_report(
     return _finish(root, quiet)
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def _interrupted(kind: str, name: str, root: Path, config: Config) -> int:
+    """Ctrl-C stopped the launch: say what is kept and the one command that continues it."""
+    from nestling.collect import collect
+
+    counts = collect(root).counts
+    total = counts["success"] + counts["failed"] + counts["missing"]
+    where = "" if config.logging.artifact_dir == Config().logging.artifact_dir else (
+        f" --artifact_dir {config.logging.artifact_dir}"
+    )
+    print(
+        f"nestling: interrupted: {counts['success']} of {total} runs finished, "
+        f"{counts['missing']} interrupted or not started (kept in {root});\n"
+        f"resume with: nestling {kind} --resume {name}{where}",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
+
+
 def save_launch(root: Path, record: LaunchRecord) -> None:
     """launch.json keeps every launch of a plan (each resume appends one)."""
     append_launch(root, record, now=time.time())
@@ -144,6 +212,8 @@ def _print_follow_up(root: Path, record: LaunchRecord) -> None:
     print(f"submitted: jobs {jobs}; collector job {record.collector_job_id}")
     print(f"follow:    nestling status {root} --watch")
     print(f"results:   nestling collect {root}   (the collector job runs it when the jobs end)")
+    if record.extra.get("retrain_job_id"):
+        print(f"retrain:   job {record.extra['retrain_job_id']} runs nestling retrain {root} after the collector")
 
 
 def _finish(root: Path, quiet: bool) -> int:
@@ -154,7 +224,10 @@ def _finish(root: Path, quiet: bool) -> int:
     collected = collect(root)
     if not quiet:
         print_summary(collected)
-    print(outcome_line(collected), file=sys.stderr)  # --quiet silences progress and tables, never the outcome
+    if collected.plan.kind in ("cv", "tune"):
+        _write_report(root, collected, quiet)
+    # --quiet silences progress and tables, never the outcome; without it the summary already listed the errors
+    print(outcome_line(collected, errors_shown=not quiet), file=sys.stderr)
     stop = failfast.stopped(root)
     if stop is not None:
         print(f"nestling: {stop.message(collected.plan.name)}", file=sys.stderr)
@@ -162,18 +235,36 @@ def _finish(root: Path, quiet: bool) -> int:
     return 0 if collected.counts["success"] > 0 else 1
 
 
-def outcome_line(collected: Collected) -> str:
-    """One line that says how the plan ended, e.g. `cv X: 0 of 6 runs succeeded; first error: ...; see ...`."""
+def _write_report(root: Path, collected: Collected, quiet: bool) -> None:
+    """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan."""
+    try:
+        from nestling.html_report import write_report
+
+        path = write_report(root, collected)
+    except Exception as exc:  # a plotting bug or a full disk must not turn a finished tune into a failure
+        print(f"nestling: report not written ({type(exc).__name__}: {exc}); retry with nestling report {root}",
+              file=sys.stderr)  # fmt: skip
+        return
+    if not quiet:
+        print(f"report: {path}")
+
+
+def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
+    """One line that says how the plan ended, e.g. `cv X: 0 of 6 runs succeeded; first error: ...; see ...`.
+
+    `errors_shown`: the summary above already listed every distinct error, so the line does not repeat one."""
+    from nestling.report import error_groups, error_line, status_target
+
     counts = collected.counts
     plan = collected.plan
     total = counts["success"] + counts["failed"] + counts["missing"]
     parts = [f"{plan.kind} {plan.name}: {counts['success']} of {total} runs succeeded"]
-    errors = (e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
-    first = next(errors, None)
-    if first is not None:
-        line = str(first).strip().splitlines()[0] if str(first).strip() else str(first)
-        parts.append(f"first error: {line[:300]}")
+    groups = error_groups(collected)
+    if groups and not errors_shown:
+        first = next(e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
+        parts.append(f"first error: {error_line(first)}")
+    elif groups:
+        parts.append(f"{len(groups)} distinct error{'' if len(groups) == 1 else 's'} above")
     if counts["success"] < total:  # a single run: its own dir, not the _runs folder of every run
-        where = plan.cvs[0].runs[0].dir if plan.kind == "run" and plan.cvs and plan.cvs[0].runs else plan.root
-        parts.append(f"see nestling status {where}")
+        parts.append(f"see nestling status {status_target(collected)}")
     return "; ".join(parts)

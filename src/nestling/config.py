@@ -34,10 +34,13 @@ def repeatable(text: str) -> Any:
 FoldMethod = Literal["kfold", "stratified", "shuffle", "region", "region-stratified", "none"]
 TestSplit = Literal["none", "random", "region"]
 MultiScoreStrategy = Literal["geometric", "harmonic", "arithmetic", "min"]
+ScoreEpoch = Literal["last", "best"]
 Sampler = Literal["random", "grid"]
+Select = Literal["score", "lcb"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 LauncherName = Literal["local", "submitit-local", "slurm"]
 ContainerRuntime = Literal["auto", "apptainer", "singularity", "docker", "podman"]
+WandbMode = Literal["auto", "online", "offline"]
 
 PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")
 DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deepspeed", "auto")
@@ -74,6 +77,7 @@ class CrossValidation:
     seeds: list[int] = list_field()  # explicit seeds (overrides --n_seeds)
     scoring_metric: list[str] = list_field()  # NAME[:higher|:lower]; default: the task's, else val/JaccardIndex val/Recall
     multi_score_strategy: MultiScoreStrategy = "geometric"  # how several scoring metrics combine into one score
+    score_epoch: ScoreEpoch = "last"  # whose metrics are scored: the last epoch's, or the best checkpoint's epoch
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class Tune:
     n_trials: int = 10  # hyperparameter sets to cross-validate (clipped to the grid size with --sampler grid)
     sampler: Sampler = "random"  # how trials are drawn from the space
     tune_seed: int = 0  # same seed, same trials
+    select: Select = "score"  # what ranks trials and picks the best: the cv score, or lcb = mean - sem of its runs
+    retrain: bool = False  # then `nestling retrain` the best on train + val and test it (SLURM: a job after the collector)
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,9 @@ class Logging:
 
     artifact_dir: str = "artifacts"  # root of every tune, cv and run directory
     name: str | None = None  # tune/cv/run name; generated when omitted
-    wandb_project: str | None = None  # enables Weights & Biases (honours WANDB_MODE=offline)
+    wandb_project: str | None = None  # enables Weights & Biases; offline runs upload later with `nestling sync`
     wandb_entity: str | None = None
+    wandb_mode: WandbMode = "auto"  # auto: online where W&B answers at a run's start, else offline; WANDB_MODE wins
     quiet: bool = False  # no progress bar, no tables
 
 

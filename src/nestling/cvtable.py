@@ -24,7 +24,7 @@ import polars as pl
 from nestling import naming
 from nestling.plan import CvPlan
 from nestling.records import write_json
-from nestling.scoring import cv_score, run_score
+from nestling.scoring import Spread, cv_score, cv_spread, run_score_reason
 
 STAMP_VERSION = 1  # bump when the table's columns or their meaning change: every stamp is then stale
 # (st_mtime_ns, st_size, st_ino) of a file, None when it does not exist. The inode too: every atomic write renames
@@ -33,12 +33,13 @@ Stamp = tuple[int, int, int] | None
 
 MISSING = "missing"
 BASE_COLUMNS = [
-    "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable", "run_score",
-    "score", "score_is_unstable", "attempt", "worker_startup_s", "accelerator", "device_names", "peak_memory_bytes",
-    "cuda_visible_devices",
+    "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable",
+    "unstable_reason", "run_score", "score", "score_is_unstable", "attempt", "worker_startup_s", "accelerator",
+    "device_names", "peak_memory_bytes", "cuda_visible_devices",
 ]  # fmt: skip
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
-# row's own score, from which the cv score is the mean over stable successful runs.
+# row's own score, from which the cv score is the mean over stable successful runs. `unstable_reason` says why a
+# run is unstable: the metric and its value (see scoring.py), "failed", or "no result".
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class CvSummary:
     n_failed: int
     n_missing: int
     table: pl.DataFrame
+    unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
+    spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
     inputs: tuple[Stamp, ...] = ()  # the stamp of each run's result file, in plan order
 
 
@@ -81,13 +84,15 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
     metrics: dict[
         str, list[float | None]
     ] = {}  # name -> one value per row so far (None where a run lacks it)
-    bounds: list[tuple[int, int, list[str], tuple[float, bool], list[str]]] = []
+    bounds: list[tuple[int, int, list[str], tuple[float, bool], list[str], str | None]] = []
+    spreads: list[Spread] = []
     stamps: list[tuple[Stamp, ...]] = []
     n = 0
     for cv in planned:
         start = n
         cv_metric_names: dict[str, None] = {}
         per_run: list[tuple[float, bool, str]] = []
+        reasons: list[str] = []
         cv_stamps: list[Stamp] = []
         for run in cv.runs:
             found, stamp = read_result_stamped(run.dir)
@@ -95,7 +100,13 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
             result = found or {}
             status = result.get("status") or MISSING
             values = result.get("metrics") or {}
-            score, unstable = run_score(values, scoring, strategy)
+            score, reason = run_score_reason(values, scoring, strategy)
+            unstable = reason is not None
+            if status != "success":
+                reason = "failed" if status == "failed" else "no result" if status == MISSING else status
+            columns["unstable_reason"].append(reason)
+            if reason is not None:
+                reasons.append(f"{run.run_name}: {reason}")
             columns["run_name"].append(run.run_name)
             columns["run_id"].append(run.run_id)
             columns["fold"].append(run.fold)
@@ -115,24 +126,31 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 cv_metric_names[name] = None
             n += 1
         cv_result = cv_score(per_run)
+        spreads.append(cv_spread(per_run))
+        stamps.append(tuple(cv_stamps))
         columns["score"].extend([cv_result[0]] * (n - start))
         columns["score_is_unstable"].extend([cv_result[1]] * (n - start))
-        bounds.append((start, n - start, list(cv_metric_names), cv_result, [s for _, _, s in per_run]))
-        stamps.append(tuple(cv_stamps))
+        cv_reason = None
+        if reasons:
+            more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            cv_reason = reasons[0] + more
+        bounds.append(
+            (start, n - start, list(cv_metric_names), cv_result, [s for _, _, s in per_run], cv_reason)
+        )
     for column in metrics.values():
         column.extend([None] * (n - len(column)))
     schema: dict[str, Any] = {
         "run_name": pl.Utf8, "run_id": pl.Utf8, "fold": pl.Int64, "seed": pl.Int64, "status": pl.Utf8,
         "error": pl.Utf8, "duration": pl.Float64, "checkpoint": pl.Utf8, "is_unstable": pl.Boolean,
-        "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean, "attempt": pl.Int64,
-        "worker_startup_s": pl.Float64, "accelerator": pl.Utf8, "device_names": pl.List(pl.Utf8),
+        "unstable_reason": pl.Utf8, "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean,
+        "attempt": pl.Int64, "worker_startup_s": pl.Float64, "accelerator": pl.Utf8, "device_names": pl.List(pl.Utf8),
         "peak_memory_bytes": pl.Int64, "cuda_visible_devices": pl.Utf8,
         **dict.fromkeys(metrics, pl.Float64),
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
-    for cv, inputs, (start, length, names, (score, score_is_unstable), statuses) in zip(
-        planned, stamps, bounds, strict=True
+    for cv, cv_spread_, inputs, (start, length, names, (score, score_is_unstable), statuses, reason) in zip(
+        planned, spreads, stamps, bounds, strict=True
     ):
         summaries.append(
             CvSummary(
@@ -146,6 +164,8 @@ def _collect_cvs(planned: list[CvPlan], scoring: Any, strategy: str) -> list[CvS
                 n_failed=statuses.count("failed"),
                 n_missing=statuses.count(MISSING),
                 table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
+                unstable_reason=reason if score_is_unstable else None,
+                spread=cv_spread_,
                 inputs=inputs,
             )
         )
@@ -159,8 +179,6 @@ def _float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
 
 
 def read_result_stamped(run_dir: Path) -> tuple[dict[str, Any] | None, Stamp]:
@@ -241,7 +259,7 @@ def collect_finished_cv(root: Path, run_dir: Path) -> bool:
     try:
         plan_stamp = file_stamp(root / naming.PLAN)
         plan, where = _plan_index(str(root), plan_stamp)
-        if plan.kind not in ("cv", "tune"):
+        if plan.kind not in ("cv", "tune", "retrain"):
             return False
         index = where.get(os.path.normpath(run_dir))
         if index is None:

@@ -90,7 +90,7 @@ def run_checks(
     _container_checks(config, task, which, run, checks)
     _slurm_checks(config, kind, prepared, which, run, checks)
     if config.logging.wandb_project:
-        checks.append(_wandb_check())
+        checks.append(_wandb_check(config.logging.wandb_mode))
     return checks
 
 
@@ -321,25 +321,19 @@ def _slurm_checks(
         )
 
 
-def _wandb_check() -> Check:
+def _wandb_check(mode: str) -> Check:
+    """What a run started on this machine would do (each run decides again where it runs: tracking.decide)."""
     if importlib.util.find_spec("wandb") is None:
         return Check(
             "wandb", PROBLEM, "--wandb_project is set but wandb is not installed", "pip install wandb"
         )
-    mode = os.environ.get("WANDB_MODE", "")
-    netrc = Path.home() / ".netrc"
-    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in _read(netrc))
-    if mode in ("offline", "disabled") or logged_in:
-        return Check("wandb", OK, f"importable; {'WANDB_MODE=' + mode if mode else 'API key found'}")
-    return Check("wandb", NOTE, "importable, but no API key found (WANDB_API_KEY or ~/.netrc)",
-                 "wandb login, or WANDB_MODE=offline and wandb sync later")  # fmt: skip
+    from nestling import tracking
 
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
+    decision = tracking.decide(mode)
+    if decision.mode == tracking.ONLINE:
+        return Check("wandb", OK, "importable; a run here logs online (nodes without network log offline)")
+    return Check("wandb", NOTE, f"importable; a run here logs {decision.mode}: {decision.reason}",
+                 "upload offline runs later from a machine with network: nestling sync DIR")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,8 @@ and directories
   tune runs  {artifact_dir}/{tune_name}/{cv_name}/{run_name}-{run_id}
   cv runs    {artifact_dir}/_cross_validations/{cv_name}/{run_name}-{run_id}
   one run    {artifact_dir}/_runs/{run_name}-{run_id}
+  retrain    {artifact_dir}/{tune_name}/{tune_name}-final/{tune_name}-final-run-f0s{seed}-{run_id}
+             (`nestling retrain`: the selected configuration trained on train + val, tested on the test split)
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ RUN_ERROR = "error.txt"  # the traceback of a failed attempt
 RUN_INFOS = "run_infos.parquet"
 RUN_INFOS_STAMP = "run_infos.stamp.json"  # what a cv's run_infos.parquet was built from (cvtable.py)
 TUNE_INFOS = "tune_infos.parquet"
+FINAL_INFOS = "final_infos.parquet"  # a retrain's test metrics per seed, then their mean, std and sem
+FINAL_SUFFIX = "-final"
 PLAN = "plan.json"
 SPLITS = "splits.json"
 LAUNCH = "launch.json"
@@ -43,6 +47,12 @@ WORKER_LOGS = "_workers"
 SUBMITIT_DIR = "_submitit"
 DRY_RUN_DIR = "_dry_run"
 FAIL_FAST_DIR = "_failfast"
+WANDB_DIR = "wandb"  # made by wandb inside a run dir (save_dir = the run dir)
+WANDB_OFFLINE_PREFIX = "offline-run-"  # wandb's name of an offline run's dir: offline-run-{YYYYmmdd_HHMMSS}-{run_id}
+WANDB_SYNCED = "nestling-synced.json"  # in an offline run's dir once `nestling sync` uploaded it
+REPORT = "report.html"  # `nestling report`: one self-contained page per tune, cv or run dir
+REPORT_FIGURES = "report_figures"  # beside it: one PNG per figure of the page
+FINAL_INFOS = "final_infos.parquet"  # the retrain of a tune (a cv inside the tune dir): test metrics per seed
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -98,6 +108,21 @@ def run_name_for(cv_name: str, fold: int, seed: int) -> str:
     return f"{cv_name}-run-f{fold}s{seed}"
 
 
+def final_name(tune_name: str) -> str:
+    """The name of a tune's retrain: one more cv of the tune, its runs `{tune}-final-run-f0s{seed}`."""
+    return f"{tune_name}{FINAL_SUFFIX}"
+
+
+def final_dir(tune_path: Path, tune_name: str) -> Path:
+    """The retrain's plan root, inside the tune dir beside the tune's cvs."""
+    return Path(tune_path) / final_name(tune_name)
+
+
+def tune_of_final(name: str) -> str:
+    """The tune a retrain named `name` belongs to."""
+    return name.removesuffix(FINAL_SUFFIX)
+
+
 def tune_dir(artifact_dir: Path, tune_name: str) -> Path:
     return artifact_dir / tune_name
 
@@ -131,6 +156,8 @@ def top_dir(artifact_dir: Path, kind: str, name: str) -> Path:
         return tune_dir(artifact_dir, name)
     if kind == "cv":
         return cv_dir(artifact_dir, name)
+    if kind == "retrain":
+        return final_dir(tune_dir(artifact_dir, tune_of_final(name)), tune_of_final(name))
     return artifact_dir / RUN_ROOT
 
 
@@ -183,6 +210,26 @@ class RunPaths:
     @property
     def logs(self) -> Path:
         return self.dir / LOGS
+
+
+def report_file(target: Path) -> Path:
+    """The report of a tune, cv or run dir: inside that dir."""
+    return Path(target) / REPORT
+
+
+def report_figures_dir(target: Path) -> Path:
+    """The PNGs of the report of `target`."""
+    return Path(target) / REPORT_FIGURES
+
+
+def report_figure(target: Path, key: str) -> Path:
+    """The PNG of figure `key` of the report of `target`."""
+    return report_figures_dir(target) / f"{key}.png"
+
+
+def final_infos_files(tune_root: Path) -> list[Path]:
+    """The retrain tables of a tune (whatever its retrain cv is called): one per retrain cv that wrote one."""
+    return sorted(Path(tune_root).glob(f"*/{FINAL_INFOS}"))
 
 
 def launch_file(root: Path) -> Path:
@@ -277,6 +324,15 @@ class ArrayLaunchPaths:
     def collector_script(self) -> Path:
         return self.dir / "collect.sbatch"
 
+    @property
+    def retrain_script(self) -> Path:
+        """`nestling tune --retrain` on SLURM: the job that runs `nestling retrain` once the collector succeeded."""
+        return self.dir / "retrain.sbatch"
+
+
+def wandb_synced_marker(offline_dir: Path) -> Path:
+    """The marker `nestling sync` leaves in an offline W&B run's dir after uploading it."""
+    return Path(offline_dir) / WANDB_SYNCED
 
 def run_infos_stamp(cv_dir: Path) -> Path:
     """Beside a cv's run_infos.parquet: the (mtime, size) of the files it was built from (cvtable.py)."""

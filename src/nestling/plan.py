@@ -66,7 +66,7 @@ class Plan:
     collector read it back from plan.json. Its runs' full RunSpecs come from `run_specs`.
     """
 
-    kind: str  # "tune" | "cv" | "run"
+    kind: str  # "tune" | "cv" | "run" | "retrain" (a tune's selected configuration on train + val, tested)
     name: str
     root: Path  # tune dir, cv dir, or the run dir of a single run
     cvs: list[CvPlan]
@@ -147,7 +147,7 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
         config = config_from_dict(plan.options)
     devices = parse_devices(config.device.devices)
     strategy, run_devices = trainer_devices(config, devices, devices_per_unit(config), plan.kind)
-    tune_name = plan.name if plan.kind == "tune" else None
+    tune_name = {"tune": plan.name, "retrain": naming.tune_of_final(plan.name)}.get(plan.kind)
     splits_file = str(plan.root / naming.SPLITS)
     return [
         RunSpec(
@@ -165,12 +165,15 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
             early_stopping_patience=config.training.early_stopping_patience,
             scoring_metric=list(config.cv.scoring_metric),
             multi_score_strategy=config.cv.multi_score_strategy,
+            score_epoch=config.cv.score_epoch,
             accelerator=config.device.accelerator,
             strategy=strategy,
             devices=run_devices,
             num_nodes=config.device.num_nodes,
             wandb_project=config.logging.wandb_project,
             wandb_entity=config.logging.wandb_entity,
+            wandb_mode=config.logging.wandb_mode,
+            retrain=plan.kind == "retrain",
         )
         for cv in plan.cvs
         for run in cv.runs
@@ -236,6 +239,28 @@ def plan_single_cv(
     artifact_dir = Path(config.logging.artifact_dir)
     cv = plan_cv(config, artifact_dir=artifact_dir, cv_name=name, hparams=hparams, n_folds=n_folds, rng=rng)
     return Plan("cv", name, cv.dir, [cv], n_folds, config.to_dict())
+
+
+def plan_retrain(
+    config: Config,
+    *,
+    tune_root: Path,
+    tune_name: str,
+    hparams: dict[str, Any],
+    hp_index: int | None,
+    rng: random.Random | None = None,
+) -> Plan:
+    """A tune's retrain: one cv named `{tune}-final` inside the tune dir, one split (train + val / test), one run
+    per seed of `config` (whose max_epochs is the retrain's epoch count)."""
+    name = naming.final_name(tune_name)
+    root = naming.final_dir(tune_root, tune_name)
+    runs = []
+    for seed in seeds_for(config.cv.n_seeds, config.cv.seeds):
+        run_name = naming.run_name_for(name, 0, seed)
+        run_id = naming.new_run_id(rng)
+        runs.append(PlannedRun(run_name, run_id, 0, seed, naming.run_dir_in(root, run_name, run_id)))
+    cv = CvPlan(cv_name=name, hp_index=hp_index, hparams=hparams, dir=root, runs=runs)
+    return Plan("retrain", name, root, [cv], 1, config.to_dict())
 
 
 def plan_run(

@@ -127,6 +127,11 @@ def _check_choices(config: Config, kind: str) -> None:
                 f"--strategy {strategy} with --num_nodes {config.device.num_nodes}: parallel runs do not use DDP; "
                 "use --num_nodes 1, or nestling run for a multi-node run"
             )
+    if kind == "tune" and config.tune.retrain and config.data.test_split == "none":
+        raise UsageError(
+            "--retrain tests the retrained model on the test split, and this tune has none: add --test_split random "
+            "(--test_fraction 0.2) or --test_split region --test_regions R1 R2"
+        )
     if kind != "run" and config.device.num_nodes > 1:  # array tasks get one node: Trainer and sbatch would disagree
         raise UsageError(
             f"--num_nodes {config.device.num_nodes} is for nestling run (one multi-node run); the runs of a {kind} "

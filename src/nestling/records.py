@@ -18,6 +18,7 @@ RESULT_KEYS = (
     "run_name", "run_id", "cv_name", "tune_name", "fold", "seed", "hparams", "status", "error", "metrics",
     "checkpoint", "duration", "started_at", "finished_at", "host", "pid", "cuda_visible_devices", "slurm_job_id",
     "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version", "worker_startup_s",
+    "wandb_mode", "wandb_reason",
     "accelerator", "device_names", "peak_memory_bytes",
 )  # fmt: skip
 SUCCESS = "success"
@@ -72,6 +73,9 @@ class RunSpec:
     num_nodes: int
     wandb_project: str | None = None
     wandb_entity: str | None = None
+    wandb_mode: str = "auto"  # --wandb_mode; specs written before it existed load as "auto"
+    score_epoch: str = "last"  # "best": the run's val metrics are those of its best checkpoint (--score_epoch)
+    retrain: bool = False  # train on the split's train samples without validating; test the final weights
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,7 +144,7 @@ class LaunchRecord:
     """One launch of a plan, as an entry of launch.json (each resume appends one).
 
     Fields left None are not written, so launch.json keeps the shape users and scripts read: a local launch has
-    started_at/units/workers/lost_units(/lost_runs)/finished_at, a SLURM or submitit launch has
+    started_at/units/workers/lost_units(/lost_runs/interrupted)/finished_at, a SLURM or submitit launch has
     submitit_folder/arrays/job_ids/collector_job_id/submitted_at (SLURM also launch_dir/max_array_size). The field
     order is the key order of the JSON. Keys this version does not know survive a round trip in `extra`.
     """
@@ -151,6 +155,7 @@ class LaunchRecord:
     workers: int | None = None
     lost_units: list[int] | None = None
     lost_runs: list[str] | None = None
+    interrupted: bool | None = None  # stopped by Ctrl-C: its unfinished runs are resumable, not lost
     submitit_folder: str | None = None
     launch_dir: str | None = None
     max_array_size: int | None = None

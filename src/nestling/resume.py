@@ -29,6 +29,7 @@ APPLIED_ON_FORCE = {
     "device": ("accelerator", "strategy", "devices", "num_nodes"),
 }
 IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force"), ("training", "hp")}  # --hp: as hparams
+FROM_INVOCATION = {("tune", "retrain")}  # what happens after the plan: taken from this invocation when given
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
             f"or start a new {kind}"
         )
     effective = _effective(saved, config, changes)
+    given = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in explicit_options(argv)}
+    effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **given))
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
     todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
@@ -121,7 +124,7 @@ def changed_options(saved: Config, current: Config, explicit: set[str] | None = 
     changes = []
     for group in PLAN_GROUPS:
         for key, value in now[group].items():
-            if (group, key) in IGNORED or (key not in explicit and value == defaults[group][key]):
+            if (group, key) in IGNORED | FROM_INVOCATION or (key not in explicit and value == defaults[group][key]):
                 continue
             if value != before[group].get(key):
                 changes.append(Change(group, key, before[group].get(key), value))

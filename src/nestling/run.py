@@ -115,8 +115,9 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
                 attempt_lock.mark(paths, host)
         if heartbeat is not None:
             heartbeat.start()
+        tracked: dict[str, Any] = {}  # wandb_mode / wandb_reason, filled before training starts
         try:
-            metrics, checkpoint, world_size = _train(spec, paths, attempt, result)
+            metrics, checkpoint, world_size = _train(spec, paths, attempt, tracked, result)
             result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
             log.warning(
                 "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(metrics, sort_keys=True)
@@ -126,7 +127,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             if writer:
                 paths.error.write_text(traceback.format_exc())
             log.warning("run %s failed: %s", spec.run_name, result["error"])
-        result.update(duration=round(time.time() - started, 3), finished_at=_now())
+        result.update(tracked, duration=round(time.time() - started, 3), finished_at=_now())
         if writer:
             write_json(paths.result, result)
         return result
@@ -280,7 +281,7 @@ def _cluster_plugins() -> list[Any]:
 
 
 def _train(
-    spec: RunSpec, paths: RunPaths, attempt: int, record: dict[str, Any] | None = None
+    spec: RunSpec, paths: RunPaths, attempt: int, tracked: dict[str, Any], record: dict[str, Any] | None = None
 ) -> tuple[dict[str, float], str | None, int]:
     """Fit (and test); `record` (the result being built) gets what ran where, also when the run fails."""
     import lightning as L
@@ -302,13 +303,14 @@ def _train(
     # last.ckpt only when the monitored metric improved, and a run whose metric plateaued would resume from an
     # old epoch after a preemption and train the epochs since then twice.
     last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
-    callbacks: list[Any] = [checkpoint, last]
-    if spec.early_stopping_patience > 0:
+    # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
+    callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+    if spec.early_stopping_patience > 0 and not spec.retrain:
         callbacks.append(
             EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
         )
     loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name="logs", version=f"attempt-{attempt}")]
-    wandb_logger = _wandb_logger(spec) if spec.wandb_project else None
+    wandb_logger = _wandb_logger(spec, tracked) if spec.wandb_project else None
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     trainer = L.Trainer(
@@ -324,6 +326,7 @@ def _train(
         enable_progress_bar=False,
         enable_model_summary=False,
         log_every_n_steps=1,
+        limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
     )
     cuda = _record_devices(trainer, record if record is not None else {})
     resume_from = resume_checkpoint(paths)
@@ -334,10 +337,15 @@ def _train(
             datamodule = task.build_datamodule(dict(spec.hparams), split)
             trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
             metrics = _floats(trainer.callback_metrics)
-            if resume_from is not None and _missing(scoring, metrics):
+            if resume_from is not None and _missing(scoring, metrics) and not spec.retrain:
                 # Resumed from the end of training (the previous attempt failed after fit, e.g. in test):
                 # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
                 trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)
+                metrics.update(_floats(trainer.callback_metrics))
+            if spec.score_epoch == "best" and checkpoint.best_model_path:
+                # --score_epoch best: score the epoch that best.ckpt (and test/*) come from, not the last one.
+                # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
+                trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
                 metrics.update(_floats(trainer.callback_metrics))
             if split.test and type(model).test_step is not L.LightningModule.test_step:
                 ckpt = "best" if checkpoint.best_model_path else None
@@ -351,9 +359,7 @@ def _train(
                 (cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None
             )
         if wandb_logger is not None:
-            import wandb
-
-            wandb.finish()
+            _finish_wandb(spec)
     missing = _missing(scoring, metrics)
     if missing:
         raise MissingMetricError(
@@ -414,9 +420,79 @@ def _floats(metrics: Any) -> dict[str, float]:
     return out
 
 
-def _wandb_logger(spec: RunSpec) -> Any:
+def _wandb_logger(spec: RunSpec, tracked: dict[str, Any]) -> Any:
+    """A WandbLogger whose run is already started, online or offline; None when wandb cannot start at all.
+
+    Tracking never costs a run: the mode comes from tracking.decide (bounded probe in auto mode), and the start
+    happens here, eagerly, so that a failure is caught before training (Lightning would start it lazily, inside
+    fit, where it would fail the run). An online start that raises is retried offline. Only rank 0 starts a W&B
+    run (the other ranks get Lightning's dummy experiment), so only rank 0 decides.
+    """
+    from nestling import tracking
+
+    if JobEnvironment.from_environ().global_rank != 0:
+        return _new_wandb_logger(spec, tracking.OFFLINE)
+    decision = tracking.decide(spec.wandb_mode)
+    if decision.mode == tracking.DISABLED:
+        tracked.update(wandb_mode=tracking.DISABLED, wandb_reason=decision.reason)
+        return None
+    try:
+        logger = _start_wandb(spec, decision.mode)
+    except Exception as exc:  # online or not, W&B's start must not fail the run
+        reason = f"W&B {decision.mode} start failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        log.warning("run %s: %s", spec.run_name, reason)
+        if decision.mode == tracking.OFFLINE:
+            tracked.update(wandb_mode=tracking.DISABLED, wandb_reason=reason)
+            return None
+        tracking.remember_failure(os.environ, reason)
+        decision = tracking.Decision(tracking.OFFLINE, reason)
+        try:
+            logger = _start_wandb(spec, tracking.OFFLINE)
+        except Exception as again:
+            reason = f"{reason}; offline start failed too: {type(again).__name__}: {' '.join(str(again).split())}"
+            tracked.update(wandb_mode=tracking.DISABLED, wandb_reason=reason[:1000])
+            return None
+    if decision.mode != tracking.ONLINE:
+        log.warning("run %s: W&B offline (%s)", spec.run_name, decision.reason)
+    tracked.update(wandb_mode=decision.mode, wandb_reason=decision.reason)
+    return logger
+
+
+def _finish_wandb(spec: RunSpec) -> None:
+    """End the run's W&B run; a failure to do so (the service gone, a lost connection) is logged, not the run's."""
+    import wandb
+
+    try:
+        wandb.finish()
+    except Exception as exc:
+        log.warning("run %s: W&B did not finish cleanly: %s: %s", spec.run_name, type(exc).__name__, exc)
+
+
+def _start_wandb(spec: RunSpec, mode: str) -> Any:
+    """Create the logger and start its W&B run now; after a failed start, wandb's service is torn down so that
+    the same run id can start again (offline) in this process."""
+    logger = _new_wandb_logger(spec, mode)
+    try:
+        logger.experiment  # noqa: B018  (starts the W&B run: wandb.init)
+    except BaseException:
+        import wandb
+
+        with contextlib.suppress(Exception):
+            wandb.teardown()
+        raise
+    return logger
+
+
+def _new_wandb_logger(spec: RunSpec, mode: str) -> Any:
     from lightning.pytorch.loggers import WandbLogger
 
+    from nestling import tracking
+
+    extra: dict[str, Any] = {"mode": mode}
+    if mode == tracking.ONLINE and not os.environ.get("WANDB_INIT_TIMEOUT"):
+        import wandb
+
+        extra["settings"] = wandb.Settings(init_timeout=tracking.INIT_TIMEOUT_S)
     return WandbLogger(
         project=spec.wandb_project,
         entity=spec.wandb_entity,
@@ -427,6 +503,7 @@ def _wandb_logger(spec: RunSpec) -> Any:
         save_dir=spec.run_dir,
         resume="allow",
         config=spec.hparams,
+        **extra,
     )
 
 

@@ -4,7 +4,8 @@ States: success / failed (run_result.json says so), running (its attempt lock is
 pending (its job waits in the queue, or it waits behind another run of its unit), lost (its job or worker ended
 without a result), blocked (its job waits for a reason waiting never resolves, e.g. PENDING (PartitionConfig):
 the error column names the reason; cancel the job or fix it), not started (fail-fast stopped the plan before
-the run started; --resume runs it).
+the run started; --resume runs it), interrupted (Ctrl-C stopped the local launch before it ended: it resumes with
+--resume, from the checkpoint it saved when it was in progress).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nestling.plan import Plan
 from nestling.records import read_json, read_result
 from nestling.slurm_query import QueuedJob
 
-STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started")
+STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted")
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 
@@ -39,6 +40,19 @@ class RunState:
     state: str
     job: str | None
     error: str | None
+    unstable_reason: str | None = None  # a success whose scoring metrics cannot be scored: metric and value
+
+
+def _unstable_reason(plan: Plan, result: dict[str, Any]) -> str | None:
+    """Why a successful run does not count in its cv's score (see scoring.py); None when it does."""
+    from nestling.scoring import parse_scoring_metrics, run_score_reason
+
+    cv = plan.options.get("cv", {})
+    try:
+        scoring = parse_scoring_metrics(cv["scoring_metric"])
+        return run_score_reason(result.get("metrics") or {}, scoring, cv["multi_score_strategy"])[1]
+    except Exception:  # an old or hand-edited plan: status still lists the runs
+        return None
 
 
 def run_states(plan: Plan) -> list[RunState]:
@@ -64,12 +78,16 @@ def run_states(plan: Plan) -> list[RunState]:
     nodes_wanted = queue and any(e.reason_code == "ReqNodeNotAvail" for e in queue.values())
     parts = slurm_query.partitions() if nodes_wanted else None
     stop = failfast.stopped(plan.root)  # fail-fast fired: what has no result and nothing holds never started
+    interrupted = bool(last and last.get("interrupted"))
     states = []
     for run in plan.runs:
         result = read_result(run.dir)
         job = job_of.get(str(run.dir.resolve()))
+        unstable = None
         if result is not None:
             state, error = result.get("status", "failed"), result.get("error")
+            if state == "success":
+                unstable = _unstable_reason(plan, result)
         else:
             error = None
             state = _unfinished_state(
@@ -80,7 +98,9 @@ def run_states(plan: Plan) -> list[RunState]:
                 state, error = "blocked", f"blocked: {entry.reason}"
             elif stop is not None and state in ("pending", "lost"):
                 state, error = "not started", f"fail-fast: {stop.error}"
-        states.append(RunState(run.run_name, run.run_id, state, job, error))
+            elif interrupted and state in ("lost", "pending"):
+                state = "interrupted"
+        states.append(RunState(run.run_name, run.run_id, state, job, error, unstable))
     return states
 
 
@@ -180,11 +200,15 @@ def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None
     console.print(
         f"{plan.kind} {plan.name}: {len(states)} runs  " + "  ".join(f"{k}={v}" for k, v in counts.items())
     )
-    shown = states if args.all else [s for s in states if s.state != "success"]
+    unstable = sum(1 for s in states if s.unstable_reason)
+    if unstable:
+        console.print(f"{unstable} successful run{'' if unstable == 1 else 's'} unstable (not in the cv score)")
+    shown = states if args.all else [s for s in states if s.state != "success" or s.unstable_reason]
     if shown:
         table = Table()
         for col in ("run_name", "run_id", "state", "job", "error"):
             table.add_column(col)
         for s in shown[:200]:
-            table.add_row(s.run_name, s.run_id, s.state, s.job or "", (s.error or "")[:80])
+            note = s.error or (f"unstable: {s.unstable_reason}" if s.unstable_reason else "")
+            table.add_row(s.run_name, s.run_id, s.state, s.job or "", note[:80])
         console.print(table)

@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _relay_preemption()
     if args.serve:
+        # The local driver owns Ctrl-C: the terminal sends SIGINT to the whole process group, and a worker that
+        # died of it would lose its run. The driver answers it with the preemption signal (save, then exit).
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         serve(args.preload, describe=args.describe)
         return 0
     results = run_dirs(args.run_dirs)

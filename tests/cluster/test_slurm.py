@@ -175,6 +175,7 @@ def test_collector_job_writes_parquet_without_a_client(slurm_cluster: str, tmp_p
     log = Path(launch["submitit_folder"]) / f"{collector}_0_log.out"
     poll(lambda: (cv / "run_infos.parquet").is_file(), 120, "run_infos.parquet from the collector job")
     poll(lambda: log.is_file() and "score" in log.read_text(), 30, f"the collector's summary in {log}")
+    poll(lambda: (cv / "report.html").is_file(), 60, "report.html from the collector job (collect --report)")
     table = pl.read_parquet(cv / "run_infos.parquet")
     assert table.height == 2
     assert table["status"].to_list() == ["success", "success"]
@@ -196,7 +197,7 @@ def test_status_pending_running_and_lost(slurm_cluster: str, tmp_path: Path) -> 
             "one running run",
         )
         assert seen["counts"] == {"success": 0, "failed": 0, "running": 1, "pending": 2, "lost": 0, "blocked": 0,
-                                  "not started": 0}
+                                  "not started": 0, "interrupted": 0}
         victim = next(r for r in seen["runs"] if r["state"] == "pending")
         assert victim["job"].startswith(f"{array}_")
         slurm("scancel", victim["job"], env=env)
@@ -245,3 +246,31 @@ def test_bad_slurm_input_exits_2(slurm_cluster: str, tmp_path: Path, flags: list
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert not art.exists()
+
+
+def test_detached_tune_with_retrain_ends_with_a_tested_model(slurm_cluster: str, tmp_path: Path) -> None:
+    """`nestling tune --retrain` on SLURM (issue 14 §2): the retrain job (afterok on the collector) plans the retrain
+    and submits its arrays with the tune's launch options; its collector writes final_infos.parquet."""
+    hp = tmp_path / "hp.toml"
+    hp.write_text("[hyperparameters]\nvalue = [0.3, 0.7]\n")
+    art = tmp_path / "art"
+    done = cli("tune", *BASE, "--hp", "sleep_s=1", "--hpconfig", str(hp), "--sampler", "grid", "--n_trials", "2",
+               "--n_folds", "2", "--test_split", "random", "--strategy", "cv-parallel", "--launcher", "slurm",
+               "--artifact_dir", str(art), "--name", "rt", "--retrain")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    tune = art / "rt"
+    launch = last_launch(tune)
+    assert launch["retrain_job_id"] and f"retrain:   job {launch['retrain_job_id']}" in done.stdout
+    script = (Path(launch["launch_dir"]) / "retrain.sbatch").read_text()
+    assert f"--dependency=afterok:{launch['collector_job_id']}" in script
+    final = tune / "rt-final"
+    poll(lambda: (final / "final_infos.parquet").is_file(), 240, "final_infos.parquet of the retrain")
+    plan = json.loads((final / "plan.json").read_text())
+    assert plan["kind"] == "retrain" and plan["cvs"][0]["hparams"]["value"] == 0.7
+    assert plan["options"]["launch"]["launcher"] == "slurm"
+    runs = results(final)
+    assert [r["status"] for r in runs] == ["success"]
+    assert runs[0]["slurm_job_id"] == last_launch(final)["arrays"][0]["job_id"]
+    infos = pl.read_parquet(final / "final_infos.parquet")
+    assert infos["row"].to_list() == ["seed", "mean", "std", "sem"]
+    assert infos["test/JaccardIndex"][0] == pytest.approx(0.7)

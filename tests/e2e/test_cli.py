@@ -116,7 +116,7 @@ def test_tune_run_results(tune: Path) -> None:
         lrs = set()
         for d, result in zip(run_dirs(cv), results(cv), strict=True):
             assert sorted(result) == sorted(RESULT_KEYS)
-            assert len(result) == len(RESULT_KEYS) == 27
+            assert len(result) == len(RESULT_KEYS) == 29
             assert result["status"] == "success"
             assert result["error"] is None
             assert d.name == f"{result['run_name']}-{result['run_id']}"
@@ -384,7 +384,7 @@ def test_help_does_not_import_torch() -> None:
         "--fold_method", "--n_folds", "--fold_seed", "--test_split", "--test_fraction", "--test_regions",
         "--n_seeds", "--seeds", "--scoring_metric", "--multi_score_strategy", "--hpconfig", "--n_trials",
         "--sampler", "--tune_seed", "--accelerator", "--strategy", "--devices", "--num_nodes", "--wandb_project",
-        "--wandb_entity", "--launcher", "--quiet",
+        "--wandb_entity", "--wandb_mode", "--launcher", "--quiet",
     ]  # fmt: skip
     missing = [f for f in flags if not re.search(rf"{re.escape(f)}[\s\]]", proc.stdout)]
     assert missing == []

@@ -19,27 +19,58 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 ROOMS: dict[str, tuple[str, ...]] = {
     # 0: foundation, read by everyone: formats, names, options, the protocols every room shares
     "foundation": (
-        "nestling", "nestling.errors", "nestling.naming", "nestling.records", "nestling.config", "nestling.files",
-        "nestling.jobenv", "nestling.attempt", "nestling.slurm_query", "nestling.claims", "nestling.failfast", "nestling.container",
-        "nestling.devices", "nestling.task", "nestling.scoring", "nestling.folds", "nestling.space",
+        "nestling",
+        "nestling.errors",
+        "nestling.naming",
+        "nestling.records",
+        "nestling.config",
+        "nestling.files",
+        "nestling.jobenv",
+        "nestling.attempt",
+        "nestling.slurm_query",
+        "nestling.claims",
+        "nestling.failfast",
+        "nestling.tracking",
+        "nestling.container",
+        "nestling.devices",
+        "nestling.task",
+        "nestling.scoring",
+        "nestling.folds",
+        "nestling.space",
     ),
     # 1: planning: options + task metadata -> a plan on disk (pure, no processes)
     "planning": ("nestling.plan", "nestling.artifacts", "nestling.preflight"),
     # 2: launching: work units -> processes, arrays, jobs (never imports what it starts: it names it)
     "launching": (
-        "nestling.launch", "nestling.launch.base", "nestling.launch.local", "nestling.launch.slurm",
-        "nestling.launch.submitit_local", "nestling.launch.factory", "nestling.launch.entry",
+        "nestling.launch",
+        "nestling.launch.base",
+        "nestling.launch.local",
+        "nestling.launch.slurm",
+        "nestling.launch.submitit_local",
+        "nestling.launch.factory",
+        "nestling.launch.entry",
     ),
     # 3: executing: what runs inside a worker process or an array task
     "executing": (
-        "nestling.worker", "nestling.run", "nestling.array_task", "nestling.lightning_compat", "nestling.tasks",
+        "nestling.worker",
+        "nestling.run",
+        "nestling.array_task",
+        "nestling.lightning_compat",
         "nestling.cvtable",
-        "nestling.tasks.synthetic", "nestling.tasks._synthetic_torch", "nestling.tasks.sleep",
+        "nestling.tasks",
+        "nestling.tasks.synthetic",
+        "nestling.tasks._synthetic_torch",
+        "nestling.tasks.sleep",
     ),
     # 4: reading: the tree -> tables, states, summaries
-    "reading": ("nestling.collect", "nestling.status", "nestling.report", "nestling.progress"),
+    "reading": (
+        "nestling.collect", "nestling.status", "nestling.report", "nestling.progress", "nestling.figures",
+        "nestling.html_report",
+    ),
     # 5: commands: what a user calls
-    "commands": ("nestling.resume", "nestling.commands", "nestling.doctor", "nestling.cli"),
+    "commands": (
+        "nestling.resume", "nestling.retrain", "nestling.commands", "nestling.doctor", "nestling.sync", "nestling.cli",
+    ),
 }
 BANNED = {  # pairs the rooms would allow, kept apart on purpose
     ("nestling.status", "nestling.launch"): "status reads the tree and the queue; it never needs a launcher",

@@ -160,3 +160,16 @@ def test_worker_startup_is_recorded_once_and_not_in_the_first_runs_duration(tmp_
     assert two["worker_startup_s"] is None  # a warm worker pays nothing
     # Identical runs: the first may be somewhat slower (first-use caches), but not by the import.
     assert one["duration"] < two["duration"] + startup / 2, (one["duration"], two["duration"], startup)
+
+
+@pytest.mark.parametrize(("score_epoch", "expected"), [("last", 0.4), ("best", 0.9)])
+def test_score_epoch_chooses_whose_metrics_are_scored(tmp_path: Path, score_epoch: str, expected: float) -> None:
+    """--score_epoch last (the default) scores the last epoch; best scores the epoch best.ckpt comes from."""
+    from nestling.run import execute
+
+    run = make_run(tmp_path, task="_epoch_task:EpochTask", scoring=("val/JaccardIndex",))
+    spec = read_json(run / "run_spec.json")
+    spec.update(max_epochs=3, score_epoch=score_epoch)
+    result = execute(RunSpec.from_dict(spec))
+    assert result is not None and result["status"] == "success", result
+    assert result["metrics"]["val/JaccardIndex"] == pytest.approx(expected)

@@ -14,6 +14,7 @@ from nestling.scoring import (
     cv_score,
     parse_scoring_metrics,
     run_score,
+    run_score_reason,
     validate_strategy,
 )
 
@@ -69,9 +70,7 @@ def test_strategies(strategy: str, a: float, b: float, expected: float) -> None:
     assert score == pytest.approx(expected, rel=1e-12)
 
 
-def test_lower_enters_inverted() -> None:
-    scoring = [ScoringMetric("val/loss", False)]
-    assert run_score({"val/loss": 0.5}, scoring, "geometric") == (2.0, False)
+def test_lower_enters_inverted_in_a_combination() -> None:
     mixed = [ScoringMetric("val/loss", False), ScoringMetric("val/iou", True)]
     score, unstable = run_score({"val/loss": 0.5, "val/iou": 0.125}, mixed, "geometric")
     assert (score, unstable) == (pytest.approx(0.5), False)  # sqrt(2.0 * 0.125)
@@ -94,6 +93,41 @@ def test_unstable(metrics: dict[str, float], strategy: str) -> None:
     score, unstable = run_score(metrics, HIGH_AB, strategy)
     assert unstable
     assert math.isnan(score)
+
+
+@pytest.mark.parametrize("strategy", MULTI_SCORE_STRATEGIES)
+def test_a_single_lower_metric_ranks_by_the_value_itself(strategy: str) -> None:
+    """1/v ranked -0.5 below 2.0 and 0.1 above 0.5 only by luck of the sign (issue 16): the score is -v."""
+    scoring = [ScoringMetric("val/nll", False)]
+    losses = [0.5, -0.5, 2.0, -3.0, 0.1]
+    scores = [run_score({"val/nll": v}, scoring, strategy) for v in losses]
+    assert scores == [(-0.5, False), (0.5, False), (-2.0, False), (3.0, False), (-0.1, False)]
+    best_first = [v for _, v in sorted(zip(scores, losses, strict=True), reverse=True)]
+    assert best_first == sorted(losses)  # the lowest loss ranks first
+
+
+@pytest.mark.parametrize(
+    ("metrics", "scoring", "strategy", "reason"),
+    [
+        ({"a": -0.5, "b": 1.0}, "a b", "geometric", "a=-0.5 <= 0 in a geometric combination"),
+        ({"a": 1.0, "b": -2.0}, "a b", "harmonic", "b=-2 <= 0 in a harmonic combination"),
+        ({"a": 1.0, "b": -2.0}, "a b:lower", "arithmetic", "b=-2 <= 0 has no meaningful inverse (:lower in a combination)"),
+        ({"a": 0.0, "b": 1.0}, "a b", "min", "a=0"),
+        ({"b": 1.0}, "a b", "min", "a missing"),
+        ({"a": float("nan"), "b": 1.0}, "a b", "min", "a=nan is not finite"),
+        ({"a": "x", "b": 1.0}, "a b", "min", "a='x' is not a number"),
+    ],
+)  # fmt: skip
+def test_an_unstable_run_says_which_metric_and_value(
+    metrics: dict[str, float], scoring: str, strategy: str, reason: str
+) -> None:
+    score, why = run_score_reason(metrics, parse_scoring_metrics(scoring.split()), strategy)
+    assert math.isnan(score)
+    assert why == reason
+
+
+def test_a_stable_run_has_no_reason() -> None:
+    assert run_score_reason({"a": 0.25, "b": 1.0}, HIGH_AB, "geometric") == (0.5, None)
 
 
 def test_zero_lower_is_unstable() -> None:

@@ -112,3 +112,50 @@ def test_sbatch_lines_never_hold_a_line_break(tmp_path: Path) -> None:
     /dev/null then, and the task's output still reaches the folder through srun's quoted --output."""
     assert batch_log_params(tmp_path / "plain dir 'q'") == {}
     assert batch_log_params(tmp_path / "new\nline") == {"output": "/dev/null", "error": "/dev/null"}
+
+
+@pytest.mark.parametrize("runtime", ["apptainer", "singularity", "docker", "podman"])
+@pytest.mark.parametrize("job_task", [False, True])
+def test_no_secret_in_the_container_command(runtime: str, job_task: bool) -> None:
+    """The argv that starts a worker in an image (visible in the process list of the node) holds no secret: the
+    W&B key stays on the host, so a run inside an image logs offline (auto) and is uploaded by `nestling sync`.
+    WANDB_MODE, the user's choice of mode, does pass."""
+    from nestling.container import ContainerSpec
+
+    spec = ContainerSpec(image="img.sif" if runtime in ("apptainer", "singularity") else "img:1", runtime=runtime,
+                         auto_binds=("/art",), python="python3")  # fmt: skip
+    environ = {**SECRETS, "SLURM_JOB_ID": "7", "SLURM_JOB_GPUS": "0", "WANDB_MODE": "offline", "PATH": "/bin"}
+    argv = spec.wrap(["/usr/bin/python3", "-m", "nestling.worker", "--serve"], environ=environ, gpus=["0"],
+                     job_task=job_task)  # fmt: skip
+    joined = "\0".join(argv)
+    assert not [k for k, v in SECRETS.items() if v in joined or k in joined], argv
+    assert "WANDB_MODE=offline" in joined
+
+
+@pytest.mark.parametrize("container", [False, True])
+def test_slurm_dry_run_scripts_hold_no_secret(
+    container: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What `--launcher slurm` writes (sbatch scripts, units.json) and prints, with secrets in the environment;
+    the local and submitit-local launchers end to end: tests/e2e/test_tracking.py."""
+    import shutil
+
+    from nestling import container as container_mod
+
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(container_mod, "resolve_runtime", lambda opts, **_: opts.runtime)
+    real = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda n, *a, **k: None if n in ("sinfo", "scontrol", "squeue") else real(n, *a, **k)
+    )
+    monkeypatch.chdir(tmp_path)
+    image = ["--container_image", "localhost/img:1", "--container_runtime", "podman"] if container else []
+    args = ["cv", "--task", "sleep", "--n_folds", "2", "--n_seeds", "1", "--artifact_dir", "art", "--name", "s",
+            "--launcher", "slurm", "--dry_run", "--wandb_project", "p", *image]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    written = [p for p in (tmp_path / "art").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".sbatch" for p in written) and "sbatch" in out
+    for text in [out, *(p.read_text() for p in written)]:
+        assert not [k for k, v in SECRETS.items() if v in text or k in text]

@@ -74,6 +74,6 @@ def test_job_slurm_can_never_start_is_blocked(tmp_path: Path, monkeypatch: pytes
     squeue_says(monkeypatch, "4242_[0-1]|PENDING|debug|PartitionConfig\n")
     states = status.run_states(plan)
     assert [(s.state, s.error) for s in states] == [("blocked", "blocked: PartitionConfig")] * 2
-    assert status.count(states) == {"success": 0, "failed": 0, "running": 0, "pending": 0, "lost": 0, "blocked": 2, "not started": 0}
+    assert status.count(states) == {"success": 0, "failed": 0, "running": 0, "pending": 0, "lost": 0, "blocked": 2, "not started": 0, "interrupted": 0}
     squeue_says(monkeypatch, "4242_0|PENDING|debug|Resources\n4242_1|PENDING|debug|PartitionTimeLimit\n")
     assert [s.state for s in status.run_states(plan)] == ["pending", "blocked"]

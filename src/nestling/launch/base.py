@@ -61,3 +61,13 @@ class Launcher(ABC):
 
 def count_runs(units: list[WorkUnit]) -> int:
     return sum(len(u.run_dirs) for u in units)
+
+
+def plural(n: int, word: str) -> str:
+    """`1 run`, `2 runs`: the counts users read in progress and dry-run lines."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def runs_in_units(units: list[WorkUnit]) -> str:
+    """`1 run in 1 work unit`, `6 runs in 2 work units`."""
+    return f"{plural(count_runs(units), 'run')} in {plural(len(units), 'work unit')}"

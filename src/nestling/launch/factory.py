@@ -60,6 +60,7 @@ def make_launcher(
         container=container,
         steal=config.launch.steal,
         runs_per_gpu=config.launch.runs_per_gpu,
+        retrain_after=kind == "tune" and config.tune.retrain and not config.launch.wait,
     )
 
 

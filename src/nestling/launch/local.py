@@ -8,24 +8,31 @@ its unit that had not started go back to the queue, a fresh worker takes them, a
 worker imports torch, Lightning and the task while the CLI does the same to plan, so a task module that imports
 lightning at the top costs one import's time, not two in a row (issue 15 #1). Their stderr is held in memory until
 `launch` knows the plan's log dir; `discard` kills them when planning fails, before any run.
+
+Ctrl-C (SIGINT to the terminal's process group, workers included; they ignore it): the first one stops handing
+out units and sends each worker the preemption signal, so the run in progress leaves its resume point and the
+worker exits; the record says `interrupted` and its unfinished runs are resumable, not lost. A second Ctrl-C
+kills the workers at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from nestling import naming
+from nestling import jobenv, naming
 from nestling.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
-from nestling.launch.base import Launcher, Progress, count_runs
+from nestling.launch.base import Launcher, Progress, runs_in_units
 from nestling.plan import WorkUnit
 from nestling.records import LaunchRecord
 
@@ -55,6 +62,9 @@ class LocalLauncher(Launcher):
         self.runs_per_gpu = runs_per_gpu
         self.pinned_ids = pinned_ids
         self._prestarted: dict[int, tuple[subprocess.Popen[str], _StderrRelay]] = {}
+        self._stop = threading.Event()  # the first Ctrl-C: hand out no more units
+        self._procs: dict[int, subprocess.Popen[str]] = {}  # live workers by slot, for the Ctrl-C handler
+        self._interrupts = 0
 
     def prestart(self, preload: str | None = None, count: int | None = None) -> None:
         """Start one worker per slot now (at most `count`: no more than could get work), each importing torch,
@@ -103,7 +113,7 @@ class LocalLauncher(Launcher):
         return len(self.slots)
 
     def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
-        return f"dry run: {title}: {count_runs(units)} runs in {len(units)} work units on the local launcher"
+        return f"dry run: {title}: {runs_in_units(units)} on the local launcher"
 
     def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> LaunchRecord:
         log_dir = naming.worker_log_dir(root)
@@ -129,13 +139,47 @@ class LocalLauncher(Launcher):
             proc.kill()
             proc.wait()
             relay.join()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with self._ctrl_c():
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():  # short joins: the Ctrl-C handler runs in this (main) thread
+                    t.join(0.2)
         self.discard()  # a prestarted worker whose thread found the queue already empty
+        if self._stop.is_set():
+            record.interrupted = True
         record.finished_at = time.time()
         return record
+
+    @contextlib.contextmanager
+    def _ctrl_c(self) -> Iterator[None]:
+        """Catch SIGINT for the duration of the launch (only the main thread may set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _on_interrupt(self, signum: int, frame: object) -> None:
+        """First Ctrl-C: no more units, workers save and stop. Second: kill them now."""
+        self._interrupts += 1
+        self._stop.set()
+        first = self._interrupts == 1
+        if first:
+            sys.stderr.write(
+                "\nnestling: interrupted: stopping; runs in progress save their resume point "
+                "(press Ctrl-C again to stop at once)\n"
+            )
+        for proc in list(self._procs.values()):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    if first:
+                        proc.send_signal(jobenv.PREEMPT_SIGNAL)
+                    else:
+                        proc.kill()
 
     def _env(self, gpus: list[str] | None, n_workers: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -187,21 +231,27 @@ class LocalLauncher(Launcher):
     ) -> None:
         proc: subprocess.Popen[str] | None = None
         try:
-            while True:
+            while not self._stop.is_set():
                 try:
                     unit = todo.get_nowait()
                 except queue.Empty:
                     return
                 if proc is None or proc.poll() is not None:
                     proc = self._start(k, gpus, log_dir)
+                    self._procs[k] = proc
                     if not _ready(proc):
                         proc = None
+                if self._stop.is_set():  # interrupted while this worker started: its unit stays unstarted
+                    return
                 if proc is None:
                     _report_lost(unit.run_dirs, progress)
                     with lock:
                         _lost(record, unit.index)
                     continue
                 unfinished = self._run_unit(proc, unit, progress)
+                if unfinished and self._stop.is_set():  # Ctrl-C: the worker saved and stopped; resumable
+                    proc.wait()
+                    return
                 if unfinished:  # the worker died: only the run it was training is lost
                     proc.kill()  # reap it (a zombie would look alive to the run's attempt lock)
                     proc.wait()
@@ -215,8 +265,10 @@ class LocalLauncher(Launcher):
                     proc = None
         finally:
             if proc is not None and proc.stdin:
-                proc.stdin.close()
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
                 proc.wait()
+            self._procs.pop(k, None)
 
     @staticmethod
     def _run_unit(proc: subprocess.Popen[str], unit: WorkUnit, progress: Progress) -> list[str]:

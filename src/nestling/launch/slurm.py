@@ -200,9 +200,11 @@ class SlurmArrayLauncher(Launcher):
         container: ContainerSpec | None = None,
         steal: bool = True,
         runs_per_gpu: int = 1,
+        retrain_after: bool = False,
     ) -> None:
         """`folder`: --submitit_dir (default: _submitit in the plan root); `dry_run_folder`: where `describe` writes
-        the scripts. `runs_per_gpu` K > 1: each array task runs K workers on its GPU (array_task.PackedRunner)."""
+        the scripts; `retrain_after`: also submit `nestling retrain ROOT`, afterok on the collector job;
+        `runs_per_gpu` K > 1: each array task runs K workers on its GPU (array_task.PackedRunner)."""
         self.resources = resources
         self.folder = folder
         self.dry_run_folder = dry_run_folder
@@ -210,6 +212,7 @@ class SlurmArrayLauncher(Launcher):
         self.container = container
         self.steal = steal
         self.runs_per_gpu = runs_per_gpu
+        self.retrain_after = retrain_after
 
     @property
     def parallel_slots(self) -> int:
@@ -265,6 +268,12 @@ class SlurmArrayLauncher(Launcher):
             record.collector_job_id = sbatch(paths.collector_script)
         except SubmitError as exc:
             record.submit_error = f"collector job: {exc}"
+        if self.retrain_after and record.collector_job_id:
+            write_atomic(paths.retrain_script, self._retrain_script(folder, root, record.collector_job_id))
+            try:
+                return record.updated({"retrain_job_id": sbatch(paths.retrain_script)})
+            except SubmitError as exc:
+                record.submit_error = f"retrain job: {exc}"
         return record
 
     def _write_scripts(
@@ -298,12 +307,22 @@ class SlurmArrayLauncher(Launcher):
         return _render(folder, ["-m", "nestling.array_task", str(units_file.resolve()), str(offset)], params)
 
     def _collector_script(self, folder: Path, root: Path, job_ids: list[str]) -> str:
-        """A one-CPU job that runs `nestling collect` once every array ended (afterany), whoever is logged in."""
+        """A one-CPU job that runs `nestling collect --report` once every array ended (afterany), whoever is logged
+        in: the tables and report.html are there when the user comes back."""
         params = slurm_params(self.resources, gres=False)
         params.update(job_name=f"{self.resources.job_name}-collect", cpus_per_task=1, mem="1024MB", time=30,
                       nodes=1, ntasks_per_node=1)  # fmt: skip
         params["additional_parameters"]["dependency"] = "afterany:" + ":".join(job_ids)
-        return _render(folder, ["-m", "nestling.cli", "collect", str(root.resolve())], params)
+        return _render(folder, ["-m", "nestling.cli", "collect", str(root.resolve()), "--report"], params)
+
+    def _retrain_script(self, folder: Path, root: Path, collector_job_id: str) -> str:
+        """A one-CPU job that runs `nestling retrain ROOT` once the collector succeeded (afterok): it plans the
+        retrain and submits its runs with the tune's launch options, so a detached tune ends with a tested model."""
+        params = slurm_params(self.resources, gres=False)
+        params.update(job_name=f"{self.resources.job_name}-retrain", cpus_per_task=1, mem="2048MB", time=30,
+                      nodes=1, ntasks_per_node=1)  # fmt: skip
+        params["additional_parameters"]["dependency"] = f"afterok:{collector_job_id}"
+        return _render(folder, ["-m", "nestling.cli", "retrain", str(root.resolve())], params)
 
     def wait(self, record: LaunchRecord, progress: Progress, poll_s: float = 2.0) -> None:
         """Poll the tree and squeue until every array and the collector job left the queue.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nestling import naming
-from nestling.launch.base import Launcher, Progress, count_runs
+from nestling.launch.base import Launcher, Progress, runs_in_units
 from nestling.launch.slurm import SlurmResources
 from nestling.plan import WorkUnit
 from nestling.records import ArrayRecord, LaunchRecord, read_result
@@ -41,7 +41,7 @@ class SubmititLocalLauncher(Launcher):
         return self.resources.array_parallelism
 
     def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
-        return f"dry run: {title}: {count_runs(units)} runs in {len(units)} work units on the {self.name} launcher"
+        return f"dry run: {title}: {runs_in_units(units)} on the {self.name} launcher"
 
     def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> LaunchRecord:
         """One pickled UnitJob per unit in submitit's local executor, every task awaited."""

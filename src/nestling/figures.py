@@ -1,0 +1,245 @@
+"""The report's figures as Vega-Lite specs, built with Altair from plain rows (one dict per mark).
+
+Pure functions: rows in, a spec dict out; no file is read here (html_report.py gathers the rows). Field names in the
+rows are safe identifiers (`h0`, `m1`, ...): Vega-Lite reads `.` and `[` in a field name as a path, and
+hyperparameter or metric names may hold them; every axis gets the real name as its title. Altair is imported
+lazily: the CLI must not pay for it unless a report is written. No mark is translucent: vl_convert's rasteriser
+takes 10-20x longer per translucent mark, and the PNGs must stay cheap for 1,000 runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import altair as alt
+
+WIDTH = 260  # one small panel
+WIDE = 900  # one figure across the page
+STATE_COLORS = {
+    "ok": "#4c78a8", "unstable": "#f58518", "failed": "#e45756", "pruned": "#9d755d", "missing": "#bab0ac",
+    "success": "#4c78a8", "best": "#54a24b", "running": "#72b7b2", "lost": "#b279a2",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One hyperparameter as a plot axis: `field` in the rows, `name` for the title."""
+
+    name: str
+    field: str
+    numeric: bool
+    log: bool
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null (Vega drops them instead of failing to parse)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _alt() -> Any:
+    import altair as alt
+
+    return alt
+
+
+def _data(name: str) -> Any:
+    """A named data set: the rows go into the spec's top-level `datasets` after Altair is done. Handing Altair the
+    rows themselves makes it walk every value through its schema classes (1,000 runs: a second per figure)."""
+    return _alt().NamedData(name=name)
+
+
+def _spec(chart: alt.TopLevelMixin, **datasets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The spec as a dict with its data sets; validation is the test suite's job (tests validate), not every
+    report's (slow)."""
+    spec: dict[str, Any] = chart.to_dict(validate=False)
+    spec["datasets"] = {**spec.get("datasets", {}), **datasets}
+    return spec
+
+
+def _state_color(rows: list[dict[str, Any]], field: str = "state") -> Any:
+    """Fixed colours per state (failed is always red), the legend listing only the states present."""
+    alt = _alt()
+    present = sorted({str(r.get(field)) for r in rows}, key=lambda s: (s not in STATE_COLORS, list(STATE_COLORS).index(s) if s in STATE_COLORS else 0, s))
+    colors = [STATE_COLORS.get(s, "#888888") for s in present]
+    return alt.Color(f"{field}:N", title=field, scale=alt.Scale(domain=present, range=colors))
+
+
+def _scale(values: Iterable[Any]) -> Any:
+    """A linear scale that hugs the data, unless the data is one value: Vega then labels its degenerate domain
+    with rounded ticks (0.5 shown as "1"), so that axis starts at zero instead."""
+    numbers = {v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return _alt().Scale(zero=len(numbers) <= 1)
+
+
+def score_vs_hparams(rows: list[dict[str, Any]], axes: list[Axis]) -> dict[str, Any]:
+    """One panel per hyperparameter: every trial's score against its value (log axis where the space is log)."""
+    alt = _alt()
+    panels = []
+    for axis in axes:
+        if axis.numeric:
+            x = alt.X(f"{axis.field}:Q", title=axis.name,
+                      scale=alt.Scale(type="log") if axis.log else _scale(r.get(axis.field) for r in rows))  # fmt: skip
+        else:
+            x = alt.X(f"{axis.field}:N", title=axis.name, sort="ascending")
+        panels.append(
+            alt.Chart(_data("trials"), width=WIDTH, height=200)
+            .mark_point(filled=True, size=60)
+            .encode(
+                x=x,
+                y=alt.Y("score:Q", title="score", scale=_scale(r["score"] for r in rows)),
+                color=_state_color(rows),
+                tooltip=[alt.Tooltip("cv_name:N", title="trial"), alt.Tooltip(f"{axis.field}:N", title=axis.name),
+                         alt.Tooltip("score:Q", format=".4g")],  # fmt: skip
+            )
+        )
+    return _spec(alt.concat(*panels, columns=3), trials=rows)
+
+
+def parallel_coordinates(
+    rows: list[dict[str, Any]], axis_names: list[str], ends: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Trials as lines across normalised axes (one per hyperparameter, then the score), coloured by score.
+
+    rows: trial, axis (its title), pos in [0, 1], label (the raw value), score; ends: axis, pos, label (the values
+    at the bottom and top of each axis, written beside it)."""
+    alt = _alt()
+    base = alt.Chart(_data("lines"), width=max(WIDE // 2, 110 * len(axis_names)), height=300)
+    x = alt.X("axis:N", sort=axis_names, title=None, axis=alt.Axis(labelAngle=0, domain=False, ticks=False))
+    y = alt.Y("pos:Q", axis=None, scale=alt.Scale(domain=[0, 1]))
+    color = alt.Color("score:Q", title="score", scale=alt.Scale(scheme="viridis"))
+    lines = base.mark_line(strokeWidth=1.2).encode(x=x, y=y, color=color, detail="trial:N")
+    points = base.mark_circle(size=25).encode(
+        x=x, y=y, color=color,
+        tooltip=[alt.Tooltip("trial:N"), alt.Tooltip("axis:N"), alt.Tooltip("label:N", title="value"),
+                 alt.Tooltip("score:Q", format=".4g")],
+    )  # fmt: skip
+    rules = alt.Chart(_data("ends")).mark_rule(color="#ccc").encode(x=x)
+    labels = (
+        alt.Chart(_data("ends"))
+        .mark_text(align="left", dx=4, fontSize=10, color="#555")
+        .encode(x=x, y=y, text="label:N")
+    )
+    return _spec(alt.layer(rules, lines, points, labels), lines=rows, ends=ends)
+
+
+def top_configurations(runs: list[dict[str, Any]], summary: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
+    """Every fold x seed score of the best trials as points, with each trial's mean +- sem: the noise, visible.
+
+    runs: trial, run_score, fold, seed, run_name; summary: trial, mean, lo, hi (mean -+ sem), n."""
+    alt = _alt()
+    y = alt.Y("trial:N", sort=order, title=None)
+    points = (
+        alt.Chart(_data("runs"))
+        .mark_point(filled=True, size=50)
+        .encode(
+            x=alt.X("run_score:Q", title="run score (fold x seed)", scale=_scale(r["run_score"] for r in runs)),
+            y=y,
+            yOffset=alt.YOffset("seed:N"),
+            color=alt.Color("fold:N", title="fold"),
+            shape=alt.Shape("seed:N", title="seed"),
+            tooltip=["run_name:N", "fold:N", "seed:N", alt.Tooltip("run_score:Q", format=".4g")],
+        )
+    )
+    spread = alt.Chart(_data("summary")).mark_rule(color="black", strokeWidth=2).encode(
+        x="lo:Q", x2="hi:Q", y=y
+    )
+    mean = alt.Chart(_data("summary")).mark_tick(color="black", thickness=3, size=18).encode(
+        x="mean:Q", y=y,
+        tooltip=["trial:N", alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("sem:Q", format=".3g"), "n:Q"],
+    )  # fmt: skip
+    return _spec(alt.layer(points, spread, mean, width=WIDE - 200, height=max(120, 34 * len(order))), runs=runs,
+                 summary=summary)
+
+
+def best_so_far(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Score per trial in the order trials were drawn, and the best score so far as a step line.
+
+    rows: trial_number, cv_name, score, state, best (the running best; null before the first stable trial)."""
+    alt = _alt()
+    base = alt.Chart(_data("trials"), width=WIDE - 200, height=260)
+    x = alt.X("trial_number:Q", title="trial number (order drawn)", axis=alt.Axis(tickMinStep=1, format="d"))
+    points = base.mark_point(filled=True, size=50).encode(
+        x=x, y=alt.Y("score:Q", title="score", scale=_scale(r["score"] for r in rows)), color=_state_color(rows),
+        tooltip=["cv_name:N", alt.Tooltip("score:Q", format=".4g"), "state:N"],
+    )  # fmt: skip
+    line = base.mark_line(interpolate="step-after", color="#54a24b", strokeWidth=2).encode(x=x, y="best:Q")
+    return _spec(alt.layer(line, points), trials=rows)
+
+
+def timeline(runs: list[dict[str, Any]], gaps: list[dict[str, Any]], lanes: list[str]) -> dict[str, Any]:
+    """Every run as a bar on its worker's lane (host, GPU or process), idle gaps as grey bars.
+
+    runs: lane, start, end (ms since the epoch), status, run_name, duration; gaps: lane, start, end, idle_s."""
+    alt = _alt()
+    y = alt.Y("lane:N", sort=lanes, title=None, axis=alt.Axis(labelLimit=360))
+    width, height = WIDE - 150, max(80, min(900, 20 * len(lanes)))
+    bars = (
+        alt.Chart(_data("runs"))
+        .mark_bar(height={"band": 0.8})
+        .encode(
+            x=alt.X("start:T", title="time"),
+            x2="end:T",
+            y=y,
+            color=_state_color(runs, "status"),
+            tooltip=["run_name:N", "status:N", alt.Tooltip("duration:Q", title="seconds", format=".1f"), "lane:N"],
+        )
+    )
+    layers: list[Any] = [bars]
+    if gaps:
+        idle = (
+            alt.Chart(_data("gaps"))
+            .mark_bar(color="#dddddd", height={"band": 0.35})
+            .encode(x="start:T", x2="end:T", y=y,
+                    tooltip=[alt.Tooltip("idle_s:Q", title="idle seconds", format=".1f"), "lane:N"])
+        )  # fmt: skip
+        layers.insert(0, idle)
+    return _spec(alt.layer(*layers, width=width, height=height), runs=runs, gaps=gaps)
+
+
+def metrics_by_fold(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
+    """A cv's runs: one panel per metric, the value of every fold (x) and seed (colour).
+
+    rows: metric, fold, seed, value, run_name."""
+    alt = _alt()
+    panels = []
+    for name in metrics:
+        panels.append(
+            alt.Chart(_data("values"), width=WIDTH - 60, height=180)
+            .transform_filter(alt.FieldEqualPredicate(field="metric", equal=name))
+            .mark_point(filled=True, size=60)
+            .encode(
+                x=alt.X("fold:O", title="fold", axis=alt.Axis(labelAngle=0)),
+                xOffset=alt.XOffset("seed:N"),
+                y=alt.Y("value:Q", title=name, scale=_scale(r["value"] for r in rows if r["metric"] == name)),
+                color=alt.Color("seed:N", title="seed"),
+                tooltip=["run_name:N", "fold:N", "seed:N", alt.Tooltip("value:Q", format=".4g")],
+            )
+        )
+    return _spec(alt.concat(*panels, columns=4), values=rows)
+
+
+def training_curves(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
+    """A run's logged metrics against the training step, one panel per metric, one line per attempt.
+
+    rows: metric, step, epoch, value, attempt."""
+    alt = _alt()
+    panels = []
+    for name in metrics:
+        panels.append(
+            alt.Chart(_data("values"), width=WIDTH, height=180)
+            .transform_filter(alt.FieldEqualPredicate(field="metric", equal=name))
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("step:Q", title="step"),
+                y=alt.Y("value:Q", title=name, scale=_scale(r["value"] for r in rows if r["metric"] == name)),
+                color=alt.Color("attempt:N", title="attempt"),
+                tooltip=["epoch:Q", "step:Q", alt.Tooltip("value:Q", format=".4g"), "attempt:N"],
+            )
+        )
+    return _spec(alt.concat(*panels, columns=3), values=rows)

@@ -1,0 +1,133 @@
+"""`nestling retrain` (issue 14 §2) end to end on the local pool: a tiny sleep tune with a test split, then its
+best configuration retrained on train + val with every seed and tested; resume; refusal without a test split."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from nestling import naming
+
+pytestmark = pytest.mark.e2e
+
+FAST = ["--max_epochs", "1", "--accelerator", "cpu", "--quiet"]
+
+
+def nestling_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nestling.cli", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def _tune(tmp: Path, name: str, *extra: str) -> Path:
+    hp = tmp / "hp.toml"
+    hp.write_text("[hyperparameters]\nvalue = [0.3, 0.7]\n")
+    art = tmp / "art"
+    ok(nestling_cli(
+        "tune", "--task", "sleep", "--hp", "sleep_s=0.0", "--hpconfig", str(hp), "--sampler", "grid",
+        "--n_trials", "2", "--n_folds", "2", "--n_seeds", "1", "--artifact_dir", str(art), "--name", name,
+        *FAST, *extra,
+    ))  # fmt: skip
+    return art / name
+
+
+@pytest.fixture(scope="module")
+def tune(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tune(tmp_path_factory.mktemp("retrain"), "t", "--test_split", "random")
+
+
+def test_retrain_trains_the_best_on_train_and_val_and_tests_it(tune: Path) -> None:
+    proc = ok(nestling_cli("retrain", str(tune), "--retrain_epochs", "1", "--n_seeds", "2"))
+    final = tune / "t-final"
+    # the retrain's plan: one split, every non-test sample of the tune for training, its test samples for testing
+    tune_splits = json.loads((tune / naming.SPLITS).read_text())
+    (split,) = json.loads((final / naming.SPLITS).read_text())
+    assert split["test"] == tune_splits[0]["test"] and split["val"] == []
+    assert sorted(split["train"]) == sorted({*tune_splits[0]["train"], *tune_splits[0]["val"]})
+    assert not set(split["train"]) & set(split["test"])
+    plan = json.loads((final / naming.PLAN).read_text())
+    assert (plan["kind"], plan["name"], plan["n_folds"]) == ("retrain", "t-final", 1)
+    assert plan["cvs"][0]["hparams"]["value"] == 0.7  # the best trial by score
+    run_dirs = sorted(p.name for p in final.iterdir() if "-run-" in p.name)
+    assert [re.sub(r"-[a-z0-9]{8}$", "", d) for d in run_dirs] == ["t-final-run-f0s21", "t-final-run-f0s42"]
+    for d in run_dirs:
+        result = json.loads((final / d / naming.RUN_RESULT).read_text())
+        assert result["status"] == "success" and result["tune_name"] == "t"
+        assert "val/JaccardIndex" not in result["metrics"]  # never validated
+        assert Path(result["checkpoint"]).is_file()
+    runs = pl.read_parquet(final / naming.RUN_INFOS)
+    assert runs["test/JaccardIndex"].to_list() == pytest.approx([0.7, 0.7])  # logged as float32
+    assert runs["run_score"].to_list() == pytest.approx([0.7, 0.7])
+    infos = pl.read_parquet(final / naming.FINAL_INFOS)
+    assert infos["row"].to_list() == ["seed", "seed", "mean", "std", "sem"]
+    assert infos["seed"].to_list() == [42, 21, None, None, None]
+    values = runs["test/JaccardIndex"].to_list()
+    mean = sum(values) / 2
+    std = math.sqrt(sum((v - mean) ** 2 for v in values))
+    assert infos["test/JaccardIndex"].to_list() == pytest.approx([*values, mean, std, std / math.sqrt(2)])
+    assert infos["run_score"].to_list()[2:] == pytest.approx([0.7, 0.0, 0.0])
+    assert "test score 0.7 ± 0 (sem; std 0, 2 of 2 seeds)" in proc.stdout
+    tune_plan = json.loads((tune / naming.PLAN).read_text())
+    best = next(cv["cv_name"] for cv in tune_plan["cvs"] if cv["hparams"]["value"] == 0.7)
+    assert f"retrain t-final: {best} (by score, score 0.7)" in proc.stdout
+
+
+def test_retrain_again_resumes_without_rerunning(tune: Path) -> None:
+    final = tune / "t-final"
+    if not (final / naming.PLAN).exists():
+        ok(nestling_cli("retrain", str(tune), "--retrain_epochs", "1", "--n_seeds", "2"))
+    before = {p.name: (p / naming.RUN_RESULT).stat().st_mtime for p in final.iterdir() if "-run-" in p.name}
+    proc = ok(nestling_cli("retrain", str(tune), "--resume"))
+    assert "nothing to resume" in proc.stdout
+    after = {p.name: (p / naming.RUN_RESULT).stat().st_mtime for p in final.iterdir() if "-run-" in p.name}
+    assert after == before
+    refused = nestling_cli("retrain", str(tune), "--retrain_epochs", "2")
+    assert refused.returncode == 2 and "--retrain_epochs choose a new retrain" in refused.stderr
+    assert nestling_cli("retrain", str(tune), "--max_epochs", "2").returncode == 2
+
+
+def test_retrain_without_a_test_split_is_refused(tmp_path: Path) -> None:
+    tune = _tune(tmp_path, "nt")
+    proc = nestling_cli("retrain", str(tune))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--test_split random" in lines[0] and "no test split" in lines[0]
+    assert not (tune / "nt-final").exists()
+
+
+def test_tune_with_retrain_chains_it_on_the_local_pool(tmp_path: Path) -> None:
+    tune = _tune(tmp_path, "ch", "--test_split", "random", "--retrain")
+    final = tune / "ch-final"
+    infos = pl.read_parquet(final / naming.FINAL_INFOS)
+    assert infos["row"].to_list() == ["seed", "mean", "std", "sem"]  # the tune's one seed
+    assert infos["test/Recall"].to_list()[:2] == pytest.approx([0.7, 0.7])
+    # --retrain_epochs best (the default): the sleep task's constant val metric is best at epoch 0 -> 1 epoch
+    assert json.loads((final / naming.PLAN).read_text())["options"]["training"]["max_epochs"] == 1
+
+
+def test_tune_with_retrain_but_no_test_split_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    proc = nestling_cli(
+        "tune", "--task", "sleep", "--hpconfig", str(tmp_path / "none.toml"), "--retrain",
+        "--artifact_dir", str(tmp_path / "art"),
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--retrain" in proc.stderr and "--test_split random" in proc.stderr
+    assert not (tmp_path / "art").exists()
+
+
+def test_resuming_a_finished_tune_with_retrain_retrains_it(tmp_path: Path) -> None:
+    tune = _tune(tmp_path, "rs", "--test_split", "random")
+    proc = ok(nestling_cli("tune", "--resume", "rs", "--artifact_dir", str(tune.parent), "--retrain"))
+    assert "nothing to resume" in proc.stdout
+    assert pl.read_parquet(tune / "rs-final" / naming.FINAL_INFOS)["row"].to_list() == ["seed", "mean", "std", "sem"]
