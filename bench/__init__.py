@@ -5,4 +5,6 @@ and reports the ratio nestling / baseline next to the raw figures. They are not 
 target is missed; the table says so. See docs/performance.md.
 """
 
-BENCHMARKS = ("overhead", "submit", "collector", "makespan", "packing", "startup", "report", "search")
+BENCHMARKS = (
+    "overhead", "submit", "collector", "makespan", "packing", "startup", "report", "search", "one_import", "gpu",
+)

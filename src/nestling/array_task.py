@@ -24,13 +24,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from nestling import claims, failfast, jobenv
 from nestling.container import ContainerSpec
+from nestling.devices import MEMORY_FRACTION_ENV, memory_fraction
 from nestling.jobenv import JobEnvironment, save_in_progress
 from nestling.naming import ArrayLaunchPaths
 
@@ -81,10 +84,103 @@ class UnitRunner:
         save_in_progress(self.child)
 
 
+class PackedRunner:
+    """--runs_per_gpu K: K worker processes on this task's GPU share its runs, one run at a time each.
+
+    The runs come from `take` (see `RunSource`): the task's own unit, the units it stole before a requeue, then
+    units it steals now, each split into single runs so that all K workers stay busy. Every worker caps itself at
+    1/K of the GPU's memory (NESTLING_MEMORY_FRACTION, applied in run.py), so an out-of-memory error fails only its
+    own run. Take-over works as with one worker: stealing claims whole units, and a requeued task finishes the
+    units it holds (runs already done are skipped by the workers)."""
+
+    def __init__(self, container: ContainerSpec | None, k: int) -> None:
+        self.container, self.k = container, k
+        self.children: list[subprocess.Popen[str]] = []
+        self._lock = threading.Lock()
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        env = {**os.environ, MEMORY_FRACTION_ENV: memory_fraction(self.k) or "1"}
+        cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
+        if self.container is not None:
+            cmd = self.container.wrap(cmd, environ=env, interactive=True, job_task=True)
+        return cmd, env
+
+    def run_all(self, take: Callable[[], list[str] | None]) -> list[str]:
+        statuses: list[str] = []
+
+        def drive() -> None:
+            cmd, env = self.command()
+            child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            with self._lock:
+                self.children.append(child)
+            assert child.stdin is not None and child.stdout is not None
+            try:
+                while (runs := take()) is not None:
+                    child.stdin.write(json.dumps({"index": 0, "run_dirs": runs}) + "\n")
+                    child.stdin.flush()
+                    for line in child.stdout:
+                        reply = json.loads(line)
+                        if "status" in reply:
+                            with self._lock:
+                                statuses.append(str(reply["status"]))
+                        if "unit_done" in reply:
+                            break
+                    else:
+                        print(f"nestling: a packed worker ended (exit code {child.wait()}) during {runs}",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                        return
+            finally:
+                if child.poll() is None:
+                    child.stdin.close()
+                    child.wait()
+
+        threads = [threading.Thread(target=drive, daemon=True) for _ in range(self.k)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return statuses
+
+    def close(self) -> None:
+        for child in self.children:
+            if child.poll() is None and child.stdin is not None:
+                child.stdin.close()
+                child.wait()
+
+    def save(self) -> None:
+        """On the preemption signal: every packed worker saves its run in progress and exits (in parallel)."""
+        live = [c for c in self.children if c.poll() is None]
+        for child in live:
+            child.send_signal(jobenv.PREEMPT_SIGNAL)
+        for child in live:
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+class RunSource:
+    """Hands out single runs to the packed workers: the own unit's, the previously stolen units', then runs of
+    units stolen now (one unit at a time, only when the runs in hand are given out). Thread-safe."""
+
+    def __init__(self, first: list[list[str]], steal: Callable[[], list[str] | None] | None) -> None:
+        self._runs = [run for unit in first for run in unit]
+        self._steal = steal
+        self._lock = threading.Lock()
+
+    def __call__(self) -> list[str] | None:
+        with self._lock:
+            if not self._runs and self._steal is not None:
+                self._runs = list(self._steal() or [])
+            return [self._runs.pop(0)] if self._runs else None
+
+
 class Requeuer:
     """USR2 on global rank 0: save, requeue this task unless it timed out too often, exit."""
 
-    def __init__(self, paths: ArrayLaunchPaths, manifest: dict[str, Any], runner: UnitRunner) -> None:
+    def __init__(
+        self, paths: ArrayLaunchPaths, manifest: dict[str, Any], runner: UnitRunner | PackedRunner
+    ) -> None:
         self.paths, self.runner, self.started = paths, runner, time.time()
         self.time_min = int(manifest.get("time_min", 60))
         self.max_timeouts = int(manifest.get("max_timeouts", 10))
@@ -142,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     env = JobEnvironment.from_environ()
     own = offset + int(env.array_task_id or 0)
     container = manifest.get("container")
-    runner = UnitRunner(ContainerSpec.from_json(container) if container else None)
+    spec = ContainerSpec.from_json(container) if container else None
+    per_gpu = int(manifest.get("runs_per_gpu", 1))
+    runner: UnitRunner | PackedRunner = UnitRunner(spec) if per_gpu <= 1 else PackedRunner(spec, per_gpu)
     Requeuer(paths, manifest, runner).install()
     job = env.job_key
     several_ranks = env.multi_task  # all ranks run the same single unit
@@ -155,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         _cancel_waiting(paths)
         return 0
     statuses: list[str] = []
+    if isinstance(runner, PackedRunner):
+        try:
+            statuses = runner.run_all(_packed_source(paths, job, root, units, own, several_ranks, manifest))
+        finally:
+            runner.close()
+        return _ended(paths, root, job, statuses)
     try:
         statuses += runner.run(units[own])
         if not several_ranks and manifest.get("steal", True):
@@ -166,6 +270,31 @@ def main(argv: list[str] | None = None) -> int:
                 statuses += runner.run(units[unit])
     finally:
         runner.close()
+    return _ended(paths, root, job, statuses)
+
+
+def _packed_source(
+    paths: ArrayLaunchPaths, job: str, root: Path, units: list[list[str]], own: int, several_ranks: bool,
+    manifest: dict[str, Any],
+) -> RunSource:  # fmt: skip
+    """The runs K packed workers share: the own unit, units stolen before a requeue, then units stolen now."""
+    if several_ranks or not manifest.get("steal", True):
+        return RunSource([units[own]], None)
+    stealer = claims.Stealer(paths, job)
+
+    def steal() -> list[str] | None:
+        if failfast.stopped(root) is not None:
+            return None
+        unit = stealer.next()
+        if unit is None:
+            return None
+        print(f"nestling: task {job} took over unit {unit} from its waiting task", flush=True)
+        return units[unit]
+
+    return RunSource([units[own], *(units[u] for u in claims.stolen(paths, job))], steal)
+
+
+def _ended(paths: ArrayLaunchPaths, root: Path, job: str, statuses: list[str]) -> int:
     if failfast.stopped(root) is not None:
         _cancel_waiting(paths)
     failed = statuses.count("failed")

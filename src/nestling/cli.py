@@ -28,18 +28,37 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None  # the console script / python -m: this process ends with the command
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _dispatch(argv)
+        rc = _dispatch(argv)
     except UsageError as exc:
         print(f"nestling: error: {exc}", file=sys.stderr)
-        return 2
+        rc = 2
     except JobsBlocked as exc:  # --wait on a job that can never start: the job stays for the user to fix/cancel
         print(f"nestling: {exc}", file=sys.stderr)
-        return 1
+        rc = 1
     except KeyboardInterrupt:
         print("nestling: interrupted; finished runs are kept, resume with --resume", file=sys.stderr)
-        return 130
+        rc = 130
+    if program:
+        exit_now(rc)
+    return rc
+
+
+def exit_now(rc: int) -> None:
+    """End a process that imported torch (a task module with torch at the top) without the interpreter's
+    teardown of it, which takes seconds on a loaded machine (issue 15 #1). Everything nestling writes is already
+    on disk (atomic writes); only the standard streams need a flush."""
+    if "torch" not in sys.modules:
+        return
+    import contextlib
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(rc)
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -3,14 +3,16 @@
 Idempotent and atomic: every parquet file is rebuilt whole from the results and renamed into place, so running the
 collector twice, or two collectors at once, never leaves a torn or duplicated table. Runs without a result are
 rows with status "missing" (the status command tells pending, running and lost apart).
+
+A cv's table is written only when its inputs changed since it was last written (cvtable.is_fresh): the worker that
+finished a cv's last run already wrote it, so the collect at the end of a tune of 1,000 cvs reads every result and
+writes the two tune tables, not 1,002 files (issue 15 #5). The tables are the same as a collect from scratch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,37 +21,18 @@ import polars as pl
 
 from nestling import naming
 from nestling.artifacts import find_plan_root, load_plan
+from nestling.cvtable import (  # noqa: F401  - re-exported: the collector's table model lives in cvtable.py
+    BASE_COLUMNS,
+    MISSING,
+    CvSummary,
+    _collect_cvs,
+    file_stamp,
+    is_fresh,
+    write_cv_table,
+    write_parquet_atomic,
+)
 from nestling.plan import CvPlan, Plan
-from nestling.records import read_result
-from nestling.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score_reason, spread
-
-MISSING = "missing"
-BASE_COLUMNS = [
-    "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable",
-    "unstable_reason", "run_score", "score", "score_is_unstable", "attempt", "worker_startup_s",
-]  # fmt: skip
-# `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
-# row's own score, from which the cv score is the mean over stable successful runs. `unstable_reason` says why a
-# run is unstable: the metric and its value (see scoring.py), "failed", or "no result".
-
-
-@dataclass(frozen=True)
-class CvSummary:
-    cv_name: str | None
-    hp_index: int | None
-    hparams: dict[str, Any]
-    score: float
-    score_is_unstable: bool
-    n_runs: int
-    n_success: int
-    n_failed: int
-    n_missing: int
-    table: pl.DataFrame
-    unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
-    spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
-    state: str = "complete"  # complete | pruned | failed (a tune's trial, see study.py)
-    n_folds_done: int = 0  # folds, from the first, whose every run has a result
-    drawn_at: int | None = None  # order in which the trial's configuration was drawn
+from nestling.scoring import parse_scoring_metrics, spread
 
 
 @dataclass(frozen=True)
@@ -66,47 +49,41 @@ class Collected:
         }
 
 
-def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)  # a cv none of whose runs started has no dir yet
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 WRITE_THREADS = 4  # per-cv parquet files written at once
 
 
-def _write_all(tables: list[tuple[pl.DataFrame, Path]]) -> None:
-    """One small parquet file per cv: a tune of 1,000 trials writes 1,000. polars and the file system release the
-    GIL, so a few threads overlap the per-file latency; each file is still written atomically."""
+def _write_all(tables: list[tuple[Path, CvSummary]], plan_stamp: Any) -> None:
+    """One small parquet file (and its stamp) per changed cv: a first collect of 1,000 trials writes 1,000. polars
+    and the file system release the GIL, so a few threads overlap the per-file latency; each file is still written
+    atomically."""
     if len(tables) <= 4:
-        for df, path in tables:
-            write_parquet_atomic(df, path)
+        for cv_dir, cv in tables:
+            write_cv_table(cv_dir, cv.table, plan_stamp, cv.inputs)
         return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-        for _ in pool.map(lambda item: write_parquet_atomic(*item), tables):
+        for _ in pool.map(lambda item: write_cv_table(item[0], item[1].table, plan_stamp, item[1].inputs), tables):
             pass
 
 
 def collect(path: Path, write: bool = True) -> Collected:
     """Rebuild the parquet tables of the plan that holds `path` (a tune, cv or run dir)."""
-    plan = load_plan(find_plan_root(Path(path)))
+    root = find_plan_root(Path(path))
+    plan_stamp = file_stamp(root / naming.PLAN)
+    plan = load_plan(root)
     scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
     strategy = plan.options["cv"]["multi_score_strategy"]
     cvs = _collect_cvs(_drawn_cvs(plan), scoring, strategy, _pruned(plan))
     if plan.kind == "tune":
         cvs = _with_draw_order(plan, cvs)
     if write and plan.kind in ("cv", "tune", "retrain"):
-        _write_all(
-            [(cv.table, planned.dir / naming.RUN_INFOS) for planned, cv in zip(plan.cvs, cvs, strict=True)]
-        )
+        changed = [
+            (planned.dir, cv)
+            for planned, cv in zip(plan.cvs, cvs, strict=True)
+            if cv.state == "pruned" or not is_fresh(planned.dir, plan_stamp, cv.inputs)  # (a prune mark has no stamp)
+        ]
+        _write_all(changed, plan_stamp)
     if write and plan.kind == "tune":
         write_parquet_atomic(tune_table(cvs), plan.root / naming.TUNE_INFOS)
         write_parquet_atomic(tune_runs_table(cvs), plan.root / naming.RUN_INFOS)
@@ -141,9 +118,6 @@ def _aggregate(what: str, values: list[float]) -> float:
     return result
 
 
-_RESULT_COLUMNS = ("status", "error", "duration", "checkpoint", "attempt", "worker_startup_s")
-
-
 def _drawn_cvs(plan: Plan) -> list[CvPlan]:
     """The plan's cvs; in an adaptive tune with the configurations drawn at start (study.py) merged in."""
     if not plan.adaptive:
@@ -176,121 +150,6 @@ def _with_draw_order(plan: Plan, cvs: list[CvSummary]) -> list[CvSummary]:
     times = {i: study.trial(i).drawn_time for i in study.drawn_indices()}
     order = {i: k for k, i in enumerate(sorted(times, key=lambda i: (times[i] or 0.0, i)))}
     return [dataclasses.replace(cv, drawn_at=order.get(i)) for i, cv in enumerate(cvs)]
-
-
-def _collect_cvs(
-    planned: list[CvPlan], scoring: Any, strategy: str, pruned: set[int] | None = None
-) -> list[CvSummary]:
-    """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
-    each cv's table is a zero-copy slice of it with that cv's own metric columns. A pruned trial's runs that never
-    started are left out: its table holds the runs that ran, its score is the score over the folds done."""
-    pruned = pruned or set()
-    columns: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
-    metrics: dict[
-        str, list[float | None]
-    ] = {}  # name -> one value per row so far (None where a run lacks it)
-    bounds: list[tuple[int, int, list[str], tuple[float, bool], list[str], str | None]] = []
-    spreads: list[Spread] = []
-    n = 0
-    folds_done: list[int] = []
-    for k, cv in enumerate(planned):
-        start = n
-        cv_metric_names: dict[str, None] = {}
-        per_run: list[tuple[float, bool, str]] = []
-        reasons: list[str] = []
-        unfinished_folds: set[int] = set()
-        for run in cv.runs:
-            result = read_result(run.dir) or {}
-            if not result:
-                unfinished_folds.add(run.fold)
-                if k in pruned:
-                    continue  # never started: its trial was pruned
-            status = result.get("status") or MISSING
-            values = result.get("metrics") or {}
-            score, reason = run_score_reason(values, scoring, strategy)
-            unstable = reason is not None
-            if status != "success":
-                reason = "failed" if status == "failed" else "no result" if status == MISSING else status
-            columns["unstable_reason"].append(reason)
-            if reason is not None:
-                reasons.append(f"{run.run_name}: {reason}")
-            columns["run_name"].append(run.run_name)
-            columns["run_id"].append(run.run_id)
-            columns["fold"].append(run.fold)
-            columns["seed"].append(run.seed)
-            columns["status"].append(status)
-            for key in _RESULT_COLUMNS[1:]:
-                columns[key].append(result.get(key))
-            columns["run_score"].append(score)
-            columns["is_unstable"].append(unstable)
-            per_run.append((score, unstable, status))
-            for name, value in values.items():
-                column = metrics.get(name)
-                if column is None:
-                    column = metrics[name] = [None] * n
-                column.extend([None] * (n - len(column)))
-                column.append(_float(value))
-                cv_metric_names[name] = None
-            n += 1
-        folds_done.append(min(unfinished_folds, default=max((r.fold + 1 for r in cv.runs), default=0)))
-        cv_result = cv_score(per_run)
-        spreads.append(cv_spread(per_run))
-        columns["score"].extend([cv_result[0]] * (n - start))
-        columns["score_is_unstable"].extend([cv_result[1]] * (n - start))
-        cv_reason = None
-        if reasons:
-            more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
-            cv_reason = reasons[0] + more
-        bounds.append(
-            (start, n - start, list(cv_metric_names), cv_result, [s for _, _, s in per_run], cv_reason)
-        )
-    for column in metrics.values():
-        column.extend([None] * (n - len(column)))
-    schema = {
-        "run_name": pl.Utf8, "run_id": pl.Utf8, "fold": pl.Int64, "seed": pl.Int64, "status": pl.Utf8,
-        "error": pl.Utf8, "duration": pl.Float64, "checkpoint": pl.Utf8, "is_unstable": pl.Boolean,
-        "unstable_reason": pl.Utf8, "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean,
-        "attempt": pl.Int64, "worker_startup_s": pl.Float64,
-        **dict.fromkeys(metrics, pl.Float64),
-    }  # fmt: skip
-    frame = pl.DataFrame({**columns, **metrics}, schema=schema)
-    summaries = []
-    for k, (cv, cv_spread_, (start, length, names, (score, score_is_unstable), statuses, reason)) in enumerate(
-        zip(planned, spreads, bounds, strict=True)
-    ):
-        n_folds = max((r.fold + 1 for r in cv.runs), default=0)
-        if k in pruned:
-            state = "pruned"
-        else:
-            state = "complete" if folds_done[k] == n_folds and not math.isnan(score) else "failed"
-        summaries.append(
-            CvSummary(
-                cv_name=cv.cv_name,
-                hp_index=cv.hp_index,
-                hparams=cv.hparams,
-                score=score,
-                score_is_unstable=score_is_unstable,
-                n_runs=length,
-                n_success=statuses.count("success"),
-                n_failed=statuses.count("failed"),
-                n_missing=statuses.count(MISSING),
-                table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
-                unstable_reason=reason if score_is_unstable else None,
-                spread=cv_spread_,
-                state=state,
-                n_folds_done=folds_done[k],
-            )
-        )
-    return summaries
-
-
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _hp_columns(cvs: list[CvSummary]) -> list[str]:

@@ -56,7 +56,7 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
     --retrain`; with --detach the supervisor runs it, after the sweep): the command line's `run`, `cv`, `tune`,
     and the Python API's (api.py), which reads the plan's tables from `root` afterwards."""
     from nestling.artifacts import write_plan
-    from nestling.launch.factory import make_launcher
+    from nestling.launch.factory import described_task, make_launcher, prestart_local
     from nestling.plan import run_dirs_per_cv, work_units
     from nestling.preflight import prepare
 
@@ -90,23 +90,33 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
             )
             code = then(kind, resumed.root, config, _ended(launcher, config), code) if then else code
         return Executed(code, kind, resumed.name, resumed.root)
-    prepared = prepare(config, kind)
-    plan = prepared.plan
-    launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task)
-    units = work_units(
-        run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
-    )
-    if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
-        print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
-        for line in describe_trials(plan, config):
-            print(line)
-        return Executed(0, kind)
+    # the local pool starts now: its first worker describes the task while the workers import torch meanwhile
+    # (a detached sweep's supervisor starts its own pool)
+    pool = None if config.launch.detach else prestart_local(config, kind)
     try:
-        write_plan(plan, prepared.splits)
-    except FileExistsError:  # another process took the name between the check and now
-        raise UsageError(
-            f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
-        ) from None
+        prepared = prepare(config, kind, described=lambda: described_task(pool, config.data.task))
+        plan = prepared.plan
+        launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task, prestarted=pool)
+        units = work_units(
+            run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
+        )
+        if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
+            print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
+            for line in describe_trials(plan, config):
+                print(line)
+            if pool is not None:
+                pool.discard()
+            return Executed(0, kind)
+        try:
+            write_plan(plan, prepared.splits)
+        except FileExistsError:  # another process took the name between the check and now
+            raise UsageError(
+                f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
+            ) from None
+    except BaseException:  # a planning error: the prestarted workers have run nothing; stop them
+        if pool is not None:
+            pool.discard()
+        raise
     if config.launch.detach:
         from nestling.detach import detach
 

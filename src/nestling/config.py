@@ -139,6 +139,7 @@ class Launch:
     max_array_size: int | None = None  # default: MaxArraySize from `scontrol show config`, else 1001
     runs_per_task: int = 1  # pack this many runs into one worker process (short runs)
     expected_run_s: float | None = None  # expected seconds per run: choose --runs_per_task automatically
+    runs_per_gpu: int = 1  # cv/tune-parallel: this many runs share one GPU at a time, each capped at 1/K of its memory
     steal: bool = True  # slurm: a finished task takes over units whose tasks still wait in the queue
     signal_delay_s: int = 90  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
     fail_fast: int = 3  # stop starting runs once this many failed with the same error and none succeeded; 0 = off

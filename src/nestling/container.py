@@ -56,6 +56,8 @@ PASSTHROUGH_PREFIXES = (
     "WANDB_MODE",
     "OMP_NUM_THREADS",
     "PYTHONUNBUFFERED",
+    "NESTLING_MEMORY_FRACTION",  # --runs_per_gpu: each packed worker's share of the GPU's memory
+    "NESTLING_PINNED_GPUS",  # a serial worker pinned to --devices ids: run.py renumbers them
 )
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

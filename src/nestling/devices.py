@@ -54,6 +54,39 @@ def visible_gpu_ids() -> list[str]:
     return []
 
 
+MEMORY_FRACTION_ENV = "NESTLING_MEMORY_FRACTION"  # set by launchers with --runs_per_gpu K > 1; read by run.py
+
+
+PINNED_GPUS_ENV = "NESTLING_PINNED_GPUS"  # the --devices ids a serial worker was pinned to; run.py renumbers them
+
+
+def serial_slot(accelerator: str, devices: TrainerDevices) -> list[str] | None:
+    """The GPUs a serial worker is pinned to, as parallel workers are: with --accelerator gpu/cuda and --devices a
+    count (the first N visible) or ids (mapped through this process's CUDA_VISIBLE_DEVICES). None (not pinned, the
+    Trainer decides) for auto, CPUs, or ids this process cannot see (the Trainer then reports them, as before)."""
+    if accelerator not in ("gpu", "cuda") or devices == "auto":
+        return None
+    visible = visible_gpu_ids()
+    if isinstance(devices, int):
+        return visible[:devices] if 0 < devices <= len(visible) else None
+    if isinstance(devices, list) and devices and all(0 <= d < len(visible) for d in devices):
+        return [visible[d] for d in devices]
+    return None
+
+
+def memory_fraction(runs_per_gpu: int) -> str | None:
+    """The share of each GPU's memory one of K packed workers may take (the env value), None when not packed."""
+    return None if runs_per_gpu <= 1 else f"{1 / runs_per_gpu:.6g}"
+
+
+def packed_slots(slots: list[list[str] | None], runs_per_gpu: int) -> list[list[str] | None]:
+    """K workers per GPU slot, interleaved (g0, g1, g0, g1, ...) so that a plan with fewer units than slots still
+    spreads over the GPUs; CPU slots (None) are left as they are."""
+    if runs_per_gpu <= 1 or not any(slot is not None for slot in slots):
+        return slots
+    return [slot for _ in range(runs_per_gpu) for slot in slots]
+
+
 def uses_gpu(accelerator: str) -> bool:
     if accelerator in ("gpu", "cuda"):
         return True

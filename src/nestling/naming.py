@@ -34,6 +34,7 @@ RUN_RESULT = "run_result.json"
 RUN_LOCK = "attempt.lock"
 RUN_ERROR = "error.txt"  # the traceback of a failed attempt
 RUN_INFOS = "run_infos.parquet"
+RUN_INFOS_STAMP = "run_infos.stamp.json"  # what a cv's run_infos.parquet was built from (cvtable.py)
 TUNE_INFOS = "tune_infos.parquet"
 FINAL_INFOS = "final_infos.parquet"  # a retrain's test metrics per seed, then their mean, std and sem
 FINAL_SUFFIX = "-final"
@@ -360,6 +361,11 @@ class ArrayLaunchPaths:
 def wandb_synced_marker(offline_dir: Path) -> Path:
     """The marker `nestling sync` leaves in an offline W&B run's dir after uploading it."""
     return Path(offline_dir) / WANDB_SYNCED
+
+def run_infos_stamp(cv_dir: Path) -> Path:
+    """Beside a cv's run_infos.parquet: the (mtime, size) of the files it was built from (cvtable.py)."""
+    return Path(cv_dir) / RUN_INFOS_STAMP
+
 
 class TrialPaths:
     """The trials of a tune's adaptive search (study.py): `{i}.json` is trial i's drawn configuration (its

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,14 @@ class Prepared:
     task: Task
 
 
-def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prepared:
+def prepare(
+    config: Config,
+    kind: str,
+    rng: random.Random | None = None,
+    described: Callable[[], Task | None] | None = None,
+) -> Prepared:
+    """`described`: gives the task as a prestarted worker described it (task.DescribedTask), or None; the task is
+    then not imported here (issue 15 #1). Without it, or when it gives None, the task is loaded here."""
     if config.logging.name is not None:  # cheap checks first: a typo should not wait for the task to load
         naming.validate_name(config.logging.name, f"--name ({kind} name)")
     _check_choices(config, kind)
@@ -42,7 +50,7 @@ def prepare(config: Config, kind: str, rng: random.Random | None = None) -> Prep
 
     if config.cv.scoring_metric:
         parse_scoring_metrics(config.cv.scoring_metric)
-    task = load_task(config.data.task)
+    task = (described() if described is not None else None) or load_task(config.data.task)
     config = _with_scoring_metrics(config, task)
     defaults = task.default_hparams()
     _check_hparams(config.hparams, defaults, "--hp / [hparams]")
@@ -145,9 +153,11 @@ def _check_choices(config: Config, kind: str) -> None:
         ("--time_min", config.launch.time_min, 1),
         ("--array_parallelism", config.launch.array_parallelism, 1),
         ("--fail_fast", config.launch.fail_fast, 0),
+        ("--runs_per_gpu", config.launch.runs_per_gpu, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} {value} must be at least {low}")
+    _check_runs_per_gpu(config)
     expected = config.launch.expected_run_s
     if expected is not None and expected <= 0:
         raise UsageError(
@@ -198,6 +208,27 @@ def _absolute_artifact_dir(config: Config) -> Config:
     working directory (a worker in a container image starts in a bound dir, not the submitting one)."""
     resolved = str(Path(config.logging.artifact_dir).resolve())
     return dataclasses.replace(config, logging=dataclasses.replace(config.logging, artifact_dir=resolved))
+
+
+def _check_runs_per_gpu(config: Config) -> None:
+    """Packing K runs on one GPU is for runs of one device each: not for multi-device units, DDP or CPUs."""
+    k = config.launch.runs_per_gpu
+    if k == 1:
+        return
+    if config.device.strategy not in PARALLEL_STRATEGIES:
+        raise UsageError(
+            f"--runs_per_gpu {k} packs parallel runs of one GPU each; --strategy {config.device.strategy!r} gives "
+            "each run whole devices (or DDP): use --strategy cv-parallel or tune-parallel, or --runs_per_gpu 1"
+        )
+    if (config.launch.gpus_per_task or 1) > 1:
+        raise UsageError(
+            f"--runs_per_gpu {k} with --gpus_per_task {config.launch.gpus_per_task}: packed runs use one GPU each; "
+            "use --gpus_per_task 1, or --runs_per_gpu 1 for multi-device runs"
+        )
+    if config.device.accelerator == "cpu":
+        raise UsageError(
+            f"--runs_per_gpu {k} is for GPUs; with --accelerator cpu raise --devices for more parallel CPU workers"
+        )
 
 
 def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:

@@ -14,12 +14,14 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from nestling import __version__, jobenv, lightning_compat
 from nestling import attempt as attempt_lock
+from nestling.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV
 from nestling.jobenv import JobEnvironment
 from nestling.naming import RunPaths
 from nestling.records import FAILED, SUCCESS, RunSpec, empty_result, read_result, write_json
@@ -93,7 +95,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             started_at=_now(),
             host=host,
             pid=os.getpid(),
-            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),  # see _record_devices when unset
             slurm_job_id=job.array_job_id or job.job_id,
             slurm_array_task_id=job.array_task_id,
             in_container=in_container(),
@@ -115,7 +117,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             heartbeat.start()
         tracked: dict[str, Any] = {}  # wandb_mode / wandb_reason, filled before training starts
         try:
-            metrics, checkpoint, world_size = _train(spec, paths, attempt, tracked)
+            metrics, checkpoint, world_size = _train(spec, paths, attempt, tracked, result)
             result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
             log.warning(
                 "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(metrics, sort_keys=True)
@@ -140,9 +142,41 @@ class _Startup:
     """The first run of a process pays the torch + Lightning import (seconds); later runs of a warm worker do not.
 
     Timed apart from the run and recorded once, as the first result's worker_startup_s, so that durations of
-    identical runs compare."""
+    identical runs compare. A worker that preloaded (see `preload`) reports the time its preload took."""
 
     paid = False
+    preloaded_s: float | None = None
+    described_s = 0.0
+
+
+def preload(task_spec: str | None = None) -> float:
+    """Pay the one-time imports now (torch, Lightning, the task's module), before the first run arrives.
+
+    A local worker pool is started while the CLI still loads the task and plans (issue 15 #1), so this import
+    overlaps the CLI's own instead of following it. Errors are left to the run that needs the import: it records
+    them as its error."""
+    clock = time.perf_counter()
+    with contextlib.suppress(ImportError):
+        import lightning.pytorch  # noqa: F401  (imports torch)
+    if task_spec:
+        with contextlib.suppress(Exception):
+            _task(task_spec)
+    _Startup.preloaded_s = round(time.perf_counter() - clock + _Startup.described_s, 3)
+    return _Startup.preloaded_s
+
+
+def describe_task(task_spec: str) -> dict[str, Any]:
+    """Load the task (its module may import torch: this is the one import) and describe its planning half for the
+    CLI: {"task": payload} or {"task_error": why} (the CLI then loads the task itself, and reports as before)."""
+    from nestling.task import describe
+
+    clock = time.perf_counter()
+    try:
+        reply: dict[str, Any] = {"task": describe(_task(task_spec))}
+    except Exception as exc:  # noqa: BLE001 - the CLI reproduces the error with its own load
+        reply = {"task_error": f"{type(exc).__name__}: {exc}"}
+    _Startup.described_s = round(time.perf_counter() - clock, 3)
+    return reply
 
 
 def _worker_startup() -> float | None:
@@ -153,7 +187,32 @@ def _worker_startup() -> float | None:
     clock = time.perf_counter()
     with contextlib.suppress(ImportError):  # reported by the run itself, as its error, when _train imports it
         import lightning.pytorch  # noqa: F401  (imports torch)
-    return round(time.perf_counter() - clock, 3)
+    now = round(time.perf_counter() - clock, 3)
+    return now if _Startup.preloaded_s is None else round(_Startup.preloaded_s + now, 3)
+
+
+class _MemoryCap:
+    done = False
+
+
+def cap_device_memory(environ: Mapping[str, str] | None = None, cuda: Any = None) -> float | None:
+    """With --runs_per_gpu K the launcher sets NESTLING_MEMORY_FRACTION=1/K: cap this process at that share of each
+    visible GPU's memory, so one of K packed runs cannot starve the others (it fails alone with an out-of-memory
+    error). Once per process; returns the fraction applied, None when there is none or no CUDA."""
+    value = (os.environ if environ is None else environ).get(MEMORY_FRACTION_ENV)
+    if not value or _MemoryCap.done:
+        return None
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    if not cuda.is_available():
+        return None
+    fraction = float(value)
+    for index in range(cuda.device_count()):
+        cuda.set_per_process_memory_fraction(fraction, index)
+    _MemoryCap.done = True
+    return fraction
 
 
 def _archive_error(paths: RunPaths, previous_attempt: int) -> None:
@@ -222,8 +281,9 @@ def _cluster_plugins() -> list[Any]:
 
 
 def _train(
-    spec: RunSpec, paths: RunPaths, attempt: int, tracked: dict[str, Any]
+    spec: RunSpec, paths: RunPaths, attempt: int, tracked: dict[str, Any], record: dict[str, Any] | None = None
 ) -> tuple[dict[str, float], str | None, int]:
+    """Fit (and test); `record` (the result being built) gets what ran where, also when the run fails."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -232,6 +292,7 @@ def _train(
 
     task = _task(spec.task)
     split = _splits(spec.splits_file)[spec.fold]
+    cap_device_memory()
     L.seed_everything(spec.seed, workers=True, verbose=False)
     scoring = parse_scoring_metrics(spec.scoring_metric)
     first = scoring[0]
@@ -256,7 +317,7 @@ def _train(
         max_epochs=spec.max_epochs,
         accelerator=spec.accelerator,
         strategy=spec.strategy,
-        devices=spec.devices,
+        devices=pinned_devices(spec.devices),
         num_nodes=spec.num_nodes,
         callbacks=callbacks,
         logger=loggers,
@@ -267,6 +328,7 @@ def _train(
         log_every_n_steps=1,
         limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
     )
+    cuda = _record_devices(trainer, record if record is not None else {})
     resume_from = resume_checkpoint(paths)
     # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
     try:
@@ -292,6 +354,10 @@ def _train(
                     {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
                 )
     finally:
+        if cuda is not None and record is not None:
+            record["peak_memory_bytes"] = max(
+                (cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None
+            )
         if wandb_logger is not None:
             _finish_wandb(spec)
     missing = _missing(scoring, metrics)
@@ -302,6 +368,41 @@ def _train(
         )
     best = checkpoint.best_model_path or last.best_model_path or None
     return metrics, best, trainer.world_size
+
+
+def accelerator_name(accelerator: Any) -> str:
+    """Lightning's accelerator object -> "cpu", "cuda", "mps", "xla", ... (its class name without the suffix)."""
+    return type(accelerator).__name__.removesuffix("Accelerator").lower() or "unknown"
+
+
+def _record_devices(trainer: Any, record: dict[str, Any], cuda: Any = None) -> Any:
+    """What ran where: the accelerator the Trainer chose, every visible device's name, and (on CUDA) the peak
+    memory counters reset, so that `peak_memory_bytes` is this run's. Returns torch.cuda on CUDA, else None."""
+    record["accelerator"] = accelerator_name(trainer.accelerator)
+    if record["accelerator"] != "cuda":
+        record["device_names"] = ["cpu"] if record["accelerator"] == "cpu" else [record["accelerator"]]
+        return None
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    count = cuda.device_count()
+    record["device_names"] = [cuda.get_device_name(i) for i in range(count)]
+    if record.get("cuda_visible_devices") is None:  # not pinned by a launcher: what this process could see
+        record["cuda_visible_devices"] = ",".join(str(i) for i in range(count))
+    for i in range(count):
+        cuda.reset_peak_memory_stats(i)
+    return cuda
+
+
+def pinned_devices(devices: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """The Trainer's `devices` in a worker the launcher pinned to the requested GPU ids (PINNED_GPUS_ENV): the
+    ids are renumbered to what the worker sees (ids 2 5 -> 0 1 under CUDA_VISIBLE_DEVICES=2,5)."""
+    env = os.environ if environ is None else environ
+    pinned = env.get(PINNED_GPUS_ENV)
+    if isinstance(devices, list) and pinned and pinned == ",".join(str(d) for d in devices):
+        return list(range(len(devices)))
+    return devices
 
 
 class MissingMetricError(RuntimeError):

@@ -91,6 +91,65 @@ def load_task(spec: str) -> Task:
     return task
 
 
+class DescribedTask(Task):
+    """The planning half of a task, as a worker that loaded it described it (issue 15 #1).
+
+    A local worker pool starts before planning; its first worker loads the task and sends its metadata, default
+    hyperparameters, declared scoring metrics and data dirs. The CLI plans from this, so a task module that imports
+    torch or lightning at the top is imported once (in the worker), not once in the CLI and again in the worker.
+    Models and datamodules are only ever built in workers, from the spec."""
+
+    def __init__(self, spec: str, payload: dict[str, Any]) -> None:
+        import base64
+        import io
+
+        import polars as pl
+
+        self.spec = spec
+        self._metadata = pl.read_ipc(io.BytesIO(base64.b64decode(payload["metadata"])))
+        self._hparams = dict(payload["default_hparams"])
+        self._scoring = payload.get("scoring_metrics")
+        self._data_dirs = [str(d) for d in payload.get("data_dirs") or []]
+
+    def metadata(self) -> polars.DataFrame:
+        return self._metadata
+
+    def default_hparams(self) -> dict[str, Any]:
+        return dict(self._hparams)
+
+    def scoring_metrics(self) -> list[str] | None:
+        return None if self._scoring is None else list(self._scoring)
+
+    def data_dirs(self) -> list[str]:
+        return list(self._data_dirs)
+
+    def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
+        raise RuntimeError(f"task {self.spec!r} was described by a worker; models are built in workers")
+
+    def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
+        raise RuntimeError(f"task {self.spec!r} was described by a worker; datamodules are built in workers")
+
+
+def describe(task: Any) -> dict[str, Any]:
+    """What `DescribedTask` is rebuilt from, JSON-ready (metadata as base64 Arrow IPC: dtypes survive)."""
+    import base64
+    import io
+    import json
+
+    buf = io.BytesIO()
+    task.metadata().write_ipc(buf)
+    data_dirs = getattr(task, "data_dirs", None)
+    payload = {
+        "metadata": base64.b64encode(buf.getvalue()).decode("ascii"),
+        "default_hparams": task.default_hparams(),
+        "scoring_metrics": declared_scoring_metrics(task),
+        "data_dirs": [str(d) for d in data_dirs()] if callable(data_dirs) else [],
+    }
+    if json.loads(json.dumps(payload))["default_hparams"] != payload["default_hparams"]:
+        raise ValueError("default_hparams do not survive JSON unchanged")  # the CLI then loads the task itself
+    return payload
+
+
 def declared_scoring_metrics(task: object) -> list[str] | None:
     """What a task declares with `scoring_metrics` (a method or a plain attribute); None when it declares nothing."""
     declared = getattr(task, "scoring_metrics", None)

@@ -2,9 +2,13 @@
 
 Two modes:
   python -m nestling.worker RUN_DIR...   run these runs in series, then exit (SLURM array tasks, containers)
-  python -m nestling.worker --serve      read work units as JSON lines on stdin; after each run write a JSON line
+  python -m nestling.worker --serve [--preload TASK [--describe]]
+                                         read work units as JSON lines on stdin; after each run write a JSON line
                                          {"run_dir", "status"} and after each unit {"unit_done": index} on stdout.
-In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol.
+In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol. With --preload
+the worker imports torch, Lightning and the task's module before it says {"ready"}: a pool started while the CLI
+plans pays that import at the same time as the CLI, not after it; with --describe it first sends the task's planning
+half ({"task": ...}, see task.DescribedTask), so the CLI need not import the task (and torch) at all.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
                 result = execute(load_spec(Path(d)))
                 if result is not None and root is not None:
                     failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
+                if result is not None and root is not None and result.get("status") in ("success", "failed"):
+                    _collect_if_cv_done(root, Path(d))
         if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
             result = {"run_dir": d, "status": SKIPPED}
         results.append(result)
@@ -51,9 +57,25 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
     return results
 
 
-def serve() -> None:
+def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
+    """When this run was its cv's last, write the cv's run_infos.parquet now, so that the collect at the end of a
+    large tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not."""
+    from nestling.cvtable import collect_finished_cv
+
+    collect_finished_cv(root, run_dir)
+
+
+def serve(preload: str | None = None, describe: bool = False) -> None:
     reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # training output must not corrupt the protocol
+    if preload is not None:
+        from nestling.run import describe_task
+        from nestling.run import preload as preload_imports
+
+        if describe and preload:  # the CLI plans from this instead of importing the task itself
+            reply.write(json.dumps(describe_task(preload)) + "\n")
+            reply.flush()
+        preload_imports(preload or None)
     reply.write(json.dumps({"ready": os.getpid()}) + "\n")
     reply.flush()
     for line in sys.stdin:
@@ -63,6 +85,11 @@ def serve() -> None:
         run_dirs(unit["run_dirs"], reply=reply)
         reply.write(json.dumps({"unit_done": unit["index"]}) + "\n")
         reply.flush()
+    reply.close()  # stdin closed: no more work. End without torch's interpreter teardown (seconds under load);
+    sys.stdout.flush()  # every result is on disk already (atomic writes)
+    sys.stderr.flush()
+    if "torch" in sys.modules:
+        os._exit(0)
 
 
 def _relay_preemption() -> None:
@@ -80,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nestling.worker", description=__doc__)
     parser.add_argument("run_dirs", nargs="*")
     parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--preload", metavar="TASK", default=None,
+                        help="with --serve: import torch, Lightning and this task ('' for none) before 'ready'")
+    parser.add_argument("--describe", action="store_true",
+                        help="with --preload: first send the task's planning half as one JSON line")
     args = parser.parse_args(argv)
     _relay_preemption()
     if args.serve:
@@ -88,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        serve()
+        serve(args.preload, describe=args.describe)
         return 0
     results = run_dirs(args.run_dirs)
     return 0 if any(r.get("status") in ("success", SKIPPED, NOT_STARTED, PRUNED) for r in results) or not results else 1

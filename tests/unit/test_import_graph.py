@@ -57,6 +57,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
         "nestling.run",
         "nestling.array_task",
         "nestling.lightning_compat",
+        "nestling.cvtable",
         "nestling.tasks",
         "nestling.tasks.synthetic",
         "nestling.tasks._synthetic_torch",

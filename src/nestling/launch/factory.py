@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling import naming
 from nestling.config import PARALLEL_STRATEGIES, Config
-from nestling.devices import TrainerDevices, worker_slots
+from nestling.devices import TrainerDevices, packed_slots, serial_slot, worker_slots
 from nestling.errors import UsageError
 from nestling.launch.base import Launcher
 
 if TYPE_CHECKING:
     from nestling.container import ContainerSpec
+    from nestling.launch.local import LocalLauncher
 
 
 def make_launcher(
-    config: Config, kind: str, name: str, devices: TrainerDevices, task: Any = None
+    config: Config,
+    kind: str,
+    name: str,
+    devices: TrainerDevices,
+    task: Any = None,
+    prestarted: LocalLauncher | None = None,
 ) -> Launcher:
-    """`name` is the plan name (job name, dry-run folder); `task` the one preflight loaded, if any."""
+    """`name` is the plan name (job name, dry-run folder); `task` the one preflight loaded, if any;
+    `prestarted` the pool `prestart_local` started, used when it fits the checked config (else discarded)."""
     launcher = config.launch.launcher
     container = container_spec(config, task)
     if launcher == "local":
-        from nestling.launch.local import LocalLauncher
-
-        return LocalLauncher(local_slots(config, devices), container=container)
+        local = _local_launcher(config, devices, container)
+        if (
+            prestarted is not None
+            and (prestarted.slots, prestarted.runs_per_gpu, prestarted.pinned_ids)
+            == (local.slots, local.runs_per_gpu, local.pinned_ids)
+            and container is None
+        ):
+            return prestarted
+        if prestarted is not None:
+            prestarted.discard()
+        return local
+    if prestarted is not None:
+        prestarted.discard()
     resources = slurm_resources(config, kind, name, devices)
     folder = Path(config.launch.submitit_dir) if config.launch.submitit_dir else None
     if launcher == "submitit-local":
@@ -41,15 +59,79 @@ def make_launcher(
         array_limit=config.launch.max_array_size,
         container=container,
         steal=config.launch.steal,
+        runs_per_gpu=config.launch.runs_per_gpu,
         retrain_after=kind == "tune" and config.tune.retrain and not config.launch.wait,
     )
 
 
+def prestart_local(config: Config, kind: str = "cv") -> LocalLauncher | None:
+    """Start the local worker pool before the CLI loads the task and plans, so that the workers' torch + Lightning
+    import runs while the CLI imports the task (issue 15 #1). None where that does not apply (another launcher, a
+    container, a dry run) or where the device flags are wrong: `prepare` then reports them, as before. The
+    caller discards the pool when planning fails; a worker does nothing before its first unit."""
+    if config.launch.launcher != "local" or config.launch.dry_run or config.container.container_image:
+        return None
+    if os.environ.get("NESTLING_PRESTART") == "0":  # the sequential start-up, for comparison (bench/one_import.py)
+        return None
+    from nestling.devices import parse_devices
+
+    try:
+        devices = parse_devices(config.device.devices)
+        local_slots(config, devices)
+    except UsageError:
+        return None
+    pool = _local_launcher(config, devices, None)
+    pool.prestart(config.data.task, count=max_runs(config, kind))
+    return pool
+
+
+def described_task(pool: LocalLauncher | None, spec: str) -> Any:
+    """The task as the pool's first worker described it (task.DescribedTask), or None (no pool, or the worker could
+    not describe it: the CLI then loads the task itself and reports any error as before)."""
+    if pool is None:
+        return None
+    reply = pool.described_task()
+    if not reply or "task" not in reply:
+        return None
+    from nestling.task import DescribedTask
+
+    try:
+        return DescribedTask(spec, reply["task"])
+    except Exception:  # noqa: BLE001 - a description that does not decode: load the task here instead
+        return None
+
+
+def max_runs(config: Config, kind: str) -> int:
+    """An upper bound of a plan's runs (hence work units) from the options alone: a pool never pre-starts more
+    workers than could get work (a cv of 5 runs on 8 slots starts 5)."""
+    folds = 1 if config.data.fold_method == "none" else max(1, config.data.n_folds)
+    per_cv = folds * max(1, len(config.cv.seeds) or config.cv.n_seeds)
+    if kind == "run":
+        return 1
+    return per_cv * max(1, config.tune.n_trials) if kind == "tune" else per_cv
+
+
+def _local_launcher(config: Config, devices: TrainerDevices, container: ContainerSpec | None) -> LocalLauncher:
+    from nestling.launch.local import LocalLauncher
+
+    slots = local_slots(config, devices)
+    serial_ids = (
+        devices
+        if config.device.strategy not in PARALLEL_STRATEGIES and isinstance(devices, list) and slots[0] is not None
+        else None
+    )
+    return LocalLauncher(
+        slots, container=container, runs_per_gpu=config.launch.runs_per_gpu, pinned_ids=serial_ids
+    )
+
+
 def local_slots(config: Config, devices: TrainerDevices) -> list[list[str] | None]:
-    """One entry per local worker: its GPU ids (--gpus_per_task of them), or None (CPU / the Trainer decides)."""
+    """One entry per local worker: its GPU ids (--gpus_per_task of them), or None (CPU / the Trainer decides);
+    with --runs_per_gpu K each GPU id K times (K workers share it)."""
     if config.device.strategy not in PARALLEL_STRATEGIES:
-        return [None]  # one worker; the Trainer gets the device flags as given
-    slots = worker_slots(config.device.accelerator, devices)
+        # One worker, pinned to the GPUs its runs use (ids renumbered in the worker, see run.pinned_devices).
+        return [serial_slot(config.device.accelerator, devices)]
+    slots = packed_slots(worker_slots(config.device.accelerator, devices), config.launch.runs_per_gpu)
     per_unit = config.launch.gpus_per_task or 1
     gpu_slots = [slot for slot in slots if slot is not None]
     if per_unit > 1 and len(gpu_slots) == len(slots):

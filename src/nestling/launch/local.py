@@ -4,6 +4,11 @@ Each worker imports torch once and runs many work units (`python -m nestling.wor
 (SIGKILL, out of memory) costs only the run it was training: that run stays without a result (lost), the runs of
 its unit that had not started go back to the queue, a fresh worker takes them, and the rest of the plan completes.
 
+`prestart` starts the pool before the plan exists (commands.py calls it before the CLI loads the task): each
+worker imports torch, Lightning and the task while the CLI does the same to plan, so a task module that imports
+lightning at the top costs one import's time, not two in a row (issue 15 #1). Their stderr is held in memory until
+`launch` knows the plan's log dir; `discard` kills them when planning fails, before any run.
+
 Ctrl-C (SIGINT to the terminal's process group, workers included; they ignore it): the first one stops handing
 out units and sends each worker the preemption signal, so the run in progress leaves its resume point and the
 worker exits; the record says `interrupted` and its unfinished runs are resumable, not lost. A second Ctrl-C
@@ -23,9 +28,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nestling import jobenv, naming
+from nestling.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
 from nestling.launch.base import Launcher, Progress, runs_in_units
 from nestling.plan import WorkUnit
 from nestling.records import LaunchRecord
@@ -44,14 +50,63 @@ class LocalLauncher(Launcher):
         slots: Sequence[list[str] | None],
         *,
         container: ContainerSpec | None = None,
+        runs_per_gpu: int = 1,
+        pinned_ids: list[int] | None = None,
     ) -> None:
         """`slots`: one entry per worker, its GPU ids or None (CPU). With `container` each worker runs in that
-        image, taking from its host environment only what the spec lets in."""
+        image, taking from its host environment only what the spec lets in. `runs_per_gpu` K > 1: the slots hold
+        each GPU K times (factory.local_slots) and each GPU worker caps itself at 1/K of the device memory.
+        `pinned_ids`: the --devices ids of a serial worker pinned to them (the worker renumbers them)."""
         self.slots = list(slots) or [None]
         self.container = container
+        self.runs_per_gpu = runs_per_gpu
+        self.pinned_ids = pinned_ids
+        self._prestarted: dict[int, tuple[subprocess.Popen[str], _StderrRelay]] = {}
         self._stop = threading.Event()  # the first Ctrl-C: hand out no more units
         self._procs: dict[int, subprocess.Popen[str]] = {}  # live workers by slot, for the Ctrl-C handler
         self._interrupts = 0
+
+    def prestart(self, preload: str | None = None, count: int | None = None) -> None:
+        """Start one worker per slot now (at most `count`: no more than could get work), each importing torch,
+        Lightning and the task `preload` (a --task value) before it reports ready; `launch` uses them, `discard`
+        kills them."""
+        for k, gpus in enumerate(self.slots[:count]):
+            if k in self._prestarted:
+                continue
+            cmd = [*self._command(), "--preload", preload or ""]
+            if k == 0 and preload:
+                cmd.append("--describe")  # worker 0 sends the task's planning half first
+            env = self._env(gpus, len(self.slots))
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                bufsize=1,
+            )  # fmt: skip
+            self._prestarted[k] = (proc, _StderrRelay(proc))
+
+    def described_task(self) -> dict[str, Any] | None:
+        """Worker 0's description of the task ({"task": payload} or {"task_error": why}); None when there is no
+        prestarted worker 0 or it ended first. Blocks while the worker loads the task."""
+        entry = self._prestarted.get(0)
+        if entry is None or entry[0].stdout is None:
+            return None
+        line = entry[0].stdout.readline()
+        try:
+            reply = json.loads(line) if line else None
+        except ValueError:
+            return None
+        return reply if isinstance(reply, dict) and ("task" in reply or "task_error" in reply) else None
+
+    @property
+    def prestarted(self) -> int:
+        return len(self._prestarted)
+
+    def discard(self) -> None:
+        """Kill the workers `prestart` started and `launch` did not use (planning failed, or fewer units)."""
+        for proc, relay in self._prestarted.values():
+            proc.kill()
+            proc.wait()
+            relay.join()
+        self._prestarted.clear()
 
     @property
     def parallel_slots(self) -> int:
@@ -79,12 +134,18 @@ class LocalLauncher(Launcher):
             )
             for k in range(n_workers)
         ]
+        for k in [k for k in self._prestarted if k >= n_workers]:  # more slots than units: not needed
+            proc, relay = self._prestarted.pop(k)
+            proc.kill()
+            proc.wait()
+            relay.join()
         with self._ctrl_c():
             for t in threads:
                 t.start()
             for t in threads:
                 while t.is_alive():  # short joins: the Ctrl-C handler runs in this (main) thread
                     t.join(0.2)
+        self.discard()  # a prestarted worker whose thread found the queue already empty
         if self._stop.is_set():
             record.interrupted = True
         record.finished_at = time.time()
@@ -124,13 +185,26 @@ class LocalLauncher(Launcher):
         env = dict(os.environ)
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+            if self.pinned_ids is not None:
+                env[PINNED_GPUS_ENV] = ",".join(str(i) for i in self.pinned_ids)
+            fraction = memory_fraction(self.runs_per_gpu)
+            if fraction is not None:
+                env[MEMORY_FRACTION_ENV] = fraction
         threads = max(1, (os.cpu_count() or 1) // n_workers)
         env.setdefault("OMP_NUM_THREADS", str(threads))
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    @staticmethod
+    def _command() -> list[str]:
+        return [sys.executable, "-m", "nestling.worker", "--serve"]
+
     def _start(self, k: int, gpus: list[str] | None, log_dir: Path) -> subprocess.Popen[str]:
-        cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
+        if k in self._prestarted:  # started while the CLI planned; its stderr goes to the log from now on
+            proc, relay = self._prestarted.pop(k)
+            relay.attach(naming.worker_log(log_dir, k))
+            return proc
+        cmd = self._command()
         env = self._env(gpus, len(self.slots))
         if self.container is not None:
             cmd = self.container.wrap(cmd, environ=env, gpus=gpus, interactive=True)
@@ -218,10 +292,50 @@ class LocalLauncher(Launcher):
         return pending
 
 
+class _StderrRelay:
+    """Copies a prestarted worker's stderr: kept in memory until `attach` names its log file, then appended there."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lock = threading.Lock()
+        self._held: list[str] = []
+        self._log: TextIO | None = None
+        self._thread = threading.Thread(target=self._copy, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        try:
+            for line in proc.stderr:
+                with self._lock:
+                    if self._log is None:
+                        self._held.append(line)
+                    else:
+                        self._log.write(line)
+                        self._log.flush()
+        finally:
+            with self._lock:
+                if self._log is not None:
+                    self._log.close()
+
+    def attach(self, path: Path) -> None:
+        with self._lock:
+            self._log = open(path, "a")  # noqa: SIM115 - closed by the copying thread at the worker's end
+            self._log.writelines(self._held)
+            self._log.flush()
+            self._held.clear()
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+
 def _ready(proc: subprocess.Popen[str]) -> bool:
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    return bool(line) and "ready" in json.loads(line)
+    while line := proc.stdout.readline():
+        msg = json.loads(line)
+        if "task" in msg or "task_error" in msg:  # a description nobody asked for (planning did not need it)
+            continue
+        return "ready" in msg
+    return False
 
 
 def _lost(record: LaunchRecord, unit: int, run_dir: str | None = None) -> None:

@@ -199,16 +199,19 @@ class SlurmArrayLauncher(Launcher):
         array_limit: int | None = None,
         container: ContainerSpec | None = None,
         steal: bool = True,
+        runs_per_gpu: int = 1,
         retrain_after: bool = False,
     ) -> None:
         """`folder`: --submitit_dir (default: _submitit in the plan root); `dry_run_folder`: where `describe` writes
-        the scripts; `retrain_after`: also submit `nestling retrain ROOT`, afterok on the collector job."""
+        the scripts; `retrain_after`: also submit `nestling retrain ROOT`, afterok on the collector job;
+        `runs_per_gpu` K > 1: each array task runs K workers on its GPU (array_task.PackedRunner)."""
         self.resources = resources
         self.folder = folder
         self.dry_run_folder = dry_run_folder
         self.array_limit = array_limit
         self.container = container
         self.steal = steal
+        self.runs_per_gpu = runs_per_gpu
         self.retrain_after = retrain_after
 
     @property
@@ -277,13 +280,16 @@ class SlurmArrayLauncher(Launcher):
         self, folder: Path, paths: ArrayLaunchPaths, units: list[WorkUnit], limit: int, dry_run: bool
     ) -> list[tuple[Path, list[WorkUnit], int]]:
         """units.json and one sbatch script per chunk of at most `limit` units: (script, its units, offset)."""
-        write_json(paths.units, {
+        manifest: dict[str, object] = {
             "units": [u.run_dirs for u in units],
             "container": self.container.to_json() if self.container else None,
             "steal": self.steal,
             "time_min": self.resources.time_min,
             "max_timeouts": MAX_TIME_LIMIT_REQUEUES,
-        }, compact=True)  # fmt: skip
+        }
+        if self.runs_per_gpu > 1:
+            manifest["runs_per_gpu"] = self.runs_per_gpu
+        write_json(paths.units, manifest, compact=True)
         chunks = chunk(units, limit)
         offsets = [i * limit for i in range(len(chunks))]  # every chunk but the last holds `limit` units
         scripts = []

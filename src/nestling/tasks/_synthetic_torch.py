@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import lightning
@@ -106,40 +107,84 @@ class SegmentationModule(lightning.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=float(self.hparams["lr"]))
 
 
+_TENSORS: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def task_tensors(task: SyntheticSegmentation, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sample's (images, masks) as tensors on `device`, made once per process and device: a worker's runs
+    share them, and on a GPU no batch crosses the bus."""
+    key = (task.seed, task.n_samples, task.image_size, task.n_regions, str(device))
+    if key not in _TENSORS:
+        images, masks = task.images_and_masks
+        _TENSORS[key] = (torch.from_numpy(images).to(device), torch.from_numpy(masks).to(device))
+    return _TENSORS[key]
+
+
+class TensorBatches:
+    """Batches sliced out of tensors where they live: one indexing operation per batch, instead of a Python call
+    and a collate per sample (which kept a GPU idle, issue 15 #3). The shuffle order comes from torch's global seed
+    (set per run by seed_everything), as a seeded DataLoader's would."""
+
+    def __init__(
+        self, images: torch.Tensor, masks: torch.Tensor, rows: torch.Tensor, batch_size: int, shuffle: bool
+    ) -> None:
+        self.images, self.masks, self.rows = images, masks, rows.to(images.device)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rows = self.rows
+        if self.generator is not None:
+            rows = rows[torch.randperm(len(rows), generator=self.generator).to(rows.device)]
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            yield self.images[batch], self.masks[batch]
+
+
 class ArrayDataModule(lightning.LightningDataModule):
-    """In-memory tensors for one split; an empty test list gives a loader with no batches."""
+    """One split of the task's tensors; an empty test list gives a loader with no batches.
+
+    On one device the batches are sliced from tensors kept on that device (TensorBatches); a run spread over
+    several devices gets plain DataLoaders, so that Lightning can shard them with its distributed sampler."""
 
     def __init__(self, task: SyntheticSegmentation, split: Split, batch_size: int) -> None:
         super().__init__()
         self.task = task
         self.split = split
         self.batch_size = batch_size
-        self.datasets: dict[str, TensorDataset] = {}
+        self.rows: dict[str, torch.Tensor] = {}
+        self.device = torch.device("cpu")
+        self.sharded = False
 
     def setup(self, stage: str | None = None) -> None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self.device = trainer.strategy.root_device
+            self.sharded = trainer.world_size > 1
         for part in ("train", "val", "test"):
-            if part not in self.datasets:
-                images, masks = self.task.arrays(getattr(self.split, part))
-                self.datasets[part] = TensorDataset(torch.from_numpy(images), torch.from_numpy(masks))
+            if part not in self.rows:
+                self.rows[part] = torch.from_numpy(self.task.indices(getattr(self.split, part)))
 
-    def _loader(self, part: str, shuffle: bool = False) -> DataLoader:
-        if part not in self.datasets:
+    def _loader(self, part: str, shuffle: bool = False) -> TensorBatches | DataLoader:
+        if part not in self.rows:
             self.setup()
-        # Seeded from torch's global seed (set per run by seed_everything), so a run's seed controls the order.
-        generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
-        return DataLoader(
-            self.datasets[part],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=0,
-        )
+        if self.sharded:
+            images, masks = task_tensors(self.task, torch.device("cpu"))
+            rows = self.rows[part]
+            generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
+            return DataLoader(TensorDataset(images[rows], masks[rows]), batch_size=self.batch_size,
+                              shuffle=shuffle, generator=generator, num_workers=0)  # fmt: skip
+        images, masks = task_tensors(self.task, self.device)
+        return TensorBatches(images, masks, self.rows[part], self.batch_size, shuffle)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader("test")

@@ -1,7 +1,9 @@
 """A synthetic binary-segmentation task with regions: the demo, learnable in seconds on a CPU.
 
-Samples are generated from `(seed, index)` alone, so every process (login node, worker, container) sees the same
-data without files. Regions differ in positive rate and noise so region-aware folds and scores have something to
+Samples are generated from the task's parameters alone, so every process (login node, worker, container) sees the
+same data without files. All images are generated at once, vectorised, the first time a process needs them (and
+kept: a worker's runs share them); the labels come from each sample's own `(seed, index)` stream, so metadata()
+generates no image. The model's size is set by the hyperparameters `base_channels` (width) and `depth`. Regions differ in positive rate and noise so region-aware folds and scores have something to
 show. Only numpy and polars are imported here; torch and lightning load when a model or datamodule is built.
 """
 
@@ -95,37 +97,44 @@ class SyntheticSegmentation(Task):
             labels[members[np.argsort(first_draw[members], kind="stable")[:n_pos]]] = 1
         return labels
 
-    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image, mask), both float32 of shape (1, size, size); deterministic in (seed, index)."""
-        rng = self._rng(index)
-        rng.random()  # the label's draw, see `labels`
-        label = self.labels[index]
-        size = self.image_size
+    @cached_property
+    def images_and_masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images, masks) of every sample, float32 of shape (n, 1, size, size), generated in one vectorised pass:
+        1-3 Gaussian disks on positive samples, Gaussian noise of the sample's region everywhere."""
+        n, size = self.n_samples, self.image_size
+        rng = np.random.default_rng([self.seed, n, size, self.n_regions])
+        n_blobs = rng.integers(1, 4, size=n)
+        radius = (rng.uniform(0.12, 0.22, size=(n, 3)) * size).astype(np.float32)
+        centre = rng.uniform(0.0, 1.0, size=(n, 3, 2)).astype(np.float32)
+        centre = radius[..., None] * 0.5 + centre * (size - radius[..., None])  # within [r/2, size - r/2]
+        active = (np.arange(3)[None, :] < n_blobs[:, None]) & (self.labels[:, None] == 1)
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        image = np.zeros((size, size), dtype=np.float32)
-        mask = np.zeros((size, size), dtype=bool)
-        if label:
-            for _ in range(int(rng.integers(1, 4))):
-                radius = float(rng.uniform(0.12, 0.22) * size)
-                cy, cx = rng.uniform(radius * 0.5, size - radius * 0.5, size=2)
-                dist2 = (yy - cy) ** 2 + (xx - cx) ** 2
-                image = np.maximum(image, BLOB_AMPLITUDE * np.exp(-dist2 / (2 * (radius * 0.8) ** 2)))
-                mask |= dist2 <= radius**2
-        noise = rng.normal(0.0, self.noise_levels[self._region(index)], size=(size, size))
-        image = (image + noise).astype(np.float32)
-        return image[None], mask[None].astype(np.float32)
+        dist2 = (yy - centre[..., 0, None, None]) ** 2 + (xx - centre[..., 1, None, None]) ** 2  # (n, 3, s, s)
+        blobs = BLOB_AMPLITUDE * np.exp(-dist2 / (2 * (radius[..., None, None] * 0.8) ** 2))
+        image = np.where(active[..., None, None], blobs, 0.0).max(axis=1)
+        mask = ((dist2 <= radius[..., None, None] ** 2) & active[..., None, None]).any(axis=1)
+        levels = self.noise_levels[np.arange(n) % self.n_regions].astype(np.float32)
+        noise = rng.standard_normal(size=(n, size, size), dtype=np.float32) * levels[:, None, None]
+        return (image + noise).astype(np.float32)[:, None], mask.astype(np.float32)[:, None]
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image, mask), both float32 of shape (1, size, size); deterministic in the task's parameters."""
+        images, masks = self.images_and_masks
+        return images[index], masks[index]
+
+    def indices(self, ids: list[str]) -> np.ndarray:
+        """Row numbers of `ids` in `images_and_masks`, in that order."""
+        rows = np.array([sample_index(sid) for sid in ids], dtype=np.int64)
+        if len(rows) and rows.max() >= self.n_samples:
+            sid = ids[int(np.argmax(rows))]
+            raise UsageError(f"sample id {sid!r} is out of range: this task has {self.n_samples} samples")
+        return rows
 
     def arrays(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Stacked (images, masks) for `ids`, in that order."""
-        size = self.image_size
-        images = np.empty((len(ids), 1, size, size), dtype=np.float32)
-        masks = np.empty((len(ids), 1, size, size), dtype=np.float32)
-        for row, sid in enumerate(ids):
-            index = sample_index(sid)
-            if index >= self.n_samples:
-                raise UsageError(f"sample id {sid!r} is out of range: this task has {self.n_samples} samples")
-            images[row], masks[row] = self.sample(index)
-        return images, masks
+        rows = self.indices(ids)
+        images, masks = self.images_and_masks
+        return images[rows], masks[rows]
 
     # -- Task interface --------------------------------------------------------------------------------------
 
