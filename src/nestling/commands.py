@@ -277,11 +277,12 @@ def _finish(root: Path, quiet: bool) -> int:
         print_summary(collected)
     if collected.plan.kind in ("cv", "tune"):
         _write_report(root, collected, quiet)
-    # --quiet silences progress and tables, never the outcome; without it the summary already listed the errors
-    print(outcome_line(collected, errors_shown=not quiet), file=sys.stderr)
     stop = failfast.stopped(root)
     if stop is not None:
-        print(f"nestling: {stop.message(collected.plan.name)}", file=sys.stderr)
+        print(f"nestling: {stop.message(collected.plan.name, error_shown=not quiet)}", file=sys.stderr)
+    # --quiet silences progress and tables, never the outcome; without it the summary already listed the errors
+    print(outcome_line(collected, errors_shown=not quiet), file=sys.stderr)
+    if stop is not None:
         return 1
     return 0 if collected.counts["success"] > 0 else 1
 

@@ -38,9 +38,11 @@ class Stop:
     error: str
     count: int
 
-    def message(self, name: str) -> str:
+    def message(self, name: str, error_shown: bool = False) -> str:
+        """`error_shown`: the summary above already printed the error, so the line does not repeat it."""
+        error = "the error above" if error_shown else self.error
         return (
-            f"stopped after {self.count} identical failures: {self.error}; fix it and `--resume {name}` "
+            f"stopped after {self.count} identical failures: {error}; fix it and `--resume {name}` "
             "(runs not started then run)"
         )
 

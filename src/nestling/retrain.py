@@ -77,7 +77,24 @@ def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) 
     retrain job after its collector instead, see launch/slurm.py)."""
     if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
         return code
-    return retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
+    code = retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
+    if not config.logging.quiet:
+        print(closing_line(root))
+    return code
+
+
+def closing_line(root: Path) -> str:
+    """The last word of `tune --retrain` (and of `make demo`): where the report is, and the tested score."""
+    import polars as pl
+
+    final = naming.final_dir(root, root.name) / naming.FINAL_INFOS
+    score = "not available (see the retrain above)"
+    if final.is_file():
+        rows = {r["row"]: r["run_score"] for r in pl.read_parquet(final).iter_rows(named=True) if r["row"] != "seed"}
+        mean, sem = rows.get("mean"), rows.get("sem")
+        if mean is not None and not math.isnan(mean):
+            score = f"{mean:.4g}" + (f" ± {sem:.2g} (sem)" if sem is not None and not math.isnan(sem) else "")
+    return f"report: {root / naming.REPORT}\nretrained test score: {score} ({final})"
 
 
 def _parser() -> Any:
