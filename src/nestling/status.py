@@ -24,7 +24,7 @@ from nestling import attempt, failfast, naming, slurm_query, supervision
 from nestling.artifacts import find_plan_root, load_plan
 from nestling.errors import strict_parser
 from nestling.plan import Plan
-from nestling.records import read_json, read_result
+from nestling.records import LaunchRecord, read_launches, read_result
 from nestling.slurm_query import QueuedJob
 
 STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned")
@@ -57,30 +57,30 @@ def _unstable_reason(plan: Plan, result: dict[str, Any]) -> str | None:
 
 
 def run_states(plan: Plan) -> list[RunState]:
-    launches = _launches(plan.root)
+    launches = read_launches(plan.root)
     last = launches[-1] if launches else None
     job_of: dict[str, str] = {}
-    if last and last.get("arrays"):
+    if last and last.arrays:
         taken = _holders(last)
-        for array in last["arrays"]:
-            for task, dirs in enumerate(array["run_dirs"]):
-                holder = taken.get(array.get("offset", 0) + task) or f"{array['job_id']}_{task}"
+        for array in last.arrays:
+            for task, dirs in enumerate(array.run_dirs):
+                holder = taken.get(array.offset + task) or f"{array.job_id}_{task}"
                 for d in dirs:
                     job_of[str(Path(d).resolve())] = holder
-    slurm = bool(last and last.get("launcher") == "slurm")  # submitit-local job ids mean nothing to squeue
-    queue = slurm_query.queue(last.get("job_ids", [])) if slurm and last and last.get("arrays") else {}
+    slurm = bool(last and last.launcher == "slurm")  # submitit-local job ids mean nothing to squeue
+    queue = slurm_query.queue(list(last.job_ids or [])) if slurm and last and last.arrays else {}
     if queue is None:
         print(
             "nestling: warning: squeue failed; unfinished runs show as running/pending, not lost",
             file=sys.stderr,
         )
     # A detached supervisor (--detach) still runs the plan: its unfinished runs wait for it, none is lost yet.
-    finished = bool(last and last.get("finished_at")) and supervision.alive(plan.root) is None
+    finished = bool(last and last.finished_at) and supervision.alive(plan.root) is None
     # ReqNodeNotAvail never ends only while no node of the partition is up: only then is sinfo asked
     nodes_wanted = queue and any(e.reason_code == "ReqNodeNotAvail" for e in queue.values())
     parts = slurm_query.partitions() if nodes_wanted else None
     stop = failfast.stopped(plan.root)  # fail-fast fired: what has no result and nothing holds never started
-    interrupted = bool(last and last.get("interrupted"))
+    interrupted = bool(last and last.interrupted)
     states = []
     pruned = _pruned_runs(plan)
     for run in plan.runs:
@@ -162,21 +162,14 @@ def _array_pending(job: str, queue: dict[str, QueuedJob]) -> bool:
     return any(key.startswith(f"{array_id}_[") and e.state in PENDING_STATES for key, e in queue.items())
 
 
-def _holders(launch: dict[str, Any]) -> dict[int, str]:
+def _holders(launch: LaunchRecord) -> dict[int, str]:
     """unit position -> the task that claimed it (its own, or one that took it over), for a SLURM launch."""
-    if not launch.get("launch_dir"):
+    if not launch.launch_dir:
         return {}
     from nestling.claims import holders
     from nestling.naming import ArrayLaunchPaths
 
-    return holders(ArrayLaunchPaths(Path(launch["launch_dir"])))
-
-
-def _launches(root: Path) -> list[dict[str, Any]]:
-    path = root / naming.LAUNCH
-    if not path.exists():
-        return []
-    return read_json(path).get("launches", [])
+    return holders(ArrayLaunchPaths(Path(launch.launch_dir)))
 
 
 def count(states: list[RunState]) -> dict[str, int]:
