@@ -38,7 +38,8 @@ RECORD_KEYS = {
     "slurm": {"launcher", "submitit_folder", "launch_dir", "max_array_size", "arrays", "job_ids",
               "collector_job_id", "submitted_at", "saved_at"},
 }  # fmt: skip
-VOLATILE = {"run_id", "duration", "checkpoint", "worker_startup_s"}  # differ between any two launches of a plan
+VOLATILE = {"run_id", "duration", "checkpoint", "worker_startup_s",  # differ between any two launches of a plan
+            "cuda_visible_devices"}  # where it ran: submitit's local executor sets it empty, the local pool leaves it unset
 
 
 @dataclass(frozen=True)
