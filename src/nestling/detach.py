@@ -116,8 +116,9 @@ def stop_main(argv: list[str]) -> int:
     root = find_plan_root(args.dir)
     plan = load_plan(root)
     sup = supervision.alive(root)
-    if sup is None:
-        raise UsageError(f"no detached supervisor runs {plan.kind} {plan.name!r} ({root}); nothing to stop")
+    if sup is None:  # idempotent, like stopping a stopped service: the sweep ended or was never detached
+        print(f"nothing to stop: no detached supervisor runs {plan.kind} {plan.name!r}; see nestling status {root}")
+        return 0
     if not sup.here:
         raise UsageError(
             f"the supervisor of {plan.name!r} runs on {sup.hostname}, not {socket.gethostname()}; "

@@ -77,7 +77,11 @@ def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) 
     retrain job after its collector instead, see launch/slurm.py)."""
     if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
         return code
-    code = retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
+    try:
+        code = retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
+    except UsageError as exc:  # e.g. no trial has a score: the tune itself ended, say why nothing was retrained
+        print(f"nestling: not retrained: {exc}", file=sys.stderr)
+        return 1
     if not config.logging.quiet:
         print(closing_line(root))
     return code

@@ -130,7 +130,8 @@ def test_detach_is_refused_off_the_local_launcher_and_stop_without_a_supervisor(
                "--artifact_dir", str(art), "--quiet", env=_env())  # fmt: skip
     assert done.returncode == 0, done.stderr
     stop = cli("stop", str(naming.cv_dir(art, "here")), env=_env())
-    assert stop.returncode == 2 and "no detached supervisor runs cv 'here'" in stop.stderr
+    # stopping what does not run is not an error (a script may stop twice): it says so and exits 0
+    assert stop.returncode == 0 and "nothing to stop: no detached supervisor runs cv 'here'" in stop.stdout
 
 
 def test_sigterm_to_the_supervisor_stops_it_as_stop_does(tmp_path: Path) -> None:

@@ -65,7 +65,8 @@ def argv(command: str) -> list[str]:
     if words[0] == ".venv/bin/nestling":
         words[0] = "nestling"
     assert words[0] == "nestling", f"not a nestling command: {command}"
-    return [sys.executable, "-m", "nestling.cli", *words[1:], *(SMALL if words[1] in TRAINING else [])]
+    small = [*SMALL, *(["--retrain", "false"] if words[1] == "tune" else [])]  # 1 epoch: nothing worth retraining
+    return [sys.executable, "-m", "nestling.cli", *words[1:], *(small if words[1] in TRAINING else [])]
 
 
 def test_quickstart_lists_what_it_skips() -> None:

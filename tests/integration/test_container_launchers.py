@@ -98,7 +98,9 @@ def assert_contained(pairs: list[tuple[dict, dict]], cwd: Path) -> None:
         assert seen["NESTLING_IN_CONTAINER"] == "1"
         assert seen["secret_visible"] is False  # an undeclared host path is not visible
         assert seen["PROBE_HOST_ONLY"] is None  # nor is the host environment
-        assert seen["cwd"] == str(cwd)  # the submitting directory: relative artifact dirs resolve
+        # the submitting directory is bound nowhere, so the worker starts in the (always bound) artifact dir;
+        # every path it reads is absolute (issue 12 #10)
+        assert seen["cwd"] == str((cwd / ART).resolve())
         assert result["cuda_visible_devices"] == seen["CUDA_VISIBLE_DEVICES"]
 
 

@@ -69,7 +69,7 @@ def test_sigkilled_worker_loses_one_run_and_resume_continues_it(killed_worker: S
     assert k.status["counts"]["lost"] == 1
 
     ok(k.resumed)
-    assert "1 runs" in k.resumed.stdout  # only the lost run was resubmitted
+    assert "1 run in" in k.resumed.stdout  # only the lost run was resubmitted
     runs = check_tree(k.root, max_epochs=3)
     victim = runs[victim_name]
     assert victim["result"]["attempt"] == 2
