@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 COMPLETE, PRUNED, FAILED, RUNNING, WAITING = "complete", "pruned", "failed", "running", "waiting"
 FINAL = (COMPLETE, PRUNED, FAILED)
 CLAIM_STALE_S = 60.0  # a claim (draw file without a draw) from another host older than this: its drawer died
-MEDIAN_STARTUP_TRIALS = 5  # median pruning starts once this many trials are complete (Optuna's default)
+MEDIAN_STARTUP_TRIALS = 3  # median pruning starts once this many trials are complete (Optuna's n_startup_trials; its default is 5)
 HALVING_RATE = 4  # successive halving keeps the best 1/4 at folds 1, 4, 16, ... (Optuna's default reduction factor)
 
 

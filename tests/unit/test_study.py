@@ -151,15 +151,16 @@ def test_halving_keeps_the_best_quarter_at_each_rung() -> None:
     assert study.halving_prunes(math.nan, 1, [0.2])
 
 
-def test_median_waits_for_five_complete_trials_then_stops_those_below_the_median() -> None:
+def test_median_waits_for_three_complete_trials_then_stops_those_below_the_median() -> None:
     def trial(*values: float, state: str = study.COMPLETE) -> study.TrialState:
         return study.TrialState(0, {}, 0.0, state, {k + 1: v for k, v in enumerate(values)}, len(values))
 
-    done = [trial(v, v) for v in (0.1, 0.2, 0.3, 0.4)]
-    assert not study.median_prunes(trial(0.0), 1, done)  # four complete: too early
-    done.append(trial(0.5, 0.5))
-    assert study.median_prunes(trial(0.25, state=study.RUNNING), 1, done)
-    assert not study.median_prunes(trial(0.35, state=study.RUNNING), 1, done)
+    assert study.MEDIAN_STARTUP_TRIALS == 3
+    done = [trial(v, v) for v in (0.1, 0.2)]
+    assert not study.median_prunes(trial(0.0), 1, done)  # two complete: too early
+    done.append(trial(0.3, 0.3))
+    assert study.median_prunes(trial(0.15, state=study.RUNNING), 1, done)  # median 0.2
+    assert not study.median_prunes(trial(0.25, state=study.RUNNING), 1, done)
 
 
 def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_rest(tmp_path: Path) -> None:
