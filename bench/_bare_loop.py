@@ -20,7 +20,7 @@ def main(root: str, out_dir: str) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from nestling.task import Split, load_task
+    from nestling.core.ml.task import Split, load_task
 
     plan = json.loads((Path(root) / "plan.json").read_text())
     splits = [Split(**s) for s in json.loads((Path(root) / "splits.json").read_text())]

@@ -1,6 +1,6 @@
 """`python -m bench._timed_cli [--profile FILE] NESTLING ARGS...`: run the nestling CLI in this process and time it.
 
-Prints one JSON line on stdout's last line: `total_s` is the wall time of `nestling.cli.main(argv)` in-process
+Prints one JSON line on stdout's last line: `total_s` is the wall time of `nestling.commands.cli.main(argv)` in-process
 (everything nestling does, its lazy imports included; the interpreter's start-up excluded), plus the time spent in
 named phases found by wrapping nestling's functions where they exist: `imports` (the libraries nestling loads on this
 path: optuna, polars, submitit, ...; loaded first so the other phases are nestling's own work),
@@ -73,25 +73,25 @@ def main() -> None:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
         PHASES["imports"] += time.perf_counter() - t0
-    import nestling.cli
+    import nestling.commands.cli
 
-    _wrap("nestling.config", "parse_config", "parse")
-    _wrap("nestling.preflight", "prepare", "plan")
+    _wrap("nestling.core.options.config", "parse_config", "parse")
+    _wrap("nestling.plan.preflight", "prepare", "plan")
     _wrap("nestling.launch.factory", "make_launcher", "launcher setup (sinfo/scontrol)")
-    _wrap("nestling.artifacts", "write_plan", "write tree")
+    _wrap("nestling.plan.store", "write_plan", "write tree")
     _wrap("nestling.launch.slurm", "SlurmArrayLauncher.launch", "submit (scripts + sbatch)")
     _wrap("nestling.launch.slurm", "SlurmArrayLauncher.describe", "submit (scripts + sbatch)")  # --dry_run
-    _wrap("nestling.commands", "save_launch", "launch.json")
+    _wrap("nestling.commands.start", "save_launch", "launch.json")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         if profile:
             import cProfile
 
             prof = cProfile.Profile()
-            rc = prof.runcall(nestling.cli.main, argv)
+            rc = prof.runcall(nestling.commands.cli.main, argv)
             prof.dump_stats(profile)
         else:
-            rc = nestling.cli.main(argv)
+            rc = nestling.commands.cli.main(argv)
     total = time.perf_counter() - start
     sys.stderr.write(out.getvalue()[-2000:])
     print(json.dumps({"rc": rc, "total_s": total, "phases": dict(PHASES)}))

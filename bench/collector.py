@@ -1,4 +1,4 @@
-"""Collector: N synthetic run_result.json files -> parquet with `nestling.collect.collect`, N = 1k / 10k / 100k.
+"""Collector: N synthetic run_result.json files -> parquet with `nestling.read.collect.collect`, N = 1k / 10k / 100k.
 
 The tree is a fake tune written by hand in nestling's on-disk format (plan.json + one run_result.json per run, 10 runs
 per cv: 5 folds x 2 seeds, 5 % of runs failed), so no training is needed. Timed in-process around `collect(root)`
@@ -27,7 +27,7 @@ METRICS = ("val/loss", "val/JaccardIndex", "val/Recall", "val/Precision", "val/F
 
 def make_tree(root: Path, n_runs: int, name: str = "bench") -> Path:
     """A tune of n_runs / 10 cvs in nestling's layout, every run with a result. Returns the tune dir."""
-    from nestling.config import Config
+    from nestling.core.options.config import Config
 
     rng = random.Random(n_runs)
     tune = root / name
@@ -110,8 +110,8 @@ def bare_collect(root: Path, out: Path) -> float:
 
 def run(quick: bool = False) -> list[Row]:
     """collect() of 1k / 10k / 100k run results (tune of 10-run cvs) vs a bare json -> parquet loop."""
-    from nestling.collect import collect
-    from nestling.cvtable import collect_finished_cv
+    from nestling.execute.cv_table import collect_finished_cv
+    from nestling.read.collect import collect
 
     rows: list[Row] = []
     per_run: dict[int, float] = {}

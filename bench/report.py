@@ -61,8 +61,8 @@ def _iso(t: float) -> str:
 
 def run(quick: bool = False) -> list[Row]:
     """write_report() of a 1,000-run tune (HTML + PNGs), the same without PNGs, and `nestling report` end to end."""
-    from nestling import html_report
-    from nestling.collect import collect
+    from nestling.read.collect import collect
+    from nestling.read.report import html as html_report
 
     n = 1_000
     rows: list[Row] = []

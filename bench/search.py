@@ -1,6 +1,6 @@
 """Adaptive search (issue 13): quality, pruning savings, draw latency and concurrent draws, with the bowl task.
 
-Every case runs in this process (or in forked ones), with workers simulated by `tasks.bowl.simulate_unit`: it does
+Every case runs in this process (or in forked ones), with workers simulated by `testing.bowl_workers.simulate_unit`: it does
 what a worker does with a unit (ask the study, draw or skip a pruned trial's run) and writes the result a real run
 of the bowl task writes, whose score is a known function of the hyperparameters plus fold and run noise. So the
 search is measured, not Lightning.
@@ -42,10 +42,10 @@ N_TRIALS, N_FOLDS = 40, 5
 
 
 def make_tune(tmp: Path, name: str, *extra: str, n_trials: int = N_TRIALS, n_folds: int = N_FOLDS) -> Path:
-    from nestling import study
-    from nestling.artifacts import write_plan
-    from nestling.config import parse_config
-    from nestling.preflight import prepare
+    from nestling.core.options.config import parse_config
+    from nestling.execute.search import study
+    from nestling.plan.preflight import prepare
+    from nestling.plan.store import write_plan
 
     space = tmp / "space.toml"
     space.write_text(SPACE)
@@ -58,16 +58,16 @@ def make_tune(tmp: Path, name: str, *extra: str, n_trials: int = N_TRIALS, n_fol
 
 
 def run_serial(root: Path) -> list[str]:
-    from nestling.artifacts import load_plan
-    from nestling.plan import run_dirs_per_cv, work_units
-    from nestling.tasks.bowl import simulate_unit
+    from nestling.plan.model import run_dirs_per_cv, work_units
+    from nestling.plan.store import load_plan
+    from nestling.testing.bowl_workers import simulate_unit
 
     plan = load_plan(root)
     return [s for unit in work_units(run_dirs_per_cv(plan), "serial") for s in simulate_unit(unit.run_dirs)]
 
 
 def regret(root: Path) -> float:
-    from nestling.collect import collect, ranked
+    from nestling.read.collect import collect, ranked
     from nestling.tasks.bowl import OPTIMUM, true_value
 
     best = ranked(collect(root, write=False).cvs)[0]
@@ -116,8 +116,8 @@ def quality_and_pruning(tmp: Path) -> list[Row]:
 
 def _finished_tree(tmp: Path, n: int) -> Path:
     """A TPE tune with n finished trials (1 fold, 1 seed: one result each) and 2 not yet drawn, written directly."""
-    from nestling.artifacts import load_plan
-    from nestling.naming import RUN_RESULT, TrialPaths
+    from nestling.core.tree.naming import RUN_RESULT, TrialPaths
+    from nestling.plan.store import load_plan
     from nestling.tasks.bowl import observed
 
     root = make_tune(tmp, f"latency-{n}", "--sampler", "tpe", "--fold_method", "none", n_trials=n + 2, n_folds=1)
@@ -132,7 +132,7 @@ def _finished_tree(tmp: Path, n: int) -> Path:
         run.dir.mkdir(parents=True)
         result = {"status": "success", "metrics": {"val/score": observed(params, run.fold, run.seed)}}
         (run.dir / RUN_RESULT).write_text(json.dumps(result))
-    from nestling import study
+    from nestling.execute.search import study
 
     finished = study.Study.from_root(root)  # the workers that ran them left each outcome in its draw file
     assert finished is not None
@@ -148,8 +148,8 @@ def _journal(tmp: Path, root: Path, n: int) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nestling import study as nstudy
-    from nestling.artifacts import load_plan
+    from nestling.execute.search import study as nstudy
+    from nestling.plan.store import load_plan
 
     s = nstudy.Study(load_plan(root))
     frozen = [s._frozen_trial(i) for i in range(n)]
@@ -183,8 +183,9 @@ def draw_latency(tmp: Path, sizes: list[int]) -> list[Row]:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nestling import failfast, study
-    from nestling.artifacts import load_plan
+    from nestling.core.tree import failfast
+    from nestling.execute.search import study
+    from nestling.plan.store import load_plan
 
     rows = []
     for n in sizes:
@@ -195,7 +196,7 @@ def draw_latency(tmp: Path, sizes: list[int]) -> list[Row]:
         t0 = time.perf_counter()
         study.before_run(first, failfast.plan_root(first))  # a fresh worker: plan, every trial, the TPE draw
         cold = time.perf_counter() - t0
-        from nestling.tasks.bowl import simulate
+        from nestling.testing.bowl_workers import simulate
 
         simulate(first)
         t0 = time.perf_counter()
@@ -227,8 +228,8 @@ def draw_latency(tmp: Path, sizes: list[int]) -> list[Row]:
 
 
 def _worker(units: list[list[str]]) -> int:
-    from nestling import study
-    from nestling.tasks.bowl import simulate_unit
+    from nestling.execute.search import study
+    from nestling.testing.bowl_workers import simulate_unit
 
     study._STUDIES.clear()
     for unit in units:
@@ -238,9 +239,9 @@ def _worker(units: list[list[str]]) -> int:
 
 def concurrency(tmp: Path, n_workers: int = 8, n_trials: int = N_TRIALS) -> list[Row]:
     """Workers pull cvs from one queue (as the local pool hands out tune-parallel units), all start at once."""
-    from nestling.artifacts import load_plan
-    from nestling.naming import TrialPaths
-    from nestling.plan import run_dirs_per_cv
+    from nestling.core.tree.naming import TrialPaths
+    from nestling.plan.model import run_dirs_per_cv
+    from nestling.plan.store import load_plan
 
     root = make_tune(tmp, "concurrent", "--sampler", "tpe", n_trials=n_trials, n_folds=2)
     per_cv = run_dirs_per_cv(load_plan(root))

@@ -1,6 +1,6 @@
 """Dispatch: plan + submit tunes of 100 / 1,000 / 10,000 runs to the local SLURM cluster, and as --dry_run.
 
-nestling's time is measured in-process (bench/_timed_cli.py): the wall time of `nestling.cli.main(argv)` including
+nestling's time is measured in-process (bench/_timed_cli.py): the wall time of `nestling.commands.cli.main(argv)` including
 nestling's own imports, excluding the interpreter's start-up, split into phases (plan, write tree, submit). sbatch
 calls are counted with a PATH shim that logs each call and then runs the real sbatch; the time inside sbatch (SLURM's
 own cost) is reported next to it. Runs use `--strategy cv-parallel` (one array task per run) on the sleep task with

@@ -1,12 +1,11 @@
 """nestling: how a model is born — tune -> cross-validation -> training run.
 
 `import nestling` is light (no torch, no polars): the Python API (`nestling.run`, `cv`, `tune`, `report`,
-`retrain`, `load`, `Result`; see api.py) is imported on first use (PEP 562).
+`retrain`, `load`, `Result`; see commands/api.py) is imported on first use (PEP 562).
 
-Three API names are also the names of submodules (`nestling/run.py`, `report.py`, `retrain.py`). Importing a
-submodule normally binds it on the package (`nestling.report` would become the module once anything imported
-`nestling.report`), so the package refuses that binding for the API names: `nestling.report` is always the
-function, and the module stays what `from nestling.report import ...` and `sys.modules` give.
+The package's folders are the rooms of docs/architecture.md. Modules of version 0.1 lived side by side at the top
+(`nestling.config`, `nestling.container`, ...); those paths still import, as aliases of the modules' new homes
+(`_MOVED`), so that user scripts and jobs pickled by an older version keep working.
 """
 
 from __future__ import annotations
@@ -22,27 +21,64 @@ __all__ = ["Result", "UsageError", "__version__", "cv", "load", "report", "retra
 if TYPE_CHECKING:
     from typing import Any
 
-    from nestling.api import Result, cv, load, report, retrain, run, tune
-    from nestling.errors import UsageError
+    from nestling.commands.api import Result, cv, load, report, retrain, run, tune
+    from nestling.core.errors import UsageError
+
+# 0.1's flat module names -> their rooms. `run`, `report` and `retrain` are not here: those names are the API's
+# functions. The five entry points (worker, array_task, supervisor, cli, task) are real modules.
+_MOVED = {
+    "errors": "core.errors", "config": "core.options.config", "files": "core.options.config_files",
+    "naming": "core.tree.naming", "records": "core.tree.launch_record", "attempt": "core.tree.attempt_lock",
+    "claims": "core.tree.array_claims", "failfast": "core.tree.failfast", "supervision": "core.tree.supervisor_pid",
+    "folds": "core.ml.folds", "scoring": "core.ml.scoring", "space": "core.ml.space",
+    "devices": "core.host.devices", "jobenv": "core.host.jobenv", "slurm_query": "core.host.slurm_query",
+    "tracking": "core.host.tracking", "container": "core.containers.spec",
+    "lightning_compat": "core.compat.lightning_internals", "plan": "plan.model", "artifacts": "plan.store",
+    "preflight": "plan.preflight", "cvtable": "execute.cv_table", "study": "execute.search.study",
+    "collect": "read.collect", "status": "read.status", "progress": "read.progress",
+    "html_report": "read.report.html", "figures": "read.report.figures", "resume": "commands.resume",
+    "commands": "commands.start", "doctor": "commands.doctor", "sync": "commands.sync", "detach": "commands.detach",
+    "api": "commands.api",
+}  # fmt: skip
 
 
-class _Package(type(sys)):  # type: ignore[misc]  # types.ModuleType, without importing types
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in API and isinstance(value, type(sys)):
-            return  # a submodule named like an API function: not bound here (see the docstring)
-        super().__setattr__(name, value)
+class _MovedModules:
+    """A meta path finder (importlib.abc.MetaPathFinder's protocol, without importing importlib.abc): an old name
+    imports the module at its new home, as the same module object."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> object:
+        head, _, old = name.partition(".")
+        if head != __name__ or old not in _MOVED:
+            return None
+        import importlib.util
+
+        return importlib.util.spec_from_loader(name, _MovedModules)
+
+    @staticmethod
+    def create_module(spec: Any) -> object:
+        import importlib
+        import warnings
+
+        new = f"{__name__}.{_MOVED[spec.name.partition('.')[2]]}"
+        warnings.warn(f"{spec.name} moved to {new}", DeprecationWarning, stacklevel=3)
+        return importlib.import_module(new)
+
+    @staticmethod
+    def exec_module(module: object) -> None:
+        """The module ran already, under its new name."""
 
 
-sys.modules[__name__].__class__ = _Package
+sys.meta_path.append(_MovedModules)
 
 
 def __getattr__(name: str) -> Any:
     if name in API:
-        from nestling import api
+        from nestling.commands import api
 
         return getattr(api, name)
     if name == "UsageError":
-        from nestling.errors import UsageError
+        from nestling.core.errors import UsageError
 
         return UsageError
     raise AttributeError(f"module 'nestling' has no attribute {name!r}")

@@ -1,71 +1,9 @@
-"""`python -m nestling.supervisor ROOT`: the background program of a detached local sweep (see detach.py).
+"""`python -m nestling.supervisor ROOT`: a permanent name, started by `--detach`; the program lives in
+`nestling.commands.supervisor`."""
 
-It runs in its own session, started by `detach.detach` after the plan is on disk, and runs the same
-`commands.launch_and_report` an attached launch runs, so the sweep, launch.json, the tables and the fail-fast ledger
-are those of a foreground sweep. SIGINT to its process group (`nestling stop`) is Ctrl-C; SIGTERM is taken the same
-way. It removes its pid file and its request when it ends.
-"""
-
-from __future__ import annotations
-
-import importlib
-import os
-import signal
-import socket
 import sys
-import time
-from pathlib import Path
-from typing import Any
 
-from nestling import naming, supervision
-from nestling.config import config_from_dict
-from nestling.detach import resume_hint
-from nestling.errors import UsageError
-from nestling.plan import WorkUnit
-from nestling.records import read_json
-
-
-def _on_term(signum: int, frame: Any) -> None:
-    """SIGTERM (a shutdown, a plain `kill`) stops the sweep as Ctrl-C does: the launcher's graceful path."""
-    signal.raise_signal(supervision.STOP_SIGNAL)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m nestling.supervisor ROOT`: run the detached sweep the foreground described, then end."""
-    from nestling.commands import launch_and_report
-    from nestling.devices import parse_devices
-    from nestling.launch.factory import make_launcher
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    root = Path(args[0]).resolve()
-    paths = naming.SupervisorPaths(root)
-    signal.signal(signal.SIGTERM, _on_term)
-    code, kind, name = 1, "cv", root.name
-    try:
-        request = read_json(paths.request)
-        kind, name = request["kind"], request["name"]
-        config = config_from_dict(request["config"])
-        print(f"supervisor pid {os.getpid()} on {socket.gethostname()}: {kind} {name}", flush=True)
-        launcher = make_launcher(config, kind, name, parse_devices(config.device.devices))
-        units = [WorkUnit(u["index"], list(u["run_dirs"])) for u in request["units"]]
-        code = launch_and_report(
-            kind, name, root, units, launcher, config, int(request["total"]), request["record"]
-        )
-        if request.get("then"):  # what the command chains after the sweep (commands.Then), by name
-            module, _, attr = str(request["then"]).partition(":")
-            code = getattr(importlib.import_module(module), attr)(kind, root, config, True, code)  # it ended
-    except UsageError as exc:
-        print(f"nestling: error: {exc}", flush=True)
-        code = 2
-    except KeyboardInterrupt:
-        print(f"nestling: stopped; resume with {resume_hint(kind, name, root)}", flush=True)
-        code = 130
-    finally:
-        paths.request.unlink(missing_ok=True)
-        supervision.release(root)
-        print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} supervisor ended: exit code {code}", flush=True)
-    return code
-
+from nestling.commands.supervisor import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 Each launcher gets the same plan: a cv of the `sleep` task, 3 folds, cv-parallel, one epoch on CPU, through the
 CLI as a user would run it (`--wait` for the detached SLURM launcher). Every launcher must give the same outcome:
 every run a success, the same run_infos table (rows, columns, metric values) as the local launcher, a launch.json
-entry that round-trips through records.LaunchRecord with the keys that launcher is documented to write, and a
+entry that round-trips through launch_record.LaunchRecord with the keys that launcher is documented to write, and a
 `nestling status` that reads every run as a success.
 
 The SLURM variant needs the shared local cluster (the `slurm_cluster` fixture, marker `cluster`); run the others
@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 from support import cli
 
-from nestling.records import LaunchRecord
+from nestling.core.tree.launch_record import LaunchRecord
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from nestling import naming
+from nestling.core.tree import naming
 from tests.support import cli
 
 SPACE = """

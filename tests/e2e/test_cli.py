@@ -17,9 +17,9 @@ import polars as pl
 import pytest
 
 import nestling
-from nestling.folds import make_splits
-from nestling.records import RESULT_KEYS
-from nestling.scoring import DEFAULT_SCORING, cv_score, parse_scoring_metrics, run_score
+from nestling.core.ml.folds import make_splits
+from nestling.core.ml.scoring import DEFAULT_SCORING, cv_score, parse_scoring_metrics, run_score
+from nestling.core.tree.run_result import RESULT_KEYS
 from nestling.tasks.sleep import SleepTask
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from nestling import naming
+from nestling.core.tree import naming
 
 TASK = '''
 from nestling.tasks.sleep import SleepTask, _datamodule

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from nestling import naming, supervision
-from nestling.artifacts import load_plan
-from nestling.records import read_json, read_result
+from nestling.core.tree import naming
+from nestling.core.tree import supervisor_pid as supervision
+from nestling.core.tree.atomic import read_json
+from nestling.core.tree.run_result import read_result
+from nestling.plan.store import load_plan
 from tests.support import cli, poll
 
 pytestmark = pytest.mark.e2e

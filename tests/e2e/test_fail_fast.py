@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from nestling import naming
+from nestling.core.tree import naming
 from tests.support import cli
 
 TASK = '''

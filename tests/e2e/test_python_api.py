@@ -56,7 +56,7 @@ def test_a_cv_from_python_returns_its_runs(tmp_path: Path) -> None:
 
 
 def _has(command: str) -> bool:
-    from nestling import cli
+    from nestling.commands import cli
 
     return command in cli.COMMANDS
 

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from support import cli, tables
 
-from nestling.collect import ranked
+from nestling.read.collect import ranked
 
 pytestmark = pytest.mark.e2e
 
@@ -169,7 +169,7 @@ def test_rendered_table_numbers_equal_the_parquet(pages: dict[str, Path], tmp_pa
     head = [text for text, _ in rows[0]]
     parquet = pl.read_parquet(pages["tune"].parent / "tune_infos.parquet")
     assert len(rows) - 1 == parquet.height == 4
-    from nestling.collect import collect
+    from nestling.read.collect import collect
 
     order = [cv.cv_name for cv in ranked(collect(pages["tune"].parent, write=False).cvs)]
     shown = [{head[i]: cell for i, cell in enumerate(row)} for row in rows[1:]]

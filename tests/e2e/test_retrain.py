@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nestling import naming
+from nestling.core.tree import naming
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import nestling
-from nestling.container import ContainerOptions, host_python_binds, wrap_command
+from nestling.core.containers.spec import ContainerOptions, host_python_binds, wrap_command
 
 pytestmark = pytest.mark.container
 
@@ -22,7 +22,7 @@ SRC = str(Path(nestling.__file__).resolve().parents[1])
 
 SCRIPT = """
 import json, os, sys
-from nestling.container import in_container
+from nestling.core.containers.spec import in_container
 out, secret = sys.argv[1], sys.argv[2]
 info = {
     "in_container": in_container(),

@@ -155,9 +155,9 @@ def grep_tree(root: Path, secrets: list[str]) -> list[str]:
 
 def write_tree(kind: str, args: list[str]) -> Path:
     """Plan and write a tree as the CLI would, without training anything; returns its root."""
-    from nestling.artifacts import write_plan
-    from nestling.config import parse_config
-    from nestling.preflight import prepare
+    from nestling.core.options.config import parse_config
+    from nestling.plan.preflight import prepare
+    from nestling.plan.store import write_plan
 
     prepared = prepare(parse_config(args), kind)
     write_plan(prepared.plan, prepared.splits)
@@ -166,8 +166,9 @@ def write_tree(kind: str, args: list[str]) -> Path:
 
 def fake_success(run: Path, value: float = 0.5) -> None:
     """A run_result.json as a successful run writes it (for tests about collecting, not training)."""
-    from nestling.artifacts import load_spec
-    from nestling.records import empty_result, write_json
+    from nestling.core.tree.atomic import write_json
+    from nestling.core.tree.run_result import empty_result
+    from nestling.plan.store import load_spec
 
     res = empty_result(load_spec(run))  # makes the run dir and its run_spec.json, as a starting run does
     res.update(

@@ -1,4 +1,4 @@
-"""A run dir is never shared by two live attempts: the attempt lock (nestling.attempt)."""
+"""A run dir is never shared by two live attempts: the attempt lock (nestling.core.tree.attempt_lock)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from _reliability import FIGURES, SLEEP, cli, planned_runs, snapshot, write_tree
 
-from nestling import worker
-from nestling.artifacts import load_spec
-from nestling.attempt import STALE_S as LOCK_STALE_S
-from nestling.attempt import alive as lock_alive
+from nestling.core.tree.attempt_lock import STALE_S as LOCK_STALE_S
+from nestling.core.tree.attempt_lock import alive as lock_alive
+from nestling.execute import worker
+from nestling.plan.store import load_spec
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 from _reliability import FIGURES, SLEEP, check_tree, fake_success, ok, planned_runs, write_tree
 
-COLLECT_20 = "import sys; from nestling.collect import collect\nfor _ in range(20): collect(sys.argv[1])"
+COLLECT_20 = "import sys; from nestling.read.collect import collect\nfor _ in range(20): collect(sys.argv[1])"
 
 
 def test_two_collectors_never_leave_a_torn_parquet(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from _reliability import (
     start,
 )
 
-from nestling.attempt import alive as lock_alive
+from nestling.core.tree.attempt_lock import alive as lock_alive
 
 LOCAL = [*SLEEP, "--launcher", "local", "--n_folds", "3", "--max_epochs", "3", "--hp", "sleep_s=1.5"]
 

@@ -12,7 +12,7 @@ import pytest
 from _reliability import SLEEP, check_tree, cli, grep_tree, ok, planned_runs
 from _slurm_faults import SECRETS, WEIRD, SlurmFaults
 
-from nestling.artifacts import load_spec
+from nestling.plan.store import load_spec
 
 
 def _check_intact(art: Path, root: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nestling.task import Split
+from nestling.core.ml.task import Split
 from nestling.tasks.sleep import SleepTask, _datamodule
 
 BY_EPOCH = (0.9, 0.2, 0.4)

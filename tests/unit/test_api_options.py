@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import nestling
-from nestling import api
-from nestling.config import parse_config
-from nestling.errors import UsageError
+from nestling.commands import api
+from nestling.core.errors import UsageError
+from nestling.core.options.config import parse_config
 from nestling.tasks.sleep import SleepTask
 
 
@@ -86,21 +86,31 @@ def test_a_task_object_reaches_workers_only_by_an_importable_name() -> None:
 
 def test_import_nestling_stays_light() -> None:
     code = "import sys, nestling; print(sorted(m for m in ('torch', 'polars', 'lightning', 'simple_parsing', " \
-        "'nestling.api', 'nestling.commands') if m in sys.modules))"  # fmt: skip
+        "'nestling.commands.api', 'nestling.commands.start') if m in sys.modules))"  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.replace("'", '"')) == []
     assert callable(nestling.tune) and nestling.Result is api.Result
-    importlib.import_module("nestling.report")  # submodules named like API functions do not replace them
-    importlib.import_module("nestling.run")
-
     assert nestling.report is api.report and nestling.run is api.run and nestling.retrain is api.retrain
-    assert sys.modules["nestling.report"].print_summary  # the module is still there, by its full name
+    with pytest.raises(ModuleNotFoundError):  # the API's names are no modules
+        importlib.import_module("nestling.report")
+
+
+def test_old_module_paths_import_their_new_homes() -> None:
+    """0.1's flat paths (user scripts, jobs pickled by an older version) import the module at its new home."""
+    from nestling.core.containers import spec
+    from nestling.core.options import config
+
+    with pytest.warns(DeprecationWarning, match="nestling.config moved to nestling.core.options.config"):
+        old = importlib.import_module("nestling.config")
+    assert old is config and old.Config is config.Config
+    with pytest.warns(DeprecationWarning):
+        assert importlib.import_module("nestling.container").ContainerSpec is spec.ContainerSpec
     with pytest.raises(AttributeError):
         nestling.no_such_thing  # noqa: B018
 
 
 def test_commands_this_version_lacks_raise_usage_error(tmp_path: Path) -> None:
-    from nestling import cli
+    from nestling.commands import cli
 
     for command, call in (("report", nestling.report), ("retrain", nestling.retrain)):
         if command in cli.COMMANDS:

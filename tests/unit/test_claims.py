@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from nestling import claims
-from nestling.array_task import timed_out
-from nestling.jobenv import JobEnvironment
-from nestling.naming import ArrayLaunchPaths
+from nestling.core.host.jobenv import JobEnvironment
+from nestling.core.tree import array_claims as claims
+from nestling.core.tree.naming import ArrayLaunchPaths
+from nestling.execute.array_task import timed_out
 
 
 def test_a_unit_is_claimed_once_and_a_requeued_task_keeps_its_claim(tmp_path: Path) -> None:

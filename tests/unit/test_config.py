@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nestling.config import option_names, parse_config
-from nestling.devices import parse_devices
-from nestling.errors import UsageError
+from nestling.core.errors import UsageError
+from nestling.core.host.devices import parse_devices
+from nestling.core.options.config import option_names, parse_config
 
 TOML = """\
 max_epochs = 7
@@ -249,7 +249,7 @@ def test_devices_flag_reaches_parse_devices() -> None:
 @pytest.mark.parametrize("kind", ["run", "cv", "tune"])
 def test_every_option_has_its_help_text(kind: str, capsys: pytest.CaptureFixture[str]) -> None:
     """simple-parsing takes an option's help from its comment; a comment ruff wrapped away leaves a placeholder."""
-    from nestling.cli import main
+    from nestling.commands.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main([kind, "--help"])
@@ -271,7 +271,7 @@ CHOICES = {
 
 
 def test_help_lists_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
-    from nestling.cli import main
+    from nestling.commands.cli import main
 
     with pytest.raises(SystemExit):
         main(["cv", "--help"])
@@ -306,7 +306,9 @@ def test_choices_match_the_modules_that_act_on_them() -> None:
     """folds and container keep their own tuples (they are called directly too); they must not drift."""
     import typing
 
-    from nestling import config, container, folds
+    from nestling.core.containers import spec as container
+    from nestling.core.ml import folds
+    from nestling.core.options import config
 
     assert typing.get_args(config.FoldMethod) == folds.FOLD_METHODS
     assert typing.get_args(config.TestSplit) == folds.TEST_SPLITS
@@ -314,8 +316,8 @@ def test_choices_match_the_modules_that_act_on_them() -> None:
 
 
 def test_config_file_and_space_read_yaml_floats_alike(tmp_path: Path) -> None:
-    """One reader (nestling.files): `1e-3` is a float in a config file's [hparams] as in a space file."""
-    from nestling.space import load_space
+    """One reader (nestling.core.options.config_files): `1e-3` is a float in a config file's [hparams] as in a space file."""
+    from nestling.core.ml.space import load_space
 
     path = write(tmp_path, "c.yaml", "hparams:\n  lr: 1e-3\nhyperparameters:\n  lr: [1e-3, 1e-2]\n")
     assert parse_config(["--config", path]).hparams == {"lr": 0.001}

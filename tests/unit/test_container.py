@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nestling import container
-from nestling.container import (
+from nestling.core.containers import spec as container
+from nestling.core.containers.spec import (
     ContainerOptions,
     host_python_binds,
     image_exists,
@@ -19,7 +19,7 @@ from nestling.container import (
     validate,
     wrap_command,
 )
-from nestling.errors import UsageError
+from nestling.core.errors import UsageError
 
 CMD = ["python", "-m", "nestling.worker", "/art/spec.json"]
 ART = Path("/art")

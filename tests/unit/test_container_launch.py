@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from nestling import container
-from nestling.cli import main
-from nestling.config import parse_config
-from nestling.container import ContainerSpec
+from nestling.commands.cli import main
+from nestling.core.containers import spec as container
+from nestling.core.containers.spec import ContainerSpec
+from nestling.core.options.config import parse_config
 from nestling.launch.factory import container_spec
 
 WORKER = [sys.executable, "-m", "nestling.worker"]
@@ -244,18 +244,18 @@ def test_spec_round_trips_through_units_json_and_pickle(site: Path, capsys: pyte
 
 def test_task_is_loaded_once_per_command(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The container spec binds the data dirs of the task preflight loaded; it does not load it again."""
-    import nestling.preflight
-    import nestling.task
+    import nestling.core.ml.task
+    import nestling.plan.preflight
 
     loads: list[str] = []
-    real = nestling.task.load_task
+    real = nestling.core.ml.task.load_task
 
     def counting(spec: str) -> object:
         loads.append(spec)
         return real(spec)
 
-    monkeypatch.setattr(nestling.task, "load_task", counting)
-    monkeypatch.setattr(nestling.preflight, "load_task", counting)
+    monkeypatch.setattr(nestling.core.ml.task, "load_task", counting)
+    monkeypatch.setattr(nestling.plan.preflight, "load_task", counting)
     assert main(["cv", *options(site), "--launcher", "slurm", "--dry_run"]) == 0
     assert loads == ["sleep"]
 
@@ -264,7 +264,7 @@ def test_worker_starts_in_a_bound_dir_and_gets_absolute_run_dirs(
     site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 12 #10: from a directory under no bind, podman refused `-w <cwd>` (exit 126, every run lost)."""
-    from nestling.preflight import prepare
+    from nestling.plan.preflight import prepare
 
     # the submitting dir is bound at the same path: start there (a task module in it stays importable)
     bound = container_spec(parse_config([*options(site, "podman", "nestling:latest"), "--container_bind", str(site)]))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nestling.doctor import doctor_main
-from nestling.errors import UsageError
+from nestling.commands.doctor import doctor_main
+from nestling.core.errors import UsageError
 
 SINFO = "debug*|4|16384|gpu:2|2|infinite|idle|node[1-2]\n"  # `sinfo -h -o %P|%c|%m|%G|%D|%l|%t|%N`
 SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_folds", "2", "--n_seeds", "1"]
@@ -125,7 +125,7 @@ def test_slurm_not_answering(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_slurm_answers_array_size_and_gres(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # nestling.slurm_query calls subprocess/shutil itself when nothing is injected, so fake them globally for this test
+    # nestling.core.host.slurm_query calls subprocess/shutil itself when nothing is injected, so fake them globally for this test
     monkeypatch.setattr(shutil, "which", which("sinfo", "squeue", "scontrol"))
     monkeypatch.setattr(subprocess, "run", runner({
         "sinfo": (0, SINFO), "squeue": (0, "12\n13\n"), "scontrol": (0, "MaxArraySize = 4\n"),

@@ -13,12 +13,12 @@ from typing import Any
 import polars as pl
 import pytest
 
-from nestling import collect as C
-from nestling import naming
-from nestling.artifacts import _rel, load_spec, write_plan
-from nestling.config import parse_config
-from nestling.plan import run_specs
-from nestling.preflight import prepare
+from nestling.core.options.config import parse_config
+from nestling.core.tree import naming
+from nestling.plan.model import run_specs
+from nestling.plan.preflight import prepare
+from nestling.plan.store import _rel, load_spec, write_plan
+from nestling.read import collect as C
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,7 +133,7 @@ def test_write_plan_specs_are_the_spec_dicts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["cv", "tune", "run"])
 def test_load_plan_gives_back_the_plan_write_plan_wrote(tmp_path: Path, kind: str) -> None:
-    from nestling.artifacts import load_plan
+    from nestling.plan.store import load_plan
 
     space = tmp_path / "space.toml"
     space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")

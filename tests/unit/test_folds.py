@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from nestling.errors import UsageError
-from nestling.folds import FOLD_METHODS, TEST_SPLITS, make_splits
-from nestling.task import Split
+from nestling.core.errors import UsageError
+from nestling.core.ml.folds import FOLD_METHODS, TEST_SPLITS, make_splits
+from nestling.core.ml.task import Split
 
 SEEDS = range(5)
 SIZES = [(60, 6), (200, 8)]
@@ -263,7 +263,7 @@ def test_usage_errors(meta: pl.DataFrame, kwargs: dict, needle: str) -> None:
 def test_kfold_is_sklearns_kfold_without_importing_it(n: int, n_folds: int, seed: int) -> None:
     from sklearn.model_selection import KFold
 
-    from nestling.folds import _kfold
+    from nestling.core.ml.folds import _kfold
 
     ours = _kfold(n, n_folds, seed)
     theirs = list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros((n, 1))))
@@ -278,7 +278,7 @@ def test_default_fold_method_does_not_import_sklearn() -> None:
     import sys
 
     code = (
-        "import sys, polars as pl; from nestling.folds import make_splits; "
+        "import sys, polars as pl; from nestling.core.ml.folds import make_splits; "
         "make_splits(pl.DataFrame({'sample_id': [str(i) for i in range(20)]}), n_folds=4); "
         "print('sklearn' in sys.modules)"
     )

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from nestling import container
-from nestling.cli import main
+from nestling.commands.cli import main
+from nestling.core.containers import spec as container
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "sbatch"

@@ -16,11 +16,11 @@ import polars as pl
 import pytest
 from support import tables
 
-from nestling import collect as C
-from nestling import html_report as R
-from nestling.cli import main
-from nestling.config import Config
-from nestling.errors import UsageError
+from nestling.commands.cli import main
+from nestling.core.errors import UsageError
+from nestling.core.options.config import Config
+from nestling.read import collect as C
+from nestling.read.report import html as R
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
 METRICS = ["val/JaccardIndex", "val/Recall"]
@@ -290,7 +290,7 @@ def test_collector_job_writes_the_report(tmp_path: Path) -> None:
 
 def test_a_failing_report_does_not_fail_the_plan(tune: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from nestling import commands
+    from nestling.commands import start as commands
 
     def broken(*args: Any, **kwargs: Any) -> Path:
         raise RuntimeError("no plots today")

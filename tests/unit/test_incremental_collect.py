@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 
 from bench.collector import make_tree
-from nestling import naming
-from nestling.collect import collect
-from nestling.cvtable import collect_finished_cv
+from nestling.core.tree import naming
+from nestling.execute.cv_table import collect_finished_cv
+from nestling.read.collect import collect
 
 
 def _tables(root: Path) -> dict[str, pl.DataFrame]:
@@ -78,7 +78,7 @@ def test_the_worker_that_ends_a_cv_writes_its_table_and_the_final_collect_keeps_
 def test_a_rewrite_with_the_same_size_and_mtime_is_still_seen(tmp_path: Path) -> None:
     import os
 
-    from nestling.records import write_atomic
+    from nestling.core.tree.atomic import write_atomic
 
     tune = make_tree(tmp_path / "t", 20)
     collect(tune)

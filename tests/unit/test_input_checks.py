@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from nestling.cli import main
+from nestling.commands.cli import main
 
 SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--max_epochs", "1", "--quiet"]
 
 TINY_TASK = '''
 import polars as pl
-from nestling.task import Task
+from nestling.core.ml.task import Task
 
 
 class Tiny(Task):

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from nestling import jobenv
-from nestling.jobenv import JobEnvironment
+from nestling.core.host import jobenv
+from nestling.core.host.jobenv import JobEnvironment
 
 
 def test_outside_slurm_is_a_one_task_job() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nestling.records import ArrayRecord, LaunchRecord, append_launch, read_launches
+from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord, append_launch, read_launches
 
 LOCAL = {"launcher": "local", "started_at": 1.0, "units": 3, "workers": 2, "lost_units": [1],
          "lost_runs": ["/a/r1"], "finished_at": 2.0, "saved_at": 2.5}  # fmt: skip

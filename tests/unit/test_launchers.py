@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from nestling.commands import runs_per_task
-from nestling.config import parse_config
+from nestling.commands.start import runs_per_task
+from nestling.core.options.config import parse_config
 from nestling.launch.base import Launcher
 from nestling.launch.local import LocalLauncher
 from nestling.launch.slurm import SlurmArrayLauncher, SlurmResources
 from nestling.launch.submitit_local import SubmititLocalLauncher
-from nestling.plan import WorkUnit
+from nestling.plan.model import WorkUnit
 
 RES = SlurmResources(partition=None, time_min=60, cpus_per_task=2, mem_gb=8, gpus_per_task=0, account=None,
                      qos=None, constraint=None, array_parallelism=5, setup=[], extra={})  # fmt: skip

@@ -6,8 +6,8 @@ import logging
 import warnings
 from typing import Any
 
-from nestling import lightning_compat
-from nestling.task import Split
+from nestling.core.compat import lightning_internals as lightning_compat
+from nestling.core.ml.task import Split
 from nestling.tasks.sleep import SleepTask
 
 

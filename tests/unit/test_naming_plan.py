@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from nestling import naming
-from nestling.config import parse_config
-from nestling.errors import UsageError
-from nestling.plan import (
+from nestling.core.errors import UsageError
+from nestling.core.options.config import parse_config
+from nestling.core.tree import naming
+from nestling.plan.model import (
     Plan,
     plan_run,
     plan_single_cv,
@@ -242,7 +242,7 @@ def test_single_run_on_slurm_keeps_its_strategy() -> None:
 def test_fork_variants_cover_lightnings_relaunching_strategies() -> None:
     from lightning.pytorch.strategies import StrategyRegistry
 
-    from nestling.plan import FORK_VARIANTS, NO_FORK_VARIANT
+    from nestling.plan.model import FORK_VARIANTS, NO_FORK_VARIANT
 
     names = set(StrategyRegistry)
     assert set(FORK_VARIANTS.values()) <= names
@@ -259,7 +259,7 @@ def test_fork_variants_cover_lightnings_relaunching_strategies() -> None:
 def test_strategies_without_fork_variant_are_refused(
     strategy: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from nestling.cli import main
+    from nestling.commands.cli import main
 
     space = tmp_path / "space.toml"
     space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")

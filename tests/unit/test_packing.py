@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nestling.plan import auto_runs_per_task
+from nestling.plan.model import auto_runs_per_task
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_expected_run_s_packs_array_tasks_in_dry_run(tmp_path: Path) -> None:
 
 
 def test_expected_run_s_must_be_positive(tmp_path: Path) -> None:
-    from nestling.cli import main
+    from nestling.commands.cli import main
 
     assert main(["cv", "--expected_run_s", "0", "--artifact_dir", str(tmp_path / "a")]) == 2
     assert not (tmp_path / "a").exists()

@@ -1,7 +1,7 @@
 """Preflight: every bad input is refused before anything exists — exit 2, one stderr line naming the value and
 the fix, no directory created, nothing submitted.
 
-Each case runs `nestling.cli.main` in-process (as the console script does) against an artifact dir that must stay
+Each case runs `nestling.commands.cli.main` in-process (as the console script does) against an artifact dir that must stay
 absent, or, for the cases about an existing plan, byte-for-byte unchanged. SLURM options go through the slurm
 launcher's checks with --dry_run (which submits nothing even when the input is good); the partition and GRES
 cases ask the real local cluster's sinfo and are marked `cluster`.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nestling.cli import main
+from nestling.commands.cli import main
 
 SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--max_epochs", "1", "--quiet"]
 LOCAL = [*SLEEP, "--launcher", "local"]
@@ -194,9 +194,9 @@ CASES: dict[str, Bad] = {
 @pytest.fixture(scope="module")
 def existing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An artifact dir holding a cv named "there" (planned, never trained)."""
-    from nestling.artifacts import write_plan
-    from nestling.config import parse_config
-    from nestling.preflight import prepare
+    from nestling.core.options.config import parse_config
+    from nestling.plan.preflight import prepare
+    from nestling.plan.store import write_plan
 
     art = tmp_path_factory.mktemp("existing") / "art"
     prepared = prepare(

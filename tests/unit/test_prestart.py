@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nestling.cli import main
-from nestling.config import parse_config
+from nestling.commands.cli import main
+from nestling.core.options.config import parse_config
 from nestling.launch import factory
 from nestling.launch.local import LocalLauncher
 
@@ -130,8 +130,8 @@ def test_a_task_the_worker_cannot_load_is_reported_by_the_cli_as_before(
 
 
 def test_described_task_round_trips_the_planning_half() -> None:
-    from nestling.run import describe_task
-    from nestling.task import DescribedTask, declared_scoring_metrics, load_task
+    from nestling.core.ml.task import DescribedTask, declared_scoring_metrics, load_task
+    from nestling.execute.run_attempt import describe_task
 
     task = load_task("synthetic-segmentation")
     reply = describe_task("synthetic-segmentation")

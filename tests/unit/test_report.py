@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nestling.report import short_name
+from nestling.read.summary import short_name
 
 
 def test_a_name_is_shown_by_what_follows_its_parent() -> None:
@@ -22,7 +22,7 @@ def test_counts_are_plural_only_when_they_are_not_one() -> None:
     from pathlib import Path
 
     from nestling.launch.local import LocalLauncher
-    from nestling.plan import WorkUnit
+    from nestling.plan.model import WorkUnit
 
     one = LocalLauncher([None]).describe(Path("x"), [WorkUnit(0, ["a"])], "run x")
     assert one == "dry run: run x: 1 run in 1 work unit on the local launcher"

@@ -1,5 +1,5 @@
 """Resume against a planned tree (nothing trained): which option changes are found, refused, or forced into the
-rerun specs. Runs through `nestling.cli.main` in-process where the answer is a refusal, and through
+rerun specs. Runs through `nestling.commands.cli.main` in-process where the answer is a refusal, and through
 `resume.prepare_resume` (no launching) where the answer is what the reruns will run with."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from nestling import naming
-from nestling.artifacts import load_plan, write_plan
-from nestling.cli import main
-from nestling.config import explicit_options, parse_config
-from nestling.preflight import prepare
-from nestling.resume import prepare_resume
+from nestling.commands.cli import main
+from nestling.commands.resume import prepare_resume
+from nestling.core.options.config import explicit_options, parse_config
+from nestling.core.tree import naming
+from nestling.plan.preflight import prepare
+from nestling.plan.store import load_plan, write_plan
 
 SLEEP = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--quiet", "--launcher", "local"]
 
@@ -103,7 +103,7 @@ def test_a_moved_tree_gives_specs_inside_itself(tmp_path: Path, kind: str) -> No
     """Specs read from run_specs.jsonl or from a run's run_spec.json point into the tree where they are now."""
     import shutil
 
-    from nestling.artifacts import load_spec
+    from nestling.plan.store import load_spec
 
     space = tmp_path / "space.toml"
     space.write_text("[hyperparameters]\nvalue = { low = 0.0, high = 1.0 }\n")
@@ -125,7 +125,7 @@ def test_a_moved_tree_gives_specs_inside_itself(tmp_path: Path, kind: str) -> No
 
 
 def test_specs_with_absolute_paths_from_older_trees_still_load(tmp_path: Path) -> None:
-    from nestling.artifacts import load_spec
+    from nestling.plan.store import load_spec
 
     art = planned(tmp_path)
     root = art / "_cross_validations" / "c"

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from nestling import naming
-from nestling.config import parse_config
-from nestling.errors import UsageError
-from nestling.plan import CvPlan, PlannedRun
-from nestling.records import write_json
-from nestling.retrain import as_test_metric, best_epoch, retrain_epochs, retrain_split
-from nestling.task import Split
+from nestling.commands.retrain import as_test_metric, best_epoch, retrain_epochs, retrain_split
+from nestling.core.errors import UsageError
+from nestling.core.ml.task import Split
+from nestling.core.options.config import parse_config
+from nestling.core.tree import naming
+from nestling.core.tree.atomic import write_json
+from nestling.plan.model import CvPlan, PlannedRun
 
 
 def test_test_metric_names() -> None:

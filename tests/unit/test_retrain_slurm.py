@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from nestling.config import parse_config
-from nestling.devices import parse_devices
+from nestling.core.host.devices import parse_devices
+from nestling.core.options.config import parse_config
 from nestling.launch import slurm
 from nestling.launch.factory import slurm_resources
-from nestling.plan import WorkUnit
-from nestling.progress import RunProgress
+from nestling.plan.model import WorkUnit
+from nestling.read.progress import RunProgress
 
 
 @pytest.mark.parametrize("retrain", [True, False])

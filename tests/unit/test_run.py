@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from nestling import jobenv
-from nestling.folds import make_splits
-from nestling.records import RunSpec, read_json
+from nestling.core.host import jobenv
+from nestling.core.ml.folds import make_splits
+from nestling.core.tree.atomic import read_json
+from nestling.core.tree.run_spec import RunSpec
 from nestling.tasks.sleep import SleepTask
 
 
@@ -102,7 +103,7 @@ def test_a_run_that_failed_in_test_resumes_with_its_validation_metrics(
 ) -> None:
     """Issue 12 #5 (and #15): attempt 2 restores last.ckpt at the final epoch, so fit trains and validates
     nothing; the run must still carry its validation metrics, and attempt 1's traceback moves aside."""
-    from nestling.run import execute
+    from nestling.execute.run_attempt import execute
 
     (tmp_path / "fail_in_test_task.py").write_text(FAIL_IN_TEST)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -131,7 +132,7 @@ def test_a_run_that_failed_in_test_resumes_with_its_validation_metrics(
 def test_a_run_without_every_scoring_metric_is_failed_not_success(tmp_path: Path) -> None:
     """Issue 12 #5: a result that cannot be scored is no success; the error names what is missing and what
     was logged."""
-    from nestling.run import execute
+    from nestling.execute.run_attempt import execute
 
     run = make_run(tmp_path, scoring=("val/JaccardIndex", "val/F1Score"))  # the sleep task logs no F1Score
     result = execute(RunSpec.from_dict(read_json(run / "run_spec.json")))
@@ -165,7 +166,7 @@ def test_worker_startup_is_recorded_once_and_not_in_the_first_runs_duration(tmp_
 @pytest.mark.parametrize(("score_epoch", "expected"), [("last", 0.4), ("best", 0.9)])
 def test_score_epoch_chooses_whose_metrics_are_scored(tmp_path: Path, score_epoch: str, expected: float) -> None:
     """--score_epoch last (the default) scores the last epoch; best scores the epoch best.ckpt comes from."""
-    from nestling.run import execute
+    from nestling.execute.run_attempt import execute
 
     run = make_run(tmp_path, task="_epoch_task:EpochTask", scoring=("val/JaccardIndex",))
     spec = read_json(run / "run_spec.json")

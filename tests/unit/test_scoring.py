@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from nestling.errors import UsageError
-from nestling.scoring import (
+from nestling.core.errors import UsageError
+from nestling.core.ml.scoring import (
     DEFAULT_SCORING,
     MULTI_SCORE_STRATEGIES,
     ScoringMetric,

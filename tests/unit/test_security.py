@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import nestling
-from nestling.cli import main
-from nestling.container import passthrough_env
+from nestling.commands.cli import main
+from nestling.core.containers.spec import passthrough_env
 from nestling.launch.slurm import batch_log_params
 
 SRC = Path(nestling.__file__).parent
@@ -89,9 +89,9 @@ def test_secrets_are_not_passed_into_images() -> None:
 
 def test_plan_files_hold_no_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """plan.json, splits.json and run_specs.jsonl are made from options only, never from the environment."""
-    from nestling.artifacts import write_plan
-    from nestling.config import parse_config
-    from nestling.preflight import prepare
+    from nestling.core.options.config import parse_config
+    from nestling.plan.preflight import prepare
+    from nestling.plan.store import write_plan
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
@@ -120,7 +120,7 @@ def test_no_secret_in_the_container_command(runtime: str, job_task: bool) -> Non
     """The argv that starts a worker in an image (visible in the process list of the node) holds no secret: the
     W&B key stays on the host, so a run inside an image logs offline (auto) and is uploaded by `nestling sync`.
     WANDB_MODE, the user's choice of mode, does pass."""
-    from nestling.container import ContainerSpec
+    from nestling.core.containers.spec import ContainerSpec
 
     spec = ContainerSpec(image="img.sif" if runtime in ("apptainer", "singularity") else "img:1", runtime=runtime,
                          auto_binds=("/art",), python="python3")  # fmt: skip
@@ -140,7 +140,7 @@ def test_slurm_dry_run_scripts_hold_no_secret(
     the local and submitit-local launchers end to end: tests/e2e/test_tracking_offline.py."""
     import shutil
 
-    from nestling import container as container_mod
+    from nestling.core.containers import spec as container_mod
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)

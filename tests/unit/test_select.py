@@ -10,13 +10,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nestling import naming
-from nestling.artifacts import write_plan
-from nestling.collect import collect, ranked
-from nestling.config import parse_config
-from nestling.preflight import prepare
-from nestling.records import write_json
-from nestling.scoring import cv_spread
+from nestling.core.ml.scoring import cv_spread
+from nestling.core.options.config import parse_config
+from nestling.core.tree import naming
+from nestling.core.tree.atomic import write_json
+from nestling.plan.preflight import prepare
+from nestling.plan.store import write_plan
+from nestling.read.collect import collect, ranked
 
 
 def _tune(tmp_path: Path, values: dict[int, list[float]], extra: list[str] | None = None) -> Path:

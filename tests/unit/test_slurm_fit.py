@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from nestling import slurm_query
-from nestling.cli import main
+from nestling.commands.cli import main
+from nestling.core.host import slurm_query
 from nestling.launch.slurm import SlurmResources, fit_problem
 
 SINFO = """\

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 
-from nestling import slurm_query
-from nestling.slurm_query import QueuedJob
+from nestling.core.host import slurm_query
+from nestling.core.host.slurm_query import QueuedJob
 
 # recorded on a site cluster (two node types in `gpu`, one partition down to drained nodes) and the local one
 SINFO = """\

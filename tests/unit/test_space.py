@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from nestling.errors import UsageError
-from nestling.space import check_space_keys, load_space, parse_space, sample_trials
+from nestling.core.errors import UsageError
+from nestling.core.ml.space import check_space_keys, load_space, parse_space, sample_trials
 
 
 def test_forms() -> None:

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from nestling import slurm_query, status
-from nestling.artifacts import load_plan, write_plan
-from nestling.commands import save_launch
-from nestling.config import parse_config
-from nestling.plan import Plan
-from nestling.preflight import prepare
-from nestling.records import LaunchRecord
+from nestling.commands.start import save_launch
+from nestling.core.host import slurm_query
+from nestling.core.options.config import parse_config
+from nestling.core.tree.launch_record import LaunchRecord
+from nestling.plan.model import Plan
+from nestling.plan.preflight import prepare
+from nestling.plan.store import load_plan, write_plan
+from nestling.read import status
 
 CV = ["--task", "sleep", "--accelerator", "cpu", "--n_folds", "2", "--n_seeds", "1", "--name", "st"]
 

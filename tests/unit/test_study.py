@@ -1,6 +1,6 @@
 """Adaptive search (issue 13): draws from the tree, pruning over folds, the tables and resume, in-process.
 
-Workers are simulated with the bowl task's known score (tasks/bowl.simulate_unit does what worker.run_dirs does,
+Workers are simulated with the bowl task's known score (testing/bowl_workers.simulate_unit does what worker.run_dirs does,
 writing the result a real run would write), so a tune of dozens of trials takes a second.
 """
 
@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from nestling import naming, study
-from nestling.artifacts import load_plan, write_plan
-from nestling.config import parse_config
-from nestling.plan import run_dirs_per_cv, work_units
-from nestling.preflight import prepare
-from nestling.tasks.bowl import simulate_unit
+from nestling.core.options.config import parse_config
+from nestling.core.tree import naming
+from nestling.execute.search import study
+from nestling.plan.model import run_dirs_per_cv, work_units
+from nestling.plan.preflight import prepare
+from nestling.plan.store import load_plan, write_plan
+from nestling.testing.bowl_workers import simulate_unit
 
 SPACE = """
 [hyperparameters]
@@ -96,8 +97,8 @@ def test_eight_workers_drawing_at_once_draw_each_trial_once_and_never_the_same_c
 
 
 def test_successive_halving_prunes_between_folds_and_the_tree_says_so(tmp_path: Path) -> None:
-    from nestling.collect import collect, ranked
-    from nestling.status import count, run_states
+    from nestling.read.collect import collect, ranked
+    from nestling.read.status import count, run_states
 
     root = make_tune(tmp_path, "h", "--sampler", "tpe", "--pruner", "successive-halving", n_trials=12, n_folds=4)
     statuses = run_serial(root)
@@ -126,7 +127,7 @@ def test_successive_halving_prunes_between_folds_and_the_tree_says_so(tmp_path: 
 
 
 def test_the_intermediate_score_is_the_cv_score_over_the_folds_done(tmp_path: Path) -> None:
-    from nestling.scoring import cv_score
+    from nestling.core.ml.scoring import cv_score
 
     root = make_tune(tmp_path, "i", "--sampler", "random", "--pruner", "median", n_trials=2, n_folds=3)
     run_serial(root)
@@ -166,7 +167,7 @@ def test_median_waits_for_three_complete_trials_then_stops_those_below_the_media
 def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_rest(tmp_path: Path) -> None:
     import shutil
 
-    from nestling.resume import prepare_resume
+    from nestling.commands.resume import prepare_resume
 
     root = make_tune(tmp_path, "r", "--sampler", "tpe", "--pruner", "successive-halving", n_trials=10, n_folds=3)
     run_serial(root)
@@ -200,7 +201,7 @@ def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_res
 
 
 def test_cv_parallel_with_a_pruner_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    from nestling.errors import UsageError
+    from nestling.core.errors import UsageError
 
     with pytest.raises(UsageError, match="--pruner median needs the folds of a trial to run in order"):
         make_tune(tmp_path, "x", "--sampler", "tpe", "--pruner", "median", "--strategy", "cv-parallel")

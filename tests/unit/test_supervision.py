@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nestling import naming, supervision
+from nestling.core.tree import naming
+from nestling.core.tree import supervisor_pid as supervision
 
 
 def _write(root: Path, **fields: object) -> None:

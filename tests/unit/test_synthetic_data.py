@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nestling.task import Split
+from nestling.core.ml.task import Split
 from nestling.tasks import _synthetic_torch as st
 from nestling.tasks.synthetic import SyntheticSegmentation, sample_id
 

@@ -12,8 +12,8 @@ import warnings
 import polars as pl
 import pytest
 
-from nestling.errors import UsageError
-from nestling.task import Split, load_task
+from nestling.core.errors import UsageError
+from nestling.core.ml.task import Split, load_task
 from nestling.tasks.sleep import SleepTask
 from nestling.tasks.synthetic import SyntheticSegmentation
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from nestling import naming, tracking
-from nestling.cli import main
-from nestling.records import RunSpec
-from nestling.sync import WANDB_EXECUTABLE_ENV, sync
+from nestling.commands.cli import main
+from nestling.commands.sync import WANDB_EXECUTABLE_ENV, sync
+from nestling.core.host import tracking
+from nestling.core.tree import naming
+from nestling.core.tree.run_spec import RunSpec
 
 KEY = "k" * 40
 
@@ -229,7 +230,7 @@ def test_the_request_goes_through_the_proxy_unless_no_proxy_lists_the_host(liste
 
 
 def test_the_wandb_mode_option_is_a_choice_in_help_and_refused_otherwise(capsys: pytest.CaptureFixture[str]) -> None:
-    from nestling.config import parse_config
+    from nestling.core.options.config import parse_config
 
     assert parse_config(["--wandb_mode", "offline"]).logging.wandb_mode == "offline"
     assert parse_config([]).logging.wandb_mode == "auto"
@@ -242,12 +243,12 @@ def test_the_wandb_mode_option_is_a_choice_in_help_and_refused_otherwise(capsys:
 
 
 def test_the_mode_reaches_the_run_spec(tmp_path: Path) -> None:
-    from nestling.config import parse_config
-    from nestling.preflight import prepare
+    from nestling.core.options.config import parse_config
+    from nestling.plan.preflight import prepare
 
     args = ["--task", "sleep", "--n_folds", "2", "--n_seeds", "1", "--artifact_dir", str(tmp_path), "--name", "m",
             "--wandb_project", "p", "--wandb_mode", "offline"]  # fmt: skip
-    from nestling.plan import run_specs
+    from nestling.plan.model import run_specs
 
     specs = run_specs(prepare(parse_config(args), "cv").plan)
     assert [s.wandb_mode for s in specs] == ["offline", "offline"]
@@ -436,7 +437,7 @@ def spec_for(tmp_path: Path, mode: str) -> RunSpec:
 def test_an_online_start_that_raises_is_retried_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    run = importlib.import_module("nestling.run")  # the module: `nestling.run` is also the API function
+    run = importlib.import_module("nestling.execute.run_attempt")
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     started: list[str] = []
@@ -462,7 +463,7 @@ def test_a_run_trains_without_wandb_when_not_even_offline_starts(
 ) -> None:
     import importlib
 
-    run = importlib.import_module("nestling.run")  # the module: `nestling.run` is also the API function
+    run = importlib.import_module("nestling.execute.run_attempt")
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
 

@@ -18,8 +18,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Protocol
 
-from nestling.plan import WorkUnit
-from nestling.records import LaunchRecord
+from nestling.core.tree.launch_record import LaunchRecord
+from nestling.plan.model import WorkUnit
 
 
 class Progress(Protocol):

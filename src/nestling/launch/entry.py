@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import submitit
 
-from nestling.jobenv import save_in_progress
+from nestling.core.host.jobenv import save_in_progress
 
 if TYPE_CHECKING:
-    from nestling.container import ContainerSpec
+    from nestling.core.containers.spec import ContainerSpec
 
 _CHILD: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling import naming
-from nestling.config import PARALLEL_STRATEGIES, Config
-from nestling.devices import TrainerDevices, packed_slots, serial_slot, worker_slots
-from nestling.errors import UsageError
+from nestling.core.errors import UsageError
+from nestling.core.host.devices import TrainerDevices, packed_slots, serial_slot, worker_slots
+from nestling.core.options.config import PARALLEL_STRATEGIES, Config
+from nestling.core.tree import naming
 from nestling.launch.base import Launcher
 
 if TYPE_CHECKING:
-    from nestling.container import ContainerSpec
+    from nestling.core.containers.spec import ContainerSpec
     from nestling.launch.local import LocalLauncher
 
 
@@ -73,7 +73,7 @@ def prestart_local(config: Config, kind: str = "cv") -> LocalLauncher | None:
         return None
     if os.environ.get("NESTLING_PRESTART") == "0":  # the sequential start-up, for comparison (bench/one_import.py)
         return None
-    from nestling.devices import parse_devices
+    from nestling.core.host.devices import parse_devices
 
     try:
         devices = parse_devices(config.device.devices)
@@ -93,7 +93,7 @@ def described_task(pool: LocalLauncher | None, spec: str) -> Any:
     reply = pool.described_task()
     if not reply or "task" not in reply:
         return None
-    from nestling.task import DescribedTask
+    from nestling.core.ml.task import DescribedTask
 
     try:
         return DescribedTask(spec, reply["task"])
@@ -191,12 +191,12 @@ def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevice
 def container_spec(config: Config, task: Any = None) -> ContainerSpec | None:
     """The image every worker runs in, or None; ``task`` is the one preflight loaded (loaded here only when
     the caller has none, as on a resume)."""
-    from nestling.container import ContainerSpec
+    from nestling.core.containers.spec import ContainerSpec
 
     if not config.container.container_image:
         return None
     if task is None:
-        from nestling.task import load_task
+        from nestling.core.ml.task import load_task
 
         task = load_task(config.data.task)
     return ContainerSpec.from_config(

@@ -30,14 +30,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from nestling import jobenv, naming
-from nestling.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
+from nestling.core.host import jobenv
+from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
+from nestling.core.tree import naming
+from nestling.core.tree.launch_record import LaunchRecord
 from nestling.launch.base import Launcher, Progress, runs_in_units
-from nestling.plan import WorkUnit
-from nestling.records import LaunchRecord
+from nestling.plan.model import WorkUnit
 
 if TYPE_CHECKING:
-    from nestling.container import ContainerSpec
+    from nestling.core.containers.spec import ContainerSpec
 
 LOST = "lost"
 

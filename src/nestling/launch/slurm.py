@@ -23,18 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling import naming, slurm_query
-from nestling.errors import JobsBlocked, UsageError
+from nestling.core.errors import JobsBlocked, UsageError
+from nestling.core.host import slurm_query
+from nestling.core.host.slurm_query import Partition, QueuedJob
+from nestling.core.tree import naming
+from nestling.core.tree.atomic import write_atomic, write_json
+from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
+from nestling.core.tree.naming import ArrayLaunchPaths
+from nestling.core.tree.run_result import read_result
 from nestling.launch.base import Launcher, Progress, SubmitError, count_runs
-from nestling.naming import ArrayLaunchPaths
-from nestling.plan import WorkUnit
-from nestling.records import ArrayRecord, LaunchRecord, read_result, write_atomic, write_json
-from nestling.slurm_query import Partition, QueuedJob
+from nestling.plan.model import WorkUnit
 
 __all__ = ["SlurmArrayLauncher", "SlurmResources", "SubmitError", "slurm_params", "submitit_sbatch_text"]
 
 if TYPE_CHECKING:
-    from nestling.container import ContainerSpec
+    from nestling.core.containers.spec import ContainerSpec
 
 MAX_TIME_LIMIT_REQUEUES = 10  # a run may hit the time limit this often (checkpoint + requeue each time)
 

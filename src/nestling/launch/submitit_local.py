@@ -11,14 +11,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nestling import naming
+from nestling.core.tree import naming
+from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
+from nestling.core.tree.run_result import read_result
 from nestling.launch.base import Launcher, Progress, runs_in_units
 from nestling.launch.slurm import SlurmResources
-from nestling.plan import WorkUnit
-from nestling.records import ArrayRecord, LaunchRecord, read_result
+from nestling.plan.model import WorkUnit
 
 if TYPE_CHECKING:
-    from nestling.container import ContainerSpec
+    from nestling.core.containers.spec import ContainerSpec
 
 
 class SubmititLocalLauncher(Launcher):

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 if TYPE_CHECKING:
-    from nestling.task import Split
+    from nestling.core.ml.task import Split
     from nestling.tasks.synthetic import SyntheticSegmentation
 
 METRIC_NAMES = ("JaccardIndex", "Recall", "Precision", "F1Score")

@@ -8,7 +8,7 @@ hyperparameters plus noise per fold and per seed, so a search's regret can be me
 The fold effect (sd FOLD_SD) is shared by every configuration, as a hard fold is hard for all of them; the rest
 (sd RUN_SD) is drawn per run. The optimum is lr = 10^-2.5, width = 0.3, depth = 5 (true value 0.95). Training
 only sleeps `sleep_s` per epoch, so a bench measures the search, not a model. `observed` is pure and importable
-without torch: the search bench simulates workers with it in-process.
+without torch: nestling.testing.bowl_workers simulates workers with it in-process.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling.task import Split
+from nestling.core.ml.task import Split
 from nestling.tasks.sleep import N_SAMPLES, SleepTask
 from nestling.tasks.synthetic import resolve_hparams
 
@@ -54,35 +53,6 @@ def observed(hparams: dict[str, Any], fold: int, seed: int) -> float:
     params = tuple(sorted((k, round(float(hparams[k]), 12)) for k in ("lr", "width", "depth")))
     noise = FOLD_SD * _normal("fold", fold) + RUN_SD * _normal("run", params, fold, seed)
     return min(1.0, max(1e-3, true_value(hparams) + noise))
-
-
-def simulate(run_dir: Path) -> dict[str, Any]:
-    """Finish a run without training: write the run_result.json a real run of this task writes (success, its
-    `val/score`), for the search bench and tests that simulate many workers in one process. The run's spec is
-    loaded as a worker loads it (an adaptive trial's configuration completed from its draw)."""
-    from nestling.artifacts import load_spec
-    from nestling.naming import RunPaths
-    from nestling.records import SUCCESS, empty_result, write_json
-
-    spec = load_spec(run_dir)
-    result = empty_result(spec)
-    result.update(status=SUCCESS, metrics={"val/score": observed(spec.hparams, spec.fold, spec.seed)}, attempt=1)
-    write_json(RunPaths(Path(spec.run_dir)).result, result)
-    return result
-
-
-def simulate_unit(run_dirs: list[str]) -> list[str]:
-    """What a worker does with a unit (worker.run_dirs), with `simulate` for training: each run first asks the
-    study (draw the trial's configuration, or skip a pruned trial's run). The statuses, in order."""
-    from nestling import failfast, study
-
-    statuses = []
-    for d in run_dirs:
-        if not study.before_run(Path(d), failfast.plan_root(Path(d))):
-            statuses.append(study.PRUNED)
-            continue
-        statuses.append(str(simulate(Path(d))["status"]))
-    return statuses
 
 
 class BowlTask(SleepTask):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from nestling.task import Split, Task
+from nestling.core.ml.task import Split, Task
 from nestling.tasks.synthetic import resolve_hparams
 
 if TYPE_CHECKING:

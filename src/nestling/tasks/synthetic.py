@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from nestling.errors import UsageError
-from nestling.task import Split, Task
+from nestling.core.errors import UsageError
+from nestling.core.ml.task import Split, Task
 
 if TYPE_CHECKING:
     import lightning

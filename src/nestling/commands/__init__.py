@@ -1,0 +1,1 @@
+"""Commands: what a user calls, from the command line or Python."""

@@ -1,0 +1,139 @@
+"""`nestling run | cv | tune | collect | status | sync | report | retrain | stop | doctor`: the command line. No
+torch import happens here.
+
+Bad input -> one line on stderr and exit 2, before anything is created. Exit 0 when the tree completed (failed
+runs are reported, not fatal), 1 when every run failed or on an internal error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nestling import __version__
+from nestling.core.errors import JobsBlocked, UsageError, strict_parser
+
+COMMANDS = {
+    "run": "train one run (fold --fold of --fold_method, first seed)",
+    "cv": "cross-validate one hyperparameter set: n_folds x seeds runs, scored into run_infos.parquet",
+    "tune": "sample hyperparameter sets (--hpconfig, or the --config file's [hyperparameters]) and cross-validate each",
+    "collect": "rebuild run_infos.parquet / tune_infos.parquet of a tune, cv or run dir from its run results",
+    "status": "count and list the runs of a tune, cv or run dir by state",
+    "sync": "upload the offline W&B runs of a tune, cv or run dir (wandb sync); skips those already uploaded",
+    "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
+    "retrain": "train a tune's best configuration on train + val and test it: the cv {tune}-final of the tune",
+    "stop": "stop a detached local sweep (--detach) gracefully: runs in progress save; --resume continues",
+    "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    program = argv is None  # the console script / python -m: this process ends with the command
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rc = _dispatch(argv)
+    except UsageError as exc:
+        print(f"nestling: error: {exc}", file=sys.stderr)
+        rc = 2
+    except JobsBlocked as exc:  # --wait on a job that can never start: the job stays for the user to fix/cancel
+        print(f"nestling: {exc}", file=sys.stderr)
+        rc = 1
+    except KeyboardInterrupt:
+        print("nestling: interrupted; finished runs are kept, resume with --resume", file=sys.stderr)
+        rc = 130
+    if program:
+        exit_now(rc)
+    return rc
+
+
+def exit_now(rc: int) -> None:
+    """End a process that imported torch (a task module with torch at the top) without the interpreter's
+    teardown of it, which takes seconds on a loaded machine (issue 15 #1). Everything nestling writes is already
+    on disk (atomic writes); only the standard streams need a flush."""
+    if "torch" not in sys.modules:
+        return
+    import contextlib
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(rc)
+
+
+def _dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        _print_help()
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"nestling {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command in ("run", "cv", "tune"):
+        from nestling.commands.retrain import then_retrain
+        from nestling.commands.start import execute_plan
+
+        return execute_plan(command, rest, then=then_retrain)
+    if command == "retrain":
+        from nestling.commands.retrain import retrain_main
+
+        return retrain_main(rest)
+    if command == "collect":
+        return _collect(rest)
+    if command == "report":
+        from nestling.read.report.html import report_main
+
+        return report_main(rest)
+    if command == "status":
+        from nestling.read.status import status_main
+
+        return status_main(rest)
+    if command == "sync":
+        from nestling.commands.sync import sync_main
+
+        return sync_main(rest, COMMANDS["sync"])
+    if command == "stop":
+        from nestling.commands.detach import stop_main
+
+        return stop_main(rest)
+    if command == "doctor":
+        from nestling.commands.doctor import doctor_main
+
+        return doctor_main(rest)
+    raise UsageError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)} (see nestling --help)")
+
+
+def _print_help() -> None:
+    print(f"usage: nestling {{{','.join(COMMANDS)}}} [options]\n")
+    print("How a model is born: tune -> cross-validation -> training run.\n")
+    for name, text in COMMANDS.items():
+        print(f"  {name:<8} {text}")
+    print("\nnestling COMMAND --help lists the options of a command.")
+
+
+def _collect(argv: list[str]) -> int:
+    parser = strict_parser("nestling collect", COMMANDS["collect"])
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--all", action="store_true", help="show every logged metric, not only the scoring metrics and score"
+    )
+    parser.add_argument("--report", action="store_true", help="also write DIR/report.html (as `nestling report`)")
+    parser.add_argument(
+        "--select", choices=("score", "lcb"), default=None, help="rank a tune by this (default: the tune's --select)"
+    )
+    args = parser.parse_args(argv)
+    from nestling.read.collect import collect
+    from nestling.read.summary import print_summary
+
+    if not args.dir.exists():
+        raise UsageError(f"{str(args.dir)!r} does not exist; pass a tune, cv or run directory")
+    collected = collect(args.dir)
+    if not args.quiet:
+        print_summary(collected, args.select, all_columns=args.all)
+    if args.report:
+        from nestling.read.report.html import write_report
+
+        print(f"report: {write_report(args.dir, collected)}")
+    return 0
+

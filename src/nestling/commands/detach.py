@@ -1,0 +1,141 @@
+"""`--detach` and `nestling stop`: a local sweep that outlives the terminal it was started from (the foreground
+side; the background program is supervisor.py).
+
+The foreground does everything that can fail on bad input (parse, plan, write the tree, make the launcher), so a
+mistake is still one line and exit 2; then it claims the plan's supervisor pid file, writes what the supervisor
+needs (`_supervisor.json`: the work units, the options, the launch.json fields) and starts
+`python -m nestling.supervisor ROOT` in its own session (no controlling terminal: closing the terminal or killing
+the shell sends it nothing), logging to `_supervisor.log`, and returns. The supervisor runs the same
+`commands.launch_and_report` an attached launch runs, so the sweep, launch.json, the tables and the fail-fast
+ledger are those of a foreground sweep.
+
+`nestling stop DIR` sends the supervisor's process group what Ctrl-C sends a foreground sweep (SIGINT; SIGTERM to
+the supervisor is taken the same way): the local launcher hands out no more work and the runs in progress save
+their resume point; `nestling cv|tune --resume NAME` continues.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nestling.core.errors import UsageError, strict_parser
+from nestling.core.options.config import Config
+from nestling.core.tree import naming
+from nestling.core.tree import supervisor_pid as supervision
+from nestling.core.tree.atomic import write_json
+from nestling.plan.model import WorkUnit
+
+STOP_WAIT_S = 120.0  # how long `nestling stop` waits for the runs in progress to save
+
+
+def detach(
+    kind: str,
+    name: str,
+    root: Path,
+    units: list[WorkUnit],
+    config: Config,
+    total: int,
+    extra_record: dict[str, Any] | None = None,
+    then: Callable[..., int] | None = None,
+) -> int:
+    """Start the supervisor of a plan already on disk and return at once (exit code of the foreground). `then`
+    (commands.Then, e.g. `tune --retrain`) runs in the supervisor after the sweep: it travels by its importable
+    name, as workers do."""
+    paths = naming.SupervisorPaths(root)
+    if not supervision.claim(root):
+        raise UsageError(_busy(kind, name, root))
+    try:
+        write_json(
+            paths.request,
+            {
+                "kind": kind,
+                "name": name,
+                "total": total,
+                "units": [{"index": u.index, "run_dirs": u.run_dirs} for u in units],
+                "config": config.to_dict(),
+                "record": {**(extra_record or {}), "detached": True},
+                "then": f"{then.__module__}:{then.__qualname__}" if then is not None else None,
+            },
+        )
+        env = {"COLUMNS": "160", **os.environ, "PYTHONUNBUFFERED": "1"}  # COLUMNS: tables in the log, not a tty
+        with open(paths.log, "a") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {kind} {name}: {total} runs, detached\n")
+            log.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nestling.supervisor", str(root)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own session and process group: no SIGHUP, no terminal Ctrl-C
+                close_fds=True,
+            )
+        supervision.hand_over(root, proc.pid)
+        proc.returncode = 0  # never waited for here: it outlives this process (and no ResourceWarning says so)
+    except BaseException:
+        supervision.release(root)
+        raise
+    if not config.logging.quiet:
+        print(f"{kind} {name}: {total} runs in {len(units)} work units -> {root}")
+    # The outcome of a detached launch, printed even with --quiet: where it runs and how to follow and stop it.
+    print(f"detached: supervisor pid {proc.pid}; log {paths.log}")
+    print(f"follow:   nestling status {root} --watch")
+    print(f"stop:     nestling stop {root}   (runs in progress save; then {resume_hint(kind, name, root)})")
+    return 0
+
+
+def resume_hint(kind: str, name: str, root: Path) -> str:
+    if kind == "run":
+        return "run it again"
+    return f"nestling {kind} --resume {name} --artifact_dir {naming.artifact_dir_of(root, kind)}"
+
+
+def _busy(kind: str, name: str, root: Path) -> str:
+    sup = supervision.alive(root)
+    who = sup.describe() if sup is not None else "another process"
+    return (
+        f"{kind} {name!r} is already run by a detached supervisor ({who}); follow it with nestling status {root}, "
+        f"or stop it with nestling stop {root} before launching it again"
+    )
+
+
+def stop_main(argv: list[str]) -> int:
+    """`nestling stop DIR`: stop a detached sweep gracefully and wait until its runs in progress saved."""
+    from nestling.plan.store import find_plan_root, load_plan
+
+    parser = strict_parser("nestling stop", "Stop a detached local sweep (--detach) gracefully.")
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--timeout", type=float, default=STOP_WAIT_S, help="seconds to wait for it to end")
+    args = parser.parse_args(argv)
+    root = find_plan_root(args.dir)
+    plan = load_plan(root)
+    sup = supervision.alive(root)
+    if sup is None:  # idempotent, like stopping a stopped service: the sweep ended or was never detached
+        print(f"nothing to stop: no detached supervisor runs {plan.kind} {plan.name!r}; see nestling status {root}")
+        return 0
+    if not sup.here:
+        raise UsageError(
+            f"the supervisor of {plan.name!r} runs on {sup.hostname}, not {socket.gethostname()}; "
+            f"run nestling stop {root} there"
+        )
+    supervision.signal_stop(sup)
+    print(f"stopping {plan.kind} {plan.name} (supervisor pid {sup.pid}); runs in progress save their resume point")
+    deadline = time.monotonic() + args.timeout
+    while supervision.is_alive(sup):
+        if time.monotonic() > deadline:
+            print(
+                f"nestling: the supervisor is still stopping after {args.timeout:.0f} s; see "
+                f"{naming.SupervisorPaths(root).log}",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(0.2)
+    print(f"stopped; continue with: {resume_hint(plan.kind, plan.name, root)}")
+    return 0

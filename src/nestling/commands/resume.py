@@ -1,0 +1,207 @@
+"""`--resume NAME`: continue a tune or cv from its artifact tree, never redoing finished work.
+
+The saved plan is re-read (trials are never re-sampled); runs whose result is success are skipped; failed, missing
+and lost runs run again with the same run_name and run_id and the next attempt number (a failed result is kept as
+run_result.attempt-N.json). An adaptive tune (study.py) keeps its drawn and pruned trials: a lost trial reruns
+with its drawn configuration, trials never drawn are drawn when they start, with every result known. Options that define the plan must not change: an option given on the command line (or
+set away from its default) that differs from the saved plan is refused with a diff unless --force, which applies
+changed training/device options to the reruns (their RunSpecs derived again by plan.py, through the same device
+rule as planning); options --force cannot apply are refused even with it. Launch and container options may
+change freely (e.g. resume a local sweep on SLURM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nestling.core.errors import UsageError
+from nestling.core.options.config import Config, config_from_dict, explicit_options
+from nestling.core.tree import attempt_lock as attempt
+from nestling.core.tree import naming
+from nestling.core.tree import supervisor_pid as supervision
+from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_spec import RunSpec
+from nestling.plan.model import Plan, PlannedRun, run_specs
+from nestling.plan.store import load_plan, write_spec
+
+PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from
+APPLIED_ON_FORCE = {
+    "training": ("max_epochs", "early_stopping_patience"),
+    "device": ("accelerator", "strategy", "devices", "num_nodes"),
+}
+IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force"), ("training", "hp")}  # --hp: as hparams
+FROM_INVOCATION = {("tune", "retrain")}  # what happens after the plan: taken from this invocation when given
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """What a resume hands back to `commands.execute_plan`: the runs to redo (grouped per cv, as planned), the
+    configuration to launch them with, and what changed since planning (recorded in launch.json)."""
+
+    name: str
+    root: Path
+    config: Config  # the saved plan's options, with this invocation's launch/container options (and forced ones)
+    run_dirs: list[list[str]]  # per cv, the run dirs to run again; empty when every run succeeded
+    changes: list[str]  # the option changes found (applied only with --force)
+
+    @property
+    def total(self) -> int:
+        return sum(len(dirs) for dirs in self.run_dirs)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The fields a resume adds to its launch.json entry."""
+        forced = self.changes if self.config.launch.force else []
+        return {"resume": True, "rerun": self.total, "forced_changes": forced}
+
+
+def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
+    """Check the saved plan against this invocation and make the tree ready for the reruns (failed results
+    archived, stale locks removed, forced changes written into the rerun specs); launching is the caller's."""
+    name = naming.validate_name(config.launch.resume or "", "--resume name")
+    if kind == "run":
+        raise UsageError(
+            "--resume is for nestling cv and nestling tune; a single run is resumed by its cv or tune"
+        )
+    root = naming.top_dir(Path(config.logging.artifact_dir).resolve(), kind, name)  # absolute run dirs
+    if not (root / naming.PLAN).is_file():
+        raise UsageError(
+            f"no {kind} named {name!r} in {config.logging.artifact_dir} (no {root / naming.PLAN}); check --artifact_dir"
+        )
+    plan = load_plan(root)
+    saved = config_from_dict(plan.options)
+    changes = changed_options(saved, config, explicit_options(argv))
+    if changes and not config.launch.force:
+        raise UsageError(
+            f"{kind} {name!r} was planned with other options: {'; '.join(map(str, changes))}; drop them to resume "
+            "as planned, or add --force"
+        )
+    fixed = [c for c in changes if not c.applicable]
+    if fixed:
+        raise UsageError(
+            f"{kind} {name!r}: {'; '.join(map(str, fixed))} would change the plan itself, which --force cannot do "
+            f"(it applies {', '.join(f'--{k}' for keys in APPLIED_ON_FORCE.values() for k in keys)}); drop them "
+            f"or start a new {kind}"
+        )
+    effective = _effective(saved, config, changes)
+    given = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in explicit_options(argv)}
+    effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **given))
+    respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
+    _refuse_if_active(plan)
+    todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
+    if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
+        from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
+
+        pruned = pruned_trials(plan.root)
+        kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
+        todo = [run for run in todo if run.dir.name not in kept]
+        forget_unwritten_draws(plan.root)
+        rerun = {run.dir.name for run in todo}
+        reopen(plan.root, {i for i, cv in enumerate(plan.cvs) if any(r.dir.name in rerun for r in cv.runs)})
+    for run in todo:
+        _archive_failed_result(run.dir)
+        attempt.remove_if_stale(run.dir)
+    if respecified:
+        _apply_forced(plan.root, respecified, todo)
+    wanted = {str(r.dir) for r in todo}
+    per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
+    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes])
+
+
+@dataclass(frozen=True)
+class Change:
+    group: str  # a Config group, or "hparams"
+    key: str
+    before: Any
+    after: Any
+
+    @property
+    def applicable(self) -> bool:
+        """Whether a forced resume can give this change to the reruns (the rest would change the plan itself)."""
+        return self.key in APPLIED_ON_FORCE.get(self.group, ())
+
+    def __str__(self) -> str:
+        flag = f"--hp {self.key}" if self.group == "hparams" else f"--{self.key}"
+        return f"{flag} {self.before!r} -> {self.after!r}"
+
+
+def changed_options(saved: Config, current: Config, explicit: set[str] | None = None) -> list[Change]:
+    """Options set in this invocation (given on the command line, or differing from the defaults, e.g. from a
+    config file) whose value differs from the saved plan's."""
+    explicit = explicit or set()
+    defaults = Config().to_dict()
+    now, before = current.to_dict(), saved.to_dict()
+    changes = []
+    for group in PLAN_GROUPS:
+        for key, value in now[group].items():
+            if (group, key) in IGNORED | FROM_INVOCATION or (key not in explicit and value == defaults[group][key]):
+                continue
+            if value != before[group].get(key):
+                changes.append(Change(group, key, before[group].get(key), value))
+    for key, value in now["hparams"].items():
+        if before["hparams"].get(key) != value:
+            changes.append(Change("hparams", key, before["hparams"].get(key), value))
+    return changes
+
+
+def _effective(saved: Config, current: Config, forced: list[Change]) -> Config:
+    """The saved plan's options, with this invocation's launch/container options and the forced changes."""
+    device, training = saved.device, saved.training
+    device = dataclasses.replace(device, **{c.key: c.after for c in forced if c.group == "device"})
+    training = dataclasses.replace(training, **{c.key: c.after for c in forced if c.group == "training"})
+    logging = dataclasses.replace(saved.logging, quiet=current.logging.quiet)
+    return dataclasses.replace(
+        saved,
+        device=device,
+        training=training,
+        logging=logging,
+        launch=current.launch,
+        container=current.container,
+    )
+
+
+def _refuse_if_active(plan: Plan) -> None:
+    """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued, or
+    while a detached supervisor (--detach) runs the plan."""
+    from nestling.read.status import run_states
+
+    supervisor = supervision.alive(plan.root)
+    if supervisor is not None:
+        raise UsageError(
+            f"{plan.kind} {plan.name!r} is run by a detached supervisor ({supervisor.describe()}); follow it with "
+            f"nestling status {plan.root}, or stop it with nestling stop {plan.root}, then resume"
+        )
+    # Without launch.json (a local driver killed mid-sweep) every unfinished run reads "pending", so only a live
+    # attempt lock ("running") counts; with one, queued SLURM tasks count too.
+    launches_exist = (plan.root / naming.LAUNCH).exists()
+    active = [
+        s for s in run_states(plan)
+        if s.state == "running" or (s.state in ("pending", "blocked") and launches_exist)
+    ]
+    if active:
+        jobs = sorted({s.job.split("_")[0] for s in active if s.job})
+        where = f" (jobs {', '.join(jobs)})" if jobs else ""
+        raise UsageError(
+            f"{len(active)} runs of {plan.name!r} are still running or queued{where}; wait for them "
+            f"(nestling status {plan.root} --watch) or cancel them, then resume"
+        )
+
+
+def _archive_failed_result(run_dir: Path) -> None:
+    result = read_result(run_dir)
+    if result is None:
+        return
+    paths = naming.RunPaths(run_dir)
+    attempt = result.get("attempt") or 1
+    paths.result.rename(paths.dir / f"run_result.attempt-{attempt}.json")
+
+
+def _apply_forced(root: Path, respecified: list[RunSpec], todo: list[PlannedRun]) -> None:
+    """Write the respecified RunSpec (plan.py derived it from the forced configuration) into each rerun's dir."""
+    rerun = {str(run.dir) for run in todo}
+    for spec in respecified:
+        if spec.run_dir in rerun:
+            write_spec(spec, root)

@@ -1,0 +1,348 @@
+"""`nestling retrain TUNE_DIR`: train a tune's selected configuration on train + val and score it on the test split.
+
+The retrain is one more plan, written and launched like any other (`artifacts.write_plan`,
+`commands.launch_and_report`): kind "retrain", rooted at `{tune}/{tune}-final`, one split (every non-test sample
+of the tune's splits for training, its test samples for testing), one run per seed. Its runs train for a fixed
+number of epochs without validation (`RunSpec.retrain`) and are scored on the test metrics (the tune's scoring
+metrics with `val` replaced by `test`); the collector writes run_infos.parquet and final_infos.parquet. Running
+the command again (or with --resume) resumes it through `resume.prepare_resume`, like `--resume` of a tune.
+
+Options: the tune's own (its launcher, devices, container), changed by launch, device and container flags given
+here; `--n_seeds`/`--seeds` (default the tune's); `--cv NAME` (default the tune's best by `--select`);
+`--retrain_epochs best|max|N` (best: the median best epoch of the chosen cv's runs, from their CSV logs).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nestling.core.errors import UsageError, strict_parser
+from nestling.core.options.config import (
+    Config,
+    config_from_dict,
+    explicit_options,
+    option_names,
+    parse_config,
+)
+from nestling.core.tree import naming
+
+if TYPE_CHECKING:
+    from nestling.core.ml.task import Split
+    from nestling.plan.model import CvPlan, Plan
+    from nestling.read.collect import CvSummary
+
+DESCRIPTION = (
+    "Train a tune's selected configuration on train + val (every non-test sample) with one run per seed and "
+    "score it on the test split, as the cv {tune}-final of the tune. Launch, device and container options "
+    "(see nestling tune --help) default to the tune's; --n_seeds/--seeds too. Again (or --resume): resumes it."
+)
+OVERRIDE_GROUPS = ("launch", "device", "container")  # flags of these groups change the tune's values
+OVERRIDE_KEYS = ("n_seeds", "seeds", "quiet", "wandb_project", "wandb_entity")
+VALIDATION_PREFIXES = ("val", "valid", "validation")
+
+
+def retrain_main(argv: list[str]) -> int:
+    """The command: plan, write and launch the retrain, or resume it when it exists."""
+    if not argv or argv[0] in ("-h", "--help"):
+        _parser().print_help()
+        return 0 if argv else 2
+    if argv[0].startswith("-"):
+        raise UsageError(f"nestling retrain takes the tune directory first, not {argv[0]!r}: nestling retrain DIR")
+    args, rest = _parser().parse_known_args(argv[1:])
+    tune = _tune_plan(Path(argv[0]))
+    given = parse_config(rest, prog="nestling retrain", description=DESCRIPTION)
+    explicit = explicit_options(rest)
+    groups = option_names()
+    refused = sorted(k for k in explicit if groups[k] not in OVERRIDE_GROUPS and k not in OVERRIDE_KEYS)
+    if refused:
+        raise UsageError(
+            f"--{refused[0]} is not a retrain option (the tune's value is kept); retrain takes --cv, --select, "
+            "--n_seeds/--seeds, --retrain_epochs best|max|N and launch, device and container options"
+        )
+    final_root = naming.final_dir(tune.root, tune.name)
+    if (final_root / naming.PLAN).is_file():
+        chosen = [f"--{k}" for k in ("select", "retrain_epochs") if getattr(args, k) is not None]
+        if chosen:
+            raise UsageError(
+                f"{' and '.join(chosen)} choose a new retrain, but {final_root} exists and would be resumed; drop "
+                "them to resume it, or move it away to start another"
+            )
+        return _resume(tune, final_root, args.cv, given, explicit, rest)
+    return _start(tune, args, given, explicit)
+
+
+def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) -> int:
+    """`nestling tune --retrain`: retrain the best once the tune ended here (a detached SLURM tune submitted a
+    retrain job after its collector instead, see launch/slurm.py)."""
+    if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
+        return code
+    try:
+        code = retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
+    except UsageError as exc:  # e.g. no trial has a score: the tune itself ended, say why nothing was retrained
+        print(f"nestling: not retrained: {exc}", file=sys.stderr)
+        return 1
+    if not config.logging.quiet:
+        print(closing_line(root))
+    return code
+
+
+def closing_line(root: Path) -> str:
+    """The last word of `tune --retrain` (and of `make demo`): where the report is, and the tested score."""
+    import polars as pl
+
+    final = naming.final_dir(root, root.name) / naming.FINAL_INFOS
+    score = "not available (see the retrain above)"
+    if final.is_file():
+        rows = {r["row"]: r["run_score"] for r in pl.read_parquet(final).iter_rows(named=True) if r["row"] != "seed"}
+        mean, sem = rows.get("mean"), rows.get("sem")
+        if mean is not None and not math.isnan(mean):
+            score = f"{mean:.4g}" + (f" ± {sem:.2g} (sem)" if sem is not None and not math.isnan(sem) else "")
+    return f"report: {root / naming.REPORT}\nretrained test score: {score} ({final})"
+
+
+def _parser() -> Any:
+    parser = strict_parser("nestling retrain", DESCRIPTION)
+    parser.usage = (
+        "nestling retrain TUNE_DIR [--cv NAME] [--select score|lcb] [--retrain_epochs best|max|N] [--n_seeds K] "
+        "[--resume] [launch, device and container options]"
+    )
+    parser.add_argument("--cv", default=None, help="the cv of the tune to retrain (default: the best by --select)")
+    parser.add_argument(
+        "--select", choices=("score", "lcb"), default=None, help="how the best cv is chosen (default: the tune's)"
+    )
+    parser.add_argument(
+        "--retrain_epochs",
+        default=None,
+        help="best (default: the median best epoch of the cv's runs), max (the tune's --max_epochs) or a number",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue an existing retrain (the default)")
+    return parser
+
+
+def _tune_plan(path: Path) -> Plan:
+    from nestling.plan.store import find_plan_root, load_plan
+
+    if not path.exists():
+        raise UsageError(f"{str(path)!r} does not exist; pass the directory of a tune")
+    root = find_plan_root(path)
+    plan = load_plan(root)
+    if plan.kind == "retrain":  # the retrain's own dir: its tune is the directory above
+        plan = load_plan(find_plan_root(root.parent))
+    if plan.kind != "tune":
+        raise UsageError(f"{str(path)!r} is a {plan.kind}, not a tune; nestling retrain takes a tune directory")
+    return plan
+
+
+def _merged(base: Config, given: Config, explicit: set[str]) -> Config:
+    """`base` with the flags given here (launch, device, container, seeds, logging extras) applied."""
+    groups = option_names()
+    changes: dict[str, dict[str, Any]] = {}
+    for key in explicit:
+        group = groups[key]
+        changes.setdefault(group, {})[key] = getattr(getattr(given, group), key)
+    replaced = {g: dataclasses.replace(getattr(base, g), **values) for g, values in changes.items()}
+    return dataclasses.replace(base, **replaced)
+
+
+def as_test_metric(name: str) -> str:
+    """The test metric a retrain scores on for the cv scoring metric `name`: val/x -> test/x, val_x -> test_x."""
+    metric, colon, direction = name.rpartition(":") if name.endswith((":higher", ":lower")) else (name, "", "")
+    for prefix in VALIDATION_PREFIXES:
+        for sep in ("/", "_"):
+            if metric.startswith(prefix + sep):
+                return f"test{sep}{metric[len(prefix) + 1 :]}{colon}{direction}"
+    raise UsageError(
+        f"scoring metric {metric!r} is not a validation metric (val/NAME or val_NAME), so there is no test metric "
+        "to score a retrain on; tune with --scoring_metric val/NAME and log test/NAME in test_step"
+    )
+
+
+def retrain_split(splits: list[Split]) -> Split:
+    """Every sample the tune trained or validated on, for training; the test samples for testing."""
+    from nestling.core.ml.task import Split
+
+    test = list(splits[0].test) if splits else []
+    held_out = set(test)
+    seen: dict[str, None] = {}
+    for split in splits:
+        seen.update(dict.fromkeys(s for s in [*split.train, *split.val] if s not in held_out))
+    return Split(train=sorted(seen), val=[], test=test)
+
+
+def best_epoch(run_dir: Path, metric: str, higher: bool) -> int | None:
+    """The 0-based epoch of the best value of `metric` in the run's CSV logs (every attempt), the first on ties,
+    as ModelCheckpoint keeps it; None without logs of it."""
+    best: tuple[float, int] | None = None
+    rows: list[tuple[int, float]] = []
+    for path in sorted(naming.RunPaths(run_dir).logs.glob("*/metrics.csv")):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                value, epoch = row.get(metric), row.get("epoch")
+                if value and epoch:
+                    rows.append((int(float(epoch)), float(value)))
+    for epoch, value in sorted(rows):
+        if math.isnan(value):
+            continue
+        if best is None or (value > best[0] if higher else value < best[0]):
+            best = (value, epoch)
+    return None if best is None else best[1]
+
+
+@dataclass(frozen=True)
+class Epochs:
+    count: int
+    how: str  # for the message
+
+
+def retrain_epochs(choice: str, cv: CvPlan, config: Config) -> Epochs:
+    """`best`: the median over the cv's runs of (best epoch + 1), rounded up; `max`: the tune's --max_epochs."""
+    from nestling.core.ml.scoring import parse_scoring_metrics
+    from nestling.core.tree.run_result import read_result
+
+    max_epochs = config.training.max_epochs
+    if choice == "max":
+        return Epochs(max_epochs, "the tune's --max_epochs")
+    if choice != "best":
+        try:
+            count = int(choice)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise UsageError(f"--retrain_epochs {choice!r} is not best, max or a positive number; e.g. --retrain_epochs best")
+        return Epochs(count, "--retrain_epochs")
+    first = parse_scoring_metrics(config.cv.scoring_metric)[0]
+    found = [
+        best_epoch(run.dir, first.name, first.higher_is_better)
+        for run in cv.runs
+        if (read_result(run.dir) or {}).get("status") == "success"
+    ]
+    epochs = [e + 1 for e in found if e is not None]
+    if not epochs:
+        return Epochs(max_epochs, f"no {first.name} in the runs' logs: the tune's --max_epochs")
+    return Epochs(math.ceil(statistics.median(epochs)), f"median best epoch of {len(epochs)} runs by {first.name}")
+
+
+def _choose(tune: Plan, cv_name: str | None, select: str | None) -> tuple[CvSummary, str]:
+    from nestling.read.collect import collect, ranked, selected
+
+    collected = collect(tune.root, write=False)
+    if cv_name is not None:
+        chosen = [cv for cv in collected.cvs if cv.cv_name == cv_name]
+        if not chosen:
+            names = ", ".join(str(cv.cv_name) for cv in collected.cvs[:5])
+            raise UsageError(f"--cv {cv_name!r} is not a cv of tune {tune.name!r}; e.g. {names}")
+        how = "--cv"
+        best = chosen[0]
+    else:
+        how = selected(collected, select)
+        best = ranked(collected.cvs, how)[0]
+    if best.n_success == 0 or math.isnan(best.score):
+        raise UsageError(
+            f"cv {best.cv_name!r} of tune {tune.name!r} has no successful run to retrain; resume the tune "
+            f"(nestling tune --resume {tune.name}) or pick another with --cv NAME"
+        )
+    if collected.counts["missing"]:
+        print(
+            f"nestling: tune {tune.name} has {collected.counts['missing']} runs without a result; "
+            f"choosing among the finished ones",
+            file=sys.stderr,
+        )
+    return best, how
+
+
+def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
+    from nestling.commands.start import launch_and_report, parallel_strategy, runs_per_task
+    from nestling.core.host.devices import parse_devices
+    from nestling.core.ml.task import Split
+    from nestling.core.tree.atomic import read_json
+    from nestling.launch.factory import make_launcher
+    from nestling.plan.model import plan_retrain, run_dirs_per_cv, run_specs, work_units
+    from nestling.plan.preflight import check_job_resources
+    from nestling.plan.store import write_plan
+
+    tune_config = config_from_dict(tune.options)
+    splits = [Split(s["train"], s["val"], s["test"]) for s in read_json(tune.root / naming.SPLITS)]
+    split = retrain_split(splits)
+    if not split.test:
+        raise UsageError(
+            f"tune {tune.name!r} has no test split to score a retrain on; plan the tune with --test_split random "
+            "(--test_fraction 0.2) or --test_split region --test_regions R1 R2"
+        )
+    chosen, how = _choose(tune, args.cv, args.select)
+    planned = next(cv for cv in tune.cvs if cv.cv_name == chosen.cv_name)
+    epochs = retrain_epochs(args.retrain_epochs or "best", planned, tune_config)
+    base = _merged(tune_config, given, explicit)
+    name = naming.final_name(tune.name)
+    config = dataclasses.replace(
+        base,
+        training=dataclasses.replace(base.training, max_epochs=epochs.count, early_stopping_patience=0),
+        cv=dataclasses.replace(base.cv, scoring_metric=[as_test_metric(m) for m in base.cv.scoring_metric]),
+        logging=dataclasses.replace(
+            base.logging, artifact_dir=str(tune.root.parent), name=name, quiet=given.logging.quiet
+        ),
+        launch=dataclasses.replace(base.launch, resume=None, force=False),
+    )
+    check_job_resources(config)
+    plan = plan_retrain(
+        config, tune_root=tune.root, tune_name=tune.name, hparams=chosen.hparams, hp_index=chosen.hp_index
+    )
+    run_specs(plan)  # refuses a strategy a worker cannot run, before anything is written
+    launcher = make_launcher(config, "retrain", name, parse_devices(config.device.devices))
+    units = work_units(
+        run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
+    )
+    if config.launch.dry_run:
+        print(launcher.describe(plan.root, units, f"retrain {name}"))
+        return 0
+    write_plan(plan, [split])
+    if not config.logging.quiet:
+        print(
+            f"retrain {name}: {chosen.cv_name} (by {how}, score {chosen.score:.4g}) hparams {chosen.hparams}; "
+            f"{epochs.count} epochs ({epochs.how}); {len(plan.runs)} seeds on {len(split.train)} samples, "
+            f"tested on {len(split.test)}"
+        )
+    return launch_and_report("retrain", name, plan.root, units, launcher, config, total=len(plan.runs))
+
+
+def _resume(tune: Plan, root: Path, cv_name: str | None, given: Config, explicit: set[str], argv: list[str]) -> int:
+    from nestling.commands.resume import prepare_resume
+    from nestling.commands.start import _finish, launch_and_report, parallel_strategy, runs_per_task
+    from nestling.core.host.devices import parse_devices
+    from nestling.launch.factory import make_launcher
+    from nestling.plan.model import work_units
+    from nestling.plan.preflight import check_job_resources
+    from nestling.plan.store import load_plan
+
+    plan = load_plan(root)
+    trained = next((cv.cv_name for cv in tune.cvs if cv.hp_index == plan.cvs[0].hp_index), None)
+    if cv_name is not None and cv_name != trained:
+        raise UsageError(
+            f"{plan.name} retrains {trained!r}, not {cv_name!r}; move {root} away to retrain another configuration"
+        )
+    saved = config_from_dict(plan.options)
+    config = _merged(saved, given, explicit)
+    config = dataclasses.replace(
+        config,
+        logging=dataclasses.replace(config.logging, artifact_dir=str(tune.root.parent), quiet=given.logging.quiet),
+        launch=dataclasses.replace(config.launch, resume=plan.name),
+    )
+    resumed = prepare_resume("retrain", config, argv)
+    config = resumed.config
+    if not resumed.total:
+        print(f"retrain {plan.name}: every run succeeded already; nothing to resume")
+        return _finish(resumed.root, config.logging.quiet)
+    check_job_resources(config)
+    launcher = make_launcher(config, "retrain", plan.name, parse_devices(config.device.devices))
+    units = work_units(
+        resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
+    )
+    return launch_and_report(
+        "retrain", plan.name, resumed.root, units, launcher, config, resumed.total, resumed.record
+    )

@@ -1,0 +1,1 @@
+"""Foundation: the formats, names, options and protocols every other room reads."""

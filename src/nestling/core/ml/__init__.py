@@ -1,0 +1,1 @@
+"""The machine-learning pieces: the Task interface, folds, scores, hyperparameter spaces."""

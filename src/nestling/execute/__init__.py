@@ -1,0 +1,1 @@
+"""Executing: what runs inside a worker process or a SLURM array task."""

@@ -1,0 +1,1 @@
+"""Adaptive search whose study is the tree: draws, trial states, pruners."""

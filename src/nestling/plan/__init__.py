@@ -1,0 +1,1 @@
+"""Planning: options + task metadata -> a plan on disk. Pure: no processes."""

@@ -1,0 +1,197 @@
+"""Putting a Plan on disk and reading the tree back: the artifact tree is nestling's only state.
+
+Layout of a plan's root directory (tune dir, cv dir, or single-run dir):
+  plan.json        kind, name, options, and every cv with its runs (names, ids, dirs relative to the root)
+  splits.json      the folds as sample id lists, shared by every run of the plan
+  run_specs.jsonl  every RunSpec, one JSON line per run, fixed before anything executes; run_dir and splits_file
+                   relative to the root, so the tree can be moved or copied
+  <run dirs>       created when the run starts: its run_spec.json (its line of run_specs.jsonl), checkpoints,
+                   logs, and run_result.json when it ends
+
+Run dirs are not created at planning time: on a network or virtual disk 10,000 mkdirs and file creations take
+1-3 s, more than planning and submitting the whole tune. Three files hold the complete plan instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from nestling.core.tree import naming
+from nestling.core.tree.atomic import write_atomic, write_json
+from nestling.core.tree.run_spec import RunSpec
+from nestling.plan.model import CvPlan, Plan, PlannedRun, run_specs
+
+if TYPE_CHECKING:
+    from nestling.core.ml.task import Split
+
+
+def write_plan(plan: Plan, splits: list[Split]) -> None:
+    """Write splits.json, run_specs.jsonl and plan.json last (its presence marks a complete plan)."""
+    root = plan.root
+    root.mkdir(parents=True, exist_ok=plan.kind == "run")
+    write_json(root / naming.SPLITS, [dataclasses.asdict(s) for s in splits])
+    write_atomic(root / naming.RUN_SPECS, "".join(_spec_line(spec, root) + "\n" for spec in run_specs(plan)))
+    write_json(root / naming.PLAN, plan_record(plan), compact=True)
+
+
+def _spec_line(spec: RunSpec, root: Path) -> str:
+    """The spec as stored: its paths relative to the plan root, so a moved or copied tree still points into
+    itself (load_spec resolves them against the root it is found in)."""
+    data = dict(vars(spec))  # a shallow dict: the same JSON as dataclasses.asdict, cheaper
+    data["run_dir"] = _rel(spec.run_dir, root)
+    data["splits_file"] = _rel(spec.splits_file, root)
+    try:
+        return json.dumps(data)
+    except TypeError:  # a value json cannot take as is (a nested dataclass): the slow, general path
+        return json.dumps({**spec.to_dict(), "run_dir": data["run_dir"], "splits_file": data["splits_file"]})
+
+
+def write_spec(spec: RunSpec, root: Path) -> None:
+    """Write the run's run_spec.json (a forced resume's respecified run), its paths relative to the plan root."""
+    paths = naming.RunPaths(Path(spec.run_dir))
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.spec, _spec_line(spec, root))
+
+
+def load_spec(run_dir: Path) -> RunSpec:
+    """The run's spec, written into its dir (created here) from the plan's run_specs.jsonl on first use.
+
+    A run dir that already holds run_spec.json keeps it (a forced resume may have edited it). The spec's paths
+    come back absolute, in the tree the run dir is in now (trees written before paths were stored relative keep
+    their absolute splits_file)."""
+    paths = naming.RunPaths(Path(run_dir))
+    try:
+        data = json.loads(paths.spec.read_text())
+    except FileNotFoundError:
+        pass
+    else:
+        if data.get("trial") is None:
+            return _resolved(data, paths.dir, None)
+        root = find_plan_root(paths.dir)  # a forced resume may have rewritten it without the draw
+        return _resolved(_drawn(data, root), paths.dir, root)
+    root = find_plan_root(paths.dir)
+    specs = _planned_specs(root)
+    try:
+        data = specs[paths.dir.name]
+    except KeyError:
+        raise FileNotFoundError(f"no spec for run dir {paths.dir} in its plan's {naming.RUN_SPECS}") from None
+    if data.get("trial") is not None:
+        data = _drawn(data, root)
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.spec, json.dumps(data))
+    return _resolved(data, paths.dir, root)
+
+
+def _drawn(data: dict[str, Any], root: Path) -> dict[str, Any]:
+    """An adaptive trial's spec completed with its drawn configuration (study.py writes the draw file before the
+    trial's first run starts; without it the spec cannot run)."""
+    path = naming.TrialPaths(root).draw(int(data["trial"]))
+    try:
+        drawn = json.loads(path.read_text())["params"]
+    except (FileNotFoundError, ValueError, KeyError):
+        raise FileNotFoundError(f"trial {data['trial']} of {root} has no drawn configuration ({path})") from None
+    return {**data, "hparams": {**data["hparams"], **drawn}}
+
+
+def _resolved(data: dict[str, Any], run_dir: Path, root: Path | None) -> RunSpec:
+    """The stored spec with run_dir = the dir it was found in, and splits_file resolved against the plan root
+    (found by walking up as many levels as the stored run_dir has parts, when not given)."""
+    here = os.path.abspath(run_dir)
+    splits = data["splits_file"]
+    if not os.path.isabs(splits):
+        if root is None:
+            base = here
+            for _ in PurePosixPath(data["run_dir"]).parts:
+                base = os.path.dirname(base)
+        else:
+            base = os.path.abspath(root)
+        splits = os.path.join(base, splits)
+    return RunSpec.from_dict({**data, "run_dir": here, "splits_file": splits})
+
+
+_SPECS: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
+
+
+def _planned_specs(root: Path) -> dict[str, dict[str, Any]]:
+    """run dir name -> spec dict, read once per process (a warm worker runs many runs of one plan)."""
+    path = root / naming.RUN_SPECS
+    key = (str(path), path.stat().st_mtime)
+    if key not in _SPECS:
+        _SPECS.clear()
+        specs = (json.loads(line) for line in path.read_text().splitlines() if line)
+        # stored run_dirs are relative to the root ("." for a single run), or absolute in older trees
+        _SPECS[key] = {os.path.basename(os.path.normpath(os.path.join(root, s["run_dir"]))): s for s in specs}
+    return _SPECS[key]
+
+
+def plan_record(plan: Plan) -> dict[str, Any]:
+    return {
+        "kind": plan.kind,
+        "name": plan.name,
+        "n_folds": plan.n_folds,
+        "options": plan.options,
+        **({"space": plan.space} if plan.space is not None else {}),
+        "cvs": [
+            {
+                "cv_name": cv.cv_name,
+                "hp_index": cv.hp_index,
+                "hparams": cv.hparams,
+                "dir": _rel(cv.dir, plan.root),
+                "runs": [
+                    {
+                        "run_name": r.run_name,
+                        "run_id": r.run_id,
+                        "fold": r.fold,
+                        "seed": r.seed,
+                        "dir": _rel(r.dir, plan.root),
+                    }
+                    for r in cv.runs
+                ],
+            }
+            for cv in plan.cvs
+        ],
+    }
+
+
+def _rel(path: Path | str, root: Path) -> str:
+    text, prefix = str(path), f"{root}{os.sep}"
+    if os.sep == "/" and text.startswith(prefix) and "/.." not in text and "/./" not in text:
+        return text[len(prefix) :]  # the common case, without pathlib (10,000 runs: 10,000 calls)
+    rel = Path(path).relative_to(root).as_posix()
+    return rel or "."
+
+
+def find_plan_root(path: Path) -> Path:
+    """The nearest directory at or above `path` holding plan.json (a run dir inside a tune finds the tune)."""
+    path = Path(path).resolve()
+    for candidate in (path, *path.parents):
+        if (candidate / naming.PLAN).is_file():
+            return candidate
+    from nestling.core.errors import UsageError
+
+    raise UsageError(
+        f"{str(path)!r} is not inside a nestling tune, cv or run directory (no {naming.PLAN} found)"
+    )
+
+
+def load_plan(root: Path) -> Plan:
+    root = Path(root)
+    data = json.loads((root / naming.PLAN).read_text())
+    cvs = [
+        CvPlan(
+            cv_name=cv["cv_name"],
+            hp_index=cv["hp_index"],
+            hparams=cv["hparams"],
+            dir=root / cv["dir"],
+            runs=[
+                PlannedRun(r["run_name"], r["run_id"], r["fold"], r["seed"], root / r["dir"])
+                for r in cv["runs"]
+            ],
+        )
+        for cv in data["cvs"]
+    ]
+    return Plan(data["kind"], data["name"], root, cvs, data["n_folds"], data["options"], data.get("space"))

@@ -1,0 +1,1 @@
+"""Reading: the tree -> tables, states, summaries, the report."""

@@ -1,0 +1,281 @@
+"""run_result.json files -> run_infos.parquet per cv, and tune_infos.parquet + run_infos.parquet per tune.
+
+Idempotent and atomic: every parquet file is rebuilt whole from the results and renamed into place, so running the
+collector twice, or two collectors at once, never leaves a torn or duplicated table. Runs without a result are
+rows with status "missing" (the status command tells pending, running and lost apart).
+
+A cv's table is written only when its inputs changed since it was last written (cvtable.is_fresh): the worker that
+finished a cv's last run already wrote it, so the collect at the end of a tune of 1,000 cvs reads every result and
+writes the two tune tables, not 1,002 files (issue 15 #5). The tables are the same as a collect from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from nestling.core.ml.scoring import parse_scoring_metrics, spread
+from nestling.core.tree import naming
+from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collector's table model lives in cvtable.py
+    BASE_COLUMNS,
+    MISSING,
+    CvSummary,
+    _collect_cvs,
+    file_stamp,
+    is_fresh,
+    write_cv_table,
+    write_parquet_atomic,
+)
+from nestling.plan.model import CvPlan, Plan
+from nestling.plan.store import find_plan_root, load_plan
+
+
+@dataclass(frozen=True)
+class Collected:
+    plan: Plan
+    cvs: list[CvSummary]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "success": sum(c.n_success for c in self.cvs),
+            "failed": sum(c.n_failed for c in self.cvs),
+            "missing": sum(c.n_missing for c in self.cvs),
+        }
+
+
+WRITE_THREADS = 4  # per-cv parquet files written at once
+
+
+def _write_all(tables: list[tuple[Path, CvSummary]], plan_stamp: Any) -> None:
+    """One small parquet file (and its stamp) per changed cv: a first collect of 1,000 trials writes 1,000. polars
+    and the file system release the GIL, so a few threads overlap the per-file latency; each file is still written
+    atomically."""
+    if len(tables) <= 4:
+        for cv_dir, cv in tables:
+            write_cv_table(cv_dir, cv.table, plan_stamp, cv.inputs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+        for _ in pool.map(lambda item: write_cv_table(item[0], item[1].table, plan_stamp, item[1].inputs), tables):
+            pass
+
+
+def collect(path: Path, write: bool = True) -> Collected:
+    """Rebuild the parquet tables of the plan that holds `path` (a tune, cv or run dir)."""
+    root = find_plan_root(Path(path))
+    plan_stamp = file_stamp(root / naming.PLAN)
+    plan = load_plan(root)
+    scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
+    strategy = plan.options["cv"]["multi_score_strategy"]
+    cvs = _collect_cvs(_drawn_cvs(plan), scoring, strategy, _pruned(plan))
+    if plan.kind == "tune":
+        cvs = _with_draw_order(plan, cvs)
+    if write and plan.kind in ("cv", "tune", "retrain"):
+        changed = [
+            (planned.dir, cv)
+            for planned, cv in zip(plan.cvs, cvs, strict=True)
+            if cv.state == "pruned" or not is_fresh(planned.dir, plan_stamp, cv.inputs)  # (a prune mark has no stamp)
+        ]
+        _write_all(changed, plan_stamp)
+    if write and plan.kind == "tune":
+        write_parquet_atomic(tune_table(cvs), plan.root / naming.TUNE_INFOS)
+        write_parquet_atomic(tune_runs_table(cvs), plan.root / naming.RUN_INFOS)
+    if write and plan.kind == "retrain":
+        write_parquet_atomic(final_table(cvs[0]), plan.root / naming.FINAL_INFOS)
+    return Collected(plan=plan, cvs=cvs)
+
+
+FINAL_ROWS = ("mean", "std", "sem")
+
+
+def final_table(cv: CvSummary) -> pl.DataFrame:
+    """A retrain's result: one row per seed (`row` = "seed") with its status, run_score and test metrics, then
+    rows "mean", "std" and "sem" of each over the successful runs (std with n - 1; NaN with fewer than two)."""
+    table = cv.table
+    metrics = [c for c in table.columns if c.startswith("test")]
+    seeds = table.select(
+        pl.lit("seed").alias("row"), "seed", "run_name", "status", "run_score", *metrics
+    )
+    ok = table.filter(pl.col("status") == "success")
+    rows = []
+    for what in FINAL_ROWS:
+        row: dict[str, Any] = {"row": what, "seed": None, "run_name": None, "status": None}
+        for column in ["run_score", *metrics]:
+            row[column] = _aggregate(what, [v for v in ok.get_column(column).to_list() if v is not None])
+        rows.append(row)
+    return pl.concat([seeds, pl.DataFrame(rows, schema=seeds.schema)])
+
+
+def _aggregate(what: str, values: list[float]) -> float:
+    result: float = getattr(spread(values), what)
+    return result
+
+
+def _drawn_cvs(plan: Plan) -> list[CvPlan]:
+    """The plan's cvs; in an adaptive tune with the configurations drawn at start (study.py) merged in."""
+    if not plan.adaptive:
+        return plan.cvs
+    from nestling.execute.search.study import Study
+
+    study = Study(plan)
+    out = []
+    for i, cv in enumerate(plan.cvs):
+        drawn = study.trial(i).params or {}
+        out.append(dataclasses.replace(cv, hparams={**cv.hparams, **drawn}))
+    return out
+
+
+def _pruned(plan: Plan) -> set[int]:
+    if plan.kind != "tune":
+        return set()
+    from nestling.execute.search.study import pruned_trials
+
+    return pruned_trials(plan.root)
+
+
+def _with_draw_order(plan: Plan, cvs: list[CvSummary]) -> list[CvSummary]:
+    """drawn_at: the order of the draws (an adaptive tune's draw times; up front: the trial order)."""
+    if not plan.adaptive:
+        return [dataclasses.replace(cv, drawn_at=i) for i, cv in enumerate(cvs)]
+    from nestling.execute.search.study import Study
+
+    study = Study(plan)
+    times = {i: study.trial(i).drawn_time for i in study.drawn_indices()}
+    order = {i: k for k, i in enumerate(sorted(times, key=lambda i: (times[i] or 0.0, i)))}
+    return [dataclasses.replace(cv, drawn_at=order.get(i)) for i, cv in enumerate(cvs)]
+
+
+def _hp_columns(cvs: list[CvSummary]) -> list[str]:
+    keys: list[str] = []
+    for cv in cvs:
+        for k in cv.hparams:
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
+    hp_keys = _hp_columns(cvs)
+    rows = [
+        {
+            "cv_name": cv.cv_name,
+            "hp_index": cv.hp_index,
+            **{k: cv.hparams.get(k) for k in hp_keys},
+            "score": cv.score,
+            "score_is_unstable": cv.score_is_unstable,
+            "unstable_reason": cv.unstable_reason,
+            "run_score_mean": cv.spread.mean,
+            "run_score_std": cv.spread.std,
+            "run_score_sem": cv.spread.sem,
+            "lcb": cv.spread.lcb,
+            "n_runs": cv.n_runs,
+            "n_failed": cv.n_failed,
+            "state": cv.state,
+            "n_folds_done": cv.n_folds_done,
+            "drawn_at": cv.drawn_at,
+        }
+        for cv in cvs
+    ]
+    return pl.DataFrame(rows, infer_schema_length=None, strict=False)
+
+
+def tune_runs_table(cvs: list[CvSummary]) -> pl.DataFrame:
+    """Every run of every cv, with `cv_name` and the hyperparameter columns (the cv tables, diagonally concatenated)."""
+    if not cvs:
+        return pl.DataFrame()
+    hp_keys = _hp_columns(cvs)
+    fast = _tune_runs_fast(cvs, hp_keys)
+    return fast if fast is not None else _tune_runs_per_cv(cvs, hp_keys)
+
+
+def _tune_runs_per_cv(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame:
+    """The general path (and the reference the fast one must equal): cv_name and hyperparameter columns added to
+    each cv's table, the tables diagonally concatenated."""
+    frames = []
+    for cv in cvs:
+        extra = [pl.lit(cv.cv_name).alias("cv_name")]
+        extra += [_lit(cv.hparams.get(k)).alias(k) for k in hp_keys if k not in cv.table.columns]
+        frames.append(cv.table.with_columns(extra))
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def _lit(value: Any) -> pl.Expr:
+    """pl.lit, but an integer is Int64 (pl.lit makes it Int32), the dtype tune_infos.parquet gives the same
+    hyperparameter: one dtype per column across every table."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return pl.lit(value, dtype=pl.Int64)
+    return pl.lit(value)
+
+
+def _lit_dtype(value: Any) -> Any:
+    """The dtype `_lit(value)` gets, for the plain scalars hyperparameters are; None for anything else."""
+    if value is None:
+        return pl.Null
+    if isinstance(value, bool):
+        return pl.Boolean
+    if isinstance(value, int):
+        return pl.Int64 if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float):
+        return pl.Float64
+    if isinstance(value, str):
+        return pl.String
+    return None
+
+
+def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | None:
+    """The same table as the per-cv `with_columns(pl.lit(...))` + diagonal concat, built column-wise in one go
+    (1,000 cvs: one frame instead of 1,000 lazy queries). None when a hyperparameter is not a plain scalar or its
+    type varies in a way this does not mimic; the caller then takes the per-cv path."""
+    order: dict[str, None] = {}
+    for cv in cvs:
+        order.update(dict.fromkeys(cv.table.columns))
+        order["cv_name"] = None
+        order.update(dict.fromkeys(k for k in hp_keys if k not in cv.table.columns))
+    metric_or_base = {c for cv in cvs for c in cv.table.columns}
+    if any(k in metric_or_base for k in hp_keys):
+        return None
+    columns: dict[str, pl.Series] = {}
+    for key in hp_keys:
+        dtypes = {_lit_dtype(cv.hparams.get(key)) for cv in cvs}
+        if None in dtypes:
+            return None
+        real = dtypes - {pl.Null}
+        if not real:
+            dtype: Any = pl.Null
+        elif real == {pl.Int64, pl.Float64}:
+            dtype = pl.Float64
+        elif len(real) == 1:
+            dtype = real.pop()
+        else:
+            return None
+        values = [v for cv in cvs for v in [cv.hparams.get(key)] * cv.n_runs]
+        columns[key] = pl.Series(key, values, dtype=dtype, strict=False)
+    runs = pl.concat([cv.table for cv in cvs], how="diagonal_relaxed")
+    names = pl.Series("cv_name", [cv.cv_name for cv in cvs for _ in range(cv.n_runs)], dtype=pl.String)
+    return runs.with_columns(names, *columns.values()).select(list(order))
+
+
+def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
+    """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last, then by
+    score); a pruned trial (scored on the folds it ran) below every trial that ran them all."""
+
+    def key(c: CvSummary) -> tuple[bool, bool, bool, bool, float, float]:
+        value = c.spread.lcb if select == "lcb" else c.score
+        score = 0 if math.isnan(c.score) else c.score
+        # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
+        return (math.isnan(c.score), c.state == "pruned", c.score_is_unstable, math.isnan(value),
+                -(0 if math.isnan(value) else value), -score)  # fmt: skip
+
+    return sorted(cvs, key=key)
+
+
+def selected(collected: Collected, select: str | None = None) -> str:
+    """The ranking a tune was planned with (`--select`), unless `select` overrides it; older trees rank by score."""
+    return select or collected.plan.options.get("tune", {}).get("select", "score")
