@@ -36,7 +36,7 @@ _MOVED = {
     "lightning_compat": "core.compat.lightning_internals", "plan": "plan.model", "artifacts": "plan.store",
     "preflight": "plan.preflight", "cvtable": "execute.cv_table", "study": "execute.search.study",
     "collect": "read.collect", "status": "read.status", "progress": "read.progress",
-    "html_report": "read.report.html", "figures": "read.report.figures", "resume": "commands.resume",
+    "html_report": "read.report.build", "figures": "read.report.figures", "resume": "commands.resume",
     "commands": "commands.start", "doctor": "commands.doctor", "sync": "commands.sync", "detach": "commands.detach",
     "api": "commands.api",
 }  # fmt: skip

@@ -20,7 +20,10 @@ from nestling.commands.cli import main
 from nestling.core.errors import UsageError
 from nestling.core.options.config import Config
 from nestling.read import collect as C
-from nestling.read.report import html as R
+from nestling.read.report import build as R
+from nestling.read.report import page as P
+from nestling.read.report import timeline as TL
+from nestling.read.report import tune_page as TP
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
 METRICS = ["val/JaccardIndex", "val/Recall"]
@@ -147,14 +150,14 @@ def test_timeline_lanes_gaps_and_utilisation(tmp_path: Path) -> None:
     ]]  # fmt: skip
     tune = make_tune(tmp_path, [{"lr": 0.1}], runs)
     collected = C.collect(tune, write=False)
-    t = R.timeline(collected.plan.runs)
+    t = TL.timeline(collected.plan.runs)
     assert t.lanes == ["h GPU 0 · 80%", "h GPU 1 · 100%"]
     assert t.span_s == pytest.approx(25.0) and t.busy_s == pytest.approx(45.0)
     assert t.utilisation == pytest.approx(0.9)
     assert len(t.gaps) == 1 and t.gaps[0]["idle_s"] == pytest.approx(5.0)
     assert t.gaps[0]["lane"] == "h GPU 0 · 80%"
     assert [r["start"] for r in t.runs if r["lane"].startswith("h GPU 0")] == [T0 * 1000, (T0 + 15) * 1000]
-    text = R._timeline_section(t).body
+    text = TL.timeline_section(t).body
     assert "utilisation 90%" in text and "largest 5.0 s" in text
 
 
@@ -165,7 +168,7 @@ def test_timeline_uses_the_result_mtime_for_sub_second_runs(tmp_path: Path) -> N
     tune = make_tune(tmp_path, [{"lr": 0.1}], [[{"fold": 0, "seed": 42, "value": 0.5, "start": 0.0, "duration": 0.25}]])
     result = next(tune.rglob("run_result.json"))
     os.utime(result, (T0 + 0.75, T0 + 0.75))  # finished_at says T0 (truncated); the file was written at T0+0.75
-    (row,) = R.timeline(C.collect(tune, write=False).plan.runs).runs
+    (row,) = TL.timeline(C.collect(tune, write=False).plan.runs).runs
     assert row["start"] == pytest.approx((T0 + 0.5) * 1000) and row["end"] == pytest.approx((T0 + 0.75) * 1000)
 
 
@@ -176,7 +179,7 @@ def test_log_axes_from_the_space_file_or_the_span(tmp_path: Path) -> None:
                "fixed": 1} for i in range(4)]  # fmt: skip
     tune = make_tune(tmp_path, trials, [four_runs(0.5) for _ in trials], hpconfig=space)
     collected = C.collect(tune, write=False)
-    axes = {a.name: a for a in R._hp_axes(collected.cvs, collected.plan.options)}
+    axes = {a.name: a for a in TP._hp_axes(collected.cvs, collected.plan.options)}
     assert set(axes) == {"lr", "wd", "drop", "neg", "opt"}  # `fixed` does not vary
     assert axes["lr"].log  # the space says so, though it spans less than a decade
     assert axes["wd"].log  # 1e-3 .. 1e-6: three decades
@@ -328,7 +331,7 @@ def test_edge_cases_still_give_a_valid_page(tmp_path: Path) -> None:
         page = R.build_page(tune, C.collect(tune, write=False))
         for fig in page.figures:
             validate_jsonschema(fig.spec, schema)
-        text = R.render(page, "")
+        text = P.render(page, "")
         assert "<h1>tune t</h1>" in text, name
     assert "No trial has a score." in R.build_page(tmp_path / "all-failed" / "t",
                                                    C.collect(tmp_path / "all-failed" / "t", write=False)).subtitle

@@ -81,7 +81,7 @@ def _dispatch(argv: list[str]) -> int:
     if command == "collect":
         return _collect(rest)
     if command == "report":
-        from nestling.read.report.html import report_main
+        from nestling.commands.report import report_main
 
         return report_main(rest)
     if command == "status":
@@ -132,7 +132,7 @@ def _collect(argv: list[str]) -> int:
     if not args.quiet:
         print_summary(collected, args.select, all_columns=args.all)
     if args.report:
-        from nestling.read.report.html import write_report
+        from nestling.read.report.build import write_report
 
         print(f"report: {write_report(args.dir, collected)}")
     return 0

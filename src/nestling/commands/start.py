@@ -290,7 +290,7 @@ def _finish(root: Path, quiet: bool) -> int:
 def _write_report(root: Path, collected: Collected, quiet: bool) -> None:
     """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan."""
     try:
-        from nestling.read.report.html import write_report
+        from nestling.read.report.build import write_report
 
         path = write_report(root, collected)
     except Exception as exc:  # a plotting bug or a full disk must not turn a finished tune into a failure

@@ -1,6 +1,6 @@
 """The report's figures as Vega-Lite specs, built with Altair from plain rows (one dict per mark).
 
-Pure functions: rows in, a spec dict out; no file is read here (html_report.py gathers the rows). Field names in the
+Pure functions: rows in, a spec dict out; no file is read here (the page modules gather the rows). Field names in the
 rows are safe identifiers (`h0`, `m1`, ...): Vega-Lite reads `.` and `[` in a field name as a path, and
 hyperparameter or metric names may hold them; every axis gets the real name as its title. Altair is imported
 lazily: the CLI must not pay for it unless a report is written. No mark is translucent: vl_convert's rasteriser

@@ -1,0 +1,63 @@
+"""`nestling report DIR`: one self-contained HTML page (plus a PNG per figure) for a tune, cv or run dir.
+
+Written at the end of every `nestling cv`/`tune` and by the SLURM collector job (`collect --report`). Everything
+is read from the tree: the tables are those collect writes to parquet (so the numbers on the page are the
+parquet's), the timeline comes from run_result.json, the training curves from the CSV logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nestling.core.errors import UsageError
+from nestling.core.tree import naming
+from nestling.read.report.assets import javascript_bundle, write_if_changed, write_pngs
+from nestling.read.report.cv_page import cv_page
+from nestling.read.report.page import Page, render
+from nestling.read.report.run_page import run_page
+from nestling.read.report.tune_page import tune_page
+
+if TYPE_CHECKING:
+
+    from nestling.read.collect import Collected
+
+
+def write_report(target: Path, collected: Collected | None = None, png: bool = True) -> Path:
+    """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and its PNGs.
+
+    `collected` saves reading the results again when the caller just collected the same plan."""
+    from nestling.plan.store import find_plan_root
+    from nestling.read.collect import collect
+
+    target = Path(target).resolve()
+    root = find_plan_root(target)
+    if collected is None or collected.plan.root.resolve() != root:
+        collected = collect(root, write=False)
+    page = build_page(target, collected)
+    text = render(page, javascript_bundle())
+    out = naming.report_file(target)
+    write_if_changed(out, text.encode())
+    if png:
+        write_pngs(target, page.figures)
+    return out
+
+
+def build_page(target: Path, collected: Collected) -> Page:
+    plan = collected.plan
+    root = plan.root.resolve()
+    if target == root and plan.kind == "tune":
+        return tune_page(collected)
+    if target == root and plan.kind == "cv":
+        return cv_page(collected, collected.cvs[0], plan.cvs[0])
+    if target == root:  # a single run's plan
+        return run_page(collected, plan.cvs[0].runs[0])
+    for planned, cv in zip(plan.cvs, collected.cvs, strict=True):
+        if planned.dir == target:
+            return cv_page(collected, cv, planned)
+        for run in planned.runs:
+            if run.dir == target:
+                return run_page(collected, run)
+    raise UsageError(
+        f"{str(target)!r} is inside {plan.kind} {plan.name!r} but is not its dir or one of its cv or run dirs; "
+        f"pass one of those (e.g. {root})"
+    )

@@ -1,0 +1,304 @@
+"""The page of a tune: ranked trials, score against hyperparameters, the best configurations, the retrain."""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nestling.core.tree import naming
+from nestling.read.report import figures
+from nestling.read.report.html import attr, frame_table, html_table, num, options_line, para, td
+from nestling.read.report.page import Figure, Page, Section
+from nestling.read.report.problems import problems_section
+from nestling.read.report.timeline import as_of, timeline, timeline_section
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from nestling.read.collect import Collected, CvSummary
+
+TOP_CONFIGURATIONS = 10  # trials whose every fold x seed score is plotted
+MEAN_SEM_COLUMNS = (("mean", "sem"), ("score_mean", "score_sem"), ("run_score_mean", "run_score_sem"))  # per-trial spread, when the tune table has it
+LOG_SPAN = 100.0  # positive values spanning more than two decades are plotted on a log axis
+
+
+def tune_page(collected: Collected) -> Page:
+    from nestling.read.collect import ranked, tune_table
+
+    plan = collected.plan
+    frame = tune_table(collected.cvs)  # the table collect writes to tune_infos.parquet
+    rows = {r["cv_name"]: r for r in frame.iter_rows(named=True)}
+    order = _tune_order(collected, frame)
+    states = {cv.cv_name: _trial_state(cv, rows.get(cv.cv_name, {})) for cv in collected.cvs}
+    axes = _hp_axes(collected.cvs, plan.options)
+    sections = [
+        Section("Trials, ranked", _ranked_table(order, rows, axes, states, frame.columns)),
+    ]
+    hp_rows = [
+        {
+            "cv_name": cv.cv_name,
+            "score": figures.clean(cv.score),
+            "state": states[cv.cv_name],
+            **{a.field: _axis_value(cv.hparams.get(a.name), a) for a in axes},
+        }
+        for cv in collected.cvs
+    ]
+    if axes:
+        sections.append(
+            Section(
+                "Score against each hyperparameter",
+                para("Log axes for log-distributed hyperparameters (from the space, or values spanning over two "
+                   "decades). Trials without a score are not drawn."),  # fmt: skip
+                [
+                    Figure("score-vs-hparams", "score against each hyperparameter",
+                           figures.score_vs_hparams(hp_rows, axes)),
+                    Figure("parallel-coordinates", "parallel coordinates, coloured by score",
+                           figures.parallel_coordinates(*_parallel_rows(collected.cvs, axes))),
+                ],  # fmt: skip
+            )
+        )
+    top = [cv for cv in ranked(collected.cvs) if _good_scores(cv)][:TOP_CONFIGURATIONS]
+    if top:
+        runs, summary = _top_rows(top)
+        sections.append(
+            Section(
+                f"Top {len(top)} configurations: every fold x seed",
+                para("Points are single runs (colour: fold, shape: seed); the bar is the mean ± standard error "
+                   "of the stable successful runs, the score that ranks the trials."),  # fmt: skip
+                [Figure("top-configurations", "top configurations",
+                        figures.top_configurations(runs, summary, [cv.cv_name or "" for cv in top]))],  # fmt: skip
+            )
+        )
+    sections.append(
+        Section(
+            "Best so far",
+            para("Each trial's score in the order trials were drawn; the line is the best stable score so far."),
+            [Figure("best-so-far", "best score so far", figures.best_so_far(_best_so_far_rows(collected.cvs,
+                                                                                                 states)))],
+        )  # fmt: skip
+    )
+    times = timeline(plan.runs)
+    sections.append(timeline_section(times))
+    sections.append(problems_section(collected.cvs))
+    retrain = _retrain_section(plan.root)
+    if retrain is not None:
+        sections.append(retrain)
+    best = next((cv for cv in ranked(collected.cvs) if not math.isnan(cv.score)), None)
+    counts = collected.counts
+    subtitle = (
+        f"{len(collected.cvs)} trials, {sum(counts.values())} runs: {counts['success']} success, "
+        f"{counts['failed']} failed, {counts['missing']} missing. "
+        + (f"Best: {best.cv_name} with score {num(best.score)}." if best else "No trial has a score.")
+    )
+    return Page(f"tune {plan.name}", subtitle + " " + options_line(plan.options), sections, as_of(times.last_end))
+
+
+def _tune_order(collected: Collected, frame: pl.DataFrame) -> list[CvSummary]:
+    """The ranking of the tune table: its `rank` column when it has one, else collect's by the tune's --select."""
+    from nestling.read.collect import ranked, selected
+
+    cvs = collected.cvs
+    if "rank" in frame.columns:
+        rank = dict(zip(frame.get_column("cv_name").to_list(), frame.get_column("rank").to_list(), strict=True))
+        return sorted(cvs, key=lambda cv: (rank.get(cv.cv_name) is None, rank.get(cv.cv_name) or 0))
+    return ranked(cvs, selected(collected))
+
+
+def _trial_state(cv: CvSummary, row: dict[str, Any]) -> str:
+    if row.get("state") == "pruned":  # adaptive search stopped it after some folds
+        return "pruned"
+    if cv.n_runs and cv.n_missing == cv.n_runs:
+        return "missing"
+    if cv.n_success == 0 or math.isnan(cv.score):
+        return "failed"
+    return "unstable" if cv.score_is_unstable else "ok"
+
+
+def _hp_axes(cvs: list[CvSummary], options: dict[str, Any]) -> list[figures.Axis]:
+    """The hyperparameters that vary between trials (all of them when none does), as plot axes."""
+    keys: dict[str, None] = {}
+    for cv in cvs:
+        keys.update(dict.fromkeys(cv.hparams))
+    varying = [k for k in keys if len({repr(cv.hparams.get(k)) for cv in cvs}) > 1] or list(keys)
+    log_keys = _log_distributed(options)
+    axes = []
+    for i, key in enumerate(varying):
+        values = [cv.hparams.get(key) for cv in cvs if cv.hparams.get(key) is not None]
+        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        numeric = bool(values) and len(numbers) == len(values)
+        log = numeric and min(numbers) > 0 and (key in log_keys or _spans_decades(numbers))
+        axes.append(figures.Axis(name=key, field=f"h{i}", numeric=numeric, log=log))
+    return axes
+
+
+def _axis_value(value: Any, axis: figures.Axis) -> Any:
+    """Numbers as they are; categories as their label (an empty string must still show on the axis)."""
+    if axis.numeric:
+        return figures.clean(value)
+    return _label(value)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else _label(value)
+
+
+def _label(value: Any) -> str:
+    return '""' if value == "" else num(value)
+
+
+def _spans_decades(values: list[float]) -> bool:
+    low, high = min(values), max(values)
+    return low > 0 and high / low > LOG_SPAN
+
+
+def _log_distributed(options: dict[str, Any]) -> set[str]:
+    """Keys of the tune's space with a log distribution, read from its file (--hpconfig, else --config's table).
+
+    Empty when the file is gone or unreadable: then only the span of the values decides."""
+    from nestling.core.ml.space import SPACE_TABLE
+    from nestling.core.options import config_files as files
+
+    source = (options.get("tune") or {}).get("hpconfig") or options.get("config_file")
+    if not source:
+        return set()
+    try:
+        data = files.read(Path(source))
+    except Exception:  # moved, edited, unreadable: the report must still be written
+        return set()
+    table = data.get(SPACE_TABLE) if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        return set()
+    return {
+        str(k) for k, spec in table.items()
+        if isinstance(spec, dict) and str(spec.get("distribution", "")).lower() in ("loguniform", "log")
+    }  # fmt: skip
+
+
+def _ranked_table(
+    order: list[CvSummary], rows: dict[Any, dict[str, Any]], axes: list[figures.Axis], states: dict[Any, str],
+    columns: list[str],
+) -> str:  # fmt: skip
+    spread = next(((m, s) for m, s in MEAN_SEM_COLUMNS if m in columns and s in columns), None)
+    head = ["rank", "trial", *[a.name for a in axes], "score"]
+    head += ["mean ± sem"] if spread else []
+    head += ["lcb"] if "lcb" in columns else []
+    head += ["state", "runs", "failed"]
+    body = []
+    for rank, cv in enumerate(order, 1):
+        row = rows.get(cv.cv_name, {})
+        cells = [td(rank), td(cv.cv_name, "name")]
+        cells += [td(cv.hparams.get(a.name), a.name) for a in axes]
+        cells.append(td(row.get("score", cv.score), "score"))
+        if spread:
+            mean, sem = row.get(spread[0]), row.get(spread[1])
+            cells.append(f'<td class="num" data-col="mean" data-value="{attr(mean)}" data-sem="{attr(sem)}">'
+                         f"{num(mean)} ± {num(sem)}</td>")  # fmt: skip
+        if "lcb" in columns:
+            cells.append(td(row.get("lcb"), "lcb"))
+        cells += [td(states[cv.cv_name], "state"), td(row.get("n_runs", cv.n_runs), "n_runs"),
+                  td(row.get("n_failed", cv.n_failed), "n_failed")]  # fmt: skip
+        body.append(f'<tr class="state-{html.escape(states[cv.cv_name])}">{"".join(cells)}</tr>')
+    return html_table("ranked", head, body)
+
+
+def _good_scores(cv: CvSummary) -> list[tuple[dict[str, Any], float]]:
+    """The runs the cv score is the mean of (stable, successful, finite score), with their score."""
+    return [
+        (r, r["run_score"]) for r in cv.table.iter_rows(named=True)
+        if r["status"] == "success" and not r["is_unstable"] and r["run_score"] is not None
+        and math.isfinite(r["run_score"])
+    ]  # fmt: skip
+
+
+def _mean_sem(values: list[float]) -> tuple[float, float]:
+    mean = math.fsum(values) / len(values)
+    sem = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return mean, sem
+
+
+def _top_rows(top: list[CvSummary]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    runs, summary = [], []
+    for cv in top:
+        for r in cv.table.iter_rows(named=True):
+            if r["run_score"] is not None and math.isfinite(r["run_score"]):
+                runs.append({"trial": cv.cv_name, "run_score": r["run_score"], "fold": r["fold"], "seed": r["seed"],
+                             "run_name": r["run_name"]})  # fmt: skip
+        mean, sem = _mean_sem([s for _, s in _good_scores(cv)])
+        summary.append({"trial": cv.cv_name, "mean": mean, "sem": sem, "lo": mean - sem, "hi": mean + sem,
+                        "n": len(_good_scores(cv))})  # fmt: skip
+    return runs, summary
+
+
+def _parallel_rows(
+    cvs: list[CvSummary], axes: list[figures.Axis]
+) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+    """Every trial's position on each axis, normalised to [0, 1] (log10 first on log axes, categories evenly)."""
+    names = [a.name for a in axes] + ["score"]
+    positions: dict[str, dict[Any, float]] = {}
+    for axis in axes:
+        values = [cv.hparams.get(axis.name) for cv in cvs]
+        positions[axis.name] = _normalise(values, axis.numeric, axis.log)
+    positions["score"] = _normalise([figures.clean(cv.score) for cv in cvs], True, False)
+    rows = []
+    for cv in cvs:
+        score = figures.clean(cv.score)
+        for axis_name in names:
+            value = score if axis_name == "score" else cv.hparams.get(axis_name)
+            pos = positions[axis_name].get(_key(value))
+            if pos is None:
+                continue
+            rows.append({"trial": cv.cv_name, "axis": axis_name, "pos": pos, "label": _short(value), "score": score})
+    rows.sort(key=lambda r: (r["score"] is not None, r["score"] or 0))  # the best lines drawn last, on top
+    ends: dict[tuple[str, float], str] = {}
+    categorical = {a.name for a in axes if not a.numeric}
+    for row in rows:  # every category, and the lowest and highest number, labelled beside its axis
+        if row["axis"] in categorical or row["pos"] in (0.0, 1.0, 0.5):
+            ends[(row["axis"], row["pos"])] = row["label"]
+    return rows, names, [{"axis": a, "pos": p, "label": label} for (a, p), label in ends.items()]
+
+
+def _key(value: Any) -> Any:
+    return repr(value)
+
+
+def _normalise(values: list[Any], numeric: bool, log: bool) -> dict[Any, float]:
+    present = [v for v in values if v is not None]
+    if not present:
+        return {}
+    if not numeric:
+        labels = sorted({_key(v) for v in present})
+        step = 1 / (len(labels) - 1) if len(labels) > 1 else 0
+        return {label: (i * step if len(labels) > 1 else 0.5) for i, label in enumerate(labels)}
+    scaled = {_key(v): (math.log10(v) if log else float(v)) for v in present}
+    low, high = min(scaled.values()), max(scaled.values())
+    return {k: ((v - low) / (high - low) if high > low else 0.5) for k, v in scaled.items()}
+
+
+def _best_so_far_rows(cvs: list[CvSummary], states: dict[Any, str]) -> list[dict[str, Any]]:
+    rows = []
+    best: float | None = None
+    for number, cv in enumerate(sorted(cvs, key=lambda c: (c.hp_index is None, c.hp_index or 0))):
+        score = figures.clean(cv.score)
+        if score is not None and states[cv.cv_name] == "ok":
+            best = score if best is None else max(best, score)
+        rows.append({"trial_number": cv.hp_index if cv.hp_index is not None else number, "cv_name": cv.cv_name,
+                     "score": score, "state": states[cv.cv_name], "best": best})  # fmt: skip
+    return rows
+
+
+def _retrain_section(root: Path) -> Section | None:
+    """The retrain's test metrics (final_infos.parquet of the tune's retrain cv), when one ran."""
+    import polars as pl
+
+    found = naming.final_infos_files(root)
+    if not found:
+        return None
+    body = []
+    for path in found:
+        frame = pl.read_parquet(path)
+        body.append(f"<h3>{html.escape(path.parent.name)}</h3>")
+        body.append(frame_table(f"final-{path.parent.name}", frame))
+    return Section("Retrain: test metrics", "".join(body))
