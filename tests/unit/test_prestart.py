@@ -131,7 +131,7 @@ def test_a_task_the_worker_cannot_load_is_reported_by_the_cli_as_before(
 
 def test_described_task_round_trips_the_planning_half() -> None:
     from nestling.core.ml.task import DescribedTask, declared_scoring_metrics, load_task
-    from nestling.execute.run_attempt import describe_task
+    from nestling.execute.startup import describe_task
 
     task = load_task("synthetic-segmentation")
     reply = describe_task("synthetic-segmentation")

@@ -14,7 +14,7 @@ from nestling.commands.cli import main
 from nestling.core.host.devices import MEMORY_FRACTION_ENV
 from nestling.core.options.config import parse_config
 from nestling.execute import array_task
-from nestling.execute.run_attempt import _MemoryCap, cap_device_memory
+from nestling.execute.training import _MemoryCap, cap_device_memory
 from nestling.launch.factory import local_slots, make_launcher
 from nestling.launch.local import LocalLauncher
 from nestling.launch.slurm import SlurmArrayLauncher, SlurmResources

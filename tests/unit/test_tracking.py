@@ -437,7 +437,7 @@ def spec_for(tmp_path: Path, mode: str) -> RunSpec:
 def test_an_online_start_that_raises_is_retried_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    run = importlib.import_module("nestling.execute.run_attempt")
+    run = importlib.import_module("nestling.execute.wandb_run")
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     started: list[str] = []
@@ -450,7 +450,7 @@ def test_an_online_start_that_raises_is_retried_offline(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(run, "_start_wandb", start)
     tracked: dict[str, object] = {}
-    assert run._wandb_logger(spec_for(tmp_path, "online"), tracked) == "logger-offline"
+    assert run.start_wandb_logger(spec_for(tmp_path, "online"), tracked) == "logger-offline"
     assert started == ["online", "offline"]
     assert tracked == {
         "wandb_mode": "offline",
@@ -463,7 +463,7 @@ def test_a_run_trains_without_wandb_when_not_even_offline_starts(
 ) -> None:
     import importlib
 
-    run = importlib.import_module("nestling.execute.run_attempt")
+    run = importlib.import_module("nestling.execute.wandb_run")
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
 
@@ -472,12 +472,12 @@ def test_a_run_trains_without_wandb_when_not_even_offline_starts(
 
     monkeypatch.setattr(run, "_start_wandb", start)
     tracked: dict[str, object] = {}
-    assert run._wandb_logger(spec_for(tmp_path, "online"), tracked) is None
+    assert run.start_wandb_logger(spec_for(tmp_path, "online"), tracked) is None
     assert tracked["wandb_mode"] == "disabled"
     assert tracked["wandb_reason"] == (
         "W&B online start failed: OSError: no space left (online); offline start failed too: OSError: no space "
         "left (offline)"
     )
     tracked.clear()
-    assert run._wandb_logger(spec_for(tmp_path, "offline"), tracked) is None
+    assert run.start_wandb_logger(spec_for(tmp_path, "offline"), tracked) is None
     assert tracked == {"wandb_mode": "disabled", "wandb_reason": "W&B offline start failed: OSError: no space left (offline)"}

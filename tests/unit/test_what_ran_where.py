@@ -13,7 +13,7 @@ import pytest
 from nestling.commands.cli import main
 from nestling.core.host.devices import PINNED_GPUS_ENV, serial_slot
 from nestling.core.options.config import parse_config
-from nestling.execute.run_attempt import _record_devices, accelerator_name, pinned_devices
+from nestling.execute.training import _record_devices, accelerator_name, pinned_devices
 from nestling.launch.factory import make_launcher
 from nestling.launch.local import LocalLauncher
 

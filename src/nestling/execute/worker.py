@@ -32,7 +32,8 @@ PRUNED = study.PRUNED  # the reply for a run whose trial was stopped after an ea
 
 
 def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:
-    from nestling.execute.run_attempt import execute, quiet_lightning
+    from nestling.execute.run_attempt import execute
+    from nestling.execute.startup import quiet_lightning
 
     quiet_lightning()
     results = []
@@ -71,8 +72,8 @@ def serve(preload: str | None = None, describe: bool = False) -> None:
     reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # training output must not corrupt the protocol
     if preload is not None:
-        from nestling.execute.run_attempt import describe_task
-        from nestling.execute.run_attempt import preload as preload_imports
+        from nestling.execute.startup import describe_task
+        from nestling.execute.startup import preload as preload_imports
 
         if describe and preload:  # the CLI plans from this instead of importing the task itself
             reply.write(json.dumps(describe_task(preload)) + "\n")

@@ -1,0 +1,258 @@
+"""The Lightning side of a run: the Trainer, its callbacks and checkpoints, resuming, testing, what ran where.
+
+The one module (with the tasks) that imports torch and lightning, inside functions, so that a worker pays the
+import once and then runs many specs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from nestling.core.compat import lightning_internals as lightning_compat
+from nestling.core.host import jobenv
+from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV
+from nestling.core.host.jobenv import JobEnvironment
+from nestling.core.ml.task import Split, Task, load_task
+from nestling.core.tree.naming import RunPaths
+from nestling.core.tree.run_spec import RunSpec
+from nestling.execute.wandb_run import finish_wandb, start_wandb_logger
+
+log = logging.getLogger("nestling.run")
+
+
+@lru_cache(maxsize=8)
+def cached_task(spec: str) -> Task:
+    return load_task(spec)
+
+
+@lru_cache(maxsize=8)
+def _splits(path: str) -> tuple[Split, ...]:
+    data = json.loads(Path(path).read_text())
+    return tuple(Split(train=s["train"], val=s["val"], test=s["test"]) for s in data)
+
+
+class _MemoryCap:
+    done = False
+
+
+def cap_device_memory(environ: Mapping[str, str] | None = None, cuda: Any = None) -> float | None:
+    """With --runs_per_gpu K the launcher sets NESTLING_MEMORY_FRACTION=1/K: cap this process at that share of each
+    visible GPU's memory, so one of K packed runs cannot starve the others (it fails alone with an out-of-memory
+    error). Once per process; returns the fraction applied, None when there is none or no CUDA."""
+    value = (os.environ if environ is None else environ).get(MEMORY_FRACTION_ENV)
+    if not value or _MemoryCap.done:
+        return None
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    if not cuda.is_available():
+        return None
+    fraction = float(value)
+    for index in range(cuda.device_count()):
+        cuda.set_per_process_memory_fraction(fraction, index)
+    _MemoryCap.done = True
+    return fraction
+
+
+def resume_checkpoint(paths: RunPaths) -> Path | None:
+    """The newest checkpoint a previous attempt left (saved on preemption, or at an epoch end)."""
+    candidates = [p for p in (paths.interrupted_checkpoint, paths.last_checkpoint) if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def save_interrupt_checkpoint(trainer: Any, paths: RunPaths) -> Path | None:
+    """Called on the preemption / time-limit signal: leave a state the next attempt resumes from exactly.
+
+    Lightning continues a checkpoint taken mid-epoch exactly only when every training dataloader is resumable
+    (state_dict / load_state_dict) and the epoch's batches are under way; then the state now is saved as
+    interrupted.ckpt. Otherwise nothing is saved, on purpose: with a plain DataLoader Lightning would replay the
+    epoch's first batches and skip its last ones, and at an epoch's start (on_train_epoch_start) it would skip the
+    whole epoch. The next attempt then resumes from last.ckpt, the end of the last completed epoch, and redoes
+    only the interrupted epoch's partial work: no completed epoch is trained twice, none is skipped.
+    """
+    if JobEnvironment.from_environ().global_rank != 0:
+        return None
+    if not _resumable_mid_epoch(trainer):
+        log.warning(
+            "signal in epoch %d: the next attempt resumes from %s (end of the last completed epoch)",
+            trainer.current_epoch, paths.last_checkpoint if paths.last_checkpoint.is_file() else "the start",
+        )  # fmt: skip
+        return None
+    import torch
+
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    tmp = paths.interrupted_checkpoint.with_suffix(".tmp")
+    torch.save(lightning_compat.dump_checkpoint(trainer), tmp)
+    os.replace(tmp, paths.interrupted_checkpoint)
+    log.warning("saved %s on preemption", paths.interrupted_checkpoint)
+    return paths.interrupted_checkpoint
+
+
+def _resumable_mid_epoch(trainer: Any) -> bool:
+    """Inside an epoch's batch loop (past on_train_epoch_start), with resumable training dataloaders only."""
+    loaders = lightning_compat.train_dataloaders(trainer)
+    if not loaders or not lightning_compat.in_epoch_batches(trainer):
+        return False
+    return all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loaders)
+
+
+def _cluster_plugins() -> list[Any]:
+    """nestling's task program (array_task.py) owns SLURM signals and requeue, so Lightning must not requeue too.
+
+    A multi-task job (srun, multi-node DDP) uses SLURMEnvironment(auto_requeue=False) to wire ranks; a one-task
+    array job uses the plain LightningEnvironment so that a unit with several GPUs can still use ddp_fork.
+    """
+    job = JobEnvironment.from_environ()
+    if job.job_id is None:
+        return []
+    from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    if job.multi_task:
+        return [SLURMEnvironment(auto_requeue=False)]
+    return [LightningEnvironment()]
+
+
+def train(
+    spec: RunSpec, paths: RunPaths, attempt: int, tracked: dict[str, Any], record: dict[str, Any] | None = None
+) -> tuple[dict[str, float], str | None, int]:
+    """Fit (and test); `record` (the result being built) gets what ran where, also when the run fails."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from nestling.core.ml.scoring import parse_scoring_metrics
+
+    task = cached_task(spec.task)
+    split = _splits(spec.splits_file)[spec.fold]
+    cap_device_memory()
+    L.seed_everything(spec.seed, workers=True, verbose=False)
+    scoring = parse_scoring_metrics(spec.scoring_metric)
+    first = scoring[0]
+    checkpoint = ModelCheckpoint(
+        dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode
+    )
+    # The resume point, written at the end of EVERY epoch. Not save_last=True: Lightning (2.5+) then writes
+    # last.ckpt only when the monitored metric improved, and a run whose metric plateaued would resume from an
+    # old epoch after a preemption and train the epochs since then twice.
+    last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
+    # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
+    callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+    if spec.early_stopping_patience > 0 and not spec.retrain:
+        callbacks.append(
+            EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
+        )
+    loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name="logs", version=f"attempt-{attempt}")]
+    wandb_logger = start_wandb_logger(spec, tracked) if spec.wandb_project else None
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    trainer = L.Trainer(
+        max_epochs=spec.max_epochs,
+        accelerator=spec.accelerator,
+        strategy=spec.strategy,
+        devices=pinned_devices(spec.devices),
+        num_nodes=spec.num_nodes,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=_cluster_plugins() or None,
+        default_root_dir=str(paths.dir),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
+    )
+    cuda = _record_devices(trainer, record if record is not None else {})
+    resume_from = resume_checkpoint(paths)
+    # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
+    try:
+        with jobenv.on_preempt(lambda: save_interrupt_checkpoint(trainer, paths)):
+            model = task.build_model(dict(spec.hparams))
+            datamodule = task.build_datamodule(dict(spec.hparams), split)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+            metrics = _floats(trainer.callback_metrics)
+            if resume_from is not None and _missing(scoring, metrics) and not spec.retrain:
+                # Resumed from the end of training (the previous attempt failed after fit, e.g. in test):
+                # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
+                trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)
+                metrics.update(_floats(trainer.callback_metrics))
+            if spec.score_epoch == "best" and checkpoint.best_model_path:
+                # --score_epoch best: score the epoch that best.ckpt (and test/*) come from, not the last one.
+                # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
+                trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
+                metrics.update(_floats(trainer.callback_metrics))
+            if split.test and type(model).test_step is not L.LightningModule.test_step:
+                ckpt = "best" if checkpoint.best_model_path else None
+                trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+                metrics.update(
+                    {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
+                )
+    finally:
+        if cuda is not None and record is not None:
+            record["peak_memory_bytes"] = max(
+                (cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None
+            )
+        if wandb_logger is not None:
+            finish_wandb(spec)
+    missing = _missing(scoring, metrics)
+    if missing:
+        raise MissingMetricError(
+            f"the run ended without the scoring metric(s) {', '.join(missing)}; it logged: "
+            f"{', '.join(sorted(metrics)) or 'nothing'}"
+        )
+    best = checkpoint.best_model_path or last.best_model_path or None
+    return metrics, best, trainer.world_size
+
+
+def accelerator_name(accelerator: Any) -> str:
+    """Lightning's accelerator object -> "cpu", "cuda", "mps", "xla", ... (its class name without the suffix)."""
+    return type(accelerator).__name__.removesuffix("Accelerator").lower() or "unknown"
+
+
+def _record_devices(trainer: Any, record: dict[str, Any], cuda: Any = None) -> Any:
+    """What ran where: the accelerator the Trainer chose, every visible device's name, and (on CUDA) the peak
+    memory counters reset, so that `peak_memory_bytes` is this run's. Returns torch.cuda on CUDA, else None."""
+    record["accelerator"] = accelerator_name(trainer.accelerator)
+    if record["accelerator"] != "cuda":
+        record["device_names"] = ["cpu"] if record["accelerator"] == "cpu" else [record["accelerator"]]
+        return None
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    count = cuda.device_count()
+    record["device_names"] = [cuda.get_device_name(i) for i in range(count)]
+    if record.get("cuda_visible_devices") is None:  # not pinned by a launcher: what this process could see
+        record["cuda_visible_devices"] = ",".join(str(i) for i in range(count))
+    for i in range(count):
+        cuda.reset_peak_memory_stats(i)
+    return cuda
+
+
+def pinned_devices(devices: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """The Trainer's `devices` in a worker the launcher pinned to the requested GPU ids (PINNED_GPUS_ENV): the
+    ids are renumbered to what the worker sees (ids 2 5 -> 0 1 under CUDA_VISIBLE_DEVICES=2,5)."""
+    env = os.environ if environ is None else environ
+    pinned = env.get(PINNED_GPUS_ENV)
+    if isinstance(devices, list) and pinned and pinned == ",".join(str(d) for d in devices):
+        return list(range(len(devices)))
+    return devices
+
+
+class MissingMetricError(RuntimeError):
+    """A run without every scoring metric cannot be scored, so it is not a success."""
+
+
+def _missing(scoring: list[Any], metrics: dict[str, float]) -> list[str]:
+    return [m.name for m in scoring if m.name not in metrics]
+
+
+def _floats(metrics: Any) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        out[key] = float(value.item() if hasattr(value, "item") else value)
+    return out
