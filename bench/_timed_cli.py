@@ -79,8 +79,8 @@ def main() -> None:
     _wrap("nestling.plan.preflight", "prepare", "plan")
     _wrap("nestling.launch.factory", "make_launcher", "launcher setup (sinfo/scontrol)")
     _wrap("nestling.plan.store", "write_plan", "write tree")
-    _wrap("nestling.launch.slurm", "SlurmArrayLauncher.launch", "submit (scripts + sbatch)")
-    _wrap("nestling.launch.slurm", "SlurmArrayLauncher.describe", "submit (scripts + sbatch)")  # --dry_run
+    _wrap("nestling.launch.slurm.launcher", "SlurmArrayLauncher.launch", "submit (scripts + sbatch)")
+    _wrap("nestling.launch.slurm.launcher", "SlurmArrayLauncher.describe", "submit (scripts + sbatch)")  # --dry_run
     _wrap("nestling.commands.start", "save_launch", "launch.json")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

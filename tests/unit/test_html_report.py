@@ -282,7 +282,8 @@ def test_help_and_status_import_no_plotting() -> None:
 
 
 def test_collector_job_writes_the_report(tmp_path: Path) -> None:
-    from nestling.launch.slurm import SlurmArrayLauncher, SlurmResources
+    from nestling.launch.slurm.launcher import SlurmArrayLauncher
+    from nestling.launch.slurm.resources import SlurmResources
 
     resources = SlurmResources(partition=None, time_min=5, cpus_per_task=1, mem_gb=1.0, gpus_per_task=0,
                                account=None, qos=None, constraint=None, array_parallelism=1, setup=[], extra={})  # fmt: skip

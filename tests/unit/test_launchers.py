@@ -10,7 +10,8 @@ from nestling.commands.start import runs_per_task
 from nestling.core.options.config import parse_config
 from nestling.launch.base import Launcher
 from nestling.launch.local import LocalLauncher
-from nestling.launch.slurm import SlurmArrayLauncher, SlurmResources
+from nestling.launch.slurm.launcher import SlurmArrayLauncher
+from nestling.launch.slurm.resources import SlurmResources
 from nestling.launch.submitit_local import SubmititLocalLauncher
 from nestling.plan.model import WorkUnit
 

@@ -9,8 +9,8 @@ import pytest
 
 from nestling.core.host.devices import parse_devices
 from nestling.core.options.config import parse_config
-from nestling.launch import slurm
 from nestling.launch.factory import slurm_resources
+from nestling.launch.slurm import launcher as slurm
 from nestling.plan.model import WorkUnit
 from nestling.read.progress import RunProgress
 

@@ -17,7 +17,8 @@ from nestling.execute import array_task
 from nestling.execute.training import _MemoryCap, cap_device_memory
 from nestling.launch.factory import local_slots, make_launcher
 from nestling.launch.local import LocalLauncher
-from nestling.launch.slurm import SlurmArrayLauncher, SlurmResources
+from nestling.launch.slurm.launcher import SlurmArrayLauncher
+from nestling.launch.slurm.resources import SlurmResources
 from nestling.plan.model import WorkUnit
 
 

@@ -16,7 +16,7 @@ import pytest
 import nestling
 from nestling.commands.cli import main
 from nestling.core.containers.spec import passthrough_env
-from nestling.launch.slurm import batch_log_params
+from nestling.launch.slurm.sbatch import batch_log_params
 
 SRC = Path(nestling.__file__).parent
 SLEEP = [

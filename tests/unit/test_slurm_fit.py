@@ -11,7 +11,7 @@ import pytest
 
 from nestling.commands.cli import main
 from nestling.core.host import slurm_query
-from nestling.launch.slurm import SlurmResources, fit_problem
+from nestling.launch.slurm.resources import SlurmResources, fit_problem
 
 SINFO = """\
 debug*|4|16384|gpu:2|2|infinite|idle|node[1-2]|1-infinite

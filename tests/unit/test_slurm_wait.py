@@ -16,8 +16,9 @@ from nestling.commands.cli import main
 from nestling.core.errors import JobsBlocked
 from nestling.core.host import slurm_query
 from nestling.core.tree.launch_record import LaunchRecord
-from nestling.launch import slurm
-from nestling.launch.slurm import SlurmArrayLauncher, SlurmResources
+from nestling.launch.slurm import launcher as slurm
+from nestling.launch.slurm.launcher import SlurmArrayLauncher
+from nestling.launch.slurm.resources import SlurmResources
 
 SINFO = "debug*|2|16384|gpu:2|2|infinite|idle|node[1-2]\n"
 MULTI_NODE = SlurmResources(partition=None, time_min=60, cpus_per_task=2, mem_gb=8, gpus_per_task=0, account=None,

@@ -301,7 +301,7 @@ def _slurm_checks(
             checks.append(Check("MaxArraySize", OK, detail))
     if wanted and "sinfo" in answers and prepared is not None:
         from nestling.launch.factory import slurm_resources
-        from nestling.launch.slurm import check_against_sinfo
+        from nestling.launch.slurm.resources import check_against_sinfo
 
         try:
             resources = slurm_resources(config, kind, prepared.plan.name, prepared.devices)

@@ -49,7 +49,8 @@ def make_launcher(
         from nestling.launch.submitit_local import SubmititLocalLauncher
 
         return SubmititLocalLauncher(resources, folder=folder, container=container)
-    from nestling.launch.slurm import SlurmArrayLauncher, check_against_sinfo
+    from nestling.launch.slurm.launcher import SlurmArrayLauncher
+    from nestling.launch.slurm.resources import check_against_sinfo
 
     check_against_sinfo(resources)
     return SlurmArrayLauncher(
@@ -160,7 +161,7 @@ def devices_per_unit(config: Config, devices: TrainerDevices) -> int:
 
 
 def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevices) -> Any:
-    from nestling.launch.slurm import SlurmResources, parse_extra
+    from nestling.launch.slurm.resources import SlurmResources, parse_extra
 
     launch = config.launch
     gpus = devices_per_unit(config, devices)

@@ -15,7 +15,7 @@ from nestling.core.tree import naming
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.run_result import read_result
 from nestling.launch.base import Launcher, Progress, runs_in_units
-from nestling.launch.slurm import SlurmResources
+from nestling.launch.slurm.resources import SlurmResources
 from nestling.plan.model import WorkUnit
 
 if TYPE_CHECKING:
