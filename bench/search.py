@@ -58,8 +58,8 @@ def make_tune(tmp: Path, name: str, *extra: str, n_trials: int = N_TRIALS, n_fol
 
 
 def run_serial(root: Path) -> list[str]:
-    from nestling.plan.model import run_dirs_per_cv, work_units
     from nestling.plan.store import load_plan
+    from nestling.plan.units import run_dirs_per_cv, work_units
     from nestling.testing.bowl_workers import simulate_unit
 
     plan = load_plan(root)
@@ -240,8 +240,8 @@ def _worker(units: list[list[str]]) -> int:
 def concurrency(tmp: Path, n_workers: int = 8, n_trials: int = N_TRIALS) -> list[Row]:
     """Workers pull cvs from one queue (as the local pool hands out tune-parallel units), all start at once."""
     from nestling.core.tree.naming import TrialPaths
-    from nestling.plan.model import run_dirs_per_cv
     from nestling.plan.store import load_plan
+    from nestling.plan.units import run_dirs_per_cv
 
     root = make_tune(tmp, "concurrent", "--sampler", "tpe", n_trials=n_trials, n_folds=2)
     per_cv = run_dirs_per_cv(load_plan(root))

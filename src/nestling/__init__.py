@@ -33,11 +33,11 @@ _MOVED = {
     "folds": "core.ml.folds", "scoring": "core.ml.scoring", "space": "core.ml.space",
     "devices": "core.host.devices", "jobenv": "core.host.jobenv", "slurm_query": "core.host.slurm_query",
     "tracking": "core.host.tracking", "container": "core.containers.spec",
-    "lightning_compat": "core.compat.lightning_internals", "plan": "plan.model", "artifacts": "plan.store",
+    "lightning_compat": "core.compat.lightning_internals", "artifacts": "plan.store",
     "preflight": "plan.preflight", "cvtable": "execute.cv_table", "study": "execute.search.study",
     "collect": "read.collect", "status": "read.status", "progress": "read.progress",
     "html_report": "read.report.build", "figures": "read.report.figures", "resume": "commands.resume",
-    "commands": "commands.start", "doctor": "commands.doctor", "sync": "commands.sync", "detach": "commands.detach",
+    "doctor": "commands.doctor", "sync": "commands.sync", "detach": "commands.detach",
     "api": "commands.api",
 }  # fmt: skip
 

@@ -15,8 +15,8 @@ import pytest
 
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
-from nestling.plan.model import run_specs
 from nestling.plan.preflight import prepare
+from nestling.plan.specs import run_specs
 from nestling.plan.store import _rel, load_spec, write_plan
 from nestling.read import collect as C
 

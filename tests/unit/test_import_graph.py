@@ -183,7 +183,7 @@ def test_the_graph_is_read() -> None:
     """Guard against a parser that finds nothing (then every rule above would pass vacuously)."""
     graph = _graph()
     assert len(graph) >= 40
-    assert "nestling.core.tree.naming" in graph["nestling.plan.model"]
+    assert "nestling.core.tree.naming" in graph["nestling.plan.build"]
     assert "nestling.core.errors" in graph["nestling.core.tree.naming"]
-    assert room("nestling.read.report.html") == "read" and room("nestling.worker") is None
+    assert room("nestling.read.report.build") == "read" and room("nestling.worker") is None
     assert rank("nestling.tasks.sleep") == rank("nestling.execute.worker") < rank("nestling.read.collect")

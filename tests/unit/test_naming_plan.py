@@ -11,16 +11,10 @@ import pytest
 from nestling.core.errors import UsageError
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
-from nestling.plan.model import (
-    Plan,
-    plan_run,
-    plan_single_cv,
-    plan_tune,
-    run_dirs_per_cv,
-    run_specs,
-    seeds_for,
-    work_units,
-)
+from nestling.plan.build import plan_run, plan_single_cv, plan_tune, seeds_for
+from nestling.plan.model import Plan
+from nestling.plan.specs import run_specs
+from nestling.plan.units import run_dirs_per_cv, work_units
 
 ART = Path("/art")
 
@@ -242,7 +236,7 @@ def test_single_run_on_slurm_keeps_its_strategy() -> None:
 def test_fork_variants_cover_lightnings_relaunching_strategies() -> None:
     from lightning.pytorch.strategies import StrategyRegistry
 
-    from nestling.plan.model import FORK_VARIANTS, NO_FORK_VARIANT
+    from nestling.plan.specs import FORK_VARIANTS, NO_FORK_VARIANT
 
     names = set(StrategyRegistry)
     assert set(FORK_VARIANTS.values()) <= names

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nestling.plan.model import auto_runs_per_task
+from nestling.plan.units import auto_runs_per_task
 
 
 @pytest.mark.parametrize(

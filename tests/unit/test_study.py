@@ -16,9 +16,9 @@ import pytest
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
 from nestling.execute.search import study
-from nestling.plan.model import run_dirs_per_cv, work_units
 from nestling.plan.preflight import prepare
 from nestling.plan.store import load_plan, write_plan
+from nestling.plan.units import run_dirs_per_cv, work_units
 from nestling.testing.bowl_workers import simulate_unit
 
 SPACE = """

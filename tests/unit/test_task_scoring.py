@@ -9,8 +9,8 @@ import pytest
 from nestling.core.errors import UsageError
 from nestling.core.ml.scoring import DEFAULT_SCORING
 from nestling.core.options.config import parse_config
-from nestling.plan.model import run_specs
 from nestling.plan.preflight import prepare
+from nestling.plan.specs import run_specs
 from nestling.tasks.sleep import SleepTask
 
 FAST = ["--n_folds", "2", "--n_seeds", "1", "--max_epochs", "1", "--accelerator", "cpu", "--quiet"]

@@ -248,7 +248,7 @@ def test_the_mode_reaches_the_run_spec(tmp_path: Path) -> None:
 
     args = ["--task", "sleep", "--n_folds", "2", "--n_seeds", "1", "--artifact_dir", str(tmp_path), "--name", "m",
             "--wandb_project", "p", "--wandb_mode", "offline"]  # fmt: skip
-    from nestling.plan.model import run_specs
+    from nestling.plan.specs import run_specs
 
     specs = run_specs(prepare(parse_config(args), "cv").plan)
     assert [s.wandb_mode for s in specs] == ["offline", "offline"]

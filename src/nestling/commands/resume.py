@@ -24,7 +24,8 @@ from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.run_result import read_result
 from nestling.core.tree.run_spec import RunSpec
-from nestling.plan.model import Plan, PlannedRun, run_specs
+from nestling.plan.model import Plan, PlannedRun
+from nestling.plan.specs import run_specs
 from nestling.plan.store import load_plan, write_spec
 
 PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from

@@ -263,9 +263,11 @@ def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
     from nestling.core.ml.task import Split
     from nestling.core.tree.atomic import read_json
     from nestling.launch.factory import make_launcher
-    from nestling.plan.model import plan_retrain, run_dirs_per_cv, run_specs, work_units
+    from nestling.plan.build import plan_retrain
     from nestling.plan.preflight import check_job_resources
+    from nestling.plan.specs import run_specs
     from nestling.plan.store import write_plan
+    from nestling.plan.units import run_dirs_per_cv, work_units
 
     tune_config = config_from_dict(tune.options)
     splits = [Split(s["train"], s["val"], s["test"]) for s in read_json(tune.root / naming.SPLITS)]
@@ -316,9 +318,9 @@ def _resume(tune: Plan, root: Path, cv_name: str | None, given: Config, explicit
     from nestling.commands.start import _finish, launch_and_report, parallel_strategy, runs_per_task
     from nestling.core.host.devices import parse_devices
     from nestling.launch.factory import make_launcher
-    from nestling.plan.model import work_units
     from nestling.plan.preflight import check_job_resources
     from nestling.plan.store import load_plan
+    from nestling.plan.units import work_units
 
     plan = load_plan(root)
     trained = next((cv.cv_name for cv in tune.cvs if cv.hp_index == plan.cvs[0].hp_index), None)

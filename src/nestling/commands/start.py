@@ -56,9 +56,9 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
     --retrain`; with --detach the supervisor runs it, after the sweep): the command line's `run`, `cv`, `tune`,
     and the Python API's (api.py), which reads the plan's tables from `root` afterwards."""
     from nestling.launch.factory import described_task, make_launcher, prestart_local
-    from nestling.plan.model import run_dirs_per_cv, work_units
     from nestling.plan.preflight import prepare
     from nestling.plan.store import write_plan
+    from nestling.plan.units import run_dirs_per_cv, work_units
 
     config = parse_config(argv, prog=f"nestling {kind}", description=DESCRIPTIONS[kind])
     check_detach(config)
@@ -181,7 +181,7 @@ def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
     """--runs_per_task, or chosen from --expected_run_s and the number of parallel slots."""
     if config.launch.expected_run_s is None:
         return config.launch.runs_per_task
-    from nestling.plan.model import auto_runs_per_task
+    from nestling.plan.units import auto_runs_per_task
 
     return auto_runs_per_task(config.launch.expected_run_s, n_runs, launcher.parallel_slots)
 

@@ -17,7 +17,9 @@ from nestling.core.host.devices import TrainerDevices, parse_devices
 from nestling.core.ml.task import Split, Task, declared_scoring_metrics, load_task
 from nestling.core.options.config import DDP_LIKE, PARALLEL_STRATEGIES, Config
 from nestling.core.tree import naming
-from nestling.plan.model import Plan, devices_per_unit, plan_run, plan_single_cv, plan_tune, trainer_devices
+from nestling.plan.build import plan_run, plan_single_cv, plan_tune
+from nestling.plan.model import Plan
+from nestling.plan.specs import devices_per_unit, trainer_devices
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.run_spec import RunSpec
-from nestling.plan.model import CvPlan, Plan, PlannedRun, run_specs
+from nestling.plan.model import CvPlan, Plan, PlannedRun
+from nestling.plan.specs import run_specs
 
 if TYPE_CHECKING:
     from nestling.core.ml.task import Split
