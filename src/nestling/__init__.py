@@ -35,7 +35,7 @@ _MOVED = {
     "tracking": "core.host.tracking", "container": "core.containers.spec",
     "lightning_compat": "core.compat.lightning_internals", "artifacts": "plan.store",
     "preflight": "plan.preflight", "cvtable": "execute.cv_table", "study": "execute.search.study",
-    "collect": "read.collect", "status": "read.status", "progress": "read.progress",
+    "collect": "read.collect", "status": "read.run_states", "progress": "read.progress",
     "html_report": "read.report.build", "figures": "read.report.figures", "resume": "commands.resume",
     "doctor": "commands.doctor", "sync": "commands.sync", "detach": "commands.detach",
     "api": "commands.api",

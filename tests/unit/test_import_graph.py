@@ -24,7 +24,7 @@ ROOMS = ("core", "plan", "launch", "execute", "read", "commands")  # data-flow o
 SAME_RANK = {"tasks": "execute", "testing": "commands"}  # built-in tasks run in workers; testing helpers read all
 ENTRY_POINTS = {"__init__", "__main__", "cli", "worker", "array_task", "supervisor", "task"}
 BANNED = {  # pairs the rooms would allow, kept apart on purpose
-    ("nestling.read.status", "nestling.launch"): "status reads the tree and the queue; it never needs a launcher",
+    ("nestling.read.run_states", "nestling.launch"): "status reads the tree and the queue; it never needs a launcher",
     ("nestling.commands.resume", "nestling.commands.start"): "resume hands data back; start launches it",
 }
 FACADE = {  # edges exempt from the ranks and the cycle check, each for a reason

@@ -15,7 +15,7 @@ from nestling.core.tree.launch_record import LaunchRecord
 from nestling.plan.model import Plan
 from nestling.plan.preflight import prepare
 from nestling.plan.store import load_plan, write_plan
-from nestling.read import status
+from nestling.read import run_states as status
 
 CV = ["--task", "sleep", "--accelerator", "cpu", "--n_folds", "2", "--n_seeds", "1", "--name", "st"]
 

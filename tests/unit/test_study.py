@@ -15,7 +15,7 @@ import pytest
 
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
-from nestling.execute.search import study
+from nestling.execute.search import pruners, study, trials
 from nestling.plan.preflight import prepare
 from nestling.plan.store import load_plan, write_plan
 from nestling.plan.units import run_dirs_per_cv, work_units
@@ -97,8 +97,9 @@ def test_eight_workers_drawing_at_once_draw_each_trial_once_and_never_the_same_c
 
 
 def test_successive_halving_prunes_between_folds_and_the_tree_says_so(tmp_path: Path) -> None:
+    from nestling.read.run_states import count, run_states
+
     from nestling.read.collect import collect, ranked
-    from nestling.read.status import count, run_states
 
     root = make_tune(tmp_path, "h", "--sampler", "tpe", "--pruner", "successive-halving", n_trials=12, n_folds=4)
     statuses = run_serial(root)
@@ -137,31 +138,31 @@ def test_the_intermediate_score_is_the_cv_score_over_the_folds_done(tmp_path: Pa
     scores = [json.loads((r.dir / naming.RUN_RESULT).read_text())["metrics"]["val/score"] for r in runs]
     for k in (1, 2, 3):
         assert trial.values[k] == pytest.approx(cv_score([(v, False, "success") for v in scores[:k]])[0])
-    assert trial.state == study.COMPLETE and trial.score == pytest.approx(sum(scores) / 3)
+    assert trial.state == trials.COMPLETE and trial.score == pytest.approx(sum(scores) / 3)
 
 
 def test_halving_keeps_the_best_quarter_at_each_rung() -> None:
-    assert not study.halving_prunes(0.5, 2, [0.9, 0.8])  # step 2 is no rung (rungs at 1, 4, 16)
+    assert not pruners.halving_prunes(0.5, 2, [0.9, 0.8])  # step 2 is no rung (rungs at 1, 4, 16)
     others = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
-    assert not study.halving_prunes(0.9, 1, others)  # best of 8: kept (top 2)
-    assert not study.halving_prunes(0.65, 1, others)  # second of 8: kept
-    assert study.halving_prunes(0.55, 1, others)  # third of 8: stopped
-    assert not study.halving_prunes(0.1, 1, [])  # the first trial at a rung always goes on
-    assert study.halving_prunes(0.1, 4, [0.2])  # fewer than 4 at the rung: only the best goes on
-    assert not study.halving_prunes(0.3, 4, [0.2, 0.1])
-    assert study.halving_prunes(math.nan, 1, [0.2])
+    assert not pruners.halving_prunes(0.9, 1, others)  # best of 8: kept (top 2)
+    assert not pruners.halving_prunes(0.65, 1, others)  # second of 8: kept
+    assert pruners.halving_prunes(0.55, 1, others)  # third of 8: stopped
+    assert not pruners.halving_prunes(0.1, 1, [])  # the first trial at a rung always goes on
+    assert pruners.halving_prunes(0.1, 4, [0.2])  # fewer than 4 at the rung: only the best goes on
+    assert not pruners.halving_prunes(0.3, 4, [0.2, 0.1])
+    assert pruners.halving_prunes(math.nan, 1, [0.2])
 
 
 def test_median_waits_for_three_complete_trials_then_stops_those_below_the_median() -> None:
-    def trial(*values: float, state: str = study.COMPLETE) -> study.TrialState:
-        return study.TrialState(0, {}, 0.0, state, {k + 1: v for k, v in enumerate(values)}, len(values))
+    def trial(*values: float, state: str = trials.COMPLETE) -> trials.TrialState:
+        return trials.TrialState(0, {}, 0.0, state, {k + 1: v for k, v in enumerate(values)}, len(values))
 
-    assert study.MEDIAN_STARTUP_TRIALS == 3
+    assert pruners.MEDIAN_STARTUP_TRIALS == 3
     done = [trial(v, v) for v in (0.1, 0.2)]
-    assert not study.median_prunes(trial(0.0), 1, done)  # two complete: too early
+    assert not pruners.median_prunes(trial(0.0), 1, done)  # two complete: too early
     done.append(trial(0.3, 0.3))
-    assert study.median_prunes(trial(0.15, state=study.RUNNING), 1, done)  # median 0.2
-    assert not study.median_prunes(trial(0.25, state=study.RUNNING), 1, done)
+    assert pruners.median_prunes(trial(0.15, state=trials.RUNNING), 1, done)  # median 0.2
+    assert not pruners.median_prunes(trial(0.25, state=trials.RUNNING), 1, done)
 
 
 def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_rest(tmp_path: Path) -> None:
@@ -196,7 +197,7 @@ def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_res
     after = draws(root)
     assert after[: 7] == before[: 7]  # kept, the lost trial's configuration included
     s = study.Study(load_plan(root))
-    assert all(s.trial(i).state in (study.COMPLETE, study.PRUNED) for i in range(10))
+    assert all(s.trial(i).state in (trials.COMPLETE, trials.PRUNED) for i in range(10))
     assert len({json.dumps(p, sort_keys=True) for p in after}) == 10
 
 

@@ -2,16 +2,14 @@
 torch import happens here.
 
 Bad input -> one line on stderr and exit 2, before anything is created. Exit 0 when the tree completed (failed
-runs are reported, not fatal), 1 when every run failed or on an internal error.
-"""
+runs are reported, not fatal), 1 when every run failed or on an internal error."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from nestling import __version__
-from nestling.core.errors import JobsBlocked, UsageError, strict_parser
+from nestling.core.errors import JobsBlocked, UsageError
 
 COMMANDS = {
     "run": "train one run (fold --fold of --fold_method, first seed)",
@@ -79,13 +77,15 @@ def _dispatch(argv: list[str]) -> int:
 
         return retrain_main(rest)
     if command == "collect":
-        return _collect(rest)
+        from nestling.commands.collect import collect_main
+
+        return collect_main(rest, COMMANDS["collect"])
     if command == "report":
         from nestling.commands.report import report_main
 
         return report_main(rest)
     if command == "status":
-        from nestling.read.status import status_main
+        from nestling.commands.status import status_main
 
         return status_main(rest)
     if command == "sync":
@@ -109,31 +109,3 @@ def _print_help() -> None:
     for name, text in COMMANDS.items():
         print(f"  {name:<8} {text}")
     print("\nnestling COMMAND --help lists the options of a command.")
-
-
-def _collect(argv: list[str]) -> int:
-    parser = strict_parser("nestling collect", COMMANDS["collect"])
-    parser.add_argument("dir", type=Path)
-    parser.add_argument("--quiet", action="store_true")
-    parser.add_argument(
-        "--all", action="store_true", help="show every logged metric, not only the scoring metrics and score"
-    )
-    parser.add_argument("--report", action="store_true", help="also write DIR/report.html (as `nestling report`)")
-    parser.add_argument(
-        "--select", choices=("score", "lcb"), default=None, help="rank a tune by this (default: the tune's --select)"
-    )
-    args = parser.parse_args(argv)
-    from nestling.read.collect import collect
-    from nestling.read.summary import print_summary
-
-    if not args.dir.exists():
-        raise UsageError(f"{str(args.dir)!r} does not exist; pass a tune, cv or run directory")
-    collected = collect(args.dir)
-    if not args.quiet:
-        print_summary(collected, args.select, all_columns=args.all)
-    if args.report:
-        from nestling.read.report.build import write_report
-
-        print(f"report: {write_report(args.dir, collected)}")
-    return 0
-

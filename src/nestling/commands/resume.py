@@ -167,7 +167,7 @@ def _effective(saved: Config, current: Config, forced: list[Change]) -> Config:
 def _refuse_if_active(plan: Plan) -> None:
     """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued, or
     while a detached supervisor (--detach) runs the plan."""
-    from nestling.read.status import run_states
+    from nestling.read.run_states import run_states
 
     supervisor = supervision.alive(plan.root)
     if supervisor is not None:

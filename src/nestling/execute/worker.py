@@ -23,12 +23,12 @@ from typing import Any, TextIO
 from nestling.core.host import jobenv
 from nestling.core.tree import failfast
 from nestling.core.tree.run_result import read_result
-from nestling.execute.search import study
+from nestling.execute.search import study, trials
 from nestling.plan.store import load_spec
 
 SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
 NOT_STARTED = "not started"  # the reply for a run fail-fast held back (see failfast.py)
-PRUNED = study.PRUNED  # the reply for a run whose trial was stopped after an earlier fold (see study.py)
+PRUNED = trials.PRUNED  # the reply for a run whose trial was stopped after an earlier fold (see study.py)
 
 
 def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:

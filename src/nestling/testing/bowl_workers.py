@@ -11,7 +11,7 @@ from nestling.core.tree import failfast
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import RunPaths
 from nestling.core.tree.run_result import SUCCESS, empty_result
-from nestling.execute.search import study
+from nestling.execute.search import study, trials
 from nestling.plan.store import load_spec
 from nestling.tasks.bowl import observed
 
@@ -33,7 +33,7 @@ def simulate_unit(run_dirs: list[str]) -> list[str]:
     statuses = []
     for d in run_dirs:
         if not study.before_run(Path(d), failfast.plan_root(Path(d))):
-            statuses.append(study.PRUNED)
+            statuses.append(trials.PRUNED)
             continue
         statuses.append(str(simulate(Path(d))["status"]))
     return statuses

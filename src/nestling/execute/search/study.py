@@ -13,8 +13,7 @@ concurrent workers are steered away from it, as Optuna's constant liar does). Fi
 change, so each process reads them once (`Study` caches them); a draw reads only the trials still running.
 
 Intermediate score after k folds (the value a pruner sees at step k): the cv score computed exactly as the final
-one (scoring.cv_score) over the runs of folds 0..k-1; the final cv score is the value at step n_folds.
-"""
+one (scoring.cv_score) over the runs of folds 0..k-1; the final cv score is the value at step n_folds."""
 
 from __future__ import annotations
 
@@ -23,10 +22,8 @@ import json
 import math
 import os
 import socket
-import statistics
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,33 +31,15 @@ from nestling.core.ml.scoring import cv_score, parse_scoring_metrics, run_score
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.run_result import read_result
+from nestling.execute.search.pruners import halving_prunes, median_prunes
+from nestling.execute.search.trials import COMPLETE, FAILED, FINAL, PRUNED, RUNNING, WAITING, TrialState
 from nestling.plan.model import Plan
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial
 
-COMPLETE, PRUNED, FAILED, RUNNING, WAITING = "complete", "pruned", "failed", "running", "waiting"
-FINAL = (COMPLETE, PRUNED, FAILED)
 CLAIM_STALE_S = 60.0  # a claim (draw file without a draw) from another host older than this: its drawer died
-MEDIAN_STARTUP_TRIALS = 3  # median pruning starts once this many trials are complete (Optuna's n_startup_trials; its default is 5)
-HALVING_RATE = 4  # successive halving keeps the best 1/4 at folds 1, 4, 16, ... (Optuna's default reduction factor)
-
-
-@dataclass
-class TrialState:
-    """What the tree says about one trial (one cv)."""
-
-    index: int
-    params: dict[str, Any] | None  # the sampled hyperparameters; None while not drawn
-    drawn_time: float | None
-    state: str
-    values: dict[int, float] = field(default_factory=dict)  # folds done -> the cv score over those folds
-    n_folds_done: int = 0
-
-    @property
-    def score(self) -> float:
-        return self.values.get(self.n_folds_done, math.nan) if self.n_folds_done else math.nan
 
 
 class Study:
@@ -328,34 +307,6 @@ class Study:
 
     def is_pruned(self, index: int) -> bool:
         return self.paths.pruned(index).exists()
-
-
-def median_prunes(trial: TrialState, step: int, complete: list[TrialState]) -> bool:
-    """Optuna's MedianPruner rule: after MEDIAN_STARTUP_TRIALS complete trials, stop a trial whose best score so
-    far is below the median of the complete trials' scores at the same step."""
-    if len(complete) < MEDIAN_STARTUP_TRIALS:
-        return False
-    best = max((v for s, v in trial.values.items() if s <= step), default=math.nan)
-    if math.isnan(best):
-        return True
-    others = [t.values[step] for t in complete if step in t.values and math.isfinite(t.values[step])]
-    return bool(others) and best < statistics.median(others)
-
-
-def halving_prunes(value: float, step: int, competing: list[float], rate: int = HALVING_RATE) -> bool:
-    """Asynchronous successive halving (Optuna's SuccessiveHalvingPruner with min_resource 1): at a rung
-    (step = rate**r) a trial goes on only if its score is among the best 1/rate of every trial that reached the
-    rung, itself included (the best one while fewer than `rate` did); between rungs it goes on."""
-    rung = 1
-    while rung < step:
-        rung *= rate
-    if rung != step:
-        return False
-    if math.isnan(value):
-        return True
-    ranked = sorted([v for v in competing if math.isfinite(v)] + [value], reverse=True)
-    keep = max(1, len(ranked) // rate)
-    return value < ranked[keep - 1]
 
 
 _STUDIES: dict[str, Study | None] = {}

@@ -1,41 +1,26 @@
-"""`nestling status DIR`: the runs of a plan by state, from the artifact tree plus squeue (never sacct).
-
-States: success / failed (run_result.json says so), running (its attempt lock is held, or its array task runs),
-pending (its job waits in the queue, or it waits behind another run of its unit), lost (its job or worker ended
-without a result), blocked (its job waits for a reason waiting never resolves, e.g. PENDING (PartitionConfig):
-the error column names the reason; cancel the job or fix it), not started (fail-fast stopped the plan before
-the run started; --resume runs it), interrupted (Ctrl-C stopped the local launch before it ended: it resumes with
---resume, from the checkpoint it saved when it was in progress), pruned (never started: its trial was stopped
-after an earlier fold, see study.py).
-"""
+"""The state of every run of a plan, from the tree and the queue (squeue, never sacct): success, failed, running,
+pending, lost, blocked, not started, interrupted, pruned."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nestling.core.errors import strict_parser
 from nestling.core.host import slurm_query
 from nestling.core.host.slurm_query import QueuedJob
 from nestling.core.tree import attempt_lock as attempt
-from nestling.core.tree import failfast, naming
+from nestling.core.tree import failfast
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.launch_record import LaunchRecord, read_launches
 from nestling.core.tree.run_result import read_result
 from nestling.plan.model import Plan
-from nestling.plan.store import find_plan_root, load_plan
 
 STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned")
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
-
-
 
 
 @dataclass(frozen=True)
@@ -179,56 +164,3 @@ def _holders(launch: LaunchRecord) -> dict[int, str]:
 def count(states: list[RunState]) -> dict[str, int]:
     counts = Counter(s.state for s in states)
     return {k: counts.get(k, 0) for k in STATES}
-
-
-def status_main(argv: list[str]) -> int:
-    parser = strict_parser("nestling status", "Runs of a tune, cv or run dir by state.")
-    parser.add_argument("dir", type=Path)
-    parser.add_argument("--watch", action="store_true", help="refresh until every run ended")
-    parser.add_argument("--interval", type=float, default=5.0)
-    parser.add_argument(
-        "--all", action="store_true", help="list every run, not only unfinished and failed ones"
-    )
-    parser.add_argument("--json", action="store_true", help="print counts and runs as JSON")
-    args = parser.parse_args(argv)
-    plan = load_plan(find_plan_root(args.dir))
-    while True:
-        states = run_states(plan)
-        _print(plan, states, args)
-        active = any(s.state in ("running", "pending") for s in states)
-        if not args.watch or not active:
-            return 0
-        time.sleep(args.interval)
-
-
-def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None:
-    counts = count(states)
-    supervisor = supervision.alive(plan.root)
-    if args.json:
-        detached = None if supervisor is None else {"pid": supervisor.pid, "hostname": supervisor.hostname}
-        print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states], "supervisor": detached}))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    console.print(
-        f"{plan.kind} {plan.name}: {len(states)} runs  " + "  ".join(f"{k}={v}" for k, v in counts.items())
-    )
-    unstable = sum(1 for s in states if s.unstable_reason)
-    if unstable:
-        console.print(f"{unstable} successful run{'' if unstable == 1 else 's'} unstable (not in the cv score)")
-    if supervisor is not None:
-        console.print(
-            f"detached: supervisor {supervisor.describe()} alive; log {naming.SupervisorPaths(plan.root).log}; "
-            f"stop it with nestling stop {plan.root}"
-        )
-    shown = states if args.all else [s for s in states if s.state not in ("success", "pruned") or s.unstable_reason]
-    if shown:
-        table = Table()
-        for col in ("run_name", "run_id", "state", "job", "error"):
-            table.add_column(col)
-        for s in shown[:200]:
-            note = s.error or (f"unstable: {s.unstable_reason}" if s.unstable_reason else "")
-            table.add_row(s.run_name, s.run_id, s.state, s.job or "", note[:80])
-        console.print(table)

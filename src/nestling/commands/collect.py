@@ -1,0 +1,34 @@
+"""`nestling collect DIR`: rebuild the parquet tables of a tune, cv or run dir from its run results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nestling.core.errors import UsageError, strict_parser
+
+
+def collect_main(argv: list[str], description: str) -> int:
+    parser = strict_parser("nestling collect", description)
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--all", action="store_true", help="show every logged metric, not only the scoring metrics and score"
+    )
+    parser.add_argument("--report", action="store_true", help="also write DIR/report.html (as `nestling report`)")
+    parser.add_argument(
+        "--select", choices=("score", "lcb"), default=None, help="rank a tune by this (default: the tune's --select)"
+    )
+    args = parser.parse_args(argv)
+    from nestling.read.collect import collect
+    from nestling.read.summary import print_summary
+
+    if not args.dir.exists():
+        raise UsageError(f"{str(args.dir)!r} does not exist; pass a tune, cv or run directory")
+    collected = collect(args.dir)
+    if not args.quiet:
+        print_summary(collected, args.select, all_columns=args.all)
+    if args.report:
+        from nestling.read.report.build import write_report
+
+        print(f"report: {write_report(args.dir, collected)}")
+    return 0
