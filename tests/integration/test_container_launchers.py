@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nestling.core.containers.spec import host_python_binds
+from nestling.core.containers.binds import host_python_binds
 
 pytestmark = pytest.mark.container
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 import nestling
-from nestling.core.containers.spec import ContainerOptions, host_python_binds, wrap_command
+from nestling.core.containers.binds import host_python_binds
+from nestling.core.containers.options import ContainerOptions
+from nestling.core.containers.runtimes import wrap_command
 
 pytestmark = pytest.mark.container
 

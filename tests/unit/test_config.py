@@ -306,13 +306,13 @@ def test_choices_match_the_modules_that_act_on_them() -> None:
     """folds and container keep their own tuples (they are called directly too); they must not drift."""
     import typing
 
-    from nestling.core.containers import spec as container
+    from nestling.core.containers import options as container_options
     from nestling.core.ml import folds
     from nestling.core.options import config
 
     assert typing.get_args(config.FoldMethod) == folds.FOLD_METHODS
     assert typing.get_args(config.TestSplit) == folds.TEST_SPLITS
-    assert typing.get_args(config.ContainerRuntime) == container.RUNTIMES
+    assert typing.get_args(config.ContainerRuntime) == container_options.RUNTIMES
 
 
 def test_config_file_and_space_read_yaml_floats_alike(tmp_path: Path) -> None:

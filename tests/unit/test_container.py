@@ -8,30 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from nestling.core.containers import binds, runtimes
 from nestling.core.containers import spec as container
-from nestling.core.containers.spec import (
-    ContainerOptions,
-    host_python_binds,
-    image_exists,
-    in_container,
-    parse_bind,
-    resolve_runtime,
-    validate,
-    wrap_command,
-)
+from nestling.core.containers.binds import host_python_binds
+from nestling.core.containers.options import ContainerOptions, parse_bind, validate
+from nestling.core.containers.runtimes import image_exists, resolve_runtime, wrap_command
+from nestling.core.containers.spec import in_container
 from nestling.core.errors import UsageError
 
 CMD = ["python", "-m", "nestling.worker", "/art/spec.json"]
 ART = Path("/art")
 DATA = Path("/data")
-REAL_CDI_CHECK = container.nvidia_cdi_present
+REAL_CDI_CHECK = runtimes.nvidia_cdi_present
 
 
 @pytest.fixture(autouse=True)
 def _root_no_cdi(monkeypatch: pytest.MonkeyPatch) -> None:
     """Default every test to root and no CDI spec, so snapshots do not depend on the host."""
-    monkeypatch.setattr(container, "_host_user", lambda: (0, 0))
-    monkeypatch.setattr(container, "nvidia_cdi_present", lambda: False)
+    monkeypatch.setattr(runtimes, "_host_user", lambda: (0, 0))
+    monkeypatch.setattr(runtimes, "nvidia_cdi_present", lambda: False)
 
 
 def opts(image: str = "img:1", **kw: object) -> ContainerOptions:
@@ -117,7 +112,7 @@ def test_docker_several_gpus_quoted_for_its_csv_parser() -> None:
 
 
 def test_docker_cpu_non_root_runs_as_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(container, "_host_user", lambda: (1000, 100))
+    monkeypatch.setattr(runtimes, "_host_user", lambda: (1000, 100))
     argv = wrap_command(CMD, opts(), runtime="docker", gpus=[], auto_binds=[ART])
     assert argv == [
         "docker", "run", "--rm", "--init", "--ipc=host", "--user", "1000:100",
@@ -142,7 +137,7 @@ def test_podman_without_cdi_passes_physical_ids() -> None:
 
 
 def test_podman_with_cdi_selects_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(container, "nvidia_cdi_present", lambda: True)
+    monkeypatch.setattr(runtimes, "nvidia_cdi_present", lambda: True)
     argv = wrap_command(CMD, opts(), runtime="podman", gpus=["1", "3"], auto_binds=[ART])
     assert argv == [
         "podman", "run", "--rm", "--init", "--ipc=host", "--security-opt", "label=disable",
@@ -154,7 +149,7 @@ def test_podman_with_cdi_selects_devices(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_podman_rootless_keeps_user_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(container, "_host_user", lambda: (1000, 1000))
+    monkeypatch.setattr(runtimes, "_host_user", lambda: (1000, 1000))
     argv = wrap_command(CMD, opts(), runtime="podman", gpus=None, auto_binds=[])
     assert "--userns=keep-id" in argv
     assert "--user" not in argv
@@ -321,11 +316,11 @@ def test_passthrough_env_picks_job_variables_and_user_env_wins() -> None:
 
 def test_worker_python_is_the_hosts_only_when_bound_at_the_same_path() -> None:
     exe = "/opt/venv/bin/python"
-    assert container.worker_python(opts(), exe) == "python"
-    assert container.worker_python(opts(binds=("/opt/venv:/venv:ro",)), exe) == "python"
-    assert container.worker_python(opts(binds=("/opt/venv:ro",)), exe) == exe
-    assert container.worker_python(opts(binds=("/opt/venv/:/opt/venv/",)), exe) == exe
-    assert container.worker_python(opts(binds=tuple(host_python_binds()))) == sys.executable
+    assert binds.worker_python(opts(), exe) == "python"
+    assert binds.worker_python(opts(binds=("/opt/venv:/venv:ro",)), exe) == "python"
+    assert binds.worker_python(opts(binds=("/opt/venv:ro",)), exe) == exe
+    assert binds.worker_python(opts(binds=("/opt/venv/:/opt/venv/",)), exe) == exe
+    assert binds.worker_python(opts(binds=tuple(host_python_binds()))) == sys.executable
 
 
 def test_interactive_keeps_stdin_for_oci_runtimes() -> None:

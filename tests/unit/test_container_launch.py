@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from nestling.commands.cli import main
+from nestling.core.containers import binds as container_binds
+from nestling.core.containers import runtimes
 from nestling.core.containers import spec as container
 from nestling.core.containers.spec import ContainerSpec
 from nestling.core.options.config import parse_config
@@ -32,8 +34,8 @@ def slurm_task_command(
 def _pretend_apptainer(monkeypatch: pytest.MonkeyPatch) -> None:
     """apptainer 'installed', root, no CDI spec, no SLURM controller: snapshots must not depend on the host."""
     monkeypatch.setattr(container, "resolve_runtime", lambda opts, **_: opts.runtime)
-    monkeypatch.setattr(container, "_host_user", lambda: (0, 0))
-    monkeypatch.setattr(container, "nvidia_cdi_present", lambda: False)
+    monkeypatch.setattr(runtimes, "_host_user", lambda: (0, 0))
+    monkeypatch.setattr(runtimes, "nvidia_cdi_present", lambda: False)
     real = shutil.which
     monkeypatch.setattr(
         shutil, "which", lambda n, *a, **k: None if n in ("sinfo", "scontrol", "squeue") else real(n, *a, **k)
@@ -100,7 +102,7 @@ def test_local_worker_apptainer_command(site: Path) -> None:
 
 
 def test_local_worker_podman_command_keeps_stdin_and_host_python(site: Path) -> None:
-    binds = ["--container_bind", *container.host_python_binds()]
+    binds = ["--container_bind", *container_binds.host_python_binds()]
     spec = container_spec(parse_config([*options(site, "podman", "localhost/nestling-test:latest"), *binds]))
     assert spec is not None
     argv = spec.wrap([*WORKER, "--serve"], environ={}, gpus=None, interactive=True)

@@ -97,9 +97,8 @@ def test_eight_workers_drawing_at_once_draw_each_trial_once_and_never_the_same_c
 
 
 def test_successive_halving_prunes_between_folds_and_the_tree_says_so(tmp_path: Path) -> None:
-    from nestling.read.run_states import count, run_states
-
     from nestling.read.collect import collect, ranked
+    from nestling.read.run_states import count, run_states
 
     root = make_tune(tmp_path, "h", "--sampler", "tpe", "--pruner", "successive-halving", n_trials=12, n_folds=4)
     statuses = run_serial(root)

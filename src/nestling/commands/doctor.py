@@ -150,17 +150,9 @@ def _artifact_dir_check(config: Config) -> Check:
 
 
 def _container_checks(config: Config, task: Any, which: Which, run: Run, checks: list[Check]) -> None:
-    from nestling.core.containers.spec import (
-        SIF_RUNTIMES,
-        ContainerOptions,
-        auto_binds,
-        image_exists,
-        option_problems,
-        parse_bind,
-        resolve_runtime,
-        worker_dir,
-        worker_python,
-    )
+    from nestling.core.containers.binds import auto_binds, worker_dir, worker_python
+    from nestling.core.containers.options import SIF_RUNTIMES, ContainerOptions, option_problems, parse_bind
+    from nestling.core.containers.runtimes import image_exists, resolve_runtime
 
     opts = ContainerOptions.from_config(config.container)
     problems = option_problems(opts)
