@@ -53,7 +53,7 @@ class _MovedModules:
             return None
         import importlib.util
 
-        return importlib.util.spec_from_loader(name, _MovedModules)
+        return importlib.util.spec_from_loader(name, _MovedModules)  # type: ignore[arg-type]  # the protocol
 
     @staticmethod
     def create_module(spec: Any) -> object:
@@ -69,7 +69,7 @@ class _MovedModules:
         """The module ran already, under its new name."""
 
 
-sys.meta_path.append(_MovedModules)
+sys.meta_path.append(_MovedModules)  # type: ignore[arg-type]  # static methods: the class is the finder
 
 
 def __getattr__(name: str) -> Any:

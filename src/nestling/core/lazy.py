@@ -1,0 +1,33 @@
+"""Lazy handles to modules, declared at the top of the module that needs them.
+
+A reader sees every dependency of a module in its first lines, while the import itself is paid on first use: the
+CLI answers `--help`, `status` and `collect` without importing torch, polars or the launchers it does not need.
+Optuna's `optuna/_imports.py` (`_LazyImport`) is the model. Declare it as
+
+    if TYPE_CHECKING:
+        from nestling.read import collect
+    else:
+        collect = lazy_module("nestling.read.collect")
+
+so that type checkers see the real module. tests/unit/test_import_graph.py counts these handles as imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from typing import Any
+
+
+class LazyModule(types.ModuleType):
+    """Stands in for a module until an attribute is first read; then it imports it and takes its namespace."""
+
+    def __getattr__(self, item: str) -> Any:
+        module = importlib.import_module(self.__name__)
+        self.__dict__.update(module.__dict__)
+        return getattr(module, item)
+
+
+def lazy_module(name: str) -> Any:
+    """A handle to the module `name` (absolute), imported when one of its attributes is first used."""
+    return LazyModule(name)
