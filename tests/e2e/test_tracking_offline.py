@@ -1,7 +1,7 @@
 """Tracking never costs a training run, with the real wandb client: W&B unreachable (a closed loopback port), an
 invalid key, no WANDB_MODE -> the run succeeds, logs offline, records why; `nestling sync` uploads it once.
 
-The upload itself goes to a stand-in `wandb` executable (there is no network here); tests/unit/test_tracking.py
+The upload itself goes to a stand-in `wandb` executable (there is no network here); tests/unit/core/test_tracking.py
 covers the decision and sync's bookkeeping in detail.
 """
 
@@ -141,7 +141,7 @@ def test_wandb_mode_offline_never_probes(tmp_path: Path) -> None:
 @pytest.mark.parametrize("launcher", ["local", "submitit-local"])
 def test_no_secret_reaches_a_file_of_the_tree(launcher: str, tmp_path: Path) -> None:
     """Specs, results, launch.json, worker logs, submitit's pickles and logs, wandb's offline files: none holds a
-    secret of the environment (the SLURM scripts and the container command: tests/unit/test_security.py)."""
+    secret of the environment (the SLURM scripts and the container command: tests/unit/core/test_security.py)."""
     secrets = {"MY_TOKEN": "tok-secret-456", "AWS_SECRET_ACCESS_KEY": "aws-789"}
     art = tmp_path / "art"
     env = unreachable_env(tmp_path, **secrets)

@@ -13,7 +13,7 @@ def submitit_sbatch_text(**kwargs: Any) -> str:
 
     Checked against submitit 1.5.4 (its keyword parameters: command, folder, job_name, partition, time, nodes,
     ntasks_per_node, cpus_per_task, gres, mem, signal_delay_s, map_count, array_parallelism, wckey, setup,
-    additional_parameters, ...). tests/unit/test_golden_sbatch.py pins its output byte for byte, so a submitit
+    additional_parameters, ...). tests/unit/launch/test_golden_sbatch.py pins its output byte for byte, so a submitit
     upgrade that changes it fails there first.
     """
     from submitit.slurm.slurm import _make_sbatch_string

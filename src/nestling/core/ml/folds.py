@@ -237,7 +237,7 @@ def _kfold(n: int, n_folds: int, seed: int) -> list[_Fold]:
     """Exactly sklearn's KFold(n_folds, shuffle=True, random_state=seed), without importing scikit-learn.
 
     The default fold method is on the path of every `nestling cv` and `tune`; importing scikit-learn (and scipy)
-    for it would cost more than planning 10,000 runs. tests/unit/test_folds.py checks the splits are sklearn's.
+    for it would cost more than planning 10,000 runs. tests/unit/core/test_folds.py checks the splits are sklearn's.
     """
     order = np.arange(n)
     np.random.RandomState(seed).shuffle(order)

@@ -20,7 +20,7 @@ from nestling.plan.specs import run_specs
 from nestling.plan.store import _rel, load_spec, write_plan
 from nestling.read import collect as C
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _fake_tune(tmp_path: Path, n: int) -> Path:

@@ -8,7 +8,7 @@ is given, and sinfo/scontrol are hidden so the host's SLURM (if any) cannot chan
 
 When a change to the scripts is intended, regenerate the files under tests/golden/sbatch/ and review the diff:
 
-    NESTLING_REGEN_GOLDEN=1 pytest tests/unit/test_golden_sbatch.py
+    NESTLING_REGEN_GOLDEN=1 pytest tests/unit/launch/test_golden_sbatch.py
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from nestling.commands.cli import main
 from nestling.core.containers import runtimes
 from nestling.core.containers import spec as container
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOLDEN = REPO / "tests" / "golden" / "sbatch"
 REGEN = os.environ.get("NESTLING_REGEN_GOLDEN") == "1"
 
