@@ -2,7 +2,7 @@
 `nestling.retrain`, and `nestling.load` for a tree that exists.
 
 One source of truth for the options: keyword arguments are named like the flags (`n_folds=3`, `max_epochs=1`,
-`hp={"lr": 0.01}`) and become the argv the command line parses (config.py's dataclasses), so defaults, checks,
+`hp={"lr": 0.01}`) and become the argv the command line parses (core/options/config.py's dataclasses), so defaults, checks,
 config files and error messages are the command line's; bad input raises `UsageError` with the same one-line text
 instead of exiting. Each call returns a `Result` with the tables as polars frames.
 

@@ -5,7 +5,7 @@ and lost runs run again with the same run_name and run_id and the next attempt n
 run_result.attempt-N.json). An adaptive tune (study.py) keeps its drawn and pruned trials: a lost trial reruns
 with its drawn configuration, trials never drawn are drawn when they start, with every result known. Options that define the plan must not change: an option given on the command line (or
 set away from its default) that differs from the saved plan is refused with a diff unless --force, which applies
-changed training/device options to the reruns (their RunSpecs derived again by plan.py, through the same device
+changed training/device options to the reruns (their RunSpecs derived again by plan/specs.py, through the same device
 rule as planning); options --force cannot apply are refused even with it. Launch and container options may
 change freely (e.g. resume a local sweep on SLURM).
 """
@@ -201,7 +201,7 @@ def _archive_failed_result(run_dir: Path) -> None:
 
 
 def _apply_forced(root: Path, respecified: list[RunSpec], todo: list[PlannedRun]) -> None:
-    """Write the respecified RunSpec (plan.py derived it from the forced configuration) into each rerun's dir."""
+    """Write the respecified RunSpec (plan/specs.py derived it from the forced configuration) into each rerun's dir."""
     rerun = {str(run.dir) for run in todo}
     for spec in respecified:
         if spec.run_dir in rerun:

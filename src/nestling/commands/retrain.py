@@ -80,7 +80,7 @@ def retrain_main(argv: list[str]) -> int:
 
 def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) -> int:
     """`nestling tune --retrain`: retrain the best once the tune ended here (a detached SLURM tune submitted a
-    retrain job after its collector instead, see launch/slurm.py)."""
+    retrain job after its collector instead, see launch/slurm/launcher.py)."""
     if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
         return code
     try:

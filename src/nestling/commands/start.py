@@ -54,7 +54,7 @@ def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
 def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
     """Parse, check, plan (or resume), write the tree and launch, then `then` (cli passes `nestling tune
     --retrain`; with --detach the supervisor runs it, after the sweep): the command line's `run`, `cv`, `tune`,
-    and the Python API's (api.py), which reads the plan's tables from `root` afterwards."""
+    and the Python API's (commands/api.py), which reads the plan's tables from `root` afterwards."""
     from nestling.launch.factory import described_task, make_launcher, prestart_local
     from nestling.plan.preflight import prepare
     from nestling.plan.store import write_plan

@@ -6,7 +6,7 @@ submission writes one file, not one pickle per task. The task then
 1. claims its unit (exits at once if another task stole it),
 2. runs the unit's runs in this process (torch and Lightning load once), or in one container process,
 3. runs the units it stole before a requeue, then steals waiting units of the launch until none wait
-   (see claims.py), so short runs do not pay a fresh Python + torch start-up each.
+   (see core/tree/array_claims.py), so short runs do not pay a fresh Python + torch start-up each.
 
 Signals (the same contract as submitit's): SLURM sends USR2 `--signal_delay_s` before the time limit, and
 `scancel --signal=USR2` stands for a preemption. Global rank 0 then saves the run in progress (or tells the worker
@@ -91,7 +91,7 @@ class PackedRunner:
 
     The runs come from `take` (see `RunSource`): the task's own unit, the units it stole before a requeue, then
     units it steals now, each split into single runs so that all K workers stay busy. Every worker caps itself at
-    1/K of the GPU's memory (NESTLING_MEMORY_FRACTION, applied in run.py), so an out-of-memory error fails only its
+    1/K of the GPU's memory (NESTLING_MEMORY_FRACTION, applied in execute/training.py), so an out-of-memory error fails only its
     own run. Take-over works as with one worker: stealing claims whole units, and a requeued task finishes the
     units it holds (runs already done are skipped by the workers)."""
 

@@ -1,6 +1,6 @@
 """The Launcher interface: how work units of a plan already on disk get executed.
 
-Call order (commands.py does this):
+Call order (commands/start.py does this):
   0. `parallel_slots` may be read first: how many units run at once (it sizes the units with --expected_run_s).
   1. A dry run calls `describe(root, units, title)` instead of `launch`: it returns what a launch would do (the
      SLURM launcher also writes its job scripts to its dry-run folder), starts nothing and writes no plan tree.

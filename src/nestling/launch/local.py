@@ -4,7 +4,7 @@ Each worker imports torch once and runs many work units (`python -m nestling.wor
 (SIGKILL, out of memory) costs only the run it was training: that run stays without a result (lost), the runs of
 its unit that had not started go back to the queue, a fresh worker takes them, and the rest of the plan completes.
 
-`prestart` starts the pool before the plan exists (commands.py calls it before the CLI loads the task): each
+`prestart` starts the pool before the plan exists (commands/start.py calls it before the CLI loads the task): each
 worker imports torch, Lightning and the task while the CLI does the same to plan, so a task module that imports
 lightning at the top costs one import's time, not two in a row (issue 15 #1). Their stderr is held in memory until
 `launch` knows the plan's log dir; `discard` kills them when planning fails, before any run.

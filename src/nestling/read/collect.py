@@ -21,7 +21,7 @@ import polars as pl
 
 from nestling.core.ml.scoring import parse_scoring_metrics, spread
 from nestling.core.tree import naming
-from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collector's table model lives in cvtable.py
+from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collector's table model lives in execute/cv_table.py
     BASE_COLUMNS,
     MISSING,
     CvSummary,

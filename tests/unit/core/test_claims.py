@@ -1,4 +1,4 @@
-"""Claims of work units (nestling/claims.py) and the task program's pure parts (array_task.py)."""
+"""Claims of work units (core/tree/array_claims.py) and the task program's pure parts (array_task.py)."""
 
 from __future__ import annotations
 

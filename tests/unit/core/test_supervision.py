@@ -1,4 +1,4 @@
-"""The pid file of a detached sweep's supervisor (supervision.py): exclusive claim, liveness, stale files."""
+"""The pid file of a detached sweep's supervisor (core/tree/supervisor_pid.py): exclusive claim, liveness, stale files."""
 
 from __future__ import annotations
 

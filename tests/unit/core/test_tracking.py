@@ -422,7 +422,7 @@ def test_unsynced_offline_runs_of_run_dirs(tree: dict[str, Path]) -> None:
     assert os.path.basename(naming.wandb_synced_marker(tree["a1"])) == naming.WANDB_SYNCED
 
 
-# -- run.py's guard around wandb's start (the start itself replaced; with the real wandb: tests/e2e) ----------------
+# -- execute/wandb_run.py's guard around wandb's start (the start itself replaced; with the real wandb: tests/e2e) ----------------
 
 
 def spec_for(tmp_path: Path, mode: str) -> RunSpec:

@@ -1,4 +1,4 @@
-"""The Launcher interface as commands.py sees it: parallel slots and dry-run descriptions, for every launcher."""
+"""The Launcher interface as commands/start.py sees it: parallel slots and dry-run descriptions, for every launcher."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ PASSTHROUGH_PREFIXES = (
     "OMP_NUM_THREADS",
     "PYTHONUNBUFFERED",
     "NESTLING_MEMORY_FRACTION",  # --runs_per_gpu: each packed worker's share of the GPU's memory
-    "NESTLING_PINNED_GPUS",  # a serial worker pinned to --devices ids: run.py renumbers them
+    "NESTLING_PINNED_GPUS",  # a serial worker pinned to --devices ids: execute/training.py renumbers them
 )
 
 

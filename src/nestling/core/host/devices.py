@@ -54,10 +54,10 @@ def visible_gpu_ids() -> list[str]:
     return []
 
 
-MEMORY_FRACTION_ENV = "NESTLING_MEMORY_FRACTION"  # set by launchers with --runs_per_gpu K > 1; read by run.py
+MEMORY_FRACTION_ENV = "NESTLING_MEMORY_FRACTION"  # set by launchers with --runs_per_gpu K > 1; read by execute/training.py
 
 
-PINNED_GPUS_ENV = "NESTLING_PINNED_GPUS"  # the --devices ids a serial worker was pinned to; run.py renumbers them
+PINNED_GPUS_ENV = "NESTLING_PINNED_GPUS"  # the --devices ids a serial worker was pinned to; execute/training.py renumbers them
 
 
 def serial_slot(accelerator: str, devices: TrainerDevices) -> list[str] | None:

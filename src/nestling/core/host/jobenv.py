@@ -7,7 +7,7 @@ value of a one-task job.
 Preemption: SLURM sends PREEMPT_SIGNAL before the time limit or for a preemption (see array_task.py). Whoever
 catches it calls `save_in_progress`: the signal goes on to the child process that runs the work (the worker in a
 container, which saves and exits), or, with no child, to the saver the run in progress registered with
-`on_preempt` (run.py). A process that stops so that SLURM requeues it exits with EXIT_REQUEUED.
+`on_preempt` (execute/training.py). A process that stops so that SLURM requeues it exits with EXIT_REQUEUED.
 """
 
 from __future__ import annotations

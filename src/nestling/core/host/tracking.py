@@ -3,7 +3,7 @@
 Compute nodes of most clusters have no internet, and tracking is optional, so it must never cost a training run.
 At a run's start `decide` picks the mode: the user's `WANDB_MODE` wins, `--wandb_mode online|offline` is taken as
 given, and `auto` asks a short, bounded probe (is there an API key; does W&B answer and accept it within
-PROBE_TIMEOUT_S). run.py then guards `wandb.init` itself: an online init that fails is retried offline. Offline runs are uploaded later, from a machine with network, by `nestling sync`
+PROBE_TIMEOUT_S). execute/wandb_run.py then guards `wandb.init` itself: an online init that fails is retried offline. Offline runs are uploaded later, from a machine with network, by `nestling sync`
 (sync.py), which marks each uploaded offline run so that a second sync skips it.
 
 No wandb import here: the probe is one stdlib HTTP request, so deciding costs nothing when the answer is "offline".

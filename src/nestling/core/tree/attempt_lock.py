@@ -1,7 +1,7 @@
 """The attempt lock of a run dir (`attempt.lock`): a run dir is never shared by two live attempts.
 
-One owner for the whole protocol: creating the lock (run.py), touching it while the run trains, telling a live
-holder from a dead one (status.py, resume.py), releasing it, removing a stale one.
+One owner for the whole protocol: creating the lock (execute/run_attempt.py), touching it while the run trains, telling a live
+holder from a dead one (read/run_states.py, commands/resume.py), releasing it, removing a stale one.
 
 A lock is a small JSON file: pid, host, hostname, SLURM job id and restart count, start time. Its holder is alive
 when, written on this machine, its pid is alive; written elsewhere (another node, another container), its holder

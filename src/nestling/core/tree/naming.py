@@ -34,7 +34,7 @@ RUN_RESULT = "run_result.json"
 RUN_LOCK = "attempt.lock"
 RUN_ERROR = "error.txt"  # the traceback of a failed attempt
 RUN_INFOS = "run_infos.parquet"
-RUN_INFOS_STAMP = "run_infos.stamp.json"  # what a cv's run_infos.parquet was built from (cvtable.py)
+RUN_INFOS_STAMP = "run_infos.stamp.json"  # what a cv's run_infos.parquet was built from (execute/cv_table.py)
 TUNE_INFOS = "tune_infos.parquet"
 FINAL_INFOS = "final_infos.parquet"  # a retrain's test metrics per seed, then their mean, std and sem
 FINAL_SUFFIX = "-final"
@@ -251,7 +251,7 @@ def worker_log(log_dir: Path, worker: int) -> Path:
 
 
 class SupervisorPaths:
-    """The files of a detached local sweep (`--detach`) at its plan root (supervision.py, supervisor.py)."""
+    """The files of a detached local sweep (`--detach`) at its plan root (core/tree/supervisor_pid.py, commands/supervisor.py)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -363,7 +363,7 @@ def wandb_synced_marker(offline_dir: Path) -> Path:
     return Path(offline_dir) / WANDB_SYNCED
 
 def run_infos_stamp(cv_dir: Path) -> Path:
-    """Beside a cv's run_infos.parquet: the (mtime, size) of the files it was built from (cvtable.py)."""
+    """Beside a cv's run_infos.parquet: the (mtime, size) of the files it was built from (execute/cv_table.py)."""
     return Path(cv_dir) / RUN_INFOS_STAMP
 
 

@@ -23,7 +23,7 @@ FAILED = "failed"
 
 
 def empty_result(spec: RunSpec) -> dict[str, Any]:
-    """A result dict with every key, filled from the spec; run.py fills in the rest (the attempt number comes
+    """A result dict with every key, filled from the spec; execute/run_attempt.py fills in the rest (the attempt number comes
     from the run dir's attempts.json, not from the spec)."""
     result: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
     result.update(

@@ -1,7 +1,7 @@
 """The supervisor of a detached local sweep (`--detach`): who it is, whether it is alive, how it is stopped.
 
 One small JSON file at the plan root, `_supervisor.pid` (naming.SupervisorPaths): pid, hostname, the process's
-start time, when it was written. Like an attempt lock (attempt.py) its holder is alive when, written on this
+start time, when it was written. Like an attempt lock (attempt_lock.py) its holder is alive when, written on this
 machine, its pid is alive and is the same process (same start time, so a reused pid is not mistaken for it);
 written on another machine it cannot be checked from here and counts as alive (a second supervisor is refused
 rather than risked). The foreground claims the file exclusively before it starts the supervisor, so two

@@ -3,7 +3,7 @@
 - One array per at most MaxArraySize units (read from `scontrol show config`), so ceil(units / limit) sbatch calls.
   Each array is one sbatch script (rendered by submitit's template) whose tasks pick their unit from the launch's
   units.json by array index (array_task.py): submitting writes a handful of files, not one pickle per task.
-- A task that finished its unit takes over units whose tasks still wait in the queue (claims.py), so a sweep of
+- A task that finished its unit takes over units whose tasks still wait in the queue (core/tree/array_claims.py), so a sweep of
   short runs pays the Python + torch start-up once per running task, not once per run.
 - Each array task requests the GPUs of one work unit with GRES; SLURM sets CUDA_VISIBLE_DEVICES, Lightning sees
   exactly those. With --accelerator cpu no GRES is requested.
