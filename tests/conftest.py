@@ -45,7 +45,7 @@ def _cluster(*options: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[str]:
-    """The default cluster (<repo>/.cluster, port 17000): 2 nodes x 2 fake GPUs x 4 CPUs. Sets SLURM_CONF."""
+    """The default cluster (<repo>/.cluster, port $NESTLING_CLUSTER_PORT or 17000): 2 nodes x 2 fake GPUs x 4 CPUs. Sets SLURM_CONF."""
     with _cluster("--cpus-per-node", "4") as conf:
         os.environ["SLURM_CONF"] = conf
         yield conf
@@ -53,8 +53,9 @@ def slurm_cluster() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def small_array_cluster() -> Iterator[dict[str, str]]:
-    """A second cluster with MaxArraySize=4 (<repo>/.cluster-small, port 18000); yields an env for subprocesses."""
-    options = ("--state-dir", str(REPO / ".cluster-small"), "--port", "18000", "--max-array-size", "4",
+    """A second cluster with MaxArraySize=4 (<repo>/.cluster-small, port 1000 above the default cluster's); yields an env for subprocesses."""
+    port = str(int(os.environ.get("NESTLING_CLUSTER_PORT", "17000")) + 1000)  # beside the default cluster's
+    options = ("--state-dir", str(REPO / ".cluster-small"), "--port", port, "--max-array-size", "4",
                "--cpus-per-node", "4")  # fmt: skip
     with _cluster(*options) as conf:
         yield {**os.environ, "SLURM_CONF": conf}
