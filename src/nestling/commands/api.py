@@ -23,14 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.commands import cli
+from nestling.commands.retrain import then_retrain
+from nestling.commands.start import execute
 from nestling.core.errors import UsageError
+from nestling.core.lazy import lazy_module
 from nestling.core.options.config import APPEND_FIELDS, GROUPS, option_names, suggest
 from nestling.core.tree import naming
+from nestling.plan.store import find_plan_root, load_plan
 
 if TYPE_CHECKING:
     import polars as pl
 
+    from nestling.read import collect
     from nestling.read.collect import CvSummary
+else:
+    collect = lazy_module("nestling.read.collect")
 
 
 @dataclass(frozen=True)
@@ -59,13 +67,12 @@ class Result:
 
     @property
     def best(self) -> CvSummary | None:
-        """The configuration the command line calls best (a tune's first ranked cv; a cv itself): its `cv_name`,
+        """The configuration the command line calls best (a tune's first collect.ranked cv; a cv itself): its `cv_name`,
         `score`, `score_is_unstable`, `hparams` and per-run `table`. None for a single run or an empty tune."""
         if self.kind == "run":
             return None
-        from nestling.read.collect import collect, ranked
 
-        cvs = ranked(collect(self.dir, write=False).cvs)
+        cvs = collect.ranked(collect.collect(self.dir, write=False).cvs)
         return cvs[0] if cvs else None
 
     @property
@@ -106,7 +113,6 @@ def retrain(dir: str | Path, **options: Any) -> Result:
 
 def load(dir: str | Path) -> Result:
     """The Result of a tune, cv or run dir that exists (any dir inside it finds its plan)."""
-    from nestling.plan.store import find_plan_root, load_plan
 
     root = find_plan_root(Path(dir))
     plan = load_plan(root)
@@ -114,13 +120,10 @@ def load(dir: str | Path) -> Result:
 
 
 def _execute(kind: str, task: Any, options: dict[str, Any]) -> Result:
-    from nestling.commands.start import execute
-
     if task is not None:
         if "task" in options:
             raise UsageError("task given twice (positional and task=); pass it once")
         options = {"task": task, **options}
-    from nestling.commands.retrain import then_retrain
 
     done = execute(kind, to_argv(options), then_retrain)  # as the command line: `tune --retrain` chains it
     if done.root is None or done.name is None:  # a dry run: nothing on disk
@@ -131,7 +134,6 @@ def _execute(kind: str, task: Any, options: dict[str, Any]) -> Result:
 def _command(command: str, dir: str | Path, options: dict[str, Any]) -> int:
     """Another command of the command line, through the CLI's own dispatch (UsageError raised, not exit 2);
     its exit code."""
-    from nestling.commands import cli
 
     if command not in cli.COMMANDS:
         raise UsageError(f"nestling.{command}() needs the `nestling {command}` command, which this version lacks")

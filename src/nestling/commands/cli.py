@@ -7,9 +7,23 @@ runs are reported, not fatal), 1 when every run failed or on an internal error."
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from nestling import __version__
 from nestling.core.errors import JobsBlocked, UsageError
+from nestling.core.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from nestling.commands import collect, detach, doctor, report, retrain, start, status, sync
+else:
+    collect = lazy_module("nestling.commands.collect")
+    detach = lazy_module("nestling.commands.detach")
+    doctor = lazy_module("nestling.commands.doctor")
+    report = lazy_module("nestling.commands.report")
+    retrain = lazy_module("nestling.commands.retrain")
+    start = lazy_module("nestling.commands.start")
+    status = lazy_module("nestling.commands.status")
+    sync = lazy_module("nestling.commands.sync")
 
 COMMANDS = {
     "run": "train one run (fold --fold of --fold_method, first seed)",
@@ -68,38 +82,21 @@ def _dispatch(argv: list[str]) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command in ("run", "cv", "tune"):
-        from nestling.commands.retrain import then_retrain
-        from nestling.commands.start import execute_plan
-
-        return execute_plan(command, rest, then=then_retrain)
+        return start.execute_plan(command, rest, then=retrain.then_retrain)
     if command == "retrain":
-        from nestling.commands.retrain import retrain_main
-
-        return retrain_main(rest)
+        return retrain.retrain_main(rest)
     if command == "collect":
-        from nestling.commands.collect import collect_main
-
-        return collect_main(rest, COMMANDS["collect"])
+        return collect.collect_main(rest, COMMANDS["collect"])
     if command == "report":
-        from nestling.commands.report import report_main
-
-        return report_main(rest)
+        return report.report_main(rest)
     if command == "status":
-        from nestling.commands.status import status_main
-
-        return status_main(rest)
+        return status.status_main(rest)
     if command == "sync":
-        from nestling.commands.sync import sync_main
-
-        return sync_main(rest, COMMANDS["sync"])
+        return sync.sync_main(rest, COMMANDS["sync"])
     if command == "stop":
-        from nestling.commands.detach import stop_main
-
-        return stop_main(rest)
+        return detach.stop_main(rest)
     if command == "doctor":
-        from nestling.commands.doctor import doctor_main
-
-        return doctor_main(rest)
+        return doctor.doctor_main(rest)
     raise UsageError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)} (see nestling --help)")
 
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nestling.core.errors import UsageError, strict_parser
+from nestling.core.lazy import lazy_module
+from nestling.read.report.build import write_report
+
+if TYPE_CHECKING:
+    from nestling.read import collect, summary
+else:
+    collect = lazy_module("nestling.read.collect")
+    summary = lazy_module("nestling.read.summary")
 
 
 def collect_main(argv: list[str], description: str) -> int:
-    parser = strict_parser("nestling collect", description)
+    parser = strict_parser("nestling collect.collect", description)
     parser.add_argument("dir", type=Path)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument(
@@ -19,16 +28,12 @@ def collect_main(argv: list[str], description: str) -> int:
         "--select", choices=("score", "lcb"), default=None, help="rank a tune by this (default: the tune's --select)"
     )
     args = parser.parse_args(argv)
-    from nestling.read.collect import collect
-    from nestling.read.summary import print_summary
 
     if not args.dir.exists():
         raise UsageError(f"{str(args.dir)!r} does not exist; pass a tune, cv or run directory")
-    collected = collect(args.dir)
+    collected = collect.collect(args.dir)
     if not args.quiet:
-        print_summary(collected, args.select, all_columns=args.all)
+        summary.print_summary(collected, args.select, all_columns=args.all)
     if args.report:
-        from nestling.read.report.build import write_report
-
         print(f"report: {write_report(args.dir, collected)}")
     return 0

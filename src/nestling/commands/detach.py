@@ -31,6 +31,7 @@ from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.atomic import write_json
 from nestling.plan.model import WorkUnit
+from nestling.plan.store import find_plan_root, load_plan
 
 STOP_WAIT_S = 120.0  # how long `nestling stop` waits for the runs in progress to save
 
@@ -108,7 +109,6 @@ def _busy(kind: str, name: str, root: Path) -> str:
 
 def stop_main(argv: list[str]) -> int:
     """`nestling stop DIR`: stop a detached sweep gracefully and wait until its runs in progress saved."""
-    from nestling.plan.store import find_plan_root, load_plan
 
     parser = strict_parser("nestling stop", "Stop a detached local sweep (--detach) gracefully.")
     parser.add_argument("dir", type=Path)

@@ -23,8 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nestling.core.containers.binds import auto_binds, worker_dir, worker_python
+from nestling.core.containers.options import SIF_RUNTIMES, ContainerOptions, option_problems, parse_bind
+from nestling.core.containers.runtimes import image_exists, resolve_runtime
 from nestling.core.errors import UsageError
+from nestling.core.host import slurm_query, tracking
+from nestling.core.ml.task import load_task
 from nestling.core.options.config import Config, parse_config
+from nestling.launch.factory import slurm_resources
+from nestling.launch.slurm.resources import check_against_sinfo
+from nestling.plan.preflight import prepare
 
 OK, PROBLEM, NOTE, BAD = "ok", "problem", "note", "bad option"
 KINDS = ("run", "cv", "tune")
@@ -98,8 +106,6 @@ def run_checks(
 
 
 def _task_checks(config: Config, kind: str, checks: list[Check]) -> tuple[Any, Any]:
-    from nestling.core.ml.task import load_task
-
     spec = config.data.task
     try:
         task = load_task(spec)
@@ -115,7 +121,6 @@ def _task_checks(config: Config, kind: str, checks: list[Check]) -> tuple[Any, A
             Check("task metadata", PROBLEM, f"{type(exc).__name__}: {exc}", "fix the task's metadata()")
         )
         return task, None
-    from nestling.plan.preflight import prepare
 
     try:
         prepared = prepare(config, kind)
@@ -150,10 +155,6 @@ def _artifact_dir_check(config: Config) -> Check:
 
 
 def _container_checks(config: Config, task: Any, which: Which, run: Run, checks: list[Check]) -> None:
-    from nestling.core.containers.binds import auto_binds, worker_dir, worker_python
-    from nestling.core.containers.options import SIF_RUNTIMES, ContainerOptions, option_problems, parse_bind
-    from nestling.core.containers.runtimes import image_exists, resolve_runtime
-
     opts = ContainerOptions.from_config(config.container)
     problems = option_problems(opts)
     for what, message in problems:  # the values themselves are wrong: what `nestling cv` would refuse
@@ -251,7 +252,6 @@ def _slurm_checks(
             )
         )
         return
-    from nestling.core.host import slurm_query
 
     queries = (
         ("sinfo", slurm_query.sinfo, f"sinfo -h -o {slurm_query.SINFO_FORMAT}"),
@@ -292,9 +292,6 @@ def _slurm_checks(
                 detail += f"; this {kind} submits {-(-units // limit)} array(s) for up to {units} unit(s)"
             checks.append(Check("MaxArraySize", OK, detail))
     if wanted and "sinfo" in answers and prepared is not None:
-        from nestling.launch.factory import slurm_resources
-        from nestling.launch.slurm.resources import check_against_sinfo
-
         try:
             resources = slurm_resources(config, kind, prepared.plan.name, prepared.devices)
         except UsageError as exc:
@@ -319,7 +316,6 @@ def _wandb_check(mode: str) -> Check:
         return Check(
             "wandb", PROBLEM, "--wandb_project is set but wandb is not installed", "pip install wandb"
         )
-    from nestling.core.host import tracking
 
     decision = tracking.decide(mode)
     if decision.mode == tracking.ONLINE:

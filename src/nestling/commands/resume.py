@@ -24,9 +24,11 @@ from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.run_result import read_result
 from nestling.core.tree.run_spec import RunSpec
+from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
 from nestling.plan.model import Plan, PlannedRun
 from nestling.plan.specs import run_specs
 from nestling.plan.store import load_plan, write_spec
+from nestling.read.run_states import run_states
 
 PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from
 APPLIED_ON_FORCE = {
@@ -94,7 +96,6 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
     _refuse_if_active(plan)
     todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
     if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
-        from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
 
         pruned = pruned_trials(plan.root)
         kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
@@ -167,7 +168,6 @@ def _effective(saved: Config, current: Config, forced: list[Change]) -> Config:
 def _refuse_if_active(plan: Plan) -> None:
     """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued, or
     while a detached supervisor (--detach) runs the plan."""
-    from nestling.read.run_states import run_states
 
     supervisor = supervision.alive(plan.root)
     if supervisor is not None:

@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.commands.resume import prepare_resume
+from nestling.commands.start import _finish, launch_and_report, parallel_strategy, runs_per_task
 from nestling.core.errors import UsageError, strict_parser
+from nestling.core.host.devices import parse_devices
+from nestling.core.lazy import lazy_module
+from nestling.core.ml.scoring import parse_scoring_metrics
+from nestling.core.ml.task import Split
 from nestling.core.options.config import (
     Config,
     config_from_dict,
@@ -32,11 +38,22 @@ from nestling.core.options.config import (
     parse_config,
 )
 from nestling.core.tree import naming
+from nestling.core.tree.atomic import read_json
+from nestling.core.tree.run_result import read_result
+from nestling.launch.factory import make_launcher
+from nestling.plan.build import plan_retrain
+from nestling.plan.preflight import check_job_resources
+from nestling.plan.specs import run_specs
+from nestling.plan.store import find_plan_root, load_plan, write_plan
+from nestling.plan.units import run_dirs_per_cv, work_units
 
 if TYPE_CHECKING:
     from nestling.core.ml.task import Split
     from nestling.plan.model import CvPlan, Plan
+    from nestling.read import collect
     from nestling.read.collect import CvSummary
+else:
+    collect = lazy_module("nestling.read.collect")
 
 DESCRIPTION = (
     "Train a tune's selected configuration on train + val (every non-test sample) with one run per seed and "
@@ -127,8 +144,6 @@ def _parser() -> Any:
 
 
 def _tune_plan(path: Path) -> Plan:
-    from nestling.plan.store import find_plan_root, load_plan
-
     if not path.exists():
         raise UsageError(f"{str(path)!r} does not exist; pass the directory of a tune")
     root = find_plan_root(path)
@@ -166,7 +181,6 @@ def as_test_metric(name: str) -> str:
 
 def retrain_split(splits: list[Split]) -> Split:
     """Every sample the tune trained or validated on, for training; the test samples for testing."""
-    from nestling.core.ml.task import Split
 
     test = list(splits[0].test) if splits else []
     held_out = set(test)
@@ -203,8 +217,6 @@ class Epochs:
 
 def retrain_epochs(choice: str, cv: CvPlan, config: Config) -> Epochs:
     """`best`: the median over the cv's runs of (best epoch + 1), rounded up; `max`: the tune's --max_epochs."""
-    from nestling.core.ml.scoring import parse_scoring_metrics
-    from nestling.core.tree.run_result import read_result
 
     max_epochs = config.training.max_epochs
     if choice == "max":
@@ -230,9 +242,7 @@ def retrain_epochs(choice: str, cv: CvPlan, config: Config) -> Epochs:
 
 
 def _choose(tune: Plan, cv_name: str | None, select: str | None) -> tuple[CvSummary, str]:
-    from nestling.read.collect import collect, ranked, selected
-
-    collected = collect(tune.root, write=False)
+    collected = collect.collect(tune.root, write=False)
     if cv_name is not None:
         chosen = [cv for cv in collected.cvs if cv.cv_name == cv_name]
         if not chosen:
@@ -241,8 +251,8 @@ def _choose(tune: Plan, cv_name: str | None, select: str | None) -> tuple[CvSumm
         how = "--cv"
         best = chosen[0]
     else:
-        how = selected(collected, select)
-        best = ranked(collected.cvs, how)[0]
+        how = collect.selected(collected, select)
+        best = collect.ranked(collected.cvs, how)[0]
     if best.n_success == 0 or math.isnan(best.score):
         raise UsageError(
             f"cv {best.cv_name!r} of tune {tune.name!r} has no successful run to retrain; resume the tune "
@@ -258,17 +268,6 @@ def _choose(tune: Plan, cv_name: str | None, select: str | None) -> tuple[CvSumm
 
 
 def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
-    from nestling.commands.start import launch_and_report, parallel_strategy, runs_per_task
-    from nestling.core.host.devices import parse_devices
-    from nestling.core.ml.task import Split
-    from nestling.core.tree.atomic import read_json
-    from nestling.launch.factory import make_launcher
-    from nestling.plan.build import plan_retrain
-    from nestling.plan.preflight import check_job_resources
-    from nestling.plan.specs import run_specs
-    from nestling.plan.store import write_plan
-    from nestling.plan.units import run_dirs_per_cv, work_units
-
     tune_config = config_from_dict(tune.options)
     splits = [Split(s["train"], s["val"], s["test"]) for s in read_json(tune.root / naming.SPLITS)]
     split = retrain_split(splits)
@@ -314,14 +313,6 @@ def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
 
 
 def _resume(tune: Plan, root: Path, cv_name: str | None, given: Config, explicit: set[str], argv: list[str]) -> int:
-    from nestling.commands.resume import prepare_resume
-    from nestling.commands.start import _finish, launch_and_report, parallel_strategy, runs_per_task
-    from nestling.core.host.devices import parse_devices
-    from nestling.launch.factory import make_launcher
-    from nestling.plan.preflight import check_job_resources
-    from nestling.plan.store import load_plan
-    from nestling.plan.units import work_units
-
     plan = load_plan(root)
     trained = next((cv.cv_name for cv in tune.cvs if cv.hp_index == plan.cvs[0].hp_index), None)
     if cv_name is not None and cv_name != trained:

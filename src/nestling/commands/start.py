@@ -13,14 +13,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.commands.detach import detach
+from nestling.commands.resume import prepare_resume
 from nestling.core.errors import UsageError
+from nestling.core.host.devices import parse_devices
+from nestling.core.lazy import lazy_module
 from nestling.core.options.config import PARALLEL_STRATEGIES, Config, parse_config
+from nestling.core.tree import failfast
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
 from nestling.launch.base import Launcher, SubmitError, plural
+from nestling.launch.factory import described_task, make_launcher, prestart_local
 from nestling.plan.model import WorkUnit
+from nestling.plan.preflight import check_job_resources, prepare
+from nestling.plan.store import write_plan
+from nestling.plan.units import auto_runs_per_task, run_dirs_per_cv, work_units
+from nestling.read.progress import RunProgress
+from nestling.read.report.build import write_report
 
 if TYPE_CHECKING:
+    from nestling.read import collect, summary
     from nestling.read.collect import Collected
+else:
+    collect = lazy_module("nestling.read.collect")
+    summary = lazy_module("nestling.read.summary")
 
 DESCRIPTIONS = {
     "run": "Train one run.",
@@ -55,17 +70,10 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
     """Parse, check, plan (or resume), write the tree and launch, then `then` (cli passes `nestling tune
     --retrain`; with --detach the supervisor runs it, after the sweep): the command line's `run`, `cv`, `tune`,
     and the Python API's (commands/api.py), which reads the plan's tables from `root` afterwards."""
-    from nestling.launch.factory import described_task, make_launcher, prestart_local
-    from nestling.plan.preflight import prepare
-    from nestling.plan.store import write_plan
-    from nestling.plan.units import run_dirs_per_cv, work_units
 
     config = parse_config(argv, prog=f"nestling {kind}", description=DESCRIPTIONS[kind])
     check_detach(config)
     if config.launch.resume:
-        from nestling.commands.resume import prepare_resume
-        from nestling.core.host.devices import parse_devices
-
         resumed = prepare_resume(kind, config, argv)
         config = resumed.config
         if not resumed.total:
@@ -73,7 +81,6 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
             code = _finish(resumed.root, config.logging.quiet)
             code = then(kind, resumed.root, config, True, code) if then else code  # it ended
             return Executed(code, kind, resumed.name, resumed.root)
-        from nestling.plan.preflight import check_job_resources
 
         check_job_resources(config)  # the launch options may have changed since planning
         launcher = make_launcher(config, kind, resumed.name, parse_devices(config.device.devices))
@@ -81,8 +88,6 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
             resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
         )
         if config.launch.detach:
-            from nestling.commands.detach import detach
-
             code = detach(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record, then)
         else:
             code = launch_and_report(
@@ -118,8 +123,6 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
             pool.discard()
         raise
     if config.launch.detach:
-        from nestling.commands.detach import detach
-
         code = detach(kind, plan.name, plan.root, units, config, len(plan.runs), then=then)
     else:
         code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
@@ -181,7 +184,6 @@ def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
     """--runs_per_task, or chosen from --expected_run_s and the number of parallel slots."""
     if config.launch.expected_run_s is None:
         return config.launch.runs_per_task
-    from nestling.plan.units import auto_runs_per_task
 
     return auto_runs_per_task(config.launch.expected_run_s, n_runs, launcher.parallel_slots)
 
@@ -196,9 +198,6 @@ def launch_and_report(
     total: int,
     extra_record: dict[str, Any] | None = None,
 ) -> int:
-    from nestling.core.tree import failfast
-    from nestling.read.progress import RunProgress
-
     quiet = config.logging.quiet
     failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
     if not quiet:
@@ -237,9 +236,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopp
 
 def _interrupted(kind: str, name: str, root: Path, config: Config) -> int:
     """Ctrl-C stopped the launch: say what is kept and the one command that continues it."""
-    from nestling.read.collect import collect
 
-    counts = collect(root).counts
+    counts = collect.collect(root).counts
     total = counts["success"] + counts["failed"] + counts["missing"]
     where = "" if config.logging.artifact_dir == Config().logging.artifact_dir else (
         f" --artifact_dir {config.logging.artifact_dir}"
@@ -268,13 +266,9 @@ def _print_follow_up(root: Path, record: LaunchRecord) -> None:
 
 
 def _finish(root: Path, quiet: bool) -> int:
-    from nestling.core.tree import failfast
-    from nestling.read.collect import collect
-    from nestling.read.summary import print_summary
-
-    collected = collect(root)
+    collected = collect.collect(root)
     if not quiet:
-        print_summary(collected)
+        summary.print_summary(collected)
     if collected.plan.kind in ("cv", "tune"):
         _write_report(root, collected, quiet)
     stop = failfast.stopped(root)
@@ -290,8 +284,6 @@ def _finish(root: Path, quiet: bool) -> int:
 def _write_report(root: Path, collected: Collected, quiet: bool) -> None:
     """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan."""
     try:
-        from nestling.read.report.build import write_report
-
         path = write_report(root, collected)
     except Exception as exc:  # a plotting bug or a full disk must not turn a finished tune into a failure
         print(f"nestling: report not written ({type(exc).__name__}: {exc}); retry with nestling report {root}",
@@ -305,18 +297,17 @@ def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
     """One line that says how the plan ended, e.g. `cv X: 0 of 6 runs succeeded; first error: ...; see ...`.
 
     `errors_shown`: the summary above already listed every distinct error, so the line does not repeat one."""
-    from nestling.read.summary import error_groups, error_line, status_target
 
     counts = collected.counts
     plan = collected.plan
     total = counts["success"] + counts["failed"] + counts["missing"]
     parts = [f"{plan.kind} {plan.name}: {counts['success']} of {total} runs succeeded"]
-    groups = error_groups(collected)
+    groups = summary.error_groups(collected)
     if groups and not errors_shown:
         first = next(e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
-        parts.append(f"first error: {error_line(first)}")
+        parts.append(f"first error: {summary.error_line(first)}")
     elif groups:
         parts.append(f"{len(groups)} distinct error{'' if len(groups) == 1 else 's'} above")
     if counts["success"] < total:  # a single run: its own dir, not the _runs folder of every run
-        parts.append(f"see nestling status {status_target(collected)}")
+        parts.append(f"see nestling status {summary.status_target(collected)}")
     return "; ".join(parts)

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from nestling.commands.detach import resume_hint
+from nestling.commands.start import launch_and_report
 from nestling.core.errors import UsageError
+from nestling.core.host.devices import parse_devices
 from nestling.core.options.config import config_from_dict
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.atomic import read_json
+from nestling.launch.factory import make_launcher
 from nestling.plan.model import WorkUnit
 
 
@@ -33,9 +36,6 @@ def _on_term(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m nestling.supervisor ROOT`: run the detached sweep the foreground described, then end."""
-    from nestling.commands.start import launch_and_report
-    from nestling.core.host.devices import parse_devices
-    from nestling.launch.factory import make_launcher
 
     args = list(sys.argv[1:] if argv is None else argv)
     root = Path(args[0]).resolve()

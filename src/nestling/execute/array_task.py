@@ -38,6 +38,7 @@ from nestling.core.host.jobenv import JobEnvironment, save_in_progress
 from nestling.core.tree import array_claims as claims
 from nestling.core.tree import failfast
 from nestling.core.tree.naming import ArrayLaunchPaths
+from nestling.execute.worker import run_dirs as run_all
 
 
 def timed_out(started: float, time_min: int, now: float | None = None) -> bool:
@@ -56,8 +57,6 @@ class UnitRunner:
     def run(self, run_dirs: list[str]) -> list[str]:
         """The runs' statuses (success, failed, or skipped when a live attempt elsewhere holds the run)."""
         if self.container is None:
-            from nestling.execute.worker import run_dirs as run_all
-
             return [str(r.get("status")) for r in run_all(run_dirs)]
         if self.child is None:
             cmd = [sys.executable, "-m", "nestling.worker", "--serve"]

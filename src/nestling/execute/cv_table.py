@@ -21,10 +21,11 @@ from typing import Any
 
 import polars as pl
 
-from nestling.core.ml.scoring import Spread, cv_score, cv_spread, run_score_reason
+from nestling.core.ml.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score_reason
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
 from nestling.plan.model import CvPlan
+from nestling.plan.store import load_plan
 
 STAMP_VERSION = 1  # bump when the table's columns or their meaning change: every stamp is then stale
 # (st_mtime_ns, st_size, st_ino) of a file, None when it does not exist. The inode too: every atomic write renames
@@ -263,7 +264,6 @@ def write_cv_table(cv_dir: Path, table: pl.DataFrame, plan_stamp: Stamp, inputs:
 @lru_cache(maxsize=4)
 def _plan_index(root: str, plan_stamp: Stamp) -> tuple[Any, dict[str, int]]:
     """The plan (reloaded when plan.json changes) and, for each run dir, the index of its cv."""
-    from nestling.plan.store import load_plan
 
     plan = load_plan(Path(root))
     where = {os.path.normpath(run.dir): i for i, cv in enumerate(plan.cvs) for run in cv.runs}
@@ -288,7 +288,6 @@ def collect_finished_cv(root: Path, run_dir: Path) -> bool:
         cv = plan.cvs[index]
         if not all(os.path.exists(os.path.join(run.dir, naming.RUN_RESULT)) for run in cv.runs):
             return False  # a stat per run, before reading any: most runs end with their cv unfinished
-        from nestling.core.ml.scoring import parse_scoring_metrics
 
         scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
         (summary,) = _collect_cvs([cv], scoring, plan.options["cv"]["multi_score_strategy"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling import __version__
+from nestling.core.containers.spec import in_container as detect
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.tree import attempt_lock
 from nestling.core.tree.atomic import write_json
@@ -33,8 +34,6 @@ def _now() -> str:
 
 
 def in_container() -> bool:
-    from nestling.core.containers.spec import in_container as detect
-
     return detect()
 
 

@@ -9,6 +9,7 @@ import os
 import time
 from typing import Any
 
+from nestling.core.ml.task import describe
 from nestling.execute.training import cached_task
 
 
@@ -42,7 +43,6 @@ def preload(task_spec: str | None = None) -> float:
 def describe_task(task_spec: str) -> dict[str, Any]:
     """Load the task (its module may import torch: this is the one import) and describe its planning half for the
     CLI: {"task": payload} or {"task_error": why} (the CLI then loads the task itself, and reports as before)."""
-    from nestling.core.ml.task import describe
 
     clock = time.perf_counter()
     try:

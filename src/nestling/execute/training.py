@@ -17,6 +17,7 @@ from nestling.core.compat import lightning_internals as lightning_compat
 from nestling.core.host import jobenv
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV
 from nestling.core.host.jobenv import JobEnvironment
+from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.ml.task import Split, Task, load_task
 from nestling.core.tree.naming import RunPaths
 from nestling.core.tree.run_spec import RunSpec
@@ -125,8 +126,6 @@ def train(
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
-
-    from nestling.core.ml.scoring import parse_scoring_metrics
 
     task = cached_task(spec.task)
     split = _splits(spec.splits_file)[spec.fold]

@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any
 
+from nestling.core.host import tracking
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.tree.run_spec import RunSpec
 
@@ -21,7 +22,6 @@ def start_wandb_logger(spec: RunSpec, tracked: dict[str, Any]) -> Any:
     fit, where it would fail the run). An online start that raises is retried offline. Only rank 0 starts a W&B
     run (the other ranks get Lightning's dummy experiment), so only rank 0 decides.
     """
-    from nestling.core.host import tracking
 
     if JobEnvironment.from_environ().global_rank != 0:
         return _new_wandb_logger(spec, tracking.OFFLINE)
@@ -78,8 +78,6 @@ def _start_wandb(spec: RunSpec, mode: str) -> Any:
 
 def _new_wandb_logger(spec: RunSpec, mode: str) -> Any:
     from lightning.pytorch.loggers import WandbLogger
-
-    from nestling.core.host import tracking
 
     extra: dict[str, Any] = {"mode": mode}
     if mode == tracking.ONLINE and not os.environ.get("WANDB_INIT_TIMEOUT"):

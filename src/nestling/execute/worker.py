@@ -18,13 +18,22 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nestling.core.host import jobenv
+from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
 from nestling.core.tree.run_result import read_result
+from nestling.execute.run_attempt import execute
 from nestling.execute.search import study, trials
+from nestling.execute.startup import describe_task, quiet_lightning
+from nestling.execute.startup import preload as preload_imports
 from nestling.plan.store import load_spec
+
+if TYPE_CHECKING:
+    from nestling.execute import cv_table
+else:
+    cv_table = lazy_module("nestling.execute.cv_table")
 
 SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
 NOT_STARTED = "not started"  # the reply for a run fail-fast held back (see failfast.py)
@@ -32,9 +41,6 @@ PRUNED = trials.PRUNED  # the reply for a run whose trial was stopped after an e
 
 
 def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:
-    from nestling.execute.run_attempt import execute
-    from nestling.execute.startup import quiet_lightning
-
     quiet_lightning()
     results = []
     for d in dirs:
@@ -63,18 +69,14 @@ def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = Tru
 def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
     """When this run was its cv's last, write the cv's run_infos.parquet now, so that the collect at the end of a
     large tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not."""
-    from nestling.execute.cv_table import collect_finished_cv
 
-    collect_finished_cv(root, run_dir)
+    cv_table.collect_finished_cv(root, run_dir)
 
 
 def serve(preload: str | None = None, describe: bool = False) -> None:
     reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # training output must not corrupt the protocol
     if preload is not None:
-        from nestling.execute.startup import describe_task
-        from nestling.execute.startup import preload as preload_imports
-
         if describe and preload:  # the CLI plans from this instead of importing the task itself
             reply.write(json.dumps(describe_task(preload)) + "\n")
             reply.flush()

@@ -6,11 +6,17 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.core.containers.spec import ContainerSpec
 from nestling.core.errors import UsageError
-from nestling.core.host.devices import TrainerDevices, packed_slots, serial_slot, worker_slots
+from nestling.core.host.devices import TrainerDevices, packed_slots, parse_devices, serial_slot, worker_slots
+from nestling.core.ml.task import DescribedTask, load_task
 from nestling.core.options.config import PARALLEL_STRATEGIES, Config
 from nestling.core.tree import naming
 from nestling.launch.base import Launcher
+from nestling.launch.local import LocalLauncher
+from nestling.launch.slurm.launcher import SlurmArrayLauncher
+from nestling.launch.slurm.resources import SlurmResources, check_against_sinfo, parse_extra
+from nestling.launch.submitit_local import SubmititLocalLauncher
 
 if TYPE_CHECKING:
     from nestling.core.containers.spec import ContainerSpec
@@ -46,11 +52,7 @@ def make_launcher(
     resources = slurm_resources(config, kind, name, devices)
     folder = Path(config.launch.submitit_dir) if config.launch.submitit_dir else None
     if launcher == "submitit-local":
-        from nestling.launch.submitit_local import SubmititLocalLauncher
-
         return SubmititLocalLauncher(resources, folder=folder, container=container)
-    from nestling.launch.slurm.launcher import SlurmArrayLauncher
-    from nestling.launch.slurm.resources import check_against_sinfo
 
     check_against_sinfo(resources)
     return SlurmArrayLauncher(
@@ -74,7 +76,6 @@ def prestart_local(config: Config, kind: str = "cv") -> LocalLauncher | None:
         return None
     if os.environ.get("NESTLING_PRESTART") == "0":  # the sequential start-up, for comparison (bench/one_import.py)
         return None
-    from nestling.core.host.devices import parse_devices
 
     try:
         devices = parse_devices(config.device.devices)
@@ -94,7 +95,6 @@ def described_task(pool: LocalLauncher | None, spec: str) -> Any:
     reply = pool.described_task()
     if not reply or "task" not in reply:
         return None
-    from nestling.core.ml.task import DescribedTask
 
     try:
         return DescribedTask(spec, reply["task"])
@@ -113,8 +113,6 @@ def max_runs(config: Config, kind: str) -> int:
 
 
 def _local_launcher(config: Config, devices: TrainerDevices, container: ContainerSpec | None) -> LocalLauncher:
-    from nestling.launch.local import LocalLauncher
-
     slots = local_slots(config, devices)
     serial_ids = (
         devices
@@ -161,8 +159,6 @@ def devices_per_unit(config: Config, devices: TrainerDevices) -> int:
 
 
 def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevices) -> Any:
-    from nestling.launch.slurm.resources import SlurmResources, parse_extra
-
     launch = config.launch
     gpus = devices_per_unit(config, devices)
     nodes, tasks = 1, 1
@@ -192,13 +188,10 @@ def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevice
 def container_spec(config: Config, task: Any = None) -> ContainerSpec | None:
     """The image every worker runs in, or None; ``task`` is the one preflight loaded (loaded here only when
     the caller has none, as on a resume)."""
-    from nestling.core.containers.spec import ContainerSpec
 
     if not config.container.container_image:
         return None
     if task is None:
-        from nestling.core.ml.task import load_task
-
         task = load_task(config.data.task)
     return ContainerSpec.from_config(
         config.container, artifact_dir=config.logging.artifact_dir, task=task, task_name=config.data.task

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nestling.core.lazy import lazy_module
 from nestling.core.tree import naming
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.run_result import read_result
@@ -20,6 +21,9 @@ from nestling.plan.model import WorkUnit
 
 if TYPE_CHECKING:
     from nestling.core.containers.spec import ContainerSpec
+    from nestling.launch import entry
+else:
+    entry = lazy_module("nestling.launch.entry")
 
 
 class SubmititLocalLauncher(Launcher):
@@ -45,10 +49,8 @@ class SubmititLocalLauncher(Launcher):
         return f"dry run: {title}: {runs_in_units(units)} on the {self.name} launcher"
 
     def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> LaunchRecord:
-        """One pickled UnitJob per unit in submitit's local executor, every task awaited."""
+        """One pickled entry.UnitJob per unit in submitit's local executor, every task awaited."""
         import submitit
-
-        from nestling.launch.entry import UnitJob
 
         folder = self.folder or naming.submitit_dir(root)
         folder.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ class SubmititLocalLauncher(Launcher):
                               submitted_at=time.time())  # fmt: skip
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=self.resources.time_min)
-        jobs = executor.map_array(UnitJob(), [u.run_dirs for u in units], [self.container] * len(units))
+        jobs = executor.map_array(entry.UnitJob(), [u.run_dirs for u in units], [self.container] * len(units))
         if jobs:
             array_id = str(jobs[0].job_id).split("_")[0]
             record.arrays = [ArrayRecord(job_id=array_id, tasks=len(units), offset=0,

@@ -10,16 +10,31 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, parse_devices
+from nestling.core.lazy import lazy_module
+from nestling.core.ml.scoring import DEFAULT_SCORING, parse_scoring_metrics
+from nestling.core.ml.space import (
+    ADAPTIVE_SAMPLERS,
+    check_space_keys,
+    load_space,
+    parse_space,
+    sample_trials,
+    to_json,
+)
 from nestling.core.ml.task import Split, Task, declared_scoring_metrics, load_task
-from nestling.core.options.config import DDP_LIKE, PARALLEL_STRATEGIES, Config
+from nestling.core.options.config import DDP_LIKE, PARALLEL_STRATEGIES, Config, read_config_file
 from nestling.core.tree import naming
 from nestling.plan.build import plan_run, plan_single_cv, plan_tune
 from nestling.plan.model import Plan
 from nestling.plan.specs import devices_per_unit, trainer_devices
+
+if TYPE_CHECKING:
+    from nestling.core.ml import folds
+else:
+    folds = lazy_module("nestling.core.ml.folds")
 
 
 @dataclass(frozen=True)
@@ -48,7 +63,6 @@ def prepare(
     devices = parse_devices(config.device.devices)
     _check_devices(config, kind, devices)
     trainer_devices(config, devices, devices_per_unit(config), kind)  # refuses strategies a worker cannot run
-    from nestling.core.ml.scoring import parse_scoring_metrics
 
     if config.cv.scoring_metric:
         parse_scoring_metrics(config.cv.scoring_metric)
@@ -99,7 +113,6 @@ def prepare(
 def _with_scoring_metrics(config: Config, task: Task) -> Config:
     """The config with the scoring metrics the plan stores: --scoring_metric when given, else the task's declared
     ones, else scoring.DEFAULT_SCORING. Runs and the collector read them from the plan."""
-    from nestling.core.ml.scoring import DEFAULT_SCORING, parse_scoring_metrics
 
     if config.cv.scoring_metric:
         return config
@@ -260,10 +273,8 @@ def _check_hparams(values: dict[str, Any], defaults: dict[str, Any], source: str
 
 
 def _splits(task: Task, config: Config, kind: str) -> list[Split]:
-    from nestling.core.ml.folds import make_splits
-
     d = config.data
-    return make_splits(
+    return folds.make_splits(
         task.metadata(),
         fold_method=d.fold_method,
         n_folds=d.n_folds,
@@ -279,15 +290,6 @@ def _trials(
 ) -> tuple[list[dict[str, Any]], str, dict[str, str] | None]:
     """The sampled trials, where their space came from (for errors): --hpconfig, else --config's table, and for an
     adaptive sampler the space itself (distribution JSON; its trials are then empty, drawn when they start)."""
-    from nestling.core.ml.space import (
-        ADAPTIVE_SAMPLERS,
-        check_space_keys,
-        load_space,
-        parse_space,
-        sample_trials,
-        to_json,
-    )
-    from nestling.core.options.config import read_config_file
 
     file_data = read_config_file(config.config_file) if config.config_file and not config.tune.hpconfig else {}
     if config.tune.hpconfig:

@@ -7,12 +7,17 @@ from typing import TYPE_CHECKING, Any
 
 from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, parse_devices
+from nestling.core.lazy import lazy_module
+from nestling.core.options.choices import PARALLEL_STRATEGIES
 from nestling.core.tree import naming
 from nestling.core.tree.run_spec import RunSpec
 from nestling.plan.model import Plan
 
 if TYPE_CHECKING:  # config (simple-parsing) is imported where a plan is made or derived, not where one is read
+    from nestling.core.options import config as options_config
     from nestling.core.options.config import Config
+else:
+    options_config = lazy_module("nestling.core.options.config")
 
 # Strategies whose launcher starts the other ranks by running the command again (or, for spawn, needs picklable
 # state): a worker re-run would wait on its stdin forever. With several devices they become their fork variant.
@@ -31,7 +36,6 @@ NO_FORK_VARIANT = ("fsdp", "deepspeed")  # prefixes of strategies that re-run th
 
 def devices_per_unit(config: Config) -> int:
     """Devices of one parallel work unit (--gpus_per_task under cv-parallel/tune-parallel), else 1."""
-    from nestling.core.options.config import PARALLEL_STRATEGIES
 
     if config.device.strategy in PARALLEL_STRATEGIES and config.launch.gpus_per_task:
         return config.launch.gpus_per_task
@@ -48,7 +52,6 @@ def trainer_devices(
     ddp_find_unused_parameters_true -> ddp_fork_find_unused_parameters_true, ...); fsdp and deepspeed have none
     and are refused. Only a single run on SLURM keeps its strategy: there SLURM starts one task per device.
     """
-    from nestling.core.options.config import PARALLEL_STRATEGIES
 
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:
@@ -72,9 +75,7 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
     """Every run's RunSpec, from the plan and the configuration it runs with (the plan's own options unless
     given: a forced resume passes the changed configuration and gets the respecified runs)."""
     if config is None:
-        from nestling.core.options.config import config_from_dict
-
-        config = config_from_dict(plan.options)
+        config = options_config.config_from_dict(plan.options)
     devices = parse_devices(config.device.devices)
     strategy, run_devices = trainer_devices(config, devices, devices_per_unit(config), plan.kind)
     tune_name = {"tune": plan.name, "retrain": naming.tune_of_final(plan.name)}.get(plan.kind)

@@ -20,6 +20,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from nestling.core.errors import UsageError
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.run_spec import RunSpec
@@ -172,7 +173,6 @@ def find_plan_root(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if (candidate / naming.PLAN).is_file():
             return candidate
-    from nestling.core.errors import UsageError
 
     raise UsageError(
         f"{str(path)!r} is not inside a nestling tune, cv or run directory (no {naming.PLAN} found)"

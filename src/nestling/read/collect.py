@@ -31,6 +31,7 @@ from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collec
     write_cv_table,
     write_parquet_atomic,
 )
+from nestling.execute.search.study import Study, pruned_trials
 from nestling.plan.model import CvPlan, Plan
 from nestling.plan.store import find_plan_root, load_plan
 
@@ -122,7 +123,6 @@ def _drawn_cvs(plan: Plan) -> list[CvPlan]:
     """The plan's cvs; in an adaptive tune with the configurations drawn at start (study.py) merged in."""
     if not plan.adaptive:
         return plan.cvs
-    from nestling.execute.search.study import Study
 
     study = Study(plan)
     out = []
@@ -135,7 +135,6 @@ def _drawn_cvs(plan: Plan) -> list[CvPlan]:
 def _pruned(plan: Plan) -> set[int]:
     if plan.kind != "tune":
         return set()
-    from nestling.execute.search.study import pruned_trials
 
     return pruned_trials(plan.root)
 
@@ -144,7 +143,6 @@ def _with_draw_order(plan: Plan, cvs: list[CvSummary]) -> list[CvSummary]:
     """drawn_at: the order of the draws (an adaptive tune's draw times; up front: the trial order)."""
     if not plan.adaptive:
         return [dataclasses.replace(cv, drawn_at=i) for i, cv in enumerate(cvs)]
-    from nestling.execute.search.study import Study
 
     study = Study(plan)
     times = {i: study.trial(i).drawn_time for i in study.drawn_indices()}

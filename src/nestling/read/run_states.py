@@ -11,11 +11,15 @@ from typing import Any
 
 from nestling.core.host import slurm_query
 from nestling.core.host.slurm_query import QueuedJob
+from nestling.core.ml.scoring import parse_scoring_metrics, run_score_reason
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import failfast
 from nestling.core.tree import supervisor_pid as supervision
+from nestling.core.tree.array_claims import holders
 from nestling.core.tree.launch_record import LaunchRecord, read_launches
+from nestling.core.tree.naming import ArrayLaunchPaths
 from nestling.core.tree.run_result import read_result
+from nestling.execute.search.study import pruned_trials
 from nestling.plan.model import Plan
 
 STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned")
@@ -35,7 +39,6 @@ class RunState:
 
 def _unstable_reason(plan: Plan, result: dict[str, Any]) -> str | None:
     """Why a successful run does not count in its cv's score (see scoring.py); None when it does."""
-    from nestling.core.ml.scoring import parse_scoring_metrics, run_score_reason
 
     cv = plan.options.get("cv", {})
     try:
@@ -103,7 +106,6 @@ def _pruned_runs(plan: Plan) -> set[str]:
     """Run dir names of the trials marked pruned (their runs without a result never start)."""
     if plan.kind != "tune":
         return set()
-    from nestling.execute.search.study import pruned_trials
 
     marked = pruned_trials(plan.root)
     return {run.dir.name for i, cv in enumerate(plan.cvs) if i in marked for run in cv.runs}
@@ -155,8 +157,6 @@ def _holders(launch: LaunchRecord) -> dict[int, str]:
     """unit position -> the task that claimed it (its own, or one that took it over), for a SLURM launch."""
     if not launch.launch_dir:
         return {}
-    from nestling.core.tree.array_claims import holders
-    from nestling.core.tree.naming import ArrayLaunchPaths
 
     return holders(ArrayLaunchPaths(Path(launch.launch_dir)))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.host import tracking
+from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.tree.run_result import read_result
 from nestling.read.collect import Collected, CvSummary, ranked, selected
 
@@ -59,8 +60,6 @@ def _plural(n: int, word: str) -> str:
 
 
 def scoring_names(collected: Collected) -> list[str]:
-    from nestling.core.ml.scoring import parse_scoring_metrics
-
     return [m.name for m in parse_scoring_metrics(collected.plan.options["cv"]["scoring_metric"])]
 
 

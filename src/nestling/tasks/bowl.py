@@ -19,7 +19,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.ml.task import Split
-from nestling.tasks.sleep import N_SAMPLES, SleepTask
+from nestling.tasks.sleep import N_SAMPLES, SleepTask, _datamodule
 from nestling.tasks.synthetic import resolve_hparams
 
 if TYPE_CHECKING:
@@ -68,8 +68,6 @@ class BowlTask(SleepTask):
         return _module(resolve_hparams(self.default_hparams(), hparams, "bowl"))
 
     def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
-        from nestling.tasks.sleep import _datamodule
-
         return _datamodule(split, "")
 
 

@@ -17,10 +17,15 @@ import numpy as np
 import polars as pl
 
 from nestling.core.errors import UsageError
+from nestling.core.lazy import lazy_module
 from nestling.core.ml.task import Split, Task
 
 if TYPE_CHECKING:
     import lightning
+
+    from nestling.tasks import _synthetic_torch
+else:
+    _synthetic_torch = lazy_module("nestling.tasks._synthetic_torch")
 
 MIN_POSITIVE_RATE = 0.2
 MAX_POSITIVE_RATE = 0.9
@@ -156,8 +161,6 @@ class SyntheticSegmentation(Task):
         return ["val/JaccardIndex", "val/Recall"]  # of the val/* metrics SegmentationModule logs
 
     def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
-        from nestling.tasks import _synthetic_torch
-
         hp = resolve_hparams(self.default_hparams(), hparams, "synthetic-segmentation")
         max_depth = int(np.log2(self.image_size)) - 1
         if not 1 <= int(hp["depth"]) <= max_depth or self.image_size % 2 ** (int(hp["depth"]) - 1):
@@ -168,7 +171,5 @@ class SyntheticSegmentation(Task):
         return _synthetic_torch.SegmentationModule(hp)
 
     def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
-        from nestling.tasks import _synthetic_torch
-
         hp = resolve_hparams(self.default_hparams(), hparams, "synthetic-segmentation")
         return _synthetic_torch.ArrayDataModule(self, split, batch_size=int(hp["batch_size"]))

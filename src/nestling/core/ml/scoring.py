@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from nestling.core.errors import UsageError
-from nestling.core.options.config import MultiScoreStrategy
+from nestling.core.options.choices import MultiScoreStrategy
 
 MULTI_SCORE_STRATEGIES: tuple[str, ...] = get_args(MultiScoreStrategy)
 DEFAULT_SCORING = ("val/JaccardIndex", "val/Recall")

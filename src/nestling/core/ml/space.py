@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from nestling.core.errors import UsageError
 from nestling.core.options import config_files as files
-from nestling.core.options.config import Sampler
+from nestling.core.options.choices import Sampler
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution

@@ -22,29 +22,26 @@ from simple_parsing.helpers import list_field
 
 from nestling.core.errors import UsageError
 from nestling.core.options import config_files as files
+from nestling.core.options.choices import (  # noqa: F401 - re-exported: the option groups' choices
+    DDP_LIKE,
+    PARALLEL_STRATEGIES,
+    Accelerator,
+    ContainerRuntime,
+    FoldMethod,
+    LauncherName,
+    MultiScoreStrategy,
+    Pruner,
+    Sampler,
+    ScoreEpoch,
+    Select,
+    TestSplit,
+    WandbMode,
+)
 
 
 def repeatable(text: str) -> Any:
     """An option given any number of times, each time with one or more values: `--hp a=1 --hp b=2 c=3`."""
     return sp.field(default_factory=list, action="append", type=str, nargs="+", required=False, help=text)
-
-
-# Options with a fixed set of values: `--help` lists them and `check_choice` refuses anything else, for the command
-# line and the config file alike. The first value is the default (and the example in the error).
-FoldMethod = Literal["kfold", "stratified", "shuffle", "region", "region-stratified", "none"]
-TestSplit = Literal["none", "random", "region"]
-MultiScoreStrategy = Literal["geometric", "harmonic", "arithmetic", "min"]
-ScoreEpoch = Literal["last", "best"]
-Sampler = Literal["random", "grid", "tpe"]
-Pruner = Literal["none", "median", "successive-halving"]
-Select = Literal["score", "lcb"]
-Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
-LauncherName = Literal["local", "submitit-local", "slurm"]
-ContainerRuntime = Literal["auto", "apptainer", "singularity", "docker", "podman"]
-WandbMode = Literal["auto", "online", "offline"]
-
-PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")
-DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deepspeed", "auto")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.tree.atomic import read_json, write_json
+from nestling.core.tree.naming import launch_file
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,6 @@ class LaunchRecord:
 
 def read_launches(root: Path) -> list[LaunchRecord]:
     """Every launch of the plan at `root`, oldest first; [] before its first launch."""
-    from nestling.core.tree.naming import launch_file
 
     path = launch_file(root)
     if not path.exists():
@@ -118,7 +118,6 @@ def read_launches(root: Path) -> list[LaunchRecord]:
 
 def append_launch(root: Path, record: LaunchRecord, now: float) -> None:
     """Add one launch to launch.json (earlier entries are kept byte for byte as read)."""
-    from nestling.core.tree.naming import launch_file
 
     path = launch_file(root)
     history: list[dict[str, Any]] = read_json(path).get("launches", []) if path.exists() else []

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nestling.core.tree.naming import RUN_RESULT
 from nestling.core.tree.run_spec import RunSpec
 
 RESULT_KEYS = (
@@ -41,7 +42,6 @@ def empty_result(spec: RunSpec) -> dict[str, Any]:
 
 def read_result(run_dir: Path | str) -> dict[str, Any] | None:
     """The run's result, or None when it has none (yet) or it cannot be read."""
-    from nestling.core.tree.naming import RUN_RESULT
 
     try:  # os.path, not pathlib: the collector and status read tens of thousands of these
         with open(os.path.join(run_dir, RUN_RESULT), "rb") as f:

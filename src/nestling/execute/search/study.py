@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.ml.scoring import cv_score, parse_scoring_metrics, run_score
+from nestling.core.ml.space import _plain, from_json
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
+from nestling.core.tree.attempt_lock import pid_alive
 from nestling.core.tree.run_result import read_result
 from nestling.execute.search.pruners import halving_prunes, median_prunes
 from nestling.execute.search.trials import COMPLETE, FAILED, FINAL, PRUNED, RUNNING, WAITING, TrialState
@@ -88,8 +90,6 @@ class Study:
         self.strategy: str = options["cv"]["multi_score_strategy"]
         self.space: dict[str, BaseDistribution] | None = None
         if space is not None:
-            from nestling.core.ml.space import from_json
-
             self.space = from_json(space)
         self.hparams = [hparams for hparams, _ in cvs]
         # run dir name -> (trial, fold, first run of its fold in the trial)
@@ -239,8 +239,6 @@ class Study:
         from nothing: running ones are told to the sampler as running)."""
         import optuna
 
-        from nestling.core.ml.space import _plain
-
         assert self.space is not None
         drawn, pruned = self._scan()
         frozen = [t for i in drawn if i != index and (t := self._frozen_trial(i, i in pruned)) is not None]
@@ -380,7 +378,6 @@ def _take_over_if_abandoned(path: Path) -> None:
     """Remove a claim whose drawer died before writing the draw: on this host when its pid is gone, else (or
     when it never wrote who it is) after CLAIM_STALE_S. The content is read again just before removing, so a
     claim another waiter made in between is left alone."""
-    from nestling.core.tree.attempt_lock import pid_alive
 
     def owner() -> tuple[bytes, dict[str, Any] | None]:
         text = path.read_bytes()

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nestling.core.errors import UsageError
+from nestling.core.lazy import lazy_module
 from nestling.core.tree import naming
+from nestling.plan.store import find_plan_root
 from nestling.read.report.assets import javascript_bundle, write_if_changed, write_pngs
 from nestling.read.report.cv_page import cv_page
 from nestling.read.report.page import Page, render
@@ -19,20 +21,21 @@ from nestling.read.report.tune_page import tune_page
 
 if TYPE_CHECKING:
 
+    from nestling.read import collect
     from nestling.read.collect import Collected
+else:
+    collect = lazy_module("nestling.read.collect")
 
 
 def write_report(target: Path, collected: Collected | None = None, png: bool = True) -> Path:
     """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and its PNGs.
 
     `collected` saves reading the results again when the caller just collected the same plan."""
-    from nestling.plan.store import find_plan_root
-    from nestling.read.collect import collect
 
     target = Path(target).resolve()
     root = find_plan_root(target)
     if collected is None or collected.plan.root.resolve() != root:
-        collected = collect(root, write=False)
+        collected = collect.collect(root, write=False)
     page = build_page(target, collected)
     text = render(page, javascript_bundle())
     out = naming.report_file(target)

@@ -8,6 +8,9 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.core.lazy import lazy_module
+from nestling.core.ml.space import SPACE_TABLE
+from nestling.core.options import config_files as files
 from nestling.core.tree import naming
 from nestling.read.report import figures
 from nestling.read.report.html import attr, frame_table, html_table, num, options_line, para, td
@@ -18,7 +21,10 @@ from nestling.read.report.timeline import as_of, timeline, timeline_section
 if TYPE_CHECKING:
     import polars as pl
 
+    from nestling.read import collect
     from nestling.read.collect import Collected, CvSummary
+else:
+    collect = lazy_module("nestling.read.collect")
 
 TOP_CONFIGURATIONS = 10  # trials whose every fold x seed score is plotted
 MEAN_SEM_COLUMNS = (("mean", "sem"), ("score_mean", "score_sem"), ("run_score_mean", "run_score_sem"))  # per-trial spread, when the tune table has it
@@ -26,16 +32,14 @@ LOG_SPAN = 100.0  # positive values spanning more than two decades are plotted o
 
 
 def tune_page(collected: Collected) -> Page:
-    from nestling.read.collect import ranked, tune_table
-
     plan = collected.plan
-    frame = tune_table(collected.cvs)  # the table collect writes to tune_infos.parquet
+    frame = collect.tune_table(collected.cvs)  # the table collect writes to tune_infos.parquet
     rows = {r["cv_name"]: r for r in frame.iter_rows(named=True)}
     order = _tune_order(collected, frame)
     states = {cv.cv_name: _trial_state(cv, rows.get(cv.cv_name, {})) for cv in collected.cvs}
     axes = _hp_axes(collected.cvs, plan.options)
     sections = [
-        Section("Trials, ranked", _ranked_table(order, rows, axes, states, frame.columns)),
+        Section("Trials, collect.ranked", _ranked_table(order, rows, axes, states, frame.columns)),
     ]
     hp_rows = [
         {
@@ -60,7 +64,7 @@ def tune_page(collected: Collected) -> Page:
                 ],  # fmt: skip
             )
         )
-    top = [cv for cv in ranked(collected.cvs) if _good_scores(cv)][:TOP_CONFIGURATIONS]
+    top = [cv for cv in collect.ranked(collected.cvs) if _good_scores(cv)][:TOP_CONFIGURATIONS]
     if top:
         runs, summary = _top_rows(top)
         sections.append(
@@ -86,7 +90,7 @@ def tune_page(collected: Collected) -> Page:
     retrain = _retrain_section(plan.root)
     if retrain is not None:
         sections.append(retrain)
-    best = next((cv for cv in ranked(collected.cvs) if not math.isnan(cv.score)), None)
+    best = next((cv for cv in collect.ranked(collected.cvs) if not math.isnan(cv.score)), None)
     counts = collected.counts
     subtitle = (
         f"{len(collected.cvs)} trials, {sum(counts.values())} runs: {counts['success']} success, "
@@ -98,13 +102,12 @@ def tune_page(collected: Collected) -> Page:
 
 def _tune_order(collected: Collected, frame: pl.DataFrame) -> list[CvSummary]:
     """The ranking of the tune table: its `rank` column when it has one, else collect's by the tune's --select."""
-    from nestling.read.collect import ranked, selected
 
     cvs = collected.cvs
     if "rank" in frame.columns:
         rank = dict(zip(frame.get_column("cv_name").to_list(), frame.get_column("rank").to_list(), strict=True))
         return sorted(cvs, key=lambda cv: (rank.get(cv.cv_name) is None, rank.get(cv.cv_name) or 0))
-    return ranked(cvs, selected(collected))
+    return collect.ranked(cvs, collect.selected(collected))
 
 
 def _trial_state(cv: CvSummary, row: dict[str, Any]) -> str:
@@ -158,8 +161,6 @@ def _log_distributed(options: dict[str, Any]) -> set[str]:
     """Keys of the tune's space with a log distribution, read from its file (--hpconfig, else --config's table).
 
     Empty when the file is gone or unreadable: then only the span of the values decides."""
-    from nestling.core.ml.space import SPACE_TABLE
-    from nestling.core.options import config_files as files
 
     source = (options.get("tune") or {}).get("hpconfig") or options.get("config_file")
     if not source:

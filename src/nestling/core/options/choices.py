@@ -1,0 +1,24 @@
+"""The values options with a fixed set of choices may take, as `Literal` types: `--help` lists them and
+`config.check_choice` refuses anything else, for the command line and the config file alike. Apart from config.py
+so that modules that only need a choice (scoring, space, the device rule) do not import simple-parsing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# Options with a fixed set of values: `--help` lists them and `check_choice` refuses anything else, for the command
+# line and the config file alike. The first value is the default (and the example in the error).
+FoldMethod = Literal["kfold", "stratified", "shuffle", "region", "region-stratified", "none"]
+TestSplit = Literal["none", "random", "region"]
+MultiScoreStrategy = Literal["geometric", "harmonic", "arithmetic", "min"]
+ScoreEpoch = Literal["last", "best"]
+Sampler = Literal["random", "grid", "tpe"]
+Pruner = Literal["none", "median", "successive-halving"]
+Select = Literal["score", "lcb"]
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
+LauncherName = Literal["local", "submitit-local", "slurm"]
+ContainerRuntime = Literal["auto", "apptainer", "singularity", "docker", "podman"]
+WandbMode = Literal["auto", "online", "offline"]
+
+PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")
+DDP_LIKE = ("ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "fsdp", "deepspeed", "auto")
