@@ -9,10 +9,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from support import cli
 
 import nestling
 from nestling.tasks.sleep import SleepTask
-from tests.support import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -55,13 +55,6 @@ def test_a_cv_from_python_returns_its_runs(tmp_path: Path) -> None:
         nestling.cv(task="sleep", n_folds=3, name="pycv", artifact_dir=str(tmp_path), **FAST)
 
 
-def _has(command: str) -> bool:
-    from nestling.commands import cli
-
-    return command in cli.COMMANDS
-
-
-@pytest.mark.skipif(not _has("report") or not _has("retrain"), reason="needs `nestling report` and `nestling retrain`")
 def test_report_and_retrain_from_python(tmp_path: Path) -> None:
     """The docs page's flow (python.md): a tune with a test split, its report, the retrain of its best."""
     space = tmp_path / "space.toml"

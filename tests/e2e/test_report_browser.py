@@ -1,7 +1,8 @@
 """The report of a real tune, opened in a real browser (headless Chromium): every figure renders, no console
 message, the screenshot is not blank, and the numbers in the rendered table are the parquet's.
 
-`./dev test` installs Debian's `chromium`; without it the browser tests are skipped (the page is still checked).
+`./dev test` installs Debian's `chromium`; without it the browser tests are skipped (the page is still checked), and
+fail under CI.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from support import cli, tables
+from support import cli, require, tables
 
 from nestling.read.collect import ranked
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (./dev test installs it)")
 FAST = ["--max_epochs", "2", "--n_seeds", "2", "--accelerator", "cpu", "--quiet"]
 SPACE = """[hyperparameters]
 value = {low = 0.0, high = 1.0}
@@ -44,6 +44,11 @@ def tune(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tune = base / "art" / "rt"
     assert f"report: {tune / 'report.html'}" not in done.stdout  # --quiet: written, not announced
     return tune
+
+
+@pytest.fixture
+def needs_chromium() -> None:
+    require(CHROMIUM is not None, "chromium", "apt-get install -y chromium; ./dev test installs it")
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -137,7 +142,7 @@ def pages(tune: Path) -> dict[str, Path]:
     return {"tune": tune / "report.html", "cv": cv / "report.html", "run": run / "report.html"}
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 @pytest.mark.parametrize("kind", ["tune", "cv", "run"])
 def test_report_renders_in_chromium(pages: dict[str, Path], kind: str, tmp_path: Path) -> None:
     page = pages[kind]
@@ -161,7 +166,7 @@ def test_report_renders_in_chromium(pages: dict[str, Path], kind: str, tmp_path:
     assert distinct_pixels(shot.read_bytes()) > 50  # text, tables and charts; a blank page has one value
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 def test_rendered_table_numbers_equal_the_parquet(pages: dict[str, Path], tmp_path: Path) -> None:
     """The ranked table as the browser shows it: trial order, score, runs and failures of tune_infos.parquet."""
     done = chromium(pages["tune"], tmp_path, "--dump-dom")
@@ -184,7 +189,7 @@ def test_rendered_table_numbers_equal_the_parquet(pages: dict[str, Path], tmp_pa
         assert r["state"][0] == ("unstable" if expected["score_is_unstable"] else "ok")
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 def test_the_browser_check_sees_a_broken_figure(pages: dict[str, Path], tmp_path: Path) -> None:
     """The checks above can fail: a figure whose spec Vega-Lite refuses leaves a console error, a message in the
     page's error box, and one figure without data-rendered."""

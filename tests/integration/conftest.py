@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import require
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "containers" / "test-image" / "build.sh"
@@ -20,11 +21,7 @@ def podman_env() -> dict[str, str]:
 
     Without podman the test is skipped, or fails when CI is set (CI must exercise the real runtime).
     """
-    if shutil.which("podman") is None:
-        reason = "podman is not installed (apt-get install -y podman runc busybox-static)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}")
-        pytest.skip(reason)
+    require(shutil.which("podman") is not None, "podman", "apt-get install -y podman runc busybox-static")
     done = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
         pytest.fail(f"{BUILD} failed ({done.returncode}):\n{done.stderr}")
