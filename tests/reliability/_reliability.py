@@ -38,6 +38,17 @@ class Figures:
     def fault(self, kind: str, n: int = 1) -> None:
         self.faults[kind] += n
 
+    def to_dict(self) -> dict[str, Any]:
+        """What an xdist worker sends its controller (plain values), which adds them up with `add`."""
+        return {"faults": dict(self.faults), "runs_checked": self.runs_checked, "runs_lost": self.runs_lost,
+                "runs_trained_twice": self.runs_trained_twice}  # fmt: skip
+
+    def add(self, other: dict[str, Any]) -> None:
+        self.faults.update(other["faults"])
+        self.runs_checked += other["runs_checked"]
+        self.runs_lost += other["runs_lost"]
+        self.runs_trained_twice += other["runs_trained_twice"]
+
 
 FIGURES = Figures()
 

@@ -5,10 +5,11 @@ each fault at the right moment (whether or not a test is running then) and recor
 test_slurm_faults.py wait for a scenario to end and check its tree.
 
   preempt    cv-parallel, 2 array tasks, 6 epochs x 2 s; `scancel --signal=USR2` to task 0 once it finished an epoch
-  timelimit  a cv of one run (--fold_method none), so one task and a plain job (id N, not N_i); 4 epochs x 7 s,
+  timelimit  a cv of one run (--fold_method none), so one task and a plain job (id N, not N_i); 8 epochs x 5 s,
              --time_min 1 --signal_delay_s 30: SLURM signals at its first 30 s tick after the job passed
-             limit - delay - 30 s = 0 s, i.e. within 30 s, before the 28 s of training (plus start-up) can end;
-             the run checkpoints, the job is requeued, and so on until the run is done
+             limit - delay - 30 s = 0 s, i.e. within 30 s of each start; 40 s of training (plus start-up) cannot
+             fit in that: not a race, whatever the tick. The run checkpoints, the job is requeued, and so on until
+             the run is done; the attempt that finishes trained at most 30 s, so earlier ones trained the rest
   driver     cv-parallel --wait, the driver SIGKILLed while a run trains; artifact dir with spaces, quotes, $, `
              and a newline; fake secrets in the environment, wandb offline
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import slurm_work
 from _reliability import FIGURES, SLEEP, SLURM_TASK, completed_epochs, lock_pid, planned_runs, start
 
 SECRETS = {"WANDB_API_KEY": "fake-secret-123", "MY_TOKEN": "tok-secret-456"}
@@ -69,33 +71,33 @@ class Scenario:
             )
         return ids
 
-    def done(self) -> bool:
+    def done(self, env: dict[str, str]) -> bool:
         """Every run has a result and the collector job wrote the parquet (it runs after every task ended)."""
         launch = self.launch()
         if not launch or not (self.root / "run_infos.parquet").is_file():
             return False
         collector = launch.get("collector_job_id")
-        if collector and _state(collector) not in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", None):
+        if collector and _state(collector, env) not in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", None):
             return False
         return all((r["dir"] / "run_result.json").is_file() for r in planned_runs(self.root))
 
 
-def scontrol_job(job: str) -> dict[str, str]:
-    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
+def scontrol_job(job: str, env: dict[str, str]) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=env, timeout=30).stdout
     return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
-def _state(job: str) -> str | None:
-    return scontrol_job(job).get("JobState")
+def _state(job: str, env: dict[str, str]) -> str | None:
+    return scontrol_job(job, env).get("JobState")
 
 
 class SlurmFaults:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, slurm_env: dict[str, str]) -> None:
         self.base = base
-        env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **SECRETS}
-        self.env = env
+        self.slurm_env = slurm_env  # the cluster's SLURM_CONF, for the queries of the fault thread and the tests
+        self.env = {**slurm_env, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **SECRETS}
         self.preempt = Scenario("preempt", base / "preempt", max_epochs=6)
-        self.timelimit = Scenario("timelimit", base / "timelimit", max_epochs=4)
+        self.timelimit = Scenario("timelimit", base / "timelimit", max_epochs=8)
         self.driver = Scenario("driver", base / WEIRD, max_epochs=3)
         self.signalled: dict[str, Any] = {}
         self.released: dict[str, list[int]] = {}  # job -> Restarts seen at each release
@@ -105,11 +107,11 @@ class SlurmFaults:
         self._thread = threading.Thread(target=self._loop, name="slurm-faults", daemon=True)
 
     # -- start ---------------------------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self) -> SlurmFaults:
         common = [*SLEEP, *SLURM_TASK, "--strategy", "cv-parallel", "--launcher", "slurm", "--n_folds", "2"]
         self.base.mkdir(parents=True, exist_ok=True)
         jobs = {
-            self.timelimit: ["--max_epochs", "4", "--hp", "sleep_s=7", "--fold_method", "none", "--time_min", "1",
+            self.timelimit: ["--max_epochs", "8", "--hp", "sleep_s=5", "--fold_method", "none", "--time_min", "1",
                              "--signal_delay_s", "30"],
             self.preempt: ["--max_epochs", "6", "--hp", "sleep_s=2"],
             self.driver: ["--max_epochs", "3", "--hp", "sleep_s=2", "--wait", "--wandb_project", "nestling-secrets"],
@@ -121,8 +123,14 @@ class SlurmFaults:
                 log=scenario.log, env=self.env,
             )  # fmt: skip
         self._thread.start()
+        return self
 
-    def stop(self) -> None:
+    def queued(self) -> bool:
+        """Every scenario's jobs are submitted (or its command ended): the next SLURM work may be submitted."""
+        return all(s.launch() is not None or (s.driver is not None and s.driver.poll() is not None)
+                   for s in (self.preempt, self.timelimit, self.driver))  # fmt: skip
+
+    def stop(self, env: dict[str, str] | None = None) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
         ours = [j for s in (self.preempt, self.timelimit, self.driver) for j in s.job_ids()]
@@ -134,10 +142,10 @@ class SlurmFaults:
         left = [
             j
             for j in [*ours, *collectors]
-            if j and _state(j) in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING")
+            if j and _state(j, self.slurm_env) in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING")
         ]
         if left:
-            subprocess.run(["scancel", *left], capture_output=True, timeout=30, check=False)
+            subprocess.run(["scancel", *left], capture_output=True, env=self.slurm_env, timeout=30, check=False)
         for s in (self.preempt, self.timelimit, self.driver):
             if s.driver is not None and s.driver.poll() is None:
                 s.driver.kill()
@@ -158,7 +166,7 @@ class SlurmFaults:
         ours = [j for s in (self.preempt, self.timelimit) for j in s.job_ids()]
         if ours:
             out = subprocess.run(["squeue", "-h", "-r", "-t", "PD", "-o", "%i|%r"], capture_output=True, text=True,
-                                 timeout=30).stdout  # fmt: skip
+                                 env=self.slurm_env, timeout=30).stdout  # fmt: skip
             waiting = dict(line.strip().split("|", 1) for line in out.splitlines() if "|" in line)
             for job in ours:
                 if waiting.get(job) == "BeginTime":
@@ -173,7 +181,8 @@ class SlurmFaults:
         job = f"{array['job_id']}_0"
         done = completed_epochs(victim).get(1, [])
         if done and len(done) < self.preempt.max_epochs and lock_pid(victim):
-            subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True, timeout=30)
+            subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True, env=self.slurm_env,
+                           timeout=30)  # fmt: skip
             self.signalled = {
                 "job": job,
                 "run_dir": str(victim),
@@ -193,7 +202,7 @@ class SlurmFaults:
             FIGURES.fault("SLURM driver SIGKILL (--wait)")
 
     def _release_if_requeued(self, job: str) -> None:
-        info = scontrol_job(job)
+        info = scontrol_job(job, self.slurm_env)
         if info.get("JobState") != "PENDING" or info.get("Reason") != "BeginTime":
             return
         restarts = int(info.get("Restarts", "0"))
@@ -209,7 +218,10 @@ class SlurmFaults:
             wait_s = 0
         if wait_s > 20:
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+12"], check=True,
-                           capture_output=True, timeout=30)  # fmt: skip
+                           capture_output=True, env=self.slurm_env, timeout=30)  # fmt: skip
         self.released.setdefault(job, []).append(restarts)
         if job in self.timelimit.job_ids():
             FIGURES.fault("SLURM time limit (USR2 before --time_min, requeue)")
+
+
+FAULTS = slurm_work.register("faults", 1, lambda base, env: SlurmFaults(base, env).start())

@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # _reliability, _slurm_faults
 
 from _reliability import FIGURES  # noqa: E402
-from _slurm_faults import SlurmFaults  # noqa: E402
+from _slurm_faults import FAULTS, SlurmFaults  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def slurm_faults(slurm_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmFaults]:
-    faults = SlurmFaults(tmp_path_factory.mktemp("slurm-faults"))
-    faults.start()
-    try:
-        yield faults
-    finally:
-        faults.stop()
+@pytest.fixture
+def slurm_faults(slurm_work: dict[str, Any]) -> SlurmFaults:
+    """The SLURM fault scenarios, started with the rest of the SLURM work (tests/slurm_work.py): a test using
+    this fixture is marked @pytest.mark.slurm_work(FAULTS)."""
+    faults: SlurmFaults = slurm_work[FAULTS]
+    return faults
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _slurm_faults_first(request: pytest.FixtureRequest) -> None:
-    """Start the SLURM scenarios with the first test of this directory, so they run while the local tests do."""
-    if any("slurm_faults" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        with contextlib.suppress(pytest.skip.Exception):  # no SLURM here: the cluster tests skip themselves
-            request.getfixturevalue("slurm_faults")
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its figures go to the controller, which prints the sum
+        workeroutput["reliability_figures"] = FIGURES.to_dict()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    figures = getattr(node, "workeroutput", {}).get("reliability_figures")
+    if figures:
+        FIGURES.add(figures)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

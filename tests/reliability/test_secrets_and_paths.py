@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from _reliability import SLEEP, check_tree, cli, grep_tree, ok, planned_runs
-from _slurm_faults import SECRETS, WEIRD, SlurmFaults
+from _slurm_faults import FAULTS, SECRETS, WEIRD, SlurmFaults
 
 from nestling.plan.store import load_spec
 
@@ -37,12 +37,13 @@ def test_local_cv_weird_path_and_no_secret_in_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.cluster
+@pytest.mark.slurm_work(FAULTS)
 def test_slurm_cv_weird_path_and_no_secret_in_files(slurm_faults: SlurmFaults) -> None:
     """The `driver` scenario (see _slurm_faults): sbatch scripts, submitit logs and pickles, results."""
     s = slurm_faults.driver
     from _reliability import poll
 
-    poll(s.done, 240, "the driver scenario to end")
+    poll(lambda: s.done(slurm_faults.slurm_env), 240, "the driver scenario to end")
     art = s.art
     assert "\n" in str(art) and "'" in str(art) and '"' in str(art)
     _check_intact(art, s.root)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from _reliability import check_tree, poll, result
-from _slurm_faults import SlurmFaults, scontrol_job
+from _slurm_faults import FAULTS, SlurmFaults, scontrol_job
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slurm_work(FAULTS)]
 
 
 def _logs(folder: Path, job: str) -> str:
@@ -22,7 +22,7 @@ def _logs(folder: Path, job: str) -> str:
 
 def test_preemption_checkpoints_requeues_and_resumes(slurm_faults: SlurmFaults) -> None:
     s = slurm_faults.preempt
-    poll(s.done, 240, "the preempt scenario to end")
+    poll(lambda: s.done(slurm_faults.slurm_env), 240, "the preempt scenario to end")
     assert slurm_faults.errors == []
     sig = slurm_faults.signalled
     assert sig, "task 0 was never signalled"
@@ -41,7 +41,7 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm_faults: SlurmFaults) 
     assert epochs[2][0] == epochs[1][-1] + 1  # attempt 2 resumed after the last epoch of attempt 1
     others = [r for name, r in runs.items() if name != res["run_name"]]
     assert [r["result"]["attempt"] for r in others] == [1]
-    assert scontrol_job(job).get("Restarts") == "1"  # requeued once, and not held forever
+    assert scontrol_job(job, slurm_faults.slurm_env).get("Restarts") == "1"  # requeued once, and not held forever
     assert slurm_faults.released.get(job) == [1]
     log = _logs(Path(launch["submitit_folder"]), launch["arrays"][0]["job_id"] + "_0")
     assert "this job is preempted" in log
@@ -52,7 +52,7 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm_faults: SlurmFaults) 
 
 def test_time_limit_shorter_than_training_checkpoints_and_requeues(slurm_faults: SlurmFaults) -> None:
     s = slurm_faults.timelimit
-    poll(s.done, 420, "the timelimit scenario to end")
+    poll(lambda: s.done(slurm_faults.slurm_env), 420, "the timelimit scenario to end")
     assert slurm_faults.errors == []
     launch = s.launch()
     (array,) = launch["arrays"]
@@ -60,11 +60,11 @@ def test_time_limit_shorter_than_training_checkpoints_and_requeues(slurm_faults:
         array["tasks"] == 1 and "_" not in array["job_id"]
     )  # one run, one task: a plain job (id N, not N_i)
     job = array["job_id"]
-    restarts = int(scontrol_job(job).get("Restarts", "0"))
+    restarts = int(scontrol_job(job, slurm_faults.slurm_env).get("Restarts", "0"))
     assert restarts >= 1 and slurm_faults.released.get(job), "the job was never requeued"
     (run,) = check_tree(s.root, s.max_epochs, collect=False).values()
     assert 2 <= run["result"]["attempt"] <= restarts + 1  # at most one attempt per incarnation of the job
-    # 28 s of training cannot fit in one window: epochs were completed by several attempts, none twice
+    # 40 s of training cannot fit in one 30-s window: epochs were completed by several attempts, none twice
     assert sum(1 for epochs in run["epochs"].values() if epochs) >= 2, run["epochs"]
     log = _logs(Path(launch["submitit_folder"]), job)
     assert "this job is timed-out" in log and "not requeued" not in log
@@ -72,7 +72,7 @@ def test_time_limit_shorter_than_training_checkpoints_and_requeues(slurm_faults:
 
 def test_killed_wait_driver_loses_nothing(slurm_faults: SlurmFaults) -> None:
     s = slurm_faults.driver
-    poll(s.done, 240, "the driver scenario to end")
+    poll(lambda: s.done(slurm_faults.slurm_env), 240, "the driver scenario to end")
     assert slurm_faults.errors == []
     assert slurm_faults.driver_killed_at is not None
     assert s.driver is not None and s.driver.returncode == -9
