@@ -13,12 +13,10 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("wandb")
+from support import wandb_run_record
 
 INVALID_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key; no server knows it
 SLEEP = ["--task", "sleep", "--hp", "sleep_s=0.0", "--max_epochs", "1", "--n_seeds", "1", "--accelerator", "cpu"]
@@ -64,29 +62,23 @@ def only_run_dir(cv: Path) -> Path:
 def test_unreachable_wandb_logs_offline_and_sync_uploads_once(tmp_path: Path) -> None:
     art = tmp_path / "art"
     env = unreachable_env(tmp_path)
-    clock = time.perf_counter()
     proc = ok(cli("cv", *SLEEP, "--fold_method", "none", "--wandb_project", "p", "--artifact_dir", str(art),
                   "--name", "wb", env=env))  # fmt: skip
-    wall = time.perf_counter() - clock
     cv = art / "_cross_validations" / "wb"
     run_dir = only_run_dir(cv)
     result = json.loads((run_dir / "run_result.json").read_text())
     assert result["status"] == "success", result["error"]
     assert result["wandb_mode"] == "offline"
     assert result["wandb_reason"].startswith(f"W&B at {env['WANDB_BASE_URL']} cannot be reached")
-    assert "refused" in result["wandb_reason"].lower()
-    # the probe is bounded: a refused connect costs nothing, and the run's own time stays that of a sleep run
-    assert result["duration"] < 30, result["duration"]
-    assert wall < 120, wall
+    assert "refused" in result["wandb_reason"].lower()  # the probe was answered (refused), it did not time out
     run_id, run_name = result["run_id"], result["run_name"]
     (offline,) = (run_dir / "wandb").glob(f"offline-run-*-{run_id}")
-    data = (offline / f"run-{run_id}.wandb").read_bytes()
-    for kept in (run_id, run_name, "wb", "p"):  # id, name, job type (the cv), project: in the offline run already
-        assert kept.encode() in data, kept
+    run = wandb_run_record(offline / f"run-{run_id}.wandb")  # what the offline run holds, field by field
+    assert (run.run_id, run.display_name, run.project, run.job_type, run.run_group) == (run_id, run_name, "p", "wb", "")
     # the summary says once how to upload
     hints = [line for line in proc.stdout.splitlines() if line.startswith("W&B:")]
     assert hints == [
-        f"W&B: 1 offline runs not uploaded yet ({result['wandb_reason']}); upload them from a machine with "
+        f"W&B: 1 offline run not uploaded yet ({result['wandb_reason']}); upload it from a machine with "
         f"network (a login node): nestling sync {cv}"
     ]
     # the secret reaches no file

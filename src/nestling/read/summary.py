@@ -179,7 +179,8 @@ def offline_hint(collected: Collected) -> str | None:
         return None
     result = read_result(pending[0].parent.parent) or {}
     why = f" ({result['wandb_reason']})" if result.get("wandb_reason") else ""
+    them = "them" if len(pending) > 1 else "it"
     return (
-        f"W&B: {len(pending)} offline runs not uploaded yet{why}; upload them from a machine with network "
-        f"(a login node): nestling sync {collected.plan.root}"
+        f"W&B: {_plural(len(pending), 'offline run')} not uploaded yet{why}; upload {them} from a machine with "
+        f"network (a login node): nestling sync {collected.plan.root}"
     )

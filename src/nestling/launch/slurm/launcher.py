@@ -26,7 +26,7 @@ from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.naming import ArrayLaunchPaths
 from nestling.core.tree.run_result import read_result
-from nestling.launch.base import Launcher, Progress, SubmitError, count_runs
+from nestling.launch.base import Launcher, Progress, SubmitError, count_runs, plural
 from nestling.launch.slurm.blocked import BlockedCheck
 from nestling.launch.slurm.resources import SlurmResources, slurm_params
 from nestling.launch.slurm.sbatch import render_script, sbatch
@@ -92,7 +92,8 @@ class SlurmArrayLauncher(Launcher):
         res = self.resources
         arrays = -(-len(units) // limit) if units else 0
         out.append(
-            f"dry run: {title}: {count_runs(units)} runs in {len(units)} array tasks, {arrays} array(s) of at most "
+            f"dry run: {title}: {plural(count_runs(units), 'run')} in {plural(len(units), 'array task')}, "
+            f"{arrays} array(s) of at most "
             f"{limit} (MaxArraySize) + 1 collector job; per task: {res.nodes} node(s) x {res.tasks_per_node} "
             f"task(s), {res.cpus_per_task} cpus, {res.mem_gb} GB, {res.gpus_per_task} GPU(s), {res.time_min} min, "
             f"partition {res.partition or '(default)'}; nothing was submitted"
