@@ -1,13 +1,16 @@
 """One conformance suite run over every launcher (as Optuna runs one storage suite over every storage).
 
-Each launcher gets the same plan: a cv of the `sleep` task, 3 folds, cv-parallel, one epoch on CPU, through the
+Each launcher gets the same plan: a cv of the echo task (nestling.testing.echo_task: the sleep task plus metrics
+that echo the run's validation samples and seed), 2 folds x 2 seeds, cv-parallel, one epoch on CPU, through the
 CLI as a user would run it (`--wait` for the detached SLURM launcher). Every launcher must give the same outcome:
-every run a success, the same run_infos table (rows, columns, metric values) as the local launcher, a launch.json
-entry that round-trips through launch_record.LaunchRecord with the keys that launcher is documented to write, and a
-`nestling status` that reads every run as a success.
+every run a success, whose echo metrics are those of its own fold and seed (so a launcher that ran the wrong fold,
+split or seed fails), the same run_infos table (rows, columns, metric values) as the local launcher, a launch.json
+entry that round-trips through launch_record.LaunchRecord with the keys that launcher is documented to write, and
+a `nestling status` that reads every run as a success.
 
-The SLURM variant needs the shared local cluster (the `slurm_cluster` fixture, marker `cluster`); run the others
-with `pytest tests/conformance -k "not slurm"`.
+The local launch is the reference of the others: it is built once per test run (support.built_once), whichever
+xdist worker asks first. The SLURM variant is submitted with the rest of the SLURM work when the cluster comes up
+(tests/slurm_work.py); run the others with `pytest tests/conformance -k "not slurm"`.
 """
 
 from __future__ import annotations
@@ -20,17 +23,16 @@ from typing import Any
 
 import polars as pl
 import pytest
-from support import cli
+import slurm_work
+from support import built_once, cli
 
 from nestling.core.tree.launch_record import LaunchRecord
 
-pytestmark = pytest.mark.e2e
-
-N_FOLDS = 3
-PLAN = ["cv", "--task", "sleep", "--hp", "sleep_s=0.0", "--max_epochs", "1", "--n_seeds", "1", "--n_folds",
-        str(N_FOLDS), "--strategy", "cv-parallel", "--devices", "2", "--accelerator", "cpu", "--cpus_per_task", "1",
-        "--mem_gb", "1", "--quiet", "--name", "conf"]  # fmt: skip
-EXTRA = {"local": [], "submitit-local": [], "slurm": ["--wait"]}
+N_FOLDS, SEEDS = 2, (42, 21)
+N_RUNS = N_FOLDS * len(SEEDS)
+PLAN = ["cv", "--task", "nestling.testing.echo_task:EchoTask", "--hp", "sleep_s=0.0", "--max_epochs", "1",
+        "--seeds", *map(str, SEEDS), "--n_folds", str(N_FOLDS), "--strategy", "cv-parallel", "--devices", "2",
+        "--accelerator", "cpu", "--cpus_per_task", "1", "--mem_gb", "1", "--quiet"]  # fmt: skip
 RECORD_KEYS = {
     "local": {"launcher", "started_at", "units", "workers", "lost_units", "finished_at", "saved_at"},
     "submitit-local": {"launcher", "submitit_folder", "arrays", "job_ids", "collector_job_id", "submitted_at",
@@ -40,6 +42,11 @@ RECORD_KEYS = {
 }  # fmt: skip
 VOLATILE = {"run_id", "duration", "checkpoint", "worker_startup_s",  # differ between any two launches of a plan
             "cuda_visible_devices"}  # where it ran: submitit's local executor sets it empty, the local pool leaves it unset
+SLURM = slurm_work.plan(
+    "conf-slurm", 3,
+    lambda art: [*PLAN, "--launcher", "slurm", "--wait", "--artifact_dir", str(art), "--name", "conf"],
+    lambda art: art / "_cross_validations" / "conf",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,52 +64,63 @@ class Launched:
         return launches[0]
 
     def run_infos(self) -> pl.DataFrame:
-        return pl.read_parquet(self.root / "run_infos.parquet").sort("fold")
+        return pl.read_parquet(self.root / "run_infos.parquet").sort("fold", "seed")
 
 
-@pytest.fixture(scope="module")
-def _launches() -> dict[str, Launched]:
-    return {}
+def _launch_once(launcher: str, shared: Path) -> Launched:
+    """The plan launched by `launcher` once per test run; what the command printed is kept beside its tree."""
+
+    def build(dir: Path) -> None:
+        done = cli(*PLAN, "--launcher", launcher, "--artifact_dir", str(dir / "art"), "--name", "conf", timeout=600)
+        (dir / "done.json").write_text(json.dumps([done.returncode, done.stdout, done.stderr]))
+
+    dir = built_once(shared, f"conformance-{launcher}", build)
+    rc, out, err = json.loads((dir / "done.json").read_text())
+    return Launched(launcher, subprocess.CompletedProcess(PLAN, rc, out, err), dir / "art" / "_cross_validations" / "conf")
 
 
-def _launch(launcher: str, cache: dict[str, Launched], factory: pytest.TempPathFactory) -> Launched:
-    """The plan launched once per launcher and module (the reference is shared with the other variants)."""
-    if launcher not in cache:
-        art = factory.mktemp(f"conformance-{launcher}")
-        done = cli(*PLAN, "--launcher", launcher, *EXTRA[launcher], "--artifact_dir", str(art), timeout=600)
-        cache[launcher] = Launched(launcher, done, art / "_cross_validations" / "conf")
-    return cache[launcher]
-
-
-@pytest.fixture(
-    scope="module",
-    params=["local", "submitit-local", pytest.param("slurm", marks=pytest.mark.cluster)],
-)
-def launched(
-    request: pytest.FixtureRequest, _launches: dict[str, Launched], tmp_path_factory: pytest.TempPathFactory
-) -> Launched:
+@pytest.fixture(params=["local", "submitit-local", pytest.param("slurm", marks=pytest.mark.slurm_work(SLURM))])
+def launched(request: pytest.FixtureRequest, shared_dir: Path) -> Launched:
     if request.param == "slurm":
-        request.getfixturevalue("slurm_cluster")  # starts the shared cluster, sets SLURM_CONF for cli()
-    return _launch(request.param, _launches, tmp_path_factory)
+        request.getfixturevalue("slurm_cluster")  # SLURM_CONF for this test's cli() calls
+        command = request.getfixturevalue("slurm_work")[SLURM]
+        return Launched("slurm", command.done(), command.root)
+    return _launch_once(request.param, shared_dir)
 
 
-@pytest.fixture(scope="module")
-def reference(_launches: dict[str, Launched], tmp_path_factory: pytest.TempPathFactory) -> Launched:
-    return _launch("local", _launches, tmp_path_factory)
+@pytest.fixture
+def reference(shared_dir: Path) -> Launched:
+    return _launch_once("local", shared_dir)
 
 
 def test_every_run_succeeds(launched: Launched) -> None:
     assert launched.done.returncode == 0, launched.done.stdout + launched.done.stderr
     results = launched.results()
-    assert [r["status"] for r in results] == ["success"] * N_FOLDS
-    assert sorted(r["fold"] for r in results) == list(range(N_FOLDS))
+    assert [r["status"] for r in results] == ["success"] * N_RUNS
+    assert sorted((r["fold"], r["seed"]) for r in results) == sorted((f, s) for f in range(N_FOLDS) for s in SEEDS)
     assert all(r["error"] is None for r in results)
+
+
+def test_each_run_saw_its_own_fold_and_seed(launched: Launched) -> None:
+    """The echo metrics against the plan itself: the mean index of the fold's validation samples (splits.json)
+    and the run's seed; the draw after seeding is the same for both folds of a seed, different between seeds."""
+    splits = json.loads((launched.root / "splits.json").read_text())
+    mean_index = [sum(int(s[1:]) for s in split["val"]) / len(split["val"]) for split in splits]
+    assert len(set(mean_index)) == N_FOLDS  # the folds can be told apart by it
+    draws: dict[int, set[float]] = {}
+    for r in launched.results():
+        metrics = r["metrics"]
+        assert metrics["val/mean_index"] == pytest.approx(mean_index[r["fold"]]), (r["fold"], r["seed"])
+        assert metrics["val/seed"] == r["seed"]
+        draws.setdefault(r["seed"], set()).add(metrics["val/seed_draw"])
+    assert all(len(d) == 1 for d in draws.values()) and len(set.union(*draws.values())) == len(SEEDS), draws
 
 
 def test_run_infos_match_the_local_launcher(launched: Launched, reference: Launched) -> None:
     got, want = launched.run_infos(), reference.run_infos()
     assert got.columns == want.columns
-    assert got.height == want.height == N_FOLDS
+    assert {"val/mean_index", "val/seed", "val/seed_draw"} <= set(got.columns)
+    assert got.height == want.height == N_RUNS
     stable = [c for c in got.columns if c not in VOLATILE]
     for row, ref in zip(got.select(stable).iter_rows(named=True), want.select(stable).iter_rows(named=True), strict=True):
         for column in stable:
@@ -120,18 +138,18 @@ def test_launch_record_shape(launched: Launched) -> None:
     assert record.to_dict() == entry  # launch.json keeps its shape through the typed record
     assert record.submit_error is None and not record.lost_units and not record.lost_runs
     run_dirs = sorted(str(p.parent) for p in launched.root.glob("*/run_spec.json"))
-    assert len(run_dirs) == N_FOLDS
+    assert len(run_dirs) == N_RUNS
     if record.submitted:  # every run is named by exactly one array task, each task its own unit
         assert sorted(record.run_dirs) == run_dirs
-        assert record.arrays is not None and sum(a.tasks for a in record.arrays) == N_FOLDS
+        assert record.arrays is not None and sum(a.tasks for a in record.arrays) == N_RUNS
         assert record.job_ids == [a.job_id for a in record.arrays]
     else:
-        assert record.units == N_FOLDS and record.workers == 2
+        assert record.units == N_RUNS and record.workers == 2
 
 
 def test_status_reads_every_run_as_a_success(launched: Launched) -> None:
     done = cli("status", str(launched.root), "--json", timeout=120)
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout)["counts"]
-    assert counts == {"success": N_FOLDS, "failed": 0, "running": 0, "pending": 0, "lost": 0, "blocked": 0,
+    assert counts == {"success": N_RUNS, "failed": 0, "running": 0, "pending": 0, "lost": 0, "blocked": 0,
                       "not started": 0, "interrupted": 0, "pruned": 0}
