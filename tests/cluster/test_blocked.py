@@ -8,8 +8,10 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import slurm_work
 from support import cli
 
 pytestmark = pytest.mark.cluster
@@ -39,15 +41,25 @@ def test_preflight_refuses_a_job_no_node_can_run(slurm_cluster: str, tmp_path: P
     assert queued(env, "toobig") == []
 
 
-def test_wait_stops_on_a_job_slurm_can_never_start(slurm_cluster: str, tmp_path: Path) -> None:
-    shim = tmp_path / "bin"
+def _sinfo_times_out(base: Path) -> dict[str, str]:
+    """A PATH whose sinfo fails as a busy controller's does: the preflight cannot check the request."""
+    shim = base / "bin"
     shim.mkdir()
     (shim / "sinfo").write_text("#!/bin/sh\necho 'sinfo: error: Socket timed out on send/recv operation' >&2\nexit 1\n")
     (shim / "sinfo").chmod(0o755)
-    env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
-    art = tmp_path / "art"
+    return {"PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
+
+
+STUCK = slurm_work.plan("stuck", 6, lambda art: [*TOO_BIG, "--artifact_dir", str(art), "--name", "stuck"],
+                        lambda art: art / "_runs", env=_sinfo_times_out)  # fmt: skip
+
+
+@pytest.mark.slurm_work(STUCK)
+def test_wait_stops_on_a_job_slurm_can_never_start(slurm_work: dict[str, Any], slurm_env: dict[str, str]) -> None:
+    stuck = slurm_work[STUCK]
+    env = slurm_env
     try:
-        done = cli(*TOO_BIG, "--artifact_dir", str(art), "--name", "stuck", env=env, timeout=120)
+        done = stuck.done(timeout=120)
         assert done.returncode == 1, done.stdout + done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, lines
@@ -55,8 +67,8 @@ def test_wait_stops_on_a_job_slurm_can_never_start(slurm_cluster: str, tmp_path:
         assert "lower --cpus_per_task, --devices" in lines[0] and "scancel" in lines[0]
         jobs = queued(env, "stuck")
         assert jobs, "the job is left for the user to cancel or fix"
-        (run_dir,) = (art / "_runs").iterdir()
-        shown = cli("status", str(run_dir), "--json", env=dict(os.environ), timeout=60)
+        (run_dir,) = (stuck.art / "_runs").iterdir()
+        shown = cli("status", str(run_dir), "--json", env=env, timeout=60)
         assert shown.returncode == 0, shown.stderr
         runs = json.loads(shown.stdout)["runs"]
         assert [(r["state"], r["error"]) for r in runs] == [("blocked", "blocked: PartitionConfig")]

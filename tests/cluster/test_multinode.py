@@ -8,22 +8,29 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import slurm_work
 
 pytestmark = pytest.mark.cluster
 
 
-def test_two_nodes_two_processes_ddp(slurm_cluster: str, tmp_path: Path) -> None:
-    art = tmp_path / "art"
-    env = {**os.environ, "SLURM_CONF": slurm_cluster}
-    cmd = [
-        sys.executable, "-m", "nestling.cli", "run", "--launcher", "slurm", "--num_nodes", "2", "--devices", "2",
-        "--accelerator", "cpu", "--strategy", "ddp", "--cpus_per_task", "1", "--mem_gb", "1", "--max_epochs", "1",
-        "--artifact_dir", str(art), "--name", "mn", "--wait", "--quiet",
-    ]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+MN = slurm_work.plan(
+    "mn", 7,
+    lambda art: ["run", "--launcher", "slurm", "--num_nodes", "2", "--devices", "2", "--accelerator", "cpu",
+                 "--strategy", "ddp", "--cpus_per_task", "1", "--mem_gb", "1", "--max_epochs", "1",
+                 "--artifact_dir", str(art), "--name", "mn", "--wait", "--quiet"],
+    lambda art: art / "_runs",
+)  # fmt: skip
+
+
+@pytest.mark.slurm_work(MN)
+def test_two_nodes_two_processes_ddp(slurm_work: dict[str, Any]) -> None:
+    mn = slurm_work[MN]
+    done = mn.done(timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    art = mn.art
     (run_dir,) = (art / "_runs").iterdir()
     result = json.loads((run_dir / "run_result.json").read_text())
     assert result["status"] == "success", result["error"]

@@ -1,7 +1,9 @@
 """The SLURM launcher on the real local cluster (slurm/local-cluster), driven through the CLI as a user would.
 
 Every run uses the `sleep` task on CPU; `--gpus_per_task 1` still asks SLURM for a (fake) GPU through GRES, so the
-pinning is real even though training is not on a GPU. Waits are bounded polls, never fixed sleeps.
+pinning is real even though training is not on a GPU. Waits are bounded polls, never fixed sleeps. The plans that
+only need to be checked once they ended are submitted when the run brings the cluster up (tests/slurm_work.py);
+pin goes first, so its four tasks get the four GPUs at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+import slurm_work
 from support import cli, poll
 
 pytestmark = pytest.mark.cluster
@@ -47,13 +50,21 @@ def queue_ids(env: dict[str, str] | None = None) -> set[str]:
     return set(slurm("squeue", "-h", "-r", "-o", "%i", env=env).split())
 
 
-def test_cv_parallel_gets_one_gpu_per_run(slurm_cluster: str, tmp_path: Path) -> None:
+PIN = slurm_work.plan(
+    "pin", 0,
+    lambda art: ["cv", *BASE, "--hp", "sleep_s=3", "--n_folds", "4", "--strategy", "cv-parallel", "--launcher",
+                 "slurm", "--gpus_per_task", "1", "--artifact_dir", str(art), "--name", "pin", "--wait"],
+    lambda art: art / "_cross_validations" / "pin",
+)  # fmt: skip
+
+
+@pytest.mark.slurm_work(PIN)
+def test_cv_parallel_gets_one_gpu_per_run(slurm_work: dict[str, Any], slurm_cluster: str) -> None:
     """4 runs on the 4 fake GPUs of 2 nodes: one array, one task and one distinct (node, GPU) per run."""
-    done = cli("cv", *BASE, "--hp", "sleep_s=3", "--n_folds", "4", "--strategy", "cv-parallel",
-               "--launcher", "slurm", "--gpus_per_task", "1", "--artifact_dir", str(tmp_path), "--name", "pin",
-               "--wait")  # fmt: skip
+    pin = slurm_work[PIN]
+    done = pin.done()
     assert done.returncode == 0, done.stdout + done.stderr
-    cv = tmp_path / "_cross_validations" / "pin"
+    cv = pin.root
     runs = results(cv)
     assert [r["status"] for r in runs] == ["success"] * 4
     pairs = {(r["host"], r["cuda_visible_devices"]) for r in runs}
@@ -66,16 +77,28 @@ def test_cv_parallel_gets_one_gpu_per_run(slurm_cluster: str, tmp_path: Path) ->
     assert (cv / "run_infos.parquet").is_file()
 
 
-def test_tune_parallel_runs_each_cv_in_one_task(slurm_cluster: str, tmp_path: Path) -> None:
+def _space(art: Path, values: str) -> str:
+    art.mkdir(parents=True, exist_ok=True)
+    (art / "space.toml").write_text(f"[hyperparameters]\nvalue = {values}\n")
+    return str(art / "space.toml")
+
+
+TP = slurm_work.plan(
+    "tp", 2,
+    lambda art: ["tune", *BASE, "--hp", "sleep_s=0.5", "--hpconfig", _space(art, "[0.4, 0.6]"), "--sampler",
+                 "grid", "--n_trials", "2", "--n_folds", "2", "--strategy", "tune-parallel", "--launcher", "slurm",
+                 "--artifact_dir", str(art), "--name", "tp", "--wait"],
+    lambda art: art / "tp",
+)  # fmt: skip
+
+
+@pytest.mark.slurm_work(TP)
+def test_tune_parallel_runs_each_cv_in_one_task(slurm_work: dict[str, Any], slurm_cluster: str) -> None:
     """2 trials x 2 folds: one array of 2 tasks; the runs of a cv share a task and a process."""
-    space = tmp_path / "space.toml"
-    space.write_text("[hyperparameters]\nvalue = [0.4, 0.6]\n")
-    art = tmp_path / "art"
-    done = cli("tune", *BASE, "--hp", "sleep_s=0.5", "--hpconfig", str(space), "--sampler", "grid",
-               "--n_trials", "2", "--n_folds", "2", "--strategy", "tune-parallel", "--launcher", "slurm",
-               "--artifact_dir", str(art), "--name", "tp", "--wait")  # fmt: skip
+    tp = slurm_work[TP]
+    done = tp.done()
     assert done.returncode == 0, done.stdout + done.stderr
-    tune = art / "tp"
+    tune = tp.root
     launch = last_launch(tune)
     assert [a["tasks"] for a in launch["arrays"]] == [2]
     runs = results(tune)
@@ -94,13 +117,22 @@ def test_tune_parallel_runs_each_cv_in_one_task(slurm_cluster: str, tmp_path: Pa
     assert pl.read_parquet(tune / "tune_infos.parquet").height == 2
 
 
-def test_finished_tasks_take_over_waiting_units(slurm_cluster: str, tmp_path: Path) -> None:
-    """6 runs, at most 2 tasks at once: tasks 0 and 1 run all six, each in one warm process; 4 tasks never start."""
-    done = cli("cv", *BASE, "--hp", "sleep_s=1", "--n_folds", "6", "--strategy", "cv-parallel", "--launcher",
-               "slurm", "--array_parallelism", "2", "--artifact_dir", str(tmp_path), "--name", "steal",
-               "--wait")  # fmt: skip
+STEAL = slurm_work.plan(
+    "steal", 1,
+    lambda art: ["cv", *BASE, "--hp", "sleep_s=1", "--n_folds", "6", "--strategy", "cv-parallel", "--launcher",
+                 "slurm", "--array_parallelism", "2", "--artifact_dir", str(art), "--name", "steal", "--wait"],
+    lambda art: art / "_cross_validations" / "steal",
+)  # fmt: skip
+
+
+@pytest.mark.slurm_work(STEAL)
+def test_finished_tasks_take_over_waiting_units(slurm_work: dict[str, Any], slurm_cluster: str) -> None:
+    """6 runs, at most 2 tasks at once: tasks 0 and 1 run all six, each in one warm process; the 4 other tasks
+    never start: the tasks that took over their units cancelled them."""
+    steal = slurm_work[STEAL]
+    done = steal.done()
     assert done.returncode == 0, done.stdout + done.stderr
-    cv = tmp_path / "_cross_validations" / "steal"
+    cv = steal.root
     runs = results(cv)
     assert [r["status"] for r in runs] == ["success"] * 6
     assert sorted({r["slurm_array_task_id"] for r in runs}) == ["0", "1"]
@@ -109,8 +141,12 @@ def test_finished_tasks_take_over_waiting_units(slurm_cluster: str, tmp_path: Pa
     claims = [c for c in Path(launch["launch_dir"], "claims").iterdir() if c.name.isdigit()]
     holders = [json.loads(c.read_text())["job"].split("_")[1] for c in claims]
     assert len(holders) == 6 and set(holders) == {"0", "1"}
-    log = "".join(p.read_text() for p in Path(launch["submitit_folder"]).glob("*_log.out"))
+    folder, array = Path(launch["submitit_folder"]), launch["arrays"][0]["job_id"]
+    log = "".join(p.read_text() for p in folder.glob("*_log.out"))
     assert log.count("took over unit") == 4
+    started = sorted({p.name.split("_")[1] for p in folder.glob(f"{array}_*_log.out")})
+    assert started == ["0", "1"]  # tasks 2-5 never ran (a task that starts writes its log) ...
+    assert not queue_ids() & {f"{array}_{i}" for i in range(6)}  # ... and are gone: cancelled
     final = status(cv)
     assert final["counts"]["success"] == 6
 
@@ -161,14 +197,21 @@ def test_dry_run_prints_scripts_and_submits_nothing(
     assert queue_ids(env) == before
 
 
-def test_collector_job_writes_parquet_without_a_client(slurm_cluster: str, tmp_path: Path) -> None:
+DET = slurm_work.plan(
+    "det", 3,
+    lambda art: ["cv", *BASE, "--hp", "sleep_s=5", "--n_folds", "2", "--strategy", "cv-parallel", "--launcher",
+                 "slurm", "--artifact_dir", str(art), "--name", "det"],
+    lambda art: art / "_cross_validations" / "det",
+)  # fmt: skip
+
+
+@pytest.mark.slurm_work(DET)
+def test_collector_job_writes_parquet_without_a_client(slurm_work: dict[str, Any], slurm_cluster: str) -> None:
     """Detached: the CLI returns after submission; the afterany collector job writes run_infos.parquet."""
-    done = cli("cv", *BASE, "--hp", "sleep_s=5", "--n_folds", "2", "--strategy", "cv-parallel", "--launcher",
-               "slurm", "--artifact_dir", str(tmp_path), "--name", "det")  # fmt: skip
+    det = slurm_work[DET]
+    done = det.done()
     assert done.returncode == 0, done.stdout + done.stderr
-    cv = tmp_path / "_cross_validations" / "det"
-    assert not results(cv)  # returned before any run could have finished
-    assert not (cv / "run_infos.parquet").exists()
+    cv = det.root
     launch = last_launch(cv)
     collector = launch["collector_job_id"]
     assert collector and "submitted:" in done.stdout
@@ -179,6 +222,11 @@ def test_collector_job_writes_parquet_without_a_client(slurm_cluster: str, tmp_p
     table = pl.read_parquet(cv / "run_infos.parquet")
     assert table.height == 2
     assert table["status"].to_list() == ["success", "success"]
+    # the CLI had returned before any run finished and before the parquet existed: written without a client
+    ended = det.command.ended_at
+    assert ended is not None
+    written = {p: p.stat().st_mtime for p in [*cv.glob("*/run_result.json"), cv / "run_infos.parquet"]}
+    assert len(written) == 3 and all(t > ended for t in written.values()), (ended, written)
 
 
 def test_status_pending_running_and_lost(slurm_cluster: str, tmp_path: Path) -> None:
@@ -233,32 +281,40 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--partition", "nope"], "nope"),
-        (["--gpus_per_task", "9"], "9"),
-        (["--slurm_extra", "novalue"], "novalue"),
+        (["--partition", "nope"], "--partition 'nope' does not exist on this cluster; partitions: debug"),
+        (["--gpus_per_task", "9"], "--gpus_per_task 9 exceeds the 2 GPUs per node of partition 'debug'; ask for "
+                                   "fewer GPUs or use --accelerator cpu"),
+        (["--slurm_extra", "novalue"], "--slurm_extra 'novalue' is not KEY=VALUE; e.g. --slurm_extra "
+                                       "reservation=gpu-week"),
     ],
-)
+)  # fmt: skip
 def test_bad_slurm_input_exits_2(slurm_cluster: str, tmp_path: Path, flags: list[str], message: str) -> None:
+    """Refused with one line naming the value and the fix, against the real cluster's sinfo."""
     art = tmp_path / "art"
     done = cli("cv", *BASE, "--n_folds", "2", "--strategy", "cv-parallel", "--launcher", "slurm",
                "--artifact_dir", str(art), *flags)  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert done.stderr.strip().splitlines() == [f"nestling: error: {message}"]
     assert not art.exists()
 
 
-def test_detached_tune_with_retrain_ends_with_a_tested_model(slurm_cluster: str, tmp_path: Path) -> None:
+RT = slurm_work.plan(
+    "rt", 4,
+    lambda art: ["tune", *BASE, "--hp", "sleep_s=1", "--hpconfig", _space(art, "[0.3, 0.7]"), "--sampler", "grid",
+                 "--n_trials", "2", "--n_folds", "2", "--test_split", "random", "--strategy", "cv-parallel",
+                 "--launcher", "slurm", "--artifact_dir", str(art), "--name", "rt", "--retrain"],
+    lambda art: art / "rt",
+)  # fmt: skip
+
+
+@pytest.mark.slurm_work(RT)
+def test_detached_tune_with_retrain_ends_with_a_tested_model(slurm_work: dict[str, Any], slurm_cluster: str) -> None:
     """`nestling tune --retrain` on SLURM (issue 14 §2): the retrain job (afterok on the collector) plans the retrain
     and submits its arrays with the tune's launch options; its collector writes final_infos.parquet."""
-    hp = tmp_path / "hp.toml"
-    hp.write_text("[hyperparameters]\nvalue = [0.3, 0.7]\n")
-    art = tmp_path / "art"
-    done = cli("tune", *BASE, "--hp", "sleep_s=1", "--hpconfig", str(hp), "--sampler", "grid", "--n_trials", "2",
-               "--n_folds", "2", "--test_split", "random", "--strategy", "cv-parallel", "--launcher", "slurm",
-               "--artifact_dir", str(art), "--name", "rt", "--retrain")  # fmt: skip
+    rt = slurm_work[RT]
+    done = rt.done()
     assert done.returncode == 0, done.stdout + done.stderr
-    tune = art / "rt"
+    tune = rt.root
     launch = last_launch(tune)
     assert launch["retrain_job_id"] and f"retrain:   job {launch['retrain_job_id']}" in done.stdout
     script = (Path(launch["launch_dir"]) / "retrain.sbatch").read_text()
