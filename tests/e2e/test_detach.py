@@ -13,21 +13,60 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import cli, poll
 
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.atomic import read_json
 from nestling.core.tree.run_result import read_result
 from nestling.plan.store import load_plan
-from tests.support import cli, poll
 
 pytestmark = pytest.mark.e2e
 
 SLEEP = ["--task", "sleep", "--n_seeds", "1", "--accelerator", "cpu"]
+GATED = ["--task", "gated_task:GatedSleep", "--n_seeds", "1", "--accelerator", "cpu", "--hp", "sleep_s=0"]
+GATED_TASK = '''
+import os
+import time
+from pathlib import Path
+
+from nestling.tasks.sleep import SleepTask
+
+
+class GatedSleep(SleepTask):
+    """The first run to start trains at once; every later one waits in its first epoch while GATE/closed exists:
+    a sweep that is certainly mid-run when the test acts, whatever the machine's speed."""
+
+    def build_model(self, hparams):
+        model = super().build_model(hparams)
+        gate = Path(os.environ["GATE"])
+        try:
+            os.close(os.open(gate / "first", os.O_CREAT | os.O_EXCL))
+            return model  # the first run
+        except FileExistsError:
+            pass
+
+        def on_train_epoch_start():
+            while (gate / "closed").exists():
+                time.sleep(0.05)
+
+        model.on_train_epoch_start = on_train_epoch_start
+        return model
+'''
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "offline"}
+
+
+def _gated_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a sweep of GatedSleep runs; the gate starts closed (remove GATE/closed to open it)."""
+    (tmp_path / "gated_task.py").write_text(GATED_TASK)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "closed").touch()
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    return {**_env(), "GATE": str(gate), "PYTHONPATH": path}
 
 
 def _results(root: Path) -> dict[str, dict | None]:
@@ -83,28 +122,35 @@ def test_a_detached_sweep_outlives_the_shell_that_started_it(tmp_path: Path) -> 
 
 
 def test_stop_then_resume_loses_nothing(tmp_path: Path) -> None:
-    """`nestling stop` mid-sweep: finished runs stay finished, the one in progress saves, a second launch is
-    refused while the supervisor lives; `--resume` then completes every run, training none of the finished again."""
+    """`nestling stop` mid-sweep: the finished run stays finished, the one in progress saves, a second launch is
+    refused while the supervisor lives; `--resume` then completes every run, training none of the finished again.
+    The sweep is certainly mid-run: after its first run, every run waits at a closed gate (GatedSleep)."""
     art = tmp_path / "art"
     common = ["--artifact_dir", str(art)]
-    started = cli("cv", *SLEEP, "--n_folds", "4", "--max_epochs", "3", "--hp", "sleep_s=1", "--name", "halt",
-                  *common, "--detach", env=_env())  # fmt: skip
+    env = _gated_env(tmp_path)
+    started = cli("cv", *GATED, "--n_folds", "4", "--max_epochs", "3", "--name", "halt", *common, "--detach",
+                  env=env)  # fmt: skip
     assert started.returncode == 0, started.stderr
     root = naming.cv_dir(art, "halt")
-    poll(lambda: any(_results(root).values()), 120, "a first run to finish")
-    again = cli("cv", "--resume", "halt", *common, "--detach", env=_env())
+    runs = load_plan(root).runs
+    poll(lambda: any(_results(root).values()), 120, "the first run to finish")
+    poll(lambda: sum(naming.RunPaths(r.dir).attempts.exists() for r in runs) == 2, 120, "the second run to start")
+    again = cli("cv", "--resume", "halt", *common, "--detach", env=env)
     assert again.returncode == 2 and "detached supervisor" in again.stderr and "nestling stop" in again.stderr
-    stopped = cli("stop", str(root), env=_env())
+    stopped = cli("stop", str(root), env=env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert f"nestling cv --resume halt --artifact_dir {art}" in stopped.stdout
     assert supervision.alive(root) is None
     before = {name: r for name, r in _results(root).items() if r is not None}
-    assert before and all(r["status"] == "success" for r in before.values())
-    assert len(before) < 4, "stopped too late to test anything; make the runs longer"
-    kept = {run.run_name: run.dir for run in load_plan(root).runs}
+    assert len(before) == 1 and all(r["status"] == "success" for r in before.values()), before
+    kept = {run.run_name: run.dir for run in runs}
     result_text = {name: naming.RunPaths(kept[name]).result.read_text() for name in before}
+    in_progress = [n for n, d in kept.items() if n not in before and naming.RunPaths(d).attempts.exists()]
+    assert len(in_progress) == 1  # stopped at the gate: it saved and ended without a result
+    assert read_result(kept[in_progress[0]]) is None
 
-    resumed = cli("cv", "--resume", "halt", *common, env=_env())
+    (Path(env["GATE"]) / "closed").unlink()  # open the gate: the resumed runs train at once
+    resumed = cli("cv", "--resume", "halt", *common, env=env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = _results(root)
     assert all(r is not None and r["status"] == "success" for r in after.values())
@@ -112,11 +158,11 @@ def test_stop_then_resume_loses_nothing(tmp_path: Path) -> None:
         assert naming.RunPaths(kept[name]).result.read_text() == result_text[name]
         assert read_json(naming.RunPaths(kept[name]).attempts) == 1
     for name, r in after.items():
-        assert r is not None and r["attempt"] <= 2, f"{name} trained {r['attempt']} times"
+        assert r is not None and r["attempt"] == (2 if name in in_progress else 1), f"{name}: {r}"
         assert not list(kept[name].glob("run_result.attempt-*.json")), f"{name} failed once"
     launches = read_json(naming.launch_file(root))["launches"]
     assert launches[0]["detached"] is True and launches[0]["interrupted"] is True
-    assert launches[-1].get("resume") is True and launches[-1]["rerun"] == 4 - len(before)
+    assert launches[-1].get("resume") is True and launches[-1]["rerun"] == 3
 
 
 def test_detach_is_refused_off_the_local_launcher_and_stop_without_a_supervisor(tmp_path: Path) -> None:
@@ -139,12 +185,13 @@ def test_detach_is_refused_off_the_local_launcher_and_stop_without_a_supervisor(
 def test_sigterm_to_the_supervisor_stops_it_as_stop_does(tmp_path: Path) -> None:
     """A shutdown or a plain `kill PID` (SIGTERM) takes the same graceful path as `nestling stop`."""
     art = tmp_path / "art"
-    started = cli("cv", *SLEEP, "--n_folds", "3", "--max_epochs", "4", "--hp", "sleep_s=1", "--name", "term",
-                  "--artifact_dir", str(art), "--detach", env=_env())  # fmt: skip
+    env = _gated_env(tmp_path)
+    started = cli("cv", *GATED, "--n_folds", "3", "--max_epochs", "4", "--name", "term", "--artifact_dir", str(art),
+                  "--detach", env=env)  # fmt: skip
     assert started.returncode == 0, started.stderr
     root = naming.cv_dir(art, "term")
     runs = load_plan(root).runs
-    poll(lambda: any(naming.RunPaths(r.dir).attempts.exists() for r in runs), 120, "a run to start")
+    poll(lambda: sum(naming.RunPaths(r.dir).attempts.exists() for r in runs) == 2, 120, "the second run to start")
     sup = supervision.alive(root)
     assert sup is not None
     os.kill(sup.pid, signal.SIGTERM)
@@ -152,4 +199,4 @@ def test_sigterm_to_the_supervisor_stops_it_as_stop_does(tmp_path: Path) -> None
     launches = read_json(naming.launch_file(root))["launches"]
     assert launches[-1]["interrupted"] is True and launches[-1]["detached"] is True
     assert "supervisor ended: exit code 130" in naming.SupervisorPaths(root).log.read_text()
-    assert any(read_result(r.dir) is None for r in runs)  # it stopped before the end
+    assert [read_result(r.dir) is None for r in runs].count(True) == 2  # the run at the gate and the one after it

@@ -11,8 +11,9 @@ import json
 import os
 from pathlib import Path
 
+from support import cli
+
 from nestling.core.tree import naming
-from tests.support import cli
 
 TASK = '''
 import os

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _reliability import FIGURES, SLEEP, cli, planned_runs, snapshot, write_tree
+from _reliability import FIGURES, SLEEP, cli, planned_runs, poll, snapshot, write_tree
 
 from nestling.core.tree.attempt_lock import STALE_S as LOCK_STALE_S
 from nestling.core.tree.attempt_lock import alive as lock_alive
@@ -29,6 +29,11 @@ def holder() -> Iterator[subprocess.Popen[bytes]]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def _state(pid: int) -> str:
+    """The process state letter of /proc/PID/stat (R, S, Z, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def _lock(run: Path, **info: object) -> None:
@@ -77,7 +82,7 @@ def test_lock_liveness_rules(
     _lock(run, pid=holder.pid, hostname=here)
     assert lock_alive(run)  # a live process on this machine
     holder.kill()
-    time.sleep(0.2)
+    poll(lambda: _state(holder.pid) == "Z", 30, "the killed holder to be a zombie", interval=0.05)
     assert not lock_alive(run)  # ... which was SIGKILLed and is a zombie its parent has not reaped yet: stale
     holder.wait()
     assert not lock_alive(run)  # ... and gone

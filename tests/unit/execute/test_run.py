@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from support import poll
 
 from nestling.core.host import jobenv
 from nestling.core.ml.folds import make_splits
@@ -51,10 +51,8 @@ def test_the_preemption_signal_reaches_the_run_in_progress_and_the_worker_exits_
     worker = subprocess.Popen(
         [sys.executable, "-m", "nestling.worker", str(run)], stderr=subprocess.PIPE, text=True, env=env
     )
-    deadline = time.monotonic() + 120
-    while not (run / "logs").exists() and worker.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)  # logs/ appears when fit starts: the run has registered its saver by then
-    time.sleep(1.0)  # into the epoch's first sleep
+    # logs/ appears when fit starts: the run registered its saver before (training.py), and sleeps 60 s in epoch 0
+    poll(lambda: (run / "logs").exists() or worker.poll() is not None, 120, "the run to start fitting", interval=0.1)
     worker.send_signal(jobenv.PREEMPT_SIGNAL)
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == jobenv.EXIT_REQUEUED, stderr
@@ -157,9 +155,10 @@ def test_worker_startup_is_recorded_once_and_not_in_the_first_runs_duration(tmp_
     one, two = (json.loads((d / "run_result.json").read_text()) for d in (first, second))
     assert (one["status"], two["status"]) == ("success", "success")
     startup = one["worker_startup_s"]
-    assert startup > 1.0  # importing torch and Lightning takes seconds
+    assert startup is not None and startup > 0  # importing torch and Lightning, measured once
     assert two["worker_startup_s"] is None  # a warm worker pays nothing
-    # Identical runs: the first may be somewhat slower (first-use caches), but not by the import.
+    # Identical runs, measured in the same process: the first may be somewhat slower (first-use caches), but not
+    # by the import (a relation between two measurements of one run, not a duration compared with a constant).
     assert one["duration"] < two["duration"] + startup / 2, (one["duration"], two["duration"], startup)
 
 

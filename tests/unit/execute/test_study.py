@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -221,13 +225,9 @@ def test_tpe_with_cv_parallel_draws_once_for_the_runs_of_a_trial(tmp_path: Path)
         assert all({k: s["hparams"][k] for k in drawn[cv.hp_index or 0]} == drawn[cv.hp_index or 0] for s in specs)
 
 
-def test_a_claim_whose_drawer_died_is_taken_over_and_a_live_ones_is_waited_for(tmp_path: Path) -> None:
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
+def test_a_claim_whose_drawer_died_is_taken_over_and_a_live_ones_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = make_tune(tmp_path, "s", "--sampler", "tpe", n_trials=2)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -235,9 +235,18 @@ def test_a_claim_whose_drawer_died_is_taken_over_and_a_live_ones_is_waited_for(t
     paths.dir.mkdir()
     paths.draw(0).write_text(json.dumps({"claimed_by": {"pid": dead.pid, "hostname": socket.gethostname()}}))
     s = study.Study(load_plan(root))
-    started = time.monotonic()
+    # taken over because its drawer is dead, not because the claim went stale: a waiting loop fails fast here
+    monkeypatch.setattr(study, "CLAIM_STALE_S", 1e9)
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) > 50:
+            raise AssertionError("still waiting for a drawer that died")
+
+    monkeypatch.setattr(study.time, "sleep", pause)
     params = s.ensure_drawn(0)
-    assert time.monotonic() - started < 5 and set(params) == {"lr", "width", "depth"}
+    assert set(params) == {"lr", "width", "depth"}
     assert json.loads(paths.draw(0).read_text())["params"] == params
     live = {"claimed_by": {"pid": os.getpid(), "hostname": socket.gethostname()}}
     paths.draw(1).write_text(json.dumps(live))

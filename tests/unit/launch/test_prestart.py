@@ -53,7 +53,7 @@ def test_a_prestarted_worker_is_used_and_its_early_stderr_reaches_the_log(tmp_pa
     results = [json.loads(p.read_text()) for p in sorted(root.glob("*/run_result.json"))]
     assert [r["status"] for r in results] == ["success", "success"]
     startups = sorted((r["worker_startup_s"] for r in results), key=lambda s: s is None)
-    assert startups[0] is not None and startups[0] > 0.5  # the preload's import, recorded once
+    assert startups[0] is not None and startups[0] > 0  # the preload's import, recorded once
     assert startups[1] is None
     launch = json.loads((root / "launch.json").read_text())
     assert launch["launches"][-1]["workers"] == 1

@@ -108,13 +108,15 @@ def test_synthetic_empty_test_split() -> None:
     assert len(dm.test_dataloader()) == 0
 
 
-def test_sleep_fit_takes_sleep_s_and_logs_value() -> None:
+def test_sleep_fit_takes_sleep_s_and_logs_value(monkeypatch: pytest.MonkeyPatch) -> None:
     task = SleepTask()
     hp = {"sleep_s": 0.2, "value": 0.7}
     split = _split(task.metadata()["sample_id"].to_list(), 24, 8)
-    start = time.perf_counter()
-    trainer = _fit(task.build_model(hp), task.build_datamodule(hp, split))
-    assert time.perf_counter() - start >= 0.2
+    slept: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: slept.append(s) or real_sleep(0))
+    trainer = _fit(task.build_model(hp), task.build_datamodule(hp, split), epochs=2)
+    assert slept.count(0.2) == 2  # sleep_s once per epoch, not per step
     metrics = trainer.callback_metrics
     assert float(metrics["val/JaccardIndex"]) == pytest.approx(0.7)
     assert float(metrics["val/Recall"]) == pytest.approx(0.7)
