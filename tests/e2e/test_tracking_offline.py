@@ -203,3 +203,4 @@ def test_real_wandb_sync_refused_by_the_server_is_a_failure_not_a_mark(tmp_path:
     assert f"failed: {offline}: wandb sync did not mark the run synced" in proc.stderr
     assert "user is not logged in" in proc.stderr
     assert not (offline / "nestling-synced.json").exists()
+    assert list((run_dir / "wandb").glob("debug-cli.*.log"))  # wandb's log beside the run, not in the cwd

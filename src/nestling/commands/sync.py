@@ -53,15 +53,19 @@ def wandb_executable() -> str:
 
 
 def wandb_sync(executable: str) -> Upload:
-    """The real upload: `wandb sync OFFLINE_DIR`; its output tail becomes the message of a failure."""
+    """The real upload: `wandb sync OFFLINE_DIR`; its output tail becomes the message of a failure. It runs in the
+    run's dir, so that wandb's own log (`wandb/debug-cli.*.log`) lands beside the run's offline data, not in the
+    user's working directory."""
 
     def upload(offline_dir: Path) -> tuple[bool, str]:
+        offline_dir = offline_dir.resolve()
         try:
             proc = subprocess.run(
                 [executable, "sync", str(offline_dir)],
                 capture_output=True,
                 text=True,
                 stdin=subprocess.DEVNULL,
+                cwd=offline_dir.parent.parent,
             )
         except OSError as exc:
             return False, f"{executable}: {exc}"
