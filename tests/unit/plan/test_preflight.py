@@ -222,11 +222,10 @@ def _argv(case: Bad, art: Path, files: Path) -> list[str]:
     return [a.replace("FILES", str(files)) for a in case.argv] + ["--artifact_dir", str(art)]
 
 
-def _squeue() -> str | None:
-    try:
-        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+def _queued_as(name: str) -> list[str]:
+    """Names of the jobs in the queue that a plan named `name` would submit (other tests' work runs meanwhile)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, timeout=20, check=True).stdout
+    return [job for job in out.split() if job == f"nestling-{name}" or job.startswith(f"nestling-{name}-")]
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -273,9 +272,8 @@ def test_bad_partition_and_gres(
 ) -> None:
     """Partition and GRES are checked against the cluster's sinfo; nothing is submitted, nothing created."""
     art = tmp_path / "art"
-    queue = _squeue()
-    assert main(["cv", *SLEEP, "--launcher", "slurm", *flags, "--artifact_dir", str(art)]) == 2
+    assert main(["cv", *SLEEP, "--launcher", "slurm", *flags, "--artifact_dir", str(art), "--name", "refused"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and value in lines[0] and fix in lines[0], lines
     assert not art.exists()
-    assert _squeue() == queue
+    assert _queued_as("refused") == []
