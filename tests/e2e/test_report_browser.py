@@ -187,6 +187,12 @@ def test_rendered_table_numbers_equal_the_parquet(pages: dict[str, Path], tmp_pa
         assert (int(r["runs"][0]), int(r["failed"][0])) == (expected["n_runs"], expected["n_failed"])
         assert float(r["value"][0]) == pytest.approx(expected["value"], rel=1e-5)
         assert r["state"][0] == ("unstable" if expected["score_is_unstable"] else "ok")
+        # the spread of the trial's run scores (2 folds x 2 seeds): the tune table's mean, sem and lcb = mean - sem
+        mean, sem, lcb = expected["run_score_mean"], expected["run_score_sem"], expected["lcb"]
+        shown_mean, shown_sem = (float(x) for x in r["mean ± sem"][0].split(" ± "))
+        assert (shown_mean, shown_sem) == (pytest.approx(mean, rel=1e-5), pytest.approx(sem, rel=1e-5, abs=1e-9))
+        assert float(r["mean ± sem"][1]["data-sem"]) == sem and float(r["lcb"][1]["data-value"]) == lcb
+        assert lcb == pytest.approx(mean - sem)
 
 
 @pytest.mark.usefixtures("needs_chromium")

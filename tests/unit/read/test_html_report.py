@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from nestling.read.report import build as R
 from nestling.read.report import page as P
 from nestling.read.report import timeline as TL
 from nestling.read.report import tune_page as TP
+from nestling.read.report.html import num
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
 METRICS = ["val/JaccardIndex", "val/Recall"]
@@ -112,7 +114,27 @@ def test_ranked_table_equals_tune_infos_parquet(tune: Path) -> None:
         assert int(r["runs"][0]) == expected["n_runs"]
         assert int(r["failed"][0]) == expected["n_failed"]
         assert float(r["lr"][0]) == expected["lr"]
+        # the spread cells show the tune table's numbers (NaN where fewer than two runs scored)
+        text, spread = r["mean ± sem"]
+        mean, sem, lcb = expected["run_score_mean"], expected["run_score_sem"], expected["lcb"]
+        assert same(float(spread["data-value"]), mean) and same(float(spread["data-sem"]), sem), (r["trial"], spread)
+        assert text == f"{num(mean)} ± {num(sem)}"
+        assert same(float(r["lcb"][1]["data-value"]), lcb) and r["lcb"][0] == num(lcb)
+    # ... which are the run scores' mean, standard error and mean - sem: t-cv1's four runs, all stable
+    values = [0.7, 0.7 - 0.005, 0.71, 0.71 - 0.005]
+    mean = sum(values) / 4
+    sem = (sum((v - mean) ** 2 for v in values) / 3) ** 0.5 / 2
+    spread = body[0]["mean ± sem"][1]
+    assert float(spread["data-value"]) == pytest.approx(mean) and float(spread["data-sem"]) == pytest.approx(sem)
+    assert float(body[0]["lcb"][1]["data-value"]) == pytest.approx(mean - sem)
     assert float(body[0]["score"][0]) == pytest.approx(0.7 + 0.005 - 0.0025)
+
+
+def same(shown: float, expected: float | None) -> bool:
+    """Equal numbers, or both not a number (NaN / no value)."""
+    if expected is None or math.isnan(expected):
+        return math.isnan(shown)
+    return shown == expected
 
 
 def test_tune_page_figures_are_valid_vega_lite(tune: Path) -> None:
