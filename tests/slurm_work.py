@@ -3,9 +3,9 @@
 Training on the local cluster is mostly waiting: for sbatch, for SLURM's scheduler, for torch to import in each
 array task. So a test module registers its SLURM work here at import (`plan` for one nestling command, `register`
 for anything else), and its tests name it with `@pytest.mark.slurm_work("name")`. The `slurm_work` fixture
-(tests/conftest.py) starts the work of every selected test when the first of them runs, in `order`, each once the
-previous one is queued (so SLURM hands out GPUs and CPUs in that order, whatever else is queued); a test then
-waits for its own work and checks the tree, while the rest runs on.
+(tests/conftest.py) starts the work of every selected test when the first of them runs: work of order 0 first,
+queued before anything else starts (so SLURM hands it the GPUs and CPUs it needs at once), then the rest together;
+a test then waits for its own work and checks the tree, while the rest runs on.
 """
 
 from __future__ import annotations
@@ -133,11 +133,13 @@ def selected(items: list[pytest.Item]) -> list[str]:
 
 
 def start(names: list[str], base: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Start the named work in its order, each once the previous one is queued; name -> handle."""
+    """Start the named work in its order; work of order 0 is queued before anything else starts (it needs the
+    cluster's resources at once), the rest starts together. name -> handle."""
     handles: dict[str, Any] = {}
     for work in sorted((WORK[n] for n in names), key=lambda w: (w.order, w.name)):
         handles[work.name] = handle = work.start(base / work.name, env)
-        poll(handle.queued, 120, f"SLURM work {work.name!r} to be queued")
+        if work.order == 0:
+            poll(handle.queued, 120, f"SLURM work {work.name!r} to be queued")
     return handles
 
 

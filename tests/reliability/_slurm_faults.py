@@ -5,11 +5,13 @@ each fault at the right moment (whether or not a test is running then) and recor
 test_slurm_faults.py wait for a scenario to end and check its tree.
 
   preempt    cv-parallel, 2 array tasks, 6 epochs x 2 s; `scancel --signal=USR2` to task 0 once it finished an epoch
-  timelimit  a cv of one run (--fold_method none), so one task and a plain job (id N, not N_i); 8 epochs x 5 s,
-             --time_min 1 --signal_delay_s 30: SLURM signals at its first 30 s tick after the job passed
-             limit - delay - 30 s = 0 s, i.e. within 30 s of each start; 40 s of training (plus start-up) cannot
-             fit in that: not a race, whatever the tick. The run checkpoints, the job is requeued, and so on until
-             the run is done; the attempt that finishes trained at most 30 s, so earlier ones trained the rest
+  timelimit  a cv of one run (--fold_method none), so one task and a plain job (id N, not N_i); 12 epochs x 8 s,
+             --time_min 2 --signal_delay_s 30: SLURM signals at its first 30 s tick after the job passed
+             limit - delay - 30 s = 60 s, i.e. 60 to 90 s after each start. 96 s of training (plus start-up) cannot
+             fit in that, whatever the tick: not a race; and each attempt trains for 60 s minus its start-up, which
+             a loaded machine stretches to tens of seconds (with --time_min 1 an attempt could be signalled before
+             its first epoch ended, again and again). The run checkpoints, the job is requeued, and so on until the
+             run is done; the attempt that finishes trained at most 90 s, so earlier ones trained the rest
   driver     cv-parallel --wait, the driver SIGKILLed while a run trains; artifact dir with spaces, quotes, $, `
              and a newline; fake secrets in the environment, wandb offline
 
@@ -97,7 +99,7 @@ class SlurmFaults:
         self.slurm_env = slurm_env  # the cluster's SLURM_CONF, for the queries of the fault thread and the tests
         self.env = {**slurm_env, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **SECRETS}
         self.preempt = Scenario("preempt", base / "preempt", max_epochs=6)
-        self.timelimit = Scenario("timelimit", base / "timelimit", max_epochs=8)
+        self.timelimit = Scenario("timelimit", base / "timelimit", max_epochs=12)
         self.driver = Scenario("driver", base / WEIRD, max_epochs=3)
         self.signalled: dict[str, Any] = {}
         self.released: dict[str, list[int]] = {}  # job -> Restarts seen at each release
@@ -111,7 +113,7 @@ class SlurmFaults:
         common = [*SLEEP, *SLURM_TASK, "--strategy", "cv-parallel", "--launcher", "slurm", "--n_folds", "2"]
         self.base.mkdir(parents=True, exist_ok=True)
         jobs = {
-            self.timelimit: ["--max_epochs", "8", "--hp", "sleep_s=5", "--fold_method", "none", "--time_min", "1",
+            self.timelimit: ["--max_epochs", "12", "--hp", "sleep_s=8", "--fold_method", "none", "--time_min", "2",
                              "--signal_delay_s", "30"],
             self.preempt: ["--max_epochs", "6", "--hp", "sleep_s=2"],
             self.driver: ["--max_epochs", "3", "--hp", "sleep_s=2", "--wait", "--wandb_project", "nestling-secrets"],
