@@ -26,7 +26,6 @@ NEEDS_SLURM = ("slurm_conf", "small_array_cluster")
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): workers inherit the id
         os.environ[RUN_ID] = uuid.uuid4().hex[:12]
-    config.addinivalue_line("markers", "slurm_work(*names): the test checks this SLURM work (tests/slurm_work.py)")
 
 
 def needs_slurm(item: pytest.Item) -> bool:
