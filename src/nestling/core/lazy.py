@@ -20,12 +20,12 @@ from typing import Any
 
 
 class LazyModule(types.ModuleType):
-    """Stands in for a module until an attribute is first read; then it imports it and takes its namespace."""
+    """Stands in for a module: the first attribute read imports it, every read is answered by it. Nothing is
+    copied, so a handle never disagrees with its module (an attribute set or replaced later, as a test's
+    monkeypatch does, is seen through every handle); a read costs one lookup in sys.modules."""
 
     def __getattr__(self, item: str) -> Any:
-        module = importlib.import_module(self.__name__)
-        self.__dict__.update(module.__dict__)
-        return getattr(module, item)
+        return getattr(importlib.import_module(self.__name__), item)
 
 
 def lazy_module(name: str) -> Any:
