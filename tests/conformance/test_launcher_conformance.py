@@ -28,6 +28,8 @@ from support import built_once, cli
 
 from nestling.core.tree.launch_record import LaunchRecord
 
+pytestmark = pytest.mark.min_versions  # submitit's local executor at the lowest accepted submitit (not SLURM there)
+
 N_FOLDS, SEEDS = 2, (42, 21)
 N_RUNS = N_FOLDS * len(SEEDS)
 PLAN = ["cv", "--task", "nestling.testing.echo_task:EchoTask", "--hp", "sleep_s=0.0", "--max_epochs", "1",
@@ -113,7 +115,8 @@ def test_each_run_saw_its_own_fold_and_seed(launched: Launched) -> None:
         assert metrics["val/mean_index"] == pytest.approx(mean_index[r["fold"]]), (r["fold"], r["seed"])
         assert metrics["val/seed"] == r["seed"]
         draws.setdefault(r["seed"], set()).add(metrics["val/seed_draw"])
-    assert all(len(d) == 1 for d in draws.values()) and len(set.union(*draws.values())) == len(SEEDS), draws
+    assert sorted(draws) == sorted(SEEDS), draws
+    assert all(len(d) == 1 for d in draws.values()) and len(set().union(*draws.values())) == len(SEEDS), draws
 
 
 def test_run_infos_match_the_local_launcher(launched: Launched, reference: Launched) -> None:

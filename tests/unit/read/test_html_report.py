@@ -5,6 +5,7 @@ tests/e2e/test_report_browser.py."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import math
 import re
@@ -26,6 +27,8 @@ from nestling.read.report import page as P
 from nestling.read.report import timeline as TL
 from nestling.read.report import tune_page as TP
 from nestling.read.report.html import num
+
+pytestmark = pytest.mark.min_versions  # altair and vl-convert: the lowest accepted versions draw it too
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
 METRICS = ["val/JaccardIndex", "val/Recall"]
@@ -138,8 +141,12 @@ def same(shown: float, expected: float | None) -> bool:
 
 
 def test_tune_page_figures_are_valid_vega_lite(tune: Path) -> None:
+    import altair
     from altair.utils.schemapi import validate_jsonschema
-    from altair.vegalite.v6.schema.core import load_schema
+
+    # the Vega-Lite schema of the installed altair (v5 from altair 5.4, the lowest version accepted; v6 after)
+    major = altair.SCHEMA_VERSION.split(".")[0]
+    load_schema = importlib.import_module(f"altair.vegalite.{major}.schema.core").load_schema
 
     page = R.build_page(tune, C.collect(tune, write=False))
     keys = [f.key for f in page.figures]
@@ -340,8 +347,12 @@ def test_an_unchanged_tree_gives_the_same_files_untouched(tune: Path) -> None:
 
 def test_edge_cases_still_give_a_valid_page(tmp_path: Path) -> None:
     """Every run failed; one trial without hyperparameters; runs not started yet (no results)."""
+    import altair
     from altair.utils.schemapi import validate_jsonschema
-    from altair.vegalite.v6.schema.core import load_schema
+
+    # the Vega-Lite schema of the installed altair (v5 from altair 5.4, the lowest version accepted; v6 after)
+    major = altair.SCHEMA_VERSION.split(".")[0]
+    load_schema = importlib.import_module(f"altair.vegalite.{major}.schema.core").load_schema
 
     cases = {
         "all-failed": ([{"lr": 0.1}, {"lr": 0.2}], [four_runs(0.5, status="failed"), four_runs(0.5, status="failed")]),
