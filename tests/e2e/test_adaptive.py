@@ -55,6 +55,7 @@ def test_tune_parallel_tpe_with_pruning_ends_with_exactly_n_trials(tmp_path: Pat
     assert assert_halving_pruned(root, n_folds=3) == sorted(pruned["hp_index"].to_list())
 
 
+@pytest.mark.min_versions
 def test_median_pruning_with_a_real_worker_stops_exactly_the_trials_the_rule_names(tmp_path: Path) -> None:
     """One worker runs the trials in order, so which trial the median rule stops, and after which fold, follows
     from the scores alone: recomputed here from the run results (not by nestling's pruner), it must match."""

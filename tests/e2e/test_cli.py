@@ -89,6 +89,7 @@ def tune(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return art
 
 
+@pytest.mark.min_versions
 def test_tune_layout(tune: Path) -> None:
     assert [p.name for p in tune.iterdir()] == ["t1"]
     tdir = tune / "t1"
@@ -110,6 +111,7 @@ def test_tune_layout(tune: Path) -> None:
         assert (cv / "run_infos.parquet").is_file()
 
 
+@pytest.mark.min_versions
 def test_tune_run_results(tune: Path) -> None:
     for i in (0, 1):
         cv = tune / "t1" / f"t1-cv{i}"
@@ -149,6 +151,7 @@ def recomputed(row: dict) -> tuple[float, bool]:
     return run_score(metrics, parse_scoring_metrics(DEFAULT_SCORING), "geometric")
 
 
+@pytest.mark.min_versions
 def test_tune_run_infos_and_scores(tune: Path) -> None:
     tdir = tune / "t1"
     tune_infos = pl.read_parquet(tdir / "tune_infos.parquet")
@@ -210,6 +213,7 @@ def test_tune_run_infos_and_scores(tune: Path) -> None:
     assert sorted(all_runs["cv_name"].to_list()) == ["t1-cv0", "t1-cv0", "t1-cv1", "t1-cv1"]
 
 
+@pytest.mark.min_versions
 def test_collect_is_idempotent(tune: Path) -> None:
     tdir = tune / "t1"
     files = [tdir / "tune_infos.parquet", tdir / "run_infos.parquet", tdir / "t1-cv0" / "run_infos.parquet"]
@@ -348,6 +352,7 @@ def bad_input_cases(tmp: Path) -> list[tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize("case", range(9))
+@pytest.mark.min_versions
 def test_bad_input(tmp_path: Path, case: int) -> None:
     args, value = bad_input_cases(tmp_path)[case]
     art = tmp_path / "art"

@@ -120,6 +120,7 @@ def distinct_pixels(png: bytes) -> int:
     return len(np.unique(pixels, axis=0))
 
 
+@pytest.mark.min_versions
 def test_tune_writes_its_report_and_pngs(tune: Path) -> None:
     page = (tune / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "tune rt" in page

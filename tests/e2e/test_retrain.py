@@ -48,6 +48,7 @@ def tune(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _tune(tmp_path_factory.mktemp("retrain"), "t", "--test_split", "random")
 
 
+@pytest.mark.min_versions
 def test_retrain_trains_the_best_on_train_and_val_and_tests_it(tune: Path) -> None:
     proc = ok(nestling_cli("retrain", str(tune), "--retrain_epochs", "1", "--n_seeds", "2"))
     final = tune / "t-final"

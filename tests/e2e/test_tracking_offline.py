@@ -59,6 +59,7 @@ def only_run_dir(cv: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.min_versions
 def test_unreachable_wandb_logs_offline_and_sync_uploads_once(tmp_path: Path) -> None:
     art = tmp_path / "art"
     env = unreachable_env(tmp_path)

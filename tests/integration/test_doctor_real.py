@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 from support import cli
 
 IMAGE = "localhost/nestling-test:latest"  # built by the podman_env fixture

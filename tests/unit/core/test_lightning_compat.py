@@ -6,10 +6,13 @@ import logging
 import warnings
 from typing import Any
 
+import pytest
+
 from nestling.core.compat import lightning_internals as lightning_compat
 from nestling.core.ml.task import Split
 from nestling.tasks.sleep import SleepTask
 
+pytestmark = pytest.mark.min_versions  # the Lightning internals, as the lowest accepted Lightning has them
 
 def test_the_fenced_internals_answer_during_a_real_fit() -> None:
     import lightning

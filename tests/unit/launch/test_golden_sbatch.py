@@ -25,6 +25,8 @@ from nestling.commands.cli import main
 from nestling.core.containers import runtimes
 from nestling.core.containers import spec as container
 
+pytestmark = pytest.mark.min_versions  # submitit's sbatch template, as the lowest accepted submitit renders it
+
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = REPO / "tests" / "golden" / "sbatch"
 REGEN = os.environ.get("NESTLING_REGEN_GOLDEN") == "1"
