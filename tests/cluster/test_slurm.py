@@ -50,12 +50,17 @@ def queue_ids(env: dict[str, str] | None = None) -> set[str]:
     return set(slurm("squeue", "-h", "-r", "-o", "%i", env=env).split())
 
 
-PIN = slurm_work.plan(
-    "pin", 0,
-    lambda art: ["cv", *BASE, "--hp", "sleep_s=3", "--n_folds", "4", "--strategy", "cv-parallel", "--launcher",
-                 "slurm", "--gpus_per_task", "1", "--artifact_dir", str(art), "--name", "pin", "--wait"],
-    lambda art: art / "_cross_validations" / "pin",
-)  # fmt: skip
+def slurm_cv(name: str, order: int, *args: str) -> str:
+    """A cv of the sleep task on the SLURM launcher, submitted with the SLURM work (tests/slurm_work.py)."""
+    return slurm_work.plan(
+        name, order,
+        lambda art: ["cv", *BASE, *args, "--launcher", "slurm", "--artifact_dir", str(art), "--name", name],
+        lambda art: art / "_cross_validations" / name,
+    )  # fmt: skip
+
+
+PIN = slurm_cv("pin", 0, "--hp", "sleep_s=3", "--n_folds", "4", "--strategy", "cv-parallel", "--gpus_per_task", "1",
+               "--wait")  # fmt: skip
 
 
 @pytest.mark.slurm_work(PIN)
@@ -117,12 +122,8 @@ def test_tune_parallel_runs_each_cv_in_one_task(slurm_work: dict[str, Any], slur
     assert pl.read_parquet(tune / "tune_infos.parquet").height == 2
 
 
-STEAL = slurm_work.plan(
-    "steal", 1,
-    lambda art: ["cv", *BASE, "--hp", "sleep_s=1", "--n_folds", "6", "--strategy", "cv-parallel", "--launcher",
-                 "slurm", "--array_parallelism", "2", "--artifact_dir", str(art), "--name", "steal", "--wait"],
-    lambda art: art / "_cross_validations" / "steal",
-)  # fmt: skip
+STEAL = slurm_cv("steal", 1, "--hp", "sleep_s=1", "--n_folds", "6", "--strategy", "cv-parallel", "--array_parallelism",
+                 "2", "--wait")  # fmt: skip
 
 
 @pytest.mark.slurm_work(STEAL)
@@ -197,12 +198,7 @@ def test_dry_run_prints_scripts_and_submits_nothing(
     assert queue_ids(env) == before
 
 
-DET = slurm_work.plan(
-    "det", 3,
-    lambda art: ["cv", *BASE, "--hp", "sleep_s=5", "--n_folds", "2", "--strategy", "cv-parallel", "--launcher",
-                 "slurm", "--artifact_dir", str(art), "--name", "det"],
-    lambda art: art / "_cross_validations" / "det",
-)  # fmt: skip
+DET = slurm_cv("det", 3, "--hp", "sleep_s=5", "--n_folds", "2", "--strategy", "cv-parallel")
 
 
 @pytest.mark.slurm_work(DET)
