@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
+from nestling.plan.preflight import prepare
+from nestling.plan.store import write_plan
 
 pytestmark = pytest.mark.e2e
 
@@ -99,8 +103,20 @@ def test_retrain_again_resumes_without_rerunning(tune: Path) -> None:
     assert nestling_cli("retrain", str(tune), "--max_epochs", "2").returncode == 2
 
 
+def _planned(tmp: Path, name: str) -> Path:
+    """A tune without a test split, planned and written as `nestling tune` would, nothing trained: what the
+    refusal reads (training it would only cost time)."""
+    hp = tmp / "hp.toml"
+    hp.write_text("[hyperparameters]\nvalue = [0.3, 0.7]\n")
+    prepared = prepare(parse_config(["--task", "sleep", "--hpconfig", str(hp), "--sampler", "grid", "--n_trials", "2",
+                                     "--n_folds", "2", "--n_seeds", "1", "--artifact_dir", str(tmp / "art"),
+                                     "--name", name]), "tune")  # fmt: skip
+    write_plan(prepared.plan, prepared.splits)
+    return prepared.plan.root
+
+
 def test_retrain_without_a_test_split_is_refused(tmp_path: Path) -> None:
-    tune = _tune(tmp_path, "nt")
+    tune = _planned(tmp_path, "nt")
     proc = nestling_cli("retrain", str(tune))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -127,8 +143,11 @@ def test_tune_with_retrain_but_no_test_split_is_refused_before_anything_is_writt
     assert not (tmp_path / "art").exists()
 
 
-def test_resuming_a_finished_tune_with_retrain_retrains_it(tmp_path: Path) -> None:
-    tune = _tune(tmp_path, "rs", "--test_split", "random")
-    proc = ok(nestling_cli("tune", "--resume", "rs", "--artifact_dir", str(tune.parent), "--retrain"))
+def test_resuming_a_finished_tune_with_retrain_retrains_it(tune: Path, tmp_path: Path) -> None:
+    """The module's finished tune, copied without its retrain (the tree is relocatable): resumed with --retrain."""
+    art = tmp_path / "art"
+    shutil.copytree(tune, art / tune.name, ignore=shutil.ignore_patterns(f"{tune.name}-final"))
+    proc = ok(nestling_cli("tune", "--resume", tune.name, "--artifact_dir", str(art), "--retrain"))
     assert "nothing to resume" in proc.stdout
-    assert pl.read_parquet(tune / "rs-final" / naming.FINAL_INFOS)["row"].to_list() == ["seed", "mean", "std", "sem"]
+    final = art / tune.name / f"{tune.name}-final" / naming.FINAL_INFOS
+    assert pl.read_parquet(final)["row"].to_list() == ["seed", "mean", "std", "sem"]
