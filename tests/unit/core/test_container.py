@@ -352,6 +352,8 @@ def fake_which(*installed: str):
         ("nestling:latest", ("docker", "podman"), False, "podman"),
         ("nestling:latest", ("podman",), True, "podman"),
         ("nestling:latest", ("docker",), False, "docker"),
+        ("docker://reg/nestling:1", ("apptainer", "podman"), False, "apptainer"),  # apptainer's URI syntax
+        ("docker://reg/nestling:1", ("podman",), False, "podman"),  # podman takes docker:// too
     ],
 )
 def test_resolve_auto(

@@ -85,7 +85,8 @@ class Apptainer(ContainerRuntime):
 
     @classmethod
     def detect(cls, image: str, which: Which = shutil.which) -> bool:
-        return image.endswith(".sif") and cls.installed(which)
+        """A .sif, or a URI in apptainer's syntax (docker://, oras://, library://, ...)."""
+        return (image.endswith(".sif") or bool(REMOTE_IMAGE.match(image))) and cls.installed(which)
 
     @property
     def no_eval(self) -> bool:

@@ -1,7 +1,7 @@
 """Which runtime: the registry of runtime classes, ``--container_runtime auto``, and each runtime's version.
 
-``auto`` asks the runtimes in AUTO_ORDER and takes the first whose ``detect`` says yes: a .sif goes to apptainer,
-else singularity; an image reference to docker when its client and a daemon are there, else podman; a docker
+``auto`` asks the runtimes in AUTO_ORDER and takes the first whose ``detect`` says yes: a .sif or an apptainer URI
+(``docker://``, ``oras://``, ...) goes to apptainer, else singularity; an image reference to docker when its client and a daemon are there, else podman; a docker
 client alone is the last resort. A new runtime is a class in its own module, listed here.
 """
 
@@ -12,6 +12,7 @@ import subprocess
 
 from nestling.core.containers.apptainer import Apptainer, Singularity
 from nestling.core.containers.oci import Docker, Podman
+from nestling.core.containers.options import REMOTE_IMAGE
 from nestling.core.containers.runtimes import ContainerRuntime, Run, Which
 from nestling.core.errors import UsageError
 
@@ -39,7 +40,7 @@ def resolve_runtime(image: str, runtime: str = "auto", which: Which = shutil.whi
     for cls in AUTO_ORDER:
         if cls.detect(image, which):
             return cls.name
-    if image.endswith(".sif"):
+    if image.endswith(".sif") or (REMOTE_IMAGE.match(image) and not image.startswith("docker://")):
         raise UsageError(
             f"container image {image!r} is a .sif file but neither apptainer nor singularity is installed: "
             "install apptainer, or use a docker/podman image reference"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nestling.core.containers.detect import runtime_named
+from nestling.core.containers.options import parse_bind
 from nestling.core.containers.runtimes import Run
 from nestling.core.containers.spec import ContainerSpec
 from nestling.core.errors import UsageError
@@ -46,9 +47,12 @@ class ImageProbe:
 def probe(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run = subprocess.run) -> ImageProbe:
     """Run the image once with its own interpreter (``python``, then ``python3``), or the bound host one."""
     candidates = PYTHONS if spec.python == "python" else (spec.python,)
+    # before the first launch the artifact dir may not exist yet: the probe needs none of it
+    exists = [b for b in spec.auto_binds if os.path.exists(parse_bind(b).src)]
+    workdir = spec.workdir if spec.workdir and os.path.isdir(spec.workdir) else None
     detail = ""
     for python in candidates:
-        wrapped = dataclasses.replace(spec, python=python).wrap(
+        wrapped = dataclasses.replace(spec, python=python, auto_binds=tuple(exists), workdir=workdir).wrap(
             [python, "-c", PROBE], environ=environ, extra_args=runtime_named(spec.runtime).probe_args()
         )
         wrapped.prepare()
@@ -67,7 +71,7 @@ def probe(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run
     return ImageProbe(None, None, detail)
 
 
-def pull(spec: ContainerSpec, run: Run = subprocess.run) -> None:
+def pull(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run = subprocess.run) -> None:
     """``apptainer pull`` the spec's URI to its .sif, atomically (a half-pulled file never has the final name)."""
     target = Path(spec.image)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +79,7 @@ def pull(spec: ContainerSpec, run: Run = subprocess.run) -> None:
     argv = [spec.runtime, "pull", "--force", str(tmp), str(spec.image_source)]
     print(f"nestling: pulling {spec.image_source} once to {target}", file=sys.stderr, flush=True)
     try:
-        done = run(argv, check=False)
+        done = run(argv, env=dict(environ), check=False)
     except OSError as exc:
         done = subprocess.CompletedProcess(argv, 127, stderr=str(exc))
     if done.returncode != 0 or not tmp.is_file():
@@ -90,7 +94,7 @@ def pull(spec: ContainerSpec, run: Run = subprocess.run) -> None:
 def ready(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run = subprocess.run) -> ContainerSpec:
     """What a launch does once before any worker starts: pull a URI image, find the image's interpreter."""
     if spec.image_source is not None and not Path(spec.image).is_file():
-        pull(spec, run)
+        pull(spec, environ, run)
     if spec.python != "python":  # the host interpreter, bound in: nothing to find
         return spec
     found = probe(spec, environ, run)
