@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from nestling.commands.cli import main
+from nestling.core.containers.runtimes import Wrapped
 from nestling.core.host.devices import MEMORY_FRACTION_ENV
 from nestling.core.options.config import parse_config
-from nestling.core.containers.runtimes import Wrapped
 from nestling.execute import array_task
 from nestling.execute.training import _MemoryCap, cap_device_memory
 from nestling.launch.factory import local_slots, make_launcher
