@@ -312,11 +312,12 @@ def test_host_dirs_pass_only_with_their_bind(tmp_path: Path) -> None:
     cache.mkdir()
     link = tmp_path / "link"
     link.symlink_to(cache)
-    environ = {"TORCH_HOME": str(link), "HF_HOME": str(tmp_path / "missing"), "TMPDIR": str(tmp_path),
-               "XDG_CACHE_HOME": "relative/dir"}  # fmt: skip
+    environ = {"TORCH_HOME": str(link), "HF_HOME": str(tmp_path / "missing"), "TMPDIR": "/tmp",
+               "XDG_CACHE_HOME": "relative/dir", "TRITON_CACHE_DIR": str(cache)}  # fmt: skip
     plan = plan_env(environ, [])
-    assert plan.literal == {"TMPDIR": str(tmp_path), "TORCH_HOME": str(link)}
-    assert plan.dirs == [(str(tmp_path), str(tmp_path)), (str(cache), str(link))]
+    assert plan.literal == {"TORCH_HOME": str(link), "TRITON_CACHE_DIR": str(cache)}
+    assert plan.dirs == [(str(cache), str(link)), (str(cache), str(cache))]
+    # TMPDIR is where the runtime's scratch goes, never a bind: SLURM sets it to /tmp, the whole host /tmp
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,13 @@ every variable a worker needs is named here. Three kinds:
   (``NCCL_SOCKET_IFNAME``, ``NCCL_IB_HCA``: without them a rendezvous can pick the wrong interface and hang), UCX and
   libfabric (``UCX_*``, ``FI_*``), gloo's interface, ``CUDA_DEVICE_ORDER``; W&B's mode and server; the thread
   counts a launcher chose. ``--container_env_pass PATTERN`` adds patterns.
-- HOST_DIRS: variables that name a host directory (``TMPDIR``, the caches of torch, Hugging Face, Triton, XDG).
-  They are passed only together with a bind of that directory at the same path, and only where it exists: a
-  variable pointing to a directory missing in the image is worse than none (a pre-filled cache on an offline node
-  would stay invisible, a fresh one would fail to be created in a read-only image).
+- HOST_DIRS: variables that name a host cache directory (torch, Hugging Face, Triton, XDG). They are passed only
+  together with a bind of that directory at the same path, and only where it exists: a variable pointing to a
+  directory missing in the image is worse than none (a pre-filled cache on an offline node would stay invisible,
+  a fresh one would fail to be created in a read-only image). ``TMPDIR`` is not one of them: it is where the
+  runtime's node-local scratch goes (runtimes.node_scratch), and inside ``/tmp`` already lies there (apptainer)
+  or on the container's own disk (docker, podman); binding it would show the whole host ``/tmp`` when SLURM
+  sets ``TMPDIR=/tmp``.
 - Secrets (``is_secret_name``: API keys, tokens, passwords): never written into a command line, a file or a
   printout. A runtime gets them by name: docker/podman ``-e KEY`` with the value in the runtime process's own
   environment, apptainer ``APPTAINERENV_KEY`` (``SINGULARITYENV_KEY``) in its environment. ``ps`` on the node shows
@@ -45,7 +48,7 @@ PASSTHROUGH = (
     "FI_*",
     "CUDA_DEVICE_ORDER",
 )
-HOST_DIRS = ("TMPDIR", "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "TRITON_CACHE_DIR")
+HOST_DIRS = ("XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "TRITON_CACHE_DIR")
 _SECRET = re.compile(r"(^|_)(API_?KEY|ACCESS_KEY|PRIVATE_KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)(_|$)")
 
 
