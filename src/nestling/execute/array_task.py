@@ -73,7 +73,11 @@ class UnitRunner:
                 return statuses
             if "status" in reply:
                 statuses.append(str(reply["status"]))
-        raise RuntimeError(f"the container worker ended (exit code {self.child.wait()}) before its unit did")
+        code = self.child.wait()
+        if code == jobenv.EXIT_REQUEUED:  # a rank != 0 that waited for rank 0's save: the requeue ends the job
+            print("nestling: the worker in the image stopped to be requeued", file=sys.stderr, flush=True)
+            raise SystemExit(jobenv.EXIT_REQUEUED)
+        raise RuntimeError(f"the container worker ended (exit code {code}) before its unit did")
 
     def close(self) -> None:
         if self.child is not None and self.child.poll() is None:

@@ -46,23 +46,26 @@ with jobenv.on_preempt(saver):
 """
 
 
-def start(tmp_path: Path, mode: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), mode], env={**os.environ, **env})
+def start(tmp_path: Path, mode: str, env: dict[str, str], **kw: object) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), mode], env={**os.environ, **env}, **kw)  # type: ignore[call-overload]
     poll((tmp_path / "ready").exists, 60, "the worker stand-in to install its handler", interval=0.05)
     return proc
 
 
 def test_rank_0_saves_once_however_often_the_signal_comes(tmp_path: Path) -> None:
-    proc = start(tmp_path, "save", {})
+    proc = start(tmp_path, "save", {}, stderr=subprocess.PIPE)
     try:
         proc.send_signal(signal.SIGUSR2)  # SLURM's
         poll((tmp_path / "save-1").exists, 20, "the save to start", interval=0.02)
         proc.send_signal(signal.SIGUSR2)  # the array task's, forwarded through the runtime
         proc.send_signal(signal.SIGTERM)  # scancel / the requeue's kill, in an image
         assert proc.wait(timeout=30) == EXIT_REQUEUED
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
     finally:
         proc.kill()
     assert sorted(p.name for p in tmp_path.glob("save-*")) == ["save-1"]
+    assert "SIGUSR2 again while stopping" in err and "SIGTERM again while stopping" in err
 
 
 def test_other_ranks_train_on_until_rank_0_saved(tmp_path: Path) -> None:

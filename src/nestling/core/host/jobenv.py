@@ -131,7 +131,8 @@ def stop_on(signals: Sequence[int]) -> None:
 
     def handler(signum: int, frame: object) -> None:
         global _stopping
-        if _stopping:
+        if _stopping:  # os.write: a print could re-enter the stream the first delivery is writing to
+            os.write(2, f"nestling: {signal.Signals(signum).name} again while stopping: already handled\n".encode())
             return
         _stopping = True
         if JobEnvironment.from_environ().global_rank == 0:
