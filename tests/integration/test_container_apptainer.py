@@ -28,10 +28,10 @@ def run_cli(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 30
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
 
 
-def base_argv(standin: dict[str, Any], probe: dict[str, str], *extra: str) -> list[str]:
+def base_argv(standin: dict[str, Any], probe: dict[str, str], *extra: str, image: str | None = None) -> list[str]:
     return [
         "--task", "probe_task:ProbeTask", "--hp", "sleep_s=0.2", "--max_epochs", "1", "--artifact_dir", "art",
-        "--name", "boxed", "--quiet", "--container_image", standin["image"],
+        "--name", "boxed", "--quiet", "--container_image", image or standin["image"],
         "--container_bind", f"{probe['dir']}:ro",
         "--container_env", f"PYTHONPATH={probe['dir']}", f"ODD={ODD}", "WANDB_API_KEY",
         *extra,
@@ -61,7 +61,9 @@ def probes(root: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return out
 
 
-def assert_apptainer_did_right(standin: dict[str, Any], pairs: list[tuple[dict, dict]], started: int) -> None:
+def assert_apptainer_did_right(
+    standin: dict[str, Any], pairs: list[tuple[dict, dict]], started: int, image: str | None = None
+) -> None:
     """What every worker saw, and what apptainer would have done for each one it started."""
     assert pairs
     for result, seen in pairs:
@@ -69,7 +71,7 @@ def assert_apptainer_did_right(standin: dict[str, Any], pairs: list[tuple[dict, 
         assert seen["ODD"] == ODD  # literally, through --env
         assert seen["wandb_key_sha256"] == hashlib.sha256(SECRET.encode()).hexdigest()  # by name, arrived
         assert seen["PROBE_HOST_ONLY"] is None  # --cleanenv (files: the stand-in has no mount namespace)
-        assert seen["APPTAINER_CONTAINER"] == standin["image"]
+        assert seen["APPTAINER_CONTAINER"] == (image or standin["image"])
     started_workers = workers(standin)
     assert len(started_workers) == started
     for call in started_workers:
@@ -82,16 +84,20 @@ def assert_apptainer_did_right(standin: dict[str, Any], pairs: list[tuple[dict, 
     assert probe_call["cmd"][0] == "python"  # the launch ran the image once for its interpreter
 
 
-def test_local_pool_cv_through_apptainer(
+def test_local_pool_cv_through_apptainer_from_a_uri(
     apptainer_standin: dict[str, Any], probe: dict[str, str], tmp_path: Path
 ) -> None:
+    """The image given as a docker:// URI: pulled once before the plan is written, every worker runs the .sif."""
     env = env_for(apptainer_standin, probe, CUDA_VISIBLE_DEVICES="3,5")
-    argv = ["cv", *base_argv(apptainer_standin, probe), "--n_folds", "2", "--n_seeds", "1",
+    uri = "docker://registry.example.org/me/nestling:0.2"
+    argv = ["cv", *base_argv(apptainer_standin, probe, image=uri), "--n_folds", "2", "--n_seeds", "1",
             "--strategy", "cv-parallel", "--devices", "2", "--launcher", "local"]  # fmt: skip
     run_cli(argv, tmp_path, env)
     pairs = probes(tmp_path / "art" / "_cross_validations" / "boxed")
     assert len(pairs) == 2
-    assert_apptainer_did_right(apptainer_standin, pairs, started=2)
+    (sif,) = (tmp_path / "art" / "_images").glob("*.sif")
+    assert [c["pull"] for c in calls(apptainer_standin) if "pull" in c] == [uri]
+    assert_apptainer_did_right(apptainer_standin, pairs, started=2, image=str(sif))
     # each worker got its slot's GPU: --nv and the id, as the local pool pinned it
     assert sorted(seen["CUDA_VISIBLE_DEVICES"] for _, seen in pairs) == ["3", "5"]
     assert all(seen["NESTLING_PHYSICAL_GPUS"] == seen["CUDA_VISIBLE_DEVICES"] for _, seen in pairs)

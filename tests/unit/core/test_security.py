@@ -163,3 +163,35 @@ def test_slurm_dry_run_scripts_hold_no_secret(
     assert any(p.suffix == ".sbatch" for p in written) and "sbatch" in out
     for text in [out, *(p.read_text() for p in written)]:
         assert not [k for k, v in SECRETS.items() if v in text or k in text]
+
+
+def test_a_secret_passed_by_name_is_named_and_never_valued_in_a_dry_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--container_env WANDB_API_KEY (by name): the dry run's example command names it, units.json names it, the
+    value appears nowhere; the value on the command line is refused with one line, exit 2, nothing written."""
+    import shutil
+
+    from nestling.core.containers import spec as container_mod
+
+    monkeypatch.setenv("WANDB_API_KEY", SECRETS["WANDB_API_KEY"])
+    monkeypatch.setattr(container_mod, "resolve_runtime", lambda image, runtime, which=None: runtime)
+    real = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda n, *a, **k: None if n in ("sinfo", "scontrol", "squeue") else real(n, *a, **k)
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["cv", "--task", "sleep", "--n_folds", "2", "--n_seeds", "1", "--artifact_dir", "art", "--name", "s",
+            "--launcher", "slurm", "--dry_run", "--container_image", "localhost/img:1", "--container_runtime",
+            "podman", "--container_env"]  # fmt: skip
+    assert main([*args, "WANDB_API_KEY"]) == 0
+    out = capsys.readouterr().out
+    units = (tmp_path / "art" / "_dry_run" / "s" / "units.json").read_text()
+    assert " -e WANDB_API_KEY " in out and '"WANDB_API_KEY"' in units
+    for text in [out, *(p.read_text() for p in (tmp_path / "art").rglob("*") if p.is_file())]:
+        assert SECRETS["WANDB_API_KEY"] not in text
+    shutil.rmtree(tmp_path / "art")
+    assert main([*args, f"WANDB_API_KEY={SECRETS['WANDB_API_KEY']}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--container_env WANDB_API_KEY" in err[0] and SECRETS["WANDB_API_KEY"] not in err[0]
+    assert not (tmp_path / "art").exists()
