@@ -1,5 +1,5 @@
 """Exact argv per container runtime class, runtime resolution, binds, the environment a worker takes in, and option
-validation (no runtime needed; what apptainer does with these command lines: test_container_apptainer.py)."""
+validation (no runtime needed; what apptainer does with these command lines: test_apptainer_command_lines.py)."""
 
 from __future__ import annotations
 
