@@ -226,7 +226,7 @@ def _image_checks(config: Config, task: Any, which: Which, run: Run, checks: lis
     try:
         spec = container_spec(config, task, which=which, run=run)
     except UsageError as exc:
-        checks.append(Check("image python", PROBLEM, str(exc)))
+        checks.append(Check("worker python", PROBLEM, str(exc)))
         return
     assert spec is not None
     found = image.probe(spec, run=run)
