@@ -112,6 +112,7 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
             if pool is not None:
                 pool.discard()
             return Executed(0, kind)
+        launcher.prepare()  # an image that cannot be pulled leaves no plan behind
         try:
             write_plan(plan, prepared.splits)
         except FileExistsError:  # another process took the name between the check and now
@@ -202,6 +203,7 @@ def launch_and_report(
     failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
     if not quiet:
         print(f"{kind} {name}: {plural(total, 'run')} in {plural(len(units), 'work unit')} -> {root}")
+    launcher.prepare()
     with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
         try:
             record = launcher.launch(root, units, progress)

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from nestling.core.containers.runtimes import Wrapped
 from nestling.core.containers.spec import ContainerSpec
 from nestling.core.host import jobenv
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, memory_fraction
@@ -60,8 +61,8 @@ class UnitRunner:
             return [str(r.get("status")) for r in run_all(run_dirs)]
         if self.child is None:
             cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
-            cmd = self.container.wrap(cmd, environ=os.environ, interactive=True, job_task=True)
-            self.child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            wrapped = self.container.wrap(cmd, environ=os.environ, interactive=True, job_task=True)
+            self.child = wrapped.popen(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write(json.dumps({"index": 0, "run_dirs": run_dirs}) + "\n")
         self.child.stdin.flush()
@@ -72,7 +73,11 @@ class UnitRunner:
                 return statuses
             if "status" in reply:
                 statuses.append(str(reply["status"]))
-        raise RuntimeError(f"the container worker ended (exit code {self.child.wait()}) before its unit did")
+        code = self.child.wait()
+        if code == jobenv.EXIT_REQUEUED:  # a rank != 0 that waited for rank 0's save: the requeue ends the job
+            print("nestling: the worker in the image stopped to be requeued", file=sys.stderr, flush=True)
+            raise SystemExit(jobenv.EXIT_REQUEUED)
+        raise RuntimeError(f"the container worker ended (exit code {code}) before its unit did")
 
     def close(self) -> None:
         if self.child is not None and self.child.poll() is None:
@@ -99,19 +104,18 @@ class PackedRunner:
         self.children: list[subprocess.Popen[str]] = []
         self._lock = threading.Lock()
 
-    def command(self) -> tuple[list[str], dict[str, str]]:
+    def command(self) -> Wrapped:
         env = {**os.environ, MEMORY_FRACTION_ENV: memory_fraction(self.k) or "1"}
         cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
         if self.container is not None:
-            cmd = self.container.wrap(cmd, environ=env, interactive=True, job_task=True)
-        return cmd, env
+            return self.container.wrap(cmd, environ=env, interactive=True, job_task=True)
+        return Wrapped(cmd, env)
 
     def run_all(self, take: Callable[[], list[str] | None]) -> list[str]:
         statuses: list[str] = []
 
         def drive() -> None:
-            cmd, env = self.command()
-            child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            child = self.command().popen(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             with self._lock:
                 self.children.append(child)
             assert child.stdin is not None and child.stdout is not None
@@ -183,6 +187,7 @@ class Requeuer:
         self, paths: ArrayLaunchPaths, manifest: dict[str, Any], runner: UnitRunner | PackedRunner
     ) -> None:
         self.paths, self.runner, self.started = paths, runner, time.time()
+        self.handling = False  # a second signal while the first is handled (SLURM's and a scancel) changes nothing
         self.time_min = int(manifest.get("time_min", 60))
         self.max_timeouts = int(manifest.get("max_timeouts", 10))
         self.job = JobEnvironment.from_environ().job_key
@@ -192,6 +197,9 @@ class Requeuer:
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.handling:
+            return
+        self.handling = True
         job = JobEnvironment.from_environ()
         if job.multi_task and job.global_rank != 0:
             return  # only rank 0 decides; the others end when the requeue stops the job

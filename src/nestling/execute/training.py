@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,7 @@ from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.ml.task import Split, Task, load_task
+from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import RunPaths
 from nestling.core.tree.run_spec import RunSpec
 from nestling.execute.wandb_run import finish_wandb, start_wandb_logger
@@ -65,6 +67,34 @@ def resume_checkpoint(paths: RunPaths) -> Path | None:
     """The newest checkpoint a previous attempt left (saved on preemption, or at an epoch end)."""
     candidates = [p for p in (paths.interrupted_checkpoint, paths.last_checkpoint) if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+RANK0_SAVE_WAIT_S = 120.0  # how long the other ranks of a preempted multi-task job wait for rank 0's save
+
+
+def on_preemption(trainer: Any, paths: RunPaths) -> Path | None:
+    """The saver a run registers for the preemption signal (jobenv.stop_on calls it on every rank).
+
+    Rank 0 saves (:func:`save_interrupt_checkpoint`); in a multi-task job it then writes the run's preempt marker,
+    and the other ranks, which keep training meanwhile (rank 0 may need them in a collective before it gets to
+    save), return once it is there, so that none stops before rank 0 is done.
+    """
+    job = JobEnvironment.from_environ()
+    marker = paths.preempt_marker(job.incarnation)
+    if job.global_rank != 0:
+        if job.multi_task:
+            deadline = time.monotonic() + RANK0_SAVE_WAIT_S
+            log.warning("rank %d: waiting for rank 0 to save before stopping", job.global_rank)
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        return None
+    saved = None
+    try:
+        saved = save_interrupt_checkpoint(trainer, paths)
+        return saved
+    finally:
+        if job.multi_task:
+            write_json(marker, {"rank": 0, "interrupted_checkpoint": str(saved) if saved else None})
 
 
 def save_interrupt_checkpoint(trainer: Any, paths: RunPaths) -> Path | None:
@@ -169,7 +199,7 @@ def train(
     resume_from = resume_checkpoint(paths)
     # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
     try:
-        with jobenv.on_preempt(lambda: save_interrupt_checkpoint(trainer, paths)):
+        with jobenv.on_preempt(lambda: on_preemption(trainer, paths)):
             model = task.build_model(dict(spec.hparams))
             datamodule = task.build_datamodule(dict(spec.hparams), split)
             trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)

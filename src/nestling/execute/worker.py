@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from nestling.core.containers.spec import in_container
 from nestling.core.host import jobenv
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
@@ -98,14 +100,11 @@ def serve(preload: str | None = None, describe: bool = False) -> None:
 
 
 def _relay_preemption() -> None:
-    """In a container the array task forwards SLURM's signal here: save the run in progress, then stop."""
-    import signal
-
-    def handler(signum: int, frame: Any) -> None:
-        jobenv.save_in_progress()
-        os._exit(jobenv.EXIT_REQUEUED)
-
-    signal.signal(jobenv.PREEMPT_SIGNAL, handler)
+    """On the preemption signal (SLURM's, the one the array task or the local driver forwards): save the run in
+    progress, then stop (jobenv.stop_on). In an image SIGTERM (scancel, the kill of a requeue) takes the same
+    path: the host task ignores it, and the worker would otherwise die mid-save."""
+    signals = [jobenv.PREEMPT_SIGNAL, *([signal.SIGTERM] if in_container() else [])]
+    jobenv.stop_on(signals)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         # The local driver owns Ctrl-C: the terminal sends SIGINT to the whole process group, and a worker that
         # died of it would lose its run. The driver answers it with the preemption signal (save, then exit).
-        import signal
-
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         serve(args.preload, describe=args.describe)
         return 0

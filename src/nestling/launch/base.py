@@ -4,7 +4,8 @@ Call order (commands/start.py does this):
   0. `parallel_slots` may be read first: how many units run at once (it sizes the units with --expected_run_s).
   1. A dry run calls `describe(root, units, title)` instead of `launch`: it returns what a launch would do (the
      SLURM launcher also writes its job scripts to its dry-run folder), starts nothing and writes no plan tree.
-  2. Otherwise `launch(root, units, progress)` once: starts the work. An attached launcher (local, submitit-local)
+  2. Otherwise `prepare()` (before the plan is written, and again before launching: it does its work once), then
+     `launch(root, units, progress)` once: starts the work. An attached launcher (local, submitit-local)
      returns when every unit ended; a detached one (SLURM) returns after submission. It returns the LaunchRecord,
      which commands stores in launch.json. `SubmitError` (carrying what was submitted before) when a detached
      launcher could submit nothing.
@@ -16,10 +17,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from nestling.core.containers import image
 from nestling.core.tree.launch_record import LaunchRecord
 from nestling.plan.model import WorkUnit
+
+if TYPE_CHECKING:
+    from nestling.core.containers.spec import ContainerSpec
 
 
 class Progress(Protocol):
@@ -41,6 +46,15 @@ class SubmitError(RuntimeError):
 class Launcher(ABC):
     name: str = "base"
     detached: bool = False
+    container: ContainerSpec | None = None  # the image every worker runs in, for launchers that take one
+    _prepared: bool = False
+
+    def prepare(self) -> None:
+        """What must be there before any worker starts: an image given as a URI pulled once, the image's
+        interpreter found once (core/containers/image.py). Not for a dry run."""
+        if self.container is not None and not self._prepared:
+            self.container = image.ready(self.container)
+        self._prepared = True
 
     @property
     @abstractmethod

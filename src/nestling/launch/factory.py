@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.core.containers.runtimes import Run, Which
 from nestling.core.containers.spec import ContainerSpec
 from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, packed_slots, parse_devices, serial_slot, worker_slots
@@ -19,7 +22,6 @@ from nestling.launch.slurm.resources import SlurmResources, check_against_sinfo,
 from nestling.launch.submitit_local import SubmititLocalLauncher
 
 if TYPE_CHECKING:
-    from nestling.core.containers.spec import ContainerSpec
     from nestling.launch.local import LocalLauncher
 
 
@@ -185,14 +187,22 @@ def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevice
     )
 
 
-def container_spec(config: Config, task: Any = None) -> ContainerSpec | None:
+def container_spec(
+    config: Config, task: Any = None, which: Which = shutil.which, run: Run = subprocess.run
+) -> ContainerSpec | None:
     """The image every worker runs in, or None; ``task`` is the one preflight loaded (loaded here only when
-    the caller has none, as on a resume)."""
+    the caller has none, as on a resume). ``which``/``run`` answer for PATH and the runtime (doctor's fakes)."""
 
     if not config.container.container_image:
         return None
     if task is None:
         task = load_task(config.data.task)
     return ContainerSpec.from_config(
-        config.container, artifact_dir=config.logging.artifact_dir, task=task, task_name=config.data.task
+        config.container,
+        artifact_dir=config.logging.artifact_dir,
+        task=task,
+        task_name=config.data.task,
+        gpu=config.device.accelerator in ("gpu", "cuda"),
+        which=which,
+        run=run,
     )

@@ -207,18 +207,11 @@ class LocalLauncher(Launcher):
             return proc
         cmd = self._command()
         env = self._env(gpus, len(self.slots))
-        if self.container is not None:
-            cmd = self.container.wrap(cmd, environ=env, gpus=gpus, interactive=True)
         log = open(naming.worker_log(log_dir, k), "a")  # noqa: SIM115 - owned by the child process
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-            bufsize=1,
-        )
+        pipes: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": log, "text": True}
+        if self.container is not None:  # the runtime gets its own environment (secrets by name)
+            return self.container.wrap(cmd, environ=env, gpus=gpus, interactive=True).popen(**pipes, bufsize=1)
+        return subprocess.Popen(cmd, env=env, bufsize=1, **pipes)
 
     def _drive(
         self,

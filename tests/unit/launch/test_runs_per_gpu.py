@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from nestling.commands.cli import main
+from nestling.core.containers.runtimes import Wrapped
 from nestling.core.host.devices import MEMORY_FRACTION_ENV
 from nestling.core.options.config import parse_config
 from nestling.execute import array_task
@@ -141,9 +142,8 @@ def test_packed_runner_shares_the_runs_among_k_workers(tmp_path: Path, monkeypat
     runner = array_task.PackedRunner(None, 4)
     original = runner.command
 
-    def command() -> tuple[list[str], dict[str, str]]:
-        _, env = original()
-        return [sys.executable, str(script)], env
+    def command() -> Wrapped:
+        return Wrapped([sys.executable, str(script)], original().env)
 
     monkeypatch.setattr(runner, "command", command)
     runs = [str(tmp_path / f"run{i}") for i in range(12)]

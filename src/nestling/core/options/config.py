@@ -151,7 +151,8 @@ class Container:
     container_image: str | None = None
     container_runtime: ContainerRuntime = "auto"  # auto: apptainer/singularity for .sif, else docker/podman
     container_bind: list[str] = repeatable("SRC[:DST[:ro]]")
-    container_env: list[str] = repeatable("KEY=VALUE")
+    container_env: list[str] = repeatable("KEY=VALUE, or KEY to pass this shell's value by name (secrets)")
+    container_env_pass: list[str] = repeatable("host variables to pass in besides the defaults: NAME or glob")
     container_args: str = ""  # extra runtime flags
 
 
@@ -166,7 +167,7 @@ GROUPS: dict[str, type] = {
     "container": Container,
 }
 FILE_ONLY_KEYS = ("hparams", "hyperparameters")  # tables a config file may hold besides the flags
-APPEND_FIELDS = ("hp", "slurm_extra", "container_bind", "container_env")
+APPEND_FIELDS = ("hp", "slurm_extra", "container_bind", "container_env", "container_env_pass")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ and directories
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import string
@@ -46,6 +47,7 @@ LOGS = "logs"
 WORKER_LOGS = "_workers"
 SUBMITIT_DIR = "_submitit"
 DRY_RUN_DIR = "_dry_run"
+IMAGES_DIR = "_images"  # apptainer images pulled once from a URI (docker://, oras://, ...) for every launch
 FAIL_FAST_DIR = "_failfast"
 WANDB_DIR = "wandb"  # made by wandb inside a run dir (save_dir = the run dir)
 WANDB_OFFLINE_PREFIX = "offline-run-"  # wandb's name of an offline run's dir: offline-run-{YYYYmmdd_HHMMSS}-{run_id}
@@ -215,6 +217,11 @@ class RunPaths:
     def logs(self) -> Path:
         return self.dir / LOGS
 
+    def preempt_marker(self, incarnation: str) -> Path:
+        """Written by rank 0 of a multi-task job once it saved (or chose not to) on the preemption signal; the
+        other ranks wait for it before they stop. ``incarnation``: the job id and its restart count."""
+        return self.dir / f"preempted.{incarnation}.json"
+
 
 def report_file(target: Path) -> Path:
     """The report of a tune, cv or run dir: inside that dir."""
@@ -282,6 +289,13 @@ def submitit_dir(root: Path) -> Path:
 def dry_run_dir(artifact_dir: Path, name: str) -> Path:
     """Where --dry_run writes the job scripts of plan `name` (no plan tree is created)."""
     return Path(artifact_dir) / DRY_RUN_DIR / name
+
+
+def pulled_image(artifact_dir: Path, uri: str) -> Path:
+    """The .sif an image URI is pulled to, once, for every plan of this artifact dir (delete it to pull again)."""
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "-", uri.split("://", 1)[-1].rstrip("/").rsplit("/", 1)[-1]).strip("-.")
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:10]
+    return Path(artifact_dir) / IMAGES_DIR / f"{tail or 'image'}-{digest}.sif"
 
 
 def dry_run_script(folder: Path, array: int) -> Path:

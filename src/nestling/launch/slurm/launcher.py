@@ -86,9 +86,14 @@ class SlurmArrayLauncher(Launcher):
         out = [f"# ---- {path}\n{path.read_text()}" for path, _, _ in scripts]
         if self.container is not None and units:
             worker = [sys.executable, "-m", "nestling.worker", "--serve"]
-            example = self.container.wrap(worker, environ={"SLURM_JOB_GPUS": "0"}, interactive=True, job_task=True)
+            # variables passed by name show as names (their values never reach a command line)
+            named = {e.partition("=")[0]: "" for e in self.container.env if "=" not in e}
+            environ = {"SLURM_JOB_GPUS": "0", **named}
+            example = self.container.wrap(worker, environ=environ, interactive=True, job_task=True)
+            if self.container.image_source:
+                out.append(f"# {self.container.image_source} is pulled once to {self.container.image} at launch")
             out.append("# each task feeds its units to one worker in the image, e.g. task 0 (given GPU 0):")
-            out.append("# " + shlex.join(example))
+            out.append("# " + shlex.join(example.argv))
         res = self.resources
         arrays = -(-len(units) // limit) if units else 0
         out.append(
