@@ -5,10 +5,12 @@ import once and then runs many specs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,9 @@ from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.ml.task import Split, Task, load_task
-from nestling.core.tree.naming import RunPaths
+from nestling.core.tree.naming import LOGS, RunPaths
 from nestling.core.tree.run_spec import RunSpec
-from nestling.execute.wandb_run import finish_wandb, start_wandb_logger
+from nestling.execute.wandb_run import Tracking, finish_wandb, start_wandb_logger
 
 log = logging.getLogger("nestling.run")
 
@@ -119,92 +121,127 @@ def _cluster_plugins() -> list[Any]:
     return [LightningEnvironment()]
 
 
-def train(
-    spec: RunSpec, paths: RunPaths, attempt: int, tracked: dict[str, Any], record: dict[str, Any] | None = None
-) -> tuple[dict[str, float], str | None, int]:
-    """Fit (and test); `record` (the result being built) gets what ran where, also when the run fails."""
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+@dataclass(frozen=True)
+class Placement:
+    """What ran where (issue 15 #4): the accelerator the Trainer chose, every visible device's name, the peak memory
+    on CUDA, and (on CUDA, where no launcher set CUDA_VISIBLE_DEVICES) the GPUs this process could see."""
 
-    task = cached_task(spec.task)
-    split = _splits(spec.splits_file)[spec.fold]
-    cap_device_memory()
-    L.seed_everything(spec.seed, workers=True, verbose=False)
-    scoring = parse_scoring_metrics(spec.scoring_metric)
-    first = scoring[0]
-    checkpoint = ModelCheckpoint(
-        dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode
-    )
-    # The resume point, written at the end of EVERY epoch. Not save_last=True: Lightning (2.5+) then writes
-    # last.ckpt only when the monitored metric improved, and a run whose metric plateaued would resume from an
-    # old epoch after a preemption and train the epochs since then twice.
-    last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
-    # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
-    callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
-    if spec.early_stopping_patience > 0 and not spec.retrain:
-        callbacks.append(
-            EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
-        )
-    loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name="logs", version=f"attempt-{attempt}")]
-    wandb_logger = start_wandb_logger(spec, tracked) if spec.wandb_project else None
-    if wandb_logger is not None:
-        loggers.append(wandb_logger)
-    trainer = L.Trainer(
-        max_epochs=spec.max_epochs,
-        accelerator=spec.accelerator,
-        strategy=spec.strategy,
-        devices=pinned_devices(spec.devices),
-        num_nodes=spec.num_nodes,
-        callbacks=callbacks,
-        logger=loggers,
-        plugins=_cluster_plugins() or None,
-        default_root_dir=str(paths.dir),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
-    )
-    cuda = _record_devices(trainer, record if record is not None else {})
-    resume_from = resume_checkpoint(paths)
-    # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
+    accelerator: str | None = None
+    device_names: list[str] | None = None
+    visible_devices: str | None = None
+    peak_memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A run that trained (and tested) to the end, with its scoring metrics."""
+
+    metrics: dict[str, float]
+    checkpoint: str | None
+    world_size: int
+    placement: Placement
+    tracking: Tracking
+
+
+class TrainingFailed(Exception):
+    """A run failed (its cause is chained): what ran where and the W&B outcome known by then, for its result."""
+
+    def __init__(self, placement: Placement, tracking: Tracking) -> None:
+        super().__init__("the run failed")
+        self.placement = placement
+        self.tracking = tracking
+
+
+def train(spec: RunSpec, paths: RunPaths, attempt: int) -> Trained:
+    """Fit (and test). Any failure raises TrainingFailed from its cause, so that the run's result records what ran
+    where and the W&B outcome whether it succeeded or not."""
+    placement, tracked = Placement(), Tracking()
     try:
-        with jobenv.on_preempt(lambda: save_interrupt_checkpoint(trainer, paths)):
-            model = task.build_model(dict(spec.hparams))
-            datamodule = task.build_datamodule(dict(spec.hparams), split)
-            trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-            metrics = _floats(trainer.callback_metrics)
-            if resume_from is not None and _missing(scoring, metrics) and not spec.retrain:
-                # Resumed from the end of training (the previous attempt failed after fit, e.g. in test):
-                # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
-                trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)
-                metrics.update(_floats(trainer.callback_metrics))
-            if spec.score_epoch == "best" and checkpoint.best_model_path:
-                # --score_epoch best: score the epoch that best.ckpt (and test/*) come from, not the last one.
-                # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
-                trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
-                metrics.update(_floats(trainer.callback_metrics))
-            if split.test and type(model).test_step is not L.LightningModule.test_step:
-                ckpt = "best" if checkpoint.best_model_path else None
-                trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-                metrics.update(
-                    {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
-                )
-    finally:
-        if cuda is not None and record is not None:
-            record["peak_memory_bytes"] = max(
-                (cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None
-            )
-        if wandb_logger is not None:
-            finish_wandb(spec)
-    missing = _missing(scoring, metrics)
-    if missing:
-        raise MissingMetricError(
-            f"the run ended without the scoring metric(s) {', '.join(missing)}; it logged: "
-            f"{', '.join(sorted(metrics)) or 'nothing'}"
+        import lightning as L
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+        from lightning.pytorch.loggers import CSVLogger
+
+        task = cached_task(spec.task)
+        split = _splits(spec.splits_file)[spec.fold]
+        cap_device_memory()
+        L.seed_everything(spec.seed, workers=True, verbose=False)
+        scoring = parse_scoring_metrics(spec.scoring_metric)
+        first = scoring[0]
+        checkpoint = ModelCheckpoint(
+            dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode
         )
-    best = checkpoint.best_model_path or last.best_model_path or None
-    return metrics, best, trainer.world_size
+        # The resume point, written at the end of EVERY epoch. Not save_last=True: Lightning (2.5+) then writes
+        # last.ckpt only when the monitored metric improved, and a run whose metric plateaued would resume from an
+        # old epoch after a preemption and train the epochs since then twice.
+        last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
+        # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
+        callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+        if spec.early_stopping_patience > 0 and not spec.retrain:
+            callbacks.append(
+                EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
+            )
+        loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name=LOGS, version=paths.log_version(attempt))]
+        wandb_logger = None
+        if spec.wandb_project:
+            wandb_logger, tracked = start_wandb_logger(spec)
+        if wandb_logger is not None:
+            loggers.append(wandb_logger)
+        trainer = L.Trainer(
+            max_epochs=spec.max_epochs,
+            accelerator=spec.accelerator,
+            strategy=spec.strategy,
+            devices=pinned_devices(spec.devices),
+            num_nodes=spec.num_nodes,
+            callbacks=callbacks,
+            logger=loggers,
+            plugins=_cluster_plugins() or None,
+            default_root_dir=str(paths.dir),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
+        )
+        placement, cuda = _placement(trainer)
+        resume_from = resume_checkpoint(paths)
+        # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
+        try:
+            with jobenv.on_preempt(lambda: save_interrupt_checkpoint(trainer, paths)):
+                model = task.build_model(dict(spec.hparams))
+                datamodule = task.build_datamodule(dict(spec.hparams), split)
+                trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+                metrics = _floats(trainer.callback_metrics)
+                if resume_from is not None and _missing(scoring, metrics) and not spec.retrain:
+                    # Resumed from the end of training (the previous attempt failed after fit, e.g. in test):
+                    # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
+                    trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)
+                    metrics.update(_floats(trainer.callback_metrics))
+                if spec.score_epoch == "best" and checkpoint.best_model_path:
+                    # --score_epoch best: score the epoch that best.ckpt (and test/*) come from, not the last one.
+                    # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
+                    trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
+                    metrics.update(_floats(trainer.callback_metrics))
+                if split.test and type(model).test_step is not L.LightningModule.test_step:
+                    ckpt = "best" if checkpoint.best_model_path else None
+                    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+                    metrics.update(
+                        {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
+                    )
+        finally:
+            if cuda is not None:
+                peak = max((cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None)
+                placement = dataclasses.replace(placement, peak_memory_bytes=peak)
+            if wandb_logger is not None:
+                finish_wandb(spec)
+        missing = _missing(scoring, metrics)
+        if missing:
+            raise MissingMetricError(
+                f"the run ended without the scoring metric(s) {', '.join(missing)}; it logged: "
+                f"{', '.join(sorted(metrics)) or 'nothing'}"
+            )
+        best = checkpoint.best_model_path or last.best_model_path or None
+        return Trained(metrics, best, trainer.world_size, placement, tracked)
+    except Exception as exc:
+        raise TrainingFailed(placement, tracked) from exc
 
 
 def accelerator_name(accelerator: Any) -> str:
@@ -212,24 +249,22 @@ def accelerator_name(accelerator: Any) -> str:
     return type(accelerator).__name__.removesuffix("Accelerator").lower() or "unknown"
 
 
-def _record_devices(trainer: Any, record: dict[str, Any], cuda: Any = None) -> Any:
-    """What ran where: the accelerator the Trainer chose, every visible device's name, and (on CUDA) the peak
-    memory counters reset, so that `peak_memory_bytes` is this run's. Returns torch.cuda on CUDA, else None."""
-    record["accelerator"] = accelerator_name(trainer.accelerator)
-    if record["accelerator"] != "cuda":
-        record["device_names"] = ["cpu"] if record["accelerator"] == "cpu" else [record["accelerator"]]
-        return None
+def _placement(trainer: Any, cuda: Any = None, environ: Mapping[str, str] | None = None) -> tuple[Placement, Any]:
+    """What ran where, as far as the Trainer tells before it fits; on CUDA the peak memory counters are reset, so
+    that the peak measured after the run is this run's. Returns torch.cuda on CUDA, else None, beside it."""
+    accelerator = accelerator_name(trainer.accelerator)
+    if accelerator != "cuda":
+        return Placement(accelerator, ["cpu"] if accelerator == "cpu" else [accelerator]), None
     if cuda is None:
         import torch
 
         cuda = torch.cuda
     count = cuda.device_count()
-    record["device_names"] = [cuda.get_device_name(i) for i in range(count)]
-    if record.get("cuda_visible_devices") is None:  # not pinned by a launcher: what this process could see
-        record["cuda_visible_devices"] = ",".join(str(i) for i in range(count))
+    env = os.environ if environ is None else environ
+    visible = None if env.get("CUDA_VISIBLE_DEVICES") is not None else ",".join(str(i) for i in range(count))
     for i in range(count):
         cuda.reset_peak_memory_stats(i)
-    return cuda
+    return Placement(accelerator, [cuda.get_device_name(i) for i in range(count)], visible), cuda
 
 
 def pinned_devices(devices: Any, environ: Mapping[str, str] | None = None) -> Any:

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Protocol
 
 from nestling.core.tree.launch_record import LaunchRecord
+from nestling.core.tree.run_state import RunState
 from nestling.plan.model import WorkUnit
 
 
 class Progress(Protocol):
-    def run_done(self, run_dir: str, status: str) -> None:
+    def run_done(self, run_dir: str, status: RunState) -> None:
         """A worker reported one run as ended (attached launchers)."""
 
     def set_done(self, done: int, counts: dict[str, int]) -> None:

@@ -45,10 +45,10 @@ from typing import get_args
 
 from nestling.core.errors import UsageError
 from nestling.core.options.choices import MultiScoreStrategy
+from nestling.core.tree.run_state import RunState
 
 MULTI_SCORE_STRATEGIES: tuple[str, ...] = get_args(MultiScoreStrategy)
 DEFAULT_SCORING = ("val/JaccardIndex", "val/Recall")
-SUCCESS_STATUS = "success"
 
 _DIRECTIONS = {"higher": True, "lower": False}
 
@@ -196,7 +196,7 @@ def _good(runs: Sequence[tuple[float, bool, str]]) -> list[float]:
     return [
         score
         for score, unstable, status in runs
-        if status == SUCCESS_STATUS and not unstable and math.isfinite(score)
+        if status == RunState.SUCCESS and not unstable and math.isfinite(score)
     ]
 
 

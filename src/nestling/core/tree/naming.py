@@ -43,6 +43,8 @@ SPLITS = "splits.json"
 LAUNCH = "launch.json"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
+ATTEMPT_LOG_PREFIX = "attempt-"  # logs/attempt-N/: one CSV log folder per attempt
+CSV_LOG = "metrics.csv"
 WORKER_LOGS = "_workers"
 SUBMITIT_DIR = "_submitit"
 DRY_RUN_DIR = "_dry_run"
@@ -214,6 +216,21 @@ class RunPaths:
     @property
     def logs(self) -> Path:
         return self.dir / LOGS
+
+    @staticmethod
+    def log_version(attempt: int) -> str:
+        """The Lightning CSV logger's version folder of an attempt, under logs/: each attempt keeps its metrics.csv."""
+        return f"{ATTEMPT_LOG_PREFIX}{attempt}"
+
+    def csv_logs(self) -> list[Path]:
+        """Every attempt's CSV log (logs/attempt-N/metrics.csv), in attempt order; a version folder of another name
+        (trees from before attempts had their own) after them."""
+
+        def order(path: Path) -> tuple[bool, int, str]:
+            number = path.parent.name.removeprefix(ATTEMPT_LOG_PREFIX)
+            return (not number.isdigit(), int(number) if number.isdigit() else 0, path.parent.name)
+
+        return sorted(self.logs.glob(f"*/{CSV_LOG}"), key=order)
 
 
 def report_file(target: Path) -> Path:
