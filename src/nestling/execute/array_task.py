@@ -71,8 +71,8 @@ class UnitRunner:
             reply = json.loads(line)
             if "unit_done" in reply:
                 return statuses
-            if "status" in reply:
-                statuses.append(RunState(reply["status"]))
+            if (state := RunState.named(reply.get("status"))) is not None:  # (a worker of another version)
+                statuses.append(state)
         raise RuntimeError(f"the container worker ended (exit code {self.child.wait()}) before its unit did")
 
     def close(self) -> None:
@@ -122,9 +122,9 @@ class PackedRunner:
                     child.stdin.flush()
                     for line in child.stdout:
                         reply = json.loads(line)
-                        if "status" in reply:
+                        if (state := RunState.named(reply.get("status"))) is not None:
                             with self._lock:
-                                statuses.append(RunState(reply["status"]))
+                                statuses.append(state)
                         if "unit_done" in reply:
                             break
                     else:

@@ -99,6 +99,7 @@ def _collect_cvs(
     stamps: list[tuple[Stamp, ...]] = []
     n = 0
     folds_done: list[int] = []
+    success, missing = RunState.SUCCESS, RunState.MISSING  # (an enum member lookup costs ~0.3 us; once per run adds up)
     for k, cv in enumerate(planned):
         start = n
         cv_metric_names: dict[str, None] = {}
@@ -113,13 +114,13 @@ def _collect_cvs(
                 unfinished_folds.add(run.fold)
                 if k in pruned:
                     continue  # never started: its trial was pruned
-                status, values = RunState.MISSING, {}
+                status, values = missing, {}
             else:
                 status, values = result.status, result.metrics
             score, reason = run_score_reason(values, scoring, strategy)
             unstable = reason is not None
-            if status is not RunState.SUCCESS:
-                reason = "no result" if status is RunState.MISSING else status  # "failed"
+            if status is not success:
+                reason = "no result" if status is missing else status  # "failed"
             columns["unstable_reason"].append(reason)
             if reason is not None:
                 reasons.append(f"{run.run_name}: {reason}")
@@ -289,7 +290,7 @@ def collect_finished_cv(root: Path, run_dir: Path) -> bool:
 
         (summary,) = _collect_cvs([cv], plan.settings.scoring(), plan.settings.multi_score_strategy)
         statuses = summary.table.get_column("status").to_list()
-        if not all(RunState(status).is_recorded() for status in statuses):
+        if not all(RunState(status).is_recorded() for status in statuses):  # (the table's own values)
             return False
         write_cv_table(cv.dir, summary.table, plan_stamp, summary.inputs)
         return True

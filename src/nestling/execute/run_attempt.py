@@ -70,6 +70,7 @@ def execute(spec: RunSpec) -> RunResult | None:
         attempt = next_attempt(paths)
         startup = worker_startup()  # before the clock starts: a run's duration is its own time
         started, started_at = time.time(), utc_now()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run starts; unset: what it could see (Placement)
         log.warning("run %s attempt %d: rank %d of %d on %s", spec.run_name, attempt, job.global_rank, job.ntasks, host)
         if writer:
             _archive_error(paths, attempt - 1)
@@ -90,7 +91,6 @@ def execute(spec: RunSpec) -> RunResult | None:
             if writer:
                 paths.error.write_text("".join(traceback.format_exception(failure)))
             log.warning("run %s failed: %s", spec.run_name, _error_line(failure))
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # unset: what the run could see (training.Placement)
         trained = ended if isinstance(ended, Trained) else None
         result = RunResult.for_spec(
             spec,

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -152,96 +152,108 @@ class TrainingFailed(Exception):
         self.tracking = tracking
 
 
-def train(spec: RunSpec, paths: RunPaths, attempt: int) -> Trained:
-    """Fit (and test). Any failure raises TrainingFailed from its cause, so that the run's result records what ran
-    where and the W&B outcome whether it succeeded or not."""
-    placement, tracked = Placement(), Tracking()
-    try:
-        import lightning as L
-        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-        from lightning.pytorch.loggers import CSVLogger
+@dataclass
+class _Seen:
+    """What `_train` has learnt so far, for the TrainingFailed it may end in (private to this module)."""
 
-        task = cached_task(spec.task)
-        split = _splits(spec.splits_file)[spec.fold]
-        cap_device_memory()
-        L.seed_everything(spec.seed, workers=True, verbose=False)
-        scoring = parse_scoring_metrics(spec.scoring_metric)
-        first = scoring[0]
-        checkpoint = ModelCheckpoint(
-            dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode
-        )
-        # The resume point, written at the end of EVERY epoch. Not save_last=True: Lightning (2.5+) then writes
-        # last.ckpt only when the monitored metric improved, and a run whose metric plateaued would resume from an
-        # old epoch after a preemption and train the epochs since then twice.
-        last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
-        # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
-        callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
-        if spec.early_stopping_patience > 0 and not spec.retrain:
-            callbacks.append(
-                EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
-            )
-        loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name=LOGS, version=paths.log_version(attempt))]
-        wandb_logger = None
-        if spec.wandb_project:
-            wandb_logger, tracked = start_wandb_logger(spec)
-        if wandb_logger is not None:
-            loggers.append(wandb_logger)
-        trainer = L.Trainer(
-            max_epochs=spec.max_epochs,
-            accelerator=spec.accelerator,
-            strategy=spec.strategy,
-            devices=pinned_devices(spec.devices),
-            num_nodes=spec.num_nodes,
-            callbacks=callbacks,
-            logger=loggers,
-            plugins=_cluster_plugins() or None,
-            default_root_dir=str(paths.dir),
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            log_every_n_steps=1,
-            limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
-        )
-        placement, cuda = _placement(trainer)
-        resume_from = resume_checkpoint(paths)
-        # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
-        try:
-            with jobenv.on_preempt(lambda: save_interrupt_checkpoint(trainer, paths)):
-                model = task.build_model(dict(spec.hparams))
-                datamodule = task.build_datamodule(dict(spec.hparams), split)
-                trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-                metrics = _floats(trainer.callback_metrics)
-                if resume_from is not None and _missing(scoring, metrics) and not spec.retrain:
-                    # Resumed from the end of training (the previous attempt failed after fit, e.g. in test):
-                    # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
-                    trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)
-                    metrics.update(_floats(trainer.callback_metrics))
-                if spec.score_epoch == "best" and checkpoint.best_model_path:
-                    # --score_epoch best: score the epoch that best.ckpt (and test/*) come from, not the last one.
-                    # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
-                    trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
-                    metrics.update(_floats(trainer.callback_metrics))
-                if split.test and type(model).test_step is not L.LightningModule.test_step:
-                    ckpt = "best" if checkpoint.best_model_path else None
-                    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-                    metrics.update(
-                        {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
-                    )
-        finally:
-            if cuda is not None:
-                peak = max((cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None)
-                placement = dataclasses.replace(placement, peak_memory_bytes=peak)
-            if wandb_logger is not None:
-                finish_wandb(spec)
-        missing = _missing(scoring, metrics)
-        if missing:
-            raise MissingMetricError(
-                f"the run ended without the scoring metric(s) {', '.join(missing)}; it logged: "
-                f"{', '.join(sorted(metrics)) or 'nothing'}"
-            )
-        best = checkpoint.best_model_path or last.best_model_path or None
-        return Trained(metrics, best, trainer.world_size, placement, tracked)
+    placement: Placement = field(default_factory=Placement)
+    tracking: Tracking = field(default_factory=Tracking)
+
+
+def train(spec: RunSpec, paths: RunPaths, attempt: int) -> Trained:
+    """Fit (and test). Any failure raises TrainingFailed from its cause, carrying what ran where and the W&B outcome
+    known by then, so that the run's result records both whether it succeeded or not."""
+    seen = _Seen()
+    try:
+        return _train(spec, paths, attempt, seen)
     except Exception as exc:
-        raise TrainingFailed(placement, tracked) from exc
+        raise TrainingFailed(seen.placement, seen.tracking) from exc
+
+
+def _train(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> Trained:
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    task = cached_task(spec.task)
+    split = _splits(spec.splits_file)[spec.fold]
+    cap_device_memory()
+    L.seed_everything(spec.seed, workers=True, verbose=False)
+    scoring = parse_scoring_metrics(spec.scoring_metric)
+    first = scoring[0]
+    checkpoint = ModelCheckpoint(
+        dirpath=paths.checkpoints, filename="best", monitor=first.name, mode=first.mode
+    )
+    # The resume point, written at the end of EVERY epoch. Not save_last=True: Lightning (2.5+) then writes
+    # last.ckpt only when the monitored metric improved, and a run whose metric plateaued would resume from an
+    # old epoch after a preemption and train the epochs since then twice.
+    last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
+    # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
+    callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+    if spec.early_stopping_patience > 0 and not spec.retrain:
+        callbacks.append(
+            EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
+        )
+    loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name=LOGS, version=paths.log_version(attempt))]
+    wandb_logger = None
+    if spec.wandb_project:
+        wandb_logger, seen.tracking = start_wandb_logger(spec)
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    trainer = L.Trainer(
+        max_epochs=spec.max_epochs,
+        accelerator=spec.accelerator,
+        strategy=spec.strategy,
+        devices=pinned_devices(spec.devices),
+        num_nodes=spec.num_nodes,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=_cluster_plugins() or None,
+        default_root_dir=str(paths.dir),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
+    )
+    seen.placement, cuda = _placement(trainer)
+    resume_from = resume_checkpoint(paths)
+    # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
+    try:
+        with jobenv.on_preempt(lambda: save_interrupt_checkpoint(trainer, paths)):
+            model = task.build_model(dict(spec.hparams))
+            datamodule = task.build_datamodule(dict(spec.hparams), split)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+            metrics = _floats(trainer.callback_metrics)
+            if resume_from is not None and _missing(scoring, metrics) and not spec.retrain:
+                # Resumed from the end of training (the previous attempt failed after fit, e.g. in test):
+                # fit had nothing left to train or validate, so validate the final weights, as its last epoch did.
+                trainer.validate(model, datamodule=datamodule, ckpt_path=str(resume_from), verbose=False)
+                metrics.update(_floats(trainer.callback_metrics))
+            if spec.score_epoch == "best" and checkpoint.best_model_path:
+                # --score_epoch best: score the epoch that best.ckpt (and test/*) come from, not the last one.
+                # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
+                trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
+                metrics.update(_floats(trainer.callback_metrics))
+            if split.test and type(model).test_step is not L.LightningModule.test_step:
+                ckpt = "best" if checkpoint.best_model_path else None
+                trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+                metrics.update(
+                    {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
+                )
+    finally:
+        if cuda is not None:
+            peak = max((cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None)
+            seen.placement = dataclasses.replace(seen.placement, peak_memory_bytes=peak)
+        if wandb_logger is not None:
+            finish_wandb(spec)
+    missing = _missing(scoring, metrics)
+    if missing:
+        raise MissingMetricError(
+            f"the run ended without the scoring metric(s) {', '.join(missing)}; it logged: "
+            f"{', '.join(sorted(metrics)) or 'nothing'}"
+        )
+    best = checkpoint.best_model_path or last.best_model_path or None
+    return Trained(metrics, best, trainer.world_size, seen.placement, seen.tracking)
 
 
 def accelerator_name(accelerator: Any) -> str:

@@ -285,7 +285,9 @@ class LocalLauncher(Launcher):
         for line in proc.stdout:
             msg = json.loads(line)
             if "run_dir" in msg:
-                progress.run_done(msg["run_dir"], RunState(msg["status"]))
+                state = RunState.named(msg["status"])  # None only from a worker of another version (an image)
+                if state is not None:
+                    progress.run_done(msg["run_dir"], state)
                 if msg["run_dir"] in pending:
                     pending.remove(msg["run_dir"])
             elif msg.get("unit_done") == unit.index:

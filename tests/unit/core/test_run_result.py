@@ -45,6 +45,8 @@ def test_run_states_are_the_strings_on_disk_with_their_rules() -> None:
     assert [s for s in RunState if s.is_active()] == [RunState.RUNNING, RunState.PENDING]
     assert [s for s in RunState if s.is_queued()] == [RunState.PENDING, RunState.BLOCKED]
     assert [s for s in RunState if s.is_settled()] == [RunState.SUCCESS, RunState.PRUNED]
+    assert RunState.named("not started") is RunState.NOT_STARTED  # a worker's reply, a file's status
+    assert RunState.named("exploded") is None and RunState.named(None) is None and RunState.named(["x"]) is None
     # `nestling status` counts these, in this order (its --json keys)
     assert [str(s) for s in STATUS_STATES] == [
         "success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned"
@@ -83,6 +85,11 @@ def test_files_of_older_and_newer_versions_load(tmp_path: Path) -> None:
     (tmp_path / "run_result.json").write_text(json.dumps({**older, "metrics": None}))
     loaded = read_result(tmp_path)
     assert loaded is not None and loaded.metrics == {}
+    bare = parse_result('{"status": "failed", "renamed_key": 1}')  # hand-made: no identity, a key no version wrote
+    assert bare is not None and (bare.status, bare.run_name, bare.fold, bare.metrics) == (RunState.FAILED, None, None, {})
+    assert bare.to_json() == {**dict.fromkeys(KEYS_ON_DISK), "status": "failed", "metrics": {}}
+    with pytest.raises(AttributeError):
+        bare.no_such_field  # noqa: B018
 
 
 @pytest.mark.parametrize(

@@ -193,11 +193,8 @@ def _bad_value(name: str, metrics: Mapping[str, float], raw: float | None) -> st
 
 
 def _good(runs: Sequence[tuple[float, bool, str]]) -> list[float]:
-    return [
-        score
-        for score, unstable, status in runs
-        if status == RunState.SUCCESS and not unstable and math.isfinite(score)
-    ]
+    success = RunState.SUCCESS  # looked up once, not per run
+    return [score for score, unstable, status in runs if status == success and not unstable and math.isfinite(score)]
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 `RunResult` is the file as a frozen record; its fields are the file's keys in the file's order (`RESULT_KEYS`), so
 a result written by this version is byte for byte what the dict-based versions wrote. Reading is lenient both ways:
-a file from an older version lacks the newer keys (they read as None), and keys a newer version added are ignored
-(results are written once, by the attempt that ran, and never rewritten, so nothing is lost by dropping them).
+a file from an older version lacks the newer keys (they read as None), and keys a newer version added are ignored:
+they are no fields, so to_json, equality and repr never see them (results are written once, by the attempt that
+ran, and never rewritten, so nothing is lost).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestling.core.tree.naming import RUN_RESULT
 from nestling.core.tree.run_spec import RunSpec
@@ -72,32 +73,35 @@ class RunResult:
     def from_json(cls, data: Any) -> RunResult | None:
         """The record of a parsed file; None when it is no result (not an object, or no status this version knows).
 
-        The collector reads tens of thousands of these, so the record takes the parsed dict as its attribute dict
-        (no copy, no __init__ per field) when the file holds every key without a default and no unknown one: a key
-        an older version did not write then reads as the class's default. Any other file goes through a dict of
-        the known keys."""
+        The collector reads tens of thousands of these, so the record takes the parsed dict as its attribute dict:
+        no copy, no __init__ per field, no check of the keys. A key the file lacks (an older version's file) reads
+        as its default, from the class or from __getattr__; a file with more keys than this version writes (a
+        newer version's) is reduced to the known ones first."""
         if not isinstance(data, dict):
             return None
-        text = data.get("status")
-        status = _STATES.get(text) if isinstance(text, str) else None
+        status = RunState.named(data.get("status"))
         if status is None:
             return None
-        keys = data.keys()
-        if not (keys <= _KEY_SET and keys >= _REQUIRED):
-            data = {name: data.get(name, _DEFAULTS.get(name)) for name in RESULT_KEYS}
+        if len(data) > len(RESULT_KEYS):
+            data = {name: data[name] for name in RESULT_KEYS if name in data}
         data["status"] = status
-        if data["metrics"] is None:
+        if data.get("metrics") is None:
             data["metrics"] = {}
         record = object.__new__(cls)
         object.__setattr__(record, "__dict__", data)
         return record
 
+    if not TYPE_CHECKING:  # (type checkers must not take every attribute name for a field)
+
+        def __getattr__(self, name: str) -> Any:
+            """A field without a class default that the file lacks (a hand-made file): None."""
+            if name in _FIELD_NAMES:
+                return None
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
 
 RESULT_KEYS = tuple(f.name for f in dataclasses.fields(RunResult))
-_KEY_SET = frozenset(RESULT_KEYS)
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunResult) if f.default is not dataclasses.MISSING}
-_REQUIRED = _KEY_SET - _DEFAULTS.keys()  # no class attribute to fall back on (metrics: a default factory)
-_STATES = {state.value: state for state in RunState}
+_FIELD_NAMES = frozenset(RESULT_KEYS)
 
 
 def parse_result(text: bytes | str) -> RunResult | None:
