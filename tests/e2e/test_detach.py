@@ -17,7 +17,7 @@ import pytest
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.atomic import read_json
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import RunResult, read_result
 from nestling.plan.store import load_plan
 from tests.support import cli, poll
 
@@ -30,7 +30,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "offline"}
 
 
-def _results(root: Path) -> dict[str, dict | None]:
+def _results(root: Path) -> dict[str, RunResult | None]:
     return {run.run_name: read_result(run.dir) for run in load_plan(root).runs}
 
 
@@ -70,7 +70,7 @@ def test_a_detached_sweep_outlives_the_shell_that_started_it(tmp_path: Path) -> 
     if not _done(root):  # still running: status names the supervisor
         assert json.loads(status.stdout)["supervisor"]["pid"] == sup.pid
     poll(lambda: _done(root), 180, "the detached sweep to complete")
-    assert {r["status"] for r in _results(root).values() if r} == {"success"}
+    assert {r.status for r in _results(root).values() if r} == {"success"}
     assert len(_results(root)) == 3
     launches = read_json(naming.launch_file(root))["launches"]
     assert launches[-1]["detached"] is True and launches[-1]["finished_at"]
@@ -99,7 +99,7 @@ def test_stop_then_resume_loses_nothing(tmp_path: Path) -> None:
     assert f"nestling cv --resume halt --artifact_dir {art}" in stopped.stdout
     assert supervision.alive(root) is None
     before = {name: r for name, r in _results(root).items() if r is not None}
-    assert before and all(r["status"] == "success" for r in before.values())
+    assert before and all(r.status == "success" for r in before.values())
     assert len(before) < 4, "stopped too late to test anything; make the runs longer"
     kept = {run.run_name: run.dir for run in load_plan(root).runs}
     result_text = {name: naming.RunPaths(kept[name]).result.read_text() for name in before}
@@ -107,12 +107,12 @@ def test_stop_then_resume_loses_nothing(tmp_path: Path) -> None:
     resumed = cli("cv", "--resume", "halt", *common, env=_env())
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = _results(root)
-    assert all(r is not None and r["status"] == "success" for r in after.values())
+    assert all(r is not None and r.status == "success" for r in after.values())
     for name in before:  # finished before the stop: untouched, trained once
         assert naming.RunPaths(kept[name]).result.read_text() == result_text[name]
         assert read_json(naming.RunPaths(kept[name]).attempts) == 1
     for name, r in after.items():
-        assert r is not None and r["attempt"] <= 2, f"{name} trained {r['attempt']} times"
+        assert r is not None and r.attempt <= 2, f"{name} trained {r.attempt} times"
         assert not list(kept[name].glob("run_result.attempt-*.json")), f"{name} failed once"
     launches = read_json(naming.launch_file(root))["launches"]
     assert launches[0]["detached"] is True and launches[0]["interrupted"] is True

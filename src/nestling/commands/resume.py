@@ -22,8 +22,9 @@ from nestling.core.options.config import Config, config_from_dict, explicit_opti
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import read_result, result_state
 from nestling.core.tree.run_spec import RunSpec
+from nestling.core.tree.run_state import RunState
 from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
 from nestling.plan.model import Plan, PlannedRun
 from nestling.plan.specs import run_specs
@@ -94,7 +95,7 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
     effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **given))
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
-    todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
+    todo = [run for run in plan.runs if result_state(run.dir) is not RunState.SUCCESS]
     if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
 
         pruned = pruned_trials(plan.root)
@@ -180,7 +181,7 @@ def _refuse_if_active(plan: Plan) -> None:
     launches_exist = (plan.root / naming.LAUNCH).exists()
     active = [
         s for s in run_states(plan)
-        if s.state == "running" or (s.state in ("pending", "blocked") and launches_exist)
+        if s.state is RunState.RUNNING or (s.state.is_queued() and launches_exist)
     ]
     if active:
         jobs = sorted({s.job.split("_")[0] for s in active if s.job})
@@ -196,8 +197,7 @@ def _archive_failed_result(run_dir: Path) -> None:
     if result is None:
         return
     paths = naming.RunPaths(run_dir)
-    attempt = result.get("attempt") or 1
-    paths.result.rename(paths.dir / f"run_result.attempt-{attempt}.json")
+    paths.result.rename(paths.archived_result(result.attempt or 1))
 
 
 def _apply_forced(root: Path, respecified: list[RunSpec], todo: list[PlannedRun]) -> None:

@@ -39,7 +39,8 @@ from nestling.core.options.config import (
 )
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import read_json
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import result_state
+from nestling.core.tree.run_state import RunState
 from nestling.launch.factory import make_launcher
 from nestling.plan.build import plan_retrain
 from nestling.plan.preflight import check_job_resources
@@ -195,7 +196,7 @@ def best_epoch(run_dir: Path, metric: str, higher: bool) -> int | None:
     as ModelCheckpoint keeps it; None without logs of it."""
     best: tuple[float, int] | None = None
     rows: list[tuple[int, float]] = []
-    for path in sorted(naming.RunPaths(run_dir).logs.glob("*/metrics.csv")):
+    for path in naming.RunPaths(run_dir).csv_logs():
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 value, epoch = row.get(metric), row.get("epoch")
@@ -233,7 +234,7 @@ def retrain_epochs(choice: str, cv: CvPlan, config: Config) -> Epochs:
     found = [
         best_epoch(run.dir, first.name, first.higher_is_better)
         for run in cv.runs
-        if (read_result(run.dir) or {}).get("status") == "success"
+        if result_state(run.dir) is RunState.SUCCESS
     ]
     epochs = [e + 1 for e in found if e is not None]
     if not epochs:
@@ -258,9 +259,9 @@ def _choose(tune: Plan, cv_name: str | None, select: str | None) -> tuple[CvSumm
             f"cv {best.cv_name!r} of tune {tune.name!r} has no successful run to retrain; resume the tune "
             f"(nestling tune --resume {tune.name}) or pick another with --cv NAME"
         )
-    if collected.counts["missing"]:
+    if collected.counts[RunState.MISSING]:
         print(
-            f"nestling: tune {tune.name} has {collected.counts['missing']} runs without a result; "
+            f"nestling: tune {tune.name} has {collected.counts[RunState.MISSING]} runs without a result; "
             f"choosing among the finished ones",
             file=sys.stderr,
         )

@@ -21,6 +21,7 @@ from nestling.core.lazy import lazy_module
 from nestling.core.options.config import PARALLEL_STRATEGIES, Config, parse_config
 from nestling.core.tree import failfast
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
+from nestling.core.tree.run_state import RunState
 from nestling.launch.base import Launcher, SubmitError, plural
 from nestling.launch.factory import described_task, make_launcher, prestart_local
 from nestling.plan.model import WorkUnit
@@ -240,13 +241,13 @@ def _interrupted(kind: str, name: str, root: Path, config: Config) -> int:
     """Ctrl-C stopped the launch: say what is kept and the one command that continues it."""
 
     counts = collect.collect(root).counts
-    total = counts["success"] + counts["failed"] + counts["missing"]
+    total = sum(counts.values())
     where = "" if config.logging.artifact_dir == Config().logging.artifact_dir else (
         f" --artifact_dir {config.logging.artifact_dir}"
     )
     print(
-        f"nestling: interrupted: {counts['success']} of {total} runs finished, "
-        f"{counts['missing']} interrupted or not started (kept in {root});\n"
+        f"nestling: interrupted: {counts[RunState.SUCCESS]} of {total} runs finished, "
+        f"{counts[RunState.MISSING]} interrupted or not started (kept in {root});\n"
         f"resume with: nestling {kind} --resume {name}{where}",
         file=sys.stderr,
     )
@@ -280,7 +281,7 @@ def _finish(root: Path, quiet: bool) -> int:
     print(outcome_line(collected, errors_shown=not quiet), file=sys.stderr)
     if stop is not None:
         return 1
-    return 0 if collected.counts["success"] > 0 else 1
+    return 0 if collected.counts[RunState.SUCCESS] > 0 else 1
 
 
 def _write_report(root: Path, collected: Collected, quiet: bool) -> None:
@@ -302,14 +303,14 @@ def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
 
     counts = collected.counts
     plan = collected.plan
-    total = counts["success"] + counts["failed"] + counts["missing"]
-    parts = [f"{plan.kind} {plan.name}: {counts['success']} of {total} runs succeeded"]
+    total = sum(counts.values())
+    parts = [f"{plan.kind} {plan.name}: {counts[RunState.SUCCESS]} of {total} runs succeeded"]
     groups = summary.error_groups(collected)
     if groups and not errors_shown:
         first = next(e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
         parts.append(f"first error: {summary.error_line(first)}")
     elif groups:
         parts.append(f"{len(groups)} distinct error{'' if len(groups) == 1 else 's'} above")
-    if counts["success"] < total:  # a single run: its own dir, not the _runs folder of every run
+    if counts[RunState.SUCCESS] < total:  # a single run: its own dir, not the _runs folder of every run
         parts.append(f"see nestling status {summary.status_target(collected)}")
     return "; ".join(parts)

@@ -12,7 +12,7 @@ from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.plan.model import Plan
 from nestling.plan.store import find_plan_root, load_plan
-from nestling.read.run_states import RunState, count, run_states
+from nestling.read.run_states import RunStatus, count, run_states
 
 
 def status_main(argv: list[str]) -> int:
@@ -29,13 +29,13 @@ def status_main(argv: list[str]) -> int:
     while True:
         states = run_states(plan)
         _print(plan, states, args)
-        active = any(s.state in ("running", "pending") for s in states)
+        active = any(s.state.is_active() for s in states)
         if not args.watch or not active:
             return 0
         time.sleep(args.interval)
 
 
-def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None:
+def _print(plan: Plan, states: list[RunStatus], args: argparse.Namespace) -> None:
     counts = count(states)
     supervisor = supervision.alive(plan.root)
     if args.json:
@@ -57,7 +57,7 @@ def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None
             f"detached: supervisor {supervisor.describe()} alive; log {naming.SupervisorPaths(plan.root).log}; "
             f"stop it with nestling stop {plan.root}"
         )
-    shown = states if args.all else [s for s in states if s.state not in ("success", "pruned") or s.unstable_reason]
+    shown = states if args.all else [s for s in states if not s.state.is_settled() or s.unstable_reason]
     if shown:
         table = Table()
         for col in ("run_name", "run_id", "state", "job", "error"):

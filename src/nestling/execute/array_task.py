@@ -39,6 +39,7 @@ from nestling.core.host.jobenv import JobEnvironment, save_in_progress
 from nestling.core.tree import array_claims as claims
 from nestling.core.tree import failfast
 from nestling.core.tree.naming import ArrayLaunchPaths
+from nestling.core.tree.run_state import RunState
 from nestling.execute.worker import run_dirs as run_all
 
 
@@ -55,10 +56,10 @@ class UnitRunner:
         self.container = container
         self.child: subprocess.Popen[str] | None = None
 
-    def run(self, run_dirs: list[str]) -> list[str]:
-        """The runs' statuses (success, failed, or skipped when a live attempt elsewhere holds the run)."""
+    def run(self, run_dirs: list[str]) -> list[RunState]:
+        """The runs' states (success, failed, or skipped when a live attempt elsewhere holds the run, ...)."""
         if self.container is None:
-            return [str(r.get("status")) for r in run_all(run_dirs)]
+            return run_all(run_dirs)
         if self.child is None:
             cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
             wrapped = self.container.wrap(cmd, environ=os.environ, interactive=True, job_task=True)
@@ -66,13 +67,13 @@ class UnitRunner:
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write(json.dumps({"index": 0, "run_dirs": run_dirs}) + "\n")
         self.child.stdin.flush()
-        statuses: list[str] = []
+        statuses: list[RunState] = []
         for line in self.child.stdout:
             reply = json.loads(line)
             if "unit_done" in reply:
                 return statuses
-            if "status" in reply:
-                statuses.append(str(reply["status"]))
+            if (state := RunState.named(reply.get("status"))) is not None:  # (a worker of another version)
+                statuses.append(state)
         code = self.child.wait()
         if code == jobenv.EXIT_REQUEUED:  # a rank != 0 that waited for rank 0's save: the requeue ends the job
             print("nestling: the worker in the image stopped to be requeued", file=sys.stderr, flush=True)
@@ -111,8 +112,8 @@ class PackedRunner:
             return self.container.wrap(cmd, environ=env, interactive=True, job_task=True)
         return Wrapped(cmd, env)
 
-    def run_all(self, take: Callable[[], list[str] | None]) -> list[str]:
-        statuses: list[str] = []
+    def run_all(self, take: Callable[[], list[str] | None]) -> list[RunState]:
+        statuses: list[RunState] = []
 
         def drive() -> None:
             child = self.command().popen(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -125,9 +126,9 @@ class PackedRunner:
                     child.stdin.flush()
                     for line in child.stdout:
                         reply = json.loads(line)
-                        if "status" in reply:
+                        if (state := RunState.named(reply.get("status"))) is not None:
                             with self._lock:
-                                statuses.append(str(reply["status"]))
+                                statuses.append(state)
                         if "unit_done" in reply:
                             break
                     else:
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nestling: task {job} starts nothing: {stop.message(root.name)}", flush=True)
         _cancel_waiting(paths)
         return 0
-    statuses: list[str] = []
+    statuses: list[RunState] = []
     if isinstance(runner, PackedRunner):
         try:
             statuses = runner.run_all(_packed_source(paths, job, root, units, own, several_ranks, manifest))
@@ -303,10 +304,10 @@ def _packed_source(
     return RunSource([units[own], *(units[u] for u in claims.stolen(paths, job))], steal)
 
 
-def _ended(paths: ArrayLaunchPaths, root: Path, job: str, statuses: list[str]) -> int:
+def _ended(paths: ArrayLaunchPaths, root: Path, job: str, statuses: list[RunState]) -> int:
     if failfast.stopped(root) is not None:
         _cancel_waiting(paths)
-    failed = statuses.count("failed")
-    print(f"nestling: task {job} completed: {statuses.count('success')} runs succeeded, {failed} failed")
+    failed = statuses.count(RunState.FAILED)
+    print(f"nestling: task {job} completed: {statuses.count(RunState.SUCCESS)} runs succeeded, {failed} failed")
     return 1 if failed else 0  # a failed run fails the SLURM task too: sacct shows FAILED, not COMPLETED
 

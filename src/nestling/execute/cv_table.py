@@ -21,9 +21,12 @@ from typing import Any
 
 import polars as pl
 
-from nestling.core.ml.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score_reason
+from nestling.core.ml.scoring import Spread, cv_score, cv_spread, run_score_reason
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
+from nestling.core.tree.run_result import RunResult, parse_result
+from nestling.core.tree.run_state import RunState
+from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan
 from nestling.plan.store import load_plan
 
@@ -32,7 +35,6 @@ STAMP_VERSION = 1  # bump when the table's columns or their meaning change: ever
 # a new file into place, so a rewrite within one tick of the file system's clock, at the same size, still shows.
 Stamp = tuple[int, int, int] | None
 
-MISSING = "missing"
 BASE_COLUMNS = [
     "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable",
     "unstable_reason", "run_score", "score", "score_is_unstable", "attempt", "worker_startup_s", "accelerator",
@@ -58,7 +60,7 @@ class CvSummary:
     unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
     spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
     inputs: tuple[Stamp, ...] = ()  # the stamp of each run's result file, in plan order
-    state: str = "complete"  # complete | pruned | failed (a tune's trial, see study.py)
+    state: TrialState = TrialState.COMPLETE  # complete | pruned | failed (a tune's trial, see study.py)
     n_folds_done: int = 0  # folds, from the first, whose every run has a result
     drawn_at: int | None = None  # order in which the trial's configuration was drawn
 
@@ -76,9 +78,9 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
 
 
 _RESULT_COLUMNS = (
-    "status", "error", "duration", "checkpoint", "attempt", "worker_startup_s", "accelerator", "device_names",
+    "error", "duration", "checkpoint", "attempt", "worker_startup_s", "accelerator", "device_names",
     "peak_memory_bytes", "cuda_visible_devices",
-)  # fmt: skip  (what ran where: issue 15 #4)
+)  # fmt: skip  (RunResult fields copied as they are; what ran where: issue 15 #4)
 
 
 def _collect_cvs(
@@ -97,6 +99,7 @@ def _collect_cvs(
     stamps: list[tuple[Stamp, ...]] = []
     n = 0
     folds_done: list[int] = []
+    success, missing = RunState.SUCCESS, RunState.MISSING  # (an enum member lookup costs ~0.3 us; once per run adds up)
     for k, cv in enumerate(planned):
         start = n
         cv_metric_names: dict[str, None] = {}
@@ -105,19 +108,19 @@ def _collect_cvs(
         cv_stamps: list[Stamp] = []
         unfinished_folds: set[int] = set()
         for run in cv.runs:
-            found, stamp = read_result_stamped(run.dir)
+            result, stamp = read_result_stamped(run.dir)
             cv_stamps.append(stamp)
-            result = found or {}
-            if not result:
+            if result is None:
                 unfinished_folds.add(run.fold)
                 if k in pruned:
                     continue  # never started: its trial was pruned
-            status = result.get("status") or MISSING
-            values = result.get("metrics") or {}
+                status, values = missing, {}
+            else:
+                status, values = result.status, result.metrics
             score, reason = run_score_reason(values, scoring, strategy)
             unstable = reason is not None
-            if status != "success":
-                reason = "failed" if status == "failed" else "no result" if status == MISSING else status
+            if status is not success:
+                reason = "no result" if status is missing else status  # "failed"
             columns["unstable_reason"].append(reason)
             if reason is not None:
                 reasons.append(f"{run.run_name}: {reason}")
@@ -126,8 +129,8 @@ def _collect_cvs(
             columns["fold"].append(run.fold)
             columns["seed"].append(run.seed)
             columns["status"].append(status)
-            for key in _RESULT_COLUMNS[1:]:
-                columns[key].append(result.get(key))
+            for key in _RESULT_COLUMNS:
+                columns[key].append(None if result is None else getattr(result, key))
             columns["run_score"].append(score)
             columns["is_unstable"].append(unstable)
             per_run.append((score, unstable, status))
@@ -169,9 +172,11 @@ def _collect_cvs(
     ):
         n_folds = max((r.fold + 1 for r in cv.runs), default=0)
         if k in pruned:
-            state = "pruned"
+            state = TrialState.PRUNED
+        elif folds_done[k] == n_folds and not math.isnan(score):
+            state = TrialState.COMPLETE
         else:
-            state = "complete" if folds_done[k] == n_folds and not math.isnan(score) else "failed"
+            state = TrialState.FAILED
         summaries.append(
             CvSummary(
                 cv_name=cv.cv_name,
@@ -180,9 +185,9 @@ def _collect_cvs(
                 score=score,
                 score_is_unstable=score_is_unstable,
                 n_runs=length,
-                n_success=statuses.count("success"),
-                n_failed=statuses.count("failed"),
-                n_missing=statuses.count(MISSING),
+                n_success=statuses.count(RunState.SUCCESS),
+                n_failed=statuses.count(RunState.FAILED),
+                n_missing=statuses.count(RunState.MISSING),
                 table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
                 unstable_reason=reason if score_is_unstable else None,
                 spread=cv_spread_,
@@ -203,20 +208,17 @@ def _float(value: Any) -> float | None:
         return math.nan
 
 
-def read_result_stamped(run_dir: Path) -> tuple[dict[str, Any] | None, Stamp]:
-    """records.read_result, plus the file's (mtime_ns, size) from the same open file: the stamp costs no extra
-    system call per run. A result that cannot be parsed is None but keeps its stamp (it changes when rewritten)."""
+def read_result_stamped(run_dir: Path) -> tuple[RunResult | None, Stamp]:
+    """run_result.read_result, plus the file's (mtime_ns, size, inode) from the same open file: the stamp costs no
+    extra system call per run. A result that cannot be parsed is None but keeps its stamp (it changes when
+    rewritten)."""
     try:
         with open(os.path.join(run_dir, naming.RUN_RESULT), "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
     except FileNotFoundError:
         return None, None
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-    try:
-        return json.loads(data), stamp
-    except ValueError:
-        return None, stamp
+    return parse_result(data), (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def file_stamp(path: Path) -> Stamp:
@@ -270,9 +272,6 @@ def _plan_index(root: str, plan_stamp: Stamp) -> tuple[Any, dict[str, int]]:
     return plan, where
 
 
-FINAL = ("success", "failed")
-
-
 def collect_finished_cv(root: Path, run_dir: Path) -> bool:
     """Called by a worker after a run ended: when every run of that run's cv has a final result, write the cv's
     run_infos.parquet now, so that the collect at the end of a large tune finds it fresh. True when written.
@@ -289,10 +288,9 @@ def collect_finished_cv(root: Path, run_dir: Path) -> bool:
         if not all(os.path.exists(os.path.join(run.dir, naming.RUN_RESULT)) for run in cv.runs):
             return False  # a stat per run, before reading any: most runs end with their cv unfinished
 
-        scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
-        (summary,) = _collect_cvs([cv], scoring, plan.options["cv"]["multi_score_strategy"])
+        (summary,) = _collect_cvs([cv], plan.settings.scoring(), plan.settings.multi_score_strategy)
         statuses = summary.table.get_column("status").to_list()
-        if any(status not in FINAL for status in statuses):
+        if not all(RunState(status).is_recorded() for status in statuses):  # (the table's own values)
             return False
         write_cv_table(cv.dir, summary.table, plan_stamp, summary.inputs)
         return True

@@ -5,11 +5,13 @@ import once and then runs many specs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,9 @@ from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.ml.task import Split, Task, load_task
 from nestling.core.tree.atomic import write_json
-from nestling.core.tree.naming import RunPaths
+from nestling.core.tree.naming import LOGS, RunPaths
 from nestling.core.tree.run_spec import RunSpec
-from nestling.execute.wandb_run import finish_wandb, start_wandb_logger
+from nestling.execute.wandb_run import Tracking, finish_wandb, start_wandb_logger
 
 log = logging.getLogger("nestling.run")
 
@@ -149,10 +151,56 @@ def _cluster_plugins() -> list[Any]:
     return [LightningEnvironment()]
 
 
-def train(
-    spec: RunSpec, paths: RunPaths, attempt: int, tracked: dict[str, Any], record: dict[str, Any] | None = None
-) -> tuple[dict[str, float], str | None, int]:
-    """Fit (and test); `record` (the result being built) gets what ran where, also when the run fails."""
+@dataclass(frozen=True)
+class Placement:
+    """What ran where (issue 15 #4): the accelerator the Trainer chose, every visible device's name, the peak memory
+    on CUDA, and (on CUDA, where no launcher set CUDA_VISIBLE_DEVICES) the GPUs this process could see."""
+
+    accelerator: str | None = None
+    device_names: list[str] | None = None
+    visible_devices: str | None = None
+    peak_memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A run that trained (and tested) to the end, with its scoring metrics."""
+
+    metrics: dict[str, float]
+    checkpoint: str | None
+    world_size: int
+    placement: Placement
+    tracking: Tracking
+
+
+class TrainingFailed(Exception):
+    """A run failed (its cause is chained): what ran where and the W&B outcome known by then, for its result."""
+
+    def __init__(self, placement: Placement, tracking: Tracking) -> None:
+        super().__init__("the run failed")
+        self.placement = placement
+        self.tracking = tracking
+
+
+@dataclass
+class _Seen:
+    """What `_train` has learnt so far, for the TrainingFailed it may end in (private to this module)."""
+
+    placement: Placement = field(default_factory=Placement)
+    tracking: Tracking = field(default_factory=Tracking)
+
+
+def train(spec: RunSpec, paths: RunPaths, attempt: int) -> Trained:
+    """Fit (and test). Any failure raises TrainingFailed from its cause, carrying what ran where and the W&B outcome
+    known by then, so that the run's result records both whether it succeeded or not."""
+    seen = _Seen()
+    try:
+        return _train(spec, paths, attempt, seen)
+    except Exception as exc:
+        raise TrainingFailed(seen.placement, seen.tracking) from exc
+
+
+def _train(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> Trained:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -176,8 +224,10 @@ def train(
         callbacks.append(
             EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
         )
-    loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name="logs", version=f"attempt-{attempt}")]
-    wandb_logger = start_wandb_logger(spec, tracked) if spec.wandb_project else None
+    loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name=LOGS, version=paths.log_version(attempt))]
+    wandb_logger = None
+    if spec.wandb_project:
+        wandb_logger, seen.tracking = start_wandb_logger(spec)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     trainer = L.Trainer(
@@ -195,7 +245,7 @@ def train(
         log_every_n_steps=1,
         limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
     )
-    cuda = _record_devices(trainer, record if record is not None else {})
+    seen.placement, cuda = _placement(trainer)
     resume_from = resume_checkpoint(paths)
     # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
     try:
@@ -221,10 +271,9 @@ def train(
                     {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
                 )
     finally:
-        if cuda is not None and record is not None:
-            record["peak_memory_bytes"] = max(
-                (cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None
-            )
+        if cuda is not None:
+            peak = max((cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None)
+            seen.placement = dataclasses.replace(seen.placement, peak_memory_bytes=peak)
         if wandb_logger is not None:
             finish_wandb(spec)
     missing = _missing(scoring, metrics)
@@ -234,7 +283,7 @@ def train(
             f"{', '.join(sorted(metrics)) or 'nothing'}"
         )
     best = checkpoint.best_model_path or last.best_model_path or None
-    return metrics, best, trainer.world_size
+    return Trained(metrics, best, trainer.world_size, seen.placement, seen.tracking)
 
 
 def accelerator_name(accelerator: Any) -> str:
@@ -242,24 +291,22 @@ def accelerator_name(accelerator: Any) -> str:
     return type(accelerator).__name__.removesuffix("Accelerator").lower() or "unknown"
 
 
-def _record_devices(trainer: Any, record: dict[str, Any], cuda: Any = None) -> Any:
-    """What ran where: the accelerator the Trainer chose, every visible device's name, and (on CUDA) the peak
-    memory counters reset, so that `peak_memory_bytes` is this run's. Returns torch.cuda on CUDA, else None."""
-    record["accelerator"] = accelerator_name(trainer.accelerator)
-    if record["accelerator"] != "cuda":
-        record["device_names"] = ["cpu"] if record["accelerator"] == "cpu" else [record["accelerator"]]
-        return None
+def _placement(trainer: Any, cuda: Any = None, environ: Mapping[str, str] | None = None) -> tuple[Placement, Any]:
+    """What ran where, as far as the Trainer tells before it fits; on CUDA the peak memory counters are reset, so
+    that the peak measured after the run is this run's. Returns torch.cuda on CUDA, else None, beside it."""
+    accelerator = accelerator_name(trainer.accelerator)
+    if accelerator != "cuda":
+        return Placement(accelerator, ["cpu"] if accelerator == "cpu" else [accelerator]), None
     if cuda is None:
         import torch
 
         cuda = torch.cuda
     count = cuda.device_count()
-    record["device_names"] = [cuda.get_device_name(i) for i in range(count)]
-    if record.get("cuda_visible_devices") is None:  # not pinned by a launcher: what this process could see
-        record["cuda_visible_devices"] = ",".join(str(i) for i in range(count))
+    env = os.environ if environ is None else environ
+    visible = None if env.get("CUDA_VISIBLE_DEVICES") is not None else ",".join(str(i) for i in range(count))
     for i in range(count):
         cuda.reset_peak_memory_stats(i)
-    return cuda
+    return Placement(accelerator, [cuda.get_device_name(i) for i in range(count)], visible), cuda
 
 
 def pinned_devices(devices: Any, environ: Mapping[str, str] | None = None) -> Any:

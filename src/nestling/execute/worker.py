@@ -19,15 +19,16 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from nestling.core.containers.spec import in_container
 from nestling.core.host import jobenv
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import result_state
+from nestling.core.tree.run_state import RunState
 from nestling.execute.run_attempt import execute
-from nestling.execute.search import study, trials
+from nestling.execute.search import study
 from nestling.execute.startup import describe_task, quiet_lightning
 from nestling.execute.startup import preload as preload_imports
 from nestling.plan.store import load_spec
@@ -37,35 +38,36 @@ if TYPE_CHECKING:
 else:
     cv_table = lazy_module("nestling.execute.cv_table")
 
-SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
-NOT_STARTED = "not started"  # the reply for a run fail-fast held back (see failfast.py)
-PRUNED = trials.PRUNED  # the reply for a run whose trial was stopped after an earlier fold (see study.py)
+# A serial worker exits 0 when any of its runs ended in one of these: nothing of it is left for this process to do.
+WORKER_OK = frozenset({RunState.SUCCESS, RunState.SKIPPED, RunState.NOT_STARTED, RunState.PRUNED})
 
 
-def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:
+def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[RunState]:
+    """Run these runs in series; the state of each: its result's, or SKIPPED (another live attempt holds it),
+    NOT_STARTED (fail-fast held it back), PRUNED (its trial was stopped after an earlier fold, see study.py)."""
     quiet_lightning()
-    results = []
+    states = []
     for d in dirs:
-        result = read_result(Path(d)) if skip_done else None
-        if result is None or result.get("status") != "success":  # finished work is never done twice
+        state = result_state(d) if skip_done else None
+        if state is not RunState.SUCCESS:  # finished work is never done twice
             root = failfast.plan_root(Path(d))
             if root is not None and failfast.stopped(root) is not None:  # a systematic error: start no more
-                result = {"run_dir": d, "status": NOT_STARTED}
+                state = RunState.NOT_STARTED
             elif not study.before_run(Path(d), root):  # draws an adaptive trial's configuration first
-                result = {"run_dir": d, "status": PRUNED}
+                state = RunState.PRUNED
             else:
                 result = execute(load_spec(Path(d)))
+                # None: a live attempt elsewhere holds this run; it writes the result, not us
+                state = RunState.SKIPPED if result is None else result.status
                 if result is not None and root is not None:
-                    failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
-                if result is not None and root is not None and result.get("status") in ("success", "failed"):
-                    _collect_if_cv_done(root, Path(d))
-        if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
-            result = {"run_dir": d, "status": SKIPPED}
-        results.append(result)
+                    failfast.record(root, result.run_id, result.status, result.error)
+                    if result.status.is_recorded():
+                        _collect_if_cv_done(root, Path(d))
+        states.append(state)
         if reply is not None:
-            reply.write(json.dumps({"run_dir": d, "status": result.get("status")}) + "\n")
+            reply.write(json.dumps({"run_dir": d, "status": state}) + "\n")
             reply.flush()
-    return results
+    return states
 
 
 def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         serve(args.preload, describe=args.describe)
         return 0
-    results = run_dirs(args.run_dirs)
-    return 0 if any(r.get("status") in ("success", SKIPPED, NOT_STARTED, PRUNED) for r in results) or not results else 1
+    states = run_dirs(args.run_dirs)
+    return 0 if any(state in WORKER_OK for state in states) or not states else 1
+
 

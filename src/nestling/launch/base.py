@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from nestling.core.containers import image
 from nestling.core.tree.launch_record import LaunchRecord
+from nestling.core.tree.run_state import RunState
 from nestling.plan.model import WorkUnit
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 
 class Progress(Protocol):
-    def run_done(self, run_dir: str, status: str) -> None:
+    def run_done(self, run_dir: str, status: RunState) -> None:
         """A worker reported one run as ended (attached launchers)."""
 
     def set_done(self, done: int, counts: dict[str, int]) -> None:

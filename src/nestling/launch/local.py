@@ -34,13 +34,13 @@ from nestling.core.host import jobenv
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
 from nestling.core.tree import naming
 from nestling.core.tree.launch_record import LaunchRecord
+from nestling.core.tree.run_state import RunState
 from nestling.launch.base import Launcher, Progress, runs_in_units
 from nestling.plan.model import WorkUnit
 
 if TYPE_CHECKING:
     from nestling.core.containers.spec import ContainerSpec
 
-LOST = "lost"
 
 
 class LocalLauncher(Launcher):
@@ -278,7 +278,9 @@ class LocalLauncher(Launcher):
         for line in proc.stdout:
             msg = json.loads(line)
             if "run_dir" in msg:
-                progress.run_done(msg["run_dir"], msg["status"])
+                state = RunState.named(msg["status"])  # None only from a worker of another version (an image)
+                if state is not None:
+                    progress.run_done(msg["run_dir"], state)
                 if msg["run_dir"] in pending:
                     pending.remove(msg["run_dir"])
             elif msg.get("unit_done") == unit.index:
@@ -341,4 +343,4 @@ def _lost(record: LaunchRecord, unit: int, run_dir: str | None = None) -> None:
 
 def _report_lost(run_dirs: list[str], progress: Progress) -> None:
     for d in run_dirs:
-        progress.run_done(d, LOST)
+        progress.run_done(d, RunState.LOST)

@@ -15,6 +15,7 @@ from nestling.core.lazy import lazy_module
 from nestling.core.tree import naming
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_state import RunState
 from nestling.launch.base import Launcher, Progress, runs_in_units
 from nestling.launch.slurm.resources import SlurmResources
 from nestling.plan.model import WorkUnit
@@ -70,6 +71,6 @@ class SubmititLocalLauncher(Launcher):
         for unit in units:
             for d in unit.run_dirs:
                 result = read_result(Path(d))
-                progress.run_done(d, result["status"] if result else "lost")
+                progress.run_done(d, result.status if result else RunState.LOST)
         record.finished_at = time.time()
         return record

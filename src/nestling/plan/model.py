@@ -5,11 +5,11 @@ give the same value back."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # config (simple-parsing) is imported where a plan is made or derived, not where one is read
-    pass
+from nestling.plan.settings import PlanSettings
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ class Plan:
     # adaptive search (--sampler tpe): the space as optuna distribution JSON; each cv's sampled hparams are drawn
     # when a worker starts it (study.py), so its CvPlan holds only the fixed ones. None: drawn up front.
     space: dict[str, str] | None = None
+
+    @cached_property
+    def settings(self) -> PlanSettings:
+        """The options its readers use, typed, with the defaults for keys an older plan.json lacks (built once)."""
+        return PlanSettings.from_options(self.options)
 
     @property
     def adaptive(self) -> bool:

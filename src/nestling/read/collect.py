@@ -19,11 +19,11 @@ from typing import Any
 
 import polars as pl
 
-from nestling.core.ml.scoring import parse_scoring_metrics, spread
+from nestling.core.ml.scoring import spread
 from nestling.core.tree import naming
+from nestling.core.tree.run_state import RunState
 from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collector's table model lives in execute/cv_table.py
     BASE_COLUMNS,
-    MISSING,
     CvSummary,
     _collect_cvs,
     file_stamp,
@@ -32,6 +32,7 @@ from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collec
     write_parquet_atomic,
 )
 from nestling.execute.search.study import Study, pruned_trials
+from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan, Plan
 from nestling.plan.store import find_plan_root, load_plan
 
@@ -43,10 +44,11 @@ class Collected:
 
     @property
     def counts(self) -> dict[str, int]:
+        """Runs per state of the tables: success, failed, missing (no result)."""
         return {
-            "success": sum(c.n_success for c in self.cvs),
-            "failed": sum(c.n_failed for c in self.cvs),
-            "missing": sum(c.n_missing for c in self.cvs),
+            RunState.SUCCESS: sum(c.n_success for c in self.cvs),
+            RunState.FAILED: sum(c.n_failed for c in self.cvs),
+            RunState.MISSING: sum(c.n_missing for c in self.cvs),
         }
 
 
@@ -73,16 +75,14 @@ def collect(path: Path, write: bool = True) -> Collected:
     root = find_plan_root(Path(path))
     plan_stamp = file_stamp(root / naming.PLAN)
     plan = load_plan(root)
-    scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
-    strategy = plan.options["cv"]["multi_score_strategy"]
-    cvs = _collect_cvs(_drawn_cvs(plan), scoring, strategy, _pruned(plan))
+    cvs = _collect_cvs(_drawn_cvs(plan), plan.settings.scoring(), plan.settings.multi_score_strategy, _pruned(plan))
     if plan.kind == "tune":
         cvs = _with_draw_order(plan, cvs)
     if write and plan.kind in ("cv", "tune", "retrain"):
         changed = [
             (planned.dir, cv)
             for planned, cv in zip(plan.cvs, cvs, strict=True)
-            if cv.state == "pruned" or not is_fresh(planned.dir, plan_stamp, cv.inputs)  # (a prune mark has no stamp)
+            if cv.state is TrialState.PRUNED or not is_fresh(planned.dir, plan_stamp, cv.inputs)  # (a prune mark has no stamp)
         ]
         _write_all(changed, plan_stamp)
     if write and plan.kind == "tune":
@@ -104,7 +104,7 @@ def final_table(cv: CvSummary) -> pl.DataFrame:
     seeds = table.select(
         pl.lit("seed").alias("row"), "seed", "run_name", "status", "run_score", *metrics
     )
-    ok = table.filter(pl.col("status") == "success")
+    ok = table.filter(pl.col("status") == RunState.SUCCESS.value)
     rows = []
     for what in FINAL_ROWS:
         row: dict[str, Any] = {"row": what, "seed": None, "run_name": None, "status": None}
@@ -268,7 +268,7 @@ def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
         value = c.spread.lcb if select == "lcb" else c.score
         score = 0 if math.isnan(c.score) else c.score
         # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
-        return (math.isnan(c.score), c.state == "pruned", c.score_is_unstable, math.isnan(value),
+        return (math.isnan(c.score), c.state is TrialState.PRUNED, c.score_is_unstable, math.isnan(value),
                 -(0 if math.isnan(value) else value), -score)  # fmt: skip
 
     return sorted(cvs, key=key)
@@ -276,4 +276,4 @@ def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
 
 def selected(collected: Collected, select: str | None = None) -> str:
     """The ranking a tune was planned with (`--select`), unless `select` overrides it; older trees rank by score."""
-    return select or collected.plan.options.get("tune", {}).get("select", "score")
+    return select or collected.plan.settings.select

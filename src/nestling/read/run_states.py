@@ -1,5 +1,5 @@
 """The state of every run of a plan, from the tree and the queue (squeue, never sacct): success, failed, running,
-pending, lost, blocked, not started, interrupted, pruned."""
+pending, lost, blocked, not started, interrupted, pruned (core/tree/run_state.py's STATUS_STATES)."""
 
 from __future__ import annotations
 
@@ -7,48 +7,50 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from nestling.core.host import slurm_query
 from nestling.core.host.slurm_query import QueuedJob
-from nestling.core.ml.scoring import parse_scoring_metrics, run_score_reason
+from nestling.core.ml.scoring import run_score_reason
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import failfast
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.array_claims import holders
 from nestling.core.tree.launch_record import LaunchRecord, read_launches
 from nestling.core.tree.naming import ArrayLaunchPaths
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import RunResult, read_result
+from nestling.core.tree.run_state import STATUS_STATES, RunState
 from nestling.execute.search.study import pruned_trials
 from nestling.plan.model import Plan
 
-STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned")
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
+# A run without a result that no job will start (any more): fail-fast or an interrupted launch tell why.
+_NEVER_STARTED = (RunState.PENDING, RunState.LOST)
 
 
 @dataclass(frozen=True)
-class RunState:
+class RunStatus:
+    """One run as `nestling status` lists it."""
+
     run_name: str
     run_id: str
-    state: str
+    state: RunState
     job: str | None
     error: str | None
     unstable_reason: str | None = None  # a success whose scoring metrics cannot be scored: metric and value
 
 
-def _unstable_reason(plan: Plan, result: dict[str, Any]) -> str | None:
+def _unstable_reason(plan: Plan, result: RunResult) -> str | None:
     """Why a successful run does not count in its cv's score (see scoring.py); None when it does."""
 
-    cv = plan.options.get("cv", {})
+    settings = plan.settings
     try:
-        scoring = parse_scoring_metrics(cv["scoring_metric"])
-        return run_score_reason(result.get("metrics") or {}, scoring, cv["multi_score_strategy"])[1]
+        return run_score_reason(result.metrics, settings.scoring(), settings.multi_score_strategy)[1]
     except Exception:  # an old or hand-edited plan: status still lists the runs
         return None
 
 
-def run_states(plan: Plan) -> list[RunState]:
+def run_states(plan: Plan) -> list[RunStatus]:
     launches = read_launches(plan.root)
     last = launches[-1] if launches else None
     job_of: dict[str, str] = {}
@@ -81,24 +83,24 @@ def run_states(plan: Plan) -> list[RunState]:
         unstable = None
         error: str | None
         if result is not None:
-            state, error = result.get("status", "failed"), result.get("error")
-            if state == "success":
+            state, error = result.status, result.error
+            if state is RunState.SUCCESS:
                 unstable = _unstable_reason(plan, result)
         elif run.dir.name in pruned:
-            state, error = "pruned", None
+            state, error = RunState.PRUNED, None
         else:
             error = None
             state = _unfinished_state(
                 run.dir, job if slurm else None, queue, finished, has_launch=last is not None, slurm=slurm
             )
-            entry = _entry(job, queue) if state == "pending" and slurm and job and queue else None
+            entry = _entry(job, queue) if state is RunState.PENDING and slurm and job and queue else None
             if entry is not None and entry.never_starts(parts):
-                state, error = "blocked", f"blocked: {entry.reason}"
-            elif stop is not None and state in ("pending", "lost"):
-                state, error = "not started", f"fail-fast: {stop.error}"
-            elif interrupted and state in ("lost", "pending"):
-                state = "interrupted"
-        states.append(RunState(run.run_name, run.run_id, state, job, error, unstable))
+                state, error = RunState.BLOCKED, f"blocked: {entry.reason}"
+            elif stop is not None and state in _NEVER_STARTED:
+                state, error = RunState.NOT_STARTED, f"fail-fast: {stop.error}"
+            elif interrupted and state in _NEVER_STARTED:
+                state = RunState.INTERRUPTED
+        states.append(RunStatus(run.run_name, run.run_id, state, job, error, unstable))
     return states
 
 
@@ -118,24 +120,24 @@ def _unfinished_state(
     finished: bool,
     has_launch: bool,
     slurm: bool = False,
-) -> str:
+) -> RunState:
     if job is not None:
         if queue is None:  # the queue is unknown: never call a run lost on a squeue hiccup
-            return "running" if attempt.alive(run_dir) else "pending"
+            return RunState.RUNNING if attempt.alive(run_dir) else RunState.PENDING
         entry = queue.get(job) or queue.get(job.split("_")[0])
         slurm_state = entry.state if entry else None
         if slurm_state in RUNNING_STATES:
-            return "running" if attempt.alive(run_dir) else "pending"
+            return RunState.RUNNING if attempt.alive(run_dir) else RunState.PENDING
         if slurm_state in PENDING_STATES or (slurm_state is None and _array_pending(job, queue)):
-            return "pending"
-        return "lost"
+            return RunState.PENDING
+        return RunState.LOST
     if attempt.alive(run_dir):
-        return "running"
+        return RunState.RUNNING
     if slurm and queue is not None:  # the last SLURM launch never submitted this run (sbatch failed part-way)
-        return "lost"
+        return RunState.LOST
     if finished or not has_launch:
-        return "lost" if has_launch else "pending"
-    return "pending"
+        return RunState.LOST if has_launch else RunState.PENDING
+    return RunState.PENDING
 
 
 def _entry(job: str, queue: dict[str, QueuedJob]) -> QueuedJob | None:
@@ -161,6 +163,7 @@ def _holders(launch: LaunchRecord) -> dict[int, str]:
     return holders(ArrayLaunchPaths(Path(launch.launch_dir)))
 
 
-def count(states: list[RunState]) -> dict[str, int]:
+def count(states: list[RunStatus]) -> dict[str, int]:
+    """Runs per state, every state of `nestling status` in its order (zeros included)."""
     counts = Counter(s.state for s in states)
-    return {k: counts.get(k, 0) for k in STATES}
+    return {state: counts.get(state, 0) for state in STATUS_STATES}

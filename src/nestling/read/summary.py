@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.host import tracking
-from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.tree.run_result import read_result
 from nestling.read.collect import Collected, CvSummary, ranked, selected
 
@@ -60,7 +59,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def scoring_names(collected: Collected) -> list[str]:
-    return [m.name for m in parse_scoring_metrics(collected.plan.options["cv"]["scoring_metric"])]
+    return [m.name for m in collected.plan.settings.scoring()]
 
 
 def _mean_sem(cv: CvSummary) -> str:
@@ -156,9 +155,7 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
                 )  # fmt: skip
             if plan.kind == "retrain":
                 console.print(test_score_line(cv) + f"; table: {plan.root / 'final_infos.parquet'}")
-    console.print(
-        f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing"
-    )
+    console.print("runs: " + ", ".join(f"{n} {state}" for state, n in counts.items()))  # success, failed, missing
     groups = error_groups(collected)
     for error, n in groups:  # why the runs failed, each reason once (the traceback is in the run's error.txt)
         console.print(f"{_plural(n, 'run')}: {error}", markup=False, highlight=False, soft_wrap=True)
@@ -171,14 +168,14 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
 
 def offline_hint(collected: Collected) -> str | None:
     """One line, when runs of this plan logged to W&B offline and are not uploaded yet: why, and how to upload."""
-    if not collected.plan.options.get("logging", {}).get("wandb_project"):
+    if not collected.plan.settings.wandb_project:
         return None
     run_dirs = [run.dir for cv in collected.plan.cvs for run in cv.runs]
     pending = tracking.unsynced_offline_runs(run_dirs)
     if not pending:
         return None
-    result = read_result(pending[0].parent.parent) or {}
-    why = f" ({result['wandb_reason']})" if result.get("wandb_reason") else ""
+    result = read_result(pending[0].parent.parent)
+    why = f" ({result.wandb_reason})" if result is not None and result.wandb_reason else ""
     return (
         f"W&B: {len(pending)} offline runs not uploaded yet{why}; upload them from a machine with network "
         f"(a login node): nestling sync {collected.plan.root}"

@@ -449,13 +449,12 @@ def test_an_online_start_that_raises_is_retried_offline(tmp_path: Path, monkeypa
         return f"logger-{mode}"
 
     monkeypatch.setattr(run, "_start_wandb", start)
-    tracked: dict[str, object] = {}
-    assert run.start_wandb_logger(spec_for(tmp_path, "online"), tracked) == "logger-offline"
+    logger, tracked = run.start_wandb_logger(spec_for(tmp_path, "online"))
+    assert logger == "logger-offline"
     assert started == ["online", "offline"]
-    assert tracked == {
-        "wandb_mode": "offline",
-        "wandb_reason": "W&B online start failed: RuntimeError: AuthenticationError: API key invalid (401)",
-    }
+    assert tracked == run.Tracking(
+        mode="offline", reason="W&B online start failed: RuntimeError: AuthenticationError: API key invalid (401)"
+    )
 
 
 def test_a_run_trains_without_wandb_when_not_even_offline_starts(
@@ -471,13 +470,13 @@ def test_a_run_trains_without_wandb_when_not_even_offline_starts(
         raise OSError(f"no space left ({mode})")
 
     monkeypatch.setattr(run, "_start_wandb", start)
-    tracked: dict[str, object] = {}
-    assert run.start_wandb_logger(spec_for(tmp_path, "online"), tracked) is None
-    assert tracked["wandb_mode"] == "disabled"
-    assert tracked["wandb_reason"] == (
+    logger, tracked = run.start_wandb_logger(spec_for(tmp_path, "online"))
+    assert logger is None
+    assert tracked.mode == "disabled"
+    assert tracked.reason == (
         "W&B online start failed: OSError: no space left (online); offline start failed too: OSError: no space "
         "left (offline)"
     )
-    tracked.clear()
-    assert run.start_wandb_logger(spec_for(tmp_path, "offline"), tracked) is None
-    assert tracked == {"wandb_mode": "disabled", "wandb_reason": "W&B offline start failed: OSError: no space left (offline)"}
+    logger, tracked = run.start_wandb_logger(spec_for(tmp_path, "offline"))
+    assert logger is None
+    assert tracked == run.Tracking("disabled", "W&B offline start failed: OSError: no space left (offline)")

@@ -137,7 +137,7 @@ def test_the_intermediate_score_is_the_cv_score_over_the_folds_done(tmp_path: Pa
     scores = [json.loads((r.dir / naming.RUN_RESULT).read_text())["metrics"]["val/score"] for r in runs]
     for k in (1, 2, 3):
         assert trial.values[k] == pytest.approx(cv_score([(v, False, "success") for v in scores[:k]])[0])
-    assert trial.state == trials.COMPLETE and trial.score == pytest.approx(sum(scores) / 3)
+    assert trial.state is trials.TrialState.COMPLETE and trial.score == pytest.approx(sum(scores) / 3)
 
 
 def test_halving_keeps_the_best_quarter_at_each_rung() -> None:
@@ -153,15 +153,15 @@ def test_halving_keeps_the_best_quarter_at_each_rung() -> None:
 
 
 def test_median_waits_for_three_complete_trials_then_stops_those_below_the_median() -> None:
-    def trial(*values: float, state: str = trials.COMPLETE) -> trials.TrialState:
-        return trials.TrialState(0, {}, 0.0, state, {k + 1: v for k, v in enumerate(values)}, len(values))
+    def trial(*values: float, state: trials.TrialState = trials.TrialState.COMPLETE) -> trials.Trial:
+        return trials.Trial(0, {}, 0.0, state, {k + 1: v for k, v in enumerate(values)}, len(values))
 
     assert pruners.MEDIAN_STARTUP_TRIALS == 3
     done = [trial(v, v) for v in (0.1, 0.2)]
     assert not pruners.median_prunes(trial(0.0), 1, done)  # two complete: too early
     done.append(trial(0.3, 0.3))
-    assert pruners.median_prunes(trial(0.15, state=trials.RUNNING), 1, done)  # median 0.2
-    assert not pruners.median_prunes(trial(0.25, state=trials.RUNNING), 1, done)
+    assert pruners.median_prunes(trial(0.15, state=trials.TrialState.RUNNING), 1, done)  # median 0.2
+    assert not pruners.median_prunes(trial(0.25, state=trials.TrialState.RUNNING), 1, done)
 
 
 def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_rest(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_res
     after = draws(root)
     assert after[: 7] == before[: 7]  # kept, the lost trial's configuration included
     s = study.Study(load_plan(root))
-    assert all(s.trial(i).state in (trials.COMPLETE, trials.PRUNED) for i in range(10))
+    assert all(s.trial(i).state in (trials.TrialState.COMPLETE, trials.TrialState.PRUNED) for i in range(10))
     assert len({json.dumps(p, sort_keys=True) for p in after}) == 10
 
 
@@ -243,3 +243,12 @@ def test_a_claim_whose_drawer_died_is_taken_over_and_a_live_ones_is_waited_for(t
     paths.draw(1).write_text(json.dumps(live))
     study._take_over_if_abandoned(paths.draw(1))
     assert json.loads(paths.draw(1).read_text()) == live  # its drawer lives: left alone
+
+
+def test_trial_states_are_the_strings_of_the_tree() -> None:
+    """Draw files and tune_infos.parquet's `state` column hold these strings; finished trials never change."""
+    assert [s.value for s in trials.TrialState] == ["complete", "pruned", "failed", "running", "waiting"]
+    assert [s for s in trials.TrialState if s.is_finished()] == [
+        trials.TrialState.COMPLETE, trials.TrialState.PRUNED, trials.TrialState.FAILED
+    ]
+    assert json.dumps({"state": trials.TrialState.PRUNED}) == '{"state": "pruned"}'

@@ -179,7 +179,7 @@ def test_log_axes_from_the_space_file_or_the_span(tmp_path: Path) -> None:
                "fixed": 1} for i in range(4)]  # fmt: skip
     tune = make_tune(tmp_path, trials, [four_runs(0.5) for _ in trials], hpconfig=space)
     collected = C.collect(tune, write=False)
-    axes = {a.name: a for a in TP._hp_axes(collected.cvs, collected.plan.options)}
+    axes = {a.name: a for a in TP._hp_axes(collected.cvs, collected.plan.settings)}
     assert set(axes) == {"lr", "wd", "drop", "neg", "opt"}  # `fixed` does not vary
     assert axes["lr"].log  # the space says so, though it spans less than a decade
     assert axes["wd"].log  # 1e-3 .. 1e-6: three decades
@@ -336,3 +336,16 @@ def test_edge_cases_still_give_a_valid_page(tmp_path: Path) -> None:
         assert "<h1>tune t</h1>" in text, name
     assert "No trial has a score." in R.build_page(tmp_path / "all-failed" / "t",
                                                    C.collect(tmp_path / "all-failed" / "t", write=False)).subtitle
+
+
+def test_a_trial_with_one_good_run_has_no_error_bar(tmp_path: Path) -> None:
+    """One rule for mean ± sem (scoring.spread): with fewer than two runs the sem is NaN, shown as no bar, not as a
+    bar of width 0 that would claim a perfectly reproducible score."""
+    one_good = [{"fold": 0, "seed": 42, "value": 0.8}, {"fold": 1, "seed": 42, "value": 0.0, "status": "failed"}]
+    tune = make_tune(tmp_path, [{"lr": 0.1}, {"lr": 0.2}], [four_runs(0.5), one_good])
+    page = R.build_page(tune, C.collect(tune, write=False))
+    spec = {f.key: f.spec for f in page.figures}["top-configurations"]
+    summary = {r["trial"]: r for r in spec["datasets"]["summary"]}
+    assert summary["t-cv1"] == {"trial": "t-cv1", "mean": 0.8, "sem": None, "lo": None, "hi": None, "n": 1}
+    assert summary["t-cv0"]["sem"] > 0 and summary["t-cv0"]["lo"] < summary["t-cv0"]["mean"] < summary["t-cv0"]["hi"]
+    json.dumps(spec, allow_nan=False)  # the page embeds its specs as strict JSON

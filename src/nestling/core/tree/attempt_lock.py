@@ -12,7 +12,6 @@ incarnations of one job at once, so a requeued task takes over its own lock.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -25,16 +24,13 @@ from typing import Any
 
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.tree.atomic import write_json
+from nestling.core.tree.clock import utc_now
 from nestling.core.tree.naming import RunPaths
 
 log = logging.getLogger("nestling.core.tree.attempt_lock")
 
 HEARTBEAT_S = 30  # a live attempt touches its lock this often ...
 STALE_S = 120  # ... so a lock untouched for this long belongs to an attempt that is gone
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def info(host: str) -> dict[str, Any]:
@@ -46,7 +42,7 @@ def info(host: str) -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "slurm_job_id": job.job_id,
         "slurm_restarts": str(job.restart_count),
-        "started": _now(),
+        "started": utc_now(),
     }
 
 

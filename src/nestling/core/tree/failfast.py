@@ -27,6 +27,7 @@ from pathlib import Path
 
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
+from nestling.core.tree.run_state import RunState
 
 DEFAULT_LIMIT = 3
 
@@ -81,17 +82,17 @@ def limit(root: Path) -> int:
         return 0
 
 
-def record(root: Path, run_id: str, status: str, error: str | None) -> Stop | None:
+def record(root: Path, run_id: str, status: RunState, error: str | None) -> Stop | None:
     """After a run ended: note it; returns the Stop when this failure made the rule fire."""
     paths = naming.FailFastPaths(root)
     n = limit(root)
     if n <= 0:
         return None
-    if status == "success":
+    if status == RunState.SUCCESS:
         with contextlib.suppress(OSError):
             paths.success.touch()
         return None
-    if status != "failed" or paths.success.exists():
+    if status != RunState.FAILED or paths.success.exists():
         return None
     text = (error or "unknown error").strip()
     sig = paths.errors / _signature(text)

@@ -44,6 +44,8 @@ SPLITS = "splits.json"
 LAUNCH = "launch.json"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
+ATTEMPT_LOG_PREFIX = "attempt-"  # logs/attempt-N/: one CSV log folder per attempt
+CSV_LOG = "metrics.csv"
 WORKER_LOGS = "_workers"
 SUBMITIT_DIR = "_submitit"
 DRY_RUN_DIR = "_dry_run"
@@ -221,6 +223,21 @@ class RunPaths:
         """Written by rank 0 of a multi-task job once it saved (or chose not to) on the preemption signal; the
         other ranks wait for it before they stop. ``incarnation``: the job id and its restart count."""
         return self.dir / f"preempted.{incarnation}.json"
+
+    @staticmethod
+    def log_version(attempt: int) -> str:
+        """The Lightning CSV logger's version folder of an attempt, under logs/: each attempt keeps its metrics.csv."""
+        return f"{ATTEMPT_LOG_PREFIX}{attempt}"
+
+    def csv_logs(self) -> list[Path]:
+        """Every attempt's CSV log (logs/attempt-N/metrics.csv), in attempt order; a version folder of another name
+        (trees from before attempts had their own) after them."""
+
+        def order(path: Path) -> tuple[bool, int, str]:
+            number = path.parent.name.removeprefix(ATTEMPT_LOG_PREFIX)
+            return (not number.isdigit(), int(number) if number.isdigit() else 0, path.parent.name)
+
+        return sorted(self.logs.glob(f"*/{CSV_LOG}"), key=order)
 
 
 def report_file(target: Path) -> Path:

@@ -25,7 +25,7 @@ from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.naming import ArrayLaunchPaths
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import result_state
 from nestling.launch.base import Launcher, Progress, SubmitError, count_runs
 from nestling.launch.slurm.blocked import BlockedCheck
 from nestling.launch.slurm.resources import SlurmResources, slurm_params
@@ -200,10 +200,10 @@ class SlurmArrayLauncher(Launcher):
             done: dict[str, int] = {}
             n_done = 0
             for d in run_dirs:
-                result = read_result(Path(d))
-                if result is not None:
+                state = result_state(d)
+                if state is not None:
                     n_done += 1
-                    done[result["status"]] = done.get(result["status"], 0) + 1
+                    done[state] = done.get(state, 0) + 1
             progress.set_done(n_done, done)
             queue = slurm_query.queue(job_ids)
             if queue == {}:  # None: squeue failed this time, ask again

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
+from nestling.core.tree.run_state import RunState
 from nestling.read.report.html import MAX_ERROR_CHARS, MAX_TABLE_ROWS, html_table, para, td
 from nestling.read.report.page import Section
 
@@ -20,13 +21,13 @@ def problems_section(cvs: list[CvSummary]) -> Section:
     rows = []
     for cv in cvs:
         for r in cv.table.iter_rows(named=True):
-            if r["status"] != "success" or r["is_unstable"]:
+            if r["status"] != RunState.SUCCESS or r["is_unstable"]:
                 rows.append(r)
     if not rows:
         return Section("Failed, unstable, pruned and lost runs", para("None: every run succeeded with a stable score."))
     counts: dict[str, int] = {}
     for r in rows:
-        key = "unstable" if r["status"] == "success" else str(r["status"])
+        key = "unstable" if r["status"] == RunState.SUCCESS else str(r["status"])
         counts[key] = counts.get(key, 0) + 1
     body = [para(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) +
                ". Missing runs have no result: not run yet, running, or lost (see nestling status).")]  # fmt: skip

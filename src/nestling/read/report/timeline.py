@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.tree import naming
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import RunResult, read_result
 from nestling.read.report import figures
 from nestling.read.report.html import duration_text, para, percent
 from nestling.read.report.page import Figure, Section
@@ -41,10 +41,10 @@ class Timeline:
 def timeline(runs: Iterable[PlannedRun]) -> Timeline:
     """Every run with a result on its lane (host + GPU, else host + SLURM task, else host + process), the idle gaps
     between consecutive runs of a lane, and the utilisation: busy time / (lanes x first start to last end)."""
-    spans: list[tuple[str, float, float, dict[str, Any], str]] = []
+    spans: list[tuple[str, float, float, RunResult, str]] = []
     for run in runs:
         result = read_result(run.dir)
-        if not result or not result.get("started_at"):
+        if result is None or not result.started_at:
             continue
         start, end = _span(run.dir, result)
         if start is None or end is None:
@@ -58,7 +58,7 @@ def timeline(runs: Iterable[PlannedRun]) -> Timeline:
     busy_per_lane: dict[str, float] = {}
     previous: dict[str, float] = {}
     for lane, start, end, result, name in spans:
-        rows.append({"lane": lane, "start": start * 1000, "end": end * 1000, "status": result.get("status"),
+        rows.append({"lane": lane, "start": start * 1000, "end": end * 1000, "status": result.status,
                      "run_name": name, "duration": end - start})  # fmt: skip
         busy_per_lane[lane] = busy_per_lane.get(lane, 0.0) + (end - start)
         if lane in previous and start - previous[lane] >= GAP_S:
@@ -75,12 +75,12 @@ def timeline(runs: Iterable[PlannedRun]) -> Timeline:
                     sum(g["idle_s"] for g in gaps), last)  # fmt: skip
 
 
-def _span(run_dir: Path, result: dict[str, Any]) -> tuple[float | None, float | None]:
+def _span(run_dir: Path, result: RunResult) -> tuple[float | None, float | None]:
     """(start, end) in seconds since the epoch. started_at/finished_at have one-second resolution, which turns a
     tune of short runs into a bar code; run_result.json's mtime is the end to the nanosecond, so it is used when it
     agrees with finished_at (a copied tree's mtimes do not), and start = end - duration."""
-    start, end = timestamp(result.get("started_at")), timestamp(result.get("finished_at"))
-    duration = result.get("duration")
+    start, end = timestamp(result.started_at), timestamp(result.finished_at)
+    duration = result.duration
     if end is not None and isinstance(duration, (int, float)):
         try:
             mtime = os.stat(naming.RunPaths(run_dir).result).st_mtime
@@ -93,14 +93,14 @@ def _span(run_dir: Path, result: dict[str, Any]) -> tuple[float | None, float | 
     return start, end
 
 
-def _lane(result: dict[str, Any]) -> str:
-    host = str(result.get("host") or "?")
-    if result.get("cuda_visible_devices"):
-        return f"{host} GPU {result['cuda_visible_devices']}"
-    if result.get("slurm_job_id"):
-        task = result.get("slurm_array_task_id")
-        return f"{host} job {result['slurm_job_id']}" + (f"_{task}" if task is not None else "")
-    return f"{host} pid {result.get('pid')}"
+def _lane(result: RunResult) -> str:
+    host = str(result.host or "?")
+    if result.cuda_visible_devices:
+        return f"{host} GPU {result.cuda_visible_devices}"
+    if result.slurm_job_id:
+        task = result.slurm_array_task_id
+        return f"{host} job {result.slurm_job_id}" + (f"_{task}" if task is not None else "")
+    return f"{host} pid {result.pid}"
 
 
 def timestamp(value: Any) -> float | None:

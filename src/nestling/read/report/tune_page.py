@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import html
 import math
-import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.lazy import lazy_module
+from nestling.core.ml.scoring import spread
 from nestling.core.ml.space import SPACE_TABLE
 from nestling.core.options import config_files as files
 from nestling.core.tree import naming
+from nestling.core.tree.run_state import RunState
+from nestling.execute.search.trials import TrialState
 from nestling.read.report import figures
 from nestling.read.report.html import attr, frame_table, html_table, num, options_line, para, td
 from nestling.read.report.page import Figure, Page, Section
@@ -21,6 +23,7 @@ from nestling.read.report.timeline import as_of, timeline, timeline_section
 if TYPE_CHECKING:
     import polars as pl
 
+    from nestling.plan.settings import PlanSettings
     from nestling.read import collect
     from nestling.read.collect import Collected, CvSummary
 else:
@@ -37,7 +40,7 @@ def tune_page(collected: Collected) -> Page:
     rows = {r["cv_name"]: r for r in frame.iter_rows(named=True)}
     order = _tune_order(collected, frame)
     states = {cv.cv_name: _trial_state(cv, rows.get(cv.cv_name, {})) for cv in collected.cvs}
-    axes = _hp_axes(collected.cvs, plan.options)
+    axes = _hp_axes(collected.cvs, plan.settings)
     sections = [
         Section("Trials, collect.ranked", _ranked_table(order, rows, axes, states, frame.columns)),
     ]
@@ -93,11 +96,11 @@ def tune_page(collected: Collected) -> Page:
     best = next((cv for cv in collect.ranked(collected.cvs) if not math.isnan(cv.score)), None)
     counts = collected.counts
     subtitle = (
-        f"{len(collected.cvs)} trials, {sum(counts.values())} runs: {counts['success']} success, "
-        f"{counts['failed']} failed, {counts['missing']} missing. "
+        f"{len(collected.cvs)} trials, {sum(counts.values())} runs: {counts[RunState.SUCCESS]} success, "
+        f"{counts[RunState.FAILED]} failed, {counts[RunState.MISSING]} missing. "
         + (f"Best: {best.cv_name} with score {num(best.score)}." if best else "No trial has a score.")
     )
-    return Page(f"tune {plan.name}", subtitle + " " + options_line(plan.options), sections, as_of(times.last_end))
+    return Page(f"tune {plan.name}", subtitle + " " + options_line(plan.settings), sections, as_of(times.last_end))
 
 
 def _tune_order(collected: Collected, frame: pl.DataFrame) -> list[CvSummary]:
@@ -111,22 +114,24 @@ def _tune_order(collected: Collected, frame: pl.DataFrame) -> list[CvSummary]:
 
 
 def _trial_state(cv: CvSummary, row: dict[str, Any]) -> str:
-    if row.get("state") == "pruned":  # adaptive search stopped it after some folds
-        return "pruned"
+    """The trial's state as the page colours it (figures.STATE_COLORS): pruned, missing (no run has a result),
+    failed, or a scored trial told apart as unstable or ok."""
+    if row.get("state") == TrialState.PRUNED:  # adaptive search stopped it after some folds
+        return TrialState.PRUNED
     if cv.n_runs and cv.n_missing == cv.n_runs:
-        return "missing"
+        return RunState.MISSING
     if cv.n_success == 0 or math.isnan(cv.score):
-        return "failed"
+        return TrialState.FAILED
     return "unstable" if cv.score_is_unstable else "ok"
 
 
-def _hp_axes(cvs: list[CvSummary], options: dict[str, Any]) -> list[figures.Axis]:
+def _hp_axes(cvs: list[CvSummary], settings: PlanSettings) -> list[figures.Axis]:
     """The hyperparameters that vary between trials (all of them when none does), as plot axes."""
     keys: dict[str, None] = {}
     for cv in cvs:
         keys.update(dict.fromkeys(cv.hparams))
     varying = [k for k in keys if len({repr(cv.hparams.get(k)) for cv in cvs}) > 1] or list(keys)
-    log_keys = _log_distributed(options)
+    log_keys = _log_distributed(settings)
     axes = []
     for i, key in enumerate(varying):
         values = [cv.hparams.get(key) for cv in cvs if cv.hparams.get(key) is not None]
@@ -157,12 +162,12 @@ def _spans_decades(values: list[float]) -> bool:
     return low > 0 and high / low > LOG_SPAN
 
 
-def _log_distributed(options: dict[str, Any]) -> set[str]:
+def _log_distributed(settings: PlanSettings) -> set[str]:
     """Keys of the tune's space with a log distribution, read from its file (--hpconfig, else --config's table).
 
     Empty when the file is gone or unreadable: then only the span of the values decides."""
 
-    source = (options.get("tune") or {}).get("hpconfig") or options.get("config_file")
+    source = settings.hpconfig or settings.config_file
     if not source:
         return set()
     try:
@@ -209,15 +214,9 @@ def _good_scores(cv: CvSummary) -> list[tuple[dict[str, Any], float]]:
     """The runs the cv score is the mean of (stable, successful, finite score), with their score."""
     return [
         (r, r["run_score"]) for r in cv.table.iter_rows(named=True)
-        if r["status"] == "success" and not r["is_unstable"] and r["run_score"] is not None
+        if r["status"] == RunState.SUCCESS and not r["is_unstable"] and r["run_score"] is not None
         and math.isfinite(r["run_score"])
     ]  # fmt: skip
-
-
-def _mean_sem(values: list[float]) -> tuple[float, float]:
-    mean = math.fsum(values) / len(values)
-    sem = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return mean, sem
 
 
 def _top_rows(top: list[CvSummary]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -227,9 +226,10 @@ def _top_rows(top: list[CvSummary]) -> tuple[list[dict[str, Any]], list[dict[str
             if r["run_score"] is not None and math.isfinite(r["run_score"]):
                 runs.append({"trial": cv.cv_name, "run_score": r["run_score"], "fold": r["fold"], "seed": r["seed"],
                              "run_name": r["run_name"]})  # fmt: skip
-        mean, sem = _mean_sem([s for _, s in _good_scores(cv)])
-        summary.append({"trial": cv.cv_name, "mean": mean, "sem": sem, "lo": mean - sem, "hi": mean + sem,
-                        "n": len(_good_scores(cv))})  # fmt: skip
+        good = spread([s for _, s in _good_scores(cv)])  # one rule for every mean ± sem: sem is NaN for one run
+        summary.append({"trial": cv.cv_name, "mean": figures.clean(good.mean), "sem": figures.clean(good.sem),
+                        "lo": figures.clean(good.mean - good.sem), "hi": figures.clean(good.mean + good.sem),
+                        "n": len(_good_scores(cv))})  # fmt: skip  (no error bar where there is no spread)
     return runs, summary
 
 
