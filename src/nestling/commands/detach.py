@@ -16,6 +16,7 @@ their resume point; `nestling cv|tune --resume NAME` continues.
 
 from __future__ import annotations
 
+import enum
 import os
 import socket
 import subprocess
@@ -107,19 +108,33 @@ def _busy(kind: str, name: str, root: Path) -> str:
     )
 
 
-def stop_main(argv: list[str]) -> int:
+class Stopped(enum.Enum):
+    """How `nestling stop` ended."""
+
+    NOTHING = "nothing"  # no detached supervisor ran the plan: the sweep ended, or was never detached
+    STOPPED = "stopped"  # the supervisor ended after its runs in progress saved
+    STILL_STOPPING = "still stopping"  # it had not ended when the timeout passed
+
+
+def stop_main(argv: list[str], description: str) -> int:
     """`nestling stop DIR`: stop a detached sweep gracefully and wait until its runs in progress saved."""
 
-    parser = strict_parser("nestling stop", "Stop a detached local sweep (--detach) gracefully.")
+    parser = strict_parser("nestling stop", description)
     parser.add_argument("dir", type=Path)
     parser.add_argument("--timeout", type=float, default=STOP_WAIT_S, help="seconds to wait for it to end")
     args = parser.parse_args(argv)
-    root = find_plan_root(args.dir)
+    return 1 if stop_sweep(args.dir, timeout=args.timeout) is Stopped.STILL_STOPPING else 0
+
+
+def stop_sweep(dir: Path, *, timeout: float = STOP_WAIT_S) -> Stopped:
+    """Send the detached supervisor of the plan holding `dir` what Ctrl-C sends a foreground sweep, and wait up to
+    `timeout` seconds for its runs in progress to save. Stopping what does not run is no error (as a service)."""
+    root = find_plan_root(Path(dir))
     plan = load_plan(root)
     sup = supervision.alive(root)
     if sup is None:  # idempotent, like stopping a stopped service: the sweep ended or was never detached
         print(f"nothing to stop: no detached supervisor runs {plan.kind} {plan.name!r}; see nestling status {root}")
-        return 0
+        return Stopped.NOTHING
     if not sup.here:
         raise UsageError(
             f"the supervisor of {plan.name!r} runs on {sup.hostname}, not {socket.gethostname()}; "
@@ -127,15 +142,15 @@ def stop_main(argv: list[str]) -> int:
         )
     supervision.signal_stop(sup)
     print(f"stopping {plan.kind} {plan.name} (supervisor pid {sup.pid}); runs in progress save their resume point")
-    deadline = time.monotonic() + args.timeout
+    deadline = time.monotonic() + timeout
     while supervision.is_alive(sup):
         if time.monotonic() > deadline:
             print(
-                f"nestling: the supervisor is still stopping after {args.timeout:.0f} s; see "
+                f"nestling: the supervisor is still stopping after {timeout:.0f} s; see "
                 f"{naming.SupervisorPaths(root).log}",
                 file=sys.stderr,
             )
-            return 1
+            return Stopped.STILL_STOPPING
         time.sleep(0.2)
     print(f"stopped; continue with: {resume_hint(plan.kind, plan.name, root)}")
-    return 0
+    return Stopped.STOPPED

@@ -58,8 +58,6 @@ def doctor_main(argv: list[str], which: Which | None = None, run: Run | None = N
     kind = argv[0] if argv and argv[0] in KINDS else None
     rest = argv[1:] if kind else argv
     config = parse_config(rest, prog="nestling doctor", description=DESCRIPTION)
-    if kind is None:
-        kind = "tune" if config.tune.hpconfig else "cv"
     checks = run_checks(config, kind, which=which, run=run)
     print(format_table(checks))
     return exit_code(checks)
@@ -87,9 +85,11 @@ def format_table(checks: list[Check]) -> str:
 
 
 def run_checks(
-    config: Config, kind: str = "cv", which: Which | None = None, run: Run | None = None
+    config: Config, kind: str | None = None, which: Which | None = None, run: Run | None = None
 ) -> list[Check]:
-    """Every check, in the order a launch would meet them. `which`/`run` are injectable for tests."""
+    """Every check of the command line `nestling KIND` with these options, in the order a launch would meet them
+    (KIND default: tune with --hpconfig, else cv). `which`/`run` are injectable for tests."""
+    kind = kind or ("tune" if config.tune.hpconfig else "cv")
     which = which or shutil.which
     run = run or subprocess.run
     checks: list[Check] = []

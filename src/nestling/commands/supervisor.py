@@ -19,7 +19,7 @@ from typing import Any
 
 from nestling.commands.detach import resume_hint
 from nestling.commands.start import launch_and_report
-from nestling.core.errors import UsageError
+from nestling.core.errors import NestlingError, error_line, exit_code
 from nestling.core.host.devices import parse_devices
 from nestling.core.options.config import config_from_dict
 from nestling.core.tree import naming
@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         if request.get("then"):  # what the command chains after the sweep (commands.Then), by name
             module, _, attr = str(request["then"]).partition(":")
             code = getattr(importlib.import_module(module), attr)(kind, root, config, True, code)  # it ended
-    except UsageError as exc:
-        print(f"nestling: error: {exc}", flush=True)
-        code = 2
-    except KeyboardInterrupt:
+    except NestlingError as exc:
+        print(error_line(exc), flush=True)
+        code = exit_code(exc)
+    except KeyboardInterrupt as exc:
         print(f"nestling: stopped; resume with {resume_hint(kind, name, root)}", flush=True)
-        code = 130
+        code = exit_code(exc)
     finally:
         paths.request.unlink(missing_ok=True)
         supervision.release(root)

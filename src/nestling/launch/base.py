@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Protocol
 
+from nestling.core.errors import NestlingError
 from nestling.core.tree.launch_record import LaunchRecord
 from nestling.plan.model import WorkUnit
 
@@ -30,7 +31,7 @@ class Progress(Protocol):
         """The tree holds `done` results, by status (launchers that poll the tree)."""
 
 
-class SubmitError(RuntimeError):
+class SubmitError(NestlingError):
     """The scheduler refused a submission; `record` holds what was submitted before (saved to launch.json)."""
 
     def __init__(self, message: str, record: LaunchRecord | None = None) -> None:
