@@ -141,27 +141,28 @@ def _keywords_of(declared: Callable[P, None]) -> Callable[[Callable[..., R]], Ca
 
 @_keywords_of(api_keywords.plan_keywords)
 def run(task: Any = None, /, **options: Any) -> Result:
-    """`nestling run`: train one run (fold `fold` of `fold_method`, the first seed)."""
+    """`nestling run`: train one run (fold `fold` of `fold_method`, the first seed). Keywords: `plan_keywords`."""
     return _start("run", task, options)
 
 
 @_keywords_of(api_keywords.plan_keywords)
 def cv(task: Any = None, /, **options: Any) -> Result:
-    """`nestling cv`: cross-validate one hyperparameter set (n_folds x seeds runs)."""
+    """`nestling cv`: cross-validate one hyperparameter set (n_folds x seeds runs). Keywords: `plan_keywords`."""
     return _start("cv", task, options)
 
 
 @_keywords_of(api_keywords.plan_keywords)
 def tune(task: Any = None, /, **options: Any) -> Result:
     """`nestling tune`: sample `n_trials` sets from `hpconfig` (or the `config` file's space), cross-validate each;
-    with `retrain=True`, then retrain the best (`Result.test_score`)."""
+    with `retrain=True`, then retrain the best (`Result.test_score`). Keywords: `plan_keywords`."""
     return _start("tune", task, options)
 
 
 @_keywords_of(api_keywords.retrain_keywords)
 def retrain(dir: str | Path, **options: Any) -> Result:
     """`nestling retrain TUNE_DIR`: train the tune's selected configuration on all its training data and test it;
-    the Result of the retrain (the cv `{tune}-final` inside the tune: `final_infos`, `test_score`)."""
+    the Result of the retrain (the cv `{tune}-final` inside the tune: `final_infos`, `test_score`). Keywords:
+    `retrain_keywords`."""
     cv_name, select, epochs = (options.pop(key, None) for key in ("cv", "select", "retrain_epochs"))
     choice = retrain_command.RetrainChoice(cv_name, select, None if epochs is None else str(epochs))
     with _printing(options):
@@ -222,7 +223,8 @@ def stop(dir: str | Path, *, timeout: float = detach.STOP_WAIT_S, quiet: bool = 
 @_keywords_of(api_keywords.plan_keywords)
 def doctor(task: Any = None, /, **options: Any) -> list[Check]:
     """`nestling doctor`: check that this machine can run `nestling.tune` (with `hpconfig`) or `nestling.cv` with
-    these options: task, plan, artifact dir, container runtime and image, SLURM, W&B. One Check per finding."""
+    these options: task, plan, artifact dir, container runtime and image, SLURM, W&B. One Check per finding.
+    Keywords: `plan_keywords`."""
     config = config_from_keywords(_with_task(task, options))
     checks = doctor_command.run_checks(config)
     with _printing(options):
