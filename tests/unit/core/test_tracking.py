@@ -15,6 +15,7 @@ import stat
 import sys
 import threading
 import time
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 from nestling.commands.cli import main
 from nestling.commands.sync import WANDB_EXECUTABLE_ENV, sync
 from nestling.core.host import tracking
+from nestling.core.options.choices import WandbMode
 from nestling.core.tree import naming
 from nestling.core.tree.run_spec import RunSpec
 
@@ -156,7 +158,7 @@ def test_the_users_wandb_mode_wins_and_nothing_is_probed(
         raise AssertionError("probed although WANDB_MODE was set")
 
     monkeypatch.setattr(tracking, "_ask", no_probe)
-    for option in tracking.MODES:
+    for option in typing.get_args(WandbMode):  # every --wandb_mode
         decision = tracking.decide(option, env_for(closed_port(), WANDB_MODE=user))
         assert decision.mode == mode
         assert (decision.reason is None) == (mode == "online")

@@ -6,14 +6,14 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from nestling.core.errors import UsageError
+from nestling.core.options.choices import ContainerRuntime
 
 if TYPE_CHECKING:
     from nestling.core.options.config import Container as ContainerConfig
 
-RUNTIMES = ("auto", "apptainer", "singularity", "docker", "podman")
 SIF_RUNTIMES = ("apptainer", "singularity")
 OCI_RUNTIMES = ("docker", "podman")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -91,10 +91,10 @@ def option_problems(opts: ContainerOptions) -> list[tuple[str, str]]:
     "container args"); :func:`validate` raises the first, ``nestling doctor`` shows each as a row.
     """
     problems: list[tuple[str, str]] = []
-    if opts.runtime not in RUNTIMES:
+    if opts.runtime not in get_args(ContainerRuntime):
         problems.append((
             "container runtime",
-            f"unknown container runtime {opts.runtime!r}: choose one of {', '.join(RUNTIMES)} "
+            f"unknown container runtime {opts.runtime!r}: choose one of {', '.join(get_args(ContainerRuntime))} "
             "(e.g. --container_runtime auto)",
         ))  # fmt: skip
     if opts.image is None:

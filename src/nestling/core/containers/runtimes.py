@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from nestling.core.containers.options import (
     _URI,
-    RUNTIMES,
+    OCI_RUNTIMES,
     SIF_RUNTIMES,
     Bind,
     ContainerOptions,
@@ -142,7 +142,7 @@ def wrap_command(
     chose) comes after the user's ``opts.env``; nestling's own variables come last and win. ``interactive``
     keeps stdin attached (docker/podman ``-i``; apptainer always passes it), for ``worker --serve``.
     """
-    if runtime not in RUNTIMES or runtime == "auto":
+    if runtime not in (*SIF_RUNTIMES, *OCI_RUNTIMES):
         raise ValueError(
             f"wrap_command needs a resolved runtime, got {runtime!r}; call resolve_runtime first"
         )

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from nestling.core.tree import naming
 
-MODES = ("auto", "online", "offline")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 PROBE_TIMEOUT_S = 3.0  # the whole probe (name lookup included): a node without network answers "offline" in this
 INIT_TIMEOUT_S = 30  # wandb.init's own limit for an online start (wandb's default is 90 s); WANDB_INIT_TIMEOUT wins

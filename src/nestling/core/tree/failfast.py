@@ -28,8 +28,6 @@ from pathlib import Path
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
 
-DEFAULT_LIMIT = 3
-
 
 @dataclass(frozen=True)
 class Stop:
