@@ -6,7 +6,7 @@ mistake is still one line and exit 2; then it claims the plan's supervisor pid f
 needs (`_supervisor.json`: the work units, the options, the launch.json fields) and starts
 `python -m nestling.supervisor ROOT` in its own session (no controlling terminal: closing the terminal or killing
 the shell sends it nothing), logging to `_supervisor.log`, and returns. The supervisor runs the same
-`commands.launch_and_report` an attached launch runs, so the sweep, launch.json, the tables and the fail-fast
+`start.launch_and_report` an attached launch runs, so the sweep, launch.json, the tables and the fail-fast
 ledger are those of a foreground sweep.
 
 `nestling stop DIR` sends the supervisor's process group what Ctrl-C sends a foreground sweep (SIGINT; SIGTERM to
@@ -24,32 +24,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from nestling.core.errors import UsageError, strict_parser
-from nestling.core.options.config import Config
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.atomic import write_json
-from nestling.plan.model import WorkUnit
+from nestling.plan.model import LaunchRequest
 from nestling.plan.store import find_plan_root, load_plan
 
 STOP_WAIT_S = 120.0  # how long `nestling stop` waits for the runs in progress to save
 
 
-def detach(
-    kind: str,
-    name: str,
-    root: Path,
-    units: list[WorkUnit],
-    config: Config,
-    total: int,
-    extra_record: dict[str, Any] | None = None,
-    then: Callable[..., int] | None = None,
-) -> int:
+def detach(request: LaunchRequest, then: Callable[..., int] | None = None) -> int:
     """Start the supervisor of a plan already on disk and return at once (exit code of the foreground). `then`
     (commands.Then, e.g. `tune --retrain`) runs in the supervisor after the sweep: it travels by its importable
     name, as workers do."""
+    kind, name, root, units, config, total = (
+        request.kind, request.name, request.root, request.units, request.config, request.total
+    )
     paths = naming.SupervisorPaths(root)
     if not supervision.claim(root):
         raise UsageError(_busy(kind, name, root))
@@ -62,7 +54,7 @@ def detach(
                 "total": total,
                 "units": [{"index": u.index, "run_dirs": u.run_dirs} for u in units],
                 "config": config.to_dict(),
-                "record": {**(extra_record or {}), "detached": True},
+                "record": {**request.record, "detached": True},
                 "then": f"{then.__module__}:{then.__qualname__}" if then is not None else None,
             },
         )

@@ -1,7 +1,7 @@
 """`nestling retrain TUNE_DIR`: train a tune's selected configuration on train + val and score it on the test split.
 
 The retrain is one more plan, written and launched like any other (`artifacts.write_plan`,
-`commands.launch_and_report`): kind "retrain", rooted at `{tune}/{tune}-final`, one split (every non-test sample
+`start.launch_and_report`): kind "retrain", rooted at `{tune}/{tune}-final`, one split (every non-test sample
 of the tune's splits for training, its test samples for testing), one run per seed. Its runs train for a fixed
 number of epochs without validation (`RunSpec.retrain`) and are scored on the test metrics (the tune's scoring
 metrics with `val` replaced by `test`); the collector writes run_infos.parquet and final_infos.parquet. Running
@@ -44,6 +44,7 @@ from nestling.core.tree.atomic import read_json
 from nestling.core.tree.run_result import read_result
 from nestling.launch.factory import make_launcher
 from nestling.plan.build import plan_retrain
+from nestling.plan.model import LaunchRequest
 from nestling.plan.preflight import check_job_resources
 from nestling.plan.specs import run_specs
 from nestling.plan.store import find_plan_root, load_plan, write_plan
@@ -330,7 +331,7 @@ def _start(tune: Plan, choice: RetrainChoice, given: Config, explicit: AbstractS
             f"{epochs.count} epochs ({epochs.how}); {len(plan.runs)} seeds on {len(split.train)} samples, "
             f"tested on {len(split.test)}"
         )
-    return launch_plan("retrain", name, plan.root, units, launcher, config, len(plan.runs), None, None)
+    return launch_plan(LaunchRequest("retrain", name, plan.root, units, config, len(plan.runs)), launcher, None)
 
 
 def _resume(

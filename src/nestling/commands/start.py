@@ -25,7 +25,7 @@ from nestling.core.tree import failfast
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
 from nestling.launch.base import Launcher, SubmitError, plural
 from nestling.launch.factory import described_task, make_launcher, prestart_local
-from nestling.plan.model import WorkUnit
+from nestling.plan.model import LaunchRequest
 from nestling.plan.preflight import check_job_resources, prepare
 from nestling.plan.store import write_plan
 from nestling.plan.units import auto_runs_per_task, run_dirs_per_cv, work_units
@@ -101,7 +101,7 @@ def start_plan(
         if pool is not None:
             pool.discard()
         raise
-    return launch_plan(kind, plan.name, plan.root, units, launcher, config, len(plan.runs), None, then)
+    return launch_plan(LaunchRequest(kind, plan.name, plan.root, units, config, len(plan.runs)), launcher, then)
 
 
 def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: Then | None = None) -> Executed:
@@ -119,29 +119,19 @@ def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: The
     units = work_units(
         resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
     )
-    return launch_plan(
-        kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record, then
-    )
+    request = LaunchRequest(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record)
+    return launch_plan(request, launcher, then)
 
 
-def launch_plan(
-    kind: str,
-    name: str,
-    root: Path,
-    units: list[WorkUnit],
-    launcher: Launcher,
-    config: Config,
-    total: int,
-    extra_record: dict[str, Any] | None,
-    then: Then | None,
-) -> Executed:
+def launch_plan(request: LaunchRequest, launcher: Launcher, then: Then | None) -> Executed:
     """A plan on disk, new or resumed: detached (the supervisor launches it and runs `then`) or launched here."""
+    kind, root, config = request.kind, request.root, request.config
     if config.launch.detach:
-        code = detach(kind, name, root, units, config, total, extra_record, then)
+        code = detach(request, then)
     else:
-        code = launch_and_report(kind, name, root, units, launcher, config, total, extra_record)
+        code = launch_and_report(request, launcher)
         code = then(kind, root, config, _plan_ended(launcher, config), code) if then else code
-    return Executed(code, kind, name, root)
+    return Executed(code, kind, request.name, root)
 
 
 def _plan_ended(launcher: Launcher, config: Config) -> bool:
@@ -204,16 +194,10 @@ def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
     return auto_runs_per_task(config.launch.expected_run_s, n_runs, launcher.parallel_slots)
 
 
-def launch_and_report(
-    kind: str,
-    name: str,
-    root: Path,
-    units: list[WorkUnit],
-    launcher: Launcher,
-    config: Config,
-    total: int,
-    extra_record: dict[str, Any] | None = None,
-) -> int:
+def launch_and_report(request: LaunchRequest, launcher: Launcher) -> int:
+    """Launch the request here, save launch.json, wait as asked, then collect and report: an exit code."""
+    kind, name, root, units, config = request.kind, request.name, request.root, request.units, request.config
+    total, extra_record = request.total, request.record
     quiet = config.logging.quiet
     failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
     if not quiet:
@@ -224,13 +208,13 @@ def launch_and_report(
         except SubmitError as exc:
             if exc.record is None:
                 raise
-            save_launch(root, exc.record.updated({**(extra_record or {}), "finished_at": time.time()}))
+            save_launch(root, exc.record.updated({**extra_record, "finished_at": time.time()}))
             print(
                 f"nestling: submission failed: {exc}; nothing runs; fix it and resume with --resume {name}",
                 file=sys.stderr,
             )
             return 1
-        save_launch(root, record.updated(extra_record or {}))
+        save_launch(root, record.updated(extra_record))
         if record.interrupted:
             return _interrupted(kind, name, root, config)
         if record.submit_error:
