@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, parse_devices
@@ -27,7 +27,7 @@ from nestling.core.ml.space import (
 from nestling.core.ml.task import Split, Task, declared_scoring_metrics, load_task
 from nestling.core.options.config import DDP_LIKE, PARALLEL_STRATEGIES, Config, read_config_file
 from nestling.core.tree import naming
-from nestling.plan.build import plan_run, plan_single_cv, plan_tune
+from nestling.plan.build import plan_tune, plan_untuned
 from nestling.plan.model import Plan
 from nestling.plan.specs import devices_per_unit, trainer_devices
 
@@ -95,18 +95,10 @@ def prepare(
             rng=rng,
             space=space,
         )
-    elif kind == "cv":
-        name = _name(config, artifact_dir, "cv")
-        plan = plan_single_cv(
-            config,
-            name=name,
-            hparams=base_hparams,
-            n_folds=n_folds,
-            rng=rng,
-        )
     else:
-        name = _name(config, artifact_dir, "run")
-        plan = plan_run(config, name=name, hparams=base_hparams, n_folds=n_folds, rng=rng)
+        untuned: Literal["cv", "run"] = "cv" if kind == "cv" else "run"
+        name = _name(config, artifact_dir, untuned)
+        plan = plan_untuned(untuned, config, name=name, hparams=base_hparams, n_folds=n_folds, rng=rng)
     return Prepared(plan=plan, splits=splits, devices=devices, task=task)
 
 
