@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from nestling.core.errors import NestlingError
 from nestling.core.tree.launch_record import LaunchRecord
 from nestling.plan.model import WorkUnit
+
+if TYPE_CHECKING:
+    from nestling.core.containers.spec import ContainerSpec
+    from nestling.launch.slurm.resources import SlurmResources
 
 
 class Progress(Protocol):
@@ -58,6 +62,22 @@ class Launcher(ABC):
 
     def wait(self, record: LaunchRecord, progress: Progress) -> None:  # noqa: B027 - attached launchers are done
         """Block until the launched work ended (detached launchers)."""
+
+
+class JobLauncher(Launcher, ABC):
+    """A launcher whose work units run as scheduler jobs (SLURM arrays, submitit's local executor): what one job
+    asks for, where the job files go (None: the plan's default), and the image its workers run in, if any."""
+
+    def __init__(
+        self, resources: SlurmResources, *, folder: Path | None = None, container: ContainerSpec | None = None
+    ) -> None:
+        self.resources = resources
+        self.folder = folder
+        self.container = container
+
+    @property
+    def parallel_slots(self) -> int:
+        return self.resources.array_parallelism
 
 
 def count_runs(units: list[WorkUnit]) -> int:
