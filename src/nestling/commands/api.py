@@ -142,20 +142,20 @@ def _keywords_of(declared: Callable[P, None]) -> Callable[[Callable[..., R]], Ca
 @_keywords_of(api_keywords.plan_keywords)
 def run(task: Any = None, /, **options: Any) -> Result:
     """`nestling run`: train one run (fold `fold` of `fold_method`, the first seed). Keywords: `plan_keywords`."""
-    return _start("run", task, options)
+    return _plan_command("run", task, options)
 
 
 @_keywords_of(api_keywords.plan_keywords)
 def cv(task: Any = None, /, **options: Any) -> Result:
     """`nestling cv`: cross-validate one hyperparameter set (n_folds x seeds runs). Keywords: `plan_keywords`."""
-    return _start("cv", task, options)
+    return _plan_command("cv", task, options)
 
 
 @_keywords_of(api_keywords.plan_keywords)
 def tune(task: Any = None, /, **options: Any) -> Result:
     """`nestling tune`: sample `n_trials` sets from `hpconfig` (or the `config` file's space), cross-validate each;
     with `retrain=True`, then retrain the best (`Result.test_score`). Keywords: `plan_keywords`."""
-    return _start("tune", task, options)
+    return _plan_command("tune", task, options)
 
 
 @_keywords_of(api_keywords.retrain_keywords)
@@ -240,7 +240,7 @@ def load(dir: str | Path) -> Result:
     return Result(plan.kind, plan.name, root)  # type: ignore[arg-type]  # plan.json holds one of PlanKind
 
 
-def _start(kind: PlanKind, task: Any, options: dict[str, Any]) -> Result:
+def _plan_command(kind: PlanKind, task: Any, options: dict[str, Any]) -> Result:
     options = _with_task(task, options)
     with _printing(options):
         done = start.start_plan(kind, config_from_keywords(options), _given(options), retrain_command.then_retrain)

@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from nestling import __version__
-from nestling.core.errors import NestlingError, UsageError, error_line, exit_code
+from nestling.core.errors import NestlingError, UsageError, exit_code, stderr_line
 from nestling.core.lazy import lazy_module
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = _dispatch(argv)
     except NestlingError as exc:  # bad input (2), a job that can never start (1): the job stays for the user
-        print(error_line(exc), file=sys.stderr)
+        print(stderr_line(exc), file=sys.stderr)
         rc = exit_code(exc)
     except KeyboardInterrupt as exc:
         print("nestling: interrupted; finished runs are kept, resume with --resume", file=sys.stderr)

@@ -43,7 +43,7 @@ def detach(request: LaunchRequest, then: Callable[..., int] | None = None) -> in
         request.kind, request.name, request.root, request.units, request.config, request.total
     )
     paths = naming.SupervisorPaths(root)
-    if not supervision.claim(root):
+    if not supervision.claim_supervision(root):
         raise UsageError(_busy(kind, name, root))
     try:
         write_json(
@@ -74,7 +74,7 @@ def detach(request: LaunchRequest, then: Callable[..., int] | None = None) -> in
         supervision.hand_over(root, proc.pid)
         proc.returncode = 0  # never waited for here: it outlives this process (and no ResourceWarning says so)
     except BaseException:
-        supervision.release(root)
+        supervision.release_supervision(root)
         raise
     if not config.logging.quiet:
         print(f"{kind} {name}: {total} runs in {len(units)} work units -> {root}")
@@ -92,7 +92,7 @@ def resume_hint(kind: str, name: str, root: Path) -> str:
 
 
 def _busy(kind: str, name: str, root: Path) -> str:
-    sup = supervision.alive(root)
+    sup = supervision.live_supervisor(root)
     who = sup.describe() if sup is not None else "another process"
     return (
         f"{kind} {name!r} is already run by a detached supervisor ({who}); follow it with nestling status {root}, "
@@ -123,7 +123,7 @@ def stop_sweep(dir: Path, *, timeout: float = STOP_WAIT_S) -> Stopped:
     `timeout` seconds for its runs in progress to save. Stopping what does not run is no error (as a service)."""
     root = find_plan_root(Path(dir))
     plan = load_plan(root)
-    sup = supervision.alive(root)
+    sup = supervision.live_supervisor(root)
     if sup is None:  # idempotent, like stopping a stopped service: the sweep ended or was never detached
         print(f"nothing to stop: no detached supervisor runs {plan.kind} {plan.name!r}; see nestling status {root}")
         return Stopped.NOTHING

@@ -28,6 +28,7 @@ from nestling.core.containers.options import SIF_RUNTIMES, ContainerOptions, opt
 from nestling.core.containers.runtimes import image_exists, resolve_runtime
 from nestling.core.errors import UsageError
 from nestling.core.host import slurm_query, tracking
+from nestling.core.host.slurm_query import Run
 from nestling.core.ml.task import load_task
 from nestling.core.options.config import Config, parse_config
 from nestling.launch.factory import slurm_resources
@@ -43,7 +44,6 @@ DESCRIPTION = (
 )
 
 Which = Callable[[str], "str | None"]
-Run = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,10 @@ def doctor_main(argv: list[str], which: Which | None = None, run: Run | None = N
     config = parse_config(rest, prog="nestling doctor", description=DESCRIPTION)
     checks = run_checks(config, kind, which=which, run=run)
     print(format_table(checks))
-    return exit_code(checks)
+    return checks_exit_code(checks)
 
 
-def exit_code(checks: list[Check]) -> int:
+def checks_exit_code(checks: list[Check]) -> int:
     if any(c.status == BAD for c in checks):
         return 2
     return 1 if any(c.status == PROBLEM for c in checks) else 0

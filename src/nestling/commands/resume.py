@@ -170,7 +170,7 @@ def _refuse_if_active(plan: Plan) -> None:
     """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued, or
     while a detached supervisor (--detach) runs the plan."""
 
-    supervisor = supervision.alive(plan.root)
+    supervisor = supervision.live_supervisor(plan.root)
     if supervisor is not None:
         raise UsageError(
             f"{plan.kind} {plan.name!r} is run by a detached supervisor ({supervisor.describe()}); follow it with "

@@ -112,8 +112,8 @@ def retrain_tune(
                 f"{' and '.join(chosen)} choose a new retrain, but {final_root} exists and would be resumed; drop "
                 "them to resume it, or move it away to start another"
             )
-        return _resume(tune, final_root, choice.cv, given, explicit)
-    return _start(tune, choice, given, explicit)
+        return _resume_retrain(tune, final_root, choice.cv, given, explicit)
+    return _new_retrain(tune, choice, given, explicit)
 
 
 def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) -> int:
@@ -289,7 +289,7 @@ def _choose(tune: Plan, cv_name: str | None, select: str | None) -> tuple[CvSumm
     return best, how
 
 
-def _start(tune: Plan, choice: RetrainChoice, given: Config, explicit: AbstractSet[str]) -> Executed:
+def _new_retrain(tune: Plan, choice: RetrainChoice, given: Config, explicit: AbstractSet[str]) -> Executed:
     tune_config = config_from_dict(tune.options)
     splits = [Split(s["train"], s["val"], s["test"]) for s in read_json(tune.root / naming.SPLITS)]
     split = retrain_split(splits)
@@ -334,7 +334,7 @@ def _start(tune: Plan, choice: RetrainChoice, given: Config, explicit: AbstractS
     return launch_plan(LaunchRequest("retrain", name, plan.root, units, config, len(plan.runs)), launcher, None)
 
 
-def _resume(
+def _resume_retrain(
     tune: Plan, root: Path, cv_name: str | None, given: Config, explicit: AbstractSet[str]
 ) -> Executed:
     plan = load_plan(root)

@@ -54,7 +54,7 @@ def status_main(argv: list[str], description: str) -> int:
 def read_status(dir: Path) -> Status:
     """The state of every run of the plan holding `dir` (any dir inside a tune finds the tune)."""
     plan = load_plan(find_plan_root(Path(dir)))
-    return Status(plan, run_states(plan), supervision.alive(plan.root))
+    return Status(plan, run_states(plan), supervision.live_supervisor(plan.root))
 
 
 def print_status(status: Status, *, show_all: bool = False, as_json: bool = False) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from nestling.commands.detach import resume_hint
 from nestling.commands.start import launch_and_report
-from nestling.core.errors import NestlingError, error_line, exit_code
+from nestling.core.errors import NestlingError, exit_code, stderr_line
 from nestling.core.host.devices import parse_devices
 from nestling.core.options.config import config_from_dict
 from nestling.core.tree import naming
@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
             module, _, attr = str(handed["then"]).partition(":")
             code = getattr(importlib.import_module(module), attr)(kind, root, config, True, code)  # it ended
     except NestlingError as exc:
-        print(error_line(exc), flush=True)
+        print(stderr_line(exc), flush=True)
         code = exit_code(exc)
     except KeyboardInterrupt as exc:
         print(f"nestling: stopped; resume with {resume_hint(kind, name, root)}", flush=True)
         code = exit_code(exc)
     finally:
         paths.request.unlink(missing_ok=True)
-        supervision.release(root)
+        supervision.release_supervision(root)
         print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} supervisor ended: exit code {code}", flush=True)
     return code
 

@@ -81,7 +81,7 @@ def wandb_sync(executable: str) -> Upload:
     return upload
 
 
-def sync(root: Path, upload: Upload) -> SyncCounts:
+def upload_offline_runs(root: Path, upload: Upload) -> SyncCounts:
     """Upload every offline run under `root` that is not marked synced; mark each one that uploads.
 
     The attempts of one nestling run (same run id, one offline dir each) upload in order; after a failed one the
@@ -143,7 +143,7 @@ def pending_uploads(root: Path) -> list[Path]:
 
 
 def sync_dir(root: Path) -> SyncCounts:
-    """Upload the offline W&B runs under a tune, cv or run dir with `wandb sync` (see `sync`)."""
+    """Upload the offline W&B runs under a tune, cv or run dir with `wandb sync` (see `upload_offline_runs`)."""
     root = _existing(root)
     executable = wandb_executable()
     if WANDB_EXECUTABLE_ENV not in os.environ:
@@ -153,7 +153,7 @@ def sync_dir(root: Path) -> SyncCounts:
                 f"{problem}; nothing uploaded. Run it where W&B can be reached (a login node), with `wandb login` "
                 "done or WANDB_API_KEY set."
             )
-    return sync(root, wandb_sync(executable))
+    return upload_offline_runs(root, wandb_sync(executable))
 
 
 def _existing(root: Path) -> Path:

@@ -3,7 +3,7 @@
 Every error a user can meet without a bug (bad input, a job SLURM will never start, a refused submission) is a
 `NestlingError`: one line that names the value and the fix, and the exit code the command line ends with. The
 Python API raises them as they are; the command line (commands/cli.py) and the detached supervisor print
-`error_line(exc)` and exit with `exit_code(exc)`.
+`stderr_line(exc)` and exit with `exit_code(exc)`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def exit_code(exc: BaseException) -> int:
     return exc.exit_code if isinstance(exc, NestlingError) else EXIT_FAILED
 
 
-def error_line(exc: NestlingError) -> str:
+def stderr_line(exc: NestlingError) -> str:
     """The one line the command line prints on stderr for `exc`."""
     return f"{exc.prefix}{exc}"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling import __version__
-from nestling.core.containers.spec import in_container as detect
+from nestling.core.containers.spec import in_container
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.tree import attempt_lock
 from nestling.core.tree.atomic import write_json
@@ -31,10 +31,6 @@ log = logging.getLogger("nestling.run")
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def in_container() -> bool:
-    return detect()
 
 
 def next_attempt(paths: RunPaths) -> int:

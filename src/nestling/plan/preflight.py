@@ -57,7 +57,7 @@ def prepare(
     then not imported here (issue 15 #1). Without it, or when it gives None, the task is loaded here."""
     if config.logging.name is not None:  # cheap checks first: a typo should not wait for the task to load
         naming.validate_name(config.logging.name, f"--name ({kind} name)")
-    _check_choices(config, kind)
+    _check_combinations(config, kind)
     check_artifact_dir(Path(config.logging.artifact_dir))
     config = _absolute_artifact_dir(config)
     devices = parse_devices(config.device.devices)
@@ -118,7 +118,7 @@ def _with_scoring_metrics(config: Config, task: Task) -> Config:
     return dataclasses.replace(config, cv=dataclasses.replace(config.cv, scoring_metric=metrics))
 
 
-def _check_choices(config: Config, kind: str) -> None:
+def _check_combinations(config: Config, kind: str) -> None:
     """Combinations and ranges; the options with fixed values were checked when the config was parsed."""
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:

@@ -12,8 +12,8 @@ from nestling.core.errors import (
     JobsBlocked,
     NestlingError,
     UsageError,
-    error_line,
     exit_code,
+    stderr_line,
 )
 from nestling.launch.base import SubmitError
 
@@ -30,7 +30,7 @@ from nestling.launch.base import SubmitError
 def test_each_error_has_its_exit_code_and_one_line(
     error: NestlingError, code: int, line: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert isinstance(error, NestlingError) and exit_code(error) == code and error_line(error) == line
+    assert isinstance(error, NestlingError) and exit_code(error) == code and stderr_line(error) == line
 
     def failing(argv: list[str]) -> int:
         raise error

@@ -38,6 +38,7 @@ from nestling.core.options.choices import (  # noqa: F401 - re-exported: the opt
     Select,
     TestSplit,
     WandbMode,
+    check_choice,
 )
 
 
@@ -235,16 +236,6 @@ def _check_file_values(data: dict[str, Any], path: str) -> dict[str, dict[str, A
     if not isinstance(hparams, dict):
         raise UsageError(f"[hparams] in {path} must be a table of KEY = VALUE, not {hparams!r}")
     return per_group
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...], source: str | None = None) -> str:
-    """The one check of an option with fixed values; `source` is the config file, None for the command line."""
-    if value in choices:
-        return str(value)
-    allowed = ", ".join(choices)
-    if source is None:
-        raise UsageError(f"--{name} {value!r} is not one of {allowed}; e.g. --{name} {choices[0]}")
-    raise UsageError(f'{name} = {value!r} in {source} is not one of {allowed}; e.g. {name} = "{choices[0]}"')
 
 
 def _coerce(key: str, value: Any, ftype: Any, source: str) -> Any:
