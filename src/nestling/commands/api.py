@@ -37,6 +37,7 @@ from nestling.commands import status as status_command
 from nestling.commands import sync as sync_command
 from nestling.core.errors import UsageError
 from nestling.core.lazy import lazy_module
+from nestling.core.options.choices import Select
 from nestling.core.options.config import config_from_keywords, suggest
 from nestling.core.tree import naming
 from nestling.plan.store import find_plan_root, load_plan
@@ -181,7 +182,7 @@ def report(dir: str | Path, *, png: bool = True, quiet: bool = False) -> Result:
 def collect(
     dir: str | Path,
     *,
-    select: Literal["score", "lcb"] | None = None,
+    select: Select | None = None,
     all_columns: bool = False,
     report: bool = False,
     quiet: bool = False,
@@ -189,7 +190,7 @@ def collect(
     """`nestling collect DIR`: rebuild the tables of a tune, cv or run dir from its run results and print its
     summary (ranked by `select`; every metric with `all_columns`); with `report`, its report.html too."""
     with _printing({"quiet": quiet}):
-        collect_command.collect_tables(Path(dir), select=select, all_columns=all_columns, report=report)
+        collect_command.collect_tables(Path(dir), select=select, all_columns=all_columns, report=report, quiet=quiet)
     return load(dir)
 
 
@@ -207,7 +208,9 @@ def sync(dir: str | Path, *, dry_run: bool = False, quiet: bool = False) -> Sync
     with `dry_run`, upload nothing (`SyncCounts.pending` lists what would be uploaded)."""
     with _printing({"quiet": quiet}):
         if dry_run:
-            return sync_command.SyncCounts(pending=sync_command.pending_uploads(Path(dir)))
+            pending = sync_command.pending_uploads(Path(dir))
+            sync_command.print_pending(pending, Path(dir))
+            return sync_command.SyncCounts(pending=pending)
         counts = sync_command.sync_dir(Path(dir))
         sync_command.print_counts(counts, Path(dir))
     return counts

@@ -27,6 +27,10 @@ class Status:
     def counts(self) -> dict[str, int]:
         return count(self.runs)
 
+    def __repr__(self) -> str:  # a notebook shows this, not the whole plan
+        counts = " ".join(f"{k}={v}" for k, v in self.counts.items() if v)
+        return f"Status({self.plan.kind} {self.plan.name}: {len(self.runs)} runs {counts})"
+
     @property
     def active(self) -> bool:
         """Whether a run is still running or waiting to (`--watch` refreshes until none is)."""

@@ -118,14 +118,17 @@ def sync_main(argv: list[str], description: str) -> int:
     parser.add_argument("--dry_run", action="store_true", help="list what would be uploaded; upload nothing")
     args = parser.parse_args(argv)
     if args.dry_run:
-        todo = pending_uploads(args.dir)
-        for path in todo:
-            print(path)
-        print(f"{len(todo)} offline W&B runs to upload under {args.dir}")
+        print_pending(pending_uploads(args.dir), args.dir)
         return 0
     counts = sync_dir(args.dir)
     print_counts(counts, args.dir)
     return 1 if counts.failed else 0
+
+
+def print_pending(pending: list[Path], root: Path) -> None:
+    for path in pending:
+        print(path)
+    print(f"{len(pending)} offline W&B runs to upload under {root}")
 
 
 def print_counts(counts: SyncCounts, root: Path) -> None:
