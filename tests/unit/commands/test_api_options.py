@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import nestling
-from nestling.commands import api
+from nestling.commands import api, cli, retrain, start
 from nestling.core.errors import UsageError
 from nestling.core.options.config import config_from_keywords, parse_config
 from nestling.tasks.sleep import SleepTask
@@ -90,6 +90,35 @@ def test_bad_keywords_raise_the_line_the_command_line_prints(keywords: dict[str,
     with pytest.raises(UsageError) as from_argv:
         parse_config(["--task", "sleep", *argv])
     assert str(from_python.value) == str(from_argv.value)
+
+
+def test_the_command_line_and_python_call_the_same_function_with_the_same_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither goes through the other (issue 20 §2): argv and keywords become the same typed call."""
+    calls: list[tuple[object, ...]] = []
+
+    def start_plan(kind: str, config: object, explicit: object = frozenset(), then: object = None) -> start.Executed:
+        calls.append((kind, config, frozenset(explicit), then))  # type: ignore[arg-type]
+        return start.Executed(0, kind, "t", tmp_path)
+
+    def retrain_tune(tune_dir: Path, given: object, explicit: object, choice: object = None) -> start.Executed:
+        calls.append((Path(tune_dir), given, frozenset(explicit), choice))  # type: ignore[arg-type]
+        return start.Executed(0, "retrain", "t-final", tmp_path)
+
+    monkeypatch.setattr(start, "start_plan", start_plan)
+    monkeypatch.setattr(cli.start, "start_plan", start_plan)  # the command line's lazy handle holds its own copy
+    monkeypatch.setattr(retrain, "retrain_tune", retrain_tune)
+    assert cli.main(["tune", "--task", "sleep", "--n_folds", "5", "--hp", "lr=0.1", "--devices", "0", "1",
+                     "--resume", "t", "--quiet"]) == 0  # fmt: skip
+    nestling.tune("sleep", n_folds=5, hp={"lr": 0.1}, devices=[0, 1], resume="t", quiet=True)
+    assert calls[0] == calls[1] and calls[0][0] == "tune"
+    assert calls[0][2] == {"task", "n_folds", "hp", "devices", "resume", "quiet"}  # n_folds given at its default
+
+    assert cli.main(["retrain", str(tmp_path), "--n_seeds", "2", "--retrain_epochs", "4", "--launcher", "slurm"]) == 0
+    nestling.retrain(tmp_path, n_seeds=2, retrain_epochs=4, launcher="slurm")
+    assert calls[2] == calls[3] and calls[2][2] == {"n_seeds", "launcher"}
+    assert calls[2][3] == retrain.RetrainChoice(epochs="4")
 
 
 def test_bad_input_raises_the_command_lines_usage_error_not_systemexit(tmp_path: Path) -> None:
