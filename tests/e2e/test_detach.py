@@ -37,7 +37,7 @@ def _results(root: Path) -> dict[str, RunResult | None]:
 def _done(root: Path) -> bool:
     """Every run has a result and the supervisor has ended (it collects after the last run)."""
     results = _results(root)
-    return all(r is not None for r in results.values()) and supervision.read(root) is None
+    return all(r is not None for r in results.values()) and supervision.read_supervisor(root) is None
 
 
 def test_a_detached_sweep_outlives_the_shell_that_started_it(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_a_detached_sweep_outlives_the_shell_that_started_it(tmp_path: Path) -> 
     try:
         poll(lambda: (tmp_path / "fg.rc").exists(), 60, "the foreground command to return")
         assert (tmp_path / "fg.rc").read_text().strip() == "0", (tmp_path / "fg.out").read_text()
-        sup = supervision.alive(root)
+        sup = supervision.live_supervisor(root)
         assert sup is not None and sup.pid != shell.pid
         assert os.getsid(sup.pid) == sup.pid  # its own session: the terminal's hang-up never reaches it
         out = (tmp_path / "fg.out").read_text()
@@ -97,7 +97,7 @@ def test_stop_then_resume_loses_nothing(tmp_path: Path) -> None:
     stopped = cli("stop", str(root), env=_env())
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert f"nestling cv --resume halt --artifact_dir {art}" in stopped.stdout
-    assert supervision.alive(root) is None
+    assert supervision.live_supervisor(root) is None
     before = {name: r for name, r in _results(root).items() if r is not None}
     assert before and all(r.status == "success" for r in before.values())
     assert len(before) < 4, "stopped too late to test anything; make the runs longer"
@@ -145,10 +145,10 @@ def test_sigterm_to_the_supervisor_stops_it_as_stop_does(tmp_path: Path) -> None
     root = naming.cv_dir(art, "term")
     runs = load_plan(root).runs
     poll(lambda: any(naming.RunPaths(r.dir).attempts.exists() for r in runs), 120, "a run to start")
-    sup = supervision.alive(root)
+    sup = supervision.live_supervisor(root)
     assert sup is not None
     os.kill(sup.pid, signal.SIGTERM)
-    poll(lambda: supervision.read(root) is None, 120, "the supervisor to end")
+    poll(lambda: supervision.read_supervisor(root) is None, 120, "the supervisor to end")
     launches = read_json(naming.launch_file(root))["launches"]
     assert launches[-1]["interrupted"] is True and launches[-1]["detached"] is True
     assert "supervisor ended: exit code 130" in naming.SupervisorPaths(root).log.read_text()

@@ -30,6 +30,7 @@ from nestling.core.containers.detect import resolve_runtime, runtime_named, runt
 from nestling.core.containers.options import REMOTE_IMAGE, option_problems, resolve_bind
 from nestling.core.errors import UsageError
 from nestling.core.host import slurm_query, tracking
+from nestling.core.host.slurm_query import Run
 from nestling.core.ml.task import load_task
 from nestling.core.options.config import Config, parse_config
 from nestling.core.tree import naming
@@ -46,7 +47,6 @@ DESCRIPTION = (
 )
 
 Which = Callable[[str], "str | None"]
-Run = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,12 @@ def doctor_main(argv: list[str], which: Which | None = None, run: Run | None = N
     kind = argv[0] if argv and argv[0] in KINDS else None
     rest = argv[1:] if kind else argv
     config = parse_config(rest, prog="nestling doctor", description=DESCRIPTION)
-    if kind is None:
-        kind = "tune" if config.tune.hpconfig else "cv"
     checks = run_checks(config, kind, which=which, run=run)
     print(format_table(checks))
-    return exit_code(checks)
+    return checks_exit_code(checks)
 
 
-def exit_code(checks: list[Check]) -> int:
+def checks_exit_code(checks: list[Check]) -> int:
     if any(c.status == BAD for c in checks):
         return 2
     return 1 if any(c.status == PROBLEM for c in checks) else 0
@@ -90,9 +88,11 @@ def format_table(checks: list[Check]) -> str:
 
 
 def run_checks(
-    config: Config, kind: str = "cv", which: Which | None = None, run: Run | None = None
+    config: Config, kind: str | None = None, which: Which | None = None, run: Run | None = None
 ) -> list[Check]:
-    """Every check, in the order a launch would meet them. `which`/`run` are injectable for tests."""
+    """Every check of the command line `nestling KIND` with these options, in the order a launch would meet them
+    (KIND default: tune with --hpconfig, else cv). `which`/`run` are injectable for tests."""
+    kind = kind or ("tune" if config.tune.hpconfig else "cv")
     which = which or shutil.which
     run = run or subprocess.run
     checks: list[Check] = []

@@ -13,12 +13,13 @@ change freely (e.g. resume a local sweep on SLURM).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nestling.core.errors import UsageError
-from nestling.core.options.config import Config, config_from_dict, explicit_options
+from nestling.core.options.config import Config, config_from_dict
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
@@ -42,7 +43,7 @@ FROM_INVOCATION = {("tune", "retrain")}  # what happens after the plan: taken fr
 
 @dataclass(frozen=True)
 class Resumption:
-    """What a resume hands back to `commands.execute_plan`: the runs to redo (grouped per cv, as planned), the
+    """What a resume hands back to `start.resume_plan`: the runs to redo (grouped per cv, as planned), the
     configuration to launch them with, and what changed since planning (recorded in launch.json)."""
 
     name: str
@@ -62,9 +63,10 @@ class Resumption:
         return {"resume": True, "rerun": self.total, "forced_changes": forced}
 
 
-def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
+def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Resumption:
     """Check the saved plan against this invocation and make the tree ready for the reruns (failed results
-    archived, stale locks removed, forced changes written into the rerun specs); launching is the caller's."""
+    archived, stale locks removed, forced changes written into the rerun specs); launching is the caller's.
+    `explicit`: the options given in this invocation (config.explicit_options of the command line)."""
     name = naming.validate_name(config.launch.resume or "", "--resume name")
     if kind == "run":
         raise UsageError(
@@ -77,7 +79,7 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
         )
     plan = load_plan(root)
     saved = config_from_dict(plan.options)
-    changes = changed_options(saved, config, explicit_options(argv))
+    changes = changed_options(saved, config, explicit)
     if changes and not config.launch.force:
         raise UsageError(
             f"{kind} {name!r} was planned with other options: {'; '.join(map(str, changes))}; drop them to resume "
@@ -91,7 +93,7 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
             f"or start a new {kind}"
         )
     effective = _effective(saved, config, changes)
-    given = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in explicit_options(argv)}
+    given = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in explicit}
     effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **given))
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
@@ -131,10 +133,9 @@ class Change:
         return f"{flag} {self.before!r} -> {self.after!r}"
 
 
-def changed_options(saved: Config, current: Config, explicit: set[str] | None = None) -> list[Change]:
+def changed_options(saved: Config, current: Config, explicit: AbstractSet[str] = frozenset()) -> list[Change]:
     """Options set in this invocation (given on the command line, or differing from the defaults, e.g. from a
     config file) whose value differs from the saved plan's."""
-    explicit = explicit or set()
     defaults = Config().to_dict()
     now, before = current.to_dict(), saved.to_dict()
     changes = []
@@ -170,7 +171,7 @@ def _refuse_if_active(plan: Plan) -> None:
     """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued, or
     while a detached supervisor (--detach) runs the plan."""
 
-    supervisor = supervision.alive(plan.root)
+    supervisor = supervision.live_supervisor(plan.root)
     if supervisor is not None:
         raise UsageError(
             f"{plan.kind} {plan.name!r} is run by a detached supervisor ({supervisor.describe()}); follow it with "

@@ -1,4 +1,5 @@
-"""`nestling run | cv | tune`: parse, check, plan, write the tree, launch, collect, report.
+"""`nestling run | cv | tune` and `nestling.run | cv | tune`, their options parsed: check, plan, write the tree,
+launch, collect, report.
 
 Everything that can be wrong with the input is found by `preflight.prepare` and `launch.factory.make_launcher`
 before the first directory is created. `--resume NAME` continues a plan from its tree (see resume.py).
@@ -9,22 +10,23 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.commands.detach import detach
 from nestling.commands.resume import prepare_resume
-from nestling.core.errors import UsageError
+from nestling.core.errors import EXIT_INTERRUPTED, UsageError
 from nestling.core.host.devices import parse_devices
 from nestling.core.lazy import lazy_module
-from nestling.core.options.config import PARALLEL_STRATEGIES, Config, parse_config
+from nestling.core.options.config import PARALLEL_STRATEGIES, Config
 from nestling.core.tree import failfast
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import Launcher, SubmitError, plural
 from nestling.launch.factory import described_task, make_launcher, prestart_local
-from nestling.plan.model import WorkUnit
+from nestling.plan.model import LaunchRequest
 from nestling.plan.preflight import check_job_resources, prepare
 from nestling.plan.store import write_plan
 from nestling.plan.units import auto_runs_per_task, run_dirs_per_cv, work_units
@@ -51,7 +53,7 @@ def parallel_strategy(config: Config) -> str:
 
 @dataclass(frozen=True)
 class Executed:
-    """How `execute` ended: its exit code and the plan it made or resumed (None for a dry run)."""
+    """How a plan command ended: its exit code and the plan it made or resumed (None for a dry run)."""
 
     exit_code: int
     kind: str
@@ -63,39 +65,16 @@ class Executed:
 Then = Callable[[str, Path, Config, bool, int], int]
 
 
-def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
-    return execute(kind, argv, then).exit_code
+def start_plan(
+    kind: str, config: Config, explicit: AbstractSet[str] = frozenset(), then: Then | None = None
+) -> Executed:
+    """`nestling run | cv | tune` once its options are parsed, and `nestling.run | cv | tune`: check, plan (or
+    resume), write the tree and launch, then `then` (`tune --retrain`; with --detach the supervisor runs it, after
+    the sweep). `explicit`: the options the user gave (a resume compares them with the plan even at their default)."""
 
-
-def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
-    """Parse, check, plan (or resume), write the tree and launch, then `then` (cli passes `nestling tune
-    --retrain`; with --detach the supervisor runs it, after the sweep): the command line's `run`, `cv`, `tune`,
-    and the Python API's (commands/api.py), which reads the plan's tables from `root` afterwards."""
-
-    config = parse_config(argv, prog=f"nestling {kind}", description=DESCRIPTIONS[kind])
     check_detach(config)
     if config.launch.resume:
-        resumed = prepare_resume(kind, config, argv)
-        config = resumed.config
-        if not resumed.total:
-            print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
-            code = _finish(resumed.root, config.logging.quiet)
-            code = then(kind, resumed.root, config, True, code) if then else code  # it ended
-            return Executed(code, kind, resumed.name, resumed.root)
-
-        check_job_resources(config)  # the launch options may have changed since planning
-        launcher = make_launcher(config, kind, resumed.name, parse_devices(config.device.devices))
-        units = work_units(
-            resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
-        )
-        if config.launch.detach:
-            code = detach(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record, then)
-        else:
-            code = launch_and_report(
-                kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
-            )
-            code = then(kind, resumed.root, config, _ended(launcher, config), code) if then else code
-        return Executed(code, kind, resumed.name, resumed.root)
+        return resume_plan(kind, config, explicit, then)
     # the local pool starts now: its first worker describes the task while the workers import torch meanwhile
     # (a detached sweep's supervisor starts its own pool)
     pool = None if config.launch.detach else prestart_local(config, kind)
@@ -124,15 +103,40 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
         if pool is not None:
             pool.discard()
         raise
+    return launch_plan(LaunchRequest(kind, plan.name, plan.root, units, config, len(plan.runs)), launcher, then)
+
+
+def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: Then | None = None) -> Executed:
+    """`--resume NAME` (and a retrain that exists): the runs still to do, launched like a new plan's."""
+    resumed = prepare_resume(kind, config, explicit)
+    config = resumed.config
+    if not resumed.total:
+        print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
+        code = collect_and_report(resumed.root, config.logging.quiet)
+        code = then(kind, resumed.root, config, True, code) if then else code  # it ended
+        return Executed(code, kind, resumed.name, resumed.root)
+
+    check_job_resources(config)  # the launch options may have changed since planning
+    launcher = make_launcher(config, kind, resumed.name, parse_devices(config.device.devices))
+    units = work_units(
+        resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
+    )
+    request = LaunchRequest(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record)
+    return launch_plan(request, launcher, then)
+
+
+def launch_plan(request: LaunchRequest, launcher: Launcher, then: Then | None) -> Executed:
+    """A plan on disk, new or resumed: detached (the supervisor launches it and runs `then`) or launched here."""
+    kind, root, config = request.kind, request.root, request.config
     if config.launch.detach:
-        code = detach(kind, plan.name, plan.root, units, config, len(plan.runs), then=then)
+        code = detach(request, then)
     else:
-        code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
-        code = then(kind, plan.root, config, _ended(launcher, config), code) if then else code
-    return Executed(code, kind, plan.name, plan.root)
+        code = launch_and_report(request, launcher)
+        code = then(kind, root, config, _plan_ended(launcher, config), code) if then else code
+    return Executed(code, kind, request.name, root)
 
 
-def _ended(launcher: Launcher, config: Config) -> bool:
+def _plan_ended(launcher: Launcher, config: Config) -> bool:
     """Whether the plan's work has ended when launch_and_report returns (not a detached launch left running)."""
     return not launcher.detached or config.launch.wait
 
@@ -158,13 +162,15 @@ def describe_trials(plan: Any, config: Config) -> list[str]:
     ]
     width = max(len(str(cv.cv_name)) for cv in plan.cvs)
     for cv in plan.cvs:
-        lines.append(f"  {str(cv.cv_name):<{width}}  {_hp_text(cv.hparams, varying)}  {plural(len(cv.runs), 'run')}")
+        lines.append(
+            f"  {str(cv.cv_name):<{width}}  {_hparams_line(cv.hparams, varying)}  {plural(len(cv.runs), 'run')}"
+        )
     if fixed:
-        lines.append(f"same in every trial: {_hp_text(plan.cvs[0].hparams, fixed)}")
+        lines.append(f"same in every trial: {_hparams_line(plan.cvs[0].hparams, fixed)}")
     return lines
 
 
-def _hp_text(hparams: dict[str, Any], keys: list[str]) -> str:
+def _hparams_line(hparams: dict[str, Any], keys: list[str]) -> str:
     def value(v: Any) -> str:
         if isinstance(v, float):  # 0.01 and 1.0 as written, a drawn 0.012523918 as 0.01252
             return repr(v) if len(repr(v)) <= 8 else f"{v:.4g}"
@@ -190,16 +196,10 @@ def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
     return auto_runs_per_task(config.launch.expected_run_s, n_runs, launcher.parallel_slots)
 
 
-def launch_and_report(
-    kind: str,
-    name: str,
-    root: Path,
-    units: list[WorkUnit],
-    launcher: Launcher,
-    config: Config,
-    total: int,
-    extra_record: dict[str, Any] | None = None,
-) -> int:
+def launch_and_report(request: LaunchRequest, launcher: Launcher) -> int:
+    """Launch the request here, save launch.json, wait as asked, then collect and report: an exit code."""
+    kind, name, root, units, config = request.kind, request.name, request.root, request.units, request.config
+    total, extra_record = request.total, request.record
     quiet = config.logging.quiet
     failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
     if not quiet:
@@ -211,13 +211,13 @@ def launch_and_report(
         except SubmitError as exc:
             if exc.record is None:
                 raise
-            save_launch(root, exc.record.updated({**(extra_record or {}), "finished_at": time.time()}))
+            save_launch(root, exc.record.updated({**extra_record, "finished_at": time.time()}))
             print(
                 f"nestling: submission failed: {exc}; nothing runs; fix it and resume with --resume {name}",
                 file=sys.stderr,
             )
             return 1
-        save_launch(root, record.updated(extra_record or {}))
+        save_launch(root, record.updated(extra_record))
         if record.interrupted:
             return _interrupted(kind, name, root, config)
         if record.submit_error:
@@ -231,10 +231,7 @@ def launch_and_report(
                 _print_follow_up(root, record)
                 return 0
             launcher.wait(record, progress)
-    return _finish(root, quiet)
-
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+    return collect_and_report(root, quiet)
 
 
 def _interrupted(kind: str, name: str, root: Path, config: Config) -> int:
@@ -268,12 +265,13 @@ def _print_follow_up(root: Path, record: LaunchRecord) -> None:
         print(f"retrain:   job {record.extra['retrain_job_id']} runs nestling retrain {root} after the collector")
 
 
-def _finish(root: Path, quiet: bool) -> int:
+def collect_and_report(root: Path, quiet: bool) -> int:
+    """The end of every plan command: the tables, the summary and report (unless quiet), the outcome line."""
     collected = collect.collect(root)
     if not quiet:
         summary.print_summary(collected)
     if collected.plan.kind in ("cv", "tune"):
-        _write_report(root, collected, quiet)
+        _report_beside_tables(root, collected, quiet)
     stop = failfast.stopped(root)
     if stop is not None:
         print(f"nestling: {stop.message(collected.plan.name, error_shown=not quiet)}", file=sys.stderr)
@@ -284,7 +282,7 @@ def _finish(root: Path, quiet: bool) -> int:
     return 0 if collected.counts[RunState.SUCCESS] > 0 else 1
 
 
-def _write_report(root: Path, collected: Collected, quiet: bool) -> None:
+def _report_beside_tables(root: Path, collected: Collected, quiet: bool) -> None:
     """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan."""
     try:
         path = write_report(root, collected)

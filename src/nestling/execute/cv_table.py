@@ -139,7 +139,7 @@ def _collect_cvs(
                 if column is None:
                     column = metrics[name] = [None] * n
                 column.extend([None] * (n - len(column)))
-                column.append(_float(value))
+                column.append(_float_or_nan(value))
                 cv_metric_names[name] = None
             n += 1
         folds_done.append(min(unfinished_folds, default=max((r.fold + 1 for r in cv.runs), default=0)))
@@ -199,7 +199,7 @@ def _collect_cvs(
     return summaries
 
 
-def _float(value: Any) -> float | None:
+def _float_or_nan(value: Any) -> float | None:
     if value is None:
         return None
     try:

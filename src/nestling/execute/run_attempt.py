@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from nestling import __version__
-from nestling.core.containers.spec import in_container as detect
+from nestling.core.containers.spec import in_container
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.tree import attempt_lock
 from nestling.core.tree.atomic import write_json
@@ -29,8 +29,6 @@ from nestling.execute.training import Trained, TrainingFailed, train
 log = logging.getLogger("nestling.run")
 
 
-def in_container() -> bool:
-    return detect()
 
 
 def next_attempt(paths: RunPaths) -> int:

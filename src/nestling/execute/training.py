@@ -36,7 +36,7 @@ def cached_task(spec: str) -> Task:
 
 
 @lru_cache(maxsize=8)
-def _splits(path: str) -> tuple[Split, ...]:
+def _read_splits(path: str) -> tuple[Split, ...]:
     data = json.loads(Path(path).read_text())
     return tuple(Split(train=s["train"], val=s["val"], test=s["test"]) for s in data)
 
@@ -206,7 +206,7 @@ def _train(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> Trained
     from lightning.pytorch.loggers import CSVLogger
 
     task = cached_task(spec.task)
-    split = _splits(spec.splits_file)[spec.fold]
+    split = _read_splits(spec.splits_file)[spec.fold]
     cap_device_memory()
     L.seed_everything(spec.seed, workers=True, verbose=False)
     scoring = parse_scoring_metrics(spec.scoring_metric)

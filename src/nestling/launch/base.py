@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from nestling.core.containers import image
+from nestling.core.errors import NestlingError
 from nestling.core.tree.launch_record import LaunchRecord
 from nestling.core.tree.run_state import RunState
 from nestling.plan.model import WorkUnit
 
 if TYPE_CHECKING:
     from nestling.core.containers.spec import ContainerSpec
+    from nestling.launch.slurm.resources import SlurmResources
 
 
 class Progress(Protocol):
@@ -36,7 +38,7 @@ class Progress(Protocol):
         """The tree holds `done` results, by status (launchers that poll the tree)."""
 
 
-class SubmitError(RuntimeError):
+class SubmitError(NestlingError):
     """The scheduler refused a submission; `record` holds what was submitted before (saved to launch.json)."""
 
     def __init__(self, message: str, record: LaunchRecord | None = None) -> None:
@@ -72,6 +74,22 @@ class Launcher(ABC):
 
     def wait(self, record: LaunchRecord, progress: Progress) -> None:  # noqa: B027 - attached launchers are done
         """Block until the launched work ended (detached launchers)."""
+
+
+class JobLauncher(Launcher, ABC):
+    """A launcher whose work units run as scheduler jobs (SLURM arrays, submitit's local executor): what one job
+    asks for, where the job files go (None: the plan's default), and the image its workers run in, if any."""
+
+    def __init__(
+        self, resources: SlurmResources, *, folder: Path | None = None, container: ContainerSpec | None = None
+    ) -> None:
+        self.resources = resources
+        self.folder = folder
+        self.container = container
+
+    @property
+    def parallel_slots(self) -> int:
+        return self.resources.array_parallelism
 
 
 def count_runs(units: list[WorkUnit]) -> int:

@@ -147,7 +147,7 @@ def local_slots(config: Config, devices: TrainerDevices) -> list[list[str] | Non
     return list(slots)
 
 
-def devices_per_unit(config: Config, devices: TrainerDevices) -> int:
+def gpus_per_unit(config: Config, devices: TrainerDevices) -> int:
     """GPUs one work unit needs: one per parallel unit, else the Trainer's device count."""
     if config.launch.gpus_per_task is not None:
         return config.launch.gpus_per_task
@@ -162,7 +162,7 @@ def devices_per_unit(config: Config, devices: TrainerDevices) -> int:
 
 def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevices) -> Any:
     launch = config.launch
-    gpus = devices_per_unit(config, devices)
+    gpus = gpus_per_unit(config, devices)
     nodes, tasks = 1, 1
     if kind == "run" and config.device.strategy not in PARALLEL_STRATEGIES:
         count = devices if isinstance(devices, int) else (gpus or 1)

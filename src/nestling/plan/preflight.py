@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, parse_devices
@@ -27,7 +27,7 @@ from nestling.core.ml.space import (
 from nestling.core.ml.task import Split, Task, declared_scoring_metrics, load_task
 from nestling.core.options.config import DDP_LIKE, PARALLEL_STRATEGIES, Config, read_config_file
 from nestling.core.tree import naming
-from nestling.plan.build import plan_run, plan_single_cv, plan_tune
+from nestling.plan.build import plan_tune, plan_untuned
 from nestling.plan.model import Plan
 from nestling.plan.specs import devices_per_unit, trainer_devices
 
@@ -57,7 +57,7 @@ def prepare(
     then not imported here (issue 15 #1). Without it, or when it gives None, the task is loaded here."""
     if config.logging.name is not None:  # cheap checks first: a typo should not wait for the task to load
         naming.validate_name(config.logging.name, f"--name ({kind} name)")
-    _check_choices(config, kind)
+    _check_combinations(config, kind)
     check_artifact_dir(Path(config.logging.artifact_dir))
     config = _absolute_artifact_dir(config)
     devices = parse_devices(config.device.devices)
@@ -95,18 +95,10 @@ def prepare(
             rng=rng,
             space=space,
         )
-    elif kind == "cv":
-        name = _name(config, artifact_dir, "cv")
-        plan = plan_single_cv(
-            config,
-            name=name,
-            hparams=base_hparams,
-            n_folds=n_folds,
-            rng=rng,
-        )
     else:
-        name = _name(config, artifact_dir, "run")
-        plan = plan_run(config, name=name, hparams=base_hparams, n_folds=n_folds, rng=rng)
+        untuned: Literal["cv", "run"] = "cv" if kind == "cv" else "run"
+        name = _name(config, artifact_dir, untuned)
+        plan = plan_untuned(untuned, config, name=name, hparams=base_hparams, n_folds=n_folds, rng=rng)
     return Prepared(plan=plan, splits=splits, devices=devices, task=task)
 
 
@@ -126,7 +118,7 @@ def _with_scoring_metrics(config: Config, task: Task) -> Config:
     return dataclasses.replace(config, cv=dataclasses.replace(config.cv, scoring_metric=metrics))
 
 
-def _check_choices(config: Config, kind: str) -> None:
+def _check_combinations(config: Config, kind: str) -> None:
     """Combinations and ranges; the options with fixed values were checked when the config was parsed."""
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:

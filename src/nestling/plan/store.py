@@ -74,7 +74,7 @@ def load_spec(run_dir: Path) -> RunSpec:
         if data.get("trial") is None:
             return _resolved(data, paths.dir, None)
         root = find_plan_root(paths.dir)  # a forced resume may have rewritten it without the draw
-        return _resolved(_drawn(data, root), paths.dir, root)
+        return _resolved(_with_draw(data, root), paths.dir, root)
     root = find_plan_root(paths.dir)
     specs = _planned_specs(root)
     try:
@@ -82,13 +82,13 @@ def load_spec(run_dir: Path) -> RunSpec:
     except KeyError:
         raise FileNotFoundError(f"no spec for run dir {paths.dir} in its plan's {naming.RUN_SPECS}") from None
     if data.get("trial") is not None:
-        data = _drawn(data, root)
+        data = _with_draw(data, root)
     paths.dir.mkdir(parents=True, exist_ok=True)
     write_atomic(paths.spec, json.dumps(data))
     return _resolved(data, paths.dir, root)
 
 
-def _drawn(data: dict[str, Any], root: Path) -> dict[str, Any]:
+def _with_draw(data: dict[str, Any], root: Path) -> dict[str, Any]:
     """An adaptive trial's spec completed with its drawn configuration (study.py writes the draw file before the
     trial's first run starts; without it the spec cannot run)."""
     path = naming.TrialPaths(root).draw(int(data["trial"]))

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from nestling.core.ml.scoring import spread
+from nestling.core.ml.scoring import Spread, spread
 from nestling.core.tree import naming
 from nestling.core.tree.run_state import RunState
 from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collector's table model lives in execute/cv_table.py
@@ -104,19 +104,23 @@ def final_table(cv: CvSummary) -> pl.DataFrame:
     seeds = table.select(
         pl.lit("seed").alias("row"), "seed", "run_name", "status", "run_score", *metrics
     )
-    ok = table.filter(pl.col("status") == RunState.SUCCESS.value)
+    spreads = {column: _final_spread(cv, column) for column in ["run_score", *metrics]}
     rows = []
     for what in FINAL_ROWS:
         row: dict[str, Any] = {"row": what, "seed": None, "run_name": None, "status": None}
-        for column in ["run_score", *metrics]:
-            row[column] = _aggregate(what, [v for v in ok.get_column(column).to_list() if v is not None])
+        row.update({column: getattr(values, what) for column, values in spreads.items()})
         rows.append(row)
     return pl.concat([seeds, pl.DataFrame(rows, schema=seeds.schema)])
 
 
-def _aggregate(what: str, values: list[float]) -> float:
-    result: float = getattr(spread(values), what)
-    return result
+def final_score(cv: CvSummary) -> Spread:
+    """A retrain's test score: the mean, std and sem of its successful runs' scores (final_table's last rows)."""
+    return _final_spread(cv, "run_score")
+
+
+def _final_spread(cv: CvSummary, column: str) -> Spread:
+    ok = cv.table.filter(pl.col("status") == RunState.SUCCESS.value)
+    return spread([v for v in ok.get_column(column).to_list() if v is not None])
 
 
 def _drawn_cvs(plan: Plan) -> list[CvPlan]:

@@ -69,7 +69,7 @@ def run_states(plan: Plan) -> list[RunStatus]:
             file=sys.stderr,
         )
     # A detached supervisor (--detach) still runs the plan: its unfinished runs wait for it, none is lost yet.
-    finished = bool(last and last.finished_at) and supervision.alive(plan.root) is None
+    finished = bool(last and last.finished_at) and supervision.live_supervisor(plan.root) is None
     # ReqNodeNotAvail never ends only while no node of the partition is up: only then is sinfo asked
     nodes_wanted = queue and any(e.reason_code == "ReqNodeNotAvail" for e in queue.values())
     parts = slurm_query.partitions() if nodes_wanted else None

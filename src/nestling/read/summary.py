@@ -9,6 +9,7 @@ from typing import Any
 
 from nestling.core.host import tracking
 from nestling.core.tree.run_result import read_result
+from nestling.launch.base import plural
 from nestling.read.collect import Collected, CvSummary, ranked, selected
 
 
@@ -53,9 +54,6 @@ def short_name(name: str, parent: str | None, width: int = NAME_WIDTH) -> str:
     head = (width - 1) // 2
     return name[:head] + "…" + name[len(name) - (width - 1 - head) :]
 
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def scoring_names(collected: Collected) -> list[str]:
@@ -142,7 +140,7 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
             hidden = len(logged) - len(metric_cols)
             if hidden > 0:
                 console.print(
-                    f"{_plural(hidden, 'more metric')} in run_infos.parquet; all columns: nestling collect {plan.root} --all",
+                    f"{plural(hidden, 'more metric')} in run_infos.parquet; all columns: nestling collect {plan.root} --all",
                     markup=False, highlight=False, soft_wrap=True,
                 )  # fmt: skip
             if plan.kind == "cv":
@@ -158,7 +156,7 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
     console.print("runs: " + ", ".join(f"{n} {state}" for state, n in counts.items()))  # success, failed, missing
     groups = error_groups(collected)
     for error, n in groups:  # why the runs failed, each reason once (the traceback is in the run's error.txt)
-        console.print(f"{_plural(n, 'run')}: {error}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"{plural(n, 'run')}: {error}", markup=False, highlight=False, soft_wrap=True)
     if groups:
         console.print(f"see nestling status {status_target(collected)}", markup=False, soft_wrap=True)
     hint = offline_hint(collected)

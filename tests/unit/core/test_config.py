@@ -312,7 +312,8 @@ def test_choices_match_the_modules_that_act_on_them() -> None:
 
     assert typing.get_args(config.FoldMethod) == folds.FOLD_METHODS
     assert typing.get_args(config.TestSplit) == folds.TEST_SPLITS
-    assert typing.get_args(config.ContainerRuntime) == container_options.RUNTIMES
+    runtimes = ("auto", *container_options.SIF_RUNTIMES, *container_options.OCI_RUNTIMES)
+    assert sorted(typing.get_args(config.ContainerRuntime)) == sorted(runtimes)
 
 
 def test_config_file_and_space_read_yaml_floats_alike(tmp_path: Path) -> None:

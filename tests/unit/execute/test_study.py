@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nestling.core.options.config import parse_config
+from nestling.core.options.config import explicit_options, parse_config
 from nestling.core.tree import naming
 from nestling.execute.search import pruners, study, trials
 from nestling.plan.preflight import prepare
@@ -186,8 +186,8 @@ def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_res
     if 7 in pruned:
         naming.TrialPaths(root).pruned(7).unlink()
     shutil.rmtree(plan.cvs[7].dir)
-    config = parse_config(["--resume", "r", "--artifact_dir", str(tmp_path / "art")], prog="nestling tune")
-    resumed = prepare_resume("tune", config, ["--resume", "r", "--artifact_dir", str(tmp_path / "art")])
+    argv = ["--resume", "r", "--artifact_dir", str(tmp_path / "art")]
+    resumed = prepare_resume("tune", parse_config(argv, prog="nestling tune"), explicit_options(argv))
     redo = {Path(d).parent.name for dirs in resumed.run_dirs for d in dirs}
     assert redo == {f"r-cv{i}" for i in (lost, 7, 8, 9)}
     study._STUDIES.clear()

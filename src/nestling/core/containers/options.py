@@ -8,17 +8,17 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from nestling.core.containers.env import is_secret_name
 from nestling.core.errors import UsageError
+from nestling.core.options.choices import ContainerRuntime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from nestling.core.options.config import Container as ContainerConfig
 
-RUNTIMES = ("auto", "apptainer", "singularity", "docker", "podman")
 SIF_RUNTIMES = ("apptainer", "singularity")
 OCI_RUNTIMES = ("docker", "podman")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -126,10 +126,10 @@ def option_problems(c: ContainerConfig, environ: Mapping[str, str] | None = None
     """
     environ = os.environ if environ is None else environ
     problems: list[tuple[str, str]] = []
-    if c.container_runtime not in RUNTIMES:
+    if c.container_runtime not in get_args(ContainerRuntime):
         problems.append((
             "container runtime",
-            f"unknown container runtime {c.container_runtime!r}: choose one of {', '.join(RUNTIMES)} "
+            f"unknown container runtime {c.container_runtime!r}: choose one of {', '.join(get_args(ContainerRuntime))} "
             "(e.g. --container_runtime auto)",
         ))  # fmt: skip
     image = c.container_image

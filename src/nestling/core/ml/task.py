@@ -130,7 +130,7 @@ class DescribedTask(Task):
         raise RuntimeError(f"task {self.spec!r} was described by a worker; datamodules are built in workers")
 
 
-def describe(task: Any) -> dict[str, Any]:
+def task_description(task: Any) -> dict[str, Any]:
     """What `DescribedTask` is rebuilt from, JSON-ready (metadata as base64 Arrow IPC: dtypes survive)."""
     import base64
     import io

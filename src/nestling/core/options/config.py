@@ -11,8 +11,10 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +38,7 @@ from nestling.core.options.choices import (  # noqa: F401 - re-exported: the opt
     Select,
     TestSplit,
     WandbMode,
+    check_choice,
 )
 
 
@@ -236,16 +239,6 @@ def _check_file_values(data: dict[str, Any], path: str) -> dict[str, dict[str, A
     return per_group
 
 
-def check_choice(name: str, value: Any, choices: tuple[str, ...], source: str | None = None) -> str:
-    """The one check of an option with fixed values; `source` is the config file, None for the command line."""
-    if value in choices:
-        return str(value)
-    allowed = ", ".join(choices)
-    if source is None:
-        raise UsageError(f"--{name} {value!r} is not one of {allowed}; e.g. --{name} {choices[0]}")
-    raise UsageError(f'{name} = {value!r} in {source} is not one of {allowed}; e.g. {name} = "{choices[0]}"')
-
-
 def _coerce(key: str, value: Any, ftype: Any, source: str) -> Any:
     """Give a config-file value the type of its flag, or say which type (or which values) it needs."""
     origin, args = typing.get_origin(ftype), typing.get_args(ftype)
@@ -354,11 +347,7 @@ def parse_config(argv: list[str], prog: str = "nestling", description: str = "")
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
-    file_data: dict[str, Any] = {}
-    defaults: dict[str, dict[str, Any]] = {}
-    if known.config:
-        file_data = read_config_file(known.config)
-        defaults = _check_file_values(file_data, known.config)
+    file_data, defaults = _file_options(known.config)
     parser = build_parser(prog, description, defaults)
     ns = _parse_or_raise(parser, argv)
     groups = {g: getattr(ns, g) for g in GROUPS}
@@ -371,9 +360,72 @@ def parse_config(argv: list[str], prog: str = "nestling", description: str = "")
         }
         if updates:
             groups[group] = dataclasses.replace(groups[group], **updates)
+    return _assemble(groups, file_data, known.config)
+
+
+def config_from_keywords(keywords: Mapping[str, Any]) -> Config:
+    """Keyword arguments named like the flags (the Python API's) -> Config, with the command line's precedence
+    (defaults < the `config` file < keywords), checks and one-line errors. A value is read as the command line
+    reads the words of its flag (`n_folds=3` as `--n_folds 3`; a list as several words; `hp` also as a dict);
+    `None` keeps the default, or the config file's value."""
+    config_file = keywords.get("config")
+    config_file = None if config_file is None else str(config_file)
+    file_data, defaults = _file_options(config_file)
+    names = option_names()
+    values: dict[str, dict[str, Any]] = {group: dict(defaults.get(group, {})) for group in GROUPS}
+    for key, value in keywords.items():
+        if key == "config" or value is None:
+            continue
+        if key not in names:
+            raise UsageError(f"unknown option {key!r}: {suggest(key, [*names, 'config'])}")
+        group = values[names[key]]
+        typed = keyword_value(key, value, typing.get_type_hints(GROUPS[names[key]])[key])
+        group[key] = [*group.get(key, []), *typed] if key in APPEND_FIELDS else typed  # as repeated flags do
+    return _assemble({g: cls(**values[g]) for g, cls in GROUPS.items()}, file_data, config_file)
+
+
+def keyword_value(key: str, value: Any, ftype: Any) -> Any:
+    """One keyword's value with the type of its flag, converted from its words as argparse converts them, so a
+    value the command line refuses is refused with the same line."""
+    origin, args = typing.get_origin(ftype), typing.get_args(ftype)
+    if origin in (typing.Union, types.UnionType):  # X | None: None was the default, dropped by the caller
+        return keyword_value(key, value, next(a for a in args if a is not type(None)))
+    if origin is list:
+        if key == "hp" and isinstance(value, Mapping):
+            value = [f"{k}={json.dumps(v)}" for k, v in value.items()]
+        words = [value] if isinstance(value, (str, int, float, os.PathLike)) else list(value)
+        return [keyword_value(key, word, args[0]) for word in words]
+    if origin is Literal:
+        return check_choice(key, str(value), args)
+    if ftype is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in ("true", "false"):
+            return str(value).strip().lower() == "true"
+        raise UsageError(f"argument --{key}: Boolean value expected for argument, received {str(value)!r} (see --help)")
+    if ftype in (int, float) and not isinstance(value, bool):
+        try:
+            return ftype(str(value))
+        except ValueError:
+            pass
+    elif ftype is str:
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    raise UsageError(_argparse_hint(f"argument --{key}: invalid {ftype.__name__} value: {str(value)!r}"))
+
+
+def _file_options(config_file: str | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The --config file's table and, checked, its values per option group (both empty without a file)."""
+    if not config_file:
+        return {}, {}
+    file_data = read_config_file(config_file)
+    return file_data, _check_file_values(file_data, config_file)
+
+
+def _assemble(groups: dict[str, Any], file_data: dict[str, Any], config_file: str | None) -> Config:
+    """The option groups + the hyperparameters: the file's [hparams] table, then --hp."""
     hparams = dict(file_data.get("hparams", {}))
     hparams.update(parse_hp(groups["training"].hp))
-    return Config(**groups, hparams=hparams, config_file=known.config)
+    return Config(**groups, hparams=hparams, config_file=config_file)
 
 
 def _parse_or_raise(parser: sp.ArgumentParser, argv: list[str]) -> argparse.Namespace:

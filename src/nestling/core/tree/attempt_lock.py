@@ -142,7 +142,7 @@ def alive(run_dir: Path) -> bool:
         return False
     job = JobEnvironment.from_environ()
     holder_job = str(held.get("slurm_job_id") or "")
-    restarted = _count(held.get("slurm_restarts")) < job.restart_count
+    restarted = _as_count(held.get("slurm_restarts")) < job.restart_count
     if holder_job and holder_job == job.job_id and restarted:
         return False
     if held.get("hostname") == socket.gethostname():  # same machine and pid namespace (not another container)
@@ -177,7 +177,7 @@ def pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def _count(value: Any) -> int:
+def _as_count(value: Any) -> int:
     try:
         return int(value or 0)
     except (TypeError, ValueError):

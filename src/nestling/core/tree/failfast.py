@@ -29,8 +29,6 @@ from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.run_state import RunState
 
-DEFAULT_LIMIT = 3
-
 
 @dataclass(frozen=True)
 class Stop:

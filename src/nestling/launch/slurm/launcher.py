@@ -26,7 +26,7 @@ from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.naming import ArrayLaunchPaths
 from nestling.core.tree.run_result import result_state
-from nestling.launch.base import Launcher, Progress, SubmitError, count_runs
+from nestling.launch.base import JobLauncher, Progress, SubmitError, count_runs
 from nestling.launch.slurm.blocked import BlockedCheck
 from nestling.launch.slurm.resources import SlurmResources, slurm_params
 from nestling.launch.slurm.sbatch import render_script, sbatch
@@ -43,7 +43,7 @@ def chunk(units: list[WorkUnit], size: int) -> list[list[WorkUnit]]:
     return [units[i : i + size] for i in range(0, len(units), size)]
 
 
-class SlurmArrayLauncher(Launcher):
+class SlurmArrayLauncher(JobLauncher):
     """`slurm`: job arrays on a SLURM cluster (detached), then a collector job."""
 
     name = "slurm"
@@ -64,18 +64,12 @@ class SlurmArrayLauncher(Launcher):
         """`folder`: --submitit_dir (default: _submitit in the plan root); `dry_run_folder`: where `describe` writes
         the scripts; `retrain_after`: also submit `nestling retrain ROOT`, afterok on the collector job;
         `runs_per_gpu` K > 1: each array task runs K workers on its GPU (array_task.PackedRunner)."""
-        self.resources = resources
-        self.folder = folder
+        super().__init__(resources, folder=folder, container=container)
         self.dry_run_folder = dry_run_folder
         self.array_limit = array_limit
-        self.container = container
         self.steal = steal
         self.runs_per_gpu = runs_per_gpu
         self.retrain_after = retrain_after
-
-    @property
-    def parallel_slots(self) -> int:
-        return self.resources.array_parallelism
 
     def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
         """Write the scripts and units.json to the dry-run folder; the scripts and a summary, as printed."""

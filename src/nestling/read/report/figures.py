@@ -10,7 +10,7 @@ takes 10-20x longer per translucent mark, and the PNGs must stay cheap for 1,000
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -172,7 +172,7 @@ def best_so_far(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return _spec(alt.layer(line, points), trials=rows)
 
 
-def timeline(runs: list[dict[str, Any]], gaps: list[dict[str, Any]], lanes: list[str]) -> dict[str, Any]:
+def timeline_chart(runs: list[dict[str, Any]], gaps: list[dict[str, Any]], lanes: list[str]) -> dict[str, Any]:
     """Every run as a bar on its worker's lane (host, GPU or process), idle gaps as grey bars.
 
     runs: lane, start, end (ms since the epoch), status, run_name, duration; gaps: lane, start, end, idle_s."""
@@ -207,21 +207,17 @@ def metrics_by_fold(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str,
 
     rows: metric, fold, seed, value, run_name."""
     alt = _alt()
-    panels = []
-    for name in metrics:
-        panels.append(
-            alt.Chart(_data("values"), width=WIDTH - 60, height=180)
-            .transform_filter(alt.FieldEqualPredicate(field="metric", equal=name))
-            .mark_point(filled=True, size=60)
-            .encode(
-                x=alt.X("fold:O", title="fold", axis=alt.Axis(labelAngle=0)),
-                xOffset=alt.XOffset("seed:N"),
-                y=alt.Y("value:Q", title=name, scale=_scale(r["value"] for r in rows if r["metric"] == name)),
-                color=alt.Color("seed:N", title="seed"),
-                tooltip=["run_name:N", "fold:N", "seed:N", alt.Tooltip("value:Q", format=".4g")],
-            )
+
+    def points(panel: Any, y: Any) -> Any:
+        return panel.mark_point(filled=True, size=60).encode(
+            x=alt.X("fold:O", title="fold", axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("seed:N"),
+            y=y,
+            color=alt.Color("seed:N", title="seed"),
+            tooltip=["run_name:N", "fold:N", "seed:N", alt.Tooltip("value:Q", format=".4g")],
         )
-    return _spec(alt.concat(*panels, columns=4), values=rows)
+
+    return _metric_panels(rows, metrics, WIDTH - 60, 4, points)
 
 
 def training_curves(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
@@ -229,17 +225,29 @@ def training_curves(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str,
 
     rows: metric, step, epoch, value, attempt."""
     alt = _alt()
+
+    def lines(panel: Any, y: Any) -> Any:
+        return panel.mark_line(point=True).encode(
+            x=alt.X("step:Q", title="step"),
+            y=y,
+            color=alt.Color("attempt:N", title="attempt"),
+            tooltip=["epoch:Q", "step:Q", alt.Tooltip("value:Q", format=".4g"), "attempt:N"],
+        )
+
+    return _metric_panels(rows, metrics, WIDTH, 3, lines)
+
+
+def _metric_panels(
+    rows: list[dict[str, Any]], metrics: list[str], width: int, columns: int, draw: Callable[[Any, Any], Any]
+) -> dict[str, Any]:
+    """One panel per metric over the rows of that metric (`value` on y, its own scale): `draw(panel, y)` gives the
+    panel its marks."""
+    alt = _alt()
     panels = []
     for name in metrics:
-        panels.append(
-            alt.Chart(_data("values"), width=WIDTH, height=180)
-            .transform_filter(alt.FieldEqualPredicate(field="metric", equal=name))
-            .mark_line(point=True)
-            .encode(
-                x=alt.X("step:Q", title="step"),
-                y=alt.Y("value:Q", title=name, scale=_scale(r["value"] for r in rows if r["metric"] == name)),
-                color=alt.Color("attempt:N", title="attempt"),
-                tooltip=["epoch:Q", "step:Q", alt.Tooltip("value:Q", format=".4g"), "attempt:N"],
-            )
+        panel = alt.Chart(_data("values"), width=width, height=180).transform_filter(
+            alt.FieldEqualPredicate(field="metric", equal=name)
         )
-    return _spec(alt.concat(*panels, columns=3), values=rows)
+        y = alt.Y("value:Q", title=name, scale=_scale(r["value"] for r in rows if r["metric"] == name))
+        panels.append(draw(panel, y))
+    return _spec(alt.concat(*panels, columns=columns), values=rows)

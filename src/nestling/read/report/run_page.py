@@ -61,11 +61,11 @@ def _curve_rows(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
         attempt = path.parent.name.removeprefix(naming.ATTEMPT_LOG_PREFIX)
         with open(path, newline="") as f:
             for line in csv.DictReader(f):
-                step, epoch = _float(line.get("step")), _float(line.get("epoch"))
+                step, epoch = _finite_or_none(line.get("step")), _finite_or_none(line.get("epoch"))
                 for key, raw in line.items():
                     if key in ("step", "epoch") or raw in (None, ""):
                         continue
-                    value = _float(raw)
+                    value = _finite_or_none(raw)
                     if value is None:
                         continue
                     names[key] = None
@@ -73,7 +73,7 @@ def _curve_rows(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, sorted(names, key=lambda n: (not n.startswith("val"), n))
 
 
-def _float(raw: Any) -> float | None:
+def _finite_or_none(raw: Any) -> float | None:
     try:
         value = float(raw)
     except (TypeError, ValueError):

@@ -133,4 +133,4 @@ def timeline_section(t: Timeline) -> Section:
             "(a task that waited in the queue, a restarted worker) shows as a lower share; the time a worker spends "
             "starting up before its first run is not on the chart.")  # fmt: skip
     return Section("Timeline: where the allocation went", para(text) + para(note, "note"),
-                   [Figure("timeline", "timeline of every run", figures.timeline(t.runs, t.gaps, t.lanes))])  # fmt: skip
+                   [Figure("timeline", "timeline of every run", figures.timeline_chart(t.runs, t.gaps, t.lanes))])  # fmt: skip
