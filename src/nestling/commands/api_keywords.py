@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from nestling.core.options.choices import (
     Accelerator,
-    ContainerRuntime,
     FoldMethod,
     LauncherName,
     MultiScoreStrategy,
     Pruner,
+    RuntimeName,
     Sampler,
     ScoreEpoch,
     Select,
@@ -104,9 +104,10 @@ def plan_keywords(
     force: bool = False,
     # container: Run every worker inside an image (apptainer/singularity .sif, or docker/podman).
     container_image: str | PathLike[str] | None = None,
-    container_runtime: ContainerRuntime = "auto",
+    container_runtime: RuntimeName = "auto",
     container_bind: Sequence[str] | str = (),
     container_env: Sequence[str] | str = (),
+    container_env_pass: Sequence[str] | str = (),
     container_args: str = "",
 ) -> None:
     """The options of `nestling run | cv | tune` as keyword arguments. `task` (or the first argument): a built-in
@@ -152,9 +153,10 @@ def retrain_keywords(
     signal_delay_s: int | None = None,
     fail_fast: int | None = None,
     container_image: str | PathLike[str] | None = None,
-    container_runtime: ContainerRuntime | None = None,
+    container_runtime: RuntimeName | None = None,
     container_bind: Sequence[str] | str | None = None,
     container_env: Sequence[str] | str | None = None,
+    container_env_pass: Sequence[str] | str | None = None,
     container_args: str | None = None,
 ) -> None:
     """The options of `nestling retrain TUNE_DIR`: `cv` (default: the tune's best by `select`), `retrain_epochs`

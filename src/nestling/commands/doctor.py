@@ -18,7 +18,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from nestling.core.containers.detect import resolve_runtime, runtime_named, runt
 from nestling.core.containers.options import REMOTE_IMAGE, option_problems, resolve_bind
 from nestling.core.errors import UsageError
 from nestling.core.host import slurm_query, tracking
-from nestling.core.host.slurm_query import Run
+from nestling.core.host.processes import Run, Which
 from nestling.core.ml.task import load_task
 from nestling.core.options.config import Config, parse_config
 from nestling.core.tree import naming
@@ -46,7 +45,6 @@ DESCRIPTION = (
     "optionally after its name (default: cv, or tune with --hpconfig)."
 )
 
-Which = Callable[[str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -229,7 +227,7 @@ def _image_checks(config: Config, task: Any, which: Which, run: Run, checks: lis
         checks.append(Check("worker python", PROBLEM, str(exc)))
         return
     assert spec is not None
-    found = image.probe(spec, run=run)
+    found = image.probe_image(spec, run=run)
     if found.python is None:
         checks.append(Check("worker python", PROBLEM, f"neither python nor python3 runs in {spec.image}: "
                             f"{found.detail}", "install python and nestling in the image, or bind a host "

@@ -88,12 +88,12 @@ def execute(spec: RunSpec) -> RunResult | None:
             ended, failure = failed, failed.__cause__ or failed
             if writer:
                 paths.error.write_text("".join(traceback.format_exception(failure)))
-            log.warning("run %s failed: %s", spec.run_name, _error_line(failure))
+            log.warning("run %s failed: %s", spec.run_name, _error_text(failure))
         trained = ended if isinstance(ended, Trained) else None
         result = RunResult.for_spec(
             spec,
             RunState.FAILED if failure else RunState.SUCCESS,
-            error=_error_line(failure) if failure else None,
+            error=_error_text(failure) if failure else None,
             metrics=trained.metrics if trained else {},
             checkpoint=trained.checkpoint if trained else None,
             duration=round(time.time() - started, 3),
@@ -125,7 +125,7 @@ def execute(spec: RunSpec) -> RunResult | None:
             attempt_lock.release(paths)
 
 
-def _error_line(exc: BaseException) -> str:
+def _error_text(exc: BaseException) -> str:
     """A failed run's `error`: the exception's type and message, at most 2,000 characters."""
     return f"{type(exc).__name__}: {exc}".strip()[:2000]
 

@@ -184,7 +184,7 @@ class TrainingFailed(Exception):
 
 @dataclass
 class _Seen:
-    """What `_train` has learnt so far, for the TrainingFailed it may end in (private to this module)."""
+    """What `_fit_and_test` has learnt so far, for the TrainingFailed it may end in (private to this module)."""
 
     placement: Placement = field(default_factory=Placement)
     tracking: Tracking = field(default_factory=Tracking)
@@ -195,12 +195,12 @@ def train(spec: RunSpec, paths: RunPaths, attempt: int) -> Trained:
     known by then, so that the run's result records both whether it succeeded or not."""
     seen = _Seen()
     try:
-        return _train(spec, paths, attempt, seen)
+        return _fit_and_test(spec, paths, attempt, seen)
     except Exception as exc:
         raise TrainingFailed(seen.placement, seen.tracking) from exc
 
 
-def _train(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> Trained:
+def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> Trained:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling.core.containers.runtimes import Run, Which
 from nestling.core.containers.spec import ContainerSpec
 from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, packed_slots, parse_devices, serial_slot, worker_slots
+from nestling.core.host.processes import Run, Which
 from nestling.core.ml.task import DescribedTask, load_task
 from nestling.core.options.config import PARALLEL_STRATEGIES, Config
 from nestling.core.tree import naming

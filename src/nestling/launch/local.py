@@ -233,7 +233,7 @@ class LocalLauncher(Launcher):
                 if proc is None or proc.poll() is not None:
                     proc = self._start(k, gpus, log_dir)
                     self._procs[k] = proc
-                    if not _ready(proc):
+                    if not _said_ready(proc):
                         proc = None
                 if self._stop.is_set():  # interrupted while this worker started: its unit stays unstarted
                     return
@@ -324,7 +324,7 @@ class _StderrRelay:
         self._thread.join(timeout=5)
 
 
-def _ready(proc: subprocess.Popen[str]) -> bool:
+def _said_ready(proc: subprocess.Popen[str]) -> bool:
     assert proc.stdout is not None
     while line := proc.stdout.readline():
         msg = json.loads(line)

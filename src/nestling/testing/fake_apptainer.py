@@ -249,7 +249,7 @@ def _exec(args: list[str], name: str, version: str) -> int:
     return 0  # not reached
 
 
-def _pull(args: list[str], name: str) -> int:
+def _fake_pull(args: list[str], name: str) -> int:
     rest = [a for a in args if a != "--force"]
     if len(rest) != 2:
         raise Refused("pull requires 2 arguments: OUTPUT URI")
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if args[:1] == ["exec"]:
             return _exec(args[1:], name, version)
         if args[:1] == ["pull"]:
-            return _pull(args[1:], name)
+            return _fake_pull(args[1:], name)
         raise Refused(f"unknown command {args[:1]}")
     except Refused as exc:
         print(f"FATAL:   {exc}", file=sys.stderr)

@@ -175,12 +175,12 @@ def test_an_image_with_python3_only_is_probed_once(standin: dict[str, Any]) -> N
     assert [e["cmd"][0] for e in log(standin)] == ["python3"]  # `python` was refused before it started
     done, _ = run_in(standin, ready, ["NESTLING_IN_CONTAINER"])
     assert done.returncode == 0 and json.loads(done.stdout) == {"NESTLING_IN_CONTAINER": "1"}
-    found = image.probe(ready, environ=standin["env"])
+    found = image.probe_image(ready, environ=standin["env"])
     assert found.python == "python3" and found.nestling_version is not None
     done, _ = run_in(standin, sp, ["X"])  # the unprobed spec: what every worker did before
     assert done.returncode == 255 and '"python": executable file not found' in done.stderr
     fake_apptainer.make_image(standin["image"], {})
-    assert image.probe(sp, environ=standin["env"]).python is None
+    assert image.probe_image(sp, environ=standin["env"]).python is None
 
 
 def test_a_uri_image_is_pulled_once_into_the_artifact_dir(standin: dict[str, Any]) -> None:

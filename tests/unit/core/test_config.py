@@ -313,7 +313,7 @@ def test_choices_match_the_modules_that_act_on_them() -> None:
     assert typing.get_args(config.FoldMethod) == folds.FOLD_METHODS
     assert typing.get_args(config.TestSplit) == folds.TEST_SPLITS
     runtimes = ("auto", *container_options.SIF_RUNTIMES, *container_options.OCI_RUNTIMES)
-    assert sorted(typing.get_args(config.ContainerRuntime)) == sorted(runtimes)
+    assert sorted(typing.get_args(config.RuntimeName)) == sorted(runtimes)
 
 
 def test_config_file_and_space_read_yaml_floats_alike(tmp_path: Path) -> None:

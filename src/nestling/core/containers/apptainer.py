@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from nestling.core.containers.options import REMOTE_IMAGE
-from nestling.core.containers.runtimes import ContainerRuntime, Invocation, Run, Which, Wrapped
+from nestling.core.containers.runtimes import ContainerRuntime, Invocation, Wrapped
+from nestling.core.host.processes import Run, Which
 
 _VERSION = re.compile(r"(?P<flavor>apptainer|singularity-ce|singularity)?\D*(?P<major>\d+)\.(?P<minor>\d+)")
 

@@ -13,8 +13,9 @@ import subprocess
 from nestling.core.containers.apptainer import Apptainer, Singularity
 from nestling.core.containers.oci import Docker, Podman
 from nestling.core.containers.options import REMOTE_IMAGE
-from nestling.core.containers.runtimes import ContainerRuntime, Run, Which
+from nestling.core.containers.runtimes import ContainerRuntime
 from nestling.core.errors import UsageError
+from nestling.core.host.processes import Run, Which
 
 AUTO_ORDER: tuple[type[ContainerRuntime], ...] = (Apptainer, Singularity, Docker, Podman)
 RUNTIMES: dict[str, type[ContainerRuntime]] = {cls.name: cls for cls in AUTO_ORDER}

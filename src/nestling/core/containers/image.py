@@ -22,9 +22,9 @@ from pathlib import Path
 
 from nestling.core.containers.detect import runtime_named
 from nestling.core.containers.options import parse_bind
-from nestling.core.containers.runtimes import Run
 from nestling.core.containers.spec import ContainerSpec
 from nestling.core.errors import UsageError
+from nestling.core.host.processes import Run
 
 PROBE = (
     "import json\n"
@@ -44,7 +44,7 @@ class ImageProbe:
     detail: str = ""
 
 
-def probe(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run = subprocess.run) -> ImageProbe:
+def probe_image(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run = subprocess.run) -> ImageProbe:
     """Run the image once with its own interpreter (``python``, then ``python3``), or the bound host one."""
     candidates = PYTHONS if spec.python == "python" else (spec.python,)
     # before the first launch the artifact dir may not exist yet: the probe needs none of it
@@ -97,7 +97,7 @@ def ready(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run
         pull(spec, environ, run)
     if spec.python != "python":  # the host interpreter, bound in: nothing to find
         return spec
-    found = probe(spec, environ, run)
+    found = probe_image(spec, environ, run)
     if found.python is None:
         print(
             f"nestling: could not run python or python3 in {spec.image} here ({found.detail}); workers run "

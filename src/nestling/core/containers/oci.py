@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from nestling.core.containers import runtimes
-from nestling.core.containers.runtimes import ContainerRuntime, Invocation, Run, Which, Wrapped
+from nestling.core.containers.runtimes import ContainerRuntime, Invocation, Wrapped
+from nestling.core.host.processes import Run, Which
 
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
 

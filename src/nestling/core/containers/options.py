@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, get_args
 
 from nestling.core.containers.env import is_secret_name
 from nestling.core.errors import UsageError
-from nestling.core.options.choices import ContainerRuntime
+from nestling.core.options.choices import RuntimeName
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -126,10 +126,10 @@ def option_problems(c: ContainerConfig, environ: Mapping[str, str] | None = None
     """
     environ = os.environ if environ is None else environ
     problems: list[tuple[str, str]] = []
-    if c.container_runtime not in get_args(ContainerRuntime):
+    if c.container_runtime not in get_args(RuntimeName):
         problems.append((
             "container runtime",
-            f"unknown container runtime {c.container_runtime!r}: choose one of {', '.join(get_args(ContainerRuntime))} "
+            f"unknown container runtime {c.container_runtime!r}: choose one of {', '.join(get_args(RuntimeName))} "
             "(e.g. --container_runtime auto)",
         ))  # fmt: skip
     image = c.container_image

@@ -17,18 +17,17 @@ import os
 import shutil
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from nestling.core.containers.env import EnvPlan
 from nestling.core.containers.options import Bind
+from nestling.core.host.processes import Run, Which
 
 IN_CONTAINER_ENV = "NESTLING_IN_CONTAINER"
 PHYSICAL_GPUS_ENV = "NESTLING_PHYSICAL_GPUS"
-Which = Callable[[str], "str | None"]
-Run = Callable[..., "subprocess.CompletedProcess[Any]"]
 
 
 def host_user() -> tuple[int, int]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-Run = Callable[..., "subprocess.CompletedProcess[str]"]
+from nestling.core.host.processes import Run
 
 SQUEUE_TIMEOUT_S = 30
 INFO_TIMEOUT_S = 20

@@ -242,7 +242,7 @@ def _kfold(n: int, n_folds: int, seed: int) -> list[_Fold]:
     folds = []
     start = 0
     for size in sizes:
-        val = np.zeros(n, dtype=bool)
+        val: np.ndarray = np.zeros(n, dtype=bool)
         val[order[start : start + size]] = True
         folds.append((np.flatnonzero(~val), np.flatnonzero(val)))
         start += size
@@ -269,8 +269,8 @@ def _region_folds(regions: np.ndarray, n_folds: int, seed: int) -> list[_Fold]:
     installed sklearn.
     """
     unique, inverse, counts = np.unique(regions, return_inverse=True, return_counts=True)
-    load = np.zeros(n_folds, dtype=np.int64)
-    fold_of = np.empty(len(unique), dtype=np.int64)
+    load: np.ndarray = np.zeros(n_folds, dtype=np.int64)
+    fold_of: np.ndarray = np.empty(len(unique), dtype=np.int64)
     for group in np.random.default_rng(seed).permutation(len(unique)):
         # the first n_folds regions fill the n_folds empty folds, so no fold stays empty
         fold = int(np.argmin(load))

@@ -19,7 +19,7 @@ Pruner = Literal["none", "median", "successive-halving"]
 Select = Literal["score", "lcb"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 LauncherName = Literal["local", "submitit-local", "slurm"]
-ContainerRuntime = Literal["auto", "apptainer", "singularity", "docker", "podman"]
+RuntimeName = Literal["auto", "apptainer", "singularity", "docker", "podman"]
 WandbMode = Literal["auto", "online", "offline"]
 
 PARALLEL_STRATEGIES = ("cv-parallel", "tune-parallel")

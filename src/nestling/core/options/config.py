@@ -28,11 +28,11 @@ from nestling.core.options.choices import (  # noqa: F401 - re-exported: the opt
     DDP_LIKE,
     PARALLEL_STRATEGIES,
     Accelerator,
-    ContainerRuntime,
     FoldMethod,
     LauncherName,
     MultiScoreStrategy,
     Pruner,
+    RuntimeName,
     Sampler,
     ScoreEpoch,
     Select,
@@ -152,7 +152,7 @@ class Container:
     """Run every worker inside an image (apptainer/singularity .sif, or docker/podman)."""
 
     container_image: str | None = None
-    container_runtime: ContainerRuntime = "auto"  # auto: apptainer/singularity for .sif, else docker/podman
+    container_runtime: RuntimeName = "auto"  # auto: apptainer/singularity for .sif, else docker/podman
     container_bind: list[str] = repeatable("SRC[:DST[:ro]]")
     container_env: list[str] = repeatable("KEY=VALUE, or KEY to pass this shell's value by name (secrets)")
     container_env_pass: list[str] = repeatable("host variables to pass in besides the defaults: NAME or glob")
