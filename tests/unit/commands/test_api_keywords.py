@@ -23,9 +23,18 @@ THIRD_PARTY = ("polars", "torch", "lightning", "optuna", "simple_parsing", "subm
                "numpy", "pyarrow", "sklearn", "yaml", "coolname", "vl_convert", "torchmetrics")  # fmt: skip
 
 
-def keyword_type(field: dataclasses.Field[Any], optional: bool = False) -> str:
+def written_annotation(cls: type, name: str) -> str:
+    """An option's annotation as written in config.py: simple_parsing replaces `Field.type` with the resolved
+    class once any parser has been built in this process, so `field.type` depends on which tests ran before."""
+    for klass in cls.__mro__:
+        if name in vars(klass).get("__annotations__", {}):
+            return str(vars(klass)["__annotations__"][name])
+    raise KeyError(name)
+
+
+def keyword_type(cls: type, field: dataclasses.Field[Any], optional: bool = False) -> str:
     """The annotation of an option's keyword: the flag's type, widened where Python has more ways to say it."""
-    ftype = str(field.type)
+    ftype = written_annotation(cls, field.name)
     if field.name == "devices":
         ftype = "Sequence[int | str] | int | str"
     elif field.name == "hp":
@@ -47,7 +56,7 @@ def keyword_default(field: dataclasses.Field[Any]) -> Any:
 def expected_plan_keywords() -> list[tuple[str, str, Any]]:
     keywords = [("config", "str | PathLike[str] | None", None)]
     for cls in GROUPS.values():
-        keywords += [(f.name, keyword_type(f), keyword_default(f)) for f in dataclasses.fields(cls) if f.name != "task"]
+        keywords += [(f.name, keyword_type(cls, f), keyword_default(f)) for f in dataclasses.fields(cls) if f.name != "task"]
     return keywords
 
 
@@ -60,7 +69,7 @@ def expected_retrain_keywords() -> list[tuple[str, str, Any]]:
             if f.name == "quiet":
                 keywords.append(("quiet", "bool", False))
             elif (group in retrain.OVERRIDE_GROUPS and f.name not in NOT_RETRAIN) or f.name in retrain.OVERRIDE_KEYS:
-                keywords.append((f.name, keyword_type(f, optional=True), None))
+                keywords.append((f.name, keyword_type(cls, f, optional=True), None))
     return keywords
 
 
