@@ -3,6 +3,7 @@ core/options/config.py: every option a flag, every flag a keyword, with the flag
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import subprocess
@@ -15,7 +16,8 @@ import pytest
 
 import nestling
 from nestling.commands import api, api_keywords, retrain
-from nestling.core.options.config import GROUPS
+from nestling.core.options import config
+from nestling.core.options.config import GROUPS, parse_config
 
 PATH_OPTIONS = {"artifact_dir", "hpconfig", "submitit_dir", "container_image"}  # a str or an os.PathLike
 NOT_RETRAIN = {"detach", "resume", "force"}  # a retrain runs here and resumes itself
@@ -23,18 +25,22 @@ THIRD_PARTY = ("polars", "torch", "lightning", "optuna", "simple_parsing", "subm
                "numpy", "pyarrow", "sklearn", "yaml", "coolname", "vl_convert", "torchmetrics")  # fmt: skip
 
 
-def written_annotation(cls: type, name: str) -> str:
-    """An option's annotation as written in config.py: simple_parsing replaces `Field.type` with the resolved
-    class once any parser has been built in this process, so `field.type` depends on which tests ran before."""
-    for klass in cls.__mro__:
-        if name in vars(klass).get("__annotations__", {}):
-            return str(vars(klass)["__annotations__"][name])
-    raise KeyError(name)
+def written_types() -> dict[str, str]:
+    """Each option's type as config.py writes it (simple-parsing replaces `Field.type` by the evaluated type)."""
+    tree = ast.parse(Path(config.__file__).read_text())
+    groups = {cls.__name__ for cls in GROUPS.values()}
+    return {
+        node.target.id: ast.unparse(node.annotation)
+        for cls in tree.body
+        if isinstance(cls, ast.ClassDef) and cls.name in groups
+        for node in cls.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
 
 
-def keyword_type(cls: type, field: dataclasses.Field[Any], optional: bool = False) -> str:
+def keyword_type(field: dataclasses.Field[Any], optional: bool = False) -> str:
     """The annotation of an option's keyword: the flag's type, widened where Python has more ways to say it."""
-    ftype = written_annotation(cls, field.name)
+    ftype = written_types()[field.name]
     if field.name == "devices":
         ftype = "Sequence[int | str] | int | str"
     elif field.name == "hp":
@@ -56,7 +62,7 @@ def keyword_default(field: dataclasses.Field[Any]) -> Any:
 def expected_plan_keywords() -> list[tuple[str, str, Any]]:
     keywords = [("config", "str | PathLike[str] | None", None)]
     for cls in GROUPS.values():
-        keywords += [(f.name, keyword_type(cls, f), keyword_default(f)) for f in dataclasses.fields(cls) if f.name != "task"]
+        keywords += [(f.name, keyword_type(f), keyword_default(f)) for f in dataclasses.fields(cls) if f.name != "task"]
     return keywords
 
 
@@ -69,7 +75,7 @@ def expected_retrain_keywords() -> list[tuple[str, str, Any]]:
             if f.name == "quiet":
                 keywords.append(("quiet", "bool", False))
             elif (group in retrain.OVERRIDE_GROUPS and f.name not in NOT_RETRAIN) or f.name in retrain.OVERRIDE_KEYS:
-                keywords.append((f.name, keyword_type(cls, f, optional=True), None))
+                keywords.append((f.name, keyword_type(f, optional=True), None))
     return keywords
 
 
@@ -88,6 +94,7 @@ def _diff(found: list[tuple[str, str, Any]], wanted: list[tuple[str, str, Any]])
     [(api_keywords.plan_keywords, expected_plan_keywords), (api_keywords.retrain_keywords, expected_retrain_keywords)],
 )
 def test_each_option_is_a_keyword_with_its_flags_type_and_default(function: Any, expected: Any) -> None:
+    parse_config([])  # as other tests may have done: simple-parsing evaluates the fields' types in place
     wanted = expected()
     assert declared(function) == wanted, _diff(declared(function), wanted)
 

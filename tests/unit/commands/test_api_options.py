@@ -106,8 +106,10 @@ def test_the_command_line_and_python_call_the_same_function_with_the_same_argume
         calls.append((Path(tune_dir), given, frozenset(explicit), choice))  # type: ignore[arg-type]
         return start.Executed(0, "retrain", "t-final", tmp_path)
 
+    # the command line's lazy handle copies the module's names when first used: patch it first, so that the copy
+    # (and what monkeypatch restores) is the real function, then the module
+    monkeypatch.setattr(cli.start, "start_plan", start_plan)
     monkeypatch.setattr(start, "start_plan", start_plan)
-    monkeypatch.setattr(cli.start, "start_plan", start_plan)  # the command line's lazy handle holds its own copy
     monkeypatch.setattr(retrain, "retrain_tune", retrain_tune)
     assert cli.main(["tune", "--task", "sleep", "--n_folds", "5", "--hp", "lr=0.1", "--devices", "0", "1",
                      "--resume", "t", "--quiet"]) == 0  # fmt: skip
