@@ -23,9 +23,11 @@ THIRD_PARTY = ("polars", "torch", "lightning", "optuna", "simple_parsing", "subm
                "numpy", "pyarrow", "sklearn", "yaml", "coolname", "vl_convert", "torchmetrics")  # fmt: skip
 
 
-def keyword_type(field: dataclasses.Field[Any], optional: bool = False) -> str:
-    """The annotation of an option's keyword: the flag's type, widened where Python has more ways to say it."""
-    ftype = str(field.type)
+def keyword_type(field: dataclasses.Field[Any], cls: type, optional: bool = False) -> str:
+    """The annotation of an option's keyword: the flag's type, widened where Python has more ways to say it. Read
+    from the class's annotations as written: simple-parsing replaces `field.type` with the resolved type once a
+    parser has been built in this process."""
+    ftype = str(cls.__annotations__[field.name])
     if field.name == "devices":
         ftype = "Sequence[int | str] | int | str"
     elif field.name == "hp":
@@ -47,7 +49,7 @@ def keyword_default(field: dataclasses.Field[Any]) -> Any:
 def expected_plan_keywords() -> list[tuple[str, str, Any]]:
     keywords = [("config", "str | PathLike[str] | None", None)]
     for cls in GROUPS.values():
-        keywords += [(f.name, keyword_type(f), keyword_default(f)) for f in dataclasses.fields(cls) if f.name != "task"]
+        keywords += [(f.name, keyword_type(f, cls), keyword_default(f)) for f in dataclasses.fields(cls) if f.name != "task"]
     return keywords
 
 
@@ -60,7 +62,7 @@ def expected_retrain_keywords() -> list[tuple[str, str, Any]]:
             if f.name == "quiet":
                 keywords.append(("quiet", "bool", False))
             elif (group in retrain.OVERRIDE_GROUPS and f.name not in NOT_RETRAIN) or f.name in retrain.OVERRIDE_KEYS:
-                keywords.append((f.name, keyword_type(f, optional=True), None))
+                keywords.append((f.name, keyword_type(f, cls, optional=True), None))
     return keywords
 
 
