@@ -183,7 +183,7 @@ def tune_table(cvs: list[CvSummary], select: str = "score") -> pl.DataFrame:
         values = [cv.hparams.get(key) for cv in cvs]
         dtype = tables.hparam_dtype(values)
         columns[key] = pl.Series(key, tables.hparam_values(values, dtype), dtype=dtype, strict=False)
-    rest = {
+    rest: dict[str, list[Any]] = {
         "score": [cv.score for cv in cvs],
         "score_is_unstable": [cv.score_is_unstable for cv in cvs],
         "unstable_reason": [cv.unstable_reason for cv in cvs],
@@ -199,8 +199,8 @@ def tune_table(cvs: list[CvSummary], select: str = "score") -> pl.DataFrame:
         "drawn_at": [cv.drawn_at for cv in cvs],
         "rank": [rank[id(cv)] for cv in cvs],
     }
-    for name, values in rest.items():
-        columns[name] = pl.Series(name, values, dtype=tables.TUNE_INFOS[name])
+    for name, column in rest.items():
+        columns[name] = pl.Series(name, column, dtype=tables.TUNE_INFOS[name])
     return pl.DataFrame(columns)
 
 

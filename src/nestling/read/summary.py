@@ -81,7 +81,7 @@ def best_line(cv: CvSummary | None, select: str, collected: Collected) -> str:
     if cv is None or math.isnan(cv.score):
         counts = collected.counts
         why = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != RunState.SUCCESS)
-        return f"best ({select}): none; no trial has a score yet ({why or 'no runs'}; see the errors above)"
+        return f"best ({select}): none; no trial has a score yet ({why or 'no runs'})"
     sem = plus_minus(cv.spread.sem)
     lcb = "" if math.isnan(cv.spread.lcb) else f", lcb {number(cv.spread.lcb)}"
     return (

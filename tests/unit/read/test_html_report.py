@@ -207,8 +207,8 @@ def test_columns_of_later_versions_are_shown_when_present(tune: Path, monkeypatc
     """mean/sem/lcb per trial (variance-aware choice) and a `state` such as pruned (adaptive search)."""
     plain = C.tune_table
 
-    def richer(cvs: list[C.CvSummary]) -> pl.DataFrame:
-        return plain(cvs).with_columns(
+    def richer(cvs: list[C.CvSummary], select: str = "score") -> pl.DataFrame:
+        return plain(cvs, select).with_columns(
             pl.lit(0.6).alias("mean"), pl.lit(0.05).alias("sem"), pl.lit(0.55).alias("lcb"),
             pl.when(pl.col("cv_name") == "t-cv0").then(pl.lit("pruned")).otherwise(None).alias("state"),
         )  # fmt: skip

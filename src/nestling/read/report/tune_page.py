@@ -11,13 +11,13 @@ from nestling.core.lazy import lazy_module
 from nestling.core.ml.scoring import spread
 from nestling.core.ml.space import SPACE_TABLE
 from nestling.core.options import config_files as files
-from nestling.core.tree import naming
 from nestling.core.tree.run_state import RunState
 from nestling.execute.search.trials import TrialState
 from nestling.read.report import figures
-from nestling.read.report.html import attr, frame_table, html_table, num, options_line, para, td
+from nestling.read.report.html import attr, html_table, num, options_line, para, td
 from nestling.read.report.page import Figure, Page, Section
 from nestling.read.report.problems import problems_section
+from nestling.read.report.retrain import retrain_section
 from nestling.read.report.timeline import as_of, timeline, timeline_section
 
 if TYPE_CHECKING:
@@ -36,13 +36,16 @@ LOG_SPAN = 100.0  # positive values spanning more than two decades are plotted o
 
 def tune_page(collected: Collected) -> Page:
     plan = collected.plan
-    frame = collect.tune_table(collected.cvs)  # the table collect writes to tune_infos.parquet
+    frame = collect.tune_table(collected.cvs, collected.plan.settings.select)  # as in tune_infos.parquet
     rows = {r["cv_name"]: r for r in frame.iter_rows(named=True)}
     order = _tune_order(collected, frame)
     states = {cv.cv_name: _trial_state(cv, rows.get(cv.cv_name, {})) for cv in collected.cvs}
     axes = _hp_axes(collected.cvs, plan.settings)
     sections = [
-        Section("Trials, collect.ranked", _ranked_table(order, rows, axes, states, frame.columns)),
+        Section(f"Trials, ranked by {collect.selected(collected)}",
+                para("Complete trials first (stable before unstable, then by the ranking), then pruned ones, then "
+                     "those without a score: the rank column of tune_infos.parquet, as nestling collect prints it.")
+                + _ranked_table(order, rows, axes, states, frame.columns)),  # fmt: skip
     ]
     hp_rows = [
         {
@@ -67,7 +70,7 @@ def tune_page(collected: Collected) -> Page:
                 ],  # fmt: skip
             )
         )
-    top = [cv for cv in collect.ranked(collected.cvs) if _good_scores(cv)][:TOP_CONFIGURATIONS]
+    top = [cv for cv in order if _good_scores(cv)][:TOP_CONFIGURATIONS]
     if top:
         runs, summary = _top_rows(top)
         sections.append(
@@ -90,14 +93,16 @@ def tune_page(collected: Collected) -> Page:
     times = timeline(plan.runs)
     sections.append(timeline_section(times))
     sections.append(problems_section(collected.cvs))
-    retrain = _retrain_section(plan.root)
+    retrain = retrain_section(plan)
     if retrain is not None:
         sections.append(retrain)
-    best = next((cv for cv in collect.ranked(collected.cvs) if not math.isnan(cv.score)), None)
+    best = next((cv for cv in order if not math.isnan(cv.score)), None)
     counts = collected.counts
+    pruned = f", {counts[RunState.PRUNED]} pruned ({collected.n_pruned_trials} trials pruned)" if (
+        collected.n_pruned_trials) else ""  # fmt: skip
     subtitle = (
         f"{len(collected.cvs)} trials, {sum(counts.values())} runs: {counts[RunState.SUCCESS]} success, "
-        f"{counts[RunState.FAILED]} failed, {counts[RunState.MISSING]} missing. "
+        f"{counts[RunState.FAILED]} failed, {counts[RunState.MISSING]} missing{pruned}. "
         + (f"Best: {best.cv_name} with score {num(best.score)}." if best else "No trial has a score.")
     )
     return Page(f"tune {plan.name}", subtitle + " " + options_line(plan.settings), sections, as_of(times.last_end))
@@ -288,18 +293,3 @@ def _best_so_far_rows(cvs: list[CvSummary], states: dict[Any, str]) -> list[dict
         rows.append({"trial_number": cv.hp_index if cv.hp_index is not None else number, "cv_name": cv.cv_name,
                      "score": score, "state": states[cv.cv_name], "best": best})  # fmt: skip
     return rows
-
-
-def _retrain_section(root: Path) -> Section | None:
-    """The retrain's test metrics (final_infos.parquet of the tune's retrain cv), when one ran."""
-    import polars as pl
-
-    found = naming.final_infos_files(root)
-    if not found:
-        return None
-    body = []
-    for path in found:
-        frame = pl.read_parquet(path)
-        body.append(f"<h3>{html.escape(path.parent.name)}</h3>")
-        body.append(frame_table(f"final-{path.parent.name}", frame))
-    return Section("Retrain: test metrics", "".join(body))
