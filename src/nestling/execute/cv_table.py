@@ -35,7 +35,7 @@ STAMP_VERSION = 1  # bump when the table's columns or their meaning change: ever
 # a new file into place, so a rewrite within one tick of the file system's clock, at the same size, still shows.
 Stamp = tuple[int, int, int] | None
 
-BASE_COLUMNS = list(tables.RUN_INFOS)  # their dtypes: core/tree/tables.py
+BASE_COLUMNS = list(tables.RUN_INFOS_COLUMNS)  # their dtypes: core/tree/tables.py
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
 # row's own score, from which the cv score is the mean over stable successful runs. `unstable_reason` says why a
 # run is unstable: the metric and its value (see scoring.py), "failed", or "no result".
@@ -158,7 +158,7 @@ def _collect_cvs(
         )
     for column in metrics.values():
         column.extend([None] * (n - len(column)))
-    schema: dict[str, Any] = {**tables.RUN_INFOS, **dict.fromkeys(metrics, tables.METRIC)}
+    schema: dict[str, Any] = {**tables.RUN_INFOS_COLUMNS, **dict.fromkeys(metrics, tables.METRIC)}
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
     for k, (cv, cv_spread_, inputs, (start, length, names, (score, score_is_unstable), statuses, reason)) in enumerate(

@@ -276,12 +276,12 @@ def _check_hparams(values: dict[str, Any], defaults: dict[str, Any], source: str
         )
 
 
-KINDS = ((bool, "a boolean"), ((int, float), "a number"), (str, "text"), (list, "a list"), (dict, "a table"))
+HP_KINDS = ((bool, "a boolean"), ((int, float), "a number"), (str, "text"), (list, "a list"), (dict, "a table"))
 
 
 def _kind(value: Any) -> str | None:
     """The kind of a hyperparameter value as --hp reads it (JSON); ints and floats are one kind, numbers."""
-    return next((name for types, name in KINDS if isinstance(value, types)), None)  # bool first: True is an int
+    return next((name for types, name in HP_KINDS if isinstance(value, types)), None)  # bool first: True is an int
 
 
 def _splits(task: Task, config: Config, kind: str) -> list[Split]:

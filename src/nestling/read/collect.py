@@ -109,7 +109,7 @@ def final_table(cv: CvSummary) -> pl.DataFrame:
     metrics = [c for c in table.columns if c.startswith("test")]
     seeds = tables.conform(
         table.select(pl.lit("seed").alias("row"), "seed", "run_name", "status", "run_score", *metrics),
-        tables.FINAL_INFOS,
+        tables.FINAL_INFOS_COLUMNS,
     )
     spreads = {column: _final_spread(cv, column) for column in ["run_score", *metrics]}
     rows = []
@@ -200,7 +200,7 @@ def tune_table(cvs: list[CvSummary], select: str = "score") -> pl.DataFrame:
         "rank": [rank[id(cv)] for cv in cvs],
     }
     for name, column in rest.items():
-        columns[name] = pl.Series(name, column, dtype=tables.TUNE_INFOS[name])
+        columns[name] = pl.Series(name, column, dtype=tables.TUNE_INFOS_COLUMNS[name])
     return pl.DataFrame(columns)
 
 
@@ -208,7 +208,7 @@ def tune_runs_table(cvs: list[CvSummary]) -> pl.DataFrame:
     """Every run of every cv, with `cv_name` and the hyperparameter columns (the cv tables, diagonally concatenated);
     each hyperparameter column has the dtype tune_infos.parquet gives it (tables.hparam_dtype)."""
     if not cvs:
-        return pl.DataFrame(schema=tables.TUNE_RUN_INFOS)
+        return pl.DataFrame(schema=tables.TUNE_RUN_INFOS_COLUMNS)
     hp_keys = _hp_columns(cvs)
     fast = _tune_runs_fast(cvs, hp_keys)
     return fast if fast is not None else _tune_runs_per_cv(cvs, hp_keys)

@@ -69,7 +69,7 @@ def print_table(console: Any, title: str, columns: list[Column], hint: str) -> N
                       soft_wrap=True)  # fmt: skip
 
 
-def number(value: Any, digits: int = 4) -> str:
+def significant(value: Any, digits: int = 4) -> str:
     """A cell: numbers to `digits` significant digits (0.001284, 5.1e-05, 0.4178), ints and text as they are,
     nothing for None."""
     if value is None:
@@ -87,7 +87,7 @@ def number(value: Any, digits: int = 4) -> str:
 
 def plus_minus(sem: float) -> str:
     """`± 0.03`, or nothing where there is no spread to show (a NaN sem: fewer than two runs)."""
-    return "" if sem is None or math.isnan(sem) else f"± {number(sem, 2)}"
+    return "" if sem is None or math.isnan(sem) else f"± {significant(sem, 2)}"
 
 
 def header(name: str) -> str:

@@ -12,7 +12,7 @@ from nestling.core.tree.run_result import read_result
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import plural
 from nestling.read.collect import Collected, CvSummary, ranked, selected
-from nestling.read.console_table import Column, header, number, plus_minus, print_table
+from nestling.read.console_table import Column, header, plus_minus, print_table, significant
 
 
 def status_target(collected: Collected) -> Path:
@@ -59,8 +59,8 @@ def scoring_names(collected: Collected) -> list[str]:
 def test_score_line(cv: CvSummary) -> str:
     """A retrain's test score over its seeds: mean ± sem, with the std and the number of seeds."""
     spread = cv.spread
-    sem = f" {plus_minus(spread.sem)} (sem; std {number(spread.std, 2)}," if not math.isnan(spread.sem) else " ("
-    return f"test score {number(spread.mean)}{sem} {cv.n_success} of {plural(cv.n_runs, 'seed')})"
+    sem = f" {plus_minus(spread.sem)} (sem; std {significant(spread.std, 2)}," if not math.isnan(spread.sem) else " ("
+    return f"test score {significant(spread.mean)}{sem} {cv.n_success} of {plural(cv.n_runs, 'seed')})"
 
 
 def runs_line(collected: Collected) -> str:
@@ -83,9 +83,9 @@ def best_line(cv: CvSummary | None, select: str, collected: Collected) -> str:
         why = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != RunState.SUCCESS)
         return f"best ({select}): none; no trial has a score yet ({why or 'no runs'})"
     sem = plus_minus(cv.spread.sem)
-    lcb = "" if math.isnan(cv.spread.lcb) else f", lcb {number(cv.spread.lcb)}"
+    lcb = "" if math.isnan(cv.spread.lcb) else f", lcb {significant(cv.spread.lcb)}"
     return (
-        f"best ({select}): {cv.cv_name} score {number(cv.score)}{' ' + sem + ' (sem)' if sem else ''}{lcb}; "
+        f"best ({select}): {cv.cv_name} score {significant(cv.score)}{' ' + sem + ' (sem)' if sem else ''}{lcb}; "
         f"hparams {cv.hparams}"
     )
 
@@ -99,13 +99,13 @@ def _tune_columns(collected: Collected, cvs: list[CvSummary], select: str) -> li
     columns = [
         Column("rank", [str(i) for i in range(1, len(cvs) + 1)], keep=100, numeric=True),
         Column("trial", [short_name(str(cv.cv_name), plan.name) for cv in cvs], keep=100),
-        Column("score", [number(cv.score) for cv in cvs], keep=95, numeric=True),
+        Column("score", [significant(cv.score) for cv in cvs], keep=95, numeric=True),
         Column("sem", [plus_minus(cv.spread.sem) for cv in cvs], keep=40),
-        Column("lcb", [number(cv.spread.lcb) for cv in cvs], keep=85 if select == "lcb" else 30, numeric=True),
+        Column("lcb", [significant(cv.spread.lcb) for cv in cvs], keep=85 if select == "lcb" else 30, numeric=True),
         Column("state", [str(cv.state) for cv in cvs], keep=90),
     ]
     columns[4:4] = [
-        Column(k, [number(cv.hparams.get(k), 3) for cv in cvs], keep=70 - i, numeric=True) for i, k in
+        Column(k, [significant(cv.hparams.get(k), 3) for cv in cvs], keep=70 - i, numeric=True) for i, k in
         enumerate(varying)
     ]  # fmt: skip
     if any(cv.score_is_unstable for cv in cvs):
@@ -128,9 +128,9 @@ def _cv_columns(collected: Collected, cv: CvSummary, all_columns: bool) -> tuple
     columns = [
         Column("run", [short_name(str(r["run_name"]), cv.cv_name or plan.name) for r in rows], keep=100),
         Column("status", [str(r["status"]) for r in rows], keep=90),
-        Column("duration", [number(r["duration"], 3) for r in rows], keep=30, numeric=True),
-        *[Column(header(m), [number(r.get(m)) for r in rows], keep=70 - i, numeric=True) for i, m in enumerate(metrics)],
-        Column("run_score", [number(r["run_score"]) for r in rows], keep=95, numeric=True),
+        Column("duration", [significant(r["duration"], 3) for r in rows], keep=30, numeric=True),
+        *[Column(header(m), [significant(r.get(m)) for r in rows], keep=70 - i, numeric=True) for i, m in enumerate(metrics)],
+        Column("run_score", [significant(r["run_score"]) for r in rows], keep=95, numeric=True),
     ]  # fmt: skip
     return columns, len(logged) - len(metrics)
 
@@ -175,7 +175,7 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
                 if cv.score_is_unstable:
                     unstable = f" (unstable: {cv.unstable_reason})" if cv.unstable_reason else " (unstable)"
                 console.print(
-                    f"score {number(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}",
+                    f"score {significant(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}",
                     markup=False, highlight=False, soft_wrap=True,
                 )  # fmt: skip
             if plan.kind == "retrain":

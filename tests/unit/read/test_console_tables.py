@@ -44,7 +44,7 @@ def test_an_80_column_tune_table_keeps_every_number_whole(
     infos = C.tune_table(C.collect(pruned_tune).cvs)
     for row, (score, state) in zip(rows, infos.sort("rank").select("score", "state").iter_rows(), strict=True):
         cells = [c.strip() for c in row.strip("│").split("│")]
-        assert T.number(score) in cells and state in cells
+        assert T.significant(score) in cells and state in cells
     header = next(line for line in out.splitlines() if line.startswith("┃"))
     assert "state" in header and "score" in header and "lr" in header
 
@@ -104,7 +104,7 @@ def test_a_cv_table_at_80_columns(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_significant_digits_and_spread() -> None:
-    assert [T.number(v) for v in (0.001284017, 5.1e-05, 0.41784, 3, None, float("nan"))] == [
+    assert [T.significant(v) for v in (0.001284017, 5.1e-05, 0.41784, 3, None, float("nan"))] == [
         "0.001284", "5.1e-05", "0.4178", "3", "", "nan"
     ]  # fmt: skip
     assert T.plus_minus(float("nan")) == "" and T.plus_minus(0.02985) == "± 0.03"

@@ -34,11 +34,11 @@ def check_tune(root: Path) -> dict[str, pl.DataFrame]:
     keys = C._hp_columns(collected.cvs)
     hparams = {k: tables.hparam_dtype([cv.hparams.get(k) for cv in collected.cvs]) for k in keys}
     out = {"tune_infos": pl.read_parquet(root / naming.TUNE_INFOS), "run_infos": pl.read_parquet(root / naming.RUN_INFOS)}
-    check(out["tune_infos"], tables.TUNE_INFOS, hparams)
-    check(out["run_infos"], tables.TUNE_RUN_INFOS, hparams)
+    check(out["tune_infos"], tables.TUNE_INFOS_COLUMNS, hparams)
+    check(out["run_infos"], tables.TUNE_RUN_INFOS_COLUMNS, hparams)
     for planned in collected.plan.cvs:
         if (planned.dir / naming.RUN_INFOS).exists():
-            check(pl.read_parquet(planned.dir / naming.RUN_INFOS), tables.RUN_INFOS, {})
+            check(pl.read_parquet(planned.dir / naming.RUN_INFOS), tables.RUN_INFOS_COLUMNS, {})
     return out
 
 
@@ -88,7 +88,7 @@ def test_final_infos_columns(tmp_path: Path) -> None:
         table = cv.table.with_columns(pl.col("val/score").alias("test/score")) if "val/score" in cv.table.columns \
             else cv.table  # fmt: skip
         final = C.final_table(type(cv)(**{**cv.__dict__, "table": table}))
-        check(final, tables.FINAL_INFOS, {})
+        check(final, tables.FINAL_INFOS_COLUMNS, {})
 
 
 def test_pruned_runs_are_counted_and_pruned_trials_rank_after_complete_ones(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 # run_infos.parquet of a cv (and of a retrain): one row per run; `score` and `score_is_unstable` are the cv's
-RUN_INFOS: dict[str, Any] = {
+RUN_INFOS_COLUMNS: dict[str, Any] = {
     "run_name": pl.String, "run_id": pl.String, "fold": pl.Int64, "seed": pl.Int64, "status": pl.String,
     "error": pl.String, "duration": pl.Float64, "checkpoint": pl.String, "is_unstable": pl.Boolean,
     "unstable_reason": pl.String, "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean,
@@ -22,16 +22,16 @@ RUN_INFOS: dict[str, Any] = {
     "device_names": pl.List(pl.String), "peak_memory_bytes": pl.Int64, "cuda_visible_devices": pl.String,
 }  # fmt: skip
 # a tune's run_infos.parquet: every cv's rows, with these and the hyperparameter columns added
-TUNE_RUN_INFOS: dict[str, Any] = {**RUN_INFOS, "cv_name": pl.String}
+TUNE_RUN_INFOS_COLUMNS: dict[str, Any] = {**RUN_INFOS_COLUMNS, "cv_name": pl.String}
 # tune_infos.parquet: one row per trial, in trial order; `rank` is the order the CLI and the report show
-TUNE_INFOS: dict[str, Any] = {
+TUNE_INFOS_COLUMNS: dict[str, Any] = {
     "cv_name": pl.String, "hp_index": pl.Int64, "rank": pl.Int64, "state": pl.String, "score": pl.Float64,
     "score_is_unstable": pl.Boolean, "unstable_reason": pl.String, "run_score_mean": pl.Float64,
     "run_score_std": pl.Float64, "run_score_sem": pl.Float64, "lcb": pl.Float64, "n_runs": pl.Int64,
     "n_failed": pl.Int64, "n_pruned": pl.Int64, "n_folds_done": pl.Int64, "drawn_at": pl.Int64,
 }  # fmt: skip
 # final_infos.parquet of a retrain: a row per seed, then the rows mean, std, sem (their seed/run_name/status null)
-FINAL_INFOS: dict[str, Any] = {
+FINAL_INFOS_COLUMNS: dict[str, Any] = {
     "row": pl.String, "seed": pl.Int64, "run_name": pl.String, "status": pl.String, "run_score": pl.Float64,
 }
 METRIC = pl.Float64  # every logged metric's column
