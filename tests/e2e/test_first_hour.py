@@ -103,11 +103,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_failed_runs_say_why_in_the_summary_once(tmp_path: Path) -> None:
-    # lr=abc reaches the optimizer as a string: all three runs fail with the same error
-    done = _cli(*SLEEP_CV, "--n_folds", "3", "--hp", "lr=abc", "--artifact_dir", str(tmp_path), "--name", "why")
+    # lr=-1 is a number, as the task's default (preflight accepts it), that SGD refuses: every run fails in fit
+    done = _cli(*SLEEP_CV, "--n_folds", "3", "--hp", "lr=-1", "--artifact_dir", str(tmp_path), "--name", "why")
     assert done.returncode == 1
     root = tmp_path / "_cross_validations" / "why"
-    error = "ValueError: could not convert string to float: 'abc'"
+    error = "ValueError: Invalid learning rate: -1.0"
     lines = done.stdout.splitlines()
     assert f"3 runs: {error}" in lines
     assert f"see nestling status {root}" in lines

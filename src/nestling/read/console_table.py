@@ -8,6 +8,7 @@ named below the table. Only free text (an error message) may wrap.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -38,9 +39,11 @@ def table_width(columns: list[Column]) -> int:
 
 
 def fit(columns: list[Column], width: int) -> tuple[list[Column], list[Column]]:
-    """(shown, left out): columns are left out, lowest `keep` first (the rightmost of equals first), until the rest
-    fit `width`; the first column always stays."""
+    """(shown, left out): metric headers broken after their prefix if the table is too wide, then columns left out,
+    lowest `keep` first (the rightmost of equals first), until the rest fit `width`; the first column always stays."""
     shown = list(columns)
+    if table_width(shown) > width:
+        shown = [dataclasses.replace(c, header=header(c.header)) for c in shown]
     left_out: list[Column] = []
     while table_width(shown) > width and len(shown) > 1:
         candidates = shown[1:]
@@ -93,4 +96,4 @@ def plus_minus(sem: float) -> str:
 def header(name: str) -> str:
     """A metric's header broken after its prefix (`val/` over `JaccardIndex`): names are longer than numbers."""
     prefix, slash, rest = name.partition("/")
-    return f"{prefix}/\n{rest}" if slash and rest else name
+    return f"{prefix}/\n{rest}" if slash and rest and "\n" not in name else name

@@ -12,7 +12,7 @@ from nestling.core.tree.run_result import read_result
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import plural
 from nestling.read.collect import Collected, CvSummary, ranked, selected
-from nestling.read.console_table import Column, header, plus_minus, print_table, significant
+from nestling.read.console_table import Column, plus_minus, print_table, significant
 
 
 def status_target(collected: Collected) -> Path:
@@ -126,10 +126,10 @@ def _cv_columns(collected: Collected, cv: CvSummary, all_columns: bool) -> tuple
     metrics = [c for c in shown if not (plan.kind == "retrain" and c.startswith("train"))]
     rows = list(df.iter_rows(named=True))
     columns = [
-        Column("run", [short_name(str(r["run_name"]), cv.cv_name or plan.name) for r in rows], keep=100),
+        Column("run_name", [short_name(str(r["run_name"]), cv.cv_name or plan.name) for r in rows], keep=100),
         Column("status", [str(r["status"]) for r in rows], keep=90),
         Column("duration", [significant(r["duration"], 3) for r in rows], keep=30, numeric=True),
-        *[Column(header(m), [significant(r.get(m)) for r in rows], keep=70 - i, numeric=True) for i, m in enumerate(metrics)],
+        *[Column(m, [significant(r.get(m)) for r in rows], keep=70 - i, numeric=True) for i, m in enumerate(metrics)],
         Column("run_score", [significant(r["run_score"]) for r in rows], keep=95, numeric=True),
     ]  # fmt: skip
     return columns, len(logged) - len(metrics)
