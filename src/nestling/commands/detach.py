@@ -29,6 +29,7 @@ from nestling.core.errors import UsageError, strict_parser
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.atomic import write_json
+from nestling.launch.base import plural
 from nestling.plan.model import LaunchRequest
 from nestling.plan.store import find_plan_root, load_plan
 
@@ -77,7 +78,7 @@ def detach(request: LaunchRequest, then: Callable[..., int] | None = None) -> in
         supervision.release_supervision(root)
         raise
     if not config.logging.quiet:
-        print(f"{kind} {name}: {total} runs in {len(units)} work units -> {root}")
+        print(f"{kind} {name}: {plural(total, 'run')} in {plural(len(units), 'work unit')} -> {root}")
     # The outcome of a detached launch, printed even with --quiet: where it runs and how to follow and stop it.
     print(f"detached: supervisor pid {proc.pid}; log {paths.log}")
     print(f"follow:   nestling status {root} --watch")

@@ -6,8 +6,10 @@ run_result.attempt-N.json). An adaptive tune (study.py) keeps its drawn and prun
 with its drawn configuration, trials never drawn are drawn when they start, with every result known. Options that define the plan must not change: an option given on the command line (or
 set away from its default) that differs from the saved plan is refused with a diff unless --force, which applies
 changed training/device options to the reruns (their RunSpecs derived again by plan/specs.py, through the same device
-rule as planning); options --force cannot apply are refused even with it. Launch and container options may
-change freely (e.g. resume a local sweep on SLURM).
+rule as planning) and rescores with changed scoring options (--scoring_metric, --multi_score_strategy: plan.json
+takes them, runs that succeeded are kept and rescored from the metrics they logged, the tables are recomputed);
+options --force cannot apply are refused even with it. Launch and container options may change freely (e.g.
+resume a local sweep on SLURM).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.errors import UsageError
+from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.options.config import Config, config_from_dict
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
@@ -29,13 +32,14 @@ from nestling.core.tree.run_state import RunState
 from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
 from nestling.plan.model import Plan, PlannedRun
 from nestling.plan.specs import run_specs
-from nestling.plan.store import load_plan, write_spec
+from nestling.plan.store import load_plan, update_plan_options, write_spec
 from nestling.read.run_states import run_states
 
 PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from
 APPLIED_ON_FORCE = {
     "training": ("max_epochs", "early_stopping_patience"),
     "device": ("accelerator", "strategy", "devices", "num_nodes"),
+    "cv": ("scoring_metric", "multi_score_strategy"),  # rescoring: the tables are recomputed, nothing retrained
 }
 IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force"), ("training", "hp")}  # --hp: as hparams
 FROM_INVOCATION = {("tune", "retrain")}  # what happens after the plan: taken from this invocation when given
@@ -51,6 +55,7 @@ class Resumption:
     config: Config  # the saved plan's options, with this invocation's launch/container options (and forced ones)
     run_dirs: list[list[str]]  # per cv, the run dirs to run again; empty when every run succeeded
     changes: list[str]  # the option changes found (applied only with --force)
+    n_pruned: int = 0  # runs that stay unrun: their trial was pruned
 
     @property
     def total(self) -> int:
@@ -93,15 +98,20 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
             f"or start a new {kind}"
         )
     effective = _effective(saved, config, changes)
+    rescored = {c.key: c.after for c in changes if c.group == "cv"}
+    if rescored:
+        _check_rescoring(plan, effective)
     given = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in explicit}
     effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **given))
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
     todo = [run for run in plan.runs if result_state(run.dir) is not RunState.SUCCESS]
+    n_pruned = 0
     if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
 
         pruned = pruned_trials(plan.root)
         kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
+        n_pruned = sum(run.dir.name in kept for run in todo)  # stay unrun
         todo = [run for run in todo if run.dir.name not in kept]
         forget_unwritten_draws(plan.root)
         rerun = {run.dir.name for run in todo}
@@ -111,9 +121,11 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
         attempt.remove_if_stale(run.dir)
     if respecified:
         _apply_forced(plan.root, respecified, todo)
+    if rescored:  # the scoring the collector, the study and a retrain read
+        update_plan_options(plan.root, "cv", rescored)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes])
+    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes], n_pruned)
 
 
 @dataclass(frozen=True)
@@ -153,18 +165,37 @@ def changed_options(saved: Config, current: Config, explicit: AbstractSet[str] =
 
 def _effective(saved: Config, current: Config, forced: list[Change]) -> Config:
     """The saved plan's options, with this invocation's launch/container options and the forced changes."""
-    device, training = saved.device, saved.training
+    device, training, cv = saved.device, saved.training, saved.cv
     device = dataclasses.replace(device, **{c.key: c.after for c in forced if c.group == "device"})
     training = dataclasses.replace(training, **{c.key: c.after for c in forced if c.group == "training"})
+    cv = dataclasses.replace(cv, **{c.key: c.after for c in forced if c.group == "cv"})
     logging = dataclasses.replace(saved.logging, quiet=current.logging.quiet)
     return dataclasses.replace(
         saved,
         device=device,
         training=training,
+        cv=cv,
         logging=logging,
         launch=current.launch,
         container=current.container,
     )
+
+
+def _check_rescoring(plan: Plan, effective: Config) -> None:
+    """A resume that scores on other metrics keeps every run that succeeded, rescored from the metrics it logged:
+    refuse metrics none of them logged (while none succeeded yet, the reruns will tell)."""
+    scoring = parse_scoring_metrics(effective.cv.scoring_metric)
+    logged: set[str] = set()
+    for run in plan.runs:
+        result = read_result(run.dir)
+        if result is not None and result.status is RunState.SUCCESS:
+            logged.update(result.metrics)
+    missing = [m.name for m in scoring if m.name not in logged]
+    if logged and missing:
+        raise UsageError(
+            f"--scoring_metric {' '.join(effective.cv.scoring_metric)}: no finished run of {plan.name!r} logged "
+            f"{', '.join(missing)}; they logged {', '.join(sorted(logged))}"
+        )
 
 
 def _refuse_if_active(plan: Plan) -> None:

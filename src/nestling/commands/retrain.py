@@ -43,6 +43,7 @@ from nestling.core.tree import naming
 from nestling.core.tree.atomic import read_json
 from nestling.core.tree.run_result import result_state
 from nestling.core.tree.run_state import RunState
+from nestling.launch.base import plural
 from nestling.launch.factory import make_launcher
 from nestling.plan.build import plan_retrain
 from nestling.plan.model import LaunchRequest
@@ -329,8 +330,8 @@ def _new_retrain(tune: Plan, choice: RetrainChoice, given: Config, explicit: Abs
     if not config.logging.quiet:
         print(
             f"retrain {name}: {chosen.cv_name} (by {how}, score {chosen.score:.4g}) hparams {chosen.hparams}; "
-            f"{epochs.count} epochs ({epochs.how}); {len(plan.runs)} seeds on {len(split.train)} samples, "
-            f"tested on {len(split.test)}"
+            f"{plural(epochs.count, 'epoch')} ({epochs.how}); {plural(len(plan.runs), 'seed')} on "
+            f"{plural(len(split.train), 'sample')}, tested on {len(split.test)}"
         )
     return launch_plan(LaunchRequest("retrain", name, plan.root, units, config, len(plan.runs)), launcher, None)
 

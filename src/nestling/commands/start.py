@@ -20,8 +20,9 @@ from nestling.commands.resume import prepare_resume
 from nestling.core.errors import EXIT_INTERRUPTED, UsageError
 from nestling.core.host.devices import parse_devices
 from nestling.core.lazy import lazy_module
+from nestling.core.ml.task import Split
 from nestling.core.options.config import PARALLEL_STRATEGIES, Config
-from nestling.core.tree import failfast
+from nestling.core.tree import failfast, naming
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import Launcher, SubmitError, plural
@@ -87,7 +88,7 @@ def start_plan(
         )
         if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
             print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
-            for line in describe_trials(plan, config):
+            for line in [*describe_trials(plan, config), *describe_retrain(plan, prepared.splits, config)]:
                 print(line)
             if pool is not None:
                 pool.discard()
@@ -111,7 +112,8 @@ def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: The
     resumed = prepare_resume(kind, config, explicit)
     config = resumed.config
     if not resumed.total:
-        print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
+        settled = "every run succeeded or was pruned" if resumed.n_pruned else "every run succeeded"
+        print(f"{kind} {resumed.name}: {settled} already; nothing to resume")
         code = collect_and_report(resumed.root, config.logging.quiet)
         code = then(kind, resumed.root, config, True, code) if then else code  # it ended
         return Executed(code, kind, resumed.name, resumed.root)
@@ -170,6 +172,21 @@ def describe_trials(plan: Any, config: Config) -> list[str]:
     return lines
 
 
+def describe_retrain(plan: Any, splits: list[Split], config: Config) -> list[str]:
+    """For a dry run of `tune --retrain`: what happens once the tune ended (issue 21 #13)."""
+    if plan.kind != "tune" or not config.tune.retrain:
+        return []
+    test = set(splits[0].test) if splits else set()
+    train = {s for split in splits for s in (*split.train, *split.val)} - test
+    seeds = len({run.seed for run in plan.runs})
+    when = "a SLURM job after the collector job runs" if config.launch.launcher == "slurm" else "then"
+    return [
+        f"--retrain: {when} nestling retrain {plan.root}: the best trial (by --select {config.tune.select}) trained "
+        f"on {plural(len(train), 'sample')} (train + val) with {plural(seeds, 'seed')} for the median best epoch of "
+        f"its runs, tested on the {len(test)} test samples, as {naming.final_name(plan.name)}"
+    ]
+
+
 def _hparams_line(hparams: dict[str, Any], keys: list[str]) -> str:
     def value(v: Any) -> str:
         if isinstance(v, float):  # 0.01 and 1.0 as written, a drawn 0.012523918 as 0.01252
@@ -205,7 +222,9 @@ def launch_and_report(request: LaunchRequest, launcher: Launcher) -> int:
     if not quiet:
         print(f"{kind} {name}: {plural(total, 'run')} in {plural(len(units), 'work unit')} -> {root}")
     launcher.prepare()
-    with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
+    # a detached launch (SLURM) returns once submitted: a bar would stay at 0 of N; --wait polls it to the end
+    bar = not quiet and (not launcher.detached or config.launch.wait)
+    with RunProgress(total, f"{kind} {name}", quiet=not bar) as progress:
         try:
             record = launcher.launch(root, units, progress)
         except SubmitError as exc:
@@ -270,7 +289,7 @@ def collect_and_report(root: Path, quiet: bool) -> int:
     collected = collect.collect(root)
     if not quiet:
         summary.print_summary(collected)
-    if collected.plan.kind in ("cv", "tune"):
+    if collected.plan.kind in ("cv", "tune", "retrain"):  # a retrain's report is its tune's page, now with it
         _report_beside_tables(root, collected, quiet)
     stop = failfast.stopped(root)
     if stop is not None:
@@ -303,12 +322,15 @@ def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
     plan = collected.plan
     total = sum(counts.values())
     parts = [f"{plan.kind} {plan.name}: {counts[RunState.SUCCESS]} of {total} runs succeeded"]
+    if counts[RunState.PRUNED] or collected.n_pruned_trials:  # the rest of the plan, stopped on purpose
+        parts[0] += (f", {counts[RunState.PRUNED]} pruned ({plural(collected.n_pruned_trials, 'trial')} stopped "
+                     "early)")  # fmt: skip
     groups = summary.error_groups(collected)
     if groups and not errors_shown:
         first = next(e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
         parts.append(f"first error: {summary.error_line(first)}")
     elif groups:
         parts.append(f"{len(groups)} distinct error{'' if len(groups) == 1 else 's'} above")
-    if counts[RunState.SUCCESS] < total:  # a single run: its own dir, not the _runs folder of every run
+    if counts[RunState.SUCCESS] + counts[RunState.PRUNED] < total:  # a single run: its own dir, not the _runs folder
         parts.append(f"see nestling status {summary.status_target(collected)}")
     return "; ".join(parts)

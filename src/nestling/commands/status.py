@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from nestling.core.errors import strict_parser
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
+from nestling.core.tree.run_state import RunState
+from nestling.launch.base import plural
 from nestling.plan.model import Plan
 from nestling.plan.store import find_plan_root, load_plan
+from nestling.read.console_table import Column, print_table
 from nestling.read.run_states import RunStatus, count, run_states
+
+# runs that wait (in the queue, or held back by fail-fast) are counted, not listed, unless --all: a sweep of
+# thousands would otherwise print thousands of identical lines
+SUMMARISED = frozenset({RunState.PENDING, RunState.NOT_STARTED})
+MAX_LISTED = 200
+MAX_ERROR = 160
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ def status_main(argv: list[str], description: str) -> int:
     parser.add_argument("--watch", action="store_true", help="refresh until every run ended")
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument(
-        "--all", action="store_true", help="list every run, not only unfinished and failed ones"
+        "--all", action="store_true", help="list every run, not only those running, failed, lost or interrupted"
     )
     parser.add_argument("--json", action="store_true", help="print counts and runs as JSON")
     args = parser.parse_args(argv)
@@ -69,12 +79,13 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
         print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states], "supervisor": detached}))
         return
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     console.print(
-        f"{plan.kind} {plan.name}: {len(states)} runs  " + "  ".join(f"{k}={v}" for k, v in counts.items())
-    )
+        f"{plan.kind} {plan.name}: {plural(len(states), 'run')}  "
+        + "  ".join(f"{k}={v}" for k, v in counts.items() if v or k == RunState.SUCCESS),
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip  (states no run is in are left out; --json has them all)
     unstable = sum(1 for s in states if s.unstable_reason)
     if unstable:
         console.print(f"{unstable} successful run{'' if unstable == 1 else 's'} unstable (not in the cv score)")
@@ -83,12 +94,26 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
             f"detached: supervisor {supervisor.describe()} alive; log {naming.SupervisorPaths(plan.root).log}; "
             f"stop it with nestling stop {plan.root}"
         )
-    shown = states if show_all else [s for s in states if not s.state.is_settled() or s.unstable_reason]
-    if shown:
-        table = Table()
-        for col in ("run_name", "run_id", "state", "job", "error"):
-            table.add_column(col)
-        for s in shown[:200]:
-            note = s.error or (f"unstable: {s.unstable_reason}" if s.unstable_reason else "")
-            table.add_row(s.run_name, s.run_id, s.state, s.job or "", note[:80])
-        console.print(table)
+    listed = states if show_all else [
+        s for s in states if s.state not in SUMMARISED and (not s.state.is_settled() or s.unstable_reason)
+    ]
+    if listed:
+        shown = listed[:MAX_LISTED]
+        notes = [s.error or (f"unstable: {s.unstable_reason}" if s.unstable_reason else "") for s in shown]
+        columns = [
+            Column("run_name", [s.run_name for s in shown], keep=100),
+            Column("run_id", [s.run_id for s in shown], keep=30),
+            Column("state", [str(s.state) for s in shown], keep=90),
+            Column("job", [s.job or "" for s in shown], keep=40),
+            Column("error", [note[:MAX_ERROR] for note in notes], keep=80, wraps=True),
+        ]
+        print_table(console, "", columns, f"every field: nestling status {plan.root} --json")
+        if len(listed) > MAX_LISTED:
+            console.print(f"... and {len(listed) - MAX_LISTED} more (nestling status {plan.root} --json lists all)",
+                          markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    if not show_all:
+        waiting = Counter(s.state for s in states if s.state in SUMMARISED)
+        if waiting:
+            what = ", ".join(f"{n} {state}" for state, n in waiting.items())
+            console.print(f"{what}: not listed; nestling status {plan.root} --all lists every run", markup=False,
+                          highlight=False, soft_wrap=True)  # fmt: skip

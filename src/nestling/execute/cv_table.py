@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from nestling.core.ml.scoring import Spread, cv_score, cv_spread, run_score_reason
-from nestling.core.tree import naming
+from nestling.core.tree import naming, tables
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.run_result import RunResult, parse_result
 from nestling.core.tree.run_state import RunState
@@ -35,11 +35,7 @@ STAMP_VERSION = 1  # bump when the table's columns or their meaning change: ever
 # a new file into place, so a rewrite within one tick of the file system's clock, at the same size, still shows.
 Stamp = tuple[int, int, int] | None
 
-BASE_COLUMNS = [
-    "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable",
-    "unstable_reason", "run_score", "score", "score_is_unstable", "attempt", "worker_startup_s", "accelerator",
-    "device_names", "peak_memory_bytes", "cuda_visible_devices",
-]  # fmt: skip
+BASE_COLUMNS = list(tables.RUN_INFOS_COLUMNS)  # their dtypes: core/tree/tables.py
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
 # row's own score, from which the cv score is the mean over stable successful runs. `unstable_reason` says why a
 # run is unstable: the metric and its value (see scoring.py), "failed", or "no result".
@@ -56,13 +52,14 @@ class CvSummary:
     n_success: int
     n_failed: int
     n_missing: int
-    table: pl.DataFrame
+    table: pl.DataFrame  # the runs that ran or wait to: a pruned trial's runs that never started are not rows
     unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
     spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
     inputs: tuple[Stamp, ...] = ()  # the stamp of each run's result file, in plan order
     state: TrialState = TrialState.COMPLETE  # complete | pruned | failed (a tune's trial, see study.py)
     n_folds_done: int = 0  # folds, from the first, whose every run has a result
     drawn_at: int | None = None  # order in which the trial's configuration was drawn
+    n_pruned: int = 0  # planned runs that never started because the trial was pruned (not in `table`)
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
@@ -99,9 +96,11 @@ def _collect_cvs(
     stamps: list[tuple[Stamp, ...]] = []
     n = 0
     folds_done: list[int] = []
+    n_pruned: list[int] = []  # per cv: runs its pruning kept from starting
     success, missing = RunState.SUCCESS, RunState.MISSING  # (an enum member lookup costs ~0.3 us; once per run adds up)
     for k, cv in enumerate(planned):
         start = n
+        cv_pruned = 0
         cv_metric_names: dict[str, None] = {}
         per_run: list[tuple[float, bool, str]] = []
         reasons: list[str] = []
@@ -113,6 +112,7 @@ def _collect_cvs(
             if result is None:
                 unfinished_folds.add(run.fold)
                 if k in pruned:
+                    cv_pruned += 1
                     continue  # never started: its trial was pruned
                 status, values = missing, {}
             else:
@@ -142,6 +142,7 @@ def _collect_cvs(
                 column.append(_float_or_nan(value))
                 cv_metric_names[name] = None
             n += 1
+        n_pruned.append(cv_pruned)
         folds_done.append(min(unfinished_folds, default=max((r.fold + 1 for r in cv.runs), default=0)))
         cv_result = cv_score(per_run)
         spreads.append(cv_spread(per_run))
@@ -157,14 +158,7 @@ def _collect_cvs(
         )
     for column in metrics.values():
         column.extend([None] * (n - len(column)))
-    schema: dict[str, Any] = {
-        "run_name": pl.Utf8, "run_id": pl.Utf8, "fold": pl.Int64, "seed": pl.Int64, "status": pl.Utf8,
-        "error": pl.Utf8, "duration": pl.Float64, "checkpoint": pl.Utf8, "is_unstable": pl.Boolean,
-        "unstable_reason": pl.Utf8, "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean,
-        "attempt": pl.Int64, "worker_startup_s": pl.Float64, "accelerator": pl.Utf8, "device_names": pl.List(pl.Utf8),
-        "peak_memory_bytes": pl.Int64, "cuda_visible_devices": pl.Utf8,
-        **dict.fromkeys(metrics, pl.Float64),
-    }  # fmt: skip
+    schema: dict[str, Any] = {**tables.RUN_INFOS_COLUMNS, **dict.fromkeys(metrics, tables.METRIC)}
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
     for k, (cv, cv_spread_, inputs, (start, length, names, (score, score_is_unstable), statuses, reason)) in enumerate(
@@ -188,6 +182,7 @@ def _collect_cvs(
                 n_success=statuses.count(RunState.SUCCESS),
                 n_failed=statuses.count(RunState.FAILED),
                 n_missing=statuses.count(RunState.MISSING),
+                n_pruned=n_pruned[k],
                 table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
                 unstable_reason=reason if score_is_unstable else None,
                 spread=cv_spread_,

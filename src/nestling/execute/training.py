@@ -6,6 +6,7 @@ import once and then runs many specs."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -202,7 +203,7 @@ def train(spec: RunSpec, paths: RunPaths, attempt: int) -> Trained:
 
 def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> Trained:
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     task = cached_task(spec.task)
@@ -220,6 +221,15 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> 
     last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
     # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
     callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+    if not spec.retrain:  # before ModelCheckpoint and EarlyStopping fail on it with Lightning's own words
+
+        def scoring_logged(trainer: Any, _module: Any) -> None:
+            logged = _floats(trainer.callback_metrics)
+            missing = [] if trainer.sanity_checking else _missing(scoring, logged)
+            if missing:
+                raise missing_metrics_error(spec, missing, list(logged))
+
+        callbacks.insert(0, LambdaCallback(on_validation_end=scoring_logged))
     if spec.early_stopping_patience > 0 and not spec.retrain:
         callbacks.append(
             EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
@@ -278,10 +288,7 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> 
             finish_wandb(spec)
     missing = _missing(scoring, metrics)
     if missing:
-        raise MissingMetricError(
-            f"the run ended without the scoring metric(s) {', '.join(missing)}; it logged: "
-            f"{', '.join(sorted(metrics)) or 'nothing'}"
-        )
+        raise missing_metrics_error(spec, missing, list(metrics))
     best = checkpoint.best_model_path or last.best_model_path or None
     return Trained(metrics, best, trainer.world_size, seen.placement, seen.tracking)
 
@@ -321,6 +328,26 @@ def pinned_devices(devices: Any, environ: Mapping[str, str] | None = None) -> An
 
 class MissingMetricError(RuntimeError):
     """A run without every scoring metric cannot be scored, so it is not a success."""
+
+
+def missing_metrics_error(spec: RunSpec, missing: list[str], logged: list[str]) -> MissingMetricError:
+    """What the run did not log, what it logged, and the one command that goes on (issue 21 #10): log the metric
+    and resume, or resume scoring on a logged metric (--force rescores: runs that finished are not trained again)."""
+    text = f"the run logged no {' or '.join(missing)} to score (it logged {', '.join(sorted(logged)) or 'nothing'})"
+    if spec.retrain:
+        return MissingMetricError(f"{text}; a retrain is scored on test metrics: log {missing[0]} in test_step")
+    kept = [m for m in spec.scoring_metric if m.rpartition(":")[0] not in missing and m not in missing]
+    if not kept:  # nothing left to score on: the logged validation metric closest to the first one asked for
+        validation = sorted(m for m in logged if m.startswith(("val", "valid")))
+        kept = difflib.get_close_matches(missing[0], validation, n=1, cutoff=0.0) or ["val/NAME"]
+    metrics = " ".join(kept)
+    if spec.tune_name or spec.cv_name:
+        kind, name = ("tune", spec.tune_name) if spec.tune_name else ("cv", spec.cv_name)
+        return MissingMetricError(
+            f"{text}; log it in validation_step and resume, or score on logged metrics: nestling {kind} --resume "
+            f"{name} --scoring_metric {metrics} --force"
+        )
+    return MissingMetricError(f"{text}; log it in validation_step, or score on logged metrics: --scoring_metric {metrics}")
 
 
 def _missing(scoring: list[Any], metrics: dict[str, float]) -> list[str]:

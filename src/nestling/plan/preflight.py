@@ -6,6 +6,7 @@ Every problem is a UsageError (one line, exit 2) raised before a directory exist
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -257,11 +258,30 @@ def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:
 
 
 def _check_hparams(values: dict[str, Any], defaults: dict[str, Any], source: str) -> None:
+    """Fixed hyperparameters must be keys of the task's defaults, each of a kind its default has (issue 21 #11: a
+    value the task cannot use would otherwise fail every run at run time)."""
     unknown = sorted(set(values) - set(defaults))
     if unknown:
         raise UsageError(
             f"hyperparameter {unknown[0]!r} ({source}) is not accepted by the task; accepted: {', '.join(sorted(defaults))}"
         )
+    for key, value in values.items():
+        default, wanted, given = defaults[key], _kind(defaults[key]), _kind(value)
+        if wanted is None or value is None or given == wanted:
+            continue  # a None default takes anything
+        example = f"""'"{value}"'""" if wanted == "text" else json.dumps(default)
+        raise UsageError(
+            f"hyperparameter {key}={value!r} ({source}) is {given or type(value).__name__}, but the task's default "
+            f"{key}={default!r} is {wanted}: e.g. --hp {key}={example}"
+        )
+
+
+HP_KINDS = ((bool, "a boolean"), ((int, float), "a number"), (str, "text"), (list, "a list"), (dict, "a table"))
+
+
+def _kind(value: Any) -> str | None:
+    """The kind of a hyperparameter value as --hp reads it (JSON); ints and floats are one kind, numbers."""
+    return next((name for types, name in HP_KINDS if isinstance(value, types)), None)  # bool first: True is an int
 
 
 def _splits(task: Task, config: Config, kind: str) -> list[Split]:

@@ -40,6 +40,15 @@ def write_plan(plan: Plan, splits: list[Split]) -> None:
     write_json(root / naming.PLAN, plan_record(plan), compact=True)
 
 
+def update_plan_options(root: Path, group: str, values: dict[str, Any]) -> None:
+    """plan.json with some options of one group replaced (a forced resume that scores on other metrics: the
+    collector and the study read the scoring from here); every other key stays as written."""
+    path = root / naming.PLAN
+    data = json.loads(path.read_text())
+    data["options"].setdefault(group, {}).update(values)
+    write_json(path, data, compact=True)
+
+
 def _spec_line(spec: RunSpec, root: Path) -> str:
     """The spec as stored: its paths relative to the plan root, so a moved or copied tree still points into
     itself (load_spec resolves them against the root it is found in)."""

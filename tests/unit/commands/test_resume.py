@@ -73,13 +73,14 @@ def test_force_applies_every_reported_device_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "named"),
     [(["--n_folds", "3"], "--n_folds 2 -> 3"), (["--hp", "value=0.9"], "--hp value None -> 0.9"),
-     (["--multi_score_strategy", "min"], "--multi_score_strategy 'geometric' -> 'min'")],
+     (["--score_epoch", "best"], "--score_epoch 'last' -> 'best'")],
 )  # fmt: skip
 def test_force_refuses_what_it_cannot_apply(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], named: str
 ) -> None:
-    """An option that defines the plan (folds, hyperparameters, scoring) cannot reach the reruns: refused, even
-    with --force, instead of being reported as forced and ignored; nothing in the tree changes."""
+    """An option that defines the plan (folds, hyperparameters, which epoch's metrics a run records) cannot reach
+    the reruns: refused, even with --force, instead of being reported as forced and ignored; nothing in the tree
+    changes. (The scoring metrics and their combination can: a forced resume rescores, tests/e2e/test_rescoring.py.)"""
     art = planned(tmp_path)
     before = sorted(p.relative_to(art) for p in art.rglob("*"))
     assert main(["cv", *resume_args(art, *extra, "--force")]) == 2

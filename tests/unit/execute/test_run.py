@@ -137,9 +137,9 @@ def test_a_run_without_every_scoring_metric_is_failed_not_success(tmp_path: Path
     run = make_run(tmp_path, scoring=("val/JaccardIndex", "val/F1Score"))  # the sleep task logs no F1Score
     result = execute(RunSpec.from_dict(read_json(run / "run_spec.json")))
     assert result is not None and result.status == "failed"
-    assert result.error == (
-        "MissingMetricError: the run ended without the scoring metric(s) val/F1Score; it logged: "
-        "test/JaccardIndex, test/Recall, test/loss, train/loss, val/JaccardIndex, val/Recall, val/loss"
+    assert result.error == (  # at the first validation's end, before Lightning's ModelCheckpoint would fail on it
+        "MissingMetricError: the run logged no val/F1Score to score (it logged val/JaccardIndex, val/Recall, "
+        "val/loss); log it in validation_step, or score on logged metrics: --scoring_metric val/JaccardIndex"
     )
     assert result.metrics == {}
     assert "MissingMetricError" in (run / "error.txt").read_text()

@@ -16,28 +16,13 @@ import pytest
 from nestling.core.options.config import explicit_options, parse_config
 from nestling.core.tree import naming
 from nestling.execute.search import pruners, study, trials
-from nestling.plan.preflight import prepare
-from nestling.plan.store import load_plan, write_plan
+from nestling.plan.store import load_plan
 from nestling.plan.units import run_dirs_per_cv, work_units
-from nestling.testing.bowl_workers import simulate_unit
-
-SPACE = """
-[hyperparameters]
-lr = {distribution = "loguniform", low = 1e-5, high = 1.0}
-width = {low = 0.0, high = 1.0}
-depth = {low = 1, high = 10}
-"""
+from nestling.testing.bowl_workers import plan_bowl_tune, simulate_unit
 
 
 def make_tune(tmp_path: Path, name: str, *extra: str, n_trials: int = 12, n_folds: int = 3) -> Path:
-    space = tmp_path / "space.toml"
-    space.write_text(SPACE)
-    argv = ["--task", "bowl", "--hpconfig", str(space), "--n_trials", str(n_trials), "--n_folds", str(n_folds),
-            "--n_seeds", "1", "--artifact_dir", str(tmp_path / "art"), "--name", name, *extra]  # fmt: skip
-    prepared = prepare(parse_config(argv, prog="nestling tune"), "tune")
-    write_plan(prepared.plan, prepared.splits)
-    study._STUDIES.clear()  # a fresh "process" per tune
-    return prepared.plan.root
+    return plan_bowl_tune(tmp_path, name, *extra, n_trials=n_trials, n_folds=n_folds)
 
 
 def run_serial(root: Path) -> list[str]:
@@ -252,3 +237,19 @@ def test_trial_states_are_the_strings_of_the_tree() -> None:
         trials.TrialState.COMPLETE, trials.TrialState.PRUNED, trials.TrialState.FAILED
     ]
     assert json.dumps({"state": trials.TrialState.PRUNED}) == '{"state": "pruned"}'
+
+
+def test_tpe_start_up_scales_with_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21 #15: Optuna's 10 random start-up trials made a 12-trial TPE tune 10 random draws and 2 TPE ones; now
+    a quarter of the budget (at least 1, at most 10) is random, and the 4th trial of 12 is TPE's."""
+    assert [study.tpe_startup_trials(n) for n in (1, 4, 12, 39, 40, 1000)] == [1, 1, 3, 9, 10, 10]
+    root = make_tune(tmp_path, "s", "--sampler", "tpe", "--tune_seed", "5", n_trials=12)
+    per_cv = run_dirs_per_cv(load_plan(root))
+    for cv in per_cv[:3]:  # three complete trials
+        simulate_unit(cv)
+    tpe = study.Study(load_plan(root)).ask(3)
+    monkeypatch.setattr(study, "tpe_startup_trials", lambda n: 10)
+    random_start = study.Study(load_plan(root)).ask(3)
+    assert tpe != random_start  # the scaled start-up made trial 3 a TPE draw
+    monkeypatch.setattr(study, "tpe_startup_trials", lambda n: 4)
+    assert study.Study(load_plan(root)).ask(3) == random_start  # a 4th random draw is what Optuna's default gave

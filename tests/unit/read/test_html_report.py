@@ -127,7 +127,8 @@ def test_tune_page_figures_are_valid_vega_lite(tune: Path) -> None:
         validate_jsonschema(fig.spec, schema)  # raises on an invalid spec
     by_key = {f.key: f.spec for f in page.figures}
     lr, opt = by_key["score-vs-hparams"]["concat"]
-    assert lr["encoding"]["x"]["scale"] == {"type": "log"} and lr["encoding"]["x"]["title"] == "lr"
+    assert lr["encoding"]["x"]["scale"] == {"type": "log"} and lr["encoding"]["x"]["axis"]["title"] == "lr"
+    assert lr["encoding"]["x"]["axis"]["values"] == [0.0003, 0.001, 0.003, 0.01, 0.03]  # round, apart (issue 21 #7)
     assert opt["encoding"]["x"]["type"] == "nominal"
     best = by_key["best-so-far"]["datasets"]["trials"]
     assert [r["best"] for r in best] == [pytest.approx(0.5025), pytest.approx(0.7025), pytest.approx(0.7025),
@@ -174,15 +175,17 @@ def test_timeline_uses_the_result_mtime_for_sub_second_runs(tmp_path: Path) -> N
 
 def test_log_axes_from_the_space_file_or_the_span(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
-    space.write_text("hyperparameters:\n  lr: {distribution: loguniform, low: 0.001, high: 0.01}\n")
+    space.write_text("hyperparameters:\n  lr: {distribution: loguniform, low: 0.001, high: 0.01}\n"
+                     "  dropout: {distribution: uniform, low: 0.0001, high: 0.5}\n")  # fmt: skip
     trials = [{"lr": 0.001 * (1 + i), "wd": 10.0 ** -(i + 3), "drop": 0.1 * i, "neg": -(10.0**i), "opt": str(i),
-               "fixed": 1} for i in range(4)]  # fmt: skip
+               "fixed": 1, "dropout": 0.0001 * 10**i} for i in range(4)]  # fmt: skip
     tune = make_tune(tmp_path, trials, [four_runs(0.5) for _ in trials], hpconfig=space)
     collected = C.collect(tune, write=False)
-    axes = {a.name: a for a in TP._hp_axes(collected.cvs, collected.plan.settings)}
-    assert set(axes) == {"lr", "wd", "drop", "neg", "opt"}  # `fixed` does not vary
+    axes = {a.name: a for a in TP._hp_axes(collected.cvs, collected.plan)}
+    assert set(axes) == {"lr", "wd", "drop", "neg", "opt", "dropout"}  # `fixed` does not vary
     assert axes["lr"].log  # the space says so, though it spans less than a decade
-    assert axes["wd"].log  # 1e-3 .. 1e-6: three decades
+    assert not axes["dropout"].log  # uniform in the space, though its values span three decades (issue 21 #7)
+    assert axes["wd"].log  # not in the space (its file lost it): 1e-3 .. 1e-6, three decades
     assert not axes["drop"].log and axes["drop"].numeric
     assert not axes["neg"].log  # no log axis through zero
     assert not axes["opt"].numeric
@@ -207,8 +210,8 @@ def test_columns_of_later_versions_are_shown_when_present(tune: Path, monkeypatc
     """mean/sem/lcb per trial (variance-aware choice) and a `state` such as pruned (adaptive search)."""
     plain = C.tune_table
 
-    def richer(cvs: list[C.CvSummary]) -> pl.DataFrame:
-        return plain(cvs).with_columns(
+    def richer(cvs: list[C.CvSummary], select: str = "score") -> pl.DataFrame:
+        return plain(cvs, select).with_columns(
             pl.lit(0.6).alias("mean"), pl.lit(0.05).alias("sem"), pl.lit(0.55).alias("lcb"),
             pl.when(pl.col("cv_name") == "t-cv0").then(pl.lit("pruned")).otherwise(None).alias("state"),
         )  # fmt: skip

@@ -280,8 +280,37 @@ def _example(base: str) -> str:
     return {"bool": "true", "int": "3", "float": "0.5", "str": '"text"'}.get(base, "...")
 
 
+# What `--help` shows after a flag (simple-parsing's default is the dest, `DATA.N_FOLDS`, or the type, `[[str]]`);
+# flags not named here get one from their type (TYPE_METAVARS), flags with choices list them.
+METAVARS = {
+    "task": "NAME|MODULE:ATTR", "test_regions": "REGION", "hp": "KEY=VALUE", "seeds": "SEED",
+    "scoring_metric": "METRIC[:lower]", "hpconfig": "FILE", "strategy": "STRATEGY", "devices": "DEVICE",
+    "artifact_dir": "DIR", "name": "NAME", "wandb_project": "PROJECT", "wandb_entity": "ENTITY",
+    "partition": "PARTITION", "time_min": "MINUTES", "mem_gb": "GB", "account": "ACCOUNT", "qos": "QOS",
+    "constraint": "FEATURE", "slurm_setup": "LINE", "slurm_extra": "KEY=VALUE", "submitit_dir": "DIR",
+    "expected_run_s": "SECONDS", "signal_delay_s": "SECONDS", "resume": "NAME", "container_image": "IMAGE",
+    "container_bind": "SRC[:DST[:ro]]", "container_env": "KEY[=VALUE]", "container_env_pass": "NAME",
+    "container_args": "FLAGS",
+}  # fmt: skip
+TYPE_METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+
 class _Parser(sp.ArgumentParser):
     """argparse checks `choices` (the Literal options) here; route that through check_choice's one-line error."""
+
+    def _preprocessing(self, *args: Any, **kwargs: Any) -> None:
+        """simple-parsing adds the dataclass fields here; then each gets a metavar a reader understands."""
+        super()._preprocessing(*args, **kwargs)
+        for action in self._actions:
+            if not action.option_strings or action.choices is not None or action.nargs == 0:
+                continue
+            name = action.dest.rpartition(".")[2]
+            if action.metavar == "bool":  # --retrain [true|false], --noretrain
+                action.metavar = "true|false"
+            elif name in METAVARS:
+                action.metavar = METAVARS[name]
+            elif action.type in TYPE_METAVARS:
+                action.metavar = TYPE_METAVARS[action.type]
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and value not in action.choices:
@@ -302,6 +331,7 @@ def build_parser(
     parser.add_argument(
         "--config",
         default=None,
+        metavar="FILE",
         help="TOML or YAML file of options: flat keys named like the flags, an [hparams] table of task "
         "hyperparameters, and for nestling tune a [hyperparameters] table (the space, instead of --hpconfig)",
     )

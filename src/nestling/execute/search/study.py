@@ -43,6 +43,15 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 CLAIM_STALE_S = 60.0  # a claim (draw file without a draw) from another host older than this: its drawer died
+TPE_STARTUP_MAX = 10  # Optuna's n_startup_trials: random draws before TPE models the results
+TPE_STARTUP_SHARE = 4  # ... but at most a quarter of the budget, as SMAC caps its initial design
+
+
+def tpe_startup_trials(n_trials: int) -> int:
+    """How many of a TPE tune's trials are random draws before TPE takes over (issue 21 #15): Optuna's 10 would make
+    a 12-trial tune 10 random draws and 2 TPE draws, so a small budget spends a quarter of itself (at least one
+    trial) on them instead."""
+    return max(1, min(TPE_STARTUP_MAX, n_trials // TPE_STARTUP_SHARE))
 
 
 class Study:
@@ -245,8 +254,9 @@ class Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # multivariate/constant_liar are "experimental" in optuna
             sampler = optuna.samplers.TPESampler(
-                seed=(self.seed * 1_000_003 + index) % 2**32, multivariate=True, constant_liar=True
-            )
+                seed=(self.seed * 1_000_003 + index) % 2**32, multivariate=True, constant_liar=True,
+                n_startup_trials=tpe_startup_trials(len(self.hparams)),
+            )  # fmt: skip
             storage = _tree_storage()
             study = optuna.create_study(storage=storage, direction="maximize", sampler=sampler)
             study_id = storage.get_study_id_from_name(study.study_name)

@@ -66,8 +66,9 @@ def hp_text(hparams: dict[str, Any]) -> str:
 
 def options_line(settings: PlanSettings) -> str:
     scoring = " ".join(settings.scoring_metric)
+    combined = f" ({settings.multi_score_strategy})" if len(settings.scoring_metric) > 1 else ""  # one metric: none
     return (f"Task {settings.task}, {settings.n_folds} folds ({settings.fold_method}), scoring "
-            f"{scoring or '(task default)'} ({settings.multi_score_strategy}), max_epochs {settings.max_epochs}.")
+            f"{scoring or '(task default)'}{combined}, max_epochs {settings.max_epochs}.")
 
 
 def duration_text(seconds: float) -> str:

@@ -32,6 +32,7 @@ class Timeline:
     span_s: float
     idle_s: float
     last_end: float | None = None  # seconds since the epoch
+    unit: str = "s"  # of the time axis: s, min or h, by the span
 
     @property
     def utilisation(self) -> float:
@@ -67,12 +68,26 @@ def timeline(runs: Iterable[PlannedRun]) -> Timeline:
         previous[lane] = max(end, previous.get(lane, end))
     first, last = min(s[1] for s in spans), max(s[2] for s in spans)
     span = last - first
+    unit, per = time_unit(span)
+    for row in (*rows, *gaps):
+        row["t0"], row["t1"] = (row["start"] / 1000 - first) / per, (row["end"] / 1000 - first) / per
+    for row in rows:
+        row["started"] = dt.datetime.fromtimestamp(row["start"] / 1000).astimezone().strftime("%H:%M:%S")
     labels = {lane: f"{lane} · {100 * min(1.0, busy / span):.0f}%" if span > 0 else lane
               for lane, busy in busy_per_lane.items()}  # fmt: skip
     for row in (*rows, *gaps):
         row["lane"] = labels[row["lane"]]
     return Timeline(rows, gaps, [labels[k] for k in sorted(labels)], sum(busy_per_lane.values()), span,
-                    sum(g["idle_s"] for g in gaps), last)  # fmt: skip
+                    sum(g["idle_s"] for g in gaps), last, unit)  # fmt: skip
+
+
+def time_unit(span_s: float) -> tuple[str, float]:
+    """The unit of a time axis over `span_s` seconds, and its length in seconds: s up to 3 min, min up to 3 h, h."""
+    if span_s <= 180:
+        return "s", 1.0
+    if span_s <= 3 * 3600:
+        return "min", 60.0
+    return "h", 3600.0
 
 
 def _span(run_dir: Path, result: RunResult) -> tuple[float | None, float | None]:
@@ -133,4 +148,4 @@ def timeline_section(t: Timeline) -> Section:
             "(a task that waited in the queue, a restarted worker) shows as a lower share; the time a worker spends "
             "starting up before its first run is not on the chart.")  # fmt: skip
     return Section("Timeline: where the allocation went", para(text) + para(note, "note"),
-                   [Figure("timeline", "timeline of every run", figures.timeline_chart(t.runs, t.gaps, t.lanes))])  # fmt: skip
+                   [Figure("timeline", "timeline of every run", figures.timeline_chart(t.runs, t.gaps, t.lanes, t.unit))])  # fmt: skip
