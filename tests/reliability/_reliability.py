@@ -31,6 +31,7 @@ class Figures:
     """What the suite did, for docs/reliability.md (printed at the end of the session)."""
 
     faults: Counter[str] = field(default_factory=Counter)
+    classes: dict[str, tuple[int, int]] = field(default_factory=dict)  # failure class -> (runs hit, recovered)
     runs_checked: int = 0
     runs_lost: int = 0
     runs_trained_twice: int = 0

@@ -1,5 +1,5 @@
 """The commands as Python functions: `nestling.run`, `cv`, `tune`, `retrain`, `report`, `collect`, `status`,
-`sync`, `stop`, `doctor`, and `nestling.load` for a tree that exists.
+`sync`, `prune_checkpoints`, `stop`, `doctor`, and `nestling.load` for a tree that exists.
 
 Each calls the function its command line calls once argv is parsed (commands/start.py, retrain.py, ...), so
 defaults, checks, config files and error messages are the command line's: bad input raises `UsageError` with the
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 from nestling.commands import api_keywords, detach, start
 from nestling.commands import collect as collect_command
 from nestling.commands import doctor as doctor_command
+from nestling.commands import prune_checkpoints as prune_command
 from nestling.commands import report as report_command
 from nestling.commands import retrain as retrain_command
 from nestling.commands import status as status_command
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from nestling.commands.doctor import Check
+    from nestling.commands.prune_checkpoints import Pruned
     from nestling.commands.status import Status
     from nestling.commands.sync import SyncCounts
     from nestling.core.ml.scoring import Spread
@@ -214,6 +216,15 @@ def sync(dir: str | Path, *, dry_run: bool = False, quiet: bool = False) -> Sync
         counts = sync_command.sync_dir(Path(dir))
         sync_command.print_counts(counts, Path(dir))
     return counts
+
+
+def prune_checkpoints(dir: str | Path, *, keep: int | str, dry_run: bool = False, quiet: bool = False) -> Pruned:
+    """`nestling prune-checkpoints DIR --keep K`: remove the checkpoints of a tune's finished trials outside the K
+    best (`keep="none"`: of every finished trial); with `dry_run`, remove nothing and say what would go."""
+    pruned = prune_command.prune_tune_checkpoints(Path(dir), keep, dry_run=dry_run)
+    with _printing({"quiet": quiet}):
+        print(pruned.line(str(dir)))
+    return pruned
 
 
 def stop(dir: str | Path, *, timeout: float = detach.STOP_WAIT_S, quiet: bool = False) -> detach.Stopped:

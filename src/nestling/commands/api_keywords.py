@@ -76,6 +76,7 @@ def plan_keywords(
     wandb_entity: str | None = None,
     wandb_mode: WandbMode = "auto",
     quiet: bool = False,
+    keep_checkpoints: str = "all",
     # launch: How work units are executed: in local worker processes, or as submitit jobs (local or SLURM).
     launcher: LauncherName = "local",
     dry_run: bool = False,
@@ -100,6 +101,8 @@ def plan_keywords(
     steal: bool = True,
     signal_delay_s: int = 90,
     fail_fast: int = 3,
+    max_retries: int = 2,
+    stage_dir: str | None = None,
     resume: str | None = None,
     force: bool = False,
     # container: Run every worker inside an image (apptainer/singularity .sif, or docker/podman).
@@ -152,6 +155,8 @@ def retrain_keywords(
     steal: bool | None = None,
     signal_delay_s: int | None = None,
     fail_fast: int | None = None,
+    max_retries: int | None = None,
+    stage_dir: str | None = None,
     container_image: str | PathLike[str] | None = None,
     container_runtime: RuntimeName | None = None,
     container_bind: Sequence[str] | str | None = None,

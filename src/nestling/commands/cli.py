@@ -1,4 +1,4 @@
-"""`nestling run | cv | tune | collect | status | sync | report | retrain | stop | doctor`: the command line. No
+"""`nestling run | cv | tune | collect | status | sync | report | retrain | prune-checkpoints | stop | doctor`: the command line. No
 torch import happens here.
 
 Each command parses its argv and calls the function the Python API (commands/api.py) calls too. Bad input -> one
@@ -8,19 +8,33 @@ when the tree completed (failed runs are reported, not fatal), 1 when every run 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nestling import __version__
 from nestling.core.errors import NestlingError, UsageError, exit_code, stderr_line
+from nestling.core.host import storage
 from nestling.core.lazy import lazy_module
+from nestling.core.tree.failure_class import is_storage_error
 
 if TYPE_CHECKING:
-    from nestling.commands import collect, detach, doctor, report, retrain, start, status, sync
+    from nestling.commands import (
+        collect,
+        detach,
+        doctor,
+        prune_checkpoints,
+        report,
+        retrain,
+        start,
+        status,
+        sync,
+    )
     from nestling.core.options import config as options
 else:
     collect = lazy_module("nestling.commands.collect")
     detach = lazy_module("nestling.commands.detach")
     doctor = lazy_module("nestling.commands.doctor")
+    prune_checkpoints = lazy_module("nestling.commands.prune_checkpoints")
     report = lazy_module("nestling.commands.report")
     retrain = lazy_module("nestling.commands.retrain")
     start = lazy_module("nestling.commands.start")
@@ -38,6 +52,7 @@ COMMANDS = {
     "sync": "upload the offline W&B runs of a tune, cv or run dir (wandb sync); skips those already uploaded",
     "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
     "retrain": "train a tune's best configuration on train + val and test it: the cv {tune}-final of the tune",
+    "prune-checkpoints": "remove the checkpoints of a tune's finished trials outside the K best (--keep K)",
     "stop": "stop a detached local sweep (--detach) gracefully: runs in progress save; --resume continues",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
@@ -54,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print("nestling: interrupted; finished runs are kept, resume with --resume", file=sys.stderr)
         rc = exit_code(exc)
+    except OSError as exc:  # a full file system wherever it met us: one line, not a traceback
+        if not is_storage_error(exc):
+            raise
+        where = storage.room(Path(exc.filename)) if isinstance(exc.filename, str) else None
+        print(f"nestling: {exc.strerror or exc}{f' ({where.describe()})' if where else ''}; free space or raise "
+              "the quota, then run the command again (--resume NAME continues a cv or tune)", file=sys.stderr)  # fmt: skip
+        rc = 1
     if program:
         exit_now(rc)
     return rc
@@ -96,6 +118,8 @@ def _dispatch(argv: list[str]) -> int:
         return status.status_main(rest, COMMANDS["status"])
     if command == "sync":
         return sync.sync_main(rest, COMMANDS["sync"])
+    if command == "prune-checkpoints":
+        return prune_checkpoints.prune_checkpoints_main(rest, COMMANDS["prune-checkpoints"])
     if command == "stop":
         return detach.stop_main(rest, COMMANDS["stop"])
     if command == "doctor":

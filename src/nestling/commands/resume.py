@@ -15,6 +15,7 @@ resume a local sweep on SLURM).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,13 @@ from nestling.core.options.config import Config, config_from_dict
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
-from nestling.core.tree.run_result import read_result, result_state
+from nestling.core.tree.launch_record import read_launches
+from nestling.core.tree.run_result import archive_result, read_result, result_state
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
 from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
 from nestling.plan.model import Plan, PlannedRun
+from nestling.plan.settings import checkpoints_to_keep
 from nestling.plan.specs import run_specs
 from nestling.plan.store import load_plan, update_plan_options, write_spec
 from nestling.read.run_states import run_states
@@ -101,6 +104,11 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
     rescored = {c.key: c.after for c in changes if c.group == "cv"}
     if rescored:
         _check_rescoring(plan, effective)
+    if "keep_checkpoints" in explicit:  # a storage policy, not the plan: the reruns' launch takes it
+        checkpoints_to_keep(config.logging.keep_checkpoints)  # a bad value: exit 2 before anything changes
+        effective = dataclasses.replace(
+            effective, logging=dataclasses.replace(effective.logging, keep_checkpoints=config.logging.keep_checkpoints)
+        )
     given = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in explicit}
     effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **given))
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
@@ -210,7 +218,7 @@ def _refuse_if_active(plan: Plan) -> None:
         )
     # Without launch.json (a local driver killed mid-sweep) every unfinished run reads "pending", so only a live
     # attempt lock ("running") counts; with one, queued SLURM tasks count too.
-    launches_exist = (plan.root / naming.LAUNCH).exists()
+    launches_exist = bool(read_launches(plan.root))  # (a launch.json that cannot be read holds none)
     active = [
         s for s in run_states(plan)
         if s.state is RunState.RUNNING or (s.state.is_queued() and launches_exist)
@@ -226,10 +234,12 @@ def _refuse_if_active(plan: Plan) -> None:
 
 def _archive_failed_result(run_dir: Path) -> None:
     result = read_result(run_dir)
-    if result is None:
+    if result is not None:
+        archive_result(run_dir, result)
         return
     paths = naming.RunPaths(run_dir)
-    paths.result.rename(paths.archived_result(result.attempt or 1))
+    if paths.result.exists():  # no reader could parse it (named on stderr): kept aside, the run runs again
+        os.replace(paths.result, paths.unreadable_result)
 
 
 def _apply_forced(root: Path, respecified: list[RunSpec], todo: list[PlannedRun]) -> None:

@@ -17,19 +17,22 @@ from typing import TYPE_CHECKING, Any
 
 from nestling.commands.detach import detach
 from nestling.commands.resume import prepare_resume
-from nestling.core.errors import EXIT_INTERRUPTED, UsageError
+from nestling.core.errors import EXIT_INTERRUPTED, StorageFull, UsageError
+from nestling.core.host import storage
 from nestling.core.host.devices import parse_devices
 from nestling.core.lazy import lazy_module
 from nestling.core.ml.task import Split
 from nestling.core.options.config import PARALLEL_STRATEGIES, Config
-from nestling.core.tree import failfast, naming
+from nestling.core.tree import failfast, fault_ledger, naming
+from nestling.core.tree.failure_class import is_storage_error
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import Launcher, SubmitError, plural
 from nestling.launch.factory import described_task, make_launcher, prestart_local
+from nestling.plan.capacity import check_room
 from nestling.plan.model import LaunchRequest
 from nestling.plan.preflight import check_job_resources, prepare
-from nestling.plan.store import write_plan
+from nestling.plan.store import load_plan, write_plan
 from nestling.plan.units import auto_runs_per_task, run_dirs_per_cv, work_units
 from nestling.read.progress import RunProgress
 from nestling.read.report.build import write_report
@@ -86,8 +89,10 @@ def start_plan(
         units = work_units(
             run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
         )
+        room = check_room(plan, config, len(plan.runs), len(units), launcher.parallel_slots)
         if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
             print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
+            print(f"storage: {room.describe()}", file=sys.stderr)  # (on stderr: block sizes differ between hosts)
             for line in [*describe_trials(plan, config), *describe_retrain(plan, prepared.splits, config)]:
                 print(line)
             if pool is not None:
@@ -123,6 +128,7 @@ def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: The
     units = work_units(
         resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
     )
+    check_room(load_plan(resumed.root), config, resumed.total, len(units), launcher.parallel_slots, resumed=True)
     request = LaunchRequest(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record)
     return launch_plan(request, launcher, then)
 
@@ -218,7 +224,15 @@ def launch_and_report(request: LaunchRequest, launcher: Launcher) -> int:
     kind, name, root, units, config = request.kind, request.name, request.root, request.units, request.config
     total, extra_record = request.total, request.record
     quiet = config.logging.quiet
-    failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
+    try:
+        failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
+        fault_ledger.open_launch(  # what this launch asks of its workers; broken nodes stay known
+            root, config.launch.max_retries, config.launch.stage_dir, config.logging.keep_checkpoints
+        )
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        raise storage_full(kind, name, root, None) from None
     if not quiet:
         print(f"{kind} {name}: {plural(total, 'run')} in {plural(len(units), 'work unit')} -> {root}")
     launcher.prepare()
@@ -230,13 +244,13 @@ def launch_and_report(request: LaunchRequest, launcher: Launcher) -> int:
         except SubmitError as exc:
             if exc.record is None:
                 raise
-            save_launch(root, exc.record.updated({**extra_record, "finished_at": time.time()}))
+            save_launch_if_room(root, exc.record.updated({**extra_record, "finished_at": time.time()}))
             print(
                 f"nestling: submission failed: {exc}; nothing runs; fix it and resume with --resume {name}",
                 file=sys.stderr,
             )
             return 1
-        save_launch(root, record.updated(extra_record))
+        save_launch_if_room(root, record.updated(extra_record))
         if record.interrupted:
             return _interrupted(kind, name, root, config)
         if record.submit_error:
@@ -250,7 +264,7 @@ def launch_and_report(request: LaunchRequest, launcher: Launcher) -> int:
                 _print_follow_up(root, record)
                 return 0
             launcher.wait(record, progress)
-    return collect_and_report(root, quiet)
+    return collect_and_report(root, quiet, storage_was_full=bool(record.storage_full))
 
 
 def _interrupted(kind: str, name: str, root: Path, config: Config) -> int:
@@ -275,6 +289,34 @@ def save_launch(root: Path, record: LaunchRecord) -> None:
     append_launch(root, record, now=time.time())
 
 
+def save_launch_if_room(root: Path, record: LaunchRecord) -> None:
+    """save_launch, unless the file system is full: the runs' own files say what happened, and the command's last
+    line says the file system is full (status reads the plan's stop mark)."""
+    try:
+        save_launch(root, record)
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+
+
+def storage_full(kind: str, name: str, root: Path, collected: Collected | None) -> StorageFull:
+    """The one line a sweep stopped by a full file system ends with: which file system, how much is free, what
+    finished, and the command that continues once there is room."""
+    here = storage.room(root)
+    done = ""
+    if collected is not None:
+        counts = collected.counts
+        total = sum(counts.values())
+        done = (f"; {counts[RunState.SUCCESS]} of {total} runs finished, {counts[RunState.FAILED]} failed, "
+                f"{counts[RunState.MISSING]} not run")  # fmt: skip
+    again = {"cv": f"`nestling cv --resume {name}`", "tune": f"`nestling tune --resume {name}`",
+             "retrain": f"`nestling retrain {root.parent}`"}.get(kind, "running it again")  # fmt: skip
+    return StorageFull(
+        f"{kind} {name}: the file system is full ({here.describe()}){done}; free space or raise the quota, then "
+        f"{again} reruns what did not finish"
+    )
+
+
 def _print_follow_up(root: Path, record: LaunchRecord) -> None:
     jobs = ", ".join(record.job_ids or [])
     print(f"submitted: jobs {jobs}; collector job {record.collector_job_id}")
@@ -284,14 +326,24 @@ def _print_follow_up(root: Path, record: LaunchRecord) -> None:
         print(f"retrain:   job {record.extra['retrain_job_id']} runs nestling retrain {root} after the collector")
 
 
-def collect_and_report(root: Path, quiet: bool) -> int:
-    """The end of every plan command: the tables, the summary and report (unless quiet), the outcome line."""
-    collected = collect.collect(root)
+def collect_and_report(root: Path, quiet: bool, storage_was_full: bool = False) -> int:
+    """The end of every plan command: the tables, the summary and report (unless quiet), the outcome line. A sweep
+    a full file system stopped (`storage_was_full`, or the plan's stop mark) ends in StorageFull instead."""
+    try:
+        collected = collect.collect(root)
+    except OSError as exc:  # the tables do not fit: count from the results, write nothing
+        if not is_storage_error(exc):
+            raise
+        collected, storage_was_full = collect.collect(root, write=False), True
+    stop = failfast.stopped(root)
+    if storage_was_full or (stop is not None and stop.storage):
+        if not quiet:
+            summary.print_summary(collected)
+        raise storage_full(collected.plan.kind, collected.plan.name, root, collected)
     if not quiet:
         summary.print_summary(collected)
     if collected.plan.kind in ("cv", "tune", "retrain"):  # a retrain's report is its tune's page, now with it
         _report_beside_tables(root, collected, quiet)
-    stop = failfast.stopped(root)
     if stop is not None:
         print(f"nestling: {stop.message(collected.plan.name, error_shown=not quiet)}", file=sys.stderr)
     # --quiet silences progress and tables, never the outcome; without it the summary already listed the errors

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nestling.core.errors import strict_parser
-from nestling.core.tree import naming
+from nestling.core.tree import failfast, fault_ledger, naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import plural
@@ -32,6 +32,7 @@ class Status:
     plan: Plan
     runs: list[RunStatus]
     supervisor: supervision.Supervisor | None
+    broken_nodes: tuple[fault_ledger.BrokenNode, ...] = ()  # kept off by every later unit of the plan
 
     @property
     def counts(self) -> dict[str, int]:
@@ -68,7 +69,9 @@ def status_main(argv: list[str], description: str) -> int:
 def read_status(dir: Path) -> Status:
     """The state of every run of the plan holding `dir` (any dir inside a tune finds the tune)."""
     plan = load_plan(find_plan_root(Path(dir)))
-    return Status(plan, run_states(plan), supervision.live_supervisor(plan.root))
+    return Status(
+        plan, run_states(plan), supervision.live_supervisor(plan.root), tuple(fault_ledger.broken_nodes(plan.root))
+    )
 
 
 def print_status(status: Status, *, show_all: bool = False, as_json: bool = False) -> None:
@@ -76,7 +79,9 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
     plan, states, counts, supervisor = status.plan, status.runs, status.counts, status.supervisor
     if as_json:
         detached = None if supervisor is None else {"pid": supervisor.pid, "hostname": supervisor.hostname}
-        print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states], "supervisor": detached}))
+        nodes = [n.__dict__ for n in status.broken_nodes]
+        print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states], "supervisor": detached,
+                          "excluded_nodes": nodes}))  # fmt: skip
         return
     from rich.console import Console
 
@@ -94,12 +99,21 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
             f"detached: supervisor {supervisor.describe()} alive; log {naming.SupervisorPaths(plan.root).log}; "
             f"stop it with nestling stop {plan.root}"
         )
+    stop = failfast.stopped(plan.root)
+    if stop is not None:
+        console.print(f"nestling: {stop.message(plan.name)}", soft_wrap=True)
+    for node in status.broken_nodes:
+        console.print(
+            f"excluded node {node.node}: {node.error[:120]} (run {node.run_name}, {node.at}); later units of this "
+            f"plan stay off it; to allow it again: rm {naming.FaultPaths(plan.root).node(node.node)}",
+            soft_wrap=True,
+        )
     listed = states if show_all else [
         s for s in states if s.state not in SUMMARISED and (not s.state.is_settled() or s.unstable_reason)
     ]
     if listed:
         shown = listed[:MAX_LISTED]
-        notes = [s.error or (f"unstable: {s.unstable_reason}" if s.unstable_reason else "") for s in shown]
+        notes = [_note(s) for s in shown]
         columns = [
             Column("run_name", [s.run_name for s in shown], keep=100),
             Column("run_id", [s.run_id for s in shown], keep=30),
@@ -117,3 +131,9 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
             what = ", ".join(f"{n} {state}" for state, n in waiting.items())
             console.print(f"{what}: not listed; nestling status {plan.root} --all lists every run", markup=False,
                           highlight=False, soft_wrap=True)  # fmt: skip
+
+
+def _note(status: RunStatus) -> str:
+    """A run's error (with its failure class, e.g. [oom]) or why it is unstable."""
+    note = status.error or (f"unstable: {status.unstable_reason}" if status.unstable_reason else "")
+    return f"[{status.failure_class}] {note}" if status.failure_class and status.error else note

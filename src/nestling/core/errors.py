@@ -37,6 +37,11 @@ class JobsBlocked(NestlingError):
     """`--wait` stops: SLURM keeps a job pending for a reason waiting never resolves. One line: reason and fix."""
 
 
+class StorageFull(NestlingError):
+    """A full file system or quota (ENOSPC, EDQUOT) stopped the work: one line naming the file system, its free
+    space and the command that continues once there is room. Exit 1: the input was fine."""
+
+
 def exit_code(exc: BaseException) -> int:
     """The command line's exit code for an error that ends a command (Ctrl-C included)."""
     if isinstance(exc, KeyboardInterrupt):

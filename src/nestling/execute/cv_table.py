@@ -10,10 +10,10 @@ collector that is interrupted leaves, at worst, a table that the next collect re
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,15 +22,15 @@ from typing import Any
 import polars as pl
 
 from nestling.core.ml.scoring import Spread, cv_score, cv_spread, run_score_reason
-from nestling.core.tree import naming, tables
-from nestling.core.tree.atomic import write_json
+from nestling.core.tree import damaged, naming, tables
+from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.run_result import RunResult, parse_result
 from nestling.core.tree.run_state import RunState
 from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan
 from nestling.plan.store import load_plan
 
-STAMP_VERSION = 1  # bump when the table's columns or their meaning change: every stamp is then stale
+STAMP_VERSION = 2  # bump when the table's columns or their meaning change: every stamp is then stale
 # (st_mtime_ns, st_size, st_ino) of a file, None when it does not exist. The inode too: every atomic write renames
 # a new file into place, so a rewrite within one tick of the file system's clock, at the same size, still shows.
 Stamp = tuple[int, int, int] | None
@@ -63,30 +63,30 @@ class CvSummary:
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+    """The table serialised in memory, then written through atomic.write_atomic: a file system that is full raises
+    the OSError (ENOSPC) it is, not the parquet writer's "transport error", and leaves nothing half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)  # a cv none of whose runs started has no dir yet
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    df.write_parquet(buffer)
+    write_atomic(path, buffer.getvalue())
 
 
+CHECKPOINT_REMOVED = "removed"  # the checkpoint column of a run whose checkpoints --keep_checkpoints removed
 _RESULT_COLUMNS = (
     "error", "duration", "checkpoint", "attempt", "worker_startup_s", "accelerator", "device_names",
-    "peak_memory_bytes", "cuda_visible_devices",
-)  # fmt: skip  (RunResult fields copied as they are; what ran where: issue 15 #4)
+    "peak_memory_bytes", "cuda_visible_devices", "failure_class", "stage_s",
+)  # fmt: skip  (RunResult fields copied as they are; what ran where: issue 15 #4; failure class, staging: issue 23)
 
 
 def _collect_cvs(
-    planned: list[CvPlan], scoring: Any, strategy: str, pruned: set[int] | None = None
+    planned: list[CvPlan], scoring: Any, strategy: str, pruned: set[int] | None = None, removed: set[int] | None = None
 ) -> list[CvSummary]:
     """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
     each cv's table is a zero-copy slice of it with that cv's own metric columns. A pruned trial's runs that never
-    started are left out: its table holds the runs that ran, its score is the score over the folds done."""
+    started are left out: its table holds the runs that ran, its score is the score over the folds done. The
+    `checkpoint` of a run of a `removed` trial (--keep_checkpoints) reads "removed"."""
     pruned = pruned or set()
+    removed = removed or set()
     columns: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
     metrics: dict[
         str, list[float | None]
@@ -131,6 +131,8 @@ def _collect_cvs(
             columns["status"].append(status)
             for key in _RESULT_COLUMNS:
                 columns[key].append(None if result is None else getattr(result, key))
+            if k in removed and columns["checkpoint"][-1]:
+                columns["checkpoint"][-1] = CHECKPOINT_REMOVED
             columns["run_score"].append(score)
             columns["is_unstable"].append(unstable)
             per_run.append((score, unstable, status))
@@ -194,6 +196,20 @@ def _collect_cvs(
     return summaries
 
 
+RankKey = tuple[bool, bool, bool, bool, float, float]
+
+
+def rank_key(c: CvSummary, select: str = "score") -> RankKey:
+    """Where a trial ranks (smaller first): stable before unstable, then by score, or by lcb with select="lcb" (NaN
+    last, then by score); a pruned trial below every trial that ran all its folds. One definition for the tables
+    (read/collect.ranked) and for --keep_checkpoints, which ranks trials as they finish (checkpoint_keeping.py)."""
+    value = c.spread.lcb if select == "lcb" else c.score
+    score = 0 if math.isnan(c.score) else c.score
+    # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
+    return (math.isnan(c.score), c.state is TrialState.PRUNED, c.score_is_unstable, math.isnan(value),
+            -(0 if math.isnan(value) else value), -score)  # fmt: skip
+
+
 def _float_or_nan(value: Any) -> float | None:
     if value is None:
         return None
@@ -207,13 +223,17 @@ def read_result_stamped(run_dir: Path) -> tuple[RunResult | None, Stamp]:
     """run_result.read_result, plus the file's (mtime_ns, size, inode) from the same open file: the stamp costs no
     extra system call per run. A result that cannot be parsed is None but keeps its stamp (it changes when
     rewritten)."""
+    path = os.path.join(run_dir, naming.RUN_RESULT)
     try:
-        with open(os.path.join(run_dir, naming.RUN_RESULT), "rb") as f:
+        with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
     except FileNotFoundError:
         return None, None
-    return parse_result(data), (st.st_mtime_ns, st.st_size, st.st_ino)
+    result = parse_result(data)
+    if result is None:
+        damaged.unreadable_result(path, data)
+    return result, (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def file_stamp(path: Path) -> Stamp:

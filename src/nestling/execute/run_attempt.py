@@ -11,24 +11,26 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 
 from nestling import __version__
 from nestling.core.containers.spec import in_container
+from nestling.core.host.devices import MEMORY_FRACTION_ENV
 from nestling.core.host.jobenv import JobEnvironment
-from nestling.core.tree import attempt_lock
+from nestling.core.tree import attempt_lock, failfast
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.clock import utc_now
+from nestling.core.tree.failure_class import FailureClass, classify, is_storage_error
 from nestling.core.tree.naming import RunPaths
 from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
+from nestling.execute import staging
 from nestling.execute.startup import worker_startup
-from nestling.execute.training import Trained, TrainingFailed, train
+from nestling.execute.training import Trained, TrainingFailed, cached_task, train
 
 log = logging.getLogger("nestling.run")
-
-
 
 
 def next_attempt(paths: RunPaths) -> int:
@@ -67,6 +69,7 @@ def execute(spec: RunSpec) -> RunResult | None:
             return previous
         attempt = next_attempt(paths)
         startup = worker_startup()  # before the clock starts: a run's duration is its own time
+        staged = staging.stage_for_run(spec, cached_task, failfast.plan_root(paths.dir))  # once per node, Task.stage
         started, started_at = time.time(), utc_now()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run starts; unset: what it could see (Placement)
         log.warning("run %s attempt %d: rank %d of %d on %s", spec.run_name, attempt, job.global_rank, job.ntasks, host)
@@ -87,13 +90,14 @@ def execute(spec: RunSpec) -> RunResult | None:
         except TrainingFailed as failed:  # a failed run is data, not a crash of the cv
             ended, failure = failed, failed.__cause__ or failed
             if writer:
-                paths.error.write_text("".join(traceback.format_exception(failure)))
+                _write_traceback(paths, failure)
             log.warning("run %s failed: %s", spec.run_name, _error_text(failure))
         trained = ended if isinstance(ended, Trained) else None
         result = RunResult.for_spec(
             spec,
             RunState.FAILED if failure else RunState.SUCCESS,
             error=_error_text(failure) if failure else None,
+            failure_class=failure_class(failure) if failure else None,
             metrics=trained.metrics if trained else {},
             checkpoint=trained.checkpoint if trained else None,
             duration=round(time.time() - started, 3),
@@ -114,15 +118,47 @@ def execute(spec: RunSpec) -> RunResult | None:
             accelerator=ended.placement.accelerator,
             device_names=ended.placement.device_names,
             peak_memory_bytes=ended.placement.peak_memory_bytes,
+            stage_s=staged.seconds if staged is not None else None,
         )
         if writer:
-            write_json(paths.result, result.to_json())
+            _write_result(paths, result)
         return result
     finally:  # also on preemption (SystemExit from the signal handler): this attempt is over
         if heartbeat is not None:
             heartbeat.stop()
         if writer:
             attempt_lock.release(paths)
+
+
+def failure_class(exc: BaseException, environ: Mapping[str, str] = os.environ) -> FailureClass:
+    """The class of this attempt's failure, with what the process was given: GPUs (a missing GPU is then the
+    node's fault) and a share of one (--runs_per_gpu K: an out-of-memory error is then retried alone)."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES", "")
+    gpus = bool(environ.get("SLURM_JOB_GPUS") or (visible and visible != "-1"))
+    fraction = environ.get(MEMORY_FRACTION_ENV, "")
+    shared = bool(fraction) and fraction != "1"
+    return classify(exc, gpus_given=gpus, memory_shared=shared)
+
+
+def _write_traceback(paths: RunPaths, failure: BaseException) -> None:
+    """error.txt; on a full file system the result, which is smaller and says the same, matters more."""
+    try:
+        paths.error.write_text("".join(traceback.format_exception(failure)))
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        paths.error.unlink(missing_ok=True)
+
+
+def _write_result(paths: RunPaths, result: RunResult) -> None:
+    """run_result.json. On a full file system the attempt's outcome still reaches the worker (and the driver,
+    which stops handing out work); the run then shows no result, and --resume reruns it once there is room."""
+    try:
+        write_json(paths.result, result.to_json())
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        log.warning("run %s: its result could not be written (%s)", result.run_name, exc)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ from nestling.core.ml.task import Split, Task, load_task
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import LOGS, RunPaths
 from nestling.core.tree.run_spec import RunSpec
+from nestling.execute import staging
 from nestling.execute.wandb_run import Tracking, finish_wandb, start_wandb_logger
 
 log = logging.getLogger("nestling.run")
@@ -207,7 +208,7 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> 
     from lightning.pytorch.loggers import CSVLogger
 
     task = cached_task(spec.task)
-    split = _read_splits(spec.splits_file)[spec.fold]
+    split = staging.split_for(_read_splits(spec.splits_file)[spec.fold])  # with its node's staged data (Task.stage)
     cap_device_memory()
     L.seed_everything(spec.seed, workers=True, verbose=False)
     scoring = parse_scoring_metrics(spec.scoring_metric)

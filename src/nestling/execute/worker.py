@@ -27,15 +27,15 @@ from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
 from nestling.core.tree.run_result import result_state
 from nestling.core.tree.run_state import RunState
-from nestling.execute.run_attempt import execute
+from nestling.execute import retry
 from nestling.execute.search import study
 from nestling.execute.startup import describe_task, quiet_lightning
 from nestling.execute.startup import preload as preload_imports
-from nestling.plan.store import load_spec
 
 if TYPE_CHECKING:
-    from nestling.execute import cv_table
+    from nestling.execute import checkpoint_keeping, cv_table
 else:
+    checkpoint_keeping = lazy_module("nestling.execute.checkpoint_keeping")
     cv_table = lazy_module("nestling.execute.cv_table")
 
 # A serial worker exits 0 when any of its runs ended in one of these: nothing of it is left for this process to do.
@@ -44,28 +44,35 @@ WORKER_OK = frozenset({RunState.SUCCESS, RunState.SKIPPED, RunState.NOT_STARTED,
 
 def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[RunState]:
     """Run these runs in series; the state of each: its result's, or SKIPPED (another live attempt holds it),
-    NOT_STARTED (fail-fast held it back), PRUNED (its trial was stopped after an earlier fold, see study.py)."""
+    NOT_STARTED (fail-fast, a full file system or a broken node held it back), PRUNED (its trial was stopped after an
+    earlier fold, see study.py). A failed attempt is retried by its failure class (retry.py); the reply names it."""
     quiet_lightning()
     states = []
     for d in dirs:
         state = result_state(d) if skip_done else None
+        failure = None
         if state is not RunState.SUCCESS:  # finished work is never done twice
             root = failfast.plan_root(Path(d))
-            if root is not None and failfast.stopped(root) is not None:  # a systematic error: start no more
+            # a systematic error or a full file system: start no more; a broken node: the runs go elsewhere
+            if (root is not None and failfast.stopped(root) is not None) or retry.held_back(root):
                 state = RunState.NOT_STARTED
+            elif skip_done and (kept := retry.kept_failure(Path(d), root)) is not None:  # not to be retried here
+                state = kept
             elif not study.before_run(Path(d), root):  # draws an adaptive trial's configuration first
                 state = RunState.PRUNED
             else:
-                result = execute(load_spec(Path(d)))
-                # None: a live attempt elsewhere holds this run; it writes the result, not us
-                state = RunState.SKIPPED if result is None else result.status
+                attempted = retry.run_with_retries(Path(d), root)
+                # no result: a live attempt elsewhere holds this run (it writes the result), or no room to write it
+                state, failure, result = attempted.state, attempted.failure_class, attempted.result
                 if result is not None and root is not None:
-                    failfast.record(root, result.run_id, result.status, result.error)
+                    if failure is None or not failure.is_retryable():  # a retried failure is no systematic error
+                        failfast.record(root, result.run_id, result.status, result.error)
                     if result.status.is_recorded():
                         _collect_if_cv_done(root, Path(d))
         states.append(state)
         if reply is not None:
-            reply.write(json.dumps({"run_dir": d, "status": state}) + "\n")
+            extra = {"failure_class": failure} if failure else {}
+            reply.write(json.dumps({"run_dir": d, "status": state, **extra}) + "\n")
             reply.flush()
     return states
 
@@ -75,6 +82,7 @@ def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
     large tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not."""
 
     cv_table.collect_finished_cv(root, run_dir)
+    checkpoint_keeping.trial_finished(root, run_dir)  # --keep_checkpoints: a finished trial is ranked now
 
 
 def serve(preload: str | None = None, describe: bool = False) -> None:

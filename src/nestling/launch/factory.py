@@ -66,6 +66,7 @@ def make_launcher(
         steal=config.launch.steal,
         runs_per_gpu=config.launch.runs_per_gpu,
         retrain_after=kind == "tune" and config.tune.retrain and not config.launch.wait,
+        expected_run_s=config.launch.expected_run_s,
     )
 
 

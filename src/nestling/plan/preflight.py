@@ -30,6 +30,7 @@ from nestling.core.options.config import DDP_LIKE, PARALLEL_STRATEGIES, Config, 
 from nestling.core.tree import naming
 from nestling.plan.build import plan_tune, plan_untuned
 from nestling.plan.model import Plan
+from nestling.plan.settings import checkpoints_to_keep
 from nestling.plan.specs import devices_per_unit, trainer_devices
 
 if TYPE_CHECKING:
@@ -162,10 +163,19 @@ def _check_combinations(config: Config, kind: str) -> None:
         ("--array_parallelism", config.launch.array_parallelism, 1),
         ("--fail_fast", config.launch.fail_fast, 0),
         ("--runs_per_gpu", config.launch.runs_per_gpu, 1),
+        ("--max_retries", config.launch.max_retries, 0),
     ):
         if value < low:
             raise UsageError(f"{flag} {value} must be at least {low}")
     _check_runs_per_gpu(config)
+    keep = checkpoints_to_keep(config.logging.keep_checkpoints)
+    if keep is not None and kind != "tune":
+        raise UsageError(
+            f"--keep_checkpoints {config.logging.keep_checkpoints} ranks the trials of a tune; a {kind} keeps every "
+            "checkpoint (drop --keep_checkpoints, or remove checkpoints yourself)"
+        )
+    if config.launch.stage_dir is not None and not config.launch.stage_dir.strip():
+        raise UsageError("--stage_dir '' is empty: give a node-local directory, e.g. --stage_dir /local/scratch")
     expected = config.launch.expected_run_s
     if expected is not None and expected <= 0:
         raise UsageError(

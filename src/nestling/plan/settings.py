@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
+from nestling.core.errors import UsageError
 from nestling.core.ml.scoring import ScoringMetric, parse_scoring_metrics
 from nestling.core.options.choices import FoldMethod, MultiScoreStrategy, Pruner, Sampler, Select
 
@@ -39,6 +40,7 @@ class PlanSettings:
     hpconfig: str | None = None  # the tune's space file (else the --config file's table)
     config_file: str | None = None
     wandb_project: str | None = None
+    keep_checkpoints: str = "all"  # a tune's --keep_checkpoints (execute/checkpoint_keeping.py)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PlanSettings:
@@ -53,10 +55,28 @@ class PlanSettings:
             "multi_score_strategy": cv.get("multi_score_strategy"), "sampler": tune.get("sampler"),
             "pruner": tune.get("pruner"), "select": tune.get("select"), "tune_seed": tune.get("tune_seed"),
             "hpconfig": tune.get("hpconfig"), "config_file": options.get("config_file"),
-            "wandb_project": logging.get("wandb_project"),
+            "wandb_project": logging.get("wandb_project"), "keep_checkpoints": logging.get("keep_checkpoints"),
         }  # fmt: skip
         return cls(**{key: value for key, value in given.items() if value is not None})
 
     def scoring(self) -> list[ScoringMetric]:
         """The scoring metrics, parsed (a UsageError for a list that cannot score, as when the plan was made)."""
         return parse_scoring_metrics(self.scoring_metric)
+
+
+def checkpoints_to_keep(value: str) -> int | None:
+    """--keep_checkpoints: all -> None (keep every checkpoint), none -> 0, K -> K trials; else a UsageError."""
+    text = str(value).strip().lower()
+    if text == "all":
+        return None
+    if text == "none":
+        return 0
+    try:
+        k = int(text)
+    except ValueError:
+        k = -1
+    if k < 0:
+        raise UsageError(
+            f"--keep_checkpoints {value!r} is not all, none or a number of trials; e.g. --keep_checkpoints 3"
+        )
+    return k

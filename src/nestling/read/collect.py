@@ -12,7 +12,6 @@ writes the two tune tables, not 1,002 files (issue 15 #5). The tables are the sa
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,14 @@ import polars as pl
 from nestling.core.ml.scoring import Spread, spread
 from nestling.core.tree import naming, tables
 from nestling.core.tree.run_state import RunState
+from nestling.execute import checkpoint_keeping
 from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collector's table model lives in execute/cv_table.py
     BASE_COLUMNS,
     CvSummary,
     _collect_cvs,
     file_stamp,
     is_fresh,
+    rank_key,
     write_cv_table,
     write_parquet_atomic,
 )
@@ -81,7 +82,8 @@ def collect(path: Path, write: bool = True) -> Collected:
     root = find_plan_root(Path(path))
     plan_stamp = file_stamp(root / naming.PLAN)
     plan = load_plan(root)
-    cvs = _collect_cvs(_drawn_cvs(plan), plan.settings.scoring(), plan.settings.multi_score_strategy, _pruned(plan))
+    cvs = _collect_cvs(_drawn_cvs(plan), plan.settings.scoring(), plan.settings.multi_score_strategy, _pruned(plan),
+                       checkpoint_keeping.removed_trials(plan.root) if plan.kind == "tune" else set())  # fmt: skip
     if plan.kind == "tune":
         cvs = _with_draw_order(plan, cvs)
     if write and plan.kind in ("cv", "tune", "retrain"):
@@ -260,17 +262,9 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
 
 
 def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
-    """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last, then by
-    score); a pruned trial (scored on the folds it ran) below every trial that ran them all."""
-
-    def key(c: CvSummary) -> tuple[bool, bool, bool, bool, float, float]:
-        value = c.spread.lcb if select == "lcb" else c.score
-        score = 0 if math.isnan(c.score) else c.score
-        # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
-        return (math.isnan(c.score), c.state is TrialState.PRUNED, c.score_is_unstable, math.isnan(value),
-                -(0 if math.isnan(value) else value), -score)  # fmt: skip
-
-    return sorted(cvs, key=key)
+    """Trials best first (cv_table.rank_key): stable before unstable, then by score, or by lcb with select="lcb"
+    (NaN last, then by score); a pruned trial (scored on the folds it ran) below every trial that ran them all."""
+    return sorted(cvs, key=lambda c: rank_key(c, select))
 
 
 def selected(collected: Collected, select: str | None = None) -> str:

@@ -3,6 +3,7 @@ pending, lost, blocked, not started, interrupted, pruned (core/tree/run_state.py
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from nestling.core.tree import failfast
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.array_claims import holders
 from nestling.core.tree.launch_record import LaunchRecord, read_launches
-from nestling.core.tree.naming import ArrayLaunchPaths
+from nestling.core.tree.naming import RUN_RESULT, ArrayLaunchPaths
 from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_state import STATUS_STATES, RunState
 from nestling.execute.search.study import pruned_trials
@@ -38,6 +39,7 @@ class RunStatus:
     job: str | None
     error: str | None
     unstable_reason: str | None = None  # a success whose scoring metrics cannot be scored: metric and value
+    failure_class: str | None = None  # a failed run's class (core/tree/failure_class.py): what nestling did about it
 
 
 def _unstable_reason(plan: Plan, result: RunResult) -> str | None:
@@ -82,14 +84,16 @@ def run_states(plan: Plan) -> list[RunStatus]:
         job = job_of.get(str(run.dir.resolve()))
         unstable = None
         error: str | None
+        failure = None
         if result is not None:
             state, error = result.status, result.error
+            failure = result.failure_class.value if result.failure_class is not None else None
             if state is RunState.SUCCESS:
                 unstable = _unstable_reason(plan, result)
         elif run.dir.name in pruned:
             state, error = RunState.PRUNED, None
         else:
-            error = None
+            error = _unreadable(run.dir)
             state = _unfinished_state(
                 run.dir, job if slurm else None, queue, finished, has_launch=last is not None, slurm=slurm
             )
@@ -97,11 +101,18 @@ def run_states(plan: Plan) -> list[RunStatus]:
             if entry is not None and entry.never_starts(parts):
                 state, error = RunState.BLOCKED, f"blocked: {entry.reason}"
             elif stop is not None and state in _NEVER_STARTED:
-                state, error = RunState.NOT_STARTED, f"fail-fast: {stop.error}"
+                state, error = RunState.NOT_STARTED, f"{'storage' if stop.storage else 'fail-fast'}: {stop.error}"
             elif interrupted and state in _NEVER_STARTED:
                 state = RunState.INTERRUPTED
-        states.append(RunStatus(run.run_name, run.run_id, state, job, error, unstable))
+        states.append(RunStatus(run.run_name, run.run_id, state, job, error, unstable, failure))
     return states
+
+
+def _unreadable(run_dir: Path) -> str | None:
+    """Why a run without a readable result has none, when it has a file that cannot be read (core/tree/damaged.py)."""
+    if os.path.exists(os.path.join(run_dir, RUN_RESULT)):
+        return f"{RUN_RESULT} cannot be read; --resume reruns the run"
+    return None
 
 
 def _pruned_runs(plan: Plan) -> set[str]:

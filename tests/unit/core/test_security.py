@@ -92,7 +92,7 @@ def test_secrets_are_not_passed_into_images() -> None:
 
 
 def test_plan_files_hold_no_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """plan.json, splits.json and run_specs.jsonl are made from options only, never from the environment."""
+    """plan.json (and its copy), splits.json and run_specs.jsonl are made from options only, never from the environment."""
     from nestling.core.options.config import parse_config
     from nestling.plan.preflight import prepare
     from nestling.plan.store import write_plan
@@ -103,7 +103,7 @@ def test_plan_files_hold_no_environment(tmp_path: Path, monkeypatch: pytest.Monk
     prepared = prepare(parse_config(args), "cv")
     write_plan(prepared.plan, prepared.splits)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert sorted(p.name for p in files) == ["plan.json", "run_specs.jsonl", "splits.json"]
+    assert sorted(p.name for p in files) == ["plan.copy.json", "plan.json", "run_specs.jsonl", "splits.json"]
     for path in files:
         data = path.read_bytes()
         assert not any(v.encode() in data for v in SECRETS.values()), path

@@ -114,6 +114,7 @@ class Logging:
     wandb_entity: str | None = None
     wandb_mode: WandbMode = "auto"  # auto: online where W&B answers at a run's start, else offline; WANDB_MODE wins
     quiet: bool = False  # no progress bar, no tables
+    keep_checkpoints: str = "all"  # tune: keep the checkpoints of the K best trials (all | none | K), drop the others'
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ class Launch:
     steal: bool = True  # slurm: a finished task takes over units whose tasks still wait in the queue
     signal_delay_s: int = 90  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
     fail_fast: int = 3  # stop starting runs once this many failed with the same error and none succeeded; 0 = off
+    max_retries: int = 2  # retries per run after a node fault, a transient I/O error or an OOM on a shared GPU
+    stage_dir: str | None = None  # node-local dir where Task.stage copies data once per node; default $TMPDIR or /tmp
     resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
     force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)
 

@@ -60,6 +60,9 @@ SUPERVISOR_LOG = "_supervisor.log"  # what a detached local sweep's supervisor p
 SUPERVISOR_PID = "_supervisor.pid"  # who supervises it: pid, hostname, start time (JSON)
 SUPERVISOR_REQUEST = "_supervisor.json"  # what the foreground hands the supervisor: the runs and the options
 TRIALS_DIR = "_trials"  # adaptive search: one draw file per trial, and prune marks
+FAULTS_DIR = "_faults"  # what went wrong below the user's code: retries per run, broken nodes (fault_ledger.py)
+PLAN_COPY = "plan.copy.json"  # plan.json's twin, written first: a damaged plan.json is restored from it
+CHECKPOINTS_KEPT_DIR = "_checkpoints"  # --keep_checkpoints: finished trials ranked, removed ones (checkpoint_keeping.py)
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -210,6 +213,11 @@ class RunPaths:
         """The result of an earlier attempt, kept beside the next one's (resume archives a failed result)."""
         return self.dir / f"run_result.attempt-{attempt}.json"
 
+    @property
+    def unreadable_result(self) -> Path:
+        """A run_result.json no reader could parse, moved aside by --resume before the run runs again."""
+        return self.dir / "run_result.unreadable.json"
+
     def archived_error(self, attempt: int) -> Path:
         """The traceback of an earlier failed attempt, moved aside when the next attempt starts."""
         return self.dir / f"error.attempt-{attempt}.txt"
@@ -262,6 +270,16 @@ def final_infos_files(tune_root: Path) -> list[Path]:
 def launch_file(root: Path) -> Path:
     """launch.json of the plan at `root`: every launch of the plan (launch_record.LaunchRecord entries)."""
     return Path(root) / LAUNCH
+
+
+def unreadable_launch_file(root: Path) -> Path:
+    """A launch.json no reader could parse, moved aside when the next launch is recorded."""
+    return Path(root) / "launch.unreadable.json"
+
+
+def plan_copy(root: Path) -> Path:
+    """plan.json's twin, written before it: what a damaged plan.json is restored from."""
+    return Path(root) / PLAN_COPY
 
 
 def worker_log_dir(root: Path) -> Path:
@@ -409,3 +427,51 @@ class TrialPaths:
 
     def pruned(self, index: int) -> Path:
         return self.dir / f"{index}.pruned"
+
+
+class FaultPaths:
+    """The fault ledger of one plan (core/tree/fault_ledger.py): the retry policy of the launch, the retries each
+    run had in it, and the nodes found broken."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(root) / FAULTS_DIR
+
+    @property
+    def policy(self) -> Path:
+        return self.dir / "policy.json"
+
+    @property
+    def retries(self) -> Path:
+        return self.dir / "retries"
+
+    def run_retries(self, run_id: str) -> Path:
+        return self.retries / run_id
+
+    @property
+    def nodes(self) -> Path:
+        return self.dir / "nodes"
+
+    def node(self, name: str) -> Path:
+        return self.nodes / f"{name}.json"
+
+
+class KeptCheckpointPaths:
+    """--keep_checkpoints of a tune (execute/checkpoint_keeping.py): `ranked/{i}.json` holds finished trial i's rank
+    key while it keeps its checkpoints; `removed/{i}.json` says what was removed from trial i, and when."""
+
+    def __init__(self, tune_root: Path) -> None:
+        self.dir = Path(tune_root) / CHECKPOINTS_KEPT_DIR
+
+    @property
+    def ranked_dir(self) -> Path:
+        return self.dir / "ranked"
+
+    def ranked(self, index: int) -> Path:
+        return self.ranked_dir / f"{index}.json"
+
+    @property
+    def removed_dir(self) -> Path:
+        return self.dir / "removed"
+
+    def removed(self, index: int) -> Path:
+        return self.removed_dir / f"{index}.json"

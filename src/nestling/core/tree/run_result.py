@@ -9,6 +9,7 @@ ran, and never rewritten, so nothing is lost).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling.core.tree.naming import RUN_RESULT
+from nestling.core.tree import damaged
+from nestling.core.tree.failure_class import FailureClass
+from nestling.core.tree.naming import RUN_RESULT, RunPaths
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
 
@@ -54,6 +57,8 @@ class RunResult:
     accelerator: str | None = None  # what ran where (issue 15 #4)
     device_names: list[str] | None = None
     peak_memory_bytes: int | None = None
+    failure_class: FailureClass | None = None  # a failed attempt's class: what nestling did about it (retry.py)
+    stage_s: float | None = None  # seconds this attempt staged the task's data, or waited for its node's stager
 
     @classmethod
     def for_spec(cls, spec: RunSpec, status: RunState, **outcome: Any) -> RunResult:
@@ -67,6 +72,8 @@ class RunResult:
         """The file's content, keys in RESULT_KEYS order."""
         data = {name: getattr(self, name) for name in RESULT_KEYS}
         data["status"] = self.status.value
+        if self.failure_class is not None:
+            data["failure_class"] = self.failure_class.value
         return data
 
     @classmethod
@@ -85,6 +92,8 @@ class RunResult:
         if len(data) > len(RESULT_KEYS):
             data = {name: data[name] for name in RESULT_KEYS if name in data}
         data["status"] = status
+        if "failure_class" in data:
+            data["failure_class"] = FailureClass.named(data["failure_class"])
         if data.get("metrics") is None:
             data["metrics"] = {}
         record = object.__new__(cls)
@@ -113,16 +122,28 @@ def parse_result(text: bytes | str) -> RunResult | None:
 
 
 def read_result(run_dir: Path | str) -> RunResult | None:
-    """The run's result, or None when it has none (yet) or it cannot be read."""
-
-    try:  # os.path, not pathlib: the collector and status read tens of thousands of these
-        with open(os.path.join(run_dir, RUN_RESULT), "rb") as f:
-            return parse_result(f.read())
+    """The run's result, or None when it has none (yet) or it cannot be read (named on stderr, core/tree/damaged.py)."""
+    path = os.path.join(run_dir, RUN_RESULT)  # os.path, not pathlib: the collector and status read tens of thousands
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return None
+    result = parse_result(data)
+    if result is None:
+        damaged.unreadable_result(path, data)
+    return result
 
 
 def result_state(run_dir: Path | str) -> RunState | None:
     """The state the run's result records (success or failed); None without a readable result."""
     result = read_result(run_dir)
     return None if result is None else result.status
+
+
+def archive_result(run_dir: Path | str, result: RunResult) -> None:
+    """A failed result moves aside as run_result.attempt-N.json before the run's next attempt (a resume, a retry):
+    the run dir keeps every attempt's outcome, and run_result.json only ever holds the latest."""
+    paths = RunPaths(Path(run_dir))
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(paths.result, paths.archived_result(result.attempt or 1))

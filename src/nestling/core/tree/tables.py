@@ -20,6 +20,7 @@ RUN_INFOS_COLUMNS: dict[str, Any] = {
     "unstable_reason": pl.String, "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean,
     "attempt": pl.Int64, "worker_startup_s": pl.Float64, "accelerator": pl.String,
     "device_names": pl.List(pl.String), "peak_memory_bytes": pl.Int64, "cuda_visible_devices": pl.String,
+    "failure_class": pl.String, "stage_s": pl.Float64,
 }  # fmt: skip
 # a tune's run_infos.parquet: every cv's rows, with these and the hyperparameter columns added
 TUNE_RUN_INFOS_COLUMNS: dict[str, Any] = {**RUN_INFOS_COLUMNS, "cv_name": pl.String}

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from nestling.core.errors import JobsBlocked
 from nestling.core.host import slurm_query
-from nestling.core.tree import naming
+from nestling.core.tree import fault_ledger, naming
 from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.naming import ArrayLaunchPaths
@@ -60,6 +60,7 @@ class SlurmArrayLauncher(JobLauncher):
         steal: bool = True,
         runs_per_gpu: int = 1,
         retrain_after: bool = False,
+        expected_run_s: float | None = None,
     ) -> None:
         """`folder`: --submitit_dir (default: _submitit in the plan root); `dry_run_folder`: where `describe` writes
         the scripts; `retrain_after`: also submit `nestling retrain ROOT`, afterok on the collector job;
@@ -70,11 +71,14 @@ class SlurmArrayLauncher(JobLauncher):
         self.steal = steal
         self.runs_per_gpu = runs_per_gpu
         self.retrain_after = retrain_after
+        self.expected_run_s = expected_run_s
+        self.excluded: list[str] = []
 
     def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
         """Write the scripts and units.json to the dry-run folder; the scripts and a summary, as printed."""
         folder = self.dry_run_folder
         folder.mkdir(parents=True, exist_ok=True)
+        self.excluded = [b.node for b in fault_ledger.broken_nodes(root)]
         limit = slurm_query.max_array_size(self.array_limit)
         scripts = self._write_scripts(folder, ArrayLaunchPaths(folder), units, limit, dry_run=True)
         out = [f"# ---- {path}\n{path.read_text()}" for path, _, _ in scripts]
@@ -108,6 +112,7 @@ class SlurmArrayLauncher(JobLauncher):
         job_ids: list[str] = []
         record = LaunchRecord(launcher=self.name, submitit_folder=str(folder), launch_dir=str(paths.dir),
                               max_array_size=limit, arrays=arrays, job_ids=job_ids, submitted_at=time.time())  # fmt: skip
+        self.excluded = [b.node for b in fault_ledger.broken_nodes(root)]  # found broken by earlier launches
         for script, part, offset in self._write_scripts(folder, paths, units, limit, dry_run=False):
             try:
                 array_id = sbatch(script)
@@ -144,6 +149,8 @@ class SlurmArrayLauncher(JobLauncher):
             "steal": self.steal,
             "time_min": self.resources.time_min,
             "max_timeouts": MAX_TIME_LIMIT_REQUEUES,
+            "signal_delay_s": self.resources.signal_delay_s,
+            "expected_run_s": self.expected_run_s,  # a take-over must fit the time left (execute/walltime.py)
         }
         if self.runs_per_gpu > 1:
             manifest["runs_per_gpu"] = self.runs_per_gpu
@@ -162,6 +169,8 @@ class SlurmArrayLauncher(JobLauncher):
         params = slurm_params(self.resources)
         if count > 1:  # one unit (e.g. one multi-node run) is a plain job, as with submitit
             params["map_count"] = count
+        if self.excluded:  # nodes a run of this plan found broken (core/tree/fault_ledger.py)
+            params["exclude"] = ",".join(self.excluded)
         return render_script(folder, ["-m", "nestling.array_task", str(units_file.resolve()), str(offset)], params)
 
     def _collector_script(self, folder: Path, root: Path, job_ids: list[str]) -> str:

@@ -224,13 +224,18 @@ def best_so_far(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def timeline_chart(
-    runs: list[dict[str, Any]], gaps: list[dict[str, Any]], lanes: list[str], unit: str = "s"
+    runs: list[dict[str, Any]],
+    gaps: list[dict[str, Any]],
+    lanes: list[str],
+    unit: str = "s",
+    stages: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Every run as a bar on its worker's lane (host, GPU or process), idle gaps as grey bars, against the time since
-    the first run started in `unit` (s, min or h: a clock axis labels a 10-s sweep `.500` on every tick).
+    """Every run as a bar on its worker's lane (host, GPU or process), idle gaps as grey bars, staging (Task.stage)
+    as thin orange bars before the runs that staged or waited for it, against the time since the first run started
+    in `unit` (s, min or h: a clock axis labels a 10-s sweep `.500` on every tick).
 
     runs: lane, t0, t1 (time since the first start, in `unit`), started (clock), status, run_name, duration;
-    gaps: lane, t0, t1, idle_s."""
+    gaps: lane, t0, t1, idle_s; stages: lane, t0, t1, stage_s, run_name."""
     alt = _alt()
     y = alt.Y("lane:N", sort=lanes, title=None, axis=alt.Axis(labelLimit=360))
     x = alt.X("t0:Q", title=f"time since the first run started ({unit})",
@@ -257,6 +262,15 @@ def timeline_chart(
                     tooltip=[alt.Tooltip("idle_s:Q", title="idle seconds", format=".1f"), "lane:N"])
         )  # fmt: skip
         layers.insert(0, idle)
+    if stages:
+        staging = (
+            alt.Chart(_data("stages"))
+            .mark_bar(color="#f28e2b", height={"band": 0.35})
+            .encode(x=x, x2="t1:Q", y=y,
+                    tooltip=["run_name:N", alt.Tooltip("stage_s:Q", title="staging seconds", format=".1f"), "lane:N"])
+        )  # fmt: skip
+        layers.append(staging)
+        return _spec(alt.layer(*layers, width=width, height=height), runs=runs, gaps=gaps, stages=stages)
     return _spec(alt.layer(*layers, width=width, height=height), runs=runs, gaps=gaps)
 
 

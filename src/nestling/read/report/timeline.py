@@ -6,7 +6,7 @@ import datetime as dt
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ class Timeline:
     idle_s: float
     last_end: float | None = None  # seconds since the epoch
     unit: str = "s"  # of the time axis: s, min or h, by the span
+    stages: list[dict[str, Any]] = field(default_factory=list)  # Task.stage: staging or waiting for it, per run
 
     @property
     def utilisation(self) -> float:
@@ -56,12 +57,16 @@ def timeline(runs: Iterable[PlannedRun]) -> Timeline:
     spans.sort(key=lambda s: (s[0], s[1]))
     rows: list[dict[str, Any]] = []
     gaps: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = []
     busy_per_lane: dict[str, float] = {}
     previous: dict[str, float] = {}
     for lane, start, end, result, name in spans:
         rows.append({"lane": lane, "start": start * 1000, "end": end * 1000, "status": result.status,
                      "run_name": name, "duration": end - start})  # fmt: skip
         busy_per_lane[lane] = busy_per_lane.get(lane, 0.0) + (end - start)
+        if result.stage_s:  # staged before its clock started (execute/staging.py): drawn just before the run
+            stages.append({"lane": lane, "start": (start - result.stage_s) * 1000, "end": start * 1000,
+                           "stage_s": result.stage_s, "run_name": name})  # fmt: skip
         if lane in previous and start - previous[lane] >= GAP_S:
             gaps.append({"lane": lane, "start": previous[lane] * 1000, "end": start * 1000,
                          "idle_s": start - previous[lane]})  # fmt: skip
@@ -69,16 +74,16 @@ def timeline(runs: Iterable[PlannedRun]) -> Timeline:
     first, last = min(s[1] for s in spans), max(s[2] for s in spans)
     span = last - first
     unit, per = time_unit(span)
-    for row in (*rows, *gaps):
+    for row in (*rows, *gaps, *stages):
         row["t0"], row["t1"] = (row["start"] / 1000 - first) / per, (row["end"] / 1000 - first) / per
     for row in rows:
         row["started"] = dt.datetime.fromtimestamp(row["start"] / 1000).astimezone().strftime("%H:%M:%S")
     labels = {lane: f"{lane} · {100 * min(1.0, busy / span):.0f}%" if span > 0 else lane
               for lane, busy in busy_per_lane.items()}  # fmt: skip
-    for row in (*rows, *gaps):
+    for row in (*rows, *gaps, *stages):
         row["lane"] = labels[row["lane"]]
     return Timeline(rows, gaps, [labels[k] for k in sorted(labels)], sum(busy_per_lane.values()), span,
-                    sum(g["idle_s"] for g in gaps), last, unit)  # fmt: skip
+                    sum(g["idle_s"] for g in gaps), last, unit, stages)  # fmt: skip
 
 
 def time_unit(span_s: float) -> tuple[str, float]:
@@ -147,5 +152,9 @@ def timeline_section(t: Timeline) -> Section:
     note = ("Lanes are worker processes (local), array tasks (SLURM) or GPUs. A lane that starts late or ends early "
             "(a task that waited in the queue, a restarted worker) shows as a lower share; the time a worker spends "
             "starting up before its first run is not on the chart.")  # fmt: skip
+    if t.stages:
+        staged = sum(s["stage_s"] for s in t.stages)
+        text += f" Staging the task's data (Task.stage, once per node) took {duration_text(staged)}, drawn before the runs."
+    chart = figures.timeline_chart(t.runs, t.gaps, t.lanes, t.unit, t.stages)
     return Section("Timeline: where the allocation went", para(text) + para(note, "note"),
-                   [Figure("timeline", "timeline of every run", figures.timeline_chart(t.runs, t.gaps, t.lanes, t.unit))])  # fmt: skip
+                   [Figure("timeline", "timeline of every run", chart)])  # fmt: skip
