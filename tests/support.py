@@ -51,6 +51,17 @@ def built_once(shared: Path, name: str, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def bench_tune(tmp_path: Path, n: int) -> Path:
+    """A finished tune of n trials written by bench/collector.py (no training): for tests of the readers' fast paths."""
+    repo = str(Path(__file__).resolve().parents[1])
+    sys.path.insert(0, repo)
+    try:
+        from bench.collector import make_tree
+    finally:
+        sys.path.remove(repo)
+    return make_tree(tmp_path, n)
+
+
 def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
     """Call `check` until it returns something truthy; fail with its last value after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -31,6 +31,7 @@ class Figures:
     """What the suite did, for docs/reliability.md (printed at the end of the session)."""
 
     faults: Counter[str] = field(default_factory=Counter)
+    classes: dict[str, tuple[int, int]] = field(default_factory=dict)  # failure class -> (runs hit, recovered)
     runs_checked: int = 0
     runs_lost: int = 0
     runs_trained_twice: int = 0
@@ -40,11 +41,15 @@ class Figures:
 
     def to_dict(self) -> dict[str, Any]:
         """What an xdist worker sends its controller (plain values), which adds them up with `add`."""
-        return {"faults": dict(self.faults), "runs_checked": self.runs_checked, "runs_lost": self.runs_lost,
+        return {"faults": dict(self.faults), "classes": {k: list(v) for k, v in self.classes.items()},
+                "runs_checked": self.runs_checked, "runs_lost": self.runs_lost,
                 "runs_trained_twice": self.runs_trained_twice}  # fmt: skip
 
     def add(self, other: dict[str, Any]) -> None:
         self.faults.update(other["faults"])
+        for kind, (hit, recovered) in other.get("classes", {}).items():
+            had_hit, had_recovered = self.classes.get(kind, (0, 0))
+            self.classes[kind] = (had_hit + hit, had_recovered + recovered)
         self.runs_checked += other["runs_checked"]
         self.runs_lost += other["runs_lost"]
         self.runs_trained_twice += other["runs_trained_twice"]
@@ -178,11 +183,12 @@ def write_tree(kind: str, args: list[str]) -> Path:
 def fake_success(run: Path, value: float = 0.5) -> None:
     """A run_result.json as a successful run writes it (for tests about collecting, not training)."""
     from nestling.core.tree.atomic import write_json
-    from nestling.core.tree.run_result import empty_result
+    from nestling.core.tree.run_result import RunResult
+    from nestling.core.tree.run_state import RunState
     from nestling.plan.store import load_spec
 
-    res = empty_result(load_spec(run))  # makes the run dir and its run_spec.json, as a starting run does
-    res.update(
-        status="success", metrics={"val/JaccardIndex": value, "val/Recall": value}, duration=1.0, attempt=1
+    spec = load_spec(run)  # makes the run dir and its run_spec.json, as a starting run does
+    res = RunResult.for_spec(
+        spec, RunState.SUCCESS, metrics={"val/JaccardIndex": value, "val/Recall": value}, duration=1.0, attempt=1
     )
-    write_json(run / "run_result.json", res)
+    write_json(run / "run_result.json", res.to_json())

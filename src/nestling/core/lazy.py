@@ -20,9 +20,10 @@ from typing import Any
 
 
 class LazyModule(types.ModuleType):
-    """Stands in for a module: the first attribute read imports it, every read is answered by it. Nothing is
-    copied, so a handle never disagrees with its module (an attribute set or replaced later, as a test's
-    monkeypatch does, is seen through every handle); a read costs one lookup in sys.modules."""
+    """Stands in for a module: the first attribute read imports it, every read is answered by the module itself.
+
+    Reads are not cached on the handle, so the handle never holds a stale copy of the module's namespace (a name
+    rebound later, e.g. by a test's monkeypatch, is seen through the handle as through a plain import)."""
 
     def __getattr__(self, item: str) -> Any:
         return getattr(importlib.import_module(self.__name__), item)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from support import bench_tune
 
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
@@ -19,17 +19,6 @@ from nestling.plan.preflight import prepare
 from nestling.plan.specs import run_specs
 from nestling.plan.store import _rel, load_spec, write_plan
 from nestling.read import collect as C
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def _fake_tune(tmp_path: Path, n: int) -> Path:
-    sys.path.insert(0, str(REPO))
-    try:
-        from bench.collector import make_tree
-    finally:
-        sys.path.remove(str(REPO))
-    return make_tree(tmp_path, n)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +38,7 @@ def _fake_tune(tmp_path: Path, n: int) -> Path:
     ],
 )
 def test_tune_runs_table_matches_the_per_cv_path(tmp_path: Path, change: Any) -> None:
-    collected = C.collect(_fake_tune(tmp_path, 200), write=False)
+    collected = C.collect(bench_tune(tmp_path, 200), write=False)
     cvs = [dataclasses.replace(cv, hparams=change(i, cv.hparams)) for i, cv in enumerate(collected.cvs)]
     cvs[0] = dataclasses.replace(cvs[0], table=cvs[0].table.select(C.BASE_COLUMNS))  # a cv without metrics
     fast, slow = C.tune_runs_table(cvs), C._tune_runs_per_cv(cvs, C._hp_columns(cvs))
@@ -61,7 +50,7 @@ def test_tune_runs_table_matches_the_per_cv_path(tmp_path: Path, change: Any) ->
 @pytest.mark.parametrize("fallback", [False, True])
 def test_a_hyperparameter_has_one_dtype_in_every_table(tmp_path: Path, fallback: bool) -> None:
     """Integer hyperparameters are Int64 in the tune's run_infos.parquet as in tune_infos.parquet (both paths)."""
-    collected = C.collect(_fake_tune(tmp_path, 50), write=False)
+    collected = C.collect(bench_tune(tmp_path, 50), write=False)
     extra = {"tags": ["a"]} if fallback else {}  # a list: not a plain scalar, the per-cv path
     cvs = [dataclasses.replace(cv, hparams={**cv.hparams, "n": i, "depth": 2, "rate": 0.5 if i else 1, **extra})
            for i, cv in enumerate(collected.cvs)]  # fmt: skip
@@ -72,7 +61,7 @@ def test_a_hyperparameter_has_one_dtype_in_every_table(tmp_path: Path, fallback:
 
 
 def test_worker_startup_is_a_run_infos_column(tmp_path: Path) -> None:
-    tune = _fake_tune(tmp_path, 20)
+    tune = bench_tune(tmp_path, 20)
     plan = json.loads((tune / "plan.json").read_text())
     path = tune / plan["cvs"][0]["runs"][1]["dir"] / naming.RUN_RESULT
     path.write_text(json.dumps({**json.loads(path.read_text()), "worker_startup_s": 2.5}))
@@ -83,7 +72,7 @@ def test_worker_startup_is_a_run_infos_column(tmp_path: Path) -> None:
 
 
 def test_cv_tables_are_per_cv_and_scores_are_per_cv(tmp_path: Path) -> None:
-    tune = _fake_tune(tmp_path, 100)
+    tune = bench_tune(tmp_path, 100)
     collected = C.collect(tune)
     assert len(collected.cvs) == 10
     for cv, planned in zip(collected.cvs, collected.plan.cvs, strict=True):
@@ -97,13 +86,13 @@ def test_cv_tables_are_per_cv_and_scores_are_per_cv(tmp_path: Path) -> None:
 
 
 def test_missing_results_are_rows_with_status_missing(tmp_path: Path) -> None:
-    tune = _fake_tune(tmp_path, 20)
+    tune = bench_tune(tmp_path, 20)
     plan = json.loads((tune / "plan.json").read_text())
     gone = tune / plan["cvs"][1]["runs"][3]["dir"] / naming.RUN_RESULT
     gone.unlink()
     collected = C.collect(tune)
     table = collected.cvs[1].table
-    assert table["status"][3] == C.MISSING and table["duration"][3] is None
+    assert table["status"][3] == "missing" and table["duration"][3] is None
     assert collected.counts["missing"] == 1
 
 
