@@ -12,6 +12,7 @@ from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.plan.model import Plan
 from nestling.plan.store import find_plan_root, load_plan
+from nestling.read.provenance import code_line, code_record
 from nestling.read.run_states import RunStatus, count, run_states
 
 
@@ -66,7 +67,8 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
     plan, states, counts, supervisor = status.plan, status.runs, status.counts, status.supervisor
     if as_json:
         detached = None if supervisor is None else {"pid": supervisor.pid, "hostname": supervisor.hostname}
-        print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states], "supervisor": detached}))
+        print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states], "supervisor": detached,
+                          "code": code_record(plan)}))  # fmt: skip
         return
     from rich.console import Console
     from rich.table import Table
@@ -75,6 +77,9 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
     console.print(
         f"{plan.kind} {plan.name}: {len(states)} runs  " + "  ".join(f"{k}={v}" for k, v in counts.items())
     )
+    code = code_line(plan)
+    if code:
+        console.print(code, markup=False, highlight=False, soft_wrap=True)
     unstable = sum(1 for s in states if s.unstable_reason)
     if unstable:
         console.print(f"{unstable} successful run{'' if unstable == 1 else 's'} unstable (not in the cv score)")

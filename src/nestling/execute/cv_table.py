@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from nestling.core.ml.scoring import Spread, cv_score, cv_spread, run_score_reason
+from nestling.core.provenance.record import RUN_FIELDS
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.run_result import RunResult, parse_result
@@ -30,7 +31,7 @@ from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan
 from nestling.plan.store import load_plan
 
-STAMP_VERSION = 1  # bump when the table's columns or their meaning change: every stamp is then stale
+STAMP_VERSION = 2  # bump when the table's columns or their meaning change: every stamp is then stale
 # (st_mtime_ns, st_size, st_ino) of a file, None when it does not exist. The inode too: every atomic write renames
 # a new file into place, so a rewrite within one tick of the file system's clock, at the same size, still shows.
 Stamp = tuple[int, int, int] | None
@@ -38,7 +39,7 @@ Stamp = tuple[int, int, int] | None
 BASE_COLUMNS = [
     "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable",
     "unstable_reason", "run_score", "score", "score_is_unstable", "attempt", "worker_startup_s", "accelerator",
-    "device_names", "peak_memory_bytes", "cuda_visible_devices",
+    "device_names", "peak_memory_bytes", "cuda_visible_devices", *RUN_FIELDS,
 ]  # fmt: skip
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
 # row's own score, from which the cv score is the mean over stable successful runs. `unstable_reason` says why a
@@ -79,8 +80,8 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
 
 _RESULT_COLUMNS = (
     "error", "duration", "checkpoint", "attempt", "worker_startup_s", "accelerator", "device_names",
-    "peak_memory_bytes", "cuda_visible_devices",
-)  # fmt: skip  (RunResult fields copied as they are; what ran where: issue 15 #4)
+    "peak_memory_bytes", "cuda_visible_devices", *RUN_FIELDS,
+)  # fmt: skip  (RunResult fields copied as they are; what ran where: issue 15 #4; what produced it: issue 24)
 
 
 def _collect_cvs(
@@ -163,6 +164,7 @@ def _collect_cvs(
         "unstable_reason": pl.Utf8, "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean,
         "attempt": pl.Int64, "worker_startup_s": pl.Float64, "accelerator": pl.Utf8, "device_names": pl.List(pl.Utf8),
         "peak_memory_bytes": pl.Int64, "cuda_visible_devices": pl.Utf8,
+        **{name: pl.Boolean if name == "code_dirty" else pl.Utf8 for name in RUN_FIELDS},
         **dict.fromkeys(metrics, pl.Float64),
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)

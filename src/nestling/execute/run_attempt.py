@@ -23,6 +23,7 @@ from nestling.core.tree.naming import RunPaths
 from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
+from nestling.execute.provenance import run_origin
 from nestling.execute.startup import worker_startup
 from nestling.execute.training import Trained, TrainingFailed, train
 
@@ -79,6 +80,7 @@ def execute(spec: RunSpec) -> RunResult | None:
             heartbeat.start()
         ended: Trained | TrainingFailed
         failure: BaseException | None = None
+        origin = run_origin(spec)  # imports the task from the plan's code snapshot
         try:
             ended = train(spec, paths, attempt)
             log.warning(
@@ -114,6 +116,7 @@ def execute(spec: RunSpec) -> RunResult | None:
             accelerator=ended.placement.accelerator,
             device_names=ended.placement.device_names,
             peak_memory_bytes=ended.placement.peak_memory_bytes,
+            **origin.fields(),
         )
         if writer:
             write_json(paths.result, result.to_json())

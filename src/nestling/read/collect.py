@@ -35,6 +35,7 @@ from nestling.execute.search.study import Study, pruned_trials
 from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan, Plan
 from nestling.plan.store import find_plan_root, load_plan
+from nestling.read.provenance import trial_code
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def _hp_columns(cvs: list[CvSummary]) -> list[str]:
 
 def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
     hp_keys = _hp_columns(cvs)
+    codes = [trial_code(cv) for cv in cvs]
     rows = [
         {
             "cv_name": cv.cv_name,
@@ -182,10 +184,13 @@ def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
             "state": cv.state,
             "n_folds_done": cv.n_folds_done,
             "drawn_at": cv.drawn_at,
+            "code_commit": commit,
+            "code_dirty": dirty,
         }
-        for cv in cvs
+        for cv, (commit, dirty) in zip(cvs, codes, strict=True)
     ]
-    return pl.DataFrame(rows, infer_schema_length=None, strict=False)
+    return pl.DataFrame(rows, infer_schema_length=None, strict=False,
+                        schema_overrides={"code_commit": pl.Utf8, "code_dirty": pl.Boolean})  # fmt: skip
 
 
 def tune_runs_table(cvs: list[CvSummary]) -> pl.DataFrame:

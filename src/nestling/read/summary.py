@@ -11,6 +11,7 @@ from nestling.core.host import tracking
 from nestling.core.tree.run_result import read_result
 from nestling.launch.base import plural
 from nestling.read.collect import Collected, CvSummary, ranked, selected
+from nestling.read.provenance import differing_line
 
 
 def _fmt(value: Any) -> str:
@@ -154,6 +155,9 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
             if plan.kind == "retrain":
                 console.print(test_score_line(cv) + f"; table: {plan.root / 'final_infos.parquet'}")
     console.print("runs: " + ", ".join(f"{n} {state}" for state, n in counts.items()))  # success, failed, missing
+    differ = differing_line(collected)  # e.g. some runs ran in another image, or on a node with other packages
+    if differ:
+        console.print(differ, markup=False, highlight=False, soft_wrap=True)
     groups = error_groups(collected)
     for error, n in groups:  # why the runs failed, each reason once (the traceback is in the run's error.txt)
         console.print(f"{plural(n, 'run')}: {error}", markup=False, highlight=False, soft_wrap=True)

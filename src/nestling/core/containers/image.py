@@ -7,6 +7,8 @@
 - ``python`` is what most images have, but some ship ``python3`` only: the launch runs the image once and takes
   the one that answers. The same probe tells ``nestling doctor`` whether the image's nestling imports and which
   version it is.
+- The image's digest (the runtime class says how: a .sif file's SHA-256, an OCI image's ID) is learnt once here,
+  so that every run records the image it ran in without each worker asking the runtime.
 """
 
 from __future__ import annotations
@@ -92,9 +94,11 @@ def pull(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run 
 
 
 def ready(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run = subprocess.run) -> ContainerSpec:
-    """What a launch does once before any worker starts: pull a URI image, find the image's interpreter."""
+    """What a launch does once before any worker starts: pull a URI image, learn its digest, find its interpreter."""
     if spec.image_source is not None and not Path(spec.image).is_file():
         pull(spec, environ, run)
+    if spec.image_digest is None:
+        spec = dataclasses.replace(spec, image_digest=runtime_named(spec.runtime).image_digest(spec.image, run))
     if spec.python != "python":  # the host interpreter, bound in: nothing to find
         return spec
     found = probe_image(spec, environ, run)

@@ -144,7 +144,9 @@ class Launch:
     signal_delay_s: int = 90  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
     fail_fast: int = 3  # stop starting runs once this many failed with the same error and none succeeded; 0 = off
     resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
-    force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)
+    force: bool = False  # with --resume: accept changed options and code (training/device options apply to reruns)
+    snapshot_code: bool = True  # copy the task's code into the plan at submit; every worker imports the task from it
+    snapshot_max_mb: float = 50.0  # refuse a larger code snapshot: data and checkpoints do not belong in it
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ SUPERVISOR_LOG = "_supervisor.log"  # what a detached local sweep's supervisor p
 SUPERVISOR_PID = "_supervisor.pid"  # who supervises it: pid, hostname, start time (JSON)
 SUPERVISOR_REQUEST = "_supervisor.json"  # what the foreground hands the supervisor: the runs and the options
 TRIALS_DIR = "_trials"  # adaptive search: one draw file per trial, and prune marks
+CODE_DIR = "_code"  # code snapshots: {plan}/_code/{key}/ (the files) + {key}.json (the manifest); also the store
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -312,6 +313,19 @@ def pulled_image(artifact_dir: Path, uri: str) -> Path:
     tail = re.sub(r"[^A-Za-z0-9._-]+", "-", uri.split("://", 1)[-1].rstrip("/").rsplit("/", 1)[-1]).strip("-.")
     digest = hashlib.sha256(uri.encode()).hexdigest()[:10]
     return Path(artifact_dir) / IMAGES_DIR / f"{tail or 'image'}-{digest}.sif"
+
+
+def code_snapshot(root: Path, key: str) -> Path:
+    """A snapshot's directory in a plan, {plan}/_code/{key}, or in the store, {artifact_dir}/_code/{key}: where
+    snapshots are taken before a plan exists, shared by the plans of that dir (each plan links it into its own
+    _code, so deleting the store loses nothing)."""
+    return Path(root) / CODE_DIR / key
+
+
+def code_manifest(snapshot: Path | str) -> Path:
+    """The manifest beside a snapshot's directory: _code/{key}.json (written also when no files were copied)."""
+    snapshot = Path(snapshot)
+    return snapshot.with_name(f"{snapshot.name}.json")
 
 
 def dry_run_script(folder: Path, array: int) -> Path:

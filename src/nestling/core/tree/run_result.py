@@ -54,6 +54,15 @@ class RunResult:
     accelerator: str | None = None  # what ran where (issue 15 #4)
     device_names: list[str] | None = None
     peak_memory_bytes: int | None = None
+    # What produced it (core/provenance/): the git commit of the task's tree at submit and whether it had
+    # uncommitted changes; the digests of the code snapshot the worker imported, of its environment (distributions,
+    # python, the torch build), of the task's data (Task.data_digest) and of the container image it ran in.
+    code_commit: str | None = None
+    code_dirty: bool | None = None
+    code_digest: str | None = None
+    env_digest: str | None = None
+    data_digest: str | None = None
+    image_digest: str | None = None
 
     @classmethod
     def for_spec(cls, spec: RunSpec, status: RunState, **outcome: Any) -> RunResult:
