@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling.commands.provenance import print_drift, take_code
+from nestling.commands.provenance import print_drift, release_code, take_code
 from nestling.commands.start import Executed, launch_plan, parallel_strategy, resume_plan, runs_per_task
 from nestling.core.errors import UsageError, strict_parser
 from nestling.core.host.devices import parse_devices
@@ -338,7 +338,10 @@ def _new_retrain(tune: Plan, choice: RetrainChoice, given: Config, explicit: Abs
     if found.env is not None:
         data = found.data_digest if tune.provenance is not None and tune.provenance.data_digest is not None else None
         plan = dataclasses.replace(plan, provenance=Provenance(code.ref if code else None, found.env, data))
-    write_plan(plan, [split], code)
+    try:
+        write_plan(plan, [split], code)
+    finally:
+        release_code(code)
     if not config.logging.quiet:
         print(
             f"retrain {name}: {chosen.cv_name} (by {how}, score {chosen.score:.4g}) hparams {chosen.hparams}; "

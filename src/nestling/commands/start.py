@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.commands.detach import detach
-from nestling.commands.provenance import preload_dir, print_drift, take_code
+from nestling.commands.provenance import preload_dir, print_drift, release_code, take_code
 from nestling.commands.resume import prepare_resume
 from nestling.core.errors import EXIT_INTERRUPTED, UsageError
 from nestling.core.host.devices import parse_devices
 from nestling.core.lazy import lazy_module
 from nestling.core.options.config import PARALLEL_STRATEGIES, Config
 from nestling.core.provenance.capture import describe_code, plan_provenance
+from nestling.core.provenance.record import TakenCode
 from nestling.core.tree import failfast
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
 from nestling.core.tree.run_state import RunState
@@ -80,6 +81,14 @@ def start_plan(
         return resume_plan(kind, config, explicit, then)
     # the task's code is snapshotted first: every worker imports the task from the snapshot, the pool's too
     code = None if config.launch.dry_run else take_code(config)
+    try:
+        return _start_new(kind, config, code, then)
+    finally:  # the plan has its own copy now, and the pool that imported this one has ended
+        release_code(code)
+
+
+def _start_new(kind: str, config: Config, code: TakenCode | None, then: Then | None) -> Executed:
+    """Plan, write and launch a new plan whose code was taken (`code`)."""
     # the local pool starts now: its first worker describes the task while the workers import torch meanwhile
     # (a detached sweep's supervisor starts its own pool)
     pool = None if config.launch.detach else prestart_local(config, kind, code=preload_dir(code))

@@ -9,7 +9,7 @@ In --serve mode everything the training prints goes to stderr, so stdout carries
 the worker imports torch, Lightning and the task's module before it says {"ready"}: a pool started while the CLI
 plans pays that import at the same time as the CLI, not after it; with --describe it first sends the task's planning
 half ({"task": ...}, see task.DescribedTask), so the CLI need not import the task (and torch) at all. --code names
-the code snapshot the task is imported from (the plan's, taken into the artifact dir's store before the plan exists).
+the code snapshot the task is imported from (the plan's, taken before the plan exists).
 """
 
 from __future__ import annotations

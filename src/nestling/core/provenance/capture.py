@@ -1,5 +1,5 @@
-"""Taking a plan's provenance when it is made: the code snapshot (into the artifact dir's store, before the plan
-exists, so that a local pool started while the CLI plans imports it already), the environment, the data digest."""
+"""Taking a plan's provenance when it is made: the code snapshot (taken before the plan exists, so that a local
+pool started while the CLI plans imports the task from it already), the environment, the data digest."""
 
 from __future__ import annotations
 
@@ -23,23 +23,23 @@ BUILTIN_REASON = "a task of nestling's own: its code is the installed nestling (
 OPTED_OUT_REASON = "--snapshot_code false"
 
 
-def capture_code(task_spec: str, artifact_dir: Path, *, enabled: bool, max_mb: float) -> TakenCode | None:
-    """Snapshot the task's code into ``{artifact_dir}/_code`` (or, opted out or built in, record only its commit);
-    None when its module is not found (planning then reports the task). A UsageError, with nothing written, for a
-    tree over `max_mb` or a task module git ignores."""
+def capture_code(task_spec: str, under: Path, *, enabled: bool, max_mb: float) -> TakenCode | None:
+    """Snapshot the task's code into ``{under}/_code`` (or, opted out or built in, record only its commit); None
+    when its module is not found (planning then reports the task). A UsageError, with nothing written, for a tree
+    over `max_mb` or a task module git ignores."""
     source = locate(task_spec)
     if source is None:
         return None
-    return TakenCode(_manifest_for(source, task_spec, Path(artifact_dir), enabled, max_mb), Path(artifact_dir))
+    return TakenCode(_manifest_for(source, task_spec, Path(under), enabled, max_mb), Path(under))
 
 
-def _manifest_for(source: CodeSource, task_spec: str, artifact_dir: Path, enabled: bool, max_mb: float) -> CodeManifest:
+def _manifest_for(source: CodeSource, task_spec: str, under: Path, enabled: bool, max_mb: float) -> CodeManifest:
     if source.builtin:
         return without_snapshot(source, BUILTIN_REASON)
     if not enabled:
         return without_snapshot(source, OPTED_OUT_REASON)
     _check_snapshot(source, task_spec, max_mb)
-    return write_snapshot(read_code(source), artifact_dir)
+    return write_snapshot(read_code(source), under)
 
 
 def _check_snapshot(source: CodeSource, task_spec: str, max_mb: float) -> None:
@@ -54,13 +54,12 @@ def _check_snapshot(source: CodeSource, task_spec: str, max_mb: float) -> None:
 def describe_code(task_spec: str, *, enabled: bool, max_mb: float) -> str | None:
     """For a dry run: what a launch would snapshot (checked as a launch checks it), writing nothing."""
     source = locate(task_spec)
-    if source is None:
+    if source is None or source.builtin:  # (a built-in task's code is nestling's: its version says it)
         return None
     state = f"commit {source.commit[:12]}" if source.commit else ("not in git" if not source.in_git else "no commit")
     state += " + uncommitted changes" if source.dirty else ""
-    if source.builtin or not enabled:
-        why = BUILTIN_REASON if source.builtin else OPTED_OUT_REASON
-        return f"code: {source.root} ({state}); no snapshot ({why})"
+    if not enabled:
+        return f"code: {source.root} ({state}); no snapshot ({OPTED_OUT_REASON})"
     _check_snapshot(source, task_spec, max_mb)
     size = check_size(source, max_mb)
     return f"code: {source.root} ({state}); a launch snapshots {len(source.files)} files, {size / 1e6:.1f} MB"

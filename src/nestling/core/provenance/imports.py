@@ -4,9 +4,8 @@ The snapshot's import path goes first on sys.path before the task's module is fi
 every module of the task's tree it imports later, come from the snapshot, not from the tree the user keeps
 editing. A process imports one snapshot of a package: Python keeps the first import of a module, so a run that
 needs another snapshot of the same package is refused (a new worker takes it) instead of silently using the wrong
-code. The snapshot a process imported is remembered by its digest, so the store's copy (where a local pool's
-prestarted workers import it from, before the plan exists) and the plan's copy, which hold the same files, count
-as one.
+code. The snapshot a process imported is remembered by its digest, so the copy a local pool's prestarted workers
+import it from (taken before the plan exists) and the plan's copy, which hold the same files, count as one.
 """
 
 from __future__ import annotations

@@ -23,11 +23,13 @@ DIGEST_FIELDS = ("code_digest", "env_digest", "data_digest", "image_digest")
 
 @dataclass(frozen=True)
 class TakenCode:
-    """The code of a plan about to be written: its manifest, and the root whose ``_code`` holds it (the store's
-    artifact dir, or another plan's root) for `snapshot.link_snapshot` to give the plan its own copy."""
+    """The code of a plan about to be written: its manifest, and the root whose ``_code`` holds it (a temporary
+    directory of its own, or another plan's root) for `snapshot.link_snapshot` to give the plan its own copy.
+    ``temporary``: `under` is that temporary directory, removed when the command ends."""
 
     manifest: CodeManifest
     under: Path
+    temporary: bool = False
 
     @property
     def ref(self) -> str:

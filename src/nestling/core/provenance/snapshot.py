@@ -1,15 +1,16 @@
 """The code snapshot: the task's files copied once at submit, content-addressed, imported by every worker.
 
-Layout, the same in the store (``{artifact_dir}/_code``) and in each plan (``{plan}/_code``)::
+Layout in each plan (``{plan}/_code``), and in the temporary directory a snapshot is taken into before its plan
+exists (where a local pool started meanwhile imports it from)::
 
     _code/{key}/        the files, read-only, at their paths relative to the layout root (code_tree.py)
     _code/{key}.json    the manifest (CodeManifest): digest, commit, dirty, where it came from, every file's hash
 
 ``key`` is the digest of the files (16 hex digits of a SHA-256 over each path and its content's SHA-256), so
-identical code gives one snapshot: a second plan from the same tree copies nothing, and a plan links the store's
-files (hard links, copies where the file system refuses them) instead of copying them again. Without a snapshot
-(``--snapshot_code false``, or a task of nestling's own) only the manifest is written, keyed by its own content:
-runs still record the commit and whether the tree was dirty, and import the code as installed.
+identical code gives one snapshot: a forced resume of unchanged code copies nothing, and a tune's retrain links the
+tune's files (hard links, copies where the file system refuses them) instead of copying them again. Without a
+snapshot (``--snapshot_code false``, or a task of nestling's own) only the manifest is written, keyed by its own
+content: runs still record the commit and whether the tree was dirty, and import the code as installed.
 
 Taking a snapshot reads every file once: its bytes are hashed and the same bytes written, so the digest always
 describes exactly what was copied, even when a file changes meanwhile.
@@ -153,7 +154,7 @@ def hash_files(source: CodeSource) -> dict[str, str]:
 
 def write_snapshot(code: ReadCode, under: Path) -> CodeManifest:
     """Copy the files read into ``{under}/_code/{digest}/`` (nothing when that snapshot exists) and write its
-    manifest; `under` is the artifact dir (the store) or a plan root."""
+    manifest; `under` is a plan root, or the temporary directory a new plan's snapshot is taken into."""
     manifest = CodeManifest(
         key=code.digest, digest=code.digest, commit=code.source.commit, dirty=code.source.dirty,
         source=str(code.source.root), import_path=code.source.import_path, module=code.source.module,
@@ -199,15 +200,13 @@ def read_manifest(snapshot: Path | str) -> CodeManifest | None:
 
 
 def link_snapshot(manifest: CodeManifest, from_root: Path, to_root: Path) -> Path:
-    """Give the plan at `to_root` its own ``_code/{key}`` (and manifest) from the one under `from_root` (the store,
-    or another plan's ``_code``): hard links, copies where links fail. Returns the plan's snapshot dir."""
+    """Give the plan at `to_root` its own ``_code/{key}`` (and manifest) from the one under `from_root` (where it
+    was taken, or another plan's root): hard links, copies where links fail. Returns the plan's snapshot dir."""
     source = naming.code_snapshot(from_root, manifest.key)
     target = naming.code_snapshot(to_root, manifest.key)
     if manifest.snapshot and not target.is_dir():
         if not source.is_dir():
-            raise UsageError(
-                f"the code snapshot {source} is gone (deleted while planning?); run the command again"
-            )
+            raise UsageError(f"the code snapshot {source} is gone (deleted while planning?); run the command again")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{manifest.key}.", suffix=".tmp", dir=target.parent))
         try:

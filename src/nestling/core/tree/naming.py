@@ -60,7 +60,7 @@ SUPERVISOR_LOG = "_supervisor.log"  # what a detached local sweep's supervisor p
 SUPERVISOR_PID = "_supervisor.pid"  # who supervises it: pid, hostname, start time (JSON)
 SUPERVISOR_REQUEST = "_supervisor.json"  # what the foreground hands the supervisor: the runs and the options
 TRIALS_DIR = "_trials"  # adaptive search: one draw file per trial, and prune marks
-CODE_DIR = "_code"  # code snapshots: {plan}/_code/{key}/ (the files) + {key}.json (the manifest); also the store
+CODE_DIR = "_code"  # code snapshots: {plan}/_code/{key}/ (the files) + {key}.json (the manifest)
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -316,9 +316,8 @@ def pulled_image(artifact_dir: Path, uri: str) -> Path:
 
 
 def code_snapshot(root: Path, key: str) -> Path:
-    """A snapshot's directory in a plan, {plan}/_code/{key}, or in the store, {artifact_dir}/_code/{key}: where
-    snapshots are taken before a plan exists, shared by the plans of that dir (each plan links it into its own
-    _code, so deleting the store loses nothing)."""
+    """A code snapshot's directory: {plan}/_code/{key} (or the same below the temporary directory a new plan's
+    snapshot is taken into)."""
     return Path(root) / CODE_DIR / key
 
 
