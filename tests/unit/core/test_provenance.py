@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from nestling.core.containers import image
 from nestling.core.containers.apptainer import Apptainer
 from nestling.core.containers.oci import Podman
+from nestling.core.containers.spec import ContainerSpec
 from nestling.core.errors import UsageError
 from nestling.core.provenance import environment
 from nestling.core.provenance.capture import capture_code, describe_code, plan_data_digest
@@ -308,3 +310,19 @@ def test_read_code_skips_a_file_that_vanished(tmp_path: Path, on_path: Any) -> N
     assert source is not None
     (repo / "old.py").unlink()  # tracked, deleted after the listing
     assert sorted(read_code(source).hashes) == ["labpkg/__init__.py", "labpkg/task.py"]
+
+
+def test_a_sif_is_hashed_once_and_again_when_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sif = tmp_path / "image.sif"
+    sif.write_bytes(b"v1" * 1000)
+    spec = ContainerSpec(image=str(sif), runtime="apptainer")
+    first = image.image_digest(spec)
+    assert first == "sha256:" + hashlib.sha256(b"v1" * 1000).hexdigest()
+    cache_file = naming.image_digest_cache()
+    cached = json.loads(cache_file.read_text())
+    cached[str(sif.resolve())]["digest"] = "sha256:from-the-cache"
+    cache_file.write_text(json.dumps(cached))
+    assert image.image_digest(spec) == "sha256:from-the-cache"  # unchanged file: not read again
+    sif.write_bytes(b"v2" * 1001)  # rebuilt (here: another size)
+    assert image.image_digest(spec) == "sha256:" + hashlib.sha256(b"v2" * 1001).hexdigest()

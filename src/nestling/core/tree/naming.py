@@ -14,6 +14,7 @@ and directories
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import string
@@ -325,6 +326,16 @@ def code_manifest(snapshot: Path | str) -> Path:
     """The manifest beside a snapshot's directory: _code/{key}.json (written also when no files were copied)."""
     snapshot = Path(snapshot)
     return snapshot.with_name(f"{snapshot.name}.json")
+
+
+def user_cache_dir() -> Path:
+    """This user's cache of nestling's own (the report's Vega bundle, image digests): $XDG_CACHE_HOME/nestling."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "nestling"
+
+
+def image_digest_cache() -> Path:
+    """The digests of image files already hashed, by path, size, mtime and inode (a .sif is hashed once)."""
+    return user_cache_dir() / "image-digests.json"
 
 
 def dry_run_script(folder: Path, array: int) -> Path:
