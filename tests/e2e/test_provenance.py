@@ -159,3 +159,65 @@ def test_a_dry_run_names_the_code_and_limits_and_opting_out_are_kept(tmp_path: P
         assert (run["code_commit"][:12], run["code_dirty"], run["code_digest"]) == (head, True, None)
     for imported in cv.glob("*/imported_from.txt"):  # without a snapshot the live tree is imported
         assert imported.read_text() == str(repo / "src" / "labpkg" / "task.py")
+
+
+def test_a_retrain_trains_the_tunes_snapshot_and_says_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tune (planned as `nestling tune` plans it, its results written by hand) whose module is then edited to
+    raise on import: `nestling retrain` names the edited and the new file, trains the tune's snapshot (linked into
+    its own _code, not copied) and records it."""
+    import dataclasses
+
+    from nestling.commands.provenance import release_code, take_code
+    from nestling.core.options.config import parse_config
+    from nestling.core.provenance.capture import plan_provenance
+    from nestling.core.tree.atomic import write_json
+    from nestling.core.tree.naming import RunPaths
+    from nestling.plan.preflight import prepare
+    from nestling.plan.store import write_plan
+
+    repo = tmp_path / "repo"
+    (repo / "src" / "labretrain").mkdir(parents=True)
+    (repo / "src" / "labretrain" / "__init__.py").write_text("")
+    (repo / "src" / "labretrain" / "task.py").write_text(TASK)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "task")
+    monkeypatch.syspath_prepend(str(repo / "src"))
+    hp = tmp_path / "hp.toml"
+    hp.write_text("[hyperparameters]\nvalue = [0.25, 0.75]\n")
+    config = parse_config(["--task", "labretrain.task:Probe", "--hpconfig", str(hp), "--sampler", "grid",
+                           "--n_trials", "2", "--n_folds", "2", "--n_seeds", "1", "--test_split", "random",
+                           "--accelerator", "cpu", "--hp", "sleep_s=0", "--artifact_dir", str(tmp_path / "art"),
+                           "--name", "t"])  # fmt: skip
+    code = take_code(config)
+    try:
+        prepared = prepare(config, "tune")
+        plan = dataclasses.replace(prepared.plan, provenance=plan_provenance(code, prepared.task, config.data.task))
+        write_plan(plan, prepared.splits, code)
+    finally:
+        release_code(code)
+    assert code is not None
+    for cv in plan.cvs:
+        for run in cv.runs:
+            value = cv.hparams["value"]
+            RunPaths(run.dir).dir.mkdir(parents=True)
+            write_json(RunPaths(run.dir).result, {"status": "success", "metrics": {"val/JaccardIndex": value,
+                                                                                    "val/Recall": value}})
+    (repo / "src" / "labretrain" / "task.py").write_text('raise RuntimeError("edited after the tune")\n')
+    (repo / "src" / "labretrain" / "new.py").write_text("# added after the tune\n")
+
+    done = nestling("retrain", str(plan.root), "--retrain_epochs", "1", "--quiet", repo=repo, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("nestling: retrain t-final: code changed since the plan: src/labretrain/new.py, src/labretrain/task.py; "
+            "the retrain's runs use the plan's snapshot (--force to take the current code)") in done.stderr.splitlines()
+    final = plan.root / "t-final"
+    key = code.manifest.key
+    mine = final / "_code" / key / "src" / "labretrain" / "task.py"
+    tuned = plan.root / "_code" / key / "src" / "labretrain" / "task.py"
+    assert mine.read_text() == TASK and mine.stat().st_ino == tuned.stat().st_ino  # linked, not copied
+    (result,) = results(final)
+    assert (result["status"], result["code_digest"], result["code_dirty"]) == ("success", key, False)
+    assert (result["data_digest"], result["hparams"]["value"]) == ("data-v1", 0.75)
+    assert Path(next(final.glob("*/imported_from.txt")).read_text()) == mine
