@@ -326,3 +326,11 @@ def test_a_sif_is_hashed_once_and_again_when_it_changes(tmp_path: Path, monkeypa
     assert image.image_digest(spec) == "sha256:from-the-cache"  # unchanged file: not read again
     sif.write_bytes(b"v2" * 1001)  # rebuilt (here: another size)
     assert image.image_digest(spec) == "sha256:" + hashlib.sha256(b"v2" * 1001).hexdigest()
+
+
+def test_a_snapshot_whose_manifest_is_gone_is_an_error_not_a_live_import(tmp_path: Path) -> None:
+    from nestling.core.provenance.imports import load_task_from
+
+    with pytest.raises(FileNotFoundError, match="resume with --force to take the current code"):
+        load_task_from("sleep", str(tmp_path / "_code" / "0123456789abcdef"))
+    assert type(load_task_from("sleep", None)).__name__ == "SleepTask"  # no snapshot named: as installed

@@ -10,7 +10,7 @@ from nestling.core.ml.task import declared_data_digest, load_task
 from nestling.core.provenance import environment
 from nestling.core.provenance.code_tree import locate
 from nestling.core.provenance.environment import EnvRecord
-from nestling.core.provenance.imports import load_task_from
+from nestling.core.provenance.imports import SnapshotConflict, load_task_from
 from nestling.core.provenance.record import Provenance
 from nestling.core.provenance.snapshot import CodeManifest, changed_files, hash_files
 
@@ -82,9 +82,10 @@ def _data_digest_now(
     """(the task's data digest now, None) or (None, why it could not be asked): the task is loaded from the code
     the runs will use."""
     try:
-        if manifest is not None and manifest.snapshot and not forced and provenance.code:
-            task = load_task_from(task_spec, str(root / provenance.code))
-        else:
+        try:
+            snapshot = manifest is not None and manifest.snapshot and not forced and provenance.code
+            task = load_task_from(task_spec, str(root / str(provenance.code))) if snapshot else load_task(task_spec)
+        except SnapshotConflict:  # this process imported the task already (the Python API): ask that one
             task = load_task(task_spec)
         return declared_data_digest(task), None
     except Exception as exc:  # noqa: BLE001 - the task's own code: report it, the resume goes on

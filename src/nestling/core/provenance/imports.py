@@ -16,6 +16,7 @@ import sys
 
 from nestling.core.ml.task import Task, load_task, task_module
 from nestling.core.provenance.snapshot import CodeManifest, read_manifest
+from nestling.core.tree import naming
 
 _IMPORTED: dict[str, str] = {}  # top-level module -> the digest of the snapshot this process imported it from
 
@@ -25,10 +26,18 @@ class SnapshotConflict(RuntimeError):
 
 
 def load_task_from(task_spec: str, code: str | None) -> Task:
-    """The task `task_spec`, its module imported from the snapshot `code` (a ``_code/{key}`` dir) when that
-    holds one; as installed otherwise (no snapshot, a manifest that is gone, a plan made before snapshots)."""
-    manifest = read_manifest(code) if code else None
-    if manifest is not None and manifest.snapshot and code:
+    """The task `task_spec`, its module imported from the snapshot `code` (a ``_code/{key}`` dir) when that holds
+    one; as installed otherwise (a plan made with --snapshot_code false, or before snapshots: `code` None). A
+    snapshot whose manifest is gone is an error, never a silent import of whatever the tree holds now."""
+    if not code:
+        return load_task(task_spec)
+    manifest = read_manifest(code)
+    if manifest is None:
+        raise FileNotFoundError(
+            f"the plan's code snapshot {code} (its manifest {naming.code_manifest(code).name}) is missing; resume "
+            "with --force to take the current code"
+        )
+    if manifest.snapshot:
         use_snapshot(task_spec, manifest, code)
     return load_task(task_spec)
 
