@@ -10,13 +10,13 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bench._common import Row, judge, scratch, standalone
+from nestling.testing.code_trees import code_tree
 
 NAME = "snapshot"
 FILES = 300  # 30 packages x 10 modules of ~4 KB, plus the repo's own files
@@ -35,14 +35,7 @@ def make_repo(root: Path) -> Path:
             (sub / f"mod{m}.py").write_text(MODULE)
     (pkg / "__init__.py").write_text("")
     (pkg / "task.py").write_text("from nestling.tasks.sleep import SleepTask\n\n\nclass Task(SleepTask):\n    pass\n")
-    (root / ".gitignore").write_text("data/\n")
-    (root / "data").mkdir()
-    for k in range(2):
-        (root / "data" / f"shard{k}.bin").write_bytes(b"\0" * 10_000_000)
-    git = ["git", "-C", str(root)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "-c", "user.email=b@example.org", "-c", "user.name=b", "commit", "-qm", "code"], check=True)
+    code_tree(root, {f"data/shard{k}.bin": b"\0" * 10_000_000 for k in range(2)}, gitignore="data/\n")
     (pkg / "part00" / "mod0.py").write_text(MODULE + "# edited\n")
     (pkg / "scratch.py").write_text("# untracked\n")
     return root

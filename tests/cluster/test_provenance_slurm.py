@@ -18,50 +18,17 @@ from support import poll
 
 from nestling.core.provenance import environment
 from nestling.core.tree.clock import utc_now
+from nestling.testing.code_trees import DATA_DIGEST, PROBE_TASK, git, probe_tree
 
 pytestmark = pytest.mark.cluster
-
-TASK = '''
-import os
-
-from nestling.tasks.sleep import SleepTask
-
-
-class Probe(SleepTask):
-    def data_digest(self):
-        return "data-v2"
-
-    def build_model(self, hparams):
-        model = super().build_model(hparams)
-        fit = model.on_fit_start
-
-        def on_fit_start():
-            with open(os.path.join(model.trainer.default_root_dir, "imported_from.txt"), "w") as f:
-                f.write(__file__)
-            fit()
-
-        model.on_fit_start = on_fit_start
-        return model
-'''
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
-
 
 def test_a_delayed_array_runs_the_submitted_code_after_the_module_was_edited_to_raise(
     slurm_cluster: str, tmp_path: Path
 ) -> None:
-    repo = tmp_path / "repo"
-    (repo / "labpkg").mkdir(parents=True)
-    (repo / "labpkg" / "__init__.py").write_text("")
-    (repo / "labpkg" / "task.py").write_text(TASK)
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "task")
-    (repo / "labpkg" / "task.py").write_text(TASK + "# tuned after the commit\n")  # submitted dirty
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), *sys.path]), "WANDB_MODE": "offline"}
-    blocker = subprocess.run(["sbatch", "--parsable", "--hold", "--job-name", "hold-prov", "--wrap", "true"],
+    repo = probe_tree(tmp_path / "repo", "labpkg")
+    (repo / "src" / "labpkg" / "task.py").write_text(PROBE_TASK + "# tuned after the commit\n")  # submitted dirty
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), *sys.path]), "WANDB_MODE": "offline"}
+    blocker = subprocess.run(["sbatch", "--parsable", "--hold", "--job-name", "hold-prov", "--output", str(tmp_path / "hold.out"), "--wrap", "true"],
                              capture_output=True, text=True, env=env, timeout=30, check=True).stdout.strip()  # fmt: skip
     try:
         done = subprocess.run(
@@ -74,7 +41,7 @@ def test_a_delayed_array_runs_the_submitted_code_after_the_module_was_edited_to_
         assert done.returncode == 0, done.stdout + done.stderr
         cv = tmp_path / "art" / "_cross_validations" / "late"
         assert not list(cv.glob("*/run_result.json"))  # still held back
-        (repo / "labpkg" / "task.py").write_text('raise RuntimeError("edited while the jobs were queued")\n')
+        (repo / "src" / "labpkg" / "task.py").write_text('raise RuntimeError("edited while the jobs were queued")\n')
         edited_at = utc_now()
         time.sleep(0.01)
     finally:
@@ -86,11 +53,12 @@ def test_a_delayed_array_runs_the_submitted_code_after_the_module_was_edited_to_
         assert result["status"] == "success", result["error"]
         assert result["started_at"] >= edited_at and result["slurm_job_id"]
         assert (result["code_commit"], result["code_dirty"], result["code_digest"]) == (head, True, manifest["key"])
-        assert result["env_digest"] == environment.current().digest and result["data_digest"] == "data-v2"
+        assert result["env_digest"] == environment.current().digest and result["data_digest"] == DATA_DIGEST
         assert result["image_digest"] is None
+    snapshot = cv / "_code" / manifest["key"] / "src" / "labpkg" / "task.py"
     for imported in cv.glob("*/imported_from.txt"):
-        assert imported.read_text() == str(cv / "_code" / manifest["key"] / "labpkg" / "task.py")
-    assert (cv / "_code" / manifest["key"] / "labpkg" / "task.py").read_text().endswith("# tuned after the commit\n")
+        assert imported.read_text() == str(snapshot)
+    assert snapshot.read_text().endswith("# tuned after the commit\n")
 
 
 def _finished(cv: Path) -> list[dict[str, object]] | None:

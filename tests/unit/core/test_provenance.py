@@ -32,30 +32,13 @@ from nestling.core.provenance.snapshot import (
     tree_digest,
 )
 from nestling.core.tree import naming
+from nestling.testing.code_trees import code_tree, commit_all, git
 
 TASK = "from nestling.tasks.sleep import SleepTask\n\n\nclass Probe(SleepTask):\n    pass\n"
 
 
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
-def make_repo(root: Path, files: dict[str, str], gitignore: str = "", commit: bool = True) -> Path:
-    """A git work tree at `root` holding `files` (committed when `commit`)."""
-    root.mkdir(parents=True, exist_ok=True)
-    git(root, "init", "-q")
-    git(root, "config", "user.email", "t@example.org")
-    git(root, "config", "user.name", "t")
-    if gitignore:
-        (root / ".gitignore").write_text(gitignore)
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    if commit:
-        git(root, "add", "-A")
-        git(root, "commit", "-qm", "init")
-    return root
+def make_repo(root: Path, files: dict[str, str], gitignore: str = "") -> Path:
+    return code_tree(root, dict(files), gitignore)
 
 
 @pytest.fixture
@@ -138,7 +121,7 @@ def test_a_snapshot_is_what_was_hashed_content_addressed_read_only_and_linked_no
 ) -> None:
     repo = make_repo(tmp_path / "repo", {"labpkg/__init__.py": "", "labpkg/task.py": TASK, "run.sh": "#!/bin/sh\n"})
     os.chmod(repo / "run.sh", 0o755)
-    git(repo, "commit", "-qam", "executable")  # (a mode change is a change git sees)
+    commit_all(repo, "executable")  # (a mode change is a change git sees)
     on_path(repo)
     first = capture_code("labpkg.task:Probe", tmp_path / "taken", enabled=True, max_mb=50)
     again = capture_code("labpkg.task:Probe", tmp_path / "taken", enabled=True, max_mb=50)

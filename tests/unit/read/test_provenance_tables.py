@@ -22,26 +22,20 @@ from nestling.read.collect import collect
 from nestling.read.provenance import differing_line
 from nestling.read.report.build import write_report
 from nestling.read.summary import print_summary
+from nestling.testing.code_trees import code_tree, commit_all, git
 
 TASK = "from nestling.tasks.sleep import SleepTask\n\n\nclass Probe(SleepTask):\n    pass\n"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 @pytest.fixture
 def tune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A tune of 2 trials x 2 folds of a task in a dirty git tree, its code taken as a launch takes it; trial 1's
     second run has another commit, environment and image (a forced resume, another node, an image)."""
-    repo = tmp_path / "repo"
-    (repo / "labpkg").mkdir(parents=True)
+    repo = code_tree(tmp_path / "repo", {})
+    (repo / "labpkg").mkdir()
     (repo / "labpkg" / "__init__.py").write_text("")
     (repo / "labpkg" / "task.py").write_text(TASK)
-    git(repo, "init", "-q")
-    git(repo, "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "0")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "task")
+    commit_all(repo, "task")
     (repo / "labpkg" / "task.py").write_text(TASK + "# edited\n")
     monkeypatch.syspath_prepend(str(repo))
     hp = tmp_path / "hp.toml"

@@ -25,6 +25,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,15 +163,12 @@ def write_snapshot(code: ReadCode, under: Path) -> CodeManifest:
     )  # fmt: skip
     target = naming.code_snapshot(under, code.digest)
     if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{code.digest}.", suffix=".tmp", dir=target.parent))
-        try:
+
+        def write(tmp: Path) -> None:
             for rel, content in code.contents.items():
                 _write_file(tmp / rel, content, code.modes[rel])
-            _publish(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        _build_dir(target, write)
     write_manifest(target, manifest)
     return manifest
 
@@ -207,15 +205,12 @@ def link_snapshot(manifest: CodeManifest, from_root: Path, to_root: Path) -> Pat
     if manifest.snapshot and not target.is_dir():
         if not source.is_dir():
             raise UsageError(f"the code snapshot {source} is gone (deleted while planning?); run the command again")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{manifest.key}.", suffix=".tmp", dir=target.parent))
-        try:
+
+        def link(tmp: Path) -> None:
             for rel in manifest.files:
                 _link_or_copy(source / rel, tmp / rel)
-            _publish(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        _build_dir(target, link)
     write_manifest(target, manifest)
     return target
 
@@ -252,12 +247,19 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _publish(tmp: Path, target: Path) -> None:
-    """Rename the finished directory into place; when another process published the same snapshot first, keep
-    theirs (the content is the same by its name)."""
+def _build_dir(target: Path, fill: Callable[[Path], None]) -> None:
+    """Make the snapshot dir `target` whole or not at all: `fill` fills a temporary sibling, renamed into place at
+    the end. When another process published the same snapshot first, theirs is kept (the content is the same: its
+    name says so)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        fill(tmp)
         os.rename(tmp, target)
     except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
         if not target.is_dir():
             raise
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -17,52 +17,18 @@ import polars as pl
 import pytest
 
 from nestling.core.provenance import environment
+from nestling.testing.code_trees import DATA_DIGEST, PROBE_TASK, code_tree, git, probe_tree
 
 pytestmark = pytest.mark.e2e
 
-TASK = '''
-import os
-
-from nestling.tasks.sleep import SleepTask
-
-
-class Probe(SleepTask):
-    """A sleep task that says where its module was imported from (into its run dir) and versions its data."""
-
-    def data_digest(self):
-        return "data-v1"
-
-    def build_model(self, hparams):
-        model = super().build_model(hparams)
-        fit = model.on_fit_start
-
-        def on_fit_start():
-            with open(os.path.join(model.trainer.default_root_dir, "imported_from.txt"), "w") as f:
-                f.write(__file__)
-            fit()
-
-        model.on_fit_start = on_fit_start
-        return model
-'''
 FAST = ["--hp", "sleep_s=0", "--n_folds", "2", "--n_seeds", "1", "--max_epochs", "1", "--accelerator", "cpu",
         "--quiet"]  # fmt: skip
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
 def dirty_repo(root: Path) -> Path:
     """A git work tree with the task in src/labpkg, committed, then edited (uncommitted); data/ is ignored."""
-    (root / "src" / "labpkg").mkdir(parents=True)
-    (root / "src" / "labpkg" / "__init__.py").write_text("")
-    (root / "src" / "labpkg" / "task.py").write_text(TASK)
-    (root / ".gitignore").write_text("data/\n")
-    (root / "data").mkdir()
-    (root / "data" / "train.bin").write_bytes(b"\0" * 1000)
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "task")
+    code_tree(root, {"src/labpkg/__init__.py": "", "src/labpkg/task.py": PROBE_TASK, "data/train.bin": b"\0" * 1000},
+              gitignore="data/\n")  # fmt: skip
     (root / "src" / "labpkg" / "notes.py").write_text("# work in progress\n")  # untracked, not ignored: dirty
     return root
 
@@ -95,14 +61,14 @@ def test_a_cv_from_a_dirty_tree_records_its_code_and_a_resume_after_an_edit_uses
     assert [r["status"] for r in runs] == ["success", "success"]
     for r in runs:
         assert (r["code_commit"], r["code_dirty"], r["code_digest"]) == (head, True, key)
-        assert r["env_digest"] == environment.current().digest and r["data_digest"] == "data-v1"
+        assert r["env_digest"] == environment.current().digest and r["data_digest"] == DATA_DIGEST
         assert r["image_digest"] is None and re.fullmatch(r"[0-9a-f]{16}", r["code_digest"])
     snapshot = cv / "_code" / key / "src" / "labpkg" / "task.py"
     for run_dir in sorted(p.parent for p in cv.glob("*/run_result.json")):
         # the pool started while the CLI planned imported the snapshot as taken (a temporary copy, the same key)
         imported = (run_dir / "imported_from.txt").read_text()
         assert imported.endswith(f"/_code/{key}/src/labpkg/task.py") and not imported.startswith(str(repo))
-    assert snapshot.read_text() == TASK
+    assert snapshot.read_text() == PROBE_TASK
     table = pl.read_parquet(cv / "run_infos.parquet")
     assert table.get_column("code_commit").to_list() == [head, head]
     assert table.get_column("code_digest").to_list() == [key, key]
@@ -177,13 +143,7 @@ def test_a_retrain_trains_the_tunes_snapshot_and_says_what_changed(
     from nestling.plan.preflight import prepare
     from nestling.plan.store import write_plan
 
-    repo = tmp_path / "repo"
-    (repo / "src" / "labretrain").mkdir(parents=True)
-    (repo / "src" / "labretrain" / "__init__.py").write_text("")
-    (repo / "src" / "labretrain" / "task.py").write_text(TASK)
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "task")
+    repo = probe_tree(tmp_path / "repo", "labretrain")
     monkeypatch.syspath_prepend(str(repo / "src"))
     hp = tmp_path / "hp.toml"
     hp.write_text("[hyperparameters]\nvalue = [0.25, 0.75]\n")
@@ -216,8 +176,8 @@ def test_a_retrain_trains_the_tunes_snapshot_and_says_what_changed(
     key = code.manifest.key
     mine = final / "_code" / key / "src" / "labretrain" / "task.py"
     tuned = plan.root / "_code" / key / "src" / "labretrain" / "task.py"
-    assert mine.read_text() == TASK and mine.stat().st_ino == tuned.stat().st_ino  # linked, not copied
+    assert mine.read_text() == PROBE_TASK and mine.stat().st_ino == tuned.stat().st_ino  # linked, not copied
     (result,) = results(final)
     assert (result["status"], result["code_digest"], result["code_dirty"]) == ("success", key, False)
-    assert (result["data_digest"], result["hparams"]["value"]) == ("data-v1", 0.75)
+    assert (result["data_digest"], result["hparams"]["value"]) == (DATA_DIGEST, 0.75)
     assert Path(next(final.glob("*/imported_from.txt")).read_text()) == mine
