@@ -28,8 +28,9 @@ def test_a_delayed_array_runs_the_submitted_code_after_the_module_was_edited_to_
     repo = probe_tree(tmp_path / "repo", "labpkg")
     (repo / "src" / "labpkg" / "task.py").write_text(PROBE_TASK + "# tuned after the commit\n")  # submitted dirty
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), *sys.path]), "WANDB_MODE": "offline"}
-    blocker = subprocess.run(["sbatch", "--parsable", "--hold", "--job-name", "hold-prov", "--output", str(tmp_path / "hold.out"), "--wrap", "true"],
-                             capture_output=True, text=True, env=env, timeout=30, check=True).stdout.strip()  # fmt: skip
+    hold = ["sbatch", "--parsable", "--hold", "--job-name", "hold-prov", "--output", str(tmp_path / "hold.out"),
+            "--wrap", "true"]  # fmt: skip
+    blocker = subprocess.run(hold, capture_output=True, text=True, env=env, timeout=30, check=True).stdout.strip()
     try:
         done = subprocess.run(
             [sys.executable, "-m", "nestling.cli", "cv", "--task", "labpkg.task:Probe", "--hp", "sleep_s=0",
