@@ -19,7 +19,7 @@ from nestling.core.provenance.snapshot import (
     write_snapshot,
 )
 
-BUILTIN_REASON = "a task of nestling's own: its code is the installed nestling (nestling_version)"
+BUILTIN_REASON = "a built-in task: nestling's own code, see nestling_version"
 OPTED_OUT_REASON = "--snapshot_code false"
 
 
