@@ -82,8 +82,8 @@ def locate(task_spec: str, run: Run = subprocess.run) -> CodeSource | None:
     if work_root is None:
         files = _package_files(walk_root)
         return CodeSource(import_root, files, "", top, walk_root.relative_to(import_root).as_posix(), builtin=builtin)
-    commit = _git(work_root, run, "rev-parse", "--verify", "-q", "HEAD")
-    status = _git(work_root, run, "status", "--porcelain", "--untracked-files=normal")
+    commit = _git_output(work_root, run, "rev-parse", "--verify", "-q", "HEAD")
+    status = _git_output(work_root, run, "status", "--porcelain", "--untracked-files=normal")
     tracked = _git_paths(work_root, run, "ls-files", "-z", "--cached", "--recurse-submodules")
     untracked = _git_paths(work_root, run, "ls-files", "-z", "--others", "--exclude-standard")
     in_tree = sorted({p for p in (*tracked, *untracked) if _is_file(work_root / p)})
@@ -107,11 +107,11 @@ def locate(task_spec: str, run: Run = subprocess.run) -> CodeSource | None:
 def git_toplevel(directory: Path, run: Run = subprocess.run) -> Path | None:
     """The root of the git work tree holding `directory`; None outside git, without git, or when git refuses the
     repository (e.g. another user's, "dubious ownership")."""
-    out = _git(directory, run, "rev-parse", "--show-toplevel")
+    out = _git_output(directory, run, "rev-parse", "--show-toplevel")
     return Path(out.strip()).resolve() if out and out.strip() else None
 
 
-def _git(cwd: Path, run: Run, *args: str) -> str | None:
+def _git_output(cwd: Path, run: Run, *args: str) -> str | None:
     """git's stdout, or None when it failed or is missing."""
     try:
         done = run(["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
@@ -122,7 +122,7 @@ def _git(cwd: Path, run: Run, *args: str) -> str | None:
 
 
 def _git_paths(cwd: Path, run: Run, *args: str) -> list[str]:
-    out = _git(cwd, run, *args)
+    out = _git_output(cwd, run, *args)
     return [p for p in (out or "").split("\0") if p]
 
 
