@@ -10,6 +10,10 @@ rule as planning) and rescores with changed scoring options (--scoring_metric, -
 takes them, runs that succeeded are kept and rescored from the metrics they logged, the tables are recomputed);
 options --force cannot apply are refused even with it. Launch and container options may change freely (e.g.
 resume a local sweep on SLURM).
+
+The reruns import the task from the plan's code snapshot, whatever the tree holds now; --force takes the current
+code instead (a new snapshot in the plan's _code, shared when nothing changed). What changed since the plan (code,
+with the files named; environment; data) is reported either way, also when nothing is left to run.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nestling.commands.provenance import take_code
 from nestling.core.errors import UsageError
 from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.options.config import Config, config_from_dict
+from nestling.core.provenance.drift import drift
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
@@ -59,6 +65,8 @@ class Resumption:
     run_dirs: list[list[str]]  # per cv, the run dirs to run again; empty when every run succeeded
     changes: list[str]  # the option changes found (applied only with --force)
     n_pruned: int = 0  # runs that stay unrun: their trial was pruned
+    drift: list[str] = dataclasses.field(default_factory=list)  # what changed since the plan: code, env, data
+    code: str | None = None  # the code snapshot a forced resume took for its reruns (_code/{key})
 
     @property
     def total(self) -> int:
@@ -68,7 +76,8 @@ class Resumption:
     def record(self) -> dict[str, Any]:
         """The fields a resume adds to its launch.json entry."""
         forced = self.changes if self.config.launch.force else []
-        return {"resume": True, "rerun": self.total, "forced_changes": forced}
+        return {"resume": True, "rerun": self.total, "forced_changes": forced, "drift": self.drift,
+                **({"code": self.code} if self.code else {})}  # fmt: skip
 
 
 def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Resumption:
@@ -113,6 +122,13 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
     effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **given))
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
+    forced = config.launch.force
+    # (the current code is taken before the drift check imports the plan's snapshot to ask for the data digest)
+    code = take_code(effective, into=root) if forced and plan.provenance is not None else None
+    found = drift(plan.provenance, root, saved.data.task, forced=forced)
+    if code is not None and plan.provenance is not None:  # the reruns import the current code
+        plan = dataclasses.replace(plan, provenance=dataclasses.replace(plan.provenance, code=code.ref))
+        respecified = run_specs(plan, effective)
     todo = [run for run in plan.runs if result_state(run.dir) is not RunState.SUCCESS]
     n_pruned = 0
     if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
@@ -133,7 +149,8 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
         update_plan_options(plan.root, "cv", rescored)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes], n_pruned)
+    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes], n_pruned,
+                      found.lines, code.ref if code else None)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class RunSpec:
     score_epoch: str = "last"  # "best": the run's val metrics are those of its best checkpoint (--score_epoch)
     retrain: bool = False  # train on the split's train samples without validating; test the final weights
     trial: int | None = None  # adaptive search: hparams are completed from this trial's draw file at start
+    code: str | None = None  # the plan's code snapshot dir (_code/{key}) the task is imported from; None: as installed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
