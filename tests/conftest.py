@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import slurm_work as work
+from _pytest.nodeid import coerce_node_id
 from support import require
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +34,7 @@ def needs_slurm(item: pytest.Item) -> bool:
     return any(n in names for n in NEEDS_SLURM) or item.get_closest_marker("slurm_work") is not None
 
 
+@pytest.hookimpl(tryfirst=True)  # before any hook that reads the xdist_group markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Markers from the folder and from what a test needs (so no file can forget them); xdist groups: every test
     that needs the cluster in one group (one worker starts the SLURM work and checks it), every other test with
@@ -50,6 +52,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.container)
             item.add_marker(pytest.mark.xdist_group(item.path.relative_to(REPO).as_posix()))
     items.sort(key=lambda item: not needs_slurm(item))  # stable: otherwise in collection order
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_xdist_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """What pytest-xdist's loadgroup does in a worker, where it did not: xdist 3.8 renames `item._nodeid`, which
+    pytest 9 no longer reads (a node's id is `_id`), so no test had a group and `--dist loadgroup` spread every test
+    on its own (both workers started the SLURM work). The scheduler reads the group after the last `@`."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        group = next((m.args[0] for m in item.iter_markers("xdist_group") if m.args), None)
+        if group is not None and not item.nodeid.endswith(f"@{group}") and hasattr(item, "_id"):
+            item._id = coerce_node_id(f"{item.nodeid}@{group}")
 
 
 def _started_marker(state_dir: Path) -> Path:

@@ -157,9 +157,9 @@ def fold_values(root: Path) -> dict[int, dict[int, float]]:
         scores = []
         for run in sorted(cv.runs, key=lambda r: r.fold):
             result = read_result(run.dir)
-            if result is None or result["status"] != "success":
+            if result is None or result.status != "success":
                 break
-            scores.append(float(result["metrics"]["val/score"]))
+            scores.append(float(result.metrics["val/score"]))
         values[i] = {k: sum(scores[:k]) / k for k in range(1, len(scores) + 1)}
     return values
 

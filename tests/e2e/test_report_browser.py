@@ -227,7 +227,7 @@ def _numbers(labels: list[str]) -> list[float]:
     return out
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 def test_axes_and_legends_read_as_a_reader_expects(pages: dict[str, Path], tmp_path: Path) -> None:
     """Issue 21 #7, in the rendered SVG: the timeline's ticks are distinct times (it read `.500` on every tick), the
     uniform `value` is on a linear axis and the log `lr` axis has round labels that do not run together, the
