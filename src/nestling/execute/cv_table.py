@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +22,7 @@ import polars as pl
 
 from nestling.core.ml.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score_reason
 from nestling.core.tree import naming
-from nestling.core.tree.atomic import write_json
+from nestling.core.tree.atomic import temporary_file, write_json
 from nestling.plan.model import CvPlan
 from nestling.plan.store import load_plan
 
@@ -65,7 +64,7 @@ class CvSummary:
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)  # a cv none of whose runs started has no dir yet
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temporary_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")  # the umask's mode
     os.close(fd)
     try:
         df.write_parquet(tmp)
