@@ -32,7 +32,7 @@ from types import FrameType
 from typing import Any
 
 from nestling.core.containers.spec import ContainerSpec
-from nestling.core.host import jobenv
+from nestling.core.host import jobenv, worker_limits
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, memory_fraction
 from nestling.core.host.jobenv import JobEnvironment, save_in_progress
 from nestling.core.tree import array_claims as claims
@@ -57,11 +57,13 @@ class UnitRunner:
     def run(self, run_dirs: list[str]) -> list[str]:
         """The runs' statuses (success, failed, or skipped when a live attempt elsewhere holds the run)."""
         if self.container is None:
+            worker_limits.apply()  # this process trains: its threads follow --cpus_per_task before torch loads
             return [str(r.get("status")) for r in run_all(run_dirs)]
         if self.child is None:
+            env = worker_limits.for_worker(dict(os.environ), cpus=worker_limits.available_cpus())
             cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
-            cmd = self.container.wrap(cmd, environ=os.environ, interactive=True, job_task=True)
-            self.child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            cmd = self.container.wrap(cmd, environ=env, interactive=True, job_task=True)
+            self.child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write(json.dumps({"index": 0, "run_dirs": run_dirs}) + "\n")
         self.child.stdin.flush()
@@ -101,6 +103,7 @@ class PackedRunner:
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         env = {**os.environ, MEMORY_FRACTION_ENV: memory_fraction(self.k) or "1"}
+        worker_limits.for_worker(env, cpus=worker_limits.share(self.k))  # the task's CPUs split K ways
         cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
         if self.container is not None:
             cmd = self.container.wrap(cmd, environ=env, interactive=True, job_task=True)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from nestling.core.host import jobenv
+from nestling.core.host import jobenv, worker_limits
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
 from nestling.core.tree.run_result import read_result
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--describe", action="store_true",
                         help="with --preload: first send the task's planning half as one JSON line")
     args = parser.parse_args(argv)
+    worker_limits.apply()  # before torch loads: threads sized to this worker's CPUs, the launcher's umask
     _relay_preemption()
     if args.serve:
         # The local driver owns Ctrl-C: the terminal sends SIGINT to the whole process group, and a worker that

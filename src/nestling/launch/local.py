@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from nestling.core.host import jobenv
+from nestling.core.host import jobenv, worker_limits
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
 from nestling.core.tree import naming
 from nestling.core.tree.launch_record import LaunchRecord
@@ -191,8 +191,7 @@ class LocalLauncher(Launcher):
             fraction = memory_fraction(self.runs_per_gpu)
             if fraction is not None:
                 env[MEMORY_FRACTION_ENV] = fraction
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
-        env.setdefault("OMP_NUM_THREADS", str(threads))
+        worker_limits.for_worker(env, cpus=worker_limits.share(n_workers))  # its share of this machine's CPUs
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

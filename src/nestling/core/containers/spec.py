@@ -16,18 +16,19 @@ from nestling.core.containers.binds import auto_binds, task_data_dirs, worker_di
 from nestling.core.containers.options import OCI_RUNTIMES, ContainerOptions, parse_env, validate
 from nestling.core.containers.runtimes import IN_CONTAINER_ENV, resolve_runtime, wrap_command
 from nestling.core.errors import UsageError
+from nestling.core.host import worker_limits
 
 if TYPE_CHECKING:
     from nestling.core.options.config import Container as ContainerConfig
 
 # Host variables a containerised worker needs: SLURM's job/step description (Lightning's SLURMEnvironment, the
-# result record), the DDP rendezvous, wandb's mode and the thread count the launcher chose.
+# result record), the DDP rendezvous, wandb's mode, and its CPU budget, thread variables and umask (worker_limits).
 PASSTHROUGH_PREFIXES = (
     "SLURM",
     "MASTER_ADDR",
     "MASTER_PORT",
     "WANDB_MODE",
-    "OMP_NUM_THREADS",
+    *worker_limits.PASSTHROUGH,
     "PYTHONUNBUFFERED",
     "NESTLING_MEMORY_FRACTION",  # --runs_per_gpu: each packed worker's share of the GPU's memory
     "NESTLING_PINNED_GPUS",  # a serial worker pinned to --devices ids: execute/training.py renumbers them
