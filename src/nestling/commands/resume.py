@@ -3,11 +3,18 @@
 The saved plan is re-read (trials are never re-sampled); runs whose result is success are skipped; failed, missing
 and lost runs run again with the same run_name and run_id and the next attempt number (a failed result is kept as
 run_result.attempt-N.json). An adaptive tune (study.py) keeps its drawn and pruned trials: a lost trial reruns
-with its drawn configuration, trials never drawn are drawn when they start, with every result known. Options that define the plan must not change: an option given on the command line (or
-set away from its default) that differs from the saved plan is refused with a diff unless --force, which applies
-changed training/device options to the reruns (their RunSpecs derived again by plan/specs.py, through the same device
-rule as planning); options --force cannot apply are refused even with it. Launch and container options may
-change freely (e.g. resume a local sweep on SLURM).
+with its drawn configuration, trials never drawn are drawn when they start, with every result known.
+
+Every option is one of four kinds (docs/reliability.md, "What a resume takes from the plan"):
+- it defines the plan (PLAN_GROUPS): given now (on the command line or in a --config file) with another value than
+  the saved plan's, it is refused with a diff unless --force, which applies the training/device/wandb-mode options
+  of APPLIED_ON_FORCE to the reruns (their RunSpecs derived again by plan/specs.py, through the same device rule as
+  planning); the others are refused even with it;
+- it says where and how the reruns run (FROM_PLAN_UNLESS_GIVEN: launcher, SLURM resources, container): the saved
+  plan's, unless given now (e.g. resume a SLURM sweep locally with --launcher local); a resume typed on a login node
+  runs where the plan ran (issue 21 #1);
+- it belongs to this invocation (PER_INVOCATION: --dry_run, --wait, --detach, --quiet, --artifact_dir, ...);
+- it is ignored (IGNORED: --name, the resumed plan names itself).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.errors import UsageError
-from nestling.core.options.config import Config, config_from_dict, explicit_options
+from nestling.core.options.config import GROUPS, Config, config_from_dict, given_options, option_names
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
@@ -30,12 +37,18 @@ from nestling.plan.specs import run_specs
 from nestling.plan.store import load_plan, write_spec
 from nestling.read.run_states import run_states
 
-PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from
+PLAN_GROUPS = ("data", "training", "cv", "tune", "device", "logging")  # what the saved plan was made from
 APPLIED_ON_FORCE = {
     "training": ("max_epochs", "early_stopping_patience"),
     "device": ("accelerator", "strategy", "devices", "num_nodes"),
+    "logging": ("wandb_mode",),
 }
-IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force"), ("training", "hp")}  # --hp: as hparams
+FROM_PLAN_UNLESS_GIVEN = ("launch", "container")  # where and how the reruns run: as planned, unless given now
+PER_INVOCATION = {
+    ("launch", "dry_run"), ("launch", "detach"), ("launch", "wait"), ("launch", "resume"), ("launch", "force"),
+    ("logging", "quiet"), ("logging", "artifact_dir"),  # where the tree is now (it may have moved)
+}  # fmt: skip
+IGNORED = {("logging", "name"), ("training", "hp")}  # --hp: compared as hparams
 FROM_INVOCATION = {("tune", "retrain")}  # what happens after the plan: taken from this invocation when given
 
 
@@ -46,9 +59,10 @@ class Resumption:
 
     name: str
     root: Path
-    config: Config  # the saved plan's options, with this invocation's launch/container options (and forced ones)
+    config: Config  # the saved plan's options, with the launch/container options given now (and forced ones)
     run_dirs: list[list[str]]  # per cv, the run dirs to run again; empty when every run succeeded
     changes: list[str]  # the option changes found (applied only with --force)
+    overrides: tuple[str, ...] = ()  # launch/container options given now instead of the plan's
 
     @property
     def total(self) -> int:
@@ -58,7 +72,14 @@ class Resumption:
     def record(self) -> dict[str, Any]:
         """The fields a resume adds to its launch.json entry."""
         forced = self.changes if self.config.launch.force else []
-        return {"resume": True, "rerun": self.total, "forced_changes": forced}
+        return {"resume": True, "rerun": self.total, "forced_changes": forced, "launch_overrides": list(self.overrides)}
+
+    def where(self) -> str:
+        """One line for the console: which launcher runs the reruns, and why that one."""
+        launcher = self.config.launch.launcher
+        why = ", ".join(f"--{k}" for k in self.overrides) + " given" if self.overrides else "as planned"
+        image = f" in {self.config.container.container_image}" if self.config.container.container_image else ""
+        return f"resuming {self.name}: {self.total} run{'' if self.total == 1 else 's'} on --launcher {launcher}{image} ({why})"
 
 
 def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
@@ -76,7 +97,8 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
         )
     plan = load_plan(root)
     saved = config_from_dict(plan.options)
-    changes = changed_options(saved, config, explicit_options(argv))
+    given = given_options(argv)
+    changes = changed_options(saved, config, given)
     if changes and not config.launch.force:
         raise UsageError(
             f"{kind} {name!r} was planned with other options: {'; '.join(map(str, changes))}; drop them to resume "
@@ -89,28 +111,32 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
             f"(it applies {', '.join(f'--{k}' for keys in APPLIED_ON_FORCE.values() for k in keys)}); drop them "
             f"or start a new {kind}"
         )
-    effective = _effective(saved, config, changes)
-    given = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in explicit_options(argv)}
-    effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **given))
+    effective = _effective(saved, config, changes, given)
+    after = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in given}
+    effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **after))
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
     todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
+    dry_run = config.launch.dry_run  # says what a resume would run; changes nothing in the tree
     if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
 
         pruned = pruned_trials(plan.root)
         kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
         todo = [run for run in todo if run.dir.name not in kept]
-        forget_unwritten_draws(plan.root)
-        rerun = {run.dir.name for run in todo}
-        reopen(plan.root, {i for i, cv in enumerate(plan.cvs) if any(r.dir.name in rerun for r in cv.runs)})
-    for run in todo:
-        _archive_failed_result(run.dir)
-        attempt.remove_if_stale(run.dir)
-    if respecified:
-        _apply_forced(plan.root, respecified, todo)
+        if not dry_run:
+            forget_unwritten_draws(plan.root)
+            rerun = {run.dir.name for run in todo}
+            reopen(plan.root, {i for i, cv in enumerate(plan.cvs) if any(r.dir.name in rerun for r in cv.runs)})
+    if not dry_run:
+        for run in todo:
+            _archive_failed_result(run.dir)
+            attempt.remove_if_stale(run.dir)
+        if respecified:
+            _apply_forced(plan.root, respecified, todo)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes])
+    overrides = tuple(sorted(k for k in given if _group_of(k) in FROM_PLAN_UNLESS_GIVEN and not _per_invocation(k)))
+    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes], overrides)
 
 
 @dataclass(frozen=True)
@@ -137,9 +163,10 @@ def changed_options(saved: Config, current: Config, explicit: set[str] | None = 
     defaults = Config().to_dict()
     now, before = current.to_dict(), saved.to_dict()
     changes = []
+    skipped = IGNORED | FROM_INVOCATION | PER_INVOCATION
     for group in PLAN_GROUPS:
         for key, value in now[group].items():
-            if (group, key) in IGNORED | FROM_INVOCATION or (key not in explicit and value == defaults[group][key]):
+            if (group, key) in skipped or (key not in explicit and value == defaults[group][key]):
                 continue
             if value != before[group].get(key):
                 changes.append(Change(group, key, before[group].get(key), value))
@@ -149,20 +176,28 @@ def changed_options(saved: Config, current: Config, explicit: set[str] | None = 
     return changes
 
 
-def _effective(saved: Config, current: Config, forced: list[Change]) -> Config:
-    """The saved plan's options, with this invocation's launch/container options and the forced changes."""
-    device, training = saved.device, saved.training
-    device = dataclasses.replace(device, **{c.key: c.after for c in forced if c.group == "device"})
-    training = dataclasses.replace(training, **{c.key: c.after for c in forced if c.group == "training"})
-    logging = dataclasses.replace(saved.logging, quiet=current.logging.quiet)
-    return dataclasses.replace(
-        saved,
-        device=device,
-        training=training,
-        logging=logging,
-        launch=current.launch,
-        container=current.container,
-    )
+def _effective(saved: Config, current: Config, forced: list[Change], given: set[str]) -> Config:
+    """The saved plan's options, with the forced changes, the launch/container options given now, and this
+    invocation's own (PER_INVOCATION)."""
+
+    def merged(group: str) -> Any:
+        mine = {
+            f.name: getattr(getattr(current, group), f.name)
+            for f in dataclasses.fields(getattr(saved, group))
+            if (group, f.name) in PER_INVOCATION or (group in FROM_PLAN_UNLESS_GIVEN and f.name in given)
+        }
+        mine.update({c.key: c.after for c in forced if c.group == group})
+        return dataclasses.replace(getattr(saved, group), **mine)
+
+    return dataclasses.replace(saved, **{group: merged(group) for group in GROUPS})
+
+
+def _group_of(key: str) -> str:
+    return option_names()[key]
+
+
+def _per_invocation(key: str) -> bool:
+    return (_group_of(key), key) in PER_INVOCATION
 
 
 def _refuse_if_active(plan: Plan) -> None:

@@ -75,9 +75,12 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
     check_detach(config)
     if config.launch.resume:
         resumed = prepare_resume(kind, config, argv)
-        config = resumed.config
+        config = resumed.config  # the plan's launcher, resources and container unless given now
+        check_detach(config)
         if not resumed.total:
             print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
+            if config.launch.dry_run:
+                return Executed(0, kind)
             code = _finish(resumed.root, config.logging.quiet)
             code = then(kind, resumed.root, config, True, code) if then else code  # it ended
             return Executed(code, kind, resumed.name, resumed.root)
@@ -87,6 +90,12 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
         units = work_units(
             resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
         )
+        if config.launch.dry_run:  # what the resume would submit; prepare_resume changed nothing
+            print(resumed.where())
+            print(launcher.describe(resumed.root, units, f"{kind} {resumed.name}"))
+            return Executed(0, kind)
+        if not config.logging.quiet:
+            print(resumed.where())
         if config.launch.detach:
             code = detach(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record, then)
         else:
