@@ -41,6 +41,7 @@ from nestling.core.tree import naming
 from nestling.core.tree.atomic import read_json
 from nestling.core.tree.run_result import read_result
 from nestling.launch.factory import make_launcher
+from nestling.launch.local import discard_warm
 from nestling.plan.build import plan_retrain
 from nestling.plan.preflight import check_job_resources
 from nestling.plan.specs import run_specs
@@ -98,13 +99,16 @@ def retrain_main(argv: list[str]) -> int:
 def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) -> int:
     """`nestling tune --retrain`: retrain the best once the tune ended here (a detached SLURM tune submitted a
     retrain job after its collector instead, see launch/slurm/launcher.py)."""
-    if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
-        return code
     try:
-        code = retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
-    except UsageError as exc:  # e.g. no trial has a score: the tune itself ended, say why nothing was retrained
-        print(f"nestling: not retrained: {exc}", file=sys.stderr)
-        return 1
+        if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
+            return code
+        try:
+            code = retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
+        except UsageError as exc:  # e.g. no trial has a score: the tune itself ended, say why nothing was retrained
+            print(f"nestling: not retrained: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        discard_warm()  # the tune's workers, kept for this retrain (launch/local.py)
     if not config.logging.quiet:
         print(closing_line(root))
     return code

@@ -4,7 +4,8 @@ Two modes:
   python -m nestling.worker RUN_DIR...   run these runs in series, then exit (SLURM array tasks, containers)
   python -m nestling.worker --serve [--preload TASK [--describe]]
                                          read work units as JSON lines on stdin; after each run write a JSON line
-                                         {"run_dir", "status"} and after each unit {"unit_done": index} on stdout.
+                                         {"run_dir", "status"} and after each unit {"unit_done": index} on stdout;
+                                         {"log": PATH} moves the worker's output to PATH, then it says {"ready"}.
 In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol. With --preload
 the worker imports torch, Lightning and the task's module before it says {"ready"}: a pool started while the CLI
 plans pays that import at the same time as the CLI, not after it; with --describe it first sends the task's planning
@@ -87,6 +88,11 @@ def serve(preload: str | None = None, describe: bool = False) -> None:
         if not line.strip():
             continue
         unit = json.loads(line)
+        if "log" in unit:  # kept warm by one launch, taken by the next (launch/local.py): write to its log now
+            _redirect_output(unit["log"])
+            reply.write(json.dumps({"ready": os.getpid()}) + "\n")
+            reply.flush()
+            continue
         run_dirs(unit["run_dirs"], reply=reply)
         reply.write(json.dumps({"unit_done": unit["index"]}) + "\n")
         reply.flush()
@@ -95,6 +101,16 @@ def serve(preload: str | None = None, describe: bool = False) -> None:
     sys.stderr.flush()
     if "torch" in sys.modules:
         os._exit(0)
+
+
+def _redirect_output(path: str) -> None:
+    """Send this worker's stdout and stderr (the training's output, never the protocol) to another log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(fd, sys.stderr.fileno())
+    os.dup2(fd, sys.stdout.fileno())
+    os.close(fd)
 
 
 def _relay_preemption() -> None:
