@@ -66,6 +66,8 @@ def test_local_workers_size_their_threads_and_keep_the_umask(tmp_path: Path) -> 
                        "--artifact_dir", str(tmp_path), "--name", "limits", OPENBLAS_NUM_THREADS="7")  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     cv = tmp_path / "_cross_validations" / "limits"
+    with umask(0o027):
+        assert run_cli("report", str(cv)).returncode == 0  # and the PNGs
     share = worker_limits.share(2)
     for seen in probes(cv):
         assert seen["threads"] == share

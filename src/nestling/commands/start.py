@@ -291,9 +291,12 @@ def _finish(root: Path, quiet: bool) -> int:
 
 
 def _write_report(root: Path, collected: Collected, quiet: bool) -> None:
-    """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan."""
+    """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan.
+
+    The page only: its figures export themselves, and rendering PNGs took most of a report's time (issue 21);
+    `nestling report DIR` writes them for slides."""
     try:
-        path = write_report(root, collected)
+        path = write_report(root, collected, png=False)
     except Exception as exc:  # a plotting bug or a full disk must not turn a finished tune into a failure
         print(f"nestling: report not written ({type(exc).__name__}: {exc}); retry with nestling report {root}",
               file=sys.stderr)  # fmt: skip

@@ -28,7 +28,8 @@ else:
 
 
 def write_report(target: Path, collected: Collected | None = None, png: bool = True) -> Path:
-    """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and its PNGs.
+    """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and, with `png`, its PNGs
+    (most of the time; without them the PNGs of an earlier report are removed, as they would no longer match).
 
     `collected` saves reading the results again when the caller just collected the same plan."""
 
@@ -37,11 +38,10 @@ def write_report(target: Path, collected: Collected | None = None, png: bool = T
     if collected is None or collected.plan.root.resolve() != root:
         collected = collect.collect(root, write=False)
     page = build_page(target, collected)
-    text = render(page, javascript_bundle())
+    text = render(page, javascript_bundle(), pngs=png)
     out = naming.report_file(target)
     write_if_changed(out, text.encode())
-    if png:
-        write_pngs(target, page.figures)
+    write_pngs(target, page.figures if png else [])
     return out
 
 
