@@ -32,6 +32,7 @@ from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.run_result import read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
+from nestling.launch.base import plural
 from nestling.plan.model import Plan, PlannedRun
 from nestling.plan.specs import run_specs
 from nestling.plan.store import load_plan, write_spec
@@ -72,14 +73,15 @@ class Resumption:
     def record(self) -> dict[str, Any]:
         """The fields a resume adds to its launch.json entry."""
         forced = self.changes if self.config.launch.force else []
-        return {"resume": True, "rerun": self.total, "forced_changes": forced, "launch_overrides": list(self.overrides)}
+        overrides = list(self.overrides)
+        return {"resume": True, "rerun": self.total, "forced_changes": forced, "launch_overrides": overrides}
 
     def where(self) -> str:
         """One line for the console: which launcher runs the reruns, and why that one."""
         launcher = self.config.launch.launcher
         why = ", ".join(f"--{k}" for k in self.overrides) + " given" if self.overrides else "as planned"
         image = f" in {self.config.container.container_image}" if self.config.container.container_image else ""
-        return f"resuming {self.name}: {self.total} run{'' if self.total == 1 else 's'} on --launcher {launcher}{image} ({why})"
+        return f"resuming {self.name}: {plural(self.total, 'run')} on --launcher {launcher}{image} ({why})"
 
 
 def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
