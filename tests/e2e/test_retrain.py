@@ -82,6 +82,11 @@ def test_retrain_trains_the_best_on_train_and_val_and_tests_it(tune: Path) -> No
     tune_plan = json.loads((tune / naming.PLAN).read_text())
     best = next(cv["cv_name"] for cv in tune_plan["cvs"] if cv["hparams"]["value"] == 0.7)
     assert f"retrain t-final: {best} (by score, score 0.7)" in proc.stdout
+    # the tune's report is written again with the retrain (issue 21 #4); the retrain's runs have a page of their own
+    assert f"report: {tune / naming.REPORT}" in proc.stdout
+    page = (tune / naming.REPORT).read_text()
+    assert "Retrain: test metrics" in page and f"Trial {best} retrained" in page and "test score 0.7" in page
+    assert "t-final/report.html" in page and (final / naming.REPORT).is_file()
 
 
 def test_retrain_again_resumes_without_rerunning(tune: Path) -> None:
@@ -125,6 +130,8 @@ def test_tune_with_retrain_chains_it_on_the_local_pool(tmp_path: Path) -> None:
     assert retrained["worker_startup_s"] is None
     assert "run ch-final-run-f0s42 attempt 1" in (final / "_workers" / "worker-0.log").read_text()  # its own log
     assert "ch-final" not in (tune / "_workers" / "worker-0.log").read_text()
+    page = (tune / naming.REPORT).read_text()  # written after the retrain, so it shows it (issue 21 #4)
+    assert "Retrain: test metrics" in page and "for 1 epoch with 1 seed" in page
 
 
 def test_tune_with_retrain_but_no_test_split_is_refused_before_anything_is_written(tmp_path: Path) -> None:

@@ -9,33 +9,42 @@ Every option is one of four kinds (docs/reliability.md, "What a resume takes fro
 - it defines the plan (PLAN_GROUPS): given now (on the command line or in a --config file) with another value than
   the saved plan's, it is refused with a diff unless --force, which applies the training/device/wandb-mode options
   of APPLIED_ON_FORCE to the reruns (their RunSpecs derived again by plan/specs.py, through the same device rule as
-  planning); the others are refused even with it;
+  planning) and rescores with changed scoring options (--scoring_metric, --multi_score_strategy: plan.json takes
+  them, runs that succeeded are kept and rescored from the metrics they logged, the tables are recomputed); the
+  others are refused even with it;
 - it says where and how the reruns run (FROM_PLAN_UNLESS_GIVEN: launcher, SLURM resources, container): the saved
   plan's, unless given now (e.g. resume a SLURM sweep locally with --launcher local); a resume typed on a login node
   runs where the plan ran (issue 21 #1);
-- it belongs to this invocation (PER_INVOCATION: --dry_run, --wait, --detach, --quiet, --artifact_dir, ...);
+- it belongs to this invocation (PER_INVOCATION: --dry_run, --wait, --detach, --quiet, --artifact_dir, ...), or is
+  taken from it when given (FROM_INVOCATION: --retrain, --keep_checkpoints, a storage policy);
 - it is ignored (IGNORED: --name, the resumed plan names itself).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nestling.core.errors import UsageError
-from nestling.core.options.config import GROUPS, Config, config_from_dict, given_options, option_names
+from nestling.core.ml.scoring import parse_scoring_metrics
+from nestling.core.options.config import GROUPS, Config, config_from_dict, option_names
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.launch_record import read_launches
+from nestling.core.tree.run_result import archive_result, read_result, result_state
 from nestling.core.tree.run_spec import RunSpec
+from nestling.core.tree.run_state import RunState
 from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
 from nestling.launch.base import plural
 from nestling.plan.model import Plan, PlannedRun
+from nestling.plan.settings import checkpoints_to_keep
 from nestling.plan.specs import run_specs
-from nestling.plan.store import load_plan, write_spec
+from nestling.plan.store import load_plan, update_plan_options, write_spec
 from nestling.read.run_states import run_states
 
 PLAN_GROUPS = ("data", "training", "cv", "tune", "device", "logging")  # what the saved plan was made from
@@ -43,6 +52,7 @@ APPLIED_ON_FORCE = {
     "training": ("max_epochs", "early_stopping_patience"),
     "device": ("accelerator", "strategy", "devices", "num_nodes"),
     "logging": ("wandb_mode",),
+    "cv": ("scoring_metric", "multi_score_strategy"),  # rescoring: the tables are recomputed, nothing retrained
 }
 FROM_PLAN_UNLESS_GIVEN = ("launch", "container")  # where and how the reruns run: as planned, unless given now
 PER_INVOCATION = {
@@ -50,12 +60,14 @@ PER_INVOCATION = {
     ("logging", "quiet"), ("logging", "artifact_dir"),  # where the tree is now (it may have moved)
 }  # fmt: skip
 IGNORED = {("logging", "name"), ("training", "hp")}  # --hp: compared as hparams
-FROM_INVOCATION = {("tune", "retrain")}  # what happens after the plan: taken from this invocation when given
+FROM_INVOCATION = {  # taken from this invocation when given: what happens after the plan, a storage policy
+    ("tune", "retrain"), ("logging", "keep_checkpoints"),
+}
 
 
 @dataclass(frozen=True)
 class Resumption:
-    """What a resume hands back to `commands.execute_plan`: the runs to redo (grouped per cv, as planned), the
+    """What a resume hands back to `start.resume_plan`: the runs to redo (grouped per cv, as planned), the
     configuration to launch them with, and what changed since planning (recorded in launch.json)."""
 
     name: str
@@ -64,6 +76,7 @@ class Resumption:
     run_dirs: list[list[str]]  # per cv, the run dirs to run again; empty when every run succeeded
     changes: list[str]  # the option changes found (applied only with --force)
     overrides: tuple[str, ...] = ()  # launch/container options given now instead of the plan's
+    n_pruned: int = 0  # runs that stay unrun: their trial was pruned
 
     @property
     def total(self) -> int:
@@ -84,9 +97,10 @@ class Resumption:
         return f"resuming {self.name}: {plural(self.total, 'run')} on --launcher {launcher}{image} ({why})"
 
 
-def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
+def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Resumption:
     """Check the saved plan against this invocation and make the tree ready for the reruns (failed results
-    archived, stale locks removed, forced changes written into the rerun specs); launching is the caller's."""
+    archived, stale locks removed, forced changes written into the rerun specs); launching is the caller's.
+    `explicit`: the options given in this invocation (config.given_options: its command line and --config keys)."""
     name = naming.validate_name(config.launch.resume or "", "--resume name")
     if kind == "run":
         raise UsageError(
@@ -99,8 +113,7 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
         )
     plan = load_plan(root)
     saved = config_from_dict(plan.options)
-    given = given_options(argv)
-    changes = changed_options(saved, config, given)
+    changes = changed_options(saved, config, explicit)
     if changes and not config.launch.force:
         raise UsageError(
             f"{kind} {name!r} was planned with other options: {'; '.join(map(str, changes))}; drop them to resume "
@@ -113,17 +126,23 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
             f"(it applies {', '.join(f'--{k}' for keys in APPLIED_ON_FORCE.values() for k in keys)}); drop them "
             f"or start a new {kind}"
         )
-    effective = _effective(saved, config, changes, given)
-    after = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in given}
-    effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **after))
+    effective = _effective(saved, config, changes, explicit)
+    rescored = {c.key: c.after for c in changes if c.group == "cv"}
+    if rescored:
+        _check_rescoring(plan, effective)
+    if "keep_checkpoints" in explicit:  # a storage policy, not the plan: a bad value exits 2 before anything changes
+        checkpoints_to_keep(config.logging.keep_checkpoints)
+    effective = _taken_from_invocation(effective, config, explicit)
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
-    todo = [run for run in plan.runs if (read_result(run.dir) or {}).get("status") != "success"]
+    todo = [run for run in plan.runs if result_state(run.dir) is not RunState.SUCCESS]
+    n_pruned = 0
     dry_run = config.launch.dry_run  # says what a resume would run; changes nothing in the tree
     if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
 
         pruned = pruned_trials(plan.root)
         kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
+        n_pruned = sum(run.dir.name in kept for run in todo)  # stay unrun
         todo = [run for run in todo if run.dir.name not in kept]
         if not dry_run:
             forget_unwritten_draws(plan.root)
@@ -135,10 +154,16 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
             attempt.remove_if_stale(run.dir)
         if respecified:
             _apply_forced(plan.root, respecified, todo)
+        if rescored:  # the scoring the collector, the study and a retrain read
+            update_plan_options(plan.root, "cv", rescored)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    overrides = tuple(sorted(k for k in given if _group_of(k) in FROM_PLAN_UNLESS_GIVEN and not _per_invocation(k)))
-    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes], overrides)
+    overrides = tuple(
+        sorted(k for k in explicit if _group_of(k) in FROM_PLAN_UNLESS_GIVEN and not _per_invocation(k))
+    )
+    return Resumption(
+        name, root, effective, per_cv if todo else [], [str(c) for c in changes], overrides, n_pruned
+    )
 
 
 @dataclass(frozen=True)
@@ -158,10 +183,9 @@ class Change:
         return f"{flag} {self.before!r} -> {self.after!r}"
 
 
-def changed_options(saved: Config, current: Config, explicit: set[str] | None = None) -> list[Change]:
+def changed_options(saved: Config, current: Config, explicit: AbstractSet[str] = frozenset()) -> list[Change]:
     """Options set in this invocation (given on the command line, or differing from the defaults, e.g. from a
     config file) whose value differs from the saved plan's."""
-    explicit = explicit or set()
     defaults = Config().to_dict()
     now, before = current.to_dict(), saved.to_dict()
     changes = []
@@ -178,7 +202,7 @@ def changed_options(saved: Config, current: Config, explicit: set[str] | None = 
     return changes
 
 
-def _effective(saved: Config, current: Config, forced: list[Change], given: set[str]) -> Config:
+def _effective(saved: Config, current: Config, forced: list[Change], given: AbstractSet[str]) -> Config:
     """The saved plan's options, with the forced changes, the launch/container options given now, and this
     invocation's own (PER_INVOCATION)."""
 
@@ -194,6 +218,17 @@ def _effective(saved: Config, current: Config, forced: list[Change], given: set[
     return dataclasses.replace(saved, **{group: merged(group) for group in GROUPS})
 
 
+def _taken_from_invocation(effective: Config, current: Config, given: AbstractSet[str]) -> Config:
+    """FROM_INVOCATION options given now replace the plan's (what happens after the plan, how much it keeps)."""
+    for group, key in FROM_INVOCATION:
+        if key in given:
+            value = getattr(getattr(current, group), key)
+            effective = dataclasses.replace(
+                effective, **{group: dataclasses.replace(getattr(effective, group), **{key: value})}
+            )
+    return effective
+
+
 def _group_of(key: str) -> str:
     return option_names()[key]
 
@@ -202,11 +237,28 @@ def _per_invocation(key: str) -> bool:
     return (_group_of(key), key) in PER_INVOCATION
 
 
+def _check_rescoring(plan: Plan, effective: Config) -> None:
+    """A resume that scores on other metrics keeps every run that succeeded, rescored from the metrics it logged:
+    refuse metrics none of them logged (while none succeeded yet, the reruns will tell)."""
+    scoring = parse_scoring_metrics(effective.cv.scoring_metric)
+    logged: set[str] = set()
+    for run in plan.runs:
+        result = read_result(run.dir)
+        if result is not None and result.status is RunState.SUCCESS:
+            logged.update(result.metrics)
+    missing = [m.name for m in scoring if m.name not in logged]
+    if logged and missing:
+        raise UsageError(
+            f"--scoring_metric {' '.join(effective.cv.scoring_metric)}: no finished run of {plan.name!r} logged "
+            f"{', '.join(missing)}; they logged {', '.join(sorted(logged))}"
+        )
+
+
 def _refuse_if_active(plan: Plan) -> None:
     """A run dir is never shared by two live attempts: refuse while any run of the plan is running or queued, or
     while a detached supervisor (--detach) runs the plan."""
 
-    supervisor = supervision.alive(plan.root)
+    supervisor = supervision.live_supervisor(plan.root)
     if supervisor is not None:
         raise UsageError(
             f"{plan.kind} {plan.name!r} is run by a detached supervisor ({supervisor.describe()}); follow it with "
@@ -214,10 +266,10 @@ def _refuse_if_active(plan: Plan) -> None:
         )
     # Without launch.json (a local driver killed mid-sweep) every unfinished run reads "pending", so only a live
     # attempt lock ("running") counts; with one, queued SLURM tasks count too.
-    launches_exist = (plan.root / naming.LAUNCH).exists()
+    launches_exist = bool(read_launches(plan.root))  # (a launch.json that cannot be read holds none)
     active = [
         s for s in run_states(plan)
-        if s.state == "running" or (s.state in ("pending", "blocked") and launches_exist)
+        if s.state is RunState.RUNNING or (s.state.is_queued() and launches_exist)
     ]
     if active:
         jobs = sorted({s.job.split("_")[0] for s in active if s.job})
@@ -230,11 +282,12 @@ def _refuse_if_active(plan: Plan) -> None:
 
 def _archive_failed_result(run_dir: Path) -> None:
     result = read_result(run_dir)
-    if result is None:
+    if result is not None:
+        archive_result(run_dir, result)
         return
     paths = naming.RunPaths(run_dir)
-    attempt = result.get("attempt") or 1
-    paths.result.rename(paths.dir / f"run_result.attempt-{attempt}.json")
+    if paths.result.exists():  # no reader could parse it (named on stderr): kept aside, the run runs again
+        os.replace(paths.result, paths.unreadable_result)
 
 
 def _apply_forced(root: Path, respecified: list[RunSpec], todo: list[PlannedRun]) -> None:

@@ -17,54 +17,65 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from nestling.core.containers.spec import in_container
 from nestling.core.host import jobenv, worker_limits
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
-from nestling.core.tree.run_result import read_result
-from nestling.execute.run_attempt import execute
-from nestling.execute.search import study, trials
+from nestling.core.tree.run_result import result_state
+from nestling.core.tree.run_state import RunState
+from nestling.execute import retry
+from nestling.execute.search import study
 from nestling.execute.startup import describe_task, quiet_lightning
 from nestling.execute.startup import preload as preload_imports
-from nestling.plan.store import load_spec
 
 if TYPE_CHECKING:
-    from nestling.execute import cv_table
+    from nestling.execute import checkpoint_keeping, cv_table
 else:
+    checkpoint_keeping = lazy_module("nestling.execute.checkpoint_keeping")
     cv_table = lazy_module("nestling.execute.cv_table")
 
-SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
-NOT_STARTED = "not started"  # the reply for a run fail-fast held back (see failfast.py)
-PRUNED = trials.PRUNED  # the reply for a run whose trial was stopped after an earlier fold (see study.py)
+# A serial worker exits 0 when any of its runs ended in one of these: nothing of it is left for this process to do.
+WORKER_OK = frozenset({RunState.SUCCESS, RunState.SKIPPED, RunState.NOT_STARTED, RunState.PRUNED})
 
 
-def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:
+def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[RunState]:
+    """Run these runs in series; the state of each: its result's, or SKIPPED (another live attempt holds it),
+    NOT_STARTED (fail-fast, a full file system or a broken node held it back), PRUNED (its trial was stopped after an
+    earlier fold, see study.py). A failed attempt is retried by its failure class (retry.py); the reply names it."""
     quiet_lightning()
-    results = []
+    states = []
     for d in dirs:
-        result = read_result(Path(d)) if skip_done else None
-        if result is None or result.get("status") != "success":  # finished work is never done twice
+        state = result_state(d) if skip_done else None
+        failure = None
+        if state is not RunState.SUCCESS:  # finished work is never done twice
             root = failfast.plan_root(Path(d))
-            if root is not None and failfast.stopped(root) is not None:  # a systematic error: start no more
-                result = {"run_dir": d, "status": NOT_STARTED}
+            # a systematic error or a full file system: start no more; a broken node: the runs go elsewhere
+            if (root is not None and failfast.stopped(root) is not None) or retry.held_back(root):
+                state = RunState.NOT_STARTED
+            elif skip_done and (kept := retry.kept_failure(Path(d), root)) is not None:  # not to be retried here
+                state = kept
             elif not study.before_run(Path(d), root):  # draws an adaptive trial's configuration first
-                result = {"run_dir": d, "status": PRUNED}
+                state = RunState.PRUNED
             else:
-                result = execute(load_spec(Path(d)))
+                attempted = retry.run_with_retries(Path(d), root)
+                # no result: a live attempt elsewhere holds this run (it writes the result), or no room to write it
+                state, failure, result = attempted.state, attempted.failure_class, attempted.result
                 if result is not None and root is not None:
-                    failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
-                if result is not None and root is not None and result.get("status") in ("success", "failed"):
-                    _collect_if_cv_done(root, Path(d))
-        if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
-            result = {"run_dir": d, "status": SKIPPED}
-        results.append(result)
+                    if failure is None or not failure.is_retryable():  # a retried failure is no systematic error
+                        failfast.record(root, result.run_id, result.status, result.error)
+                    if result.status.is_recorded():
+                        _collect_if_cv_done(root, Path(d))
+        states.append(state)
         if reply is not None:
-            reply.write(json.dumps({"run_dir": d, "status": result.get("status")}) + "\n")
+            extra = {"failure_class": failure} if failure else {}
+            reply.write(json.dumps({"run_dir": d, "status": state, **extra}) + "\n")
             reply.flush()
-    return results
+    return states
 
 
 def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
@@ -72,6 +83,7 @@ def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
     large tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not."""
 
     cv_table.collect_finished_cv(root, run_dir)
+    checkpoint_keeping.trial_finished(root, run_dir)  # --keep_checkpoints: a finished trial is ranked now
 
 
 def serve(preload: str | None = None, describe: bool = False) -> None:
@@ -114,14 +126,11 @@ def _redirect_output(path: str) -> None:
 
 
 def _relay_preemption() -> None:
-    """In a container the array task forwards SLURM's signal here: save the run in progress, then stop."""
-    import signal
-
-    def handler(signum: int, frame: Any) -> None:
-        jobenv.save_in_progress()
-        os._exit(jobenv.EXIT_REQUEUED)
-
-    signal.signal(jobenv.PREEMPT_SIGNAL, handler)
+    """On the preemption signal (SLURM's, the one the array task or the local driver forwards): save the run in
+    progress, then stop (jobenv.stop_on). In an image SIGTERM (scancel, the kill of a requeue) takes the same
+    path: the host task ignores it, and the worker would otherwise die mid-save."""
+    signals = [jobenv.PREEMPT_SIGNAL, *([signal.SIGTERM] if in_container() else [])]
+    jobenv.stop_on(signals)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,11 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         # The local driver owns Ctrl-C: the terminal sends SIGINT to the whole process group, and a worker that
         # died of it would lose its run. The driver answers it with the preemption signal (save, then exit).
-        import signal
-
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         serve(args.preload, describe=args.describe)
         return 0
-    results = run_dirs(args.run_dirs)
-    return 0 if any(r.get("status") in ("success", SKIPPED, NOT_STARTED, PRUNED) for r in results) or not results else 1
+    states = run_dirs(args.run_dirs)
+    return 0 if any(state in WORKER_OK for state in states) or not states else 1
+
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from nestling.core.tree.run_state import RunState
+
 
 class RunProgress:
     """Counts finished runs by status; usable as a context manager around a launch."""
@@ -37,7 +39,7 @@ class RunProgress:
         if self._progress is not None:
             self._progress.stop()
 
-    def run_done(self, run_dir: str, status: str) -> None:
+    def run_done(self, run_dir: str, status: RunState) -> None:
         self.counts[status] += 1
         if self._progress is not None:
             counts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))

@@ -19,7 +19,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.ml.task import Split
-from nestling.tasks.sleep import N_SAMPLES, SleepTask, _datamodule
+from nestling.tasks.sleep import N_SAMPLES, SleepTask, _datamodule, _module
 from nestling.tasks.synthetic import resolve_hparams
 
 if TYPE_CHECKING:
@@ -65,48 +65,15 @@ class BowlTask(SleepTask):
         return ["val/score"]
 
     def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
-        return _module(resolve_hparams(self.default_hparams(), hparams, "bowl"))
+        return _module(resolve_hparams(self.default_hparams(), hparams, "bowl"), _log_score)
 
     def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
         return _datamodule(split, "")
 
 
-def _module(hp: dict[str, Any]) -> lightning.LightningModule:
-    import time
-
-    import lightning
-    import torch
-    from torch import nn
-
-    class BowlModule(lightning.LightningModule):
-        def __init__(self, hparams: dict[str, Any]) -> None:
-            super().__init__()
-            self.save_hyperparameters(dict(hparams))
-            self.linear = nn.Linear(1, 1)
-            self.seed = torch.initial_seed()  # the run's seed: nestling seeds everything before building
-
-        def on_train_epoch_start(self) -> None:
-            time.sleep(float(self.hparams["sleep_s"]))
-
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            loss = nn.functional.mse_loss(self.linear(x), y)
-            self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
-            return loss
-
-        def _score(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
-            x, _ = batch
-            fold = int(round(float(x.min()) * N_SAMPLES))  # the fold, named by its first validation sample
-            value = observed(dict(self.hparams), fold, self.seed)
-            self.log(f"{prefix}/score", value, on_step=False, on_epoch=True, batch_size=len(x))
-
-        def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-            self._score(batch, "val")
-
-        def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-            self._score(batch, "test")
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=float(self.hparams["lr"]))
-
-    return BowlModule(hp)
+def _log_score(module: Any, batch: tuple[Any, Any], prefix: str) -> None:
+    """`observed` for this run's fold (named by its first validation sample) and seed, as `{prefix}/score`."""
+    x, _ = batch
+    fold = int(round(float(x.min()) * N_SAMPLES))
+    value = observed(dict(module.hparams), fold, module.seed)
+    module.log(f"{prefix}/score", value, on_step=False, on_epoch=True, batch_size=len(x))

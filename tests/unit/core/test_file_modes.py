@@ -44,7 +44,7 @@ def test_every_writer_honours_the_umask(umask: int, tmp_path: Path) -> None:
     run = RunPaths(tmp_path / "run")
     run.dir.mkdir()
     assert attempt_lock.acquire(run, "this-host")
-    assert supervisor_pid.claim(tmp_path)
+    assert supervisor_pid.claim_supervision(tmp_path)
     launch = ArrayLaunchPaths(atomic.unique_dir(tmp_path, prefix="launch-"))
     assert array_claims.claim(launch, 0, "123_0")
     written = [p for p in tmp_path.rglob("*") if p.is_file()]

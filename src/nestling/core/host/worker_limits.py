@@ -32,7 +32,7 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",  # Apple Accelerate
     "NUMEXPR_NUM_THREADS",
 )
-PASSTHROUGH = (CPUS_ENV, UMASK_ENV, *THREAD_VARIABLES)  # what a containerised worker takes from its launcher
+WORKER_VARIABLES = (CPUS_ENV, UMASK_ENV, *THREAD_VARIABLES)  # what a containerised worker takes from its launcher
 
 
 def _positive(value: str | None) -> int | None:
