@@ -18,6 +18,10 @@ Every option is one of four kinds (docs/reliability.md, "What a resume takes fro
 - it belongs to this invocation (PER_INVOCATION: --dry_run, --wait, --detach, --quiet, --artifact_dir, ...), or is
   taken from it when given (FROM_INVOCATION: --retrain, --keep_checkpoints, a storage policy);
 - it is ignored (IGNORED: --name, the resumed plan names itself).
+
+The reruns import the task from the plan's code snapshot, whatever the tree holds now; --force takes the current
+code instead (a new snapshot in the plan's _code, shared when nothing changed). What changed since the plan (code,
+with the files named; environment; data) is reported either way, also when nothing is left to run.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nestling.commands.provenance import take_code
 from nestling.core.errors import UsageError
 from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.options.config import GROUPS, Config, config_from_dict, option_names
+from nestling.core.provenance.drift import drift
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
@@ -77,6 +83,8 @@ class Resumption:
     changes: list[str]  # the option changes found (applied only with --force)
     overrides: tuple[str, ...] = ()  # launch/container options given now instead of the plan's
     n_pruned: int = 0  # runs that stay unrun: their trial was pruned
+    drift: list[str] = dataclasses.field(default_factory=list)  # what changed since the plan: code, env, data
+    code: str | None = None  # the code snapshot a forced resume took for its reruns (_code/{key})
 
     @property
     def total(self) -> int:
@@ -86,8 +94,8 @@ class Resumption:
     def record(self) -> dict[str, Any]:
         """The fields a resume adds to its launch.json entry."""
         forced = self.changes if self.config.launch.force else []
-        overrides = list(self.overrides)
-        return {"resume": True, "rerun": self.total, "forced_changes": forced, "launch_overrides": overrides}
+        return {"resume": True, "rerun": self.total, "forced_changes": forced, "launch_overrides": list(self.overrides),
+                "drift": self.drift, **({"code": self.code} if self.code else {})}  # fmt: skip
 
     def where(self) -> str:
         """One line for the console: which launcher runs the reruns, and why that one."""
@@ -135,9 +143,16 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
     effective = _taken_from_invocation(effective, config, explicit)
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
+    forced = config.launch.force
+    dry_run = config.launch.dry_run  # says what a resume would run; changes nothing in the tree
+    # (the current code is taken before the drift check imports the plan's snapshot to ask for the data digest)
+    code = take_code(effective, into=root) if forced and plan.provenance is not None and not dry_run else None
+    found = drift(plan.provenance, root, saved.data.task, forced=forced)
+    if code is not None and plan.provenance is not None:  # the reruns import the current code
+        plan = dataclasses.replace(plan, provenance=dataclasses.replace(plan.provenance, code=code.ref))
+        respecified = run_specs(plan, effective)
     todo = [run for run in plan.runs if result_state(run.dir) is not RunState.SUCCESS]
     n_pruned = 0
-    dry_run = config.launch.dry_run  # says what a resume would run; changes nothing in the tree
     if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
 
         pruned = pruned_trials(plan.root)
@@ -161,9 +176,8 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
     overrides = tuple(
         sorted(k for k in explicit if _group_of(k) in FROM_PLAN_UNLESS_GIVEN and not _per_invocation(k))
     )
-    return Resumption(
-        name, root, effective, per_cv if todo else [], [str(c) for c in changes], overrides, n_pruned
-    )
+    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes], overrides=overrides,
+                      n_pruned=n_pruned, drift=found.lines, code=code.ref if code else None)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from nestling.core.host import jobenv
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.ml.scoring import parse_scoring_metrics
-from nestling.core.ml.task import Split, Task, load_task
+from nestling.core.ml.task import Split, Task
+from nestling.core.provenance.imports import load_task_from
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import LOGS, RunPaths
 from nestling.core.tree.run_spec import RunSpec
@@ -33,8 +34,9 @@ log = logging.getLogger("nestling.run")
 
 
 @lru_cache(maxsize=8)
-def cached_task(spec: str) -> Task:
-    return load_task(spec)
+def cached_task(spec: str, code: str | None = None) -> Task:
+    """The task, loaded once per process; imported from the plan's code snapshot `code` (a _code/{key} dir)."""
+    return load_task_from(spec, code)
 
 
 @lru_cache(maxsize=8)
@@ -207,7 +209,7 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> 
     from lightning.pytorch.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    task = cached_task(spec.task)
+    task = cached_task(spec.task, spec.code)
     split = staging.split_for(_read_splits(spec.splits_file)[spec.fold])  # with its node's staged data (Task.stage)
     cap_device_memory()
     L.seed_everything(spec.seed, workers=True, verbose=False)

@@ -2,14 +2,15 @@
 
 Two modes:
   python -m nestling.worker RUN_DIR...   run these runs in series, then exit (SLURM array tasks, containers)
-  python -m nestling.worker --serve [--preload TASK [--describe]]
+  python -m nestling.worker --serve [--preload TASK [--describe] [--code DIR]]
                                          read work units as JSON lines on stdin; after each run write a JSON line
                                          {"run_dir", "status"} and after each unit {"unit_done": index} on stdout;
                                          {"log": PATH} moves the worker's output to PATH, then it says {"ready"}.
 In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol. With --preload
 the worker imports torch, Lightning and the task's module before it says {"ready"}: a pool started while the CLI
 plans pays that import at the same time as the CLI, not after it; with --describe it first sends the task's planning
-half ({"task": ...}, see task.DescribedTask), so the CLI need not import the task (and torch) at all.
+half ({"task": ...}, see task.DescribedTask), so the CLI need not import the task (and torch) at all. --code names
+the code snapshot the task is imported from (the plan's, taken before the plan exists).
 """
 
 from __future__ import annotations
@@ -86,14 +87,14 @@ def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
     checkpoint_keeping.trial_finished(root, run_dir)  # --keep_checkpoints: a finished trial is ranked now
 
 
-def serve(preload: str | None = None, describe: bool = False) -> None:
+def serve(preload: str | None = None, describe: bool = False, code: str | None = None) -> None:
     reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # training output must not corrupt the protocol
     if preload is not None:
         if describe and preload:  # the CLI plans from this instead of importing the task itself
-            reply.write(json.dumps(describe_task(preload)) + "\n")
+            reply.write(json.dumps(describe_task(preload, code)) + "\n")
             reply.flush()
-        preload_imports(preload or None)
+        preload_imports(preload or None, code)
     reply.write(json.dumps({"ready": os.getpid()}) + "\n")
     reply.flush()
     for line in sys.stdin:
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --serve: import torch, Lightning and this task ('' for none) before 'ready'")
     parser.add_argument("--describe", action="store_true",
                         help="with --preload: first send the task's planning half as one JSON line")
+    parser.add_argument("--code", metavar="DIR", default=None,
+                        help="with --preload: import the task from this code snapshot (a _code/KEY dir)")
     args = parser.parse_args(argv)
     worker_limits.apply()  # before torch loads: threads sized to this worker's CPUs, the launcher's umask
     _relay_preemption()
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         # The local driver owns Ctrl-C: the terminal sends SIGINT to the whole process group, and a worker that
         # died of it would lose its run. The driver answers it with the preemption signal (save, then exit).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        serve(args.preload, describe=args.describe)
+        serve(args.preload, describe=args.describe, code=args.code)
         return 0
     states = run_dirs(args.run_dirs)
     return 0 if any(state in WORKER_OK for state in states) or not states else 1

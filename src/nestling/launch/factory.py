@@ -72,11 +72,12 @@ def make_launcher(
     )
 
 
-def prestart_local(config: Config, kind: str = "cv") -> LocalLauncher | None:
+def prestart_local(config: Config, kind: str = "cv", code: str | None = None) -> LocalLauncher | None:
     """Start the local worker pool before the CLI loads the task and plans, so that the workers' torch + Lightning
-    import runs while the CLI imports the task (issue 15 #1). None where that does not apply (another launcher, a
-    container, a dry run) or where the device flags are wrong: `prepare` then reports them, as before. The
-    caller discards the pool when planning fails; a worker does nothing before its first unit."""
+    import runs while the CLI imports the task (issue 15 #1); they import the task from the code snapshot `code`.
+    None where that does not apply (another launcher, a container, a dry run) or where the device flags are wrong:
+    `prepare` then reports them, as before. The caller discards the pool when planning fails; a worker does
+    nothing before its first unit."""
     if config.launch.launcher != "local" or config.launch.dry_run or config.container.container_image:
         return None
     if os.environ.get("NESTLING_PRESTART") == "0":  # the sequential start-up, for comparison (bench/one_import.py)
@@ -88,7 +89,7 @@ def prestart_local(config: Config, kind: str = "cv") -> LocalLauncher | None:
     except UsageError:
         return None
     pool = _local_launcher(config, devices, None)
-    pool.prestart(config.data.task, count=max_runs(config, kind))
+    pool.prestart(config.data.task, count=max_runs(config, kind), code=code)
     return pool
 
 

@@ -79,14 +79,14 @@ class LocalLauncher(Launcher):
         self._storage_full = False  # a run met a full file system: hand out no more units (retrying cannot help)
         self._alone_phase = False
 
-    def prestart(self, preload: str | None = None, count: int | None = None) -> None:
+    def prestart(self, preload: str | None = None, count: int | None = None, code: str | None = None) -> None:
         """Start one worker per slot now (at most `count`: no more than could get work), each importing torch,
-        Lightning and the task `preload` (a --task value) before it reports ready; `launch` uses them, `discard`
-        kills them."""
+        Lightning and the task `preload` (a --task value; from the code snapshot `code`, when given) before it
+        reports ready; `launch` uses them, `discard` kills them."""
         for k, gpus in enumerate(self.slots[:count]):
             if k in self._prestarted:
                 continue
-            cmd = [*self._command(), "--preload", preload or ""]
+            cmd = [*self._command(), "--preload", preload or "", *(["--code", code] if code else [])]
             if k == 0 and preload:
                 cmd.append("--describe")  # worker 0 sends the task's planning half first
             env = self._env(gpus, len(self.slots))

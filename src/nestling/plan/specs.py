@@ -81,6 +81,7 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
     tune_name = {"tune": plan.name, "retrain": naming.tune_of_final(plan.name)}.get(plan.kind)
     splits_file = str(plan.root / naming.SPLITS)
     evaluates = plan.kind != "tune"  # a tune's runs select on val; its retrain, a cv or a run are tested
+    code = str(plan.root / plan.provenance.code) if plan.provenance is not None and plan.provenance.code else None
     return [
         RunSpec(
             run_name=run.run_name,
@@ -109,6 +110,7 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
             trial=cv.hp_index if plan.adaptive else None,
             test=evaluates,
             keep_best=evaluates or config.cv.score_epoch == "best",
+            code=code,
         )
         for cv in plan.cvs
         for run in cv.runs

@@ -147,7 +147,9 @@ class Launch:
     max_retries: int = 2  # retries per run after a node fault, a transient I/O error or an OOM on a shared GPU
     stage_dir: str | None = None  # node-local dir where Task.stage copies data once per node; default $TMPDIR or /tmp
     resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
-    force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)
+    force: bool = False  # with --resume: accept changed options and code (training/device options apply to reruns)
+    snapshot_code: bool = True  # copy the task's code into the plan at submit; every worker imports the task from it
+    snapshot_max_mb: float = 50.0  # refuse a larger code snapshot: data and checkpoints do not belong in it
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class RunSpec:
     # --score_epoch best needs it; a cv, a single run and a retrain are evaluations and keep both (issue 21).
     test: bool = True  # test on the split's test samples after fit (when it has some and the module tests)
     keep_best: bool = True  # keep best.ckpt of the first scoring metric besides last.ckpt
+    code: str | None = None  # the plan's code snapshot dir (_code/{key}) the task is imported from; None: as installed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,18 +15,13 @@ if TYPE_CHECKING:
     pass
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "nestling"
-
-
 def javascript_bundle() -> str:
     """Vega + Vega-Lite + vega-embed as one script. vl_convert bundles them in ~3 s, so the result is kept on disk
     per vl_convert version (a read-only home just bundles every time)."""
     import vl_convert
 
     version = getattr(vl_convert, "__version__", "unknown")
-    path = _cache_dir() / f"vega-bundle-{version}.js"
+    path = naming.user_cache_dir() / f"vega-bundle-{version}.js"
     try:
         return path.read_text()
     except OSError:

@@ -13,6 +13,7 @@ from nestling.core.errors import UsageError
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import naming
 from nestling.plan.store import find_plan_root
+from nestling.read.provenance import code_line, differing_line
 from nestling.read.report.assets import javascript_bundle, write_if_changed, write_pngs
 from nestling.read.report.cv_page import cv_page
 from nestling.read.report.page import Page, render
@@ -48,11 +49,19 @@ def write_report(target: Path, collected: Collected | None = None, png: bool = T
 
 def _write_page(target: Path, collected: Collected, png: bool) -> Path:
     page = build_page(target, collected)
+    page.provenance = provenance_note(collected)
     text = render(page, javascript_bundle(), pngs=png)
     out = naming.report_file(target)
     write_if_changed(out, text.encode())
     write_pngs(target, page.figures if png else [])
     return out
+
+
+def provenance_note(collected: Collected) -> str:
+    """The header's provenance: the plan's code (commit, uncommitted changes, snapshot), and whether its runs
+    differ in what produced them."""
+    parts = [code_line(collected.plan) or "", differing_line(collected) or ""]
+    return ". ".join(p[0].upper() + p[1:] for p in parts if p)
 
 
 def build_page(target: Path, collected: Collected) -> Page:

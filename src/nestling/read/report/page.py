@@ -39,6 +39,7 @@ class Page:
     subtitle: str
     sections: list[Section]
     as_of: str = ""  # ", as of <the last result>": not the time of writing, so an unchanged tree gives the same page
+    provenance: str = ""  # the header's line on the code (commit, uncommitted changes, snapshot) and differing runs
 
     @property
     def figures(self) -> list[Figure]:
@@ -91,6 +92,7 @@ def render(page: Page, bundle: str, pngs: bool = True) -> str:
         f"<title>{html.escape(page.title)}</title><style>{CSS}</style>",
         f"<script>{ERROR_HOOK}</script><script>{bundle}</script></head><body>",
         f"<h1>{html.escape(page.title)}</h1><p class=\"sub\">{html.escape(page.subtitle)}</p>",
+        f'<p class="sub" id="provenance">{html.escape(page.provenance)}</p>' if page.provenance else "",
         f'<p class="note">nestling {__version__} report{page.as_of}{html.escape(files)}.</p>',
         '<div id="report-errors"></div>',
         f"<nav>{toc}</nav>",
