@@ -1,6 +1,6 @@
 """Issue 21 #3: every file and directory nestling creates gets the mode the umask gives (0644 / 0755 under umask
 022), never tempfile's private 0600 / 0700. Through the real CLI (a cv, its report and PNGs, under umask 027):
-tests/e2e/test_worker_limits.py; on SLURM: tests/cluster/test_worker_limits.py."""
+tests/e2e/test_worker_threads_local.py; on SLURM: tests/cluster/test_worker_threads_slurm.py."""
 
 from __future__ import annotations
 

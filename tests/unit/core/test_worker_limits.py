@@ -1,6 +1,6 @@
 """Issue 21 #2: a worker's thread pools follow the CPUs it was given (NESTLING_CPUS from its launcher, else SLURM's
 --cpus-per-task, else its affinity), unless the user set the variables. Through real workers on every launcher:
-tests/e2e/test_worker_limits.py, tests/cluster/test_worker_limits.py, tests/integration/test_container_launchers.py."""
+tests/e2e/test_worker_threads_local.py, tests/cluster/test_worker_threads_slurm.py, tests/integration/test_container_launchers.py."""
 
 from __future__ import annotations
 

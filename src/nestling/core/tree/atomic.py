@@ -54,9 +54,9 @@ def temporary_file(directory: Path, prefix: str, suffix: str = "") -> tuple[int,
     return fd, tmp
 
 
-def unique_dir(parent: Path, prefix: str) -> Path:
+def unique_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
     """A new directory with a unique name in `parent` (`tempfile.mkdtemp`), with the mode mkdir would give."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
     path.chmod(DIR_MODE & ~current_umask())
     return path
 

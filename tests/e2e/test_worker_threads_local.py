@@ -1,7 +1,7 @@
 """Issue 21 #2 and #3 through the real CLI and real workers: each worker's thread pools follow its CPU budget (a
 variable the user set stays), and every file of the tree (plan, specs, results, parquet, report.html, its PNGs,
 Lightning's checkpoints and logs) has the mode the user's umask gives. The SLURM array task:
-tests/cluster/test_worker_limits.py; a worker in an image: tests/integration/test_container_launchers.py."""
+tests/cluster/test_worker_threads_slurm.py; a worker in an image: tests/integration/test_container_launchers.py."""
 
 from __future__ import annotations
 
@@ -79,6 +79,9 @@ def test_local_workers_size_their_threads_and_keep_the_umask(tmp_path: Path) -> 
         assert name in written["0o640"], name
     assert any(p.endswith(".png") for p in written["0o640"]) and any(p.endswith(".ckpt") for p in written["0o640"])
     assert any(p.endswith("run_result.json") for p in written["0o640"])
+    # the code snapshot (issue 24) is read-only, readable as the rest of the tree: 0444 / 0555 under the umask
+    read_only = written.pop("0o440", set()) | written.pop("0o550", set())
+    assert read_only and all(p.startswith("_code/") for p in read_only), sorted(read_only)[:5]
     assert set(written) == {"0o640", "0o750"}, {m: sorted(p)[:5] for m, p in written.items() if m not in ("0o640",)}
     assert all((cv / p).is_dir() for p in written["0o750"])
 
