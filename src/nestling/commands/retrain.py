@@ -51,6 +51,7 @@ from nestling.core.tree.run_result import result_state
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import plural
 from nestling.launch.factory import make_launcher
+from nestling.launch.local import discard_warm
 from nestling.plan.build import plan_retrain
 from nestling.plan.model import LaunchRequest
 from nestling.plan.preflight import check_job_resources
@@ -127,14 +128,17 @@ def retrain_tune(
 def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) -> int:
     """`nestling tune --retrain`: retrain the best once the tune ended here (a detached SLURM tune submitted a
     retrain job after its collector instead, see launch/slurm/launcher.py)."""
-    if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
-        return code
     quiet = config.logging.quiet
     try:
-        code = retrain_tune(root, Config(logging=Logging(quiet=quiet)), {"quiet"} if quiet else set()).exit_code
-    except UsageError as exc:  # e.g. no trial has a score: the tune itself ended, say why nothing was retrained
-        print(f"nestling: not retrained: {exc}", file=sys.stderr)
-        return 1
+        if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
+            return code
+        try:
+            code = retrain_tune(root, Config(logging=Logging(quiet=quiet)), {"quiet"} if quiet else set()).exit_code
+        except UsageError as exc:  # e.g. no trial has a score: the tune itself ended, say why nothing was retrained
+            print(f"nestling: not retrained: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        discard_warm()  # the tune's workers, kept for this retrain (launch/local.py)
     if not quiet:
         print(closing_line(root))
     return code

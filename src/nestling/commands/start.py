@@ -134,11 +134,14 @@ def _start_new(kind: str, config: Config, code: TakenCode | None, then: Then | N
 def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: Then | None = None) -> Executed:
     """`--resume NAME` (and a retrain that exists): the runs still to do, launched like a new plan's."""
     resumed = prepare_resume(kind, config, explicit)
-    config = resumed.config
+    config = resumed.config  # the plan's launcher, resources and container unless given now
+    check_detach(config)
     print_drift(kind, resumed.name, resumed.drift)
     if not resumed.total:
         settled = "every run succeeded or was pruned" if resumed.n_pruned else "every run succeeded"
         print(f"{kind} {resumed.name}: {settled} already; nothing to resume")
+        if config.launch.dry_run:
+            return Executed(0, kind)
         code = collect_and_report(resumed.root, config.logging.quiet)
         code = then(kind, resumed.root, config, True, code) if then else code  # it ended
         return Executed(code, kind, resumed.name, resumed.root)
@@ -149,6 +152,12 @@ def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: The
         resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
     )
     check_room(load_plan(resumed.root), config, resumed.total, len(units), launcher.parallel_slots, resumed=True)
+    if config.launch.dry_run:  # what the resume would submit; prepare_resume changed nothing
+        print(resumed.where())
+        print(launcher.describe(resumed.root, units, f"{kind} {resumed.name}"))
+        return Executed(0, kind)
+    if not config.logging.quiet:
+        print(resumed.where())
     request = LaunchRequest(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record)
     return launch_plan(request, launcher, then)
 
@@ -374,9 +383,12 @@ def collect_and_report(root: Path, quiet: bool, storage_was_full: bool = False) 
 
 
 def _report_beside_tables(root: Path, collected: Collected, quiet: bool) -> None:
-    """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan."""
+    """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan.
+
+    The page only: its figures export themselves, and rendering PNGs took most of a report's time (issue 21);
+    `nestling report DIR` writes them for slides."""
     try:
-        path = write_report(root, collected)
+        path = write_report(root, collected, png=False)
     except Exception as exc:  # a plotting bug or a full disk must not turn a finished tune into a failure
         print(f"nestling: report not written ({type(exc).__name__}: {exc}); retry with nestling report {root}",
               file=sys.stderr)  # fmt: skip

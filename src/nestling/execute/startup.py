@@ -9,6 +9,7 @@ import os
 import time
 from typing import Any
 
+from nestling.core.host import worker_limits
 from nestling.core.ml.task import task_description
 from nestling.execute.training import cached_task
 
@@ -55,14 +56,19 @@ def describe_task(task_spec: str, code: str | None = None) -> dict[str, Any]:
 
 
 def worker_startup() -> float | None:
-    """Seconds the one-time imports took, on this process's first run; None on every later run."""
+    """Seconds the one-time imports took, on this process's first run; None on every later run.
+
+    Before every run, torch's intra-op threads are set to this worker's budget (worker_limits): torch sizes its pool
+    from MKL_NUM_THREADS and the cores as much as from OMP_NUM_THREADS, and a task may have changed it."""
     if _Startup.paid:
+        worker_limits.apply()
         return None
     _Startup.paid = True
     clock = time.perf_counter()
     with contextlib.suppress(ImportError):  # reported by the run itself, as its error, when training imports it
         import lightning.pytorch  # noqa: F401  (imports torch)
     now = round(time.perf_counter() - clock, 3)
+    worker_limits.apply()
     return now if _Startup.preloaded_s is None else round(_Startup.preloaded_s + now, 3)
 
 

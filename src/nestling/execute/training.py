@@ -223,7 +223,8 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> 
     # old epoch after a preemption and train the epochs since then twice.
     last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
     # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
-    callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+    # A tune's runs keep no best.ckpt unless --score_epoch best reads it: nothing else would (RunSpec.keep_best).
+    callbacks: list[Any] = [checkpoint, last] if spec.keep_best and not spec.retrain else [last]
     if not spec.retrain:  # before ModelCheckpoint and EarlyStopping fail on it with Lightning's own words
 
         def scoring_logged(trainer: Any, _module: Any) -> None:
@@ -277,7 +278,7 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> 
                 # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
                 trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
                 metrics.update(_floats(trainer.callback_metrics))
-            if split.test and type(model).test_step is not L.LightningModule.test_step:
+            if spec.test and split.test and type(model).test_step is not L.LightningModule.test_step:
                 ckpt = "best" if checkpoint.best_model_path else None
                 trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
                 metrics.update(

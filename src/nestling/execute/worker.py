@@ -4,7 +4,8 @@ Two modes:
   python -m nestling.worker RUN_DIR...   run these runs in series, then exit (SLURM array tasks, containers)
   python -m nestling.worker --serve [--preload TASK [--describe] [--code DIR]]
                                          read work units as JSON lines on stdin; after each run write a JSON line
-                                         {"run_dir", "status"} and after each unit {"unit_done": index} on stdout.
+                                         {"run_dir", "status"} and after each unit {"unit_done": index} on stdout;
+                                         {"log": PATH} moves the worker's output to PATH, then it says {"ready"}.
 In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol. With --preload
 the worker imports torch, Lightning and the task's module before it says {"ready"}: a pool started while the CLI
 plans pays that import at the same time as the CLI, not after it; with --describe it first sends the task's planning
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from nestling.core.containers.spec import in_container
-from nestling.core.host import jobenv
+from nestling.core.host import jobenv, worker_limits
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
 from nestling.core.tree.run_result import result_state
@@ -100,6 +101,11 @@ def serve(preload: str | None = None, describe: bool = False, code: str | None =
         if not line.strip():
             continue
         unit = json.loads(line)
+        if "log" in unit:  # kept warm by one launch, taken by the next (launch/local.py): write to its log now
+            _redirect_output(unit["log"])
+            reply.write(json.dumps({"ready": os.getpid()}) + "\n")
+            reply.flush()
+            continue
         run_dirs(unit["run_dirs"], reply=reply)
         reply.write(json.dumps({"unit_done": unit["index"]}) + "\n")
         reply.flush()
@@ -108,6 +114,16 @@ def serve(preload: str | None = None, describe: bool = False, code: str | None =
     sys.stderr.flush()
     if "torch" in sys.modules:
         os._exit(0)
+
+
+def _redirect_output(path: str) -> None:
+    """Send this worker's stdout and stderr (the training's output, never the protocol) to another log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(fd, sys.stderr.fileno())
+    os.dup2(fd, sys.stdout.fileno())
+    os.close(fd)
 
 
 def _relay_preemption() -> None:
@@ -129,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", metavar="DIR", default=None,
                         help="with --preload: import the task from this code snapshot (a _code/KEY dir)")
     args = parser.parse_args(argv)
+    worker_limits.apply()  # before torch loads: threads sized to this worker's CPUs, the launcher's umask
     _relay_preemption()
     if args.serve:
         # The local driver owns Ctrl-C: the terminal sends SIGINT to the whole process group, and a worker that

@@ -45,9 +45,11 @@ def make_launcher(
             == (local.slots, local.runs_per_gpu, local.pinned_ids)
             and container is None
         ):
-            return prestarted
-        if prestarted is not None:
+            local = prestarted
+        elif prestarted is not None:
             prestarted.discard()
+        # a tune whose retrain follows in this process leaves its workers warm for it (no second torch import)
+        local.keep_warm = kind == "tune" and config.tune.retrain
         return local
     if prestarted is not None:
         prestarted.discard()

@@ -510,3 +510,15 @@ def explicit_options(argv: list[str]) -> set[str]:
             if key in known:
                 found.add(key)
     return found
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The option names this invocation sets: its command-line flags (explicit_options) and the keys of its
+    `--config` file, whatever their values. A resume takes every other launch option from the saved plan."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    given = explicit_options(argv)
+    if known.config:
+        given |= set(read_config_file(known.config)) & set(option_names())
+    return given

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from nestling.core.errors import UsageError
 from nestling.core.provenance.code_tree import CodeSource
 from nestling.core.provenance.digest import DIGEST_CHARS, short_digest
 from nestling.core.tree import naming
-from nestling.core.tree.atomic import write_json
+from nestling.core.tree.atomic import current_umask, unique_dir, write_json
 
 LARGEST_NAMED = 3  # the largest files named when a tree is refused for its size
 
@@ -226,14 +225,15 @@ def _sha256(data: bytes) -> str:
 
 
 def _write_file(path: Path, content: bytes | str, mode: int) -> None:
-    """One snapshot file, read-only (a snapshot never changes; its executable bits are kept)."""
+    """One snapshot file, read-only (a snapshot never changes; its executable bits are kept), readable by whom the
+    umask lets read the rest of the tree."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, str):
         os.symlink(content, path)
         return
     with open(path, "wb") as f:
         f.write(content)
-    os.chmod(path, 0o444 | (mode & 0o111))
+    os.chmod(path, (0o444 | (mode & 0o111)) & ~current_umask())
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -252,7 +252,7 @@ def _build_dir(target: Path, fill: Callable[[Path], None]) -> None:
     the end. When another process published the same snapshot first, theirs is kept (the content is the same: its
     name says so)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = unique_dir(target.parent, prefix=f".{target.name}.", suffix=".tmp")  # the umask's mode, not 0700
     try:
         fill(tmp)
         os.rename(tmp, target)

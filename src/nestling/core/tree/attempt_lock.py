@@ -16,14 +16,13 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from nestling.core.host.jobenv import JobEnvironment
-from nestling.core.tree.atomic import write_json
+from nestling.core.tree.atomic import temporary_file, write_json
 from nestling.core.tree.clock import utc_now
 from nestling.core.tree.naming import RunPaths
 
@@ -69,7 +68,7 @@ def mark(paths: RunPaths, host: str) -> None:
 
 
 def _create_exclusive(path: Path, payload: str) -> bool:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temporary_file(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(payload)

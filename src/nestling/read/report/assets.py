@@ -48,10 +48,10 @@ def write_if_changed(path: Path, data: bytes) -> None:
 
 def write_pngs(target: Path, figs: list[Figure]) -> list[Path]:
     """One PNG per figure, rendered by vl_convert (no browser); PNGs of figures no longer on the page are removed."""
-    import vl_convert
-
     written = []
     for fig in figs:
+        import vl_convert
+
         path = naming.report_figure(target, fig.key)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_if_changed(path, vl_convert.vegalite_to_png(fig.spec, scale=1.5))

@@ -29,7 +29,8 @@ else:
 
 
 def write_report(target: Path, collected: Collected | None = None, png: bool = True) -> Path:
-    """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and its PNGs; the page.
+    """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and, with `png`, its PNGs
+    (most of the time; without them the PNGs of an earlier report are removed, as they would no longer match).
 
     A retrain's dir gets the page of its runs, and its tune's page is written again, now with the retrain (issue 21
     #4): that page, where a reader looks for the result of the tune, is the one returned.
@@ -49,11 +50,10 @@ def write_report(target: Path, collected: Collected | None = None, png: bool = T
 def _write_page(target: Path, collected: Collected, png: bool) -> Path:
     page = build_page(target, collected)
     page.provenance = provenance_note(collected)
-    text = render(page, javascript_bundle())
+    text = render(page, javascript_bundle(), pngs=png)
     out = naming.report_file(target)
     write_if_changed(out, text.encode())
-    if png:
-        write_pngs(target, page.figures)
+    write_pngs(target, page.figures if png else [])
     return out
 
 
