@@ -38,6 +38,7 @@ from nestling.core.host.jobenv import JobEnvironment, save_in_progress
 from nestling.core.tree import array_claims as claims
 from nestling.core.tree import failfast
 from nestling.core.tree.naming import ArrayLaunchPaths
+from nestling.execute.worker import finish_promotions
 from nestling.execute.worker import run_dirs as run_all
 
 
@@ -74,11 +75,22 @@ class UnitRunner:
                 statuses.append(str(reply["status"]))
         raise RuntimeError(f"the container worker ended (exit code {self.child.wait()}) before its unit did")
 
-    def close(self) -> None:
-        if self.child is not None and self.child.poll() is None:
-            assert self.child.stdin is not None
-            self.child.stdin.close()
-            self.child.wait()
+    def finish(self) -> list[str]:
+        """No unit left for this task: train what other tasks' runs still promote (asha/hyperband; in a container
+        its worker does that when its input closes), then end. The statuses of those runs."""
+        if self.container is None:
+            return [str(r.get("status")) for r in finish_promotions()]
+        return self.close()
+
+    def close(self) -> list[str]:
+        """End the container worker (it may train promoted runs first: their statuses)."""
+        if self.child is None or self.child.poll() is not None:
+            return []
+        assert self.child.stdin is not None
+        self.child.stdin.close()
+        statuses = _remaining_statuses(self.child)
+        self.child.wait()
+        return statuses
 
     def save(self) -> None:
         """On the preemption signal: save the run in progress (in the container: the worker saves and exits)."""
@@ -133,6 +145,9 @@ class PackedRunner:
             finally:
                 if child.poll() is None:
                     child.stdin.close()
+                    remaining = _remaining_statuses(child)
+                    with self._lock:
+                        statuses.extend(remaining)
                     child.wait()
 
         threads = [threading.Thread(target=drive, daemon=True) for _ in range(self.k)]
@@ -158,6 +173,22 @@ class PackedRunner:
                 child.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _remaining_statuses(child: subprocess.Popen[str]) -> list[str]:
+    """A worker whose stdin was closed may still train promoted runs before it exits: read its replies (its
+    stdout pipe must not fill) until it ends."""
+    statuses: list[str] = []
+    if child.stdout is None:
+        return statuses
+    for line in child.stdout:
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(reply, dict) and "status" in reply:
+            statuses.append(str(reply["status"]))
+    return statuses
 
 
 class RunSource:
@@ -260,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             runner.close()
         return _ended(paths, root, job, statuses)
+    finished = False
     try:
         statuses += runner.run(units[own])
         if not several_ranks and manifest.get("steal", True):
@@ -269,8 +301,11 @@ def main(argv: list[str] | None = None) -> int:
             while failfast.stopped(root) is None and (unit := stealer.next()) is not None:
                 print(f"nestling: task {job} took over unit {unit} from its waiting task", flush=True)
                 statuses += runner.run(units[unit])
+        statuses += runner.finish()  # no unit left: promotions (asha/hyperband) before the task ends
+        finished = True
     finally:
-        runner.close()
+        if not finished:
+            runner.close()
     return _ended(paths, root, job, statuses)
 
 

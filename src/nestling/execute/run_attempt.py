@@ -21,6 +21,7 @@ from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.tree import attempt_lock
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import RunPaths
+from nestling.core.tree.run_epochs import RunEpochs, run_epochs
 from nestling.core.tree.run_result import FAILED, SUCCESS, empty_result, read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.execute.startup import worker_startup
@@ -46,12 +47,16 @@ def next_attempt(paths: RunPaths) -> int:
     return previous + 1
 
 
-def execute(spec: RunSpec) -> dict[str, Any] | None:
+def execute(spec: RunSpec, until_epoch: int | None = None) -> dict[str, Any] | None:
     """Train one run; never raises for a failure of the run itself (it is recorded as status "failed").
 
     Returns None, touching nothing, when a live attempt holds the run's lock: a run dir is never shared by two
     live attempts. A lock whose holder is gone (killed worker, lost node, earlier incarnation of this SLURM job)
     is taken over.
+
+    `until_epoch` (--pruner asha|hyperband): train to that epoch and pause (see training.train). A paused run that
+    goes on is the same attempt, continued: same attempt number, its CSV log appended to, its duration summed. A
+    start that finds a lock left behind (the previous start was killed or preempted) is a new attempt.
     """
     paths = RunPaths(Path(spec.run_dir))
     paths.dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +66,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
     # One-task processes (local workers, array tasks) take the lock exclusively; in a multi-task job (srun, DDP)
     # every rank must make the same choice, so rank 0 just marks the run and SLURM keeps the job unique.
     exclusive = writer and not job.multi_task
+    interrupted = paths.lock.exists()  # a previous start that did not end (killed, preempted): a new attempt
     if exclusive and not attempt_lock.acquire(paths, host):
         log.warning(
             "run %s: a live attempt holds %s; not starting it a second time", spec.run_name, paths.lock
@@ -68,12 +74,12 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
         return None
     heartbeat = attempt_lock.Heartbeat(paths.lock) if writer else None
     try:
-        previous = read_result(paths.dir) if exclusive else None
-        if (
-            previous is not None and previous.get("status") == SUCCESS
-        ):  # finished while we waited for the lock
-            return previous
-        attempt = next_attempt(paths)
+        previous = read_result(paths.dir)
+        done = run_epochs(previous)
+        if exclusive and done.status == SUCCESS and not _trains_further(done, until_epoch):
+            return previous  # finished (or reached this rung) while we waited for the lock
+        continued = previous if done.paused and not interrupted else None
+        attempt = int(continued["attempt"] or 1) if continued is not None else next_attempt(paths)
         result = empty_result(spec)
         startup = worker_startup()  # before the clock starts: a run's duration is its own time
         started = time.time()
@@ -94,7 +100,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             "run %s attempt %d: rank %d of %d on %s", spec.run_name, attempt, job.global_rank, job.ntasks,
             result["host"],
         )  # fmt: skip
-        if writer:
+        if writer and continued is None:
             _archive_error(paths, attempt - 1)
             write_json(paths.attempts, attempt)
             if not exclusive:
@@ -103,7 +109,7 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             heartbeat.start()
         tracked: dict[str, Any] = {}  # wandb_mode / wandb_reason, filled before training starts
         try:
-            metrics, checkpoint, world_size = train(spec, paths, attempt, tracked, result)
+            metrics, checkpoint, world_size = train(spec, paths, attempt, tracked, result, until_epoch)
             result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
             log.warning(
                 "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(metrics, sort_keys=True)
@@ -113,7 +119,8 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             if writer:
                 paths.error.write_text(traceback.format_exc())
             log.warning("run %s failed: %s", spec.run_name, result["error"])
-        result.update(tracked, duration=round(time.time() - started, 3), finished_at=_now())
+        before = float(continued.get("duration") or 0.0) if continued is not None else 0.0
+        result.update(tracked, duration=round(before + time.time() - started, 3), finished_at=_now())
         if writer:
             write_json(paths.result, result)
         return result
@@ -122,6 +129,13 @@ def execute(spec: RunSpec) -> dict[str, Any] | None:
             heartbeat.stop()
         if writer:
             attempt_lock.release(paths)
+
+
+def _trains_further(done: RunEpochs, until_epoch: int | None) -> bool:
+    """Whether a run with this result has epochs left to train toward `until_epoch` (None: its last epoch)."""
+    if done.final or not done.paused:
+        return not done.final
+    return until_epoch is None or done.epochs_trained < until_epoch
 
 
 def _archive_error(paths: RunPaths, previous_attempt: int) -> None:

@@ -20,10 +20,12 @@ from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.ml.task import Split, Task, load_task
 from nestling.core.tree.naming import RunPaths
+from nestling.core.tree.run_epochs import StopReason, read_curve, record_epoch
 from nestling.core.tree.run_spec import RunSpec
 from nestling.execute.wandb_run import finish_wandb, start_wandb_logger
 
 log = logging.getLogger("nestling.run")
+PAUSED = StopReason.PAUSED
 
 
 @lru_cache(maxsize=8)
@@ -120,12 +122,20 @@ def _cluster_plugins() -> list[Any]:
 
 
 def train(
-    spec: RunSpec, paths: RunPaths, attempt: int, tracked: dict[str, Any], record: dict[str, Any] | None = None
+    spec: RunSpec,
+    paths: RunPaths,
+    attempt: int,
+    tracked: dict[str, Any],
+    record: dict[str, Any] | None = None,
+    until_epoch: int | None = None,
 ) -> tuple[dict[str, float], str | None, int]:
-    """Fit (and test); `record` (the result being built) gets what ran where, also when the run fails."""
+    """Fit (and test); `record` (the result being built) gets what ran where, also when the run fails, and how far
+    the run got (`epochs_trained`, `stop_reason`). `until_epoch` (a rung, --pruner asha|hyperband): pause after that
+    many epochs; the Trainer still gets --max_epochs, so a schedule over the whole run is the same as without
+    pausing, and the next segment resumes from last.ckpt where this one stopped. The test split is tested only
+    when the run ends, not at a pause."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     task = cached_task(spec.task)
     split = _splits(spec.splits_file)[spec.fold]
@@ -146,7 +156,9 @@ def train(
         callbacks.append(
             EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
         )
-    loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name="logs", version=f"attempt-{attempt}")]
+    callbacks += epoch_callbacks(paths, scoring, until_epoch)
+    # One CSV log per attempt; a promoted run (the next segment of the same attempt) appends to it.
+    loggers: list[Any] = [lightning_compat.appending_csv_logger(str(paths.dir), "logs", f"attempt-{attempt}")]
     wandb_logger = start_wandb_logger(spec, tracked) if spec.wandb_project else None
     if wandb_logger is not None:
         loggers.append(wandb_logger)
@@ -184,7 +196,11 @@ def train(
                 # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
                 trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
                 metrics.update(_floats(trainer.callback_metrics))
-            if split.test and type(model).test_step is not L.LightningModule.test_step:
+            epochs, reason = _how_far(trainer, paths, spec.max_epochs, until_epoch)
+            if record is not None:
+                record.update(epochs_trained=epochs, stop_reason=reason)
+            testing = reason != PAUSED and split.test and type(model).test_step is not L.LightningModule.test_step
+            if testing:
                 ckpt = "best" if checkpoint.best_model_path else None
                 trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
                 metrics.update(
@@ -205,6 +221,44 @@ def train(
         )
     best = checkpoint.best_model_path or last.best_model_path or None
     return metrics, best, trainer.world_size
+
+
+def epoch_callbacks(paths: RunPaths, scoring: list[Any], until_epoch: int | None) -> list[Any]:
+    """Two callbacks at every epoch end, on every rank: record the epoch's metrics in curve.json (rank 0 writes),
+    and with `until_epoch` stop the fit after that epoch. Every rank counts the same epochs, so under DDP all
+    ranks stop together without exchanging a decision; rank 0 (the worker) decides what happens next."""
+    from lightning.pytorch.callbacks import Callback
+
+    class RecordEpoch(Callback):
+        def __init__(self) -> None:
+            self.curve: list[dict[str, Any]] | None = None
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if not trainer.is_global_zero or trainer.sanity_checking:
+                return
+            if self.curve is None:
+                self.curve = read_curve(paths.dir)
+            metrics = {k: v for k, v in _floats(trainer.callback_metrics).items() if not k.startswith("test")}
+            self.curve = record_epoch(paths.dir, trainer.current_epoch, metrics, self.curve)
+
+    class StopAtRung(Callback):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if until_epoch is not None and trainer.current_epoch + 1 >= until_epoch:
+                trainer.should_stop = True
+
+    return [RecordEpoch(), StopAtRung()] if until_epoch is not None else [RecordEpoch()]
+
+
+def _how_far(trainer: Any, paths: RunPaths, max_epochs: int, until_epoch: int | None) -> tuple[int, StopReason]:
+    """Epochs trained after fit, and why it stopped. Under ddp_fork the fit ran in child processes and this
+    process's Trainer does not know its epoch count: the curve rank 0 wrote does."""
+    curve = read_curve(paths.dir)
+    epochs = max(int(trainer.current_epoch), max((int(e["epoch"]) + 1 for e in curve), default=0))
+    if epochs >= max_epochs:
+        return epochs, StopReason.COMPLETED
+    if until_epoch is not None and epochs >= until_epoch:
+        return epochs, StopReason.PAUSED
+    return epochs, StopReason.EARLY_STOPPED
 
 
 def accelerator_name(accelerator: Any) -> str:

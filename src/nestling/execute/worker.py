@@ -17,15 +17,19 @@ import argparse
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from nestling.core.host import jobenv
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
+from nestling.core.tree.run_epochs import StopReason, run_epochs
 from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_spec import RunSpec
 from nestling.execute.run_attempt import execute
-from nestling.execute.search import study, trials
+from nestling.execute.search import rungs, study, trials
 from nestling.execute.startup import describe_task, quiet_lightning
 from nestling.execute.startup import preload as preload_imports
 from nestling.plan.store import load_spec
@@ -35,34 +39,116 @@ if TYPE_CHECKING:
 else:
     cv_table = lazy_module("nestling.execute.cv_table")
 
+Trainer = Callable[[RunSpec, int | None], dict[str, Any] | None]  # run_attempt.execute: (spec, until_epoch)
 SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
 NOT_STARTED = "not started"  # the reply for a run fail-fast held back (see failfast.py)
-PRUNED = trials.PRUNED  # the reply for a run whose trial was stopped after an earlier fold (see study.py)
+PRUNED = trials.PRUNED  # the reply for a run whose trial was stopped after an earlier fold or at a rung
+PAUSED = StopReason.PAUSED.value  # the reply for a run paused at a rung, waiting for its trial to be promoted
 
 
-def run_dirs(dirs: list[str], reply: TextIO | None = None, skip_done: bool = True) -> list[dict[str, Any]]:
+def run_dirs(
+    dirs: list[str], reply: TextIO | None = None, skip_done: bool = True, trainer: Trainer = execute
+) -> list[dict[str, Any]]:
+    """Run these runs in order. With --pruner asha|hyperband a run trains to its trial's rung, and before a new
+    trial and after the unit the worker first trains what was promoted meanwhile (see search/rungs.py).
+    `trainer`: run_attempt.execute; testing/bowl_workers.py passes one that writes results without training."""
     quiet_lightning()
     results = []
     for d in dirs:
-        result = read_result(Path(d)) if skip_done else None
-        if result is None or result.get("status") != "success":  # finished work is never done twice
-            root = failfast.plan_root(Path(d))
-            if root is not None and failfast.stopped(root) is not None:  # a systematic error: start no more
-                result = {"run_dir": d, "status": NOT_STARTED}
-            elif not study.before_run(Path(d), root):  # draws an adaptive trial's configuration first
-                result = {"run_dir": d, "status": PRUNED}
-            else:
-                result = execute(load_spec(Path(d)))
-                if result is not None and root is not None:
-                    failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
-                if result is not None and root is not None and result.get("status") in ("success", "failed"):
-                    _collect_if_cv_done(root, Path(d))
-        if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
-            result = {"run_dir": d, "status": SKIPPED}
-        results.append(result)
-        if reply is not None:
-            reply.write(json.dumps({"run_dir": d, "status": result.get("status")}) + "\n")
-            reply.flush()
+        board = rungs.board_for(failfast.plan_root(Path(d)))
+        if board is not None and board.where.get(Path(d).name, (0, 1))[1] == 0:  # the first run of a trial
+            results += promotions(board, reply, trainer)
+        results.append(_run_one(d, reply, trainer, skip_done))
+    for board in rungs.boards():
+        results += promotions(board, reply, trainer)
+    return results
+
+
+def _run_one(d: str, reply: TextIO | None, trainer: Trainer, skip_done: bool = True) -> dict[str, Any]:
+    result = read_result(Path(d)) if skip_done else None
+    root = failfast.plan_root(Path(d))
+    board = rungs.board_for(root)
+    if board is not None or result is None or result.get("status") != "success":  # finished work is never redone
+        if root is not None and failfast.stopped(root) is not None:  # a systematic error: start no more
+            result = {"run_dir": d, "status": NOT_STARTED}
+        elif not study.before_run(Path(d), root):  # draws an adaptive trial's configuration first
+            result = {"run_dir": d, "status": PRUNED}
+        elif board is not None:
+            result = _segment(board, root, d, reply, trainer)
+        else:
+            result = trainer(load_spec(Path(d)), None)
+            if result is not None and root is not None:
+                failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
+            if result is not None and root is not None and result.get("status") in ("success", "failed"):
+                _collect_if_cv_done(root, Path(d))
+    if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
+        result = {"run_dir": d, "status": SKIPPED}
+    _reply(reply, d, result)
+    return result
+
+
+def _segment(
+    board: rungs.Board, root: Path | None, d: str, reply: TextIO | None, trainer: Trainer
+) -> dict[str, Any] | None:
+    """--pruner asha|hyperband: train the run to its trial's rung (or nothing, when it has reached it), then let
+    the tree decide; runs of trials pruned now are replied as pruned."""
+    segment = board.segment(d)
+    if segment.until_epoch is None:
+        return {**(read_result(Path(d)) or {}), "run_dir": d, "status": segment.why}
+    result = trainer(load_spec(Path(d)), segment.until_epoch)
+    if result is None:
+        return None
+    if root is not None:
+        failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
+    for index in board.after_run(d):
+        for run in board.trial_runs[index]:
+            _reply(reply, run, {"status": PRUNED})
+    if root is not None and run_epochs(result).final:
+        _collect_if_cv_done(root, Path(d))
+    return result
+
+
+def _reply(reply: TextIO | None, run_dir: str, result: dict[str, Any]) -> None:
+    if reply is not None:
+        status = PAUSED if run_epochs(result).paused else result.get("status")
+        reply.write(json.dumps({"run_dir": run_dir, "status": status}) + "\n")
+        reply.flush()
+
+
+def promotions(board: rungs.Board, reply: TextIO | None = None, trainer: Trainer = execute) -> list[dict[str, Any]]:
+    """Train the runs of promoted trials, the highest rung first, until none is left (a free worker's most
+    valuable work, ASHA's rule). Each run once per call: one another attempt holds is left to it."""
+    results: list[dict[str, Any]] = []
+    tried: set[str] = set()
+    while failfast.stopped(board.root) is None:
+        work = [d for d in board.promoted_runs() if d not in tried]
+        if not work:
+            return results
+        tried.add(work[0])
+        results.append(_run_one(work[0], reply, trainer))
+    return results
+
+
+def finish_promotions(reply: TextIO | None = None, trainer: Trainer = execute) -> list[dict[str, Any]]:
+    """When this worker has no work unit left: keep taking promotions while another run of the tune trains (its
+    end may promote a paused trial), and return once nothing trains and nothing waits. Without it the last rungs
+    of a tune would run one after another on whichever worker happened to end last."""
+    results: list[dict[str, Any]] = []
+    for board in rungs.boards():
+        while failfast.stopped(board.root) is None:
+            done = promotions(board, reply, trainer)
+            results += done
+            if done:
+                continue
+            board.decide()  # a decision a killed worker left undone
+            if board.promoted_runs():
+                continue
+            if not board.training_elsewhere():
+                time.sleep(0.2)  # a worker between its run's end and its decision holds no lock for a moment
+                if not board.training_elsewhere() and not board.promoted_runs():
+                    break
+                continue
+            time.sleep(rungs.IDLE_POLL_S)
     return results
 
 
@@ -90,6 +176,7 @@ def serve(preload: str | None = None, describe: bool = False) -> None:
         run_dirs(unit["run_dirs"], reply=reply)
         reply.write(json.dumps({"unit_done": unit["index"]}) + "\n")
         reply.flush()
+    finish_promotions(reply)  # no unit left: the promotions the other workers' runs still make (asha/hyperband)
     reply.close()  # stdin closed: no more work. End without torch's interpreter teardown (seconds under load);
     sys.stdout.flush()  # every result is on disk already (atomic writes)
     sys.stderr.flush()
@@ -127,5 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.preload, describe=args.describe)
         return 0
     results = run_dirs(args.run_dirs)
-    return 0 if any(r.get("status") in ("success", SKIPPED, NOT_STARTED, PRUNED) for r in results) or not results else 1
+    results += finish_promotions()
+    ok = ("success", SKIPPED, NOT_STARTED, PRUNED, PAUSED)
+    return 0 if any(r.get("status") in ok for r in results) or not results else 1
 

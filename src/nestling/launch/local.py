@@ -268,6 +268,7 @@ class LocalLauncher(Launcher):
             if proc is not None and proc.stdin:
                 with contextlib.suppress(BrokenPipeError):
                     proc.stdin.close()
+                _relay_until_exit(proc, progress)
                 proc.wait()
             self._procs.pop(k, None)
 
@@ -327,6 +328,19 @@ class _StderrRelay:
 
     def join(self) -> None:
         self._thread.join(timeout=5)
+
+
+def _relay_until_exit(proc: subprocess.Popen[str], progress: Progress) -> None:
+    """A worker without units may still train promoted runs (--pruner asha|hyperband) before it exits: relay
+    their replies, and never leave its stdout pipe full."""
+    if proc.stdout is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        for line in proc.stdout:
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if isinstance(msg, dict) and "run_dir" in msg:
+                    progress.run_done(msg["run_dir"], msg["status"])
 
 
 def _ready(proc: subprocess.Popen[str]) -> bool:

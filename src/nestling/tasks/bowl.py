@@ -9,6 +9,11 @@ The fold effect (sd FOLD_SD) is shared by every configuration, as a hard fold is
 (sd RUN_SD) is drawn per run. The optimum is lr = 10^-2.5, width = 0.3, depth = 5 (true value 0.95). Training
 only sleeps `sleep_s` per epoch, so a bench measures the search, not a model. `observed` is pure and importable
 without torch: nestling.testing.bowl_workers simulates workers with it in-process.
+
+Learning curves (for pruning between epochs): after e of E epochs a configuration has reached the fraction
+(1 - exp(-e / tau)) / (1 - exp(-E / tau)) of its true value, tau = TAU_AT_OPTIMUM * 10^(-0.6 (log10(lr) + 2.5))
+epochs: a large learning rate starts fast and ends worse, the optimum and smaller rates start slowly. The last
+epoch's value is `observed` exactly, so a run of any length ends where a one-epoch run does.
 """
 
 from __future__ import annotations
@@ -42,6 +47,23 @@ def true_value(hparams: dict[str, Any]) -> float:
     return 0.05 + 0.9 * math.exp(-(a * a + b * b + c * c) / 2)
 
 
+TAU_AT_OPTIMUM = 3.0  # epochs to reach 63 % of the final value at the optimum's learning rate
+
+
+def progress(hparams: dict[str, Any], epoch: float, max_epochs: int) -> float:
+    """The fraction of its final value a configuration has reached after `epoch` of `max_epochs` epochs."""
+    if epoch >= max_epochs:
+        return 1.0
+    if epoch <= 0:
+        return 0.0
+    tau = TAU_AT_OPTIMUM * 10 ** (-0.6 * (math.log10(float(hparams["lr"])) + 2.5))
+    return (1 - math.exp(-epoch / tau)) / (1 - math.exp(-max_epochs / tau))
+
+
+def true_value_at(hparams: dict[str, Any], epoch: float, max_epochs: int) -> float:
+    return true_value(hparams) * progress(hparams, epoch, max_epochs)
+
+
 def _normal(*key: Any) -> float:
     digest = hashlib.sha256(repr(key).encode()).digest()
     return random.Random(digest).gauss(0.0, 1.0)
@@ -50,9 +72,16 @@ def _normal(*key: Any) -> float:
 def observed(hparams: dict[str, Any], fold: int, seed: int) -> float:
     """The validation score of one run: true value + the fold's effect + the run's noise; kept above 0 (a zero
     score marks a run unstable)."""
+    return observed_at(hparams, fold, seed, 1, 1)
+
+
+def observed_at(hparams: dict[str, Any], fold: int, seed: int, epoch: float, max_epochs: int) -> float:
+    """The validation score after `epoch` of `max_epochs` epochs: the learning curve plus the run's noise, which
+    grows with the curve (a run that learnt nothing yet is not noisy)."""
     params = tuple(sorted((k, round(float(hparams[k]), 12)) for k in ("lr", "width", "depth")))
     noise = FOLD_SD * _normal("fold", fold) + RUN_SD * _normal("run", params, fold, seed)
-    return min(1.0, max(1e-3, true_value(hparams) + noise))
+    reached = progress(hparams, epoch, max_epochs)
+    return min(1.0, max(1e-3, (true_value(hparams) + noise) * reached))
 
 
 class BowlTask(SleepTask):
@@ -86,7 +115,8 @@ def _module(hp: dict[str, Any]) -> lightning.LightningModule:
             self.seed = torch.initial_seed()  # the run's seed: nestling seeds everything before building
 
         def on_train_epoch_start(self) -> None:
-            time.sleep(float(self.hparams["sleep_s"]))
+            self.epochs_done.fill_(self.current_epoch + 1)  # saved with the weights: validating a checkpoint
+            time.sleep(float(self.hparams["sleep_s"]))  # scores the epoch its weights come from
 
         def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
             x, y = batch
@@ -97,7 +127,8 @@ def _module(hp: dict[str, Any]) -> lightning.LightningModule:
         def _score(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
             x, _ = batch
             fold = int(round(float(x.min()) * N_SAMPLES))  # the fold, named by its first validation sample
-            value = observed(dict(self.hparams), fold, self.seed)
+            max_epochs = int(self.trainer.max_epochs or 1)
+            value = observed_at(dict(self.hparams), fold, self.seed, int(self.epochs_done.item()), max_epochs)
             self.log(f"{prefix}/score", value, on_step=False, on_epoch=True, batch_size=len(x))
 
         def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -109,4 +140,6 @@ def _module(hp: dict[str, Any]) -> lightning.LightningModule:
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=float(self.hparams["lr"]))
 
-    return BowlModule(hp)
+    module = BowlModule(hp)
+    module.register_buffer("epochs_done", torch.tensor(0))
+    return module

@@ -17,13 +17,13 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from nestling.core.host.jobenv import JobEnvironment
+from nestling.core.tree.atomic import create_exclusive as _create_exclusive
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import RunPaths
 
@@ -70,29 +70,6 @@ def acquire(paths: RunPaths, host: str) -> bool:
 def mark(paths: RunPaths, host: str) -> None:
     """Write the lock without the exclusive create: a multi-task job's rank 0, whose job SLURM keeps unique."""
     write_json(paths.lock, info(host))
-
-
-def _create_exclusive(path: Path, payload: str) -> bool:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(payload)
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        except (
-            OSError
-        ):  # a file system without hard links: exclusive create (a reader may see it empty briefly)
-            try:
-                with open(path, "x") as f:
-                    f.write(payload)
-                return True
-            except FileExistsError:
-                return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def release(paths: RunPaths) -> None:

@@ -15,7 +15,7 @@ RESULT_KEYS = (
     "checkpoint", "duration", "started_at", "finished_at", "host", "pid", "cuda_visible_devices", "slurm_job_id",
     "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version", "worker_startup_s",
     "wandb_mode", "wandb_reason",
-    "accelerator", "device_names", "peak_memory_bytes",
+    "accelerator", "device_names", "peak_memory_bytes", "epochs_trained", "stop_reason",
 )  # fmt: skip
 
 SUCCESS = "success"

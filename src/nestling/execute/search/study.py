@@ -32,8 +32,10 @@ from nestling.core.ml.space import _plain, from_json
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.attempt_lock import pid_alive
+from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import read_result
 from nestling.execute.search.pruners import halving_prunes, median_prunes
+from nestling.execute.search.rungs import Board, Ladder
 from nestling.execute.search.trials import COMPLETE, FAILED, FINAL, PRUNED, RUNNING, WAITING, TrialState
 from nestling.plan.model import Plan
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial
 
+FOLD_PRUNERS = ("median", "successive-halving")  # pruners that stop a trial between folds (the others: rungs.py)
 CLAIM_STALE_S = 60.0  # a claim (draw file without a draw) from another host older than this: its drawer died
 
 
@@ -79,7 +82,7 @@ class Study:
         n_folds: int,
         cvs: list[tuple[dict[str, Any], list[tuple[str, int]]]],
     ) -> None:
-        self.kind, self.root, self.n_folds = kind, root, n_folds
+        self.kind, self.root, self.n_folds, self.options = kind, root, n_folds, options
         self.paths = naming.TrialPaths(root)
         self._dir = str(self.paths.dir)
         tune = options.get("tune", {})
@@ -103,6 +106,9 @@ class Study:
             self.folds.append(per_fold)
         self._final: dict[int, TrialState] = {}
         self._frozen: dict[int, FrozenTrial] = {}
+        # --pruner asha|hyperband: a trial is finished when every run is final, not when every run has a result
+        self.ladder = Ladder.from_options(options, len(cvs))
+        self._board: Board | None = None
 
     # -- reading the tree --------------------------------------------------------------------------------------
 
@@ -138,10 +144,12 @@ class Study:
         values: dict[int, float] = {}
         runs: list[tuple[float, bool, str]] = []
         done = 0
+        all_final = True  # every run trains no further (what "finished" means with an epoch pruner)
         for fold_dirs in self.folds[index]:
             fold_runs = []
             for d in fold_dirs:
                 result = read_result(d)
+                all_final = all_final and run_epochs(result).final
                 if result is None:
                     break
                 score, unstable = run_score(result.get("metrics") or {}, self.scoring, self.strategy)
@@ -153,6 +161,8 @@ class Study:
             values[done] = cv_score(runs)[0]
         if pruned:
             state = PRUNED
+        elif self.ladder is not None and not (done == self.n_folds and all_final):
+            state = RUNNING if record is not None else WAITING  # paused at a rung, or on its way to the next
         elif done == self.n_folds:
             state = COMPLETE if math.isfinite(values[done]) else FAILED
         else:
@@ -270,6 +280,8 @@ class Study:
         if len(params) != len(self.space):
             return None  # a draw from another space (should not happen): leave it out rather than fail the draw
         values = {k: v for k, v in trial.values.items() if math.isfinite(v)}
+        if self.ladder is not None:  # the sampler sees a trial's value at each rung it reached, by epoch
+            values = self._rung_values(index)
         state = {COMPLETE: OptunaState.COMPLETE, PRUNED: OptunaState.PRUNED, FAILED: OptunaState.FAIL}.get(
             trial.state, OptunaState.RUNNING
         )
@@ -284,12 +296,21 @@ class Study:
             self._frozen[index] = frozen
         return frozen
 
+    def _rung_values(self, index: int) -> dict[int, float]:
+        if self._board is None:
+            runs = [[d for fold in folds for d in fold] for folds in self.folds]
+            self._board = Board(self.root, self.ladder, runs, self.options) if self.ladder is not None else None
+        if self._board is None:
+            return {}
+        trial = self._board.trial(index)
+        return {trial.epochs(k): v for k, v in trial.values.items() if math.isfinite(v)}
+
     # -- pruning -----------------------------------------------------------------------------------------------
 
     def should_prune(self, index: int, step: int) -> bool:
         """Whether trial `index`, `step` folds done, stops here (the pruner's rule over the tree's trials)."""
         trial = self.trial(index)
-        if self.pruner == "none" or step < 1 or trial.n_folds_done < step:
+        if self.pruner not in FOLD_PRUNERS or step < 1 or trial.n_folds_done < step:
             return False
         value = trial.values[step]
         others = [t for t in self.trials() if t.index != index]
@@ -335,7 +356,7 @@ def before_run(run_dir: Path, root: Path | None) -> bool:
     if study.pruner != "none":
         if study.is_pruned(index):
             return False
-        if fold >= 1 and first and study.should_prune(index, fold):
+        if fold >= 1 and first and study.pruner in FOLD_PRUNERS and study.should_prune(index, fold):
             study.prune(index, fold)
             return False
     if study.space is not None:
@@ -361,7 +382,7 @@ def forget_unwritten_draws(root: Path) -> None:
         return
     for name in names:
         path = trials / name
-        if name.endswith(".json") and _drawn(path.read_bytes()) is None:
+        if name.endswith(".json") and name[:-5].isdigit() and _drawn(path.read_bytes()) is None:
             path.unlink(missing_ok=True)
 
 
