@@ -22,8 +22,10 @@ from nestling.core.options.config import Config, config_from_dict, explicit_opti
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
+from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import read_result
 from nestling.core.tree.run_spec import RunSpec
+from nestling.execute.search.rungs import Board
 from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
 from nestling.plan.model import Plan, PlannedRun
 from nestling.plan.specs import run_specs
@@ -101,10 +103,12 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
         kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
         todo = [run for run in todo if run.dir.name not in kept]
         forget_unwritten_draws(plan.root)
+        todo += _waiting_at_rungs(plan, {run.dir.name for run in todo})
         rerun = {run.dir.name for run in todo}
         reopen(plan.root, {i for i, cv in enumerate(plan.cvs) if any(r.dir.name in rerun for r in cv.runs)})
     for run in todo:
-        _archive_failed_result(run.dir)
+        if not run_epochs(read_result(run.dir)).paused:  # a paused run goes on from its checkpoint, as it is
+            _archive_failed_result(run.dir)
         attempt.remove_if_stale(run.dir)
     if respecified:
         _apply_forced(plan.root, respecified, todo)
@@ -189,6 +193,21 @@ def _refuse_if_active(plan: Plan) -> None:
             f"{len(active)} runs of {plan.name!r} are still running or queued{where}; wait for them "
             f"(nestling status {plan.root} --watch) or cancel them, then resume"
         )
+
+
+def _waiting_at_rungs(plan: Plan, todo: set[str]) -> list[PlannedRun]:
+    """--pruner asha|hyperband: the paused runs of trials neither pruned nor finished (paused at a rung, or
+    promoted when the tune stopped). They go back to the workers, which decide their rungs and train what is
+    promoted from the checkpoints: nothing is trained again."""
+    board = Board.from_root(plan.root)
+    if board is None:
+        return []
+    waiting = []
+    for trial in board.trials():
+        if trial.pruned or board.finished(trial.index):
+            continue
+        waiting += [run for run in plan.cvs[trial.index].runs if run.dir.name not in todo]
+    return waiting
 
 
 def _archive_failed_result(run_dir: Path) -> None:

@@ -64,5 +64,7 @@ def _print(plan: Plan, states: list[RunState], args: argparse.Namespace) -> None
             table.add_column(col)
         for s in shown[:200]:
             note = s.error or (f"unstable: {s.unstable_reason}" if s.unstable_reason else "")
+            if s.state == "paused":
+                note = f"paused at a rung after epoch {s.epochs_trained}"
             table.add_row(s.run_name, s.run_id, s.state, s.job or "", note[:80])
         console.print(table)

@@ -24,10 +24,11 @@ import polars as pl
 from nestling.core.ml.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score_reason
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
+from nestling.core.tree.run_epochs import StopReason
 from nestling.plan.model import CvPlan
 from nestling.plan.store import load_plan
 
-STAMP_VERSION = 1  # bump when the table's columns or their meaning change: every stamp is then stale
+STAMP_VERSION = 2  # bump when the table's columns or their meaning change: every stamp is then stale
 # (st_mtime_ns, st_size, st_ino) of a file, None when it does not exist. The inode too: every atomic write renames
 # a new file into place, so a rewrite within one tick of the file system's clock, at the same size, still shows.
 Stamp = tuple[int, int, int] | None
@@ -36,11 +37,13 @@ MISSING = "missing"
 BASE_COLUMNS = [
     "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable",
     "unstable_reason", "run_score", "score", "score_is_unstable", "attempt", "worker_startup_s", "accelerator",
-    "device_names", "peak_memory_bytes", "cuda_visible_devices",
+    "device_names", "peak_memory_bytes", "cuda_visible_devices", "epochs_trained", "stop_reason",
 ]  # fmt: skip
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
 # row's own score, from which the cv score is the mean over stable successful runs. `unstable_reason` says why a
-# run is unstable: the metric and its value (see scoring.py), "failed", or "no result".
+# run is unstable: the metric and its value (see scoring.py), "failed", or "no result". `stop_reason` says why a
+# successful run's training ended: completed, early_stopped, paused (at a rung, --pruner asha|hyperband) or pruned
+# (paused, and its trial was stopped there).
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,12 @@ class CvSummary:
     unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
     spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
     inputs: tuple[Stamp, ...] = ()  # the stamp of each run's result file, in plan order
-    state: str = "complete"  # complete | pruned | failed (a tune's trial, see study.py)
+    state: str = "complete"  # complete | pruned | failed | paused (a tune's trial, see study.py and rungs.py)
     n_folds_done: int = 0  # folds, from the first, whose every run has a result
     drawn_at: int | None = None  # order in which the trial's configuration was drawn
+    n_epochs_done: int = 0  # epochs trained by all the trial's runs together
+    rung: int | None = None  # --pruner asha|hyperband: the highest rung the trial reached (0 = the first)
+    bracket: int | None = None  # --pruner hyperband: the trial's bracket (0 with asha)
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
@@ -82,12 +88,18 @@ _RESULT_COLUMNS = (
 
 
 def _collect_cvs(
-    planned: list[CvPlan], scoring: Any, strategy: str, pruned: set[int] | None = None
+    planned: list[CvPlan],
+    scoring: Any,
+    strategy: str,
+    pruned: set[int] | None = None,
+    rungs: dict[int, tuple[int, int]] | None = None,
 ) -> list[CvSummary]:
     """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
     each cv's table is a zero-copy slice of it with that cv's own metric columns. A pruned trial's runs that never
-    started are left out: its table holds the runs that ran, its score is the score over the folds done."""
+    started are left out: its table holds the runs that ran, its score is the score over the folds done. `rungs`
+    (--pruner asha|hyperband): trial -> (highest rung reached, bracket)."""
     pruned = pruned or set()
+    rungs = rungs or {}
     columns: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
     metrics: dict[
         str, list[float | None]
@@ -97,7 +109,10 @@ def _collect_cvs(
     stamps: list[tuple[Stamp, ...]] = []
     n = 0
     folds_done: list[int] = []
+    epochs_done: list[int] = []
+    paused: list[bool] = []
     for k, cv in enumerate(planned):
+        cv_epochs, cv_paused = 0, False
         start = n
         cv_metric_names: dict[str, None] = {}
         per_run: list[tuple[float, bool, str]] = []
@@ -128,6 +143,14 @@ def _collect_cvs(
             columns["status"].append(status)
             for key in _RESULT_COLUMNS[1:]:
                 columns[key].append(result.get(key))
+            epochs = result.get("epochs_trained")
+            stop = result.get("stop_reason") if status == "success" else None
+            if stop == StopReason.PAUSED:
+                stop = StopReason.PRUNED.value if k in pruned else stop
+                cv_paused = cv_paused or k not in pruned
+            columns["epochs_trained"].append(epochs)
+            columns["stop_reason"].append(stop)
+            cv_epochs += int(epochs or 0)
             columns["run_score"].append(score)
             columns["is_unstable"].append(unstable)
             per_run.append((score, unstable, status))
@@ -140,6 +163,8 @@ def _collect_cvs(
                 cv_metric_names[name] = None
             n += 1
         folds_done.append(min(unfinished_folds, default=max((r.fold + 1 for r in cv.runs), default=0)))
+        epochs_done.append(cv_epochs)
+        paused.append(cv_paused)
         cv_result = cv_score(per_run)
         spreads.append(cv_spread(per_run))
         stamps.append(tuple(cv_stamps))
@@ -159,8 +184,8 @@ def _collect_cvs(
         "error": pl.Utf8, "duration": pl.Float64, "checkpoint": pl.Utf8, "is_unstable": pl.Boolean,
         "unstable_reason": pl.Utf8, "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean,
         "attempt": pl.Int64, "worker_startup_s": pl.Float64, "accelerator": pl.Utf8, "device_names": pl.List(pl.Utf8),
-        "peak_memory_bytes": pl.Int64, "cuda_visible_devices": pl.Utf8,
-        **dict.fromkeys(metrics, pl.Float64),
+        "peak_memory_bytes": pl.Int64, "cuda_visible_devices": pl.Utf8, "epochs_trained": pl.Int64,
+        "stop_reason": pl.Utf8, **dict.fromkeys(metrics, pl.Float64),
     }  # fmt: skip
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
@@ -170,6 +195,8 @@ def _collect_cvs(
         n_folds = max((r.fold + 1 for r in cv.runs), default=0)
         if k in pruned:
             state = "pruned"
+        elif paused[k]:
+            state = "paused"  # waits at a rung for its promotion (a tune still running, or interrupted)
         else:
             state = "complete" if folds_done[k] == n_folds and not math.isnan(score) else "failed"
         summaries.append(
@@ -189,6 +216,9 @@ def _collect_cvs(
                 inputs=inputs,
                 state=state,
                 n_folds_done=folds_done[k],
+                n_epochs_done=epochs_done[k],
+                rung=rungs[k][0] if k in rungs else None,
+                bracket=rungs[k][1] if k in rungs else None,
             )
         )
     return summaries

@@ -80,7 +80,7 @@ def _run_one(d: str, reply: TextIO | None, trainer: Trainer, skip_done: bool = T
             if result is not None and root is not None:
                 failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
             if result is not None and root is not None and result.get("status") in ("success", "failed"):
-                _collect_if_cv_done(root, Path(d))
+                _collect_if_cv_done(root, Path(d), trainer)
     if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
         result = {"run_dir": d, "status": SKIPPED}
     _reply(reply, d, result)
@@ -104,7 +104,7 @@ def _segment(
         for run in board.trial_runs[index]:
             _reply(reply, run, {"status": PRUNED})
     if root is not None and run_epochs(result).final:
-        _collect_if_cv_done(root, Path(d))
+        _collect_if_cv_done(root, Path(d), trainer)
     return result
 
 
@@ -120,6 +120,7 @@ def promotions(board: rungs.Board, reply: TextIO | None = None, trainer: Trainer
     valuable work, ASHA's rule). Each run once per call: one another attempt holds is left to it."""
     results: list[dict[str, Any]] = []
     tried: set[str] = set()
+    board.decide()  # what the tree allows by now (a resume, or a decision a killed worker left undone)
     while failfast.stopped(board.root) is None:
         work = [d for d in board.promoted_runs() if d not in tried]
         if not work:
@@ -140,7 +141,6 @@ def finish_promotions(reply: TextIO | None = None, trainer: Trainer = execute) -
             results += done
             if done:
                 continue
-            board.decide()  # a decision a killed worker left undone
             if board.promoted_runs():
                 continue
             if not board.training_elsewhere():
@@ -152,11 +152,13 @@ def finish_promotions(reply: TextIO | None = None, trainer: Trainer = execute) -
     return results
 
 
-def _collect_if_cv_done(root: Path, run_dir: Path) -> None:
+def _collect_if_cv_done(root: Path, run_dir: Path, trainer: Trainer) -> None:
     """When this run was its cv's last, write the cv's run_infos.parquet now, so that the collect at the end of a
-    large tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not."""
-
-    cv_table.collect_finished_cv(root, run_dir)
+    large tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not.
+    Not with a simulated trainer (testing/bowl_workers.py): its bench and tests collect once at the end, and fork
+    workers, in which a polars thread pool started before the fork would hang."""
+    if trainer is execute:
+        cv_table.collect_finished_cv(root, run_dir)
 
 
 def serve(preload: str | None = None, describe: bool = False) -> None:

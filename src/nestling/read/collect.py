@@ -31,6 +31,7 @@ from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collec
     write_cv_table,
     write_parquet_atomic,
 )
+from nestling.execute.search.rungs import Board
 from nestling.execute.search.study import Study, pruned_trials
 from nestling.plan.model import CvPlan, Plan
 from nestling.plan.store import find_plan_root, load_plan
@@ -75,7 +76,7 @@ def collect(path: Path, write: bool = True) -> Collected:
     plan = load_plan(root)
     scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
     strategy = plan.options["cv"]["multi_score_strategy"]
-    cvs = _collect_cvs(_drawn_cvs(plan), scoring, strategy, _pruned(plan))
+    cvs = _collect_cvs(_drawn_cvs(plan), scoring, strategy, _pruned(plan), _rungs(plan))
     if plan.kind == "tune":
         cvs = _with_draw_order(plan, cvs)
     if write and plan.kind in ("cv", "tune", "retrain"):
@@ -139,6 +140,16 @@ def _pruned(plan: Plan) -> set[int]:
     return pruned_trials(plan.root)
 
 
+def _rungs(plan: Plan) -> dict[int, tuple[int, int]]:
+    """--pruner asha|hyperband: each trial's highest rung reached (-1: none yet) and its bracket."""
+    if plan.kind != "tune":
+        return {}
+    board = Board.from_root(plan.root)
+    if board is None:
+        return {}
+    return {t.index: (t.top, t.bracket) for t in board.trials()}
+
+
 def _with_draw_order(plan: Plan, cvs: list[CvSummary]) -> list[CvSummary]:
     """drawn_at: the order of the draws (an adaptive tune's draw times; up front: the trial order)."""
     if not plan.adaptive:
@@ -177,6 +188,9 @@ def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
             "n_failed": cv.n_failed,
             "state": cv.state,
             "n_folds_done": cv.n_folds_done,
+            "n_epochs_done": cv.n_epochs_done,
+            "rung": cv.rung,
+            "bracket": cv.bracket,
             "drawn_at": cv.drawn_at,
         }
         for cv in cvs
@@ -262,13 +276,14 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
 
 def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
     """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last, then by
-    score); a pruned trial (scored on the folds it ran) below every trial that ran them all."""
+    score); a pruned trial (scored on the folds, or at the rung, it reached) below every trial that ran them all,
+    and so is a trial paused at a rung (an unfinished tune)."""
 
     def key(c: CvSummary) -> tuple[bool, bool, bool, bool, float, float]:
         value = c.spread.lcb if select == "lcb" else c.score
         score = 0 if math.isnan(c.score) else c.score
         # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
-        return (math.isnan(c.score), c.state == "pruned", c.score_is_unstable, math.isnan(value),
+        return (math.isnan(c.score), c.state in ("pruned", "paused"), c.score_is_unstable, math.isnan(value),
                 -(0 if math.isnan(value) else value), -score)  # fmt: skip
 
     return sorted(cvs, key=key)

@@ -1,5 +1,5 @@
 """The state of every run of a plan, from the tree and the queue (squeue, never sacct): success, failed, running,
-pending, lost, blocked, not started, interrupted, pruned."""
+pending, lost, blocked, not started, interrupted, pruned, paused (at a rung, --pruner asha|hyperband)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,14 @@ from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.array_claims import holders
 from nestling.core.tree.launch_record import LaunchRecord, read_launches
 from nestling.core.tree.naming import ArrayLaunchPaths
+from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import read_result
 from nestling.execute.search.study import pruned_trials
 from nestling.plan.model import Plan
 
-STATES = ("success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned")
+STATES = (
+    "success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned", "paused",
+)  # fmt: skip
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 
@@ -35,6 +38,7 @@ class RunState:
     job: str | None
     error: str | None
     unstable_reason: str | None = None  # a success whose scoring metrics cannot be scored: metric and value
+    epochs_trained: int | None = None  # from the result: how far the run trained (a paused run: its rung)
 
 
 def _unstable_reason(plan: Plan, result: dict[str, Any]) -> str | None:
@@ -80,9 +84,12 @@ def run_states(plan: Plan) -> list[RunState]:
         job = job_of.get(str(run.dir.resolve()))
         unstable = None
         error: str | None
+        epochs = result.get("epochs_trained") if result is not None else None
         if result is not None:
             state, error = result.get("status", "failed"), result.get("error")
-            if state == "success":
+            if state == "success" and run_epochs(result).paused:  # waits at a rung, or its trial stopped there
+                state = "pruned" if run.dir.name in pruned else "paused"
+            elif state == "success":
                 unstable = _unstable_reason(plan, result)
         elif run.dir.name in pruned:
             state, error = "pruned", None
@@ -98,7 +105,7 @@ def run_states(plan: Plan) -> list[RunState]:
                 state, error = "not started", f"fail-fast: {stop.error}"
             elif interrupted and state in ("lost", "pending"):
                 state = "interrupted"
-        states.append(RunState(run.run_name, run.run_id, state, job, error, unstable))
+        states.append(RunState(run.run_name, run.run_id, state, job, error, unstable, epochs))
     return states
 
 

@@ -108,11 +108,14 @@ def _module(hp: dict[str, Any]) -> lightning.LightningModule:
     from torch import nn
 
     class BowlModule(lightning.LightningModule):
+        epochs_done: torch.Tensor
+
         def __init__(self, hparams: dict[str, Any]) -> None:
             super().__init__()
             self.save_hyperparameters(dict(hparams))
             self.linear = nn.Linear(1, 1)
             self.seed = torch.initial_seed()  # the run's seed: nestling seeds everything before building
+            self.register_buffer("epochs_done", torch.tensor(0))
 
         def on_train_epoch_start(self) -> None:
             self.epochs_done.fill_(self.current_epoch + 1)  # saved with the weights: validating a checkpoint
@@ -140,6 +143,4 @@ def _module(hp: dict[str, Any]) -> lightning.LightningModule:
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=float(self.hparams["lr"]))
 
-    module = BowlModule(hp)
-    module.register_buffer("epochs_done", torch.tensor(0))
-    return module
+    return BowlModule(hp)
