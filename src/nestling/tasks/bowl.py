@@ -11,9 +11,10 @@ only sleeps `sleep_s` per epoch, so a bench measures the search, not a model. `o
 without torch: nestling.testing.bowl_workers simulates workers with it in-process.
 
 Learning curves (for pruning between epochs): after e of E epochs a configuration has reached the fraction
-(1 - exp(-e / tau)) / (1 - exp(-E / tau)) of its true value, tau = TAU_AT_OPTIMUM * 10^(-0.6 (log10(lr) + 2.5))
-epochs: a large learning rate starts fast and ends worse, the optimum and smaller rates start slowly. The last
-epoch's value is `observed` exactly, so a run of any length ends where a one-epoch run does.
+(1 - exp(-e / tau)) / (1 - exp(-E / tau)) of its true value, tau = TAU_AT_OPTIMUM * 10^(-TAU_SLOPE (log10(lr) + 2.5))
+epochs (8 at the optimum): a large learning rate starts fast and ends worse, the optimum and smaller rates start
+slowly, so a pruner that trusts the first epochs alone loses the best configurations. The last epoch's value is
+`observed` exactly, so a run of any length ends where a one-epoch run does.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def true_value(hparams: dict[str, Any]) -> float:
     return 0.05 + 0.9 * math.exp(-(a * a + b * b + c * c) / 2)
 
 
-TAU_AT_OPTIMUM = 3.0  # epochs to reach 63 % of the final value at the optimum's learning rate
+TAU_AT_OPTIMUM = 8.0  # epochs to reach 63 % of the final value at the optimum's learning rate
+TAU_SLOPE = 0.8  # tau falls tenfold per 1.25 decades of learning rate: large rates start fast, small ones slowly
 
 
 def progress(hparams: dict[str, Any], epoch: float, max_epochs: int) -> float:
@@ -56,7 +58,7 @@ def progress(hparams: dict[str, Any], epoch: float, max_epochs: int) -> float:
         return 1.0
     if epoch <= 0:
         return 0.0
-    tau = TAU_AT_OPTIMUM * 10 ** (-0.6 * (math.log10(float(hparams["lr"])) + 2.5))
+    tau = TAU_AT_OPTIMUM * 10 ** (-TAU_SLOPE * (math.log10(float(hparams["lr"])) + 2.5))
     return (1 - math.exp(-epoch / tau)) / (1 - math.exp(-max_epochs / tau))
 
 
