@@ -59,7 +59,8 @@ def make_tune(tmp: Path, name: str, *extra: str, n_trials: int = N_TRIALS, n_fol
     space = tmp / "space.toml"
     space.write_text(SPACE)
     argv = ["--task", "bowl", "--hpconfig", str(space), "--n_trials", str(n_trials), "--n_folds", str(n_folds),
-            "--n_seeds", "1", "--artifact_dir", str(tmp / "art"), "--name", name, *extra]  # fmt: skip
+            "--n_seeds", "1", "--max_epochs", "1", "--artifact_dir", str(tmp / "art"), "--name", name,
+            *extra]  # fmt: skip  (one epoch unless a case says otherwise: simulated runs write each epoch's curve)
     prepared = prepare(parse_config(argv, prog="nestling tune"), "tune")
     write_plan(prepared.plan, prepared.splits)
     study._STUDIES.clear()  # a fresh "process" per tune

@@ -152,10 +152,10 @@ def train(
     last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
     # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
     callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+    early: Any = None
     if spec.early_stopping_patience > 0 and not spec.retrain:
-        callbacks.append(
-            EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
-        )
+        early = EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
+        callbacks.append(early)
     callbacks += epoch_callbacks(paths, scoring, until_epoch)
     # One CSV log per attempt; a promoted run (the next segment of the same attempt) appends to it.
     loggers: list[Any] = [lightning_compat.appending_csv_logger(str(paths.dir), "logs", f"attempt-{attempt}")]
@@ -196,7 +196,8 @@ def train(
                 # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
                 trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
                 metrics.update(_floats(trainer.callback_metrics))
-            epochs, reason = _how_far(trainer, paths, spec.max_epochs, until_epoch)
+            stopped_early = early is not None and early.stopped_epoch > 0  # (in this process; not under ddp_fork)
+            epochs, reason = _how_far(trainer, paths, spec.max_epochs, until_epoch, stopped_early)
             if record is not None:
                 record.update(epochs_trained=epochs, stop_reason=reason)
             testing = reason != PAUSED and split.test and type(model).test_step is not L.LightningModule.test_step
@@ -249,14 +250,17 @@ def epoch_callbacks(paths: RunPaths, scoring: list[Any], until_epoch: int | None
     return [RecordEpoch(), StopAtRung()] if until_epoch is not None else [RecordEpoch()]
 
 
-def _how_far(trainer: Any, paths: RunPaths, max_epochs: int, until_epoch: int | None) -> tuple[int, StopReason]:
+def _how_far(
+    trainer: Any, paths: RunPaths, max_epochs: int, until_epoch: int | None, stopped_early: bool = False
+) -> tuple[int, StopReason]:
     """Epochs trained after fit, and why it stopped. Under ddp_fork the fit ran in child processes and this
-    process's Trainer does not know its epoch count: the curve rank 0 wrote does."""
+    process's Trainer does not know its epoch count: the curve rank 0 wrote does. Early stopping that fired at a
+    rung's epoch counts as early stopping: the run is not paused, it is done."""
     curve = read_curve(paths.dir)
     epochs = max(int(trainer.current_epoch), max((int(e["epoch"]) + 1 for e in curve), default=0))
     if epochs >= max_epochs:
         return epochs, StopReason.COMPLETED
-    if until_epoch is not None and epochs >= until_epoch:
+    if until_epoch is not None and epochs >= until_epoch and not stopped_early:
         return epochs, StopReason.PAUSED
     return epochs, StopReason.EARLY_STOPPED
 

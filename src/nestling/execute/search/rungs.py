@@ -247,6 +247,7 @@ class Board:
         return all(self.run_state(d)[0].final for d in self.trial_runs[index])
 
     def trial(self, index: int) -> TrialRungs:
+        """One trial (the whole folder is read: callers that need several take `trials()` once)."""
         return self.trials()[index]
 
     # -- one run ------------------------------------------------------------------------------------------------
@@ -277,9 +278,10 @@ class Board:
             self.record(located[0])
         return self.decide()
 
-    def record(self, index: int) -> bool:
-        """Write trial `index`'s value at its target rung when every run reached that rung (or is final)."""
-        trial = self.trial(index)
+    def record(self, index: int, trial: TrialRungs | None = None) -> bool:
+        """Write trial `index`'s value at its target rung when every run reached that rung (or is final).
+        `trial`: its state when the caller just read it."""
+        trial = trial or self.trial(index)
         if trial.pruned:
             return False
         rung = trial.target
@@ -303,8 +305,12 @@ class Board:
         return True
 
     def decide(self) -> list[int]:
-        """Promote and prune what the tree allows now, for every bracket and rung; the trials pruned now."""
+        """Promote and prune what the tree allows now, for every bracket and rung; the trials pruned now. First
+        the rung values a worker that died after its trial's last run did not write."""
         trials = self.trials()
+        recorded = [t.index for t in trials if not t.pruned and t.target > t.top and self.record(t.index, t)]
+        if recorded:
+            trials = self.trials()
         finished: dict[int, bool] = {}
 
         def is_finished(index: int) -> bool:
