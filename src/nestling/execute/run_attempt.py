@@ -21,7 +21,7 @@ from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.tree import attempt_lock
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import RunPaths
-from nestling.core.tree.run_epochs import RunEpochs, run_epochs
+from nestling.core.tree.run_epochs import RunEpochs, read_curve, run_epochs
 from nestling.core.tree.run_result import FAILED, SUCCESS, empty_result, read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.execute.startup import worker_startup
@@ -55,8 +55,9 @@ def execute(spec: RunSpec, until_epoch: int | None = None) -> dict[str, Any] | N
     is taken over.
 
     `until_epoch` (--pruner asha|hyperband): train to that epoch and pause (see training.train). A paused run that
-    goes on is the same attempt, continued: same attempt number, its CSV log appended to, its duration summed. A
-    start that finds a lock left behind (the previous start was killed or preempted) is a new attempt.
+    goes on is the same attempt, continued: same attempt number, its CSV log appended to, its duration summed,
+    unless something started after the pause (a start that was killed or preempted after an epoch, or a new
+    attempt): then it is the next attempt, as any restart.
     """
     paths = RunPaths(Path(spec.run_dir))
     paths.dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,6 @@ def execute(spec: RunSpec, until_epoch: int | None = None) -> dict[str, Any] | N
     # One-task processes (local workers, array tasks) take the lock exclusively; in a multi-task job (srun, DDP)
     # every rank must make the same choice, so rank 0 just marks the run and SLURM keeps the job unique.
     exclusive = writer and not job.multi_task
-    interrupted = paths.lock.exists()  # a previous start that did not end (killed, preempted): a new attempt
     if exclusive and not attempt_lock.acquire(paths, host):
         log.warning(
             "run %s: a live attempt holds %s; not starting it a second time", spec.run_name, paths.lock
@@ -78,7 +78,7 @@ def execute(spec: RunSpec, until_epoch: int | None = None) -> dict[str, Any] | N
         done = run_epochs(previous)
         if exclusive and done.status == SUCCESS and not _trains_further(done, until_epoch):
             return previous  # finished (or reached this rung) while we waited for the lock
-        continued = previous if done.paused and not interrupted else None
+        continued = previous if previous is not None and done.paused and _untouched_since_pause(paths, previous) else None
         attempt = int(continued["attempt"] or 1) if continued is not None else next_attempt(paths)
         result = empty_result(spec)
         startup = worker_startup()  # before the clock starts: a run's duration is its own time
@@ -129,6 +129,13 @@ def execute(spec: RunSpec, until_epoch: int | None = None) -> dict[str, Any] | N
             heartbeat.stop()
         if writer:
             attempt_lock.release(paths)
+
+
+def _untouched_since_pause(paths: RunPaths, paused: dict[str, Any]) -> bool:
+    """Nothing started since this run paused: no later attempt counted, no epoch trained past the pause."""
+    curve = read_curve(paths.dir)
+    epochs = max((int(e["epoch"]) + 1 for e in curve), default=0)
+    return next_attempt(paths) - 1 == int(paused.get("attempt") or 0) and epochs == run_epochs(paused).epochs_trained
 
 
 def _trains_further(done: RunEpochs, until_epoch: int | None) -> bool:

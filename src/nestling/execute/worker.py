@@ -3,8 +3,9 @@
 Two modes:
   python -m nestling.worker RUN_DIR...   run these runs in series, then exit (SLURM array tasks, containers)
   python -m nestling.worker --serve [--preload TASK [--describe]]
-                                         read work units as JSON lines on stdin; after each run write a JSON line
-                                         {"run_dir", "status"} and after each unit {"unit_done": index} on stdout.
+                                         read work units as JSON lines on stdin; before each run it trains write a
+                                         JSON line {"started": run_dir}, after each run {"run_dir", "status"}, and
+                                         after each unit {"unit_done": index} on stdout.
 In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol. With --preload
 the worker imports torch, Lightning and the task's module before it says {"ready"}: a pool started while the CLI
 plans pays that import at the same time as the CLI, not after it; with --describe it first sends the task's planning
@@ -76,6 +77,7 @@ def _run_one(d: str, reply: TextIO | None, trainer: Trainer, skip_done: bool = T
         elif board is not None:
             result = _segment(board, root, d, reply, trainer)
         else:
+            _started(reply, d)
             result = trainer(load_spec(Path(d)), None)
             if result is not None and root is not None:
                 failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
@@ -95,6 +97,7 @@ def _segment(
     segment = board.segment(d)
     if segment.until_epoch is None:
         return {**(read_result(Path(d)) or {}), "run_dir": d, "status": segment.why}
+    _started(reply, d)
     result = trainer(load_spec(Path(d)), segment.until_epoch)
     if result is None:
         return None
@@ -106,6 +109,14 @@ def _segment(
     if root is not None and run_epochs(result).final:
         _collect_if_cv_done(root, Path(d), trainer)
     return result
+
+
+def _started(reply: TextIO | None, run_dir: str) -> None:
+    """Tell the driver which run this worker trains now: if the worker dies, that run is the one lost (a promoted
+    run may belong to another unit)."""
+    if reply is not None:
+        reply.write(json.dumps({"started": run_dir}) + "\n")
+        reply.flush()
 
 
 def _reply(reply: TextIO | None, run_dir: str, result: dict[str, Any]) -> None:

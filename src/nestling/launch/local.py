@@ -249,20 +249,20 @@ class LocalLauncher(Launcher):
                     with lock:
                         _lost(record, unit.index)
                     continue
-                unfinished = self._run_unit(proc, unit, progress)
-                if unfinished and self._stop.is_set():  # Ctrl-C: the worker saved and stopped; resumable
+                ended = self._run_unit(proc, unit, progress)
+                if ended is not None and self._stop.is_set():  # Ctrl-C: the worker saved and stopped; resumable
                     proc.wait()
                     return
-                if unfinished:  # the worker died: only the run it was training is lost
+                if ended is not None:  # the worker died: only the run it was training is lost
+                    training, unstarted = ended
                     proc.kill()  # reap it (a zombie would look alive to the run's attempt lock)
                     proc.wait()
-                    _report_lost(unfinished[:1], progress)
+                    if training is not None:
+                        _report_lost([training], progress)
                     with lock:
-                        _lost(record, unit.index, unfinished[0])
-                    if unfinished[1:]:
-                        todo.put(
-                            WorkUnit(unit.index, unfinished[1:])
-                        )  # never started: a fresh worker takes them
+                        _lost(record, unit.index, training)
+                    if unstarted:
+                        todo.put(WorkUnit(unit.index, unstarted))  # never started: a fresh worker takes them
                     proc = None
         finally:
             if proc is not None and proc.stdin:
@@ -273,25 +273,37 @@ class LocalLauncher(Launcher):
             self._procs.pop(k, None)
 
     @staticmethod
-    def _run_unit(proc: subprocess.Popen[str], unit: WorkUnit, progress: Progress) -> list[str]:
-        """Send one unit and relay per-run replies; returns the runs left unfinished when the worker died
-        (in order: the first was in progress, the others never started), [] when the unit completed."""
+    def _run_unit(
+        proc: subprocess.Popen[str], unit: WorkUnit, progress: Progress
+    ) -> tuple[str | None, list[str]] | None:
+        """Send one unit and relay per-run replies. None when the unit completed; when the worker died, the run
+        it was training (None when between runs) and the unit's runs it never started. The worker says which
+        run it starts ({"started": dir}): with --pruner asha|hyperband it may be a promoted run of another unit;
+        a worker that does not say so (an older version) was training the unit's first unfinished run."""
         assert proc.stdin is not None and proc.stdout is not None
         pending = list(unit.run_dirs)
+        training: str | None = None
+        announced = False
         try:
             proc.stdin.write(json.dumps({"index": unit.index, "run_dirs": unit.run_dirs}) + "\n")
             proc.stdin.flush()
         except BrokenPipeError:
-            return pending
+            return None, pending
         for line in proc.stdout:
             msg = json.loads(line)
-            if "run_dir" in msg:
+            if "started" in msg:
+                training, announced = msg["started"], True
+            elif "run_dir" in msg:
                 progress.run_done(msg["run_dir"], msg["status"])
                 if msg["run_dir"] in pending:
                     pending.remove(msg["run_dir"])
+                if msg["run_dir"] == training:
+                    training = None
             elif msg.get("unit_done") == unit.index:
-                return []
-        return pending
+                return None
+        if not announced and pending:
+            return pending[0], pending[1:]
+        return training, [d for d in pending if d != training]
 
 
 class _StderrRelay:

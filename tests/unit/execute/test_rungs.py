@@ -16,7 +16,7 @@ import pytest
 from nestling.core.errors import UsageError
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
-from nestling.core.tree.run_epochs import StopReason, record_epoch, read_curve, run_epochs
+from nestling.core.tree.run_epochs import StopReason, read_curve, record_epoch, run_epochs
 from nestling.core.tree.run_result import read_result
 from nestling.execute.search import pruners, rungs, study
 from nestling.plan.preflight import prepare

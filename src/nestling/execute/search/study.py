@@ -35,7 +35,7 @@ from nestling.core.tree.attempt_lock import pid_alive
 from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import read_result
 from nestling.execute.search.pruners import halving_prunes, median_prunes
-from nestling.execute.search.rungs import Board, Ladder
+from nestling.execute.search.rungs import Board, Ladder, TrialRungs
 from nestling.execute.search.trials import COMPLETE, FAILED, FINAL, PRUNED, RUNNING, WAITING, TrialState
 from nestling.plan.model import Plan
 
@@ -109,6 +109,7 @@ class Study:
         # --pruner asha|hyperband: a trial is finished when every run is final, not when every run has a result
         self.ladder = Ladder.from_options(options, len(cvs))
         self._board: Board | None = None
+        self._rungs: list[TrialRungs] | None = None  # the rungs as read for the draw in progress
 
     # -- reading the tree --------------------------------------------------------------------------------------
 
@@ -251,6 +252,7 @@ class Study:
 
         assert self.space is not None
         drawn, pruned = self._scan()
+        self._rungs = None  # read again (once) for this draw
         frozen = [t for i in drawn if i != index and (t := self._frozen_trial(i, i in pruned)) is not None]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
@@ -297,12 +299,15 @@ class Study:
         return frozen
 
     def _rung_values(self, index: int) -> dict[int, float]:
-        if self._board is None:
-            runs = [[d for fold in folds for d in fold] for folds in self.folds]
-            self._board = Board(self.root, self.ladder, runs, self.options) if self.ladder is not None else None
-        if self._board is None:
+        """Trial `index`'s values at the rungs it reached, keyed by epoch; the rungs are read once per draw."""
+        if self._rungs is None:
+            if self._board is None and self.ladder is not None:
+                runs = [[d for fold in folds for d in fold] for folds in self.folds]
+                self._board = Board(self.root, self.ladder, runs, self.options)
+            self._rungs = self._board.trials() if self._board is not None else []
+        if index >= len(self._rungs):
             return {}
-        trial = self._board.trial(index)
+        trial = self._rungs[index]
         return {trial.epochs(k): v for k, v in trial.values.items() if math.isfinite(v)}
 
     # -- pruning -----------------------------------------------------------------------------------------------
