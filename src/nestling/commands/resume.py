@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.errors import UsageError
-from nestling.core.options.config import Config, config_from_dict, explicit_options
+from nestling.core.options.config import EPOCH_PRUNERS, Config, config_from_dict, explicit_options
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
@@ -90,6 +90,12 @@ def prepare_resume(kind: str, config: Config, argv: list[str]) -> Resumption:
             f"{kind} {name!r}: {'; '.join(map(str, fixed))} would change the plan itself, which --force cannot do "
             f"(it applies {', '.join(f'--{k}' for keys in APPLIED_ON_FORCE.values() for k in keys)}); drop them "
             f"or start a new {kind}"
+        )
+    pruner = saved.tune.pruner
+    if plan.kind == "tune" and pruner in EPOCH_PRUNERS and any(c.key == "max_epochs" for c in changes):
+        raise UsageError(
+            f"tune {name!r} prunes between epochs (--pruner {pruner}): its rungs end at --max_epochs "
+            f"{saved.training.max_epochs}, so --max_epochs cannot change on resume; drop it, or start a new tune"
         )
     effective = _effective(saved, config, changes)
     given = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in explicit_options(argv)}

@@ -359,3 +359,12 @@ def test_a_scandir_sees_decisions_and_rungs_but_not_draws_as_rungs(tmp_path: Pat
     assert {n for n in names if n.endswith(".json")} == {"0.json", "1.json", "2.json"}  # rung files are no draws
     study.forget_unwritten_draws(root)  # resume's clean-up keeps every rung file and decision
     assert sorted(os.listdir(naming.TrialPaths(root).dir)) == sorted(names)
+
+
+def test_resume_refuses_a_new_max_epochs_for_a_tune_with_rungs(tmp_path: Path) -> None:
+    from nestling.commands.resume import prepare_resume
+
+    make_tune(tmp_path, "m", "--pruner", "hyperband", n_trials=3)
+    argv = ["--resume", "m", "--artifact_dir", str(tmp_path / "art"), "--max_epochs", "27", "--force"]
+    with pytest.raises(UsageError, match="--max_epochs cannot change on resume"):
+        prepare_resume("tune", parse_config(argv, prog="nestling tune"), argv)
