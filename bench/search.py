@@ -40,31 +40,15 @@ from optuna.storages.journal import BaseJournalBackend
 from bench._common import Row, judge, scratch, standalone
 
 NAME = "search"
-SPACE = """
-[hyperparameters]
-lr = {distribution = "loguniform", low = 1e-5, high = 1.0}
-width = {low = 0.0, high = 1.0}
-depth = {low = 1, high = 10}
-"""
 SEEDS = (0, 1, 2, 3, 4)
 N_TRIALS, N_FOLDS = 40, 5
 
 
 def make_tune(tmp: Path, name: str, *extra: str, n_trials: int = N_TRIALS, n_folds: int = N_FOLDS) -> Path:
-    from nestling.core.options.config import parse_config
-    from nestling.execute.search import study
-    from nestling.plan.preflight import prepare
-    from nestling.plan.store import write_plan
+    """One epoch per run unless a case says otherwise (simulated runs write each epoch's curve)."""
+    from nestling.testing.bowl_workers import plan_tune
 
-    space = tmp / "space.toml"
-    space.write_text(SPACE)
-    argv = ["--task", "bowl", "--hpconfig", str(space), "--n_trials", str(n_trials), "--n_folds", str(n_folds),
-            "--n_seeds", "1", "--max_epochs", "1", "--artifact_dir", str(tmp / "art"), "--name", name,
-            *extra]  # fmt: skip  (one epoch unless a case says otherwise: simulated runs write each epoch's curve)
-    prepared = prepare(parse_config(argv, prog="nestling tune"), "tune")
-    write_plan(prepared.plan, prepared.splits)
-    study._STUDIES.clear()  # a fresh "process" per tune
-    return prepared.plan.root
+    return plan_tune(tmp, name, "--max_epochs", "1", *extra, n_trials=n_trials, n_folds=n_folds)
 
 
 def run_serial(root: Path) -> list[str]:

@@ -9,17 +9,40 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from nestling.core.options.config import parse_config
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import RunPaths
 from nestling.core.tree.run_epochs import StopReason, read_curve, record_epoch, run_epochs
 from nestling.core.tree.run_result import SUCCESS, empty_result, read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.execute import worker
-from nestling.plan.store import load_spec
+from nestling.execute.search import rungs, study
+from nestling.plan.preflight import prepare
+from nestling.plan.store import load_spec, write_plan
 from nestling.tasks.bowl import observed, observed_at
 
 # (run dir, epoch) -> how many times a simulated worker trained that epoch: a promotion must never train one twice
 EPOCHS_TRAINED: Counter[tuple[str, int]] = Counter()
+SPACE = """
+[hyperparameters]
+lr = {distribution = "loguniform", low = 1e-5, high = 1.0}
+width = {low = 0.0, high = 1.0}
+depth = {low = 1, high = 10}
+"""  # the bowl task's search space (tasks/bowl.py SPACE) as a --hpconfig file
+
+
+def plan_tune(folder: Path, name: str, *flags: str, n_trials: int, n_folds: int) -> Path:
+    """A bowl tune in `folder`/art, planned and written as `nestling tune` plans it (one seed per fold; more
+    options in `flags`), and a fresh study and rung board, as in a new worker process. Returns its root."""
+    space = folder / "space.toml"
+    space.write_text(SPACE)
+    argv = ["--task", "bowl", "--hpconfig", str(space), "--n_trials", str(n_trials), "--n_folds", str(n_folds),
+            "--n_seeds", "1", "--artifact_dir", str(folder / "art"), "--name", name, *flags]  # fmt: skip
+    prepared = prepare(parse_config(argv, prog="nestling tune"), "tune")
+    write_plan(prepared.plan, prepared.splits)
+    study._STUDIES.clear()
+    rungs._BOARDS.clear()
+    return prepared.plan.root
 
 
 def simulate(run_dir: Path) -> dict[str, Any]:

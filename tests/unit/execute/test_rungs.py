@@ -18,33 +18,27 @@ from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
 from nestling.core.tree.run_epochs import StopReason, read_curve, record_epoch, run_epochs
 from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_spec import RunSpec
 from nestling.execute.search import pruners, rungs, study
-from nestling.plan.preflight import prepare
-from nestling.plan.store import load_plan, write_plan
+from nestling.plan.store import load_plan, load_spec
 from nestling.plan.units import run_dirs_per_cv, work_units
 from nestling.read.progress import RunProgress
 from nestling.testing import bowl_workers
 
-SPACE = """
-[hyperparameters]
-lr = {distribution = "loguniform", low = 1e-5, high = 1.0}
-width = {low = 0.0, high = 1.0}
-depth = {low = 1, high = 10}
-"""
-
 
 def make_tune(tmp_path: Path, name: str, *extra: str, n_trials: int = 12, n_folds: int = 2) -> Path:
-    space = tmp_path / "space.toml"
-    space.write_text(SPACE)
-    argv = ["--task", "bowl", "--hpconfig", str(space), "--n_trials", str(n_trials), "--n_folds", str(n_folds),
-            "--n_seeds", "1", "--max_epochs", "9", "--artifact_dir", str(tmp_path / "art"), "--name", name,
-            *extra]  # fmt: skip
-    prepared = prepare(parse_config(argv, prog="nestling tune"), "tune")
-    write_plan(prepared.plan, prepared.splits)
-    study._STUDIES.clear()  # a fresh "process" per tune
-    rungs._BOARDS.clear()
+    """A bowl tune of up to 9 epochs per run, as a fresh process sees it; no epoch counted yet."""
     bowl_workers.EPOCHS_TRAINED.clear()
-    return prepared.plan.root
+    return bowl_workers.plan_tune(tmp_path, name, "--max_epochs", "9", *extra, n_trials=n_trials, n_folds=n_folds)
+
+
+def decided(root: Path) -> rungs.Board:
+    """The tune's board, checked: every trial pruned or finished (none left paused), no epoch trained twice."""
+    board = rungs.Board.from_root(root)
+    assert board is not None
+    assert all(t.pruned or board.finished(t.index) for t in board.trials())
+    assert max(trained_in(root).values()) == 1
+    return board
 
 
 def run_serial(root: Path, finish: bool = True) -> list[str]:
@@ -157,11 +151,8 @@ def test_serial_asha_decides_every_trial_and_never_trains_an_epoch_twice(tmp_pat
     root = make_tune(tmp_path, "a", "--pruner", "asha", n_trials=12)
     run_serial(root)
     counts = trained_in(root)
-    assert max(counts.values()) == 1
-    board = rungs.Board.from_root(root)
-    assert board is not None
+    board = decided(root)
     trials = board.trials()
-    assert all(t.pruned or board.finished(t.index) for t in trials)  # none is left paused
     # rungs at 1, 3, 9 epochs; at the end the best floor(n / 3) of every rung went on (ASHA's end state; a
     # trial promoted early, while few had reached the rung, may go on too)
     reached = [[t for t in trials if r in t.values] for r in range(3)]
@@ -253,11 +244,8 @@ def test_a_promotion_a_killed_worker_left_is_trained_by_the_next_free_worker_onc
     for unit in remaining:
         bowl_workers.simulate_unit(unit.run_dirs)
     bowl_workers.finish()
-    board = rungs.Board.from_root(root)
-    assert board is not None
-    assert all(t.pruned or board.finished(t.index) for t in board.trials())
+    decided(root)
     assert run_epochs(read_result(left[0])).epochs_trained > 1  # the left promotion was trained
-    assert max(trained_in(root).values()) == 1
 
 
 def test_the_first_decision_stands_when_two_workers_decide_at_once(tmp_path: Path) -> None:
@@ -299,7 +287,7 @@ def test_resume_hands_paused_trials_back_and_keeps_their_results(tmp_path: Path)
     plan = load_plan(root)
     for unit in work_units(run_dirs_per_cv(plan), "tune-parallel"):  # each trial to its first rung, no promotion
         for d in unit.run_dirs:
-            bowl_workers.simulate_training(load_spec_(d), 1)
+            bowl_workers.simulate_training(drawn_spec(d), 1)
     states = _run_states(root)
     assert set(states) == {"paused"}
     argv = ["--resume", "r", "--artifact_dir", str(tmp_path / "art")]
@@ -314,8 +302,8 @@ def test_resume_hands_paused_trials_back_and_keeps_their_results(tmp_path: Path)
     assert max(trained_in(root).values()) == 1
 
 
-def load_spec_(run_dir: str):  # type: ignore[no-untyped-def]
-    from nestling.plan.store import load_spec
+def drawn_spec(run_dir: str) -> RunSpec:
+    """The run's spec as a worker loads it, its trial drawn first."""
 
     study.before_run(Path(run_dir), root_of(run_dir))  # the trial's draw, as a worker makes it
     return load_spec(Path(run_dir))
@@ -345,11 +333,8 @@ def test_cv_parallel_units_of_single_runs_still_compare_whole_trials(tmp_path: P
     for unit in units:
         bowl_workers.simulate_unit(unit.run_dirs)
     bowl_workers.finish()
-    board = rungs.Board.from_root(root)
-    assert board is not None
-    assert all(t.pruned or board.finished(t.index) for t in board.trials())
+    board = decided(root)
     assert [t.n_epochs[0] for t in board.trials()] == [3] * 6  # every fold reached the rung before the comparison
-    assert max(trained_in(root).values()) == 1
 
 
 def test_a_scandir_sees_decisions_and_rungs_but_not_draws_as_rungs(tmp_path: Path) -> None:

@@ -16,28 +16,13 @@ import pytest
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
 from nestling.execute.search import pruners, study, trials
-from nestling.plan.preflight import prepare
-from nestling.plan.store import load_plan, write_plan
+from nestling.plan.store import load_plan
 from nestling.plan.units import run_dirs_per_cv, work_units
-from nestling.testing.bowl_workers import simulate_unit
-
-SPACE = """
-[hyperparameters]
-lr = {distribution = "loguniform", low = 1e-5, high = 1.0}
-width = {low = 0.0, high = 1.0}
-depth = {low = 1, high = 10}
-"""
+from nestling.testing.bowl_workers import plan_tune, simulate_unit
 
 
 def make_tune(tmp_path: Path, name: str, *extra: str, n_trials: int = 12, n_folds: int = 3) -> Path:
-    space = tmp_path / "space.toml"
-    space.write_text(SPACE)
-    argv = ["--task", "bowl", "--hpconfig", str(space), "--n_trials", str(n_trials), "--n_folds", str(n_folds),
-            "--n_seeds", "1", "--artifact_dir", str(tmp_path / "art"), "--name", name, *extra]  # fmt: skip
-    prepared = prepare(parse_config(argv, prog="nestling tune"), "tune")
-    write_plan(prepared.plan, prepared.splits)
-    study._STUDIES.clear()  # a fresh "process" per tune
-    return prepared.plan.root
+    return plan_tune(tmp_path, name, *extra, n_trials=n_trials, n_folds=n_folds)
 
 
 def run_serial(root: Path) -> list[str]:
