@@ -302,6 +302,11 @@ def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
     plan = collected.plan
     total = counts["success"] + counts["failed"] + counts["missing"]
     parts = [f"{plan.kind} {plan.name}: {counts['success']} of {total} runs succeeded"]
+    laddered = [cv for cv in collected.cvs if cv.rung is not None]  # --pruner asha|hyperband
+    if laddered:
+        stopped = sum(cv.state == "pruned" for cv in laddered)
+        epochs = sum(cv.n_epochs_done for cv in collected.cvs)
+        parts.append(f"{stopped} of {len(laddered)} trials pruned at a rung, {epochs} epochs trained")
     groups = summary.error_groups(collected)
     if groups and not errors_shown:
         first = next(e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)
