@@ -305,7 +305,10 @@ def _optuna_epochs(configs: list[dict[str, Any]], pruner: Any, seed: int, max_ep
                 raise optuna.TrialPruned()
         return value
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed), pruner=pruner)
+    # A fixed study name: HyperbandPruner puts a trial in its bracket by a hash of the study's name and the trial
+    # number, so an unnamed (random) study would move trials between brackets from one run to the next.
+    study = optuna.create_study(study_name=f"bench-epochs-{seed}", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed), pruner=pruner)  # fmt: skip
     study.optimize(objective, n_trials=len(configs))
     best = configs[study.best_trial.number]
     return epochs, true_value(OPTIMUM) - true_value(best)
