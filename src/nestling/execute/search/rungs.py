@@ -53,6 +53,8 @@ IDLE_POLL_S = 2.0  # a worker with nothing to do looks for promotions this often
 
 
 class Decision(StrEnum):
+    """What happens to a trial at a rung: its runs go on to the next rung, or it stops there."""
+
     PROMOTE = "promote"
     PRUNE = "prune"
 
@@ -236,11 +238,6 @@ class Board:
         if state[0].final:
             self._final_runs[run_dir] = state
         return state
-
-    def forget(self, run_dirs: list[str]) -> None:
-        """A resume reruns these runs: their final results are final no more."""
-        for d in run_dirs:
-            self._final_runs.pop(d, None)
 
     def finished(self, index: int) -> bool:
         """Every run of the trial is final: nothing of it trains again (complete, early stopped or failed)."""
