@@ -127,10 +127,11 @@ class LocalLauncher(Launcher):
             launcher=self.name, started_at=time.time(), units=len(units), workers=n_workers, lost_units=[]
         )
         lock = threading.Lock()
+        retried: set[str] = set()  # promoted runs a dying worker was training, handed to a fresh worker once
         threads = [
             threading.Thread(
                 target=self._drive,
-                args=(k, self.slots[k], todo, log_dir, progress, record, lock),
+                args=(k, self.slots[k], todo, log_dir, progress, record, lock, retried),
                 daemon=True,
             )
             for k in range(n_workers)
@@ -229,6 +230,7 @@ class LocalLauncher(Launcher):
         progress: Progress,
         record: LaunchRecord,
         lock: threading.Lock,
+        retried: set[str],
     ) -> None:
         proc: subprocess.Popen[str] | None = None
         try:
@@ -261,6 +263,12 @@ class LocalLauncher(Launcher):
                         _report_lost([training], progress)
                     with lock:
                         _lost(record, unit.index, training)
+                        # A run outside the unit is a promoted one (--pruner asha|hyperband): its trial's promotion
+                        # stays in the tree and another worker would take it; when none is left, a fresh one does,
+                        # once (a run that kills every worker that trains it is left for --resume).
+                        if training is not None and training not in unit.run_dirs and training not in retried:
+                            retried.add(training)
+                            unstarted = [training, *unstarted]
                     if unstarted:
                         todo.put(WorkUnit(unit.index, unstarted))  # never started: a fresh worker takes them
                     proc = None
