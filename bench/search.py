@@ -46,9 +46,9 @@ N_TRIALS, N_FOLDS = 40, 5
 
 def make_tune(tmp: Path, name: str, *extra: str, n_trials: int = N_TRIALS, n_folds: int = N_FOLDS) -> Path:
     """One epoch per run unless a case says otherwise (simulated runs write each epoch's curve)."""
-    from nestling.testing.bowl_workers import plan_tune
+    from nestling.testing.bowl_workers import plan_bowl_tune
 
-    return plan_tune(tmp, name, "--max_epochs", "1", *extra, n_trials=n_trials, n_folds=n_folds)
+    return plan_bowl_tune(tmp, name, "--max_epochs", "1", *extra, n_trials=n_trials, n_folds=n_folds)
 
 
 def run_serial(root: Path) -> list[str]:

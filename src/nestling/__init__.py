@@ -1,7 +1,9 @@
 """nestling: how a model is born — tune -> cross-validation -> training run.
 
-`import nestling` is light (no torch, no polars): the Python API (`nestling.run`, `cv`, `tune`, `report`,
-`retrain`, `load`, `Result`; see commands/api.py) is imported on first use (PEP 562).
+`import nestling` is light (no torch, no polars): the Python API (`nestling.run`, `cv`, `tune`, `retrain`,
+`report`, `collect`, `status`, `sync`, `prune_checkpoints`, `stop`, `doctor`, `load`, `Result`; see
+commands/api.py) is imported on
+first use (PEP 562).
 
 The package's folders are the rooms of docs/architecture.md. Modules of version 0.1 lived side by side at the top
 (`nestling.config`, `nestling.container`, ...); those paths still import, as aliases of the modules' new homes
@@ -15,17 +17,37 @@ import sys
 TYPE_CHECKING = False  # not `from typing import ...`: importing typing alone would double the cost of the import
 __version__ = "0.1.0"
 
-API = ("run", "cv", "tune", "report", "retrain", "load", "Result")
-__all__ = ["Result", "UsageError", "__version__", "cv", "load", "report", "retrain", "run", "tune"]
+API = ("run", "cv", "tune", "retrain", "report", "collect", "status", "sync", "prune_checkpoints", "stop", "doctor",
+       "load", "Result")  # fmt: skip
+ERRORS = ("NestlingError", "UsageError")
+__all__ = [
+    "NestlingError", "Result", "UsageError", "__version__", "collect", "cv", "doctor", "load", "prune_checkpoints",
+    "report", "retrain", "run", "status", "stop", "sync", "tune",
+]  # fmt: skip
 
 if TYPE_CHECKING:
     from typing import Any
 
-    from nestling.commands.api import Result, cv, load, report, retrain, run, tune
-    from nestling.core.errors import UsageError
+    from nestling.commands.api import (
+        Result,
+        collect,
+        cv,
+        doctor,
+        load,
+        prune_checkpoints,
+        report,
+        retrain,
+        run,
+        status,
+        stop,
+        sync,
+        tune,
+    )
+    from nestling.core.errors import NestlingError, UsageError
 
-# 0.1's flat module names -> their rooms. `run`, `report` and `retrain` are not here: those names are the API's
-# functions. The five entry points (worker, array_task, supervisor, cli, task) are real modules.
+# 0.1's flat module names -> their rooms. `run`, `report`, `retrain`, `collect`, `status`, `sync` and `doctor` are
+# not here: those names are the API's functions. The five entry points (worker, array_task, supervisor, cli, task)
+# are real modules.
 _MOVED = {
     "errors": "core.errors", "config": "core.options.config", "files": "core.options.config_files",
     "naming": "core.tree.naming", "records": "core.tree.launch_record", "attempt": "core.tree.attempt_lock",
@@ -35,9 +57,9 @@ _MOVED = {
     "tracking": "core.host.tracking", "container": "core.containers.spec",
     "lightning_compat": "core.compat.lightning_internals", "artifacts": "plan.store",
     "preflight": "plan.preflight", "cvtable": "execute.cv_table", "study": "execute.search.study",
-    "collect": "read.collect", "status": "read.run_states", "progress": "read.progress",
+    "progress": "read.progress",
     "html_report": "read.report.build", "figures": "read.report.figures", "resume": "commands.resume",
-    "doctor": "commands.doctor", "sync": "commands.sync", "detach": "commands.detach",
+    "detach": "commands.detach",
     "api": "commands.api",
 }  # fmt: skip
 
@@ -77,10 +99,10 @@ def __getattr__(name: str) -> Any:
         from nestling.commands import api
 
         return getattr(api, name)
-    if name == "UsageError":
-        from nestling.core.errors import UsageError
+    if name in ERRORS:
+        from nestling.core import errors
 
-        return UsageError
+        return getattr(errors, name)
     raise AttributeError(f"module 'nestling' has no attribute {name!r}")
 
 

@@ -172,6 +172,7 @@ def test_collector_job_writes_parquet_without_a_client(slurm_cluster: str, tmp_p
     launch = last_launch(cv)
     collector = launch["collector_job_id"]
     assert collector and "submitted:" in done.stdout
+    assert "0/2" not in done.stdout  # no progress bar left at 0 after a submission (issue 21 #12)
     log = Path(launch["submitit_folder"]) / f"{collector}_0_log.out"
     poll(lambda: (cv / "run_infos.parquet").is_file(), 120, "run_infos.parquet from the collector job")
     poll(lambda: log.is_file() and "score" in log.read_text(), 30, f"the collector's summary in {log}")
@@ -274,3 +275,5 @@ def test_detached_tune_with_retrain_ends_with_a_tested_model(slurm_cluster: str,
     infos = pl.read_parquet(final / "final_infos.parquet")
     assert infos["row"].to_list() == ["seed", "mean", "std", "sem"]
     assert infos["test/JaccardIndex"][0] == pytest.approx(0.7)
+    # the retrain's collector job writes the tune's report again, now with the retrain (issue 21 #4)
+    poll(lambda: "Retrain: test metrics" in (tune / "report.html").read_text(), 60, "the retrain in the tune's report")

@@ -441,7 +441,7 @@ def test_resume_of_a_moved_tree_works_in_the_moved_tree(tmp_path: Path) -> None:
     assert not (art / "_cross_validations" / "lostcv").exists()
     assert [r["status"] for r in results(cv)] == ["success", "success"]
     status = ok(nestling_cli("status", str(cv)))
-    assert "success=2" in status.stdout and "lost=0" in status.stdout
+    assert "success=2" in status.stdout and "lost=" not in status.stdout  # states no run is in are not named
 
 
 def test_cv_with_a_ddp_variant_strategy_forks_instead_of_hanging(tmp_path: Path) -> None:

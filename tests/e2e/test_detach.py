@@ -17,7 +17,7 @@ import pytest
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.atomic import read_json
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import RunResult, read_result
 from nestling.plan.store import load_plan
 from tests.support import cli, poll
 
@@ -30,14 +30,14 @@ def _env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "offline"}
 
 
-def _results(root: Path) -> dict[str, dict | None]:
+def _results(root: Path) -> dict[str, RunResult | None]:
     return {run.run_name: read_result(run.dir) for run in load_plan(root).runs}
 
 
 def _done(root: Path) -> bool:
     """Every run has a result and the supervisor has ended (it collects after the last run)."""
     results = _results(root)
-    return all(r is not None for r in results.values()) and supervision.read(root) is None
+    return all(r is not None for r in results.values()) and supervision.read_supervisor(root) is None
 
 
 def test_a_detached_sweep_outlives_the_shell_that_started_it(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_a_detached_sweep_outlives_the_shell_that_started_it(tmp_path: Path) -> 
     try:
         poll(lambda: (tmp_path / "fg.rc").exists(), 60, "the foreground command to return")
         assert (tmp_path / "fg.rc").read_text().strip() == "0", (tmp_path / "fg.out").read_text()
-        sup = supervision.alive(root)
+        sup = supervision.live_supervisor(root)
         assert sup is not None and sup.pid != shell.pid
         assert os.getsid(sup.pid) == sup.pid  # its own session: the terminal's hang-up never reaches it
         out = (tmp_path / "fg.out").read_text()
@@ -70,7 +70,7 @@ def test_a_detached_sweep_outlives_the_shell_that_started_it(tmp_path: Path) -> 
     if not _done(root):  # still running: status names the supervisor
         assert json.loads(status.stdout)["supervisor"]["pid"] == sup.pid
     poll(lambda: _done(root), 180, "the detached sweep to complete")
-    assert {r["status"] for r in _results(root).values() if r} == {"success"}
+    assert {r.status for r in _results(root).values() if r} == {"success"}
     assert len(_results(root)) == 3
     launches = read_json(naming.launch_file(root))["launches"]
     assert launches[-1]["detached"] is True and launches[-1]["finished_at"]
@@ -97,9 +97,9 @@ def test_stop_then_resume_loses_nothing(tmp_path: Path) -> None:
     stopped = cli("stop", str(root), env=_env())
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert f"nestling cv --resume halt --artifact_dir {art}" in stopped.stdout
-    assert supervision.alive(root) is None
+    assert supervision.live_supervisor(root) is None
     before = {name: r for name, r in _results(root).items() if r is not None}
-    assert before and all(r["status"] == "success" for r in before.values())
+    assert before and all(r.status == "success" for r in before.values())
     assert len(before) < 4, "stopped too late to test anything; make the runs longer"
     kept = {run.run_name: run.dir for run in load_plan(root).runs}
     result_text = {name: naming.RunPaths(kept[name]).result.read_text() for name in before}
@@ -107,12 +107,12 @@ def test_stop_then_resume_loses_nothing(tmp_path: Path) -> None:
     resumed = cli("cv", "--resume", "halt", *common, env=_env())
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = _results(root)
-    assert all(r is not None and r["status"] == "success" for r in after.values())
+    assert all(r is not None and r.status == "success" for r in after.values())
     for name in before:  # finished before the stop: untouched, trained once
         assert naming.RunPaths(kept[name]).result.read_text() == result_text[name]
         assert read_json(naming.RunPaths(kept[name]).attempts) == 1
     for name, r in after.items():
-        assert r is not None and r["attempt"] <= 2, f"{name} trained {r['attempt']} times"
+        assert r is not None and r.attempt <= 2, f"{name} trained {r.attempt} times"
         assert not list(kept[name].glob("run_result.attempt-*.json")), f"{name} failed once"
     launches = read_json(naming.launch_file(root))["launches"]
     assert launches[0]["detached"] is True and launches[0]["interrupted"] is True
@@ -145,10 +145,10 @@ def test_sigterm_to_the_supervisor_stops_it_as_stop_does(tmp_path: Path) -> None
     root = naming.cv_dir(art, "term")
     runs = load_plan(root).runs
     poll(lambda: any(naming.RunPaths(r.dir).attempts.exists() for r in runs), 120, "a run to start")
-    sup = supervision.alive(root)
+    sup = supervision.live_supervisor(root)
     assert sup is not None
     os.kill(sup.pid, signal.SIGTERM)
-    poll(lambda: supervision.read(root) is None, 120, "the supervisor to end")
+    poll(lambda: supervision.read_supervisor(root) is None, 120, "the supervisor to end")
     launches = read_json(naming.launch_file(root))["launches"]
     assert launches[-1]["interrupted"] is True and launches[-1]["detached"] is True
     assert "supervisor ended: exit code 130" in naming.SupervisorPaths(root).log.read_text()

@@ -103,11 +103,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_failed_runs_say_why_in_the_summary_once(tmp_path: Path) -> None:
-    # lr=abc reaches the optimizer as a string: all three runs fail with the same error
-    done = _cli(*SLEEP_CV, "--n_folds", "3", "--hp", "lr=abc", "--artifact_dir", str(tmp_path), "--name", "why")
+    # lr=-1 is a number, as the task's default (preflight accepts it), that SGD refuses: every run fails in fit
+    done = _cli(*SLEEP_CV, "--n_folds", "3", "--hp", "lr=-1", "--artifact_dir", str(tmp_path), "--name", "why")
     assert done.returncode == 1
     root = tmp_path / "_cross_validations" / "why"
-    error = "ValueError: could not convert string to float: 'abc'"
+    error = "ValueError: Invalid learning rate: -1.0"
     lines = done.stdout.splitlines()
     assert f"3 runs: {error}" in lines
     assert f"see nestling status {root}" in lines
@@ -128,8 +128,12 @@ def test_summary_table_fits_a_terminal_and_all_shows_every_metric(tmp_path: Path
     assert f"2 more metrics in run_infos.parquet; all columns: nestling collect {root} --all" in done.stdout
     full = _cli("collect", str(root), "--all")
     assert full.returncode == 0, full.stderr
-    header = next(line for line in full.stdout.splitlines() if "run_name" in line)
-    assert "val/loss" in header and "train/loss" in header
+    # every column at 100 characters: the metric headers then break after their prefix (`val/` over `loss`)
+    lines = [[cell.strip() for cell in line.strip("┃").split("┃")] for line in full.stdout.splitlines()
+             if line.startswith("┃")]  # fmt: skip
+    headers = ["".join(parts) for parts in zip(*lines, strict=True)]
+    assert {"val/loss", "train/loss", "val/JaccardIndex", "run_score"} <= set(headers), headers
+    assert "not shown" not in full.stdout
 
 
 def test_why_a_cv_is_unstable_is_shown_in_the_summary_and_in_status(tmp_path: Path) -> None:

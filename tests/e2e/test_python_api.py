@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 import nestling
+from nestling.commands.detach import Stopped
 from nestling.tasks.sleep import SleepTask
 from tests.support import cli
 
@@ -55,22 +56,57 @@ def test_a_cv_from_python_returns_its_runs(tmp_path: Path) -> None:
         nestling.cv(task="sleep", n_folds=3, name="pycv", artifact_dir=str(tmp_path), **FAST)
 
 
-def _has(command: str) -> bool:
-    from nestling.commands import cli
-
-    return command in cli.COMMANDS
-
-
-@pytest.mark.skipif(not _has("report") or not _has("retrain"), reason="needs `nestling report` and `nestling retrain`")
-def test_report_and_retrain_from_python(tmp_path: Path) -> None:
-    """The docs page's flow (python.md): a tune with a test split, its report, the retrain of its best."""
+def test_report_and_retrain_from_python(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The docs page's flow (python.md): a tune with a test split, its report, the retrain of its best and its test
+    score; quiet=True prints nothing, not even the outcome line the command line's --quiet keeps (issue 21 #8)."""
     space = tmp_path / "space.toml"
     space.write_text("[hyperparameters]\nvalue = [0.2, 0.8]\n")
-    tune = nestling.tune("sleep", hpconfig=str(space), sampler="grid", n_trials=2, n_folds=2, test_split="random",
-                         name="flow", artifact_dir=str(tmp_path / "art"), **FAST)  # fmt: skip
+    tune = nestling.tune("sleep", hpconfig=space, sampler="grid", n_trials=2, n_folds=2, test_split="random",
+                         name="flow", artifact_dir=tmp_path / "art", **FAST)  # fmt: skip
+    assert capfd.readouterr() == ("", "")  # quiet: no progress, no table, no outcome line, no worker output
     assert tune.exit_code == 0 and tune.best is not None and tune.best.hparams["value"] == 0.8
-    report = nestling.report(tune.dir)
+    assert tune.final_infos is None and tune.test_score is None  # nothing retrained yet
+    report = nestling.report(tune.dir, png=False)
     assert report.exit_code == 0 and report.report_html.is_file() and report.dir == tune.dir.resolve()
+    assert capfd.readouterr().out == f"report: {tune.dir.resolve() / 'report.html'}\n"  # not quiet: as the CLI
+
     final = nestling.retrain(tune.dir, n_seeds=2, quiet=True)
-    assert final.exit_code == 0 and final.dir == tune.dir.resolve() / "flow-final"
+    assert capfd.readouterr() == ("", "")
+    assert (final.kind, final.name, final.exit_code) == ("retrain", "flow-final", 0)
+    assert final.dir == tune.dir.resolve() / "flow-final"
     assert final.run_infos.height == 2 and set(final.run_infos.get_column("status")) == {"success"}
+    infos = final.final_infos
+    assert infos is not None and infos.get_column("row").to_list() == ["seed", "seed", "mean", "std", "sem"]
+    score = final.test_score  # the sleep task tests at its `value`: 0.8 on every seed
+    assert score is not None and score.mean == pytest.approx(0.8, abs=1e-6) and score.std == pytest.approx(0.0)
+    means = infos.filter(pl.col("row") == "mean").get_column("run_score").to_list()
+    assert means == [pytest.approx(score.mean)]  # the same number the table holds
+    assert tune.test_score == score and tune.final_infos is not None  # a tune's Result finds its retrain
+    again = nestling.retrain(tune.dir)  # exists: resumed, nothing to do; not quiet, it says so
+    assert again.exit_code == 0 and "every run succeeded already" in capfd.readouterr().out
+
+
+def test_the_reading_commands_from_python_return_what_the_command_line_prints(tmp_path: Path,
+                                                                             capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """status, collect, sync, stop and doctor: the functions the command line calls, their results as values."""
+    cv = nestling.cv("sleep", n_folds=2, name="reads", artifact_dir=tmp_path, **FAST)
+    capfd.readouterr()
+    status = nestling.status(cv.dir / "reads-run-f0s42-nope")  # any path inside the tree finds its plan
+    assert status.counts["success"] == 2 and [r.state for r in status.runs] == ["success", "success"]
+    assert status.supervisor is None and not status.active
+    shown = capfd.readouterr().out
+    assert shown.startswith("cv reads: 2 runs  success=2") and shown == cli("status", str(cv.dir)).stdout
+
+    (cv.dir / "run_infos.parquet").unlink()
+    collected = nestling.collect(cv.dir, quiet=True)
+    assert capfd.readouterr() == ("", "") and collected.run_infos.height == 2  # the table is written again
+    assert nestling.sync(cv.dir, dry_run=True).pending == []  # no W&B run to upload
+    assert nestling.stop(cv.dir) is Stopped.NOTHING
+    assert "nothing to stop" in capfd.readouterr().out
+
+    checks = nestling.doctor("sleep", n_folds=2, artifact_dir=tmp_path / "new", quiet=True)
+    assert capfd.readouterr() == ("", "")
+    found = {c.name: c.status for c in checks}
+    assert found["task"] == "ok" and found["cv plan"] == "ok" and "problem" not in found.values()
+    with pytest.raises(nestling.UsageError, match="--fold_method 'bogus' is not one of"):
+        nestling.doctor("sleep", fold_method="bogus")  # type: ignore[arg-type]

@@ -15,13 +15,13 @@ QUIET_CV = ["cv", "--task", "sleep", "--hp", "sleep_s=0.0", "--max_epochs", "1",
 
 
 def test_quiet_cv_whose_every_run_failed_says_so_on_stderr(tmp_path: Path) -> None:
-    # lr=abc reaches the optimizer as a string: every run fails in fit, after planning accepted the input
-    done = cli(*QUIET_CV, "--hp", "lr=abc", "--artifact_dir", str(tmp_path), "--name", "allfail")
+    # lr=-1 is a number, as the task's default (preflight accepts it), that SGD refuses: every run fails in fit
+    done = cli(*QUIET_CV, "--hp", "lr=-1", "--artifact_dir", str(tmp_path), "--name", "allfail")
     assert done.returncode == 1
     assert done.stdout == ""
     root = tmp_path / "_cross_validations" / "allfail"
     assert done.stderr.splitlines()[-1] == (
-        "cv allfail: 0 of 2 runs succeeded; first error: ValueError: could not convert string to float: 'abc'; "
+        "cv allfail: 0 of 2 runs succeeded; first error: ValueError: Invalid learning rate: -1.0; "
         f"see nestling status {root}"
     )
 

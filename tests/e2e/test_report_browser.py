@@ -197,3 +197,40 @@ def test_the_browser_check_sees_a_broken_figure(pages: dict[str, Path], tmp_path
     box = done.stdout.split('<div id="report-errors">', 1)[1].split("<nav>", 1)[0]
     assert box.startswith("<div>parallel-coordinates: "), box  # which figure failed, and why
     assert len(re.findall(r'data-rendered="1"', done.stdout)) == 4
+
+
+def _labels(dom: str, key: str) -> list[str]:
+    """The text a reader sees in figure `key` of the rendered page (axis labels, legend labels, annotations)."""
+    block = dom.split(f'id="fig-{key}"', 1)[1].split('<div class="figure', 1)[0]
+    texts = re.findall(r"<text([^>]*)>([^<]*)</text>", block)
+    return [text for attrs, text in texts if 'opacity="0"' not in attrs and text.strip()]
+
+
+def _numbers(labels: list[str]) -> list[float]:
+    out = []
+    for label in labels:
+        try:
+            out.append(float(label.replace("−", "-")))
+        except ValueError:
+            continue
+    return out
+
+
+@needs_chromium
+def test_axes_and_legends_read_as_a_reader_expects(pages: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 21 #7, in the rendered SVG: the timeline's ticks are distinct times (it read `.500` on every tick), the
+    uniform `value` is on a linear axis and the log `lr` axis has round labels that do not run together, the
+    parallel coordinates label every axis between its ends, and the colour legend reaches the best score."""
+    dom = chromium(pages["tune"], tmp_path, "--dump-dom").stdout
+    timeline = _numbers(_labels(dom, "timeline"))
+    assert len(timeline) >= 3 and len(set(timeline)) == len(timeline) and timeline == sorted(timeline), timeline
+    assert "time since the first run started (s)" in _labels(dom, "timeline")
+    hparams = _labels(dom, "score-vs-hparams")
+    assert not any(re.fullmatch(r"\d*\.\d+\.\d+.*", label) for label in hparams), hparams  # `0.0010.002`
+    infos = pl.read_parquet(pages["tune"].parent / "tune_infos.parquet")
+    parallel = _labels(dom, "parallel-coordinates")
+    numbers = _numbers(parallel)
+    assert len(numbers) >= 3 * 3  # value, lr and score: round values between the ends, not just min and max
+    best = infos["score"].drop_nans().max()
+    assert f"{best:.3g}" in parallel  # the legend's top is the best score
+    assert "(geometric)" in pages["tune"].read_text()  # two scoring metrics here; one metric would not say it

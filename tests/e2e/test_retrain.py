@@ -82,6 +82,11 @@ def test_retrain_trains_the_best_on_train_and_val_and_tests_it(tune: Path) -> No
     tune_plan = json.loads((tune / naming.PLAN).read_text())
     best = next(cv["cv_name"] for cv in tune_plan["cvs"] if cv["hparams"]["value"] == 0.7)
     assert f"retrain t-final: {best} (by score, score 0.7)" in proc.stdout
+    # the tune's report is written again with the retrain (issue 21 #4); the retrain's runs have a page of their own
+    assert f"report: {tune / naming.REPORT}" in proc.stdout
+    page = (tune / naming.REPORT).read_text()
+    assert "Retrain: test metrics" in page and f"Trial {best} retrained" in page and "test score 0.7" in page
+    assert "t-final/report.html" in page and (final / naming.REPORT).is_file()
 
 
 def test_retrain_again_resumes_without_rerunning(tune: Path) -> None:
@@ -115,6 +120,8 @@ def test_tune_with_retrain_chains_it_on_the_local_pool(tmp_path: Path) -> None:
     assert infos["test/Recall"].to_list()[:2] == pytest.approx([0.7, 0.7])
     # --retrain_epochs best (the default): the sleep task's constant val metric is best at epoch 0 -> 1 epoch
     assert json.loads((final / naming.PLAN).read_text())["options"]["training"]["max_epochs"] == 1
+    page = (tune / naming.REPORT).read_text()  # written after the retrain, so it shows it (issue 21 #4)
+    assert "Retrain: test metrics" in page and "for 1 epoch with 1 seed" in page
 
 
 def test_tune_with_retrain_but_no_test_split_is_refused_before_anything_is_written(tmp_path: Path) -> None:

@@ -23,44 +23,6 @@ pytestmark = pytest.mark.container
 IMAGE = "localhost/nestling-test:latest"
 ART = "art with space 'and\" quote"
 
-PROBE_TASK = '''
-"""A sleep task that records, in probe.json of its run dir, what the worker process sees."""
-import json
-import os
-
-from nestling.tasks.sleep import SleepTask
-
-SECRET = {secret!r}
-KEYS = ("CUDA_VISIBLE_DEVICES", "NESTLING_PHYSICAL_GPUS", "NESTLING_IN_CONTAINER", "SLURM_JOB_GPUS",
-        "SLURM_STEP_GPUS", "SLURM_ARRAY_TASK_ID", "SLURMD_NODENAME", "PROBE_HOST_ONLY")
-
-
-class ProbeTask(SleepTask):
-    def build_model(self, hparams):
-        model = super().build_model(hparams)
-
-        def on_fit_start():
-            info = {{key: os.environ.get(key) for key in KEYS}}
-            info["secret_visible"] = os.path.exists(SECRET)
-            info["cwd"] = os.getcwd()
-            with open(os.path.join(model.trainer.default_root_dir, "probe.json"), "w") as f:
-                json.dump(info, f)
-
-        model.on_fit_start = on_fit_start
-        return model
-'''
-
-
-@pytest.fixture
-def probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The probe task module in its own dir, and a host file nothing declares (must stay invisible)."""
-    secret = tmp_path_factory.mktemp("undeclared") / "host-only.txt"
-    secret.write_text("must not be visible inside the image")
-    module_dir = tmp_path_factory.mktemp("probe task")
-    (module_dir / "probe_task.py").write_text(PROBE_TASK.format(secret=str(secret)))
-    return {"dir": str(module_dir), "secret": str(secret)}
-
-
 def cv_argv(probe: dict[str, str], *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "nestling.cli", "cv",

@@ -1,21 +1,24 @@
-"""A real podman run of a wrapped command: isolation, GPU pinning env and odd paths, on the local test image.
+"""Real podman runs: a wrapped command (isolation, GPU pinning env, odd paths), and a whole cv whose worker command
+lines are sampled from /proc while it runs (secrets by name, relative and symlinked binds; issue 26 #6, #8).
 
 The image is built by the `podman_env` fixture (tests/integration/conftest.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import nestling
 from nestling.core.containers.binds import host_python_binds
-from nestling.core.containers.options import ContainerOptions
-from nestling.core.containers.runtimes import wrap_command
+from nestling.core.containers.spec import ContainerSpec
 
 pytestmark = pytest.mark.container
 
@@ -47,16 +50,11 @@ def test_wrapped_run_is_isolated_and_pinned(
     secret = tmp_path_factory.mktemp("undeclared") / "host-only.txt"
     secret.write_text("must not be visible")
 
-    opts = ContainerOptions(image=IMAGE, runtime="podman", binds=tuple(host_python_binds()))
-    argv = wrap_command(
-        [sys.executable, "-c", SCRIPT, str(artifacts), str(secret)],
-        opts,
-        runtime="podman",
-        gpus=["1"],
-        auto_binds=[artifacts],
-        env={"PYTHONPATH": SRC},
-        workdir=artifacts,
-    )
+    spec = ContainerSpec(image=IMAGE, runtime="podman", binds=tuple(host_python_binds()),
+                         auto_binds=(str(artifacts),), env=(f"PYTHONPATH={SRC}",), workdir=str(artifacts),
+                         python=sys.executable)  # fmt: skip
+    wrapped = spec.wrap([sys.executable, "-c", SCRIPT, str(artifacts), str(secret)], environ={}, gpus=["1"])
+    argv = wrapped.argv
     env = {**podman_env, "NESTLING_TEST_HOST_ONLY": "1"}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"{argv}\n{done.stdout}\n{done.stderr}"
@@ -68,3 +66,75 @@ def test_wrapped_run_is_isolated_and_pinned(
     assert info["undeclared_exists"] is False
     assert info["cwd"] == str(artifacts)
     assert info["host_env_leaked"] is False
+
+
+SECRET = "fake-wandb-key-podman-0123456789"
+
+
+class CmdlineSampler(threading.Thread):
+    """Reads every process's command line (/proc/*/cmdline) until stopped: what `ps` on the node shows."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.seen: set[str] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for path in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    self.seen.add(path.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                except OSError:
+                    continue
+            time.sleep(0.02)
+
+
+def test_secrets_stay_out_of_every_command_line_and_binds_are_what_the_user_named(
+    podman_env: dict[str, str], probe: dict[str, str], tmp_path: Path
+) -> None:
+    """A cv in podman with `--container_env WANDB_API_KEY` (by name), a relative `--container_bind reldata:/data`
+    and a task whose data dir is a symlink: the key reaches the workers and no process's command line ever holds
+    it (measured before: 3 processes did); the relative source is bound, no empty named volume `reldata` made;
+    the task's own (symlinked) path exists inside."""
+    (tmp_path / "reldata").mkdir()
+    (tmp_path / "reldata" / "hello.txt").write_text("from a relative bind")
+    real = tmp_path / "scratch" / "dataset"
+    real.mkdir(parents=True)
+    (real / "part-0.txt").write_text("through the symlink")
+    (tmp_path / "data").symlink_to(real)
+    given = tmp_path / "data"
+    argv = [
+        sys.executable, "-m", "nestling.cli", "cv", "--task", "probe_task:ProbeTask", "--hp", "sleep_s=0.5",
+        "--n_folds", "2", "--n_seeds", "1", "--max_epochs", "1", "--strategy", "cv-parallel", "--devices", "2",
+        "--accelerator", "cpu", "--launcher", "local", "--artifact_dir", "art", "--name", "sec", "--quiet",
+        "--container_image", IMAGE, "--container_runtime", "podman",
+        "--container_bind", *host_python_binds(), f"{probe['dir']}:{probe['dir']}:ro", "reldata:/data:ro",
+        "--container_env", f"PYTHONPATH={probe['dir']}", "WANDB_API_KEY",
+        f"PROBE_FILES=/data/hello.txt:{given}/part-0.txt",
+    ]  # fmt: skip
+    env = {**podman_env, "PYTHONPATH": probe["dir"], "WANDB_MODE": "offline", "WANDB_API_KEY": SECRET,
+           "PROBE_DATA_DIR": str(given)}  # fmt: skip
+    subprocess.run(["podman", "volume", "rm", "-f", "reldata"], env=podman_env, capture_output=True, check=False)
+    sampler = CmdlineSampler()
+    sampler.start()
+    try:
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        sampler.stop.set()
+        sampler.join()
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+
+    podman_lines = [c for c in sampler.seen if c.startswith("podman run")]
+    assert podman_lines, "the sampler saw no podman command line: it sampled nothing useful"
+    assert all("-e WANDB_API_KEY " in c for c in podman_lines)  # named, so the worker gets it
+    assert not [c for c in sampler.seen if SECRET in c]
+    for path in sorted((tmp_path / "art").rglob("probe.json")):
+        seen = json.loads(path.read_text())
+        assert seen["wandb_key_sha256"] == hashlib.sha256(SECRET.encode()).hexdigest()
+        assert seen["files"] == {"/data/hello.txt": "from a relative bind", f"{given}/part-0.txt": "through the symlink"}
+    assert len(list((tmp_path / "art").rglob("probe.json"))) == 2
+    volumes = subprocess.run(["podman", "volume", "ls", "--format", "{{.Name}}"], env=podman_env,
+                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert "reldata" not in volumes
+    for path in (tmp_path / "art").rglob("*"):  # nothing nestling wrote holds the key
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path

@@ -31,6 +31,7 @@ class Figures:
     """What the suite did, for docs/reliability.md (printed at the end of the session)."""
 
     faults: Counter[str] = field(default_factory=Counter)
+    classes: dict[str, tuple[int, int]] = field(default_factory=dict)  # failure class -> (runs hit, recovered)
     runs_checked: int = 0
     runs_lost: int = 0
     runs_trained_twice: int = 0
@@ -167,11 +168,12 @@ def write_tree(kind: str, args: list[str]) -> Path:
 def fake_success(run: Path, value: float = 0.5) -> None:
     """A run_result.json as a successful run writes it (for tests about collecting, not training)."""
     from nestling.core.tree.atomic import write_json
-    from nestling.core.tree.run_result import empty_result
+    from nestling.core.tree.run_result import RunResult
+    from nestling.core.tree.run_state import RunState
     from nestling.plan.store import load_spec
 
-    res = empty_result(load_spec(run))  # makes the run dir and its run_spec.json, as a starting run does
-    res.update(
-        status="success", metrics={"val/JaccardIndex": value, "val/Recall": value}, duration=1.0, attempt=1
+    spec = load_spec(run)  # makes the run dir and its run_spec.json, as a starting run does
+    res = RunResult.for_spec(
+        spec, RunState.SUCCESS, metrics={"val/JaccardIndex": value, "val/Recall": value}, duration=1.0, attempt=1
     )
-    write_json(run / "run_result.json", res)
+    write_json(run / "run_result.json", res.to_json())

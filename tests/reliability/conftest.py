@@ -51,3 +51,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     write(f"  runs lost: {FIGURES.runs_lost}")
     write(f"  runs trained twice: {FIGURES.runs_trained_twice}")
     write(f"  bad inputs tried (passed): {bad_inputs}")
+    if FIGURES.classes:
+        hit = sum(h for h, _ in FIGURES.classes.values())
+        recovered = sum(r for _, r in FIGURES.classes.values())
+        for kind, (h, r) in sorted(FIGURES.classes.items()):
+            write(f"  failure class {kind}: {h} runs hit, {r} recovered without a person")
+        write(f"  failure classes: {hit} runs hit, {recovered} recovered without a person, "
+              f"{FIGURES.runs_lost} lost, {FIGURES.runs_trained_twice} trained twice")

@@ -56,7 +56,7 @@ def test_a_live_lock_keeps_a_second_worker_and_resume_away(
     assert snapshot(root) == before  # no result, no attempts.json, no logs, the lock unchanged
 
     # the serving worker (local launcher) replies "skipped" for it
-    assert worker.run_dirs([str(run)]) == [{"run_dir": str(run), "status": "skipped"}]
+    assert worker.run_dirs([str(run)]) == ["skipped"]
     assert snapshot(root) == before
 
     # resume refuses while the run is held, even though no launch.json exists (a killed local driver)

@@ -1,10 +1,14 @@
-"""The commands as Python functions: `nestling.run`, `nestling.cv`, `nestling.tune`, `nestling.report`,
-`nestling.retrain`, and `nestling.load` for a tree that exists.
+"""The commands as Python functions: `nestling.run`, `cv`, `tune`, `retrain`, `report`, `collect`, `status`,
+`sync`, `prune_checkpoints`, `stop`, `doctor`, and `nestling.load` for a tree that exists.
 
-One source of truth for the options: keyword arguments are named like the flags (`n_folds=3`, `max_epochs=1`,
-`hp={"lr": 0.01}`) and become the argv the command line parses (core/options/config.py's dataclasses), so defaults, checks,
-config files and error messages are the command line's; bad input raises `UsageError` with the same one-line text
-instead of exiting. Each call returns a `Result` with the tables as polars frames.
+Each calls the function its command line calls once argv is parsed (commands/start.py, retrain.py, ...), so
+defaults, checks, config files and error messages are the command line's: bad input raises `UsageError` with the
+same one-line text instead of exiting. Keyword arguments are named like the flags (`n_folds=3`, `max_epochs=1`,
+`hp={"lr": 0.01}`); their signatures are declared in api_keywords.py, so an editor, `help()` and mypy list them.
+A keyword given counts as given even at its default, as a flag does (it overrides the config file; a resume
+compares it with the plan). Each function prints what its command prints; `quiet=True` prints nothing (the
+outcome is in what it returns, where the command line's --quiet keeps one line). Plan commands return a `Result`
+with the tables as polars frames.
 
 `task=` takes a name or "module:attr" spec as `--task` does, or a Task class or instance. Workers are separate
 processes, so a task reaches them by name only: a class must be importable (`module:Class`, not defined in
@@ -14,38 +18,55 @@ object (`module:NAME`, found by identity); anything else is refused with a Usage
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import functools
 import inspect
-import json
+import io
 import sys
-import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
-from nestling.commands import cli
-from nestling.commands.retrain import then_retrain
-from nestling.commands.start import execute
+from nestling.commands import api_keywords, detach, start
+from nestling.commands import collect as collect_command
+from nestling.commands import doctor as doctor_command
+from nestling.commands import prune_checkpoints as prune_command
+from nestling.commands import report as report_command
+from nestling.commands import retrain as retrain_command
+from nestling.commands import status as status_command
+from nestling.commands import sync as sync_command
 from nestling.core.errors import UsageError
 from nestling.core.lazy import lazy_module
-from nestling.core.options.config import APPEND_FIELDS, GROUPS, option_names, suggest
+from nestling.core.options.choices import Select
+from nestling.core.options.config import config_from_keywords, suggest
 from nestling.core.tree import naming
 from nestling.plan.store import find_plan_root, load_plan
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from nestling.read import collect
+    from nestling.commands.doctor import Check
+    from nestling.commands.prune_checkpoints import Pruned
+    from nestling.commands.status import Status
+    from nestling.commands.sync import SyncCounts
+    from nestling.core.ml.scoring import Spread
+    from nestling.read import collect as collector
     from nestling.read.collect import CvSummary
 else:
-    collect = lazy_module("nestling.read.collect")
+    collector = lazy_module("nestling.read.collect")
+    pl = lazy_module("polars")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+PlanKind = Literal["run", "cv", "tune", "retrain"]
 
 
 @dataclass(frozen=True)
 class Result:
-    """A run, cv or tune on disk: where it is, how the command ended, its tables (read when asked for)."""
+    """A run, cv, tune or retrain on disk: where it is, how the command ended, its tables (read when asked for)."""
 
-    kind: str  # "run" | "cv" | "tune"
+    kind: PlanKind
     name: str
     dir: Path
     exit_code: int = 0  # the command line's: 0 completed, 1 every run failed (or fail-fast stopped it), 130 stopped
@@ -53,17 +74,30 @@ class Result:
     @property
     def run_infos(self) -> pl.DataFrame:
         """One row per run (a tune's: every run of every cv, with its hyperparameters)."""
-        import polars as pl
-
         return pl.read_parquet(self.dir / naming.RUN_INFOS)
 
     @property
     def tune_infos(self) -> pl.DataFrame | None:
         """One row per configuration of a tune; None for a cv or a run."""
-        import polars as pl
-
         path = self.dir / naming.TUNE_INFOS
         return pl.read_parquet(path) if self.kind == "tune" and path.is_file() else None
+
+    @property
+    def final_infos(self) -> pl.DataFrame | None:
+        """A retrain's test metrics: one row per seed, then their mean, std and sem (final_infos.parquet); for a
+        tune, those of its retrain. None before a retrain wrote them."""
+        root = self._retrain_dir()
+        path = None if root is None else root / naming.FINAL_INFOS
+        return pl.read_parquet(path) if path is not None and path.is_file() else None
+
+    @property
+    def test_score(self) -> Spread | None:
+        """The retrained configuration's score on the test split: mean, std and sem over its seeds' run scores (the
+        "mean", "std" and "sem" rows of `final_infos`). None for a cv or a run, or before a retrain ran."""
+        root = self._retrain_dir()
+        if root is None or not (root / naming.PLAN).is_file():
+            return None
+        return collector.final_score(collector.collect(root, write=False).cvs[0])
 
     @property
     def best(self) -> CvSummary | None:
@@ -72,7 +106,7 @@ class Result:
         if self.kind == "run":
             return None
 
-        cvs = collect.ranked(collect.collect(self.dir, write=False).cvs)
+        cvs = collector.ranked(collector.collect(self.dir, write=False).cvs)
         return cvs[0] if cvs else None
 
     @property
@@ -80,35 +114,136 @@ class Result:
         """Where `nestling report` writes the offline report of this tree."""
         return self.dir / naming.REPORT
 
+    def _retrain_dir(self) -> Path | None:
+        if self.kind == "retrain":
+            return self.dir
+        return naming.final_dir(self.dir, self.name) if self.kind == "tune" else None
 
+
+def _keywords_of(declared: Callable[P, None]) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """Give a function taking `**options` the keyword signature `declared` (api_keywords.py): what an editor,
+    `help()` and mypy see. The function receives only the keywords the caller gave; an unknown one is a
+    UsageError that suggests the closest."""
+    signature = inspect.signature(declared)
+    names = [name for name, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY]
+
+    def decorate(command: Callable[..., R]) -> Callable[P, R]:
+        @functools.wraps(command)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            for key in kwargs:
+                if key not in signature.parameters:
+                    raise UsageError(f"unknown option {key!r}: {suggest(key, names)}")
+            return command(*args, **kwargs)
+
+        returns = inspect.signature(command).return_annotation
+        call.__signature__ = signature.replace(return_annotation=returns)  # type: ignore[attr-defined]
+        return call
+
+    return decorate
+
+
+@_keywords_of(api_keywords.plan_keywords)
 def run(task: Any = None, /, **options: Any) -> Result:
-    """`nestling run`: train one run (fold `fold` of `fold_method`, the first seed)."""
-    return _execute("run", task, options)
+    """`nestling run`: train one run (fold `fold` of `fold_method`, the first seed). Keywords: `plan_keywords`."""
+    return _plan_command("run", task, options)
 
 
+@_keywords_of(api_keywords.plan_keywords)
 def cv(task: Any = None, /, **options: Any) -> Result:
-    """`nestling cv`: cross-validate one hyperparameter set (n_folds x seeds runs)."""
-    return _execute("cv", task, options)
+    """`nestling cv`: cross-validate one hyperparameter set (n_folds x seeds runs). Keywords: `plan_keywords`."""
+    return _plan_command("cv", task, options)
 
 
+@_keywords_of(api_keywords.plan_keywords)
 def tune(task: Any = None, /, **options: Any) -> Result:
-    """`nestling tune`: sample `n_trials` sets from `hpconfig` (or the `config` file's space), cross-validate each."""
-    return _execute("tune", task, options)
+    """`nestling tune`: sample `n_trials` sets from `hpconfig` (or the `config` file's space), cross-validate each;
+    with `retrain=True`, then retrain the best (`Result.test_score`). Keywords: `plan_keywords`."""
+    return _plan_command("tune", task, options)
 
 
-def report(dir: str | Path, **options: Any) -> Result:
-    """`nestling report DIR`: the offline report of a tune, cv or run dir (`Result.report_html`)."""
-    code = _command("report", dir, options)
-    return dataclasses.replace(load(dir), exit_code=code)
-
-
+@_keywords_of(api_keywords.retrain_keywords)
 def retrain(dir: str | Path, **options: Any) -> Result:
-    """`nestling retrain TUNE_DIR`: retrain the selected configuration on all training data and test it; the
-    Result of the retrain (the cv `{tune}-final` inside the tune), or of the tune when none was written."""
-    code = _command("retrain", dir, options)
-    tune = load(dir)
-    final = naming.final_dir(tune.dir, tune.name)
-    return dataclasses.replace(load(final) if (final / naming.PLAN).is_file() else tune, exit_code=code)
+    """`nestling retrain TUNE_DIR`: train the tune's selected configuration on all its training data and test it;
+    the Result of the retrain (the cv `{tune}-final` inside the tune: `final_infos`, `test_score`). Keywords:
+    `retrain_keywords`."""
+    cv_name, select, epochs = (options.pop(key, None) for key in ("cv", "select", "retrain_epochs"))
+    choice = retrain_command.RetrainChoice(cv_name, select, None if epochs is None else str(epochs))
+    with _printing(options):
+        done = retrain_command.retrain_tune(Path(dir), config_from_keywords(options), _given(options), choice)
+    return _result(done, "nestling.retrain(dry_run=True)")
+
+
+def report(dir: str | Path, *, png: bool = True, quiet: bool = False) -> Result:
+    """`nestling report DIR`: the offline report of a tune, cv or run dir (`Result.report_html`), with one PNG per
+    figure unless `png=False`."""
+    with _printing({"quiet": quiet}):
+        print(f"report: {report_command.report_dir(Path(dir), png=png)}")
+    return load(dir)
+
+
+def collect(
+    dir: str | Path,
+    *,
+    select: Select | None = None,
+    all_columns: bool = False,
+    report: bool = False,
+    quiet: bool = False,
+) -> Result:
+    """`nestling collect DIR`: rebuild the tables of a tune, cv or run dir from its run results and print its
+    summary (ranked by `select`; every metric with `all_columns`); with `report`, its report.html too."""
+    with _printing({"quiet": quiet}):
+        collect_command.collect_tables(Path(dir), select=select, all_columns=all_columns, report=report, quiet=quiet)
+    return load(dir)
+
+
+def status(dir: str | Path, *, show_all: bool = False, quiet: bool = False) -> Status:
+    """`nestling status DIR`: the state of every run of a tune, cv or run dir (`Status.runs`, `.counts`), printed
+    as the command prints it (every run with `show_all`) unless quiet."""
+    found = status_command.read_status(Path(dir))
+    with _printing({"quiet": quiet}):
+        status_command.print_status(found, show_all=show_all)
+    return found
+
+
+def sync(dir: str | Path, *, dry_run: bool = False, quiet: bool = False) -> SyncCounts:
+    """`nestling sync DIR`: upload the offline W&B runs under a tune, cv or run dir (`wandb sync`), each once;
+    with `dry_run`, upload nothing (`SyncCounts.pending` lists what would be uploaded)."""
+    with _printing({"quiet": quiet}):
+        if dry_run:
+            pending = sync_command.pending_uploads(Path(dir))
+            sync_command.print_pending(pending, Path(dir))
+            return sync_command.SyncCounts(pending=pending)
+        counts = sync_command.sync_dir(Path(dir))
+        sync_command.print_counts(counts, Path(dir))
+    return counts
+
+
+def prune_checkpoints(dir: str | Path, *, keep: int | str, dry_run: bool = False, quiet: bool = False) -> Pruned:
+    """`nestling prune-checkpoints DIR --keep K`: remove the checkpoints of a tune's finished trials outside the K
+    best (`keep="none"`: of every finished trial); with `dry_run`, remove nothing and say what would go."""
+    pruned = prune_command.prune_tune_checkpoints(Path(dir), keep, dry_run=dry_run)
+    with _printing({"quiet": quiet}):
+        print(pruned.line(str(dir)))
+    return pruned
+
+
+def stop(dir: str | Path, *, timeout: float = detach.STOP_WAIT_S, quiet: bool = False) -> detach.Stopped:
+    """`nestling stop DIR`: stop the detached sweep (`detach=True`) of a tune, cv or run dir as Ctrl-C would; wait
+    up to `timeout` seconds for its runs in progress to save."""
+    with _printing({"quiet": quiet}):
+        return detach.stop_sweep(Path(dir), timeout=timeout)
+
+
+@_keywords_of(api_keywords.plan_keywords)
+def doctor(task: Any = None, /, **options: Any) -> list[Check]:
+    """`nestling doctor`: check that this machine can run `nestling.tune` (with `hpconfig`) or `nestling.cv` with
+    these options: task, plan, artifact dir, container runtime and image, SLURM, W&B. One Check per finding.
+    Keywords: `plan_keywords`."""
+    config = config_from_keywords(_with_task(task, options))
+    checks = doctor_command.run_checks(config)
+    with _printing(options):
+        print(doctor_command.format_table(checks))
+    return checks
 
 
 def load(dir: str | Path) -> Result:
@@ -116,72 +251,46 @@ def load(dir: str | Path) -> Result:
 
     root = find_plan_root(Path(dir))
     plan = load_plan(root)
-    return Result(plan.kind, plan.name, root)
+    return Result(plan.kind, plan.name, root)  # type: ignore[arg-type]  # plan.json holds one of PlanKind
 
 
-def _execute(kind: str, task: Any, options: dict[str, Any]) -> Result:
+def _plan_command(kind: PlanKind, task: Any, options: dict[str, Any]) -> Result:
+    options = _with_task(task, options)
+    with _printing(options):
+        done = start.start_plan(kind, config_from_keywords(options), _given(options), retrain_command.then_retrain)
+    return _result(done, f"nestling.{kind}(dry_run=True)")
+
+
+def _with_task(task: Any, options: dict[str, Any]) -> dict[str, Any]:
     if task is not None:
         if "task" in options:
             raise UsageError("task given twice (positional and task=); pass it once")
         options = {"task": task, **options}
+    if options.get("task") is not None:
+        options = {**options, "task": task_spec(options["task"])}
+    return options
 
-    done = execute(kind, to_argv(options), then_retrain)  # as the command line: `tune --retrain` chains it
+
+def _given(options: dict[str, Any]) -> frozenset[str]:
+    """The options this call set (None keeps the default): those a resume compares with the plan."""
+    return frozenset(key for key, value in options.items() if value is not None and key != "config")
+
+
+def _result(done: start.Executed, call: str) -> Result:
     if done.root is None or done.name is None:  # a dry run: nothing on disk
-        raise UsageError(f"nestling.{kind}(dry_run=True) prints what would run and returns no result; drop dry_run")
-    return Result(kind, done.name, done.root, done.exit_code)
+        raise UsageError(f"{call} prints what would run and returns no result; drop dry_run")
+    return Result(done.kind, done.name, done.root, done.exit_code)  # type: ignore[arg-type]  # a plan's kind
 
 
-def _command(command: str, dir: str | Path, options: dict[str, Any]) -> int:
-    """Another command of the command line, through the CLI's own dispatch (UsageError raised, not exit 2);
-    its exit code."""
-
-    if command not in cli.COMMANDS:
-        raise UsageError(f"nestling.{command}() needs the `nestling {command}` command, which this version lacks")
-    argv = [command, str(dir)]
-    known = option_names()
-    for key, value in options.items():
-        if key in known or key == "config":  # an option of the config groups: exactly as run/cv/tune take it
-            argv += to_argv({key: value})
-        elif value is True:
-            argv.append(f"--{key}")
-        elif isinstance(value, (list, tuple)):
-            argv += [f"--{key}", *map(str, value)]
-        elif value is not None and value is not False:
-            argv.append(f"--{key}={value}")
-    return cli._dispatch(argv)
-
-
-def to_argv(options: dict[str, Any]) -> list[str]:
-    """Keyword arguments named like the flags -> the command line's argv (parsed by config.parse_config)."""
-    names = option_names()
-    argv: list[str] = []
-    for key, value in options.items():
-        if key == "config":
-            argv.append(f"--config={value}")
-            continue
-        if key not in names:
-            raise UsageError(f"unknown option {key!r}: {suggest(key, [*names, 'config'])}")
-        if key == "task":
-            value = task_spec(value)
-        if value is None:
-            continue  # the default
-        flag = f"--{key}"
-        ftype = typing.get_type_hints(GROUPS[names[key]])[key]
-        if key == "hp" and isinstance(value, dict):
-            value = [f"{k}={json.dumps(v)}" for k, v in value.items()]
-        if key in APPEND_FIELDS:
-            items = [value] if isinstance(value, str) else list(value)
-            for item in items:
-                argv += [flag, str(item)]
-        elif typing.get_origin(ftype) is list:
-            items = [value] if isinstance(value, (str, int, float)) else list(value)
-            if items:
-                argv += [flag, *map(str, items)]
-        elif isinstance(value, bool):
-            argv.append(f"{flag}={str(value).lower()}")
-        else:
-            argv.append(f"{flag}={value}")
-    return argv
+@contextlib.contextmanager
+def _printing(options: dict[str, Any]) -> Iterator[None]:
+    """What a command prints, or nothing with `quiet=True`: the caller has the outcome in the return value."""
+    if not options.get("quiet"):
+        yield
+        return
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
 
 
 def task_spec(task: Any) -> str:

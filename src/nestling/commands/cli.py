@@ -1,30 +1,48 @@
-"""`nestling run | cv | tune | collect | status | sync | report | retrain | stop | doctor`: the command line. No
+"""`nestling run | cv | tune | collect | status | sync | report | retrain | prune-checkpoints | stop | doctor`: the command line. No
 torch import happens here.
 
-Bad input -> one line on stderr and exit 2, before anything is created. Exit 0 when the tree completed (failed
-runs are reported, not fatal), 1 when every run failed or on an internal error."""
+Each command parses its argv and calls the function the Python API (commands/api.py) calls too. Bad input -> one
+line on stderr and exit 2, before anything is created (core/errors.py maps every error to its exit code). Exit 0
+when the tree completed (failed runs are reported, not fatal), 1 when every run failed or on an internal error."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nestling import __version__
-from nestling.core.errors import JobsBlocked, UsageError
+from nestling.core.errors import NestlingError, UsageError, exit_code, stderr_line
+from nestling.core.host import storage
 from nestling.core.lazy import lazy_module
+from nestling.core.tree.failure_class import is_storage_error
 
 if TYPE_CHECKING:
-    from nestling.commands import collect, detach, doctor, report, retrain, start, status, sync
+    from nestling.commands import (
+        collect,
+        detach,
+        doctor,
+        prune_checkpoints,
+        report,
+        retrain,
+        start,
+        status,
+        sync,
+    )
+    from nestling.core.options import config as options
 else:
     collect = lazy_module("nestling.commands.collect")
     detach = lazy_module("nestling.commands.detach")
     doctor = lazy_module("nestling.commands.doctor")
+    prune_checkpoints = lazy_module("nestling.commands.prune_checkpoints")
     report = lazy_module("nestling.commands.report")
     retrain = lazy_module("nestling.commands.retrain")
     start = lazy_module("nestling.commands.start")
     status = lazy_module("nestling.commands.status")
     sync = lazy_module("nestling.commands.sync")
+    options = lazy_module("nestling.core.options.config")  # simple-parsing: imported where options are parsed
 
+PLAN_COMMANDS = ("run", "cv", "tune")
 COMMANDS = {
     "run": "train one run (fold --fold of --fold_method, first seed)",
     "cv": "cross-validate one hyperparameter set: n_folds x seeds runs, scored into run_infos.parquet",
@@ -34,6 +52,7 @@ COMMANDS = {
     "sync": "upload the offline W&B runs of a tune, cv or run dir (wandb sync); skips those already uploaded",
     "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
     "retrain": "train a tune's best configuration on train + val and test it: the cv {tune}-final of the tune",
+    "prune-checkpoints": "remove the checkpoints of a tune's finished trials outside the K best (--keep K)",
     "stop": "stop a detached local sweep (--detach) gracefully: runs in progress save; --resume continues",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
@@ -44,15 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         rc = _dispatch(argv)
-    except UsageError as exc:
-        print(f"nestling: error: {exc}", file=sys.stderr)
-        rc = 2
-    except JobsBlocked as exc:  # --wait on a job that can never start: the job stays for the user to fix/cancel
-        print(f"nestling: {exc}", file=sys.stderr)
-        rc = 1
-    except KeyboardInterrupt:
+    except NestlingError as exc:  # bad input (2), a job that can never start (1): the job stays for the user
+        print(stderr_line(exc), file=sys.stderr)
+        rc = exit_code(exc)
+    except KeyboardInterrupt as exc:
         print("nestling: interrupted; finished runs are kept, resume with --resume", file=sys.stderr)
-        rc = 130
+        rc = exit_code(exc)
+    except OSError as exc:  # a full file system wherever it met us: one line, not a traceback
+        if not is_storage_error(exc):
+            raise
+        where = storage.room(Path(exc.filename)) if isinstance(exc.filename, str) else None
+        print(f"nestling: {exc.strerror or exc}{f' ({where.describe()})' if where else ''}; free space or raise "
+              "the quota, then run the command again (--resume NAME continues a cv or tune)", file=sys.stderr)  # fmt: skip
+        rc = 1
     if program:
         exit_now(rc)
     return rc
@@ -74,6 +97,7 @@ def exit_now(rc: int) -> None:
 
 
 def _dispatch(argv: list[str]) -> int:
+    """argv -> the command's function (the one the Python API calls too) -> its exit code."""
     if not argv or argv[0] in ("-h", "--help"):
         _print_help()
         return 0 if argv else 2
@@ -81,20 +105,23 @@ def _dispatch(argv: list[str]) -> int:
         print(f"nestling {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
-    if command in ("run", "cv", "tune"):
-        return start.execute_plan(command, rest, then=retrain.then_retrain)
+    if command in PLAN_COMMANDS:
+        config = options.parse_config(rest, prog=f"nestling {command}", description=start.DESCRIPTIONS[command])
+        return start.start_plan(command, config, options.explicit_options(rest), retrain.then_retrain).exit_code
     if command == "retrain":
         return retrain.retrain_main(rest)
     if command == "collect":
         return collect.collect_main(rest, COMMANDS["collect"])
     if command == "report":
-        return report.report_main(rest)
+        return report.report_main(rest, COMMANDS["report"])
     if command == "status":
-        return status.status_main(rest)
+        return status.status_main(rest, COMMANDS["status"])
     if command == "sync":
         return sync.sync_main(rest, COMMANDS["sync"])
+    if command == "prune-checkpoints":
+        return prune_checkpoints.prune_checkpoints_main(rest, COMMANDS["prune-checkpoints"])
     if command == "stop":
-        return detach.stop_main(rest)
+        return detach.stop_main(rest, COMMANDS["stop"])
     if command == "doctor":
         return doctor.doctor_main(rest)
     raise UsageError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)} (see nestling --help)")

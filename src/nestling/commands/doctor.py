@@ -18,19 +18,22 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nestling.core.containers.binds import auto_binds, worker_dir, worker_python
-from nestling.core.containers.options import SIF_RUNTIMES, ContainerOptions, option_problems, parse_bind
-from nestling.core.containers.runtimes import image_exists, resolve_runtime
+from nestling import __version__
+from nestling.core.containers import image
+from nestling.core.containers.binds import auto_binds, task_data_dirs, worker_dir, worker_python
+from nestling.core.containers.detect import resolve_runtime, runtime_named, runtime_version
+from nestling.core.containers.options import REMOTE_IMAGE, option_problems, resolve_bind
 from nestling.core.errors import UsageError
 from nestling.core.host import slurm_query, tracking
+from nestling.core.host.processes import Run, Which
 from nestling.core.ml.task import load_task
 from nestling.core.options.config import Config, parse_config
-from nestling.launch.factory import slurm_resources
+from nestling.core.tree import naming
+from nestling.launch.factory import container_spec, slurm_resources
 from nestling.launch.slurm.resources import check_against_sinfo
 from nestling.plan.preflight import prepare
 
@@ -42,8 +45,6 @@ DESCRIPTION = (
     "optionally after its name (default: cv, or tune with --hpconfig)."
 )
 
-Which = Callable[[str], "str | None"]
-Run = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,12 @@ def doctor_main(argv: list[str], which: Which | None = None, run: Run | None = N
     kind = argv[0] if argv and argv[0] in KINDS else None
     rest = argv[1:] if kind else argv
     config = parse_config(rest, prog="nestling doctor", description=DESCRIPTION)
-    if kind is None:
-        kind = "tune" if config.tune.hpconfig else "cv"
     checks = run_checks(config, kind, which=which, run=run)
     print(format_table(checks))
-    return exit_code(checks)
+    return checks_exit_code(checks)
 
 
-def exit_code(checks: list[Check]) -> int:
+def checks_exit_code(checks: list[Check]) -> int:
     if any(c.status == BAD for c in checks):
         return 2
     return 1 if any(c.status == PROBLEM for c in checks) else 0
@@ -87,9 +86,11 @@ def format_table(checks: list[Check]) -> str:
 
 
 def run_checks(
-    config: Config, kind: str = "cv", which: Which | None = None, run: Run | None = None
+    config: Config, kind: str | None = None, which: Which | None = None, run: Run | None = None
 ) -> list[Check]:
-    """Every check, in the order a launch would meet them. `which`/`run` are injectable for tests."""
+    """Every check of the command line `nestling KIND` with these options, in the order a launch would meet them
+    (KIND default: tune with --hpconfig, else cv). `which`/`run` are injectable for tests."""
+    kind = kind or ("tune" if config.tune.hpconfig else "cv")
     which = which or shutil.which
     run = run or subprocess.run
     checks: list[Check] = []
@@ -155,34 +156,38 @@ def _artifact_dir_check(config: Config) -> Check:
 
 
 def _container_checks(config: Config, task: Any, which: Which, run: Run, checks: list[Check]) -> None:
-    opts = ContainerOptions.from_config(config.container)
-    problems = option_problems(opts)
+    c = config.container
+    problems = option_problems(c)
     for what, message in problems:  # the values themselves are wrong: what `nestling cv` would refuse
         checks.append(Check(what, BAD, message))
-    if problems or opts.image is None:
+    image = c.container_image
+    if problems or image is None:
         return
     try:
-        runtime = resolve_runtime(opts, which=which)
+        runtime = resolve_runtime(image, c.container_runtime, which=which)
     except UsageError as exc:
-        checks.append(Check("container runtime", PROBLEM, str(exc), _install_hint(opts.image or "")))
+        checks.append(Check("container runtime", PROBLEM, str(exc), _install_hint(image)))
         return
-    version = _version(runtime, run)
-    checks.append(
-        Check(
-            "container runtime",
-            OK,
-            version if version.startswith(runtime) else f"{runtime} {version}".strip(),
-        )
-    )
+    version = runtime_version(runtime, run) or ""
+    shown = version if version.startswith(runtime) else f"{runtime} {version}".strip()
+    checks.append(Check("container runtime", OK, shown))
 
-    image = opts.image or ""
-    if image_exists(opts, runtime, run=run):
+    rt = runtime_named(runtime, version or None)
+    pulled = naming.pulled_image(Path(config.logging.artifact_dir).resolve(), image)
+    available = True
+    if rt.sif_images and REMOTE_IMAGE.match(image):
+        when = "pulled already" if pulled.is_file() else "pulled once when a launch starts"
+        checks.append(Check("container image", OK, f"{image} -> {pulled} ({when}, {runtime} pull)"))
+        available = pulled.is_file()
+    elif rt.image_available(image, run):
         checks.append(Check("container image", OK, image))
-    elif runtime in SIF_RUNTIMES:
+    elif rt.sif_images:
+        available = False
         checks.append(Check("container image", PROBLEM, f"{image} does not exist",
                             f"build it: {runtime} build {shlex.quote(image)} containers/nestling.def "
                             "(see containers/README.md), or fix the path"))  # fmt: skip
     else:
+        available = False
         build = (
             "containers/test-image/build.sh"
             if "nestling-test" in image
@@ -191,41 +196,62 @@ def _container_checks(config: Config, task: Any, which: Which, run: Run, checks:
         checks.append(Check("container image", PROBLEM, f"{image} is not available to {runtime} here",
                             f"{runtime} pull {shlex.quote(image)}, or build it: {build}"))  # fmt: skip
 
-    for spec in opts.binds:
-        bind = parse_bind(spec)
+    user = [resolve_bind(spec, os.getcwd()) for spec in c.container_bind]
+    for spec, bind in zip(c.container_bind, user, strict=True):
         if Path(bind.src).exists():
-            checks.append(Check("container bind", OK, spec))
+            checks.append(Check("container bind", OK, spec if bind.spec() == spec else f"{spec} -> {bind.spec()}"))
         else:
             checks.append(Check("container bind", PROBLEM, f"{bind.src} (from {spec}) does not exist",
                                 "create it or fix the path in --container_bind"))  # fmt: skip
-    data_dirs = getattr(task, "data_dirs", None) if task is not None else None
-    auto, missing = auto_binds(config.logging.artifact_dir, data_dirs() if callable(data_dirs) else [])
+    auto, missing = auto_binds(config.logging.artifact_dir, task_data_dirs(task))
     for d in missing:
         checks.append(Check("task data dir", PROBLEM, f"{d} does not exist, so it cannot be bound",
                             "create it or fix the task's data_dirs()"))  # fmt: skip
-    checks.append(Check("auto binds", OK, "; ".join(auto)))
-    workdir = worker_dir(os.getcwd(), opts.binds, auto)
+    checks.append(Check("auto binds", OK, "; ".join(b.spec() for b in auto)))
+    workdir = worker_dir(os.getcwd(), [*auto, *user])
     unbound = "" if workdir == str(Path.cwd().resolve()) else " (this dir is not bound into the image)"
     checks.append(Check("worker dir", OK, f"{workdir}{unbound}"))
-    python = worker_python(opts)
-    where = "the host interpreter, bound in" if python != "python" else "the image's python"
-    checks.append(Check("worker python", OK, f"{python} ({where})"))
+    python = worker_python([*auto, *user])
+    if python != "python" or not available or missing or any(not Path(b.src).exists() for b in user):
+        where = "the host interpreter, bound in" if python != "python" else "the image's python"
+        checks.append(Check("worker python", OK, f"{python} ({where})"))
+        return
+    _image_checks(config, task, which, run, checks)
+
+
+def _image_checks(config: Config, task: Any, which: Which, run: Run, checks: list[Check]) -> None:
+    """Run the image once, as a launch does: which interpreter answers, and whether its nestling is this one."""
+    try:
+        spec = container_spec(config, task, which=which, run=run)
+    except UsageError as exc:
+        checks.append(Check("worker python", PROBLEM, str(exc)))
+        return
+    assert spec is not None
+    found = image.probe_image(spec, run=run)
+    if found.python is None:
+        checks.append(Check("worker python", PROBLEM, f"neither python nor python3 runs in {spec.image}: "
+                            f"{found.detail}", "install python and nestling in the image, or bind a host "
+                            "python (docs/containers.md, 'Which python')"))  # fmt: skip
+        return
+    checks.append(Check("worker python", OK, f"{found.python} (the image's python)"))
+    if found.nestling_version is None:
+        checks.append(Check("image nestling", PROBLEM, f"nestling does not import with {found.python} in "
+                            f"{spec.image}", "install it in the image (containers/Dockerfile), or bind it "
+                            "with its venv and pass PYTHONPATH with --container_env"))  # fmt: skip
+    elif found.nestling_version != __version__:
+        checks.append(Check("image nestling", PROBLEM, f"the image has nestling {found.nestling_version}, this "
+                            f"host {__version__}", f"rebuild the image with nestling=={__version__} "
+                            "(containers/README.md), or install its version here"))  # fmt: skip
+    else:
+        checks.append(Check("image nestling", OK, f"{found.nestling_version}, the same as here"))
 
 
 def _install_hint(image: str) -> str:
-    if image.endswith(".sif"):
+    if image.endswith(".sif") or REMOTE_IMAGE.match(image):
         return (
             "install apptainer (https://apptainer.org/docs/admin/main/installation.html) or load its module"
         )
     return "install docker or podman (Debian: apt-get install -y podman runc), or set --container_runtime"
-
-
-def _version(runtime: str, run: Run) -> str:
-    try:
-        done = run([runtime, "--version"], capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return (done.stdout or "").strip().splitlines()[0] if done.returncode == 0 and done.stdout else ""
 
 
 # -- SLURM ----------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`nestling retrain TUNE_DIR`: train a tune's selected configuration on train + val and score it on the test split.
 
 The retrain is one more plan, written and launched like any other (`artifacts.write_plan`,
-`commands.launch_and_report`): kind "retrain", rooted at `{tune}/{tune}-final`, one split (every non-test sample
+`start.launch_and_report`): kind "retrain", rooted at `{tune}/{tune}-final`, one split (every non-test sample
 of the tune's splits for training, its test samples for testing), one run per seed. Its runs train for a fixed
 number of epochs without validation (`RunSpec.retrain`) and are scored on the test metrics (the tune's scoring
 metrics with `val` replaced by `test`); the collector writes run_infos.parquet and final_infos.parquet. Running
@@ -19,19 +19,21 @@ import dataclasses
 import math
 import statistics
 import sys
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling.commands.resume import prepare_resume
-from nestling.commands.start import _finish, launch_and_report, parallel_strategy, runs_per_task
+from nestling.commands.start import Executed, launch_plan, parallel_strategy, resume_plan, runs_per_task
 from nestling.core.errors import UsageError, strict_parser
 from nestling.core.host.devices import parse_devices
 from nestling.core.lazy import lazy_module
 from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.ml.task import Split
+from nestling.core.options.choices import Select
 from nestling.core.options.config import (
     Config,
+    Logging,
     config_from_dict,
     explicit_options,
     option_names,
@@ -39,9 +41,12 @@ from nestling.core.options.config import (
 )
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import read_json
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import result_state
+from nestling.core.tree.run_state import RunState
+from nestling.launch.base import plural
 from nestling.launch.factory import make_launcher
 from nestling.plan.build import plan_retrain
+from nestling.plan.model import LaunchRequest
 from nestling.plan.preflight import check_job_resources
 from nestling.plan.specs import run_specs
 from nestling.plan.store import find_plan_root, load_plan, write_plan
@@ -65,17 +70,35 @@ OVERRIDE_KEYS = ("n_seeds", "seeds", "quiet", "wandb_project", "wandb_entity")
 VALIDATION_PREFIXES = ("val", "valid", "validation")
 
 
+@dataclass(frozen=True)
+class RetrainChoice:
+    """Which configuration a new retrain trains, and for how long (a retrain that exists is resumed as planned)."""
+
+    cv: str | None = None  # a cv of the tune; default: the best by `select`
+    select: Select | None = None  # score | lcb; default: the tune's --select
+    epochs: str | None = None  # best | max | N; default: best
+
+
 def retrain_main(argv: list[str]) -> int:
-    """The command: plan, write and launch the retrain, or resume it when it exists."""
+    """The command line: `nestling retrain TUNE_DIR [options]`, parsed into `retrain_tune`."""
     if not argv or argv[0] in ("-h", "--help"):
         _parser().print_help()
         return 0 if argv else 2
     if argv[0].startswith("-"):
         raise UsageError(f"nestling retrain takes the tune directory first, not {argv[0]!r}: nestling retrain DIR")
     args, rest = _parser().parse_known_args(argv[1:])
-    tune = _tune_plan(Path(argv[0]))
     given = parse_config(rest, prog="nestling retrain", description=DESCRIPTION)
-    explicit = explicit_options(rest)
+    choice = RetrainChoice(args.cv, args.select, args.retrain_epochs)
+    return retrain_tune(Path(argv[0]), given, explicit_options(rest), choice).exit_code
+
+
+def retrain_tune(
+    tune_dir: Path, given: Config, explicit: AbstractSet[str], choice: RetrainChoice = RetrainChoice()
+) -> Executed:
+    """Plan, write and launch the retrain of the tune at `tune_dir`, or resume it when it exists: the command
+    line's and the Python API's `retrain`. `given`: the options of this invocation, of which those in `explicit`
+    (launch, device and container options, seeds, quiet and W&B) replace the tune's."""
+    tune = _tune_plan(Path(tune_dir))
     groups = option_names()
     refused = sorted(k for k in explicit if groups[k] not in OVERRIDE_GROUPS and k not in OVERRIDE_KEYS)
     if refused:
@@ -85,14 +108,14 @@ def retrain_main(argv: list[str]) -> int:
         )
     final_root = naming.final_dir(tune.root, tune.name)
     if (final_root / naming.PLAN).is_file():
-        chosen = [f"--{k}" for k in ("select", "retrain_epochs") if getattr(args, k) is not None]
+        chosen = [f"--{k}" for k, v in (("select", choice.select), ("retrain_epochs", choice.epochs)) if v is not None]
         if chosen:
             raise UsageError(
                 f"{' and '.join(chosen)} choose a new retrain, but {final_root} exists and would be resumed; drop "
                 "them to resume it, or move it away to start another"
             )
-        return _resume(tune, final_root, args.cv, given, explicit, rest)
-    return _start(tune, args, given, explicit)
+        return _resume_retrain(tune, final_root, choice.cv, given, explicit)
+    return _new_retrain(tune, choice, given, explicit)
 
 
 def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) -> int:
@@ -100,12 +123,13 @@ def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) 
     retrain job after its collector instead, see launch/slurm/launcher.py)."""
     if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
         return code
+    quiet = config.logging.quiet
     try:
-        code = retrain_main([str(root), *(["--quiet"] if config.logging.quiet else [])])
+        code = retrain_tune(root, Config(logging=Logging(quiet=quiet)), {"quiet"} if quiet else set()).exit_code
     except UsageError as exc:  # e.g. no trial has a score: the tune itself ended, say why nothing was retrained
         print(f"nestling: not retrained: {exc}", file=sys.stderr)
         return 1
-    if not config.logging.quiet:
+    if not quiet:
         print(closing_line(root))
     return code
 
@@ -155,7 +179,7 @@ def _tune_plan(path: Path) -> Plan:
     return plan
 
 
-def _merged(base: Config, given: Config, explicit: set[str]) -> Config:
+def _merged(base: Config, given: Config, explicit: AbstractSet[str]) -> Config:
     """`base` with the flags given here (launch, device, container, seeds, logging extras) applied."""
     groups = option_names()
     changes: dict[str, dict[str, Any]] = {}
@@ -195,7 +219,7 @@ def best_epoch(run_dir: Path, metric: str, higher: bool) -> int | None:
     as ModelCheckpoint keeps it; None without logs of it."""
     best: tuple[float, int] | None = None
     rows: list[tuple[int, float]] = []
-    for path in sorted(naming.RunPaths(run_dir).logs.glob("*/metrics.csv")):
+    for path in naming.RunPaths(run_dir).csv_logs():
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 value, epoch = row.get(metric), row.get("epoch")
@@ -233,7 +257,7 @@ def retrain_epochs(choice: str, cv: CvPlan, config: Config) -> Epochs:
     found = [
         best_epoch(run.dir, first.name, first.higher_is_better)
         for run in cv.runs
-        if (read_result(run.dir) or {}).get("status") == "success"
+        if result_state(run.dir) is RunState.SUCCESS
     ]
     epochs = [e + 1 for e in found if e is not None]
     if not epochs:
@@ -258,16 +282,16 @@ def _choose(tune: Plan, cv_name: str | None, select: str | None) -> tuple[CvSumm
             f"cv {best.cv_name!r} of tune {tune.name!r} has no successful run to retrain; resume the tune "
             f"(nestling tune --resume {tune.name}) or pick another with --cv NAME"
         )
-    if collected.counts["missing"]:
+    if collected.counts[RunState.MISSING]:
         print(
-            f"nestling: tune {tune.name} has {collected.counts['missing']} runs without a result; "
+            f"nestling: tune {tune.name} has {collected.counts[RunState.MISSING]} runs without a result; "
             f"choosing among the finished ones",
             file=sys.stderr,
         )
     return best, how
 
 
-def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
+def _new_retrain(tune: Plan, choice: RetrainChoice, given: Config, explicit: AbstractSet[str]) -> Executed:
     tune_config = config_from_dict(tune.options)
     splits = [Split(s["train"], s["val"], s["test"]) for s in read_json(tune.root / naming.SPLITS)]
     split = retrain_split(splits)
@@ -276,9 +300,9 @@ def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
             f"tune {tune.name!r} has no test split to score a retrain on; plan the tune with --test_split random "
             "(--test_fraction 0.2) or --test_split region --test_regions R1 R2"
         )
-    chosen, how = _choose(tune, args.cv, args.select)
+    chosen, how = _choose(tune, choice.cv, choice.select)
     planned = next(cv for cv in tune.cvs if cv.cv_name == chosen.cv_name)
-    epochs = retrain_epochs(args.retrain_epochs or "best", planned, tune_config)
+    epochs = retrain_epochs(choice.epochs or "best", planned, tune_config)
     base = _merged(tune_config, given, explicit)
     name = naming.final_name(tune.name)
     config = dataclasses.replace(
@@ -288,7 +312,7 @@ def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
         logging=dataclasses.replace(
             base.logging, artifact_dir=str(tune.root.parent), name=name, quiet=given.logging.quiet
         ),
-        launch=dataclasses.replace(base.launch, resume=None, force=False),
+        launch=dataclasses.replace(base.launch, resume=None, force=False, detach=False),  # runs here, never detached
     )
     check_job_resources(config)
     plan = plan_retrain(
@@ -301,18 +325,20 @@ def _start(tune: Plan, args: Any, given: Config, explicit: set[str]) -> int:
     )
     if config.launch.dry_run:
         print(launcher.describe(plan.root, units, f"retrain {name}"))
-        return 0
+        return Executed(0, "retrain")
     write_plan(plan, [split])
     if not config.logging.quiet:
         print(
             f"retrain {name}: {chosen.cv_name} (by {how}, score {chosen.score:.4g}) hparams {chosen.hparams}; "
-            f"{epochs.count} epochs ({epochs.how}); {len(plan.runs)} seeds on {len(split.train)} samples, "
-            f"tested on {len(split.test)}"
+            f"{plural(epochs.count, 'epoch')} ({epochs.how}); {plural(len(plan.runs), 'seed')} on "
+            f"{plural(len(split.train), 'sample')}, tested on {len(split.test)}"
         )
-    return launch_and_report("retrain", name, plan.root, units, launcher, config, total=len(plan.runs))
+    return launch_plan(LaunchRequest("retrain", name, plan.root, units, config, len(plan.runs)), launcher, None)
 
 
-def _resume(tune: Plan, root: Path, cv_name: str | None, given: Config, explicit: set[str], argv: list[str]) -> int:
+def _resume_retrain(
+    tune: Plan, root: Path, cv_name: str | None, given: Config, explicit: AbstractSet[str]
+) -> Executed:
     plan = load_plan(root)
     trained = next((cv.cv_name for cv in tune.cvs if cv.hp_index == plan.cvs[0].hp_index), None)
     if cv_name is not None and cv_name != trained:
@@ -324,18 +350,6 @@ def _resume(tune: Plan, root: Path, cv_name: str | None, given: Config, explicit
     config = dataclasses.replace(
         config,
         logging=dataclasses.replace(config.logging, artifact_dir=str(tune.root.parent), quiet=given.logging.quiet),
-        launch=dataclasses.replace(config.launch, resume=plan.name),
+        launch=dataclasses.replace(config.launch, resume=plan.name, detach=False),  # runs here, never detached
     )
-    resumed = prepare_resume("retrain", config, argv)
-    config = resumed.config
-    if not resumed.total:
-        print(f"retrain {plan.name}: every run succeeded already; nothing to resume")
-        return _finish(resumed.root, config.logging.quiet)
-    check_job_resources(config)
-    launcher = make_launcher(config, "retrain", plan.name, parse_devices(config.device.devices))
-    units = work_units(
-        resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
-    )
-    return launch_and_report(
-        "retrain", plan.name, resumed.root, units, launcher, config, resumed.total, resumed.record
-    )
+    return resume_plan("retrain", config, explicit)

@@ -1,4 +1,5 @@
-"""`nestling run | cv | tune`: parse, check, plan, write the tree, launch, collect, report.
+"""`nestling run | cv | tune` and `nestling.run | cv | tune`, their options parsed: check, plan, write the tree,
+launch, collect, report.
 
 Everything that can be wrong with the input is found by `preflight.prepare` and `launch.factory.make_launcher`
 before the first directory is created. `--resume NAME` continues a plan from its tree (see resume.py).
@@ -9,23 +10,30 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.commands.detach import detach
 from nestling.commands.resume import prepare_resume
-from nestling.core.errors import UsageError
+from nestling.core.errors import EXIT_INTERRUPTED, StorageFull, UsageError
+from nestling.core.host import storage
 from nestling.core.host.devices import parse_devices
 from nestling.core.lazy import lazy_module
-from nestling.core.options.config import PARALLEL_STRATEGIES, Config, parse_config
-from nestling.core.tree import failfast
+from nestling.core.ml.task import Split
+from nestling.core.options.config import PARALLEL_STRATEGIES, Config
+from nestling.core.tree import failfast, fault_ledger, naming
+from nestling.core.tree.failure_class import is_storage_error
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
+from nestling.core.tree.run_state import RunState
+from nestling.execute.search.trials import TrialState
 from nestling.launch.base import Launcher, SubmitError, plural
 from nestling.launch.factory import described_task, make_launcher, prestart_local
-from nestling.plan.model import WorkUnit
+from nestling.plan.capacity import check_room
+from nestling.plan.model import LaunchRequest
 from nestling.plan.preflight import check_job_resources, prepare
-from nestling.plan.store import write_plan
+from nestling.plan.store import load_plan, write_plan
 from nestling.plan.units import auto_runs_per_task, run_dirs_per_cv, work_units
 from nestling.read.progress import RunProgress
 from nestling.read.report.build import write_report
@@ -50,7 +58,7 @@ def parallel_strategy(config: Config) -> str:
 
 @dataclass(frozen=True)
 class Executed:
-    """How `execute` ended: its exit code and the plan it made or resumed (None for a dry run)."""
+    """How a plan command ended: its exit code and the plan it made or resumed (None for a dry run)."""
 
     exit_code: int
     kind: str
@@ -62,39 +70,16 @@ class Executed:
 Then = Callable[[str, Path, Config, bool, int], int]
 
 
-def execute_plan(kind: str, argv: list[str], then: Then | None = None) -> int:
-    return execute(kind, argv, then).exit_code
+def start_plan(
+    kind: str, config: Config, explicit: AbstractSet[str] = frozenset(), then: Then | None = None
+) -> Executed:
+    """`nestling run | cv | tune` once its options are parsed, and `nestling.run | cv | tune`: check, plan (or
+    resume), write the tree and launch, then `then` (`tune --retrain`; with --detach the supervisor runs it, after
+    the sweep). `explicit`: the options the user gave (a resume compares them with the plan even at their default)."""
 
-
-def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
-    """Parse, check, plan (or resume), write the tree and launch, then `then` (cli passes `nestling tune
-    --retrain`; with --detach the supervisor runs it, after the sweep): the command line's `run`, `cv`, `tune`,
-    and the Python API's (commands/api.py), which reads the plan's tables from `root` afterwards."""
-
-    config = parse_config(argv, prog=f"nestling {kind}", description=DESCRIPTIONS[kind])
     check_detach(config)
     if config.launch.resume:
-        resumed = prepare_resume(kind, config, argv)
-        config = resumed.config
-        if not resumed.total:
-            print(f"{kind} {resumed.name}: every run succeeded already; nothing to resume")
-            code = _finish(resumed.root, config.logging.quiet)
-            code = then(kind, resumed.root, config, True, code) if then else code  # it ended
-            return Executed(code, kind, resumed.name, resumed.root)
-
-        check_job_resources(config)  # the launch options may have changed since planning
-        launcher = make_launcher(config, kind, resumed.name, parse_devices(config.device.devices))
-        units = work_units(
-            resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
-        )
-        if config.launch.detach:
-            code = detach(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record, then)
-        else:
-            code = launch_and_report(
-                kind, resumed.name, resumed.root, units, launcher, config, resumed.total, resumed.record
-            )
-            code = then(kind, resumed.root, config, _ended(launcher, config), code) if then else code
-        return Executed(code, kind, resumed.name, resumed.root)
+        return resume_plan(kind, config, explicit, then)
     # the local pool starts now: its first worker describes the task while the workers import torch meanwhile
     # (a detached sweep's supervisor starts its own pool)
     pool = None if config.launch.detach else prestart_local(config, kind)
@@ -105,13 +90,16 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
         units = work_units(
             run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
         )
+        room = check_room(plan, config, len(plan.runs), len(units), launcher.parallel_slots)
         if config.launch.dry_run:  # the scripts and a summary; no artifact tree, nothing submitted
             print(launcher.describe(plan.root, units, f"{kind} {plan.name}"))
-            for line in describe_trials(plan, config):
+            print(f"storage: {room.describe()}", file=sys.stderr)  # (on stderr: block sizes differ between hosts)
+            for line in [*describe_trials(plan, config), *describe_retrain(plan, prepared.splits, config)]:
                 print(line)
             if pool is not None:
                 pool.discard()
             return Executed(0, kind)
+        launcher.prepare()  # an image that cannot be pulled leaves no plan behind
         try:
             write_plan(plan, prepared.splits)
         except FileExistsError:  # another process took the name between the check and now
@@ -122,15 +110,42 @@ def execute(kind: str, argv: list[str], then: Then | None = None) -> Executed:
         if pool is not None:
             pool.discard()
         raise
+    return launch_plan(LaunchRequest(kind, plan.name, plan.root, units, config, len(plan.runs)), launcher, then)
+
+
+def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: Then | None = None) -> Executed:
+    """`--resume NAME` (and a retrain that exists): the runs still to do, launched like a new plan's."""
+    resumed = prepare_resume(kind, config, explicit)
+    config = resumed.config
+    if not resumed.total:
+        settled = "every run succeeded or was pruned" if resumed.n_pruned else "every run succeeded"
+        print(f"{kind} {resumed.name}: {settled} already; nothing to resume")
+        code = collect_and_report(resumed.root, config.logging.quiet)
+        code = then(kind, resumed.root, config, True, code) if then else code  # it ended
+        return Executed(code, kind, resumed.name, resumed.root)
+
+    check_job_resources(config)  # the launch options may have changed since planning
+    launcher = make_launcher(config, kind, resumed.name, parse_devices(config.device.devices))
+    units = work_units(
+        resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
+    )
+    check_room(load_plan(resumed.root), config, resumed.total, len(units), launcher.parallel_slots, resumed=True)
+    request = LaunchRequest(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record)
+    return launch_plan(request, launcher, then)
+
+
+def launch_plan(request: LaunchRequest, launcher: Launcher, then: Then | None) -> Executed:
+    """A plan on disk, new or resumed: detached (the supervisor launches it and runs `then`) or launched here."""
+    kind, root, config = request.kind, request.root, request.config
     if config.launch.detach:
-        code = detach(kind, plan.name, plan.root, units, config, len(plan.runs), then=then)
+        code = detach(request, then)
     else:
-        code = launch_and_report(kind, plan.name, plan.root, units, launcher, config, total=len(plan.runs))
-        code = then(kind, plan.root, config, _ended(launcher, config), code) if then else code
-    return Executed(code, kind, plan.name, plan.root)
+        code = launch_and_report(request, launcher)
+        code = then(kind, root, config, _plan_ended(launcher, config), code) if then else code
+    return Executed(code, kind, request.name, root)
 
 
-def _ended(launcher: Launcher, config: Config) -> bool:
+def _plan_ended(launcher: Launcher, config: Config) -> bool:
     """Whether the plan's work has ended when launch_and_report returns (not a detached launch left running)."""
     return not launcher.detached or config.launch.wait
 
@@ -156,13 +171,30 @@ def describe_trials(plan: Any, config: Config) -> list[str]:
     ]
     width = max(len(str(cv.cv_name)) for cv in plan.cvs)
     for cv in plan.cvs:
-        lines.append(f"  {str(cv.cv_name):<{width}}  {_hp_text(cv.hparams, varying)}  {plural(len(cv.runs), 'run')}")
+        lines.append(
+            f"  {str(cv.cv_name):<{width}}  {_hparams_line(cv.hparams, varying)}  {plural(len(cv.runs), 'run')}"
+        )
     if fixed:
-        lines.append(f"same in every trial: {_hp_text(plan.cvs[0].hparams, fixed)}")
+        lines.append(f"same in every trial: {_hparams_line(plan.cvs[0].hparams, fixed)}")
     return lines
 
 
-def _hp_text(hparams: dict[str, Any], keys: list[str]) -> str:
+def describe_retrain(plan: Any, splits: list[Split], config: Config) -> list[str]:
+    """For a dry run of `tune --retrain`: what happens once the tune ended (issue 21 #13)."""
+    if plan.kind != "tune" or not config.tune.retrain:
+        return []
+    test = set(splits[0].test) if splits else set()
+    train = {s for split in splits for s in (*split.train, *split.val)} - test
+    seeds = len({run.seed for run in plan.runs})
+    when = "a SLURM job after the collector job runs" if config.launch.launcher == "slurm" else "then"
+    return [
+        f"--retrain: {when} nestling retrain {plan.root}: the best trial (by --select {config.tune.select}) trained "
+        f"on {plural(len(train), 'sample')} (train + val) with {plural(seeds, 'seed')} for the median best epoch of "
+        f"its runs, tested on the {len(test)} test samples, as {naming.final_name(plan.name)}"
+    ]
+
+
+def _hparams_line(hparams: dict[str, Any], keys: list[str]) -> str:
     def value(v: Any) -> str:
         if isinstance(v, float):  # 0.01 and 1.0 as written, a drawn 0.012523918 as 0.01252
             return repr(v) if len(repr(v)) <= 8 else f"{v:.4g}"
@@ -188,33 +220,38 @@ def runs_per_task(config: Config, n_runs: int, launcher: Launcher) -> int:
     return auto_runs_per_task(config.launch.expected_run_s, n_runs, launcher.parallel_slots)
 
 
-def launch_and_report(
-    kind: str,
-    name: str,
-    root: Path,
-    units: list[WorkUnit],
-    launcher: Launcher,
-    config: Config,
-    total: int,
-    extra_record: dict[str, Any] | None = None,
-) -> int:
+def launch_and_report(request: LaunchRequest, launcher: Launcher) -> int:
+    """Launch the request here, save launch.json, wait as asked, then collect and report: an exit code."""
+    kind, name, root, units, config = request.kind, request.name, request.root, request.units, request.config
+    total, extra_record = request.total, request.record
     quiet = config.logging.quiet
-    failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
+    try:
+        failfast.arm(root, config.launch.fail_fast)  # a fresh ledger: a resume starts counting again
+        fault_ledger.open_launch(  # what this launch asks of its workers; broken nodes stay known
+            root, config.launch.max_retries, config.launch.stage_dir, config.logging.keep_checkpoints
+        )
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        raise storage_full(kind, name, root, None) from None
     if not quiet:
         print(f"{kind} {name}: {plural(total, 'run')} in {plural(len(units), 'work unit')} -> {root}")
-    with RunProgress(total, f"{kind} {name}", quiet=quiet) as progress:
+    launcher.prepare()
+    # a detached launch (SLURM) returns once submitted: a bar would stay at 0 of N; --wait polls it to the end
+    bar = not quiet and (not launcher.detached or config.launch.wait)
+    with RunProgress(total, f"{kind} {name}", quiet=not bar) as progress:
         try:
             record = launcher.launch(root, units, progress)
         except SubmitError as exc:
             if exc.record is None:
                 raise
-            save_launch(root, exc.record.updated({**(extra_record or {}), "finished_at": time.time()}))
+            save_launch_if_room(root, exc.record.updated({**extra_record, "finished_at": time.time()}))
             print(
                 f"nestling: submission failed: {exc}; nothing runs; fix it and resume with --resume {name}",
                 file=sys.stderr,
             )
             return 1
-        save_launch(root, record.updated(extra_record or {}))
+        save_launch_if_room(root, record.updated(extra_record))
         if record.interrupted:
             return _interrupted(kind, name, root, config)
         if record.submit_error:
@@ -228,23 +265,20 @@ def launch_and_report(
                 _print_follow_up(root, record)
                 return 0
             launcher.wait(record, progress)
-    return _finish(root, quiet)
-
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+    return collect_and_report(root, quiet, storage_was_full=bool(record.storage_full))
 
 
 def _interrupted(kind: str, name: str, root: Path, config: Config) -> int:
     """Ctrl-C stopped the launch: say what is kept and the one command that continues it."""
 
     counts = collect.collect(root).counts
-    total = counts["success"] + counts["failed"] + counts["missing"]
+    total = sum(counts.values())
     where = "" if config.logging.artifact_dir == Config().logging.artifact_dir else (
         f" --artifact_dir {config.logging.artifact_dir}"
     )
     print(
-        f"nestling: interrupted: {counts['success']} of {total} runs finished, "
-        f"{counts['missing']} interrupted or not started (kept in {root});\n"
+        f"nestling: interrupted: {counts[RunState.SUCCESS]} of {total} runs finished, "
+        f"{counts[RunState.MISSING]} interrupted or not started (kept in {root});\n"
         f"resume with: nestling {kind} --resume {name}{where}",
         file=sys.stderr,
     )
@@ -256,6 +290,34 @@ def save_launch(root: Path, record: LaunchRecord) -> None:
     append_launch(root, record, now=time.time())
 
 
+def save_launch_if_room(root: Path, record: LaunchRecord) -> None:
+    """save_launch, unless the file system is full: the runs' own files say what happened, and the command's last
+    line says the file system is full (status reads the plan's stop mark)."""
+    try:
+        save_launch(root, record)
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+
+
+def storage_full(kind: str, name: str, root: Path, collected: Collected | None) -> StorageFull:
+    """The one line a sweep stopped by a full file system ends with: which file system, how much is free, what
+    finished, and the command that continues once there is room."""
+    here = storage.room(root)
+    done = ""
+    if collected is not None:
+        counts = collected.counts
+        total = sum(counts.values())
+        done = (f"; {counts[RunState.SUCCESS]} of {total} runs finished, {counts[RunState.FAILED]} failed, "
+                f"{counts[RunState.MISSING]} not run")  # fmt: skip
+    again = {"cv": f"`nestling cv --resume {name}`", "tune": f"`nestling tune --resume {name}`",
+             "retrain": f"`nestling retrain {root.parent}`"}.get(kind, "running it again")  # fmt: skip
+    return StorageFull(
+        f"{kind} {name}: the file system is full ({here.describe()}){done}; free space or raise the quota, then "
+        f"{again} reruns what did not finish"
+    )
+
+
 def _print_follow_up(root: Path, record: LaunchRecord) -> None:
     jobs = ", ".join(record.job_ids or [])
     print(f"submitted: jobs {jobs}; collector job {record.collector_job_id}")
@@ -265,23 +327,34 @@ def _print_follow_up(root: Path, record: LaunchRecord) -> None:
         print(f"retrain:   job {record.extra['retrain_job_id']} runs nestling retrain {root} after the collector")
 
 
-def _finish(root: Path, quiet: bool) -> int:
-    collected = collect.collect(root)
+def collect_and_report(root: Path, quiet: bool, storage_was_full: bool = False) -> int:
+    """The end of every plan command: the tables, the summary and report (unless quiet), the outcome line. A sweep
+    a full file system stopped (`storage_was_full`, or the plan's stop mark) ends in StorageFull instead."""
+    try:
+        collected = collect.collect(root)
+    except OSError as exc:  # the tables do not fit: count from the results, write nothing
+        if not is_storage_error(exc):
+            raise
+        collected, storage_was_full = collect.collect(root, write=False), True
+    stop = failfast.stopped(root)
+    if storage_was_full or (stop is not None and stop.storage):
+        if not quiet:
+            summary.print_summary(collected)
+        raise storage_full(collected.plan.kind, collected.plan.name, root, collected)
     if not quiet:
         summary.print_summary(collected)
-    if collected.plan.kind in ("cv", "tune"):
-        _write_report(root, collected, quiet)
-    stop = failfast.stopped(root)
+    if collected.plan.kind in ("cv", "tune", "retrain"):  # a retrain's report is its tune's page, now with it
+        _report_beside_tables(root, collected, quiet)
     if stop is not None:
         print(f"nestling: {stop.message(collected.plan.name, error_shown=not quiet)}", file=sys.stderr)
     # --quiet silences progress and tables, never the outcome; without it the summary already listed the errors
     print(outcome_line(collected, errors_shown=not quiet), file=sys.stderr)
     if stop is not None:
         return 1
-    return 0 if collected.counts["success"] > 0 else 1
+    return 0 if collected.counts[RunState.SUCCESS] > 0 else 1
 
 
-def _write_report(root: Path, collected: Collected, quiet: bool) -> None:
+def _report_beside_tables(root: Path, collected: Collected, quiet: bool) -> None:
     """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan."""
     try:
         path = write_report(root, collected)
@@ -300,11 +373,14 @@ def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
 
     counts = collected.counts
     plan = collected.plan
-    total = counts["success"] + counts["failed"] + counts["missing"]
-    parts = [f"{plan.kind} {plan.name}: {counts['success']} of {total} runs succeeded"]
+    total = sum(counts.values())
+    parts = [f"{plan.kind} {plan.name}: {counts[RunState.SUCCESS]} of {total} runs succeeded"]
+    if counts[RunState.PRUNED] or collected.n_pruned_trials:  # the rest of the plan, stopped on purpose
+        parts[0] += (f", {counts[RunState.PRUNED]} pruned ({plural(collected.n_pruned_trials, 'trial')} stopped "
+                     "early)")  # fmt: skip
     laddered = [cv for cv in collected.cvs if cv.rung is not None]  # --pruner asha|hyperband
     if laddered:
-        stopped = sum(cv.state == "pruned" for cv in laddered)
+        stopped = sum(cv.state is TrialState.PRUNED for cv in laddered)
         epochs = sum(cv.n_epochs_done for cv in collected.cvs)
         parts.append(f"{stopped} of {len(laddered)} trials pruned at a rung, {epochs} epochs trained")
     groups = summary.error_groups(collected)
@@ -313,6 +389,6 @@ def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
         parts.append(f"first error: {summary.error_line(first)}")
     elif groups:
         parts.append(f"{len(groups)} distinct error{'' if len(groups) == 1 else 's'} above")
-    if counts["success"] < total:  # a single run: its own dir, not the _runs folder of every run
+    if counts[RunState.SUCCESS] + counts[RunState.PRUNED] < total:  # a single run: its own dir, not the _runs folder
         parts.append(f"see nestling status {summary.status_target(collected)}")
     return "; ".join(parts)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nestling.core.errors import UsageError, strict_parser
+from nestling.core.errors import NestlingError, UsageError, strict_parser
 from nestling.core.host import tracking
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
@@ -33,9 +33,13 @@ Upload = Callable[[Path], tuple[bool, str]]
 
 @dataclass
 class SyncCounts:
+    """What a sync did with each offline run: uploaded, skipped (uploaded before), failed (path, why); a dry run
+    lists in `pending` what it would upload."""
+
     synced: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    pending: list[Path] = field(default_factory=list)
 
 
 def wandb_executable() -> str:
@@ -77,7 +81,7 @@ def wandb_sync(executable: str) -> Upload:
     return upload
 
 
-def sync(root: Path, upload: Upload) -> SyncCounts:
+def upload_offline_runs(root: Path, upload: Upload) -> SyncCounts:
     """Upload every offline run under `root` that is not marked synced; mark each one that uploads.
 
     The attempts of one nestling run (same run id, one offline dir each) upload in order; after a failed one the
@@ -104,32 +108,58 @@ def sync(root: Path, upload: Upload) -> SyncCounts:
     return counts
 
 
+class WandbUnreachable(NestlingError):
+    """W&B cannot be reached from here: each `wandb sync` would retry for minutes, so nothing is tried."""
+
+
 def sync_main(argv: list[str], description: str) -> int:
     parser = strict_parser("nestling sync", description)
     parser.add_argument("dir", type=Path, help="a tune, cv or run directory")
     parser.add_argument("--dry_run", action="store_true", help="list what would be uploaded; upload nothing")
     args = parser.parse_args(argv)
-    root: Path = args.dir
-    if not root.exists():
-        raise UsageError(f"{str(root)!r} does not exist; pass a tune, cv or run directory")
     if args.dry_run:
-        todo = [p for p in tracking.offline_runs(root) if not tracking.is_synced(p)]
-        for path in todo:
-            print(path)
-        print(f"{len(todo)} offline W&B runs to upload under {root}")
+        print_pending(pending_uploads(args.dir), args.dir)
         return 0
-    executable = wandb_executable()
-    if WANDB_EXECUTABLE_ENV not in os.environ:
-        problem = tracking.probe(os.environ)
-        if problem is not None:  # each `wandb sync` would retry for minutes
-            print(f"nestling sync: {problem}; nothing uploaded. Run it where W&B can be reached (a login "
-                  "node), with `wandb login` done or WANDB_API_KEY set.", file=sys.stderr)  # fmt: skip
-            return 1
-    counts = sync(root, wandb_sync(executable))
+    counts = sync_dir(args.dir)
+    print_counts(counts, args.dir)
+    return 1 if counts.failed else 0
+
+
+def print_pending(pending: list[Path], root: Path) -> None:
+    for path in pending:
+        print(path)
+    print(f"{len(pending)} offline W&B runs to upload under {root}")
+
+
+def print_counts(counts: SyncCounts, root: Path) -> None:
     for path, message in counts.failed:
         print(f"failed: {path}: {message}", file=sys.stderr)
     print(
         f"W&B runs under {root}: {len(counts.synced)} synced, {len(counts.skipped)} already synced (skipped), "
         f"{len(counts.failed)} failed"
     )
-    return 1 if counts.failed else 0
+
+
+def pending_uploads(root: Path) -> list[Path]:
+    """The offline W&B runs under a tune, cv or run dir that `sync_dir` would upload."""
+    return [p for p in tracking.offline_runs(_existing(root)) if not tracking.is_synced(p)]
+
+
+def sync_dir(root: Path) -> SyncCounts:
+    """Upload the offline W&B runs under a tune, cv or run dir with `wandb sync` (see `upload_offline_runs`)."""
+    root = _existing(root)
+    executable = wandb_executable()
+    if WANDB_EXECUTABLE_ENV not in os.environ:
+        problem = tracking.probe(os.environ)
+        if problem is not None:  # each `wandb sync` would retry for minutes
+            raise WandbUnreachable(
+                f"{problem}; nothing uploaded. Run it where W&B can be reached (a login node), with `wandb login` "
+                "done or WANDB_API_KEY set."
+            )
+    return upload_offline_runs(root, wandb_sync(executable))
+
+
+def _existing(root: Path) -> Path:
+    if not Path(root).exists():
+        raise UsageError(f"{str(root)!r} does not exist; pass a tune, cv or run directory")
+    return Path(root)

@@ -20,12 +20,13 @@ from typing import Any
 
 
 class LazyModule(types.ModuleType):
-    """Stands in for a module until an attribute is first read; then it imports it and takes its namespace."""
+    """Stands in for a module: the first attribute read imports it, every read is answered by the module itself.
+
+    Reads are not cached on the handle, so the handle never holds a stale copy of the module's namespace (a name
+    rebound later, e.g. by a test's monkeypatch, is seen through the handle as through a plain import)."""
 
     def __getattr__(self, item: str) -> Any:
-        module = importlib.import_module(self.__name__)
-        self.__dict__.update(module.__dict__)
-        return getattr(module, item)
+        return getattr(importlib.import_module(self.__name__), item)
 
 
 def lazy_module(name: str) -> Any:

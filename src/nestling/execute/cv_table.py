@@ -10,10 +10,10 @@ collector that is interrupted leaves, at worst, a table that the next collect re
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,10 +21,13 @@ from typing import Any
 
 import polars as pl
 
-from nestling.core.ml.scoring import Spread, cv_score, cv_spread, parse_scoring_metrics, run_score_reason
-from nestling.core.tree import naming
-from nestling.core.tree.atomic import write_json
-from nestling.core.tree.run_epochs import StopReason
+from nestling.core.ml.scoring import Spread, cv_score, cv_spread, run_score_reason
+from nestling.core.tree import damaged, naming, tables
+from nestling.core.tree.atomic import write_atomic, write_json
+from nestling.core.tree.run_result import RunResult, parse_result
+from nestling.core.tree.run_state import RunState
+from nestling.core.tree.stop_reason import StopReason
+from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan
 from nestling.plan.store import load_plan
 
@@ -33,12 +36,7 @@ STAMP_VERSION = 2  # bump when the table's columns or their meaning change: ever
 # a new file into place, so a rewrite within one tick of the file system's clock, at the same size, still shows.
 Stamp = tuple[int, int, int] | None
 
-MISSING = "missing"
-BASE_COLUMNS = [
-    "run_name", "run_id", "fold", "seed", "status", "error", "duration", "checkpoint", "is_unstable",
-    "unstable_reason", "run_score", "score", "score_is_unstable", "attempt", "worker_startup_s", "accelerator",
-    "device_names", "peak_memory_bytes", "cuda_visible_devices", "epochs_trained", "stop_reason",
-]  # fmt: skip
+BASE_COLUMNS = list(tables.RUN_INFOS_COLUMNS)  # their dtypes: core/tree/tables.py
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
 # row's own score, from which the cv score is the mean over stable successful runs. `unstable_reason` says why a
 # run is unstable: the metric and its value (see scoring.py), "failed", or "no result". `stop_reason` says why a
@@ -57,34 +55,33 @@ class CvSummary:
     n_success: int
     n_failed: int
     n_missing: int
-    table: pl.DataFrame
+    table: pl.DataFrame  # the runs that ran or wait to: a pruned trial's runs that never started are not rows
     unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
     spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
     inputs: tuple[Stamp, ...] = ()  # the stamp of each run's result file, in plan order
-    state: str = "complete"  # complete | pruned | failed | paused (a tune's trial, see study.py and rungs.py)
+    state: TrialState = TrialState.COMPLETE  # complete | pruned | failed | paused (a tune's trial: study.py, rungs.py)
     n_folds_done: int = 0  # folds, from the first, whose every run has a result
     drawn_at: int | None = None  # order in which the trial's configuration was drawn
+    n_pruned: int = 0  # planned runs that never started because the trial was pruned (not in `table`)
     n_epochs_done: int = 0  # epochs trained by all the trial's runs together
     rung: int | None = None  # --pruner asha|hyperband: the highest rung the trial reached (0 = the first)
     bracket: int | None = None  # --pruner hyperband: the trial's bracket (0 with asha)
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+    """The table serialised in memory, then written through atomic.write_atomic: a file system that is full raises
+    the OSError (ENOSPC) it is, not the parquet writer's "transport error", and leaves nothing half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)  # a cv none of whose runs started has no dir yet
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    df.write_parquet(buffer)
+    write_atomic(path, buffer.getvalue())
 
 
+CHECKPOINT_REMOVED = "removed"  # the checkpoint column of a run whose checkpoints --keep_checkpoints removed
 _RESULT_COLUMNS = (
-    "status", "error", "duration", "checkpoint", "attempt", "worker_startup_s", "accelerator", "device_names",
-    "peak_memory_bytes", "cuda_visible_devices",
-)  # fmt: skip  (what ran where: issue 15 #4)
+    "error", "duration", "checkpoint", "attempt", "worker_startup_s", "accelerator", "device_names",
+    "peak_memory_bytes", "cuda_visible_devices", "failure_class", "stage_s",
+)  # fmt: skip  (RunResult fields copied as they are; what ran where: issue 15 #4; failure class, staging: issue 23)
 
 
 def _collect_cvs(
@@ -92,13 +89,16 @@ def _collect_cvs(
     scoring: Any,
     strategy: str,
     pruned: set[int] | None = None,
+    removed: set[int] | None = None,
     rungs: dict[int, tuple[int, int]] | None = None,
 ) -> list[CvSummary]:
     """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
     each cv's table is a zero-copy slice of it with that cv's own metric columns. A pruned trial's runs that never
-    started are left out: its table holds the runs that ran, its score is the score over the folds done. `rungs`
-    (--pruner asha|hyperband): trial -> (highest rung reached, bracket)."""
+    started are left out: its table holds the runs that ran, its score is the score over the folds done. The
+    `checkpoint` of a run of a `removed` trial (--keep_checkpoints) reads "removed". `rungs` (--pruner
+    asha|hyperband): trial -> (highest rung reached, bracket)."""
     pruned = pruned or set()
+    removed = removed or set()
     rungs = rungs or {}
     columns: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
     metrics: dict[
@@ -109,30 +109,34 @@ def _collect_cvs(
     stamps: list[tuple[Stamp, ...]] = []
     n = 0
     folds_done: list[int] = []
+    n_pruned: list[int] = []  # per cv: runs its pruning kept from starting
     epochs_done: list[int] = []
     paused: list[bool] = []
+    success, missing = RunState.SUCCESS, RunState.MISSING  # (an enum member lookup costs ~0.3 us; once per run adds up)
     for k, cv in enumerate(planned):
         cv_epochs, cv_paused = 0, False
         start = n
+        cv_pruned = 0
         cv_metric_names: dict[str, None] = {}
         per_run: list[tuple[float, bool, str]] = []
         reasons: list[str] = []
         cv_stamps: list[Stamp] = []
         unfinished_folds: set[int] = set()
         for run in cv.runs:
-            found, stamp = read_result_stamped(run.dir)
+            result, stamp = read_result_stamped(run.dir)
             cv_stamps.append(stamp)
-            result = found or {}
-            if not result:
+            if result is None:
                 unfinished_folds.add(run.fold)
                 if k in pruned:
+                    cv_pruned += 1
                     continue  # never started: its trial was pruned
-            status = result.get("status") or MISSING
-            values = result.get("metrics") or {}
+                status, values = missing, {}
+            else:
+                status, values = result.status, result.metrics
             score, reason = run_score_reason(values, scoring, strategy)
             unstable = reason is not None
-            if status != "success":
-                reason = "failed" if status == "failed" else "no result" if status == MISSING else status
+            if status is not success:
+                reason = "no result" if status is missing else status  # "failed"
             columns["unstable_reason"].append(reason)
             if reason is not None:
                 reasons.append(f"{run.run_name}: {reason}")
@@ -141,12 +145,14 @@ def _collect_cvs(
             columns["fold"].append(run.fold)
             columns["seed"].append(run.seed)
             columns["status"].append(status)
-            for key in _RESULT_COLUMNS[1:]:
-                columns[key].append(result.get(key))
-            epochs = result.get("epochs_trained")
-            stop = result.get("stop_reason") if status == "success" else None
-            if stop == StopReason.PAUSED:
-                stop = StopReason.PRUNED.value if k in pruned else stop
+            for key in _RESULT_COLUMNS:
+                columns[key].append(None if result is None else getattr(result, key))
+            if k in removed and columns["checkpoint"][-1]:
+                columns["checkpoint"][-1] = CHECKPOINT_REMOVED
+            epochs = None if result is None else result.epochs_trained
+            stop = result.stop_reason if result is not None and status is success else None
+            if stop is StopReason.PAUSED:
+                stop = StopReason.PRUNED if k in pruned else stop
                 cv_paused = cv_paused or k not in pruned
             columns["epochs_trained"].append(epochs)
             columns["stop_reason"].append(stop)
@@ -159,9 +165,10 @@ def _collect_cvs(
                 if column is None:
                     column = metrics[name] = [None] * n
                 column.extend([None] * (n - len(column)))
-                column.append(_float(value))
+                column.append(_float_or_nan(value))
                 cv_metric_names[name] = None
             n += 1
+        n_pruned.append(cv_pruned)
         folds_done.append(min(unfinished_folds, default=max((r.fold + 1 for r in cv.runs), default=0)))
         epochs_done.append(cv_epochs)
         paused.append(cv_paused)
@@ -179,14 +186,7 @@ def _collect_cvs(
         )
     for column in metrics.values():
         column.extend([None] * (n - len(column)))
-    schema: dict[str, Any] = {
-        "run_name": pl.Utf8, "run_id": pl.Utf8, "fold": pl.Int64, "seed": pl.Int64, "status": pl.Utf8,
-        "error": pl.Utf8, "duration": pl.Float64, "checkpoint": pl.Utf8, "is_unstable": pl.Boolean,
-        "unstable_reason": pl.Utf8, "run_score": pl.Float64, "score": pl.Float64, "score_is_unstable": pl.Boolean,
-        "attempt": pl.Int64, "worker_startup_s": pl.Float64, "accelerator": pl.Utf8, "device_names": pl.List(pl.Utf8),
-        "peak_memory_bytes": pl.Int64, "cuda_visible_devices": pl.Utf8, "epochs_trained": pl.Int64,
-        "stop_reason": pl.Utf8, **dict.fromkeys(metrics, pl.Float64),
-    }  # fmt: skip
+    schema: dict[str, Any] = {**tables.RUN_INFOS_COLUMNS, **dict.fromkeys(metrics, tables.METRIC)}
     frame = pl.DataFrame({**columns, **metrics}, schema=schema)
     summaries = []
     for k, (cv, cv_spread_, inputs, (start, length, names, (score, score_is_unstable), statuses, reason)) in enumerate(
@@ -194,11 +194,13 @@ def _collect_cvs(
     ):
         n_folds = max((r.fold + 1 for r in cv.runs), default=0)
         if k in pruned:
-            state = "pruned"
+            state = TrialState.PRUNED
         elif paused[k]:
-            state = "paused"  # waits at a rung for its promotion (a tune still running, or interrupted)
+            state = TrialState.PAUSED  # waits at a rung for its promotion (a tune still running, or interrupted)
+        elif folds_done[k] == n_folds and not math.isnan(score):
+            state = TrialState.COMPLETE
         else:
-            state = "complete" if folds_done[k] == n_folds and not math.isnan(score) else "failed"
+            state = TrialState.FAILED
         summaries.append(
             CvSummary(
                 cv_name=cv.cv_name,
@@ -207,9 +209,10 @@ def _collect_cvs(
                 score=score,
                 score_is_unstable=score_is_unstable,
                 n_runs=length,
-                n_success=statuses.count("success"),
-                n_failed=statuses.count("failed"),
-                n_missing=statuses.count(MISSING),
+                n_success=statuses.count(RunState.SUCCESS),
+                n_failed=statuses.count(RunState.FAILED),
+                n_missing=statuses.count(RunState.MISSING),
+                n_pruned=n_pruned[k],
                 table=frame.slice(start, length)[[*BASE_COLUMNS, *names]],  # eager: no lazy query per cv
                 unstable_reason=reason if score_is_unstable else None,
                 spread=cv_spread_,
@@ -224,7 +227,23 @@ def _collect_cvs(
     return summaries
 
 
-def _float(value: Any) -> float | None:
+RankKey = tuple[bool, bool, bool, bool, float, float]
+_PARTIAL = frozenset({TrialState.PRUNED, TrialState.PAUSED})  # scored on part of the folds or epochs
+
+
+def rank_key(c: CvSummary, select: str = "score") -> RankKey:
+    """Where a trial ranks (smaller first): stable before unstable, then by score, or by lcb with select="lcb" (NaN
+    last, then by score); a pruned trial (scored on the folds, or at the rung, it reached) below every trial that
+    ran them all, and so is a trial paused at a rung (an unfinished tune). One definition for the tables
+    (read/collect.ranked) and for --keep_checkpoints, which ranks trials as they finish (checkpoint_keeping.py)."""
+    value = c.spread.lcb if select == "lcb" else c.score
+    score = 0 if math.isnan(c.score) else c.score
+    # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
+    return (math.isnan(c.score), c.state in _PARTIAL, c.score_is_unstable, math.isnan(value),
+            -(0 if math.isnan(value) else value), -score)  # fmt: skip
+
+
+def _float_or_nan(value: Any) -> float | None:
     if value is None:
         return None
     try:
@@ -233,20 +252,21 @@ def _float(value: Any) -> float | None:
         return math.nan
 
 
-def read_result_stamped(run_dir: Path) -> tuple[dict[str, Any] | None, Stamp]:
-    """records.read_result, plus the file's (mtime_ns, size) from the same open file: the stamp costs no extra
-    system call per run. A result that cannot be parsed is None but keeps its stamp (it changes when rewritten)."""
+def read_result_stamped(run_dir: Path) -> tuple[RunResult | None, Stamp]:
+    """run_result.read_result, plus the file's (mtime_ns, size, inode) from the same open file: the stamp costs no
+    extra system call per run. A result that cannot be parsed is None but keeps its stamp (it changes when
+    rewritten)."""
+    path = os.path.join(run_dir, naming.RUN_RESULT)
     try:
-        with open(os.path.join(run_dir, naming.RUN_RESULT), "rb") as f:
+        with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
     except FileNotFoundError:
         return None, None
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-    try:
-        return json.loads(data), stamp
-    except ValueError:
-        return None, stamp
+    result = parse_result(data)
+    if result is None:
+        damaged.unreadable_result(path, data)
+    return result, (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def file_stamp(path: Path) -> Stamp:
@@ -300,9 +320,6 @@ def _plan_index(root: str, plan_stamp: Stamp) -> tuple[Any, dict[str, int]]:
     return plan, where
 
 
-FINAL = ("success", "failed")
-
-
 def collect_finished_cv(root: Path, run_dir: Path) -> bool:
     """Called by a worker after a run ended: when every run of that run's cv has a final result, write the cv's
     run_infos.parquet now, so that the collect at the end of a large tune finds it fresh. True when written.
@@ -319,10 +336,9 @@ def collect_finished_cv(root: Path, run_dir: Path) -> bool:
         if not all(os.path.exists(os.path.join(run.dir, naming.RUN_RESULT)) for run in cv.runs):
             return False  # a stat per run, before reading any: most runs end with their cv unfinished
 
-        scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
-        (summary,) = _collect_cvs([cv], scoring, plan.options["cv"]["multi_score_strategy"])
+        (summary,) = _collect_cvs([cv], plan.settings.scoring(), plan.settings.multi_score_strategy)
         statuses = summary.table.get_column("status").to_list()
-        if any(status not in FINAL for status in statuses):
+        if not all(RunState(status).is_recorded() for status in statuses):  # (the table's own values)
             return False
         write_cv_table(cv.dir, summary.table, plan_stamp, summary.inputs)
         return True

@@ -5,37 +5,35 @@ worker's other runs."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
 import socket
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from nestling import __version__
-from nestling.core.containers.spec import in_container as detect
+from nestling.core.containers.spec import in_container
+from nestling.core.host.devices import MEMORY_FRACTION_ENV
 from nestling.core.host.jobenv import JobEnvironment
-from nestling.core.tree import attempt_lock
+from nestling.core.tree import attempt_lock, failfast
 from nestling.core.tree.atomic import write_json
+from nestling.core.tree.clock import utc_now
+from nestling.core.tree.failure_class import FailureClass, classify, is_storage_error
 from nestling.core.tree.naming import RunPaths
 from nestling.core.tree.run_epochs import RunEpochs, read_curve, run_epochs
-from nestling.core.tree.run_result import FAILED, SUCCESS, empty_result, read_result
+from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_spec import RunSpec
+from nestling.core.tree.run_state import RunState
+from nestling.execute import staging
 from nestling.execute.startup import worker_startup
-from nestling.execute.training import train
+from nestling.execute.training import Trained, TrainingFailed, cached_task, train
 
 log = logging.getLogger("nestling.run")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def in_container() -> bool:
-    return detect()
+# What trains a run (spec, until_epoch): `execute`; testing/bowl_workers.py simulates it without Lightning.
+Trainer = Callable[[RunSpec, "int | None"], "RunResult | None"]
 
 
 def next_attempt(paths: RunPaths) -> int:
@@ -47,7 +45,7 @@ def next_attempt(paths: RunPaths) -> int:
     return previous + 1
 
 
-def execute(spec: RunSpec, until_epoch: int | None = None) -> dict[str, Any] | None:
+def execute(spec: RunSpec, until_epoch: int | None = None) -> RunResult | None:
     """Train one run; never raises for a failure of the run itself (it is recorded as status "failed").
 
     Returns None, touching nothing, when a live attempt holds the run's lock: a run dir is never shared by two
@@ -76,30 +74,18 @@ def execute(spec: RunSpec, until_epoch: int | None = None) -> dict[str, Any] | N
     try:
         previous = read_result(paths.dir)
         done = run_epochs(previous)
-        if exclusive and done.status == SUCCESS and not _trains_further(done, until_epoch):
+        if exclusive and previous is not None and previous.status is RunState.SUCCESS and not _trains_further(
+            done, until_epoch
+        ):
             return previous  # finished (or reached this rung) while we waited for the lock
-        continued = previous if previous is not None and done.paused and _untouched_since_pause(paths, previous) else None
-        attempt = int(continued["attempt"] or 1) if continued is not None else next_attempt(paths)
-        result = empty_result(spec)
+        paused = previous is not None and done.paused and _untouched_since_pause(paths, previous)
+        continued = previous if paused else None
+        attempt = int(continued.attempt or 1) if continued is not None else next_attempt(paths)
         startup = worker_startup()  # before the clock starts: a run's duration is its own time
-        started = time.time()
-        result.update(
-            started_at=_now(),
-            host=host,
-            pid=os.getpid(),
-            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),  # see _record_devices when unset
-            slurm_job_id=job.array_job_id or job.job_id,
-            slurm_array_task_id=job.array_task_id,
-            in_container=in_container(),
-            nestling_version=__version__,
-            world_size=job.ntasks if writer else None,
-            attempt=attempt,
-            worker_startup_s=startup,
-        )
-        log.warning(
-            "run %s attempt %d: rank %d of %d on %s", spec.run_name, attempt, job.global_rank, job.ntasks,
-            result["host"],
-        )  # fmt: skip
+        staged = staging.stage_for_run(spec, cached_task, failfast.plan_root(paths.dir))  # once per node, Task.stage
+        started, started_at = time.time(), utc_now()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run starts; unset: what it could see (Placement)
+        log.warning("run %s attempt %d: rank %d of %d on %s", spec.run_name, attempt, job.global_rank, job.ntasks, host)
         if writer and continued is None:
             _archive_error(paths, attempt - 1)
             write_json(paths.attempts, attempt)
@@ -107,22 +93,51 @@ def execute(spec: RunSpec, until_epoch: int | None = None) -> dict[str, Any] | N
                 attempt_lock.mark(paths, host)
         if heartbeat is not None:
             heartbeat.start()
-        tracked: dict[str, Any] = {}  # wandb_mode / wandb_reason, filled before training starts
+        ended: Trained | TrainingFailed
+        failure: BaseException | None = None
         try:
-            metrics, checkpoint, world_size = train(spec, paths, attempt, tracked, result, until_epoch)
-            result.update(status=SUCCESS, metrics=metrics, checkpoint=checkpoint, world_size=world_size)
+            ended = train(spec, paths, attempt, until_epoch)
             log.warning(
-                "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(metrics, sort_keys=True)
+                "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(ended.metrics, sort_keys=True)
             )
-        except Exception as exc:  # a failed run is data, not a crash of the cv
-            result.update(status=FAILED, error=f"{type(exc).__name__}: {exc}".strip()[:2000])
+        except TrainingFailed as failed:  # a failed run is data, not a crash of the cv
+            ended, failure = failed, failed.__cause__ or failed
             if writer:
-                paths.error.write_text(traceback.format_exc())
-            log.warning("run %s failed: %s", spec.run_name, result["error"])
-        before = float(continued.get("duration") or 0.0) if continued is not None else 0.0
-        result.update(tracked, duration=round(before + time.time() - started, 3), finished_at=_now())
+                _write_traceback(paths, failure)
+            log.warning("run %s failed: %s", spec.run_name, _error_text(failure))
+        trained = ended if isinstance(ended, Trained) else None
+        before = float(continued.duration or 0.0) if continued is not None else 0.0  # the segments before the pause
+        result = RunResult.for_spec(
+            spec,
+            RunState.FAILED if failure else RunState.SUCCESS,
+            error=_error_text(failure) if failure else None,
+            failure_class=failure_class(failure) if failure else None,
+            metrics=trained.metrics if trained else {},
+            checkpoint=trained.checkpoint if trained else None,
+            duration=round(before + time.time() - started, 3),
+            started_at=started_at,
+            finished_at=utc_now(),
+            host=host,
+            pid=os.getpid(),
+            cuda_visible_devices=visible if visible is not None else ended.placement.visible_devices,
+            slurm_job_id=job.array_job_id or job.job_id,
+            slurm_array_task_id=job.array_task_id,
+            world_size=trained.world_size if trained else job.ntasks if writer else None,
+            attempt=attempt,
+            in_container=in_container(),
+            nestling_version=__version__,
+            worker_startup_s=startup,
+            wandb_mode=ended.tracking.mode,
+            wandb_reason=ended.tracking.reason,
+            accelerator=ended.placement.accelerator,
+            device_names=ended.placement.device_names,
+            peak_memory_bytes=ended.placement.peak_memory_bytes,
+            stage_s=staged.seconds if staged is not None else None,
+            epochs_trained=trained.epochs_trained if trained else None,
+            stop_reason=trained.stop_reason if trained else None,
+        )
         if writer:
-            write_json(paths.result, result)
+            _write_result(paths, result)
         return result
     finally:  # also on preemption (SystemExit from the signal handler): this attempt is over
         if heartbeat is not None:
@@ -131,11 +146,11 @@ def execute(spec: RunSpec, until_epoch: int | None = None) -> dict[str, Any] | N
             attempt_lock.release(paths)
 
 
-def _untouched_since_pause(paths: RunPaths, paused: dict[str, Any]) -> bool:
+def _untouched_since_pause(paths: RunPaths, paused: RunResult) -> bool:
     """Nothing started since this run paused: no later attempt counted, no epoch trained past the pause."""
     curve = read_curve(paths.dir)
     epochs = max((int(e["epoch"]) + 1 for e in curve), default=0)
-    return next_attempt(paths) - 1 == int(paused.get("attempt") or 0) and epochs == run_epochs(paused).epochs_trained
+    return next_attempt(paths) - 1 == int(paused.attempt or 0) and epochs == run_epochs(paused).epochs_trained
 
 
 def _trains_further(done: RunEpochs, until_epoch: int | None) -> bool:
@@ -143,6 +158,42 @@ def _trains_further(done: RunEpochs, until_epoch: int | None) -> bool:
     if done.final or not done.paused:
         return not done.final
     return until_epoch is None or done.epochs_trained < until_epoch
+
+
+def failure_class(exc: BaseException, environ: Mapping[str, str] = os.environ) -> FailureClass:
+    """The class of this attempt's failure, with what the process was given: GPUs (a missing GPU is then the
+    node's fault) and a share of one (--runs_per_gpu K: an out-of-memory error is then retried alone)."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES", "")
+    gpus = bool(environ.get("SLURM_JOB_GPUS") or (visible and visible != "-1"))
+    fraction = environ.get(MEMORY_FRACTION_ENV, "")
+    shared = bool(fraction) and fraction != "1"
+    return classify(exc, gpus_given=gpus, memory_shared=shared)
+
+
+def _write_traceback(paths: RunPaths, failure: BaseException) -> None:
+    """error.txt; on a full file system the result, which is smaller and says the same, matters more."""
+    try:
+        paths.error.write_text("".join(traceback.format_exception(failure)))
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        paths.error.unlink(missing_ok=True)
+
+
+def _write_result(paths: RunPaths, result: RunResult) -> None:
+    """run_result.json. On a full file system the attempt's outcome still reaches the worker (and the driver,
+    which stops handing out work); the run then shows no result, and --resume reruns it once there is room."""
+    try:
+        write_json(paths.result, result.to_json())
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        log.warning("run %s: its result could not be written (%s)", result.run_name, exc)
+
+
+def _error_text(exc: BaseException) -> str:
+    """A failed run's `error`: the exception's type and message, at most 2,000 characters."""
+    return f"{type(exc).__name__}: {exc}".strip()[:2000]
 
 
 def _archive_error(paths: RunPaths, previous_attempt: int) -> None:

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any
 
-from nestling.core.ml.task import describe
+from nestling.core.ml.task import task_description
 from nestling.execute.training import cached_task
 
 
@@ -46,7 +46,7 @@ def describe_task(task_spec: str) -> dict[str, Any]:
 
     clock = time.perf_counter()
     try:
-        reply: dict[str, Any] = {"task": describe(cached_task(task_spec))}
+        reply: dict[str, Any] = {"task": task_description(cached_task(task_spec))}
     except Exception as exc:  # noqa: BLE001 - the CLI reproduces the error with its own load
         reply = {"task_error": f"{type(exc).__name__}: {exc}"}
     _Startup.described_s = round(time.perf_counter() - clock, 3)

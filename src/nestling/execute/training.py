@@ -5,10 +5,14 @@ import once and then runs many specs."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,13 +23,14 @@ from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.ml.task import Split, Task, load_task
-from nestling.core.tree.naming import RunPaths
+from nestling.core.tree.atomic import write_json
+from nestling.core.tree.naming import LOGS, RunPaths
 from nestling.core.tree.run_epochs import StopReason, read_curve, record_epoch
 from nestling.core.tree.run_spec import RunSpec
-from nestling.execute.wandb_run import finish_wandb, start_wandb_logger
+from nestling.execute import staging
+from nestling.execute.wandb_run import Tracking, finish_wandb, start_wandb_logger
 
 log = logging.getLogger("nestling.run")
-PAUSED = StopReason.PAUSED
 
 
 @lru_cache(maxsize=8)
@@ -34,7 +39,7 @@ def cached_task(spec: str) -> Task:
 
 
 @lru_cache(maxsize=8)
-def _splits(path: str) -> tuple[Split, ...]:
+def _read_splits(path: str) -> tuple[Split, ...]:
     data = json.loads(Path(path).read_text())
     return tuple(Split(train=s["train"], val=s["val"], test=s["test"]) for s in data)
 
@@ -67,6 +72,34 @@ def resume_checkpoint(paths: RunPaths) -> Path | None:
     """The newest checkpoint a previous attempt left (saved on preemption, or at an epoch end)."""
     candidates = [p for p in (paths.interrupted_checkpoint, paths.last_checkpoint) if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+RANK0_SAVE_WAIT_S = 120.0  # how long the other ranks of a preempted multi-task job wait for rank 0's save
+
+
+def on_preemption(trainer: Any, paths: RunPaths) -> Path | None:
+    """The saver a run registers for the preemption signal (jobenv.stop_on calls it on every rank).
+
+    Rank 0 saves (:func:`save_interrupt_checkpoint`); in a multi-task job it then writes the run's preempt marker,
+    and the other ranks, which keep training meanwhile (rank 0 may need them in a collective before it gets to
+    save), return once it is there, so that none stops before rank 0 is done.
+    """
+    job = JobEnvironment.from_environ()
+    marker = paths.preempt_marker(job.incarnation)
+    if job.global_rank != 0:
+        if job.multi_task:
+            deadline = time.monotonic() + RANK0_SAVE_WAIT_S
+            log.warning("rank %d: waiting for rank 0 to save before stopping", job.global_rank)
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        return None
+    saved = None
+    try:
+        saved = save_interrupt_checkpoint(trainer, paths)
+        return saved
+    finally:
+        if job.multi_task:
+            write_json(marker, {"rank": 0, "interrupted_checkpoint": str(saved) if saved else None})
 
 
 def save_interrupt_checkpoint(trainer: Any, paths: RunPaths) -> Path | None:
@@ -121,24 +154,66 @@ def _cluster_plugins() -> list[Any]:
     return [LightningEnvironment()]
 
 
-def train(
-    spec: RunSpec,
-    paths: RunPaths,
-    attempt: int,
-    tracked: dict[str, Any],
-    record: dict[str, Any] | None = None,
-    until_epoch: int | None = None,
-) -> tuple[dict[str, float], str | None, int]:
-    """Fit (and test); `record` (the result being built) gets what ran where, also when the run fails, and how far
-    the run got (`epochs_trained`, `stop_reason`). `until_epoch` (a rung, --pruner asha|hyperband): pause after that
-    many epochs; the Trainer still gets --max_epochs, so a schedule over the whole run is the same as without
-    pausing, and the next segment resumes from last.ckpt where this one stopped. The test split is tested only
-    when the run ends, not at a pause."""
+@dataclass(frozen=True)
+class Placement:
+    """What ran where (issue 15 #4): the accelerator the Trainer chose, every visible device's name, the peak memory
+    on CUDA, and (on CUDA, where no launcher set CUDA_VISIBLE_DEVICES) the GPUs this process could see."""
+
+    accelerator: str | None = None
+    device_names: list[str] | None = None
+    visible_devices: str | None = None
+    peak_memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A run that trained (and tested) to the end, or to its rung (paused), with its scoring metrics."""
+
+    metrics: dict[str, float]
+    checkpoint: str | None
+    world_size: int
+    placement: Placement
+    tracking: Tracking
+    epochs_trained: int | None = None  # over all its attempts
+    stop_reason: StopReason | None = None  # completed, early_stopped or paused (at `until_epoch`)
+
+
+class TrainingFailed(Exception):
+    """A run failed (its cause is chained): what ran where and the W&B outcome known by then, for its result."""
+
+    def __init__(self, placement: Placement, tracking: Tracking) -> None:
+        super().__init__("the run failed")
+        self.placement = placement
+        self.tracking = tracking
+
+
+@dataclass
+class _Seen:
+    """What `_fit_and_test` has learnt so far, for the TrainingFailed it may end in (private to this module)."""
+
+    placement: Placement = field(default_factory=Placement)
+    tracking: Tracking = field(default_factory=Tracking)
+
+
+def train(spec: RunSpec, paths: RunPaths, attempt: int, until_epoch: int | None = None) -> Trained:
+    """Fit (and test). Any failure raises TrainingFailed from its cause, carrying what ran where and the W&B outcome
+    known by then, so that the run's result records both whether it succeeded or not. `until_epoch` (a rung,
+    --pruner asha|hyperband): pause after that many epochs; the Trainer still gets --max_epochs, so a schedule over
+    the whole run is the same as without pausing, and the next segment resumes from last.ckpt where this one
+    stopped. The test split is tested only when the run ends, not at a pause."""
+    seen = _Seen()
+    try:
+        return _fit_and_test(spec, paths, attempt, seen, until_epoch)
+    except Exception as exc:
+        raise TrainingFailed(seen.placement, seen.tracking) from exc
+
+
+def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen, until_epoch: int | None) -> Trained:
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
 
     task = cached_task(spec.task)
-    split = _splits(spec.splits_file)[spec.fold]
+    split = staging.split_for(_read_splits(spec.splits_file)[spec.fold])  # with its node's staged data (Task.stage)
     cap_device_memory()
     L.seed_everything(spec.seed, workers=True, verbose=False)
     scoring = parse_scoring_metrics(spec.scoring_metric)
@@ -152,14 +227,25 @@ def train(
     last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
     # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
     callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+    if not spec.retrain:  # before ModelCheckpoint and EarlyStopping fail on it with Lightning's own words
+
+        def scoring_logged(trainer: Any, _module: Any) -> None:
+            logged = _floats(trainer.callback_metrics)
+            missing = [] if trainer.sanity_checking else _missing(scoring, logged)
+            if missing:
+                raise missing_metrics_error(spec, missing, list(logged))
+
+        callbacks.insert(0, LambdaCallback(on_validation_end=scoring_logged))
     early: Any = None
     if spec.early_stopping_patience > 0 and not spec.retrain:
         early = EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
         callbacks.append(early)
-    callbacks += epoch_callbacks(paths, scoring, until_epoch)
+    callbacks += epoch_callbacks(paths, until_epoch)
     # One CSV log per attempt; a promoted run (the next segment of the same attempt) appends to it.
-    loggers: list[Any] = [lightning_compat.appending_csv_logger(str(paths.dir), "logs", f"attempt-{attempt}")]
-    wandb_logger = start_wandb_logger(spec, tracked) if spec.wandb_project else None
+    loggers: list[Any] = [lightning_compat.appending_csv_logger(str(paths.dir), LOGS, paths.log_version(attempt))]
+    wandb_logger = None
+    if spec.wandb_project:
+        wandb_logger, seen.tracking = start_wandb_logger(spec)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     trainer = L.Trainer(
@@ -177,11 +263,11 @@ def train(
         log_every_n_steps=1,
         limit_val_batches=0 if spec.retrain else None,  # a retrain's split has no val samples: never validate
     )
-    cuda = _record_devices(trainer, record if record is not None else {})
+    seen.placement, cuda = _placement(trainer)
     resume_from = resume_checkpoint(paths)
     # The preemption signal (array_task.py, worker.py) saves this run while it trains or tests.
     try:
-        with jobenv.on_preempt(lambda: save_interrupt_checkpoint(trainer, paths)):
+        with jobenv.on_preempt(lambda: on_preemption(trainer, paths)):
             model = task.build_model(dict(spec.hparams))
             datamodule = task.build_datamodule(dict(spec.hparams), split)
             trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
@@ -198,9 +284,8 @@ def train(
                 metrics.update(_floats(trainer.callback_metrics))
             stopped_early = early is not None and early.stopped_epoch > 0  # (in this process; not under ddp_fork)
             epochs, reason = _how_far(trainer, paths, spec.max_epochs, until_epoch, stopped_early)
-            if record is not None:
-                record.update(epochs_trained=epochs, stop_reason=reason)
-            testing = reason != PAUSED and split.test and type(model).test_step is not L.LightningModule.test_step
+            has_test = type(model).test_step is not L.LightningModule.test_step
+            testing = reason is not StopReason.PAUSED and split.test and has_test
             if testing:
                 ckpt = "best" if checkpoint.best_model_path else None
                 trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
@@ -208,23 +293,19 @@ def train(
                     {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test")}
                 )
     finally:
-        if cuda is not None and record is not None:
-            record["peak_memory_bytes"] = max(
-                (cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None
-            )
+        if cuda is not None:
+            peak = max((cuda.max_memory_allocated(i) for i in range(cuda.device_count())), default=None)
+            seen.placement = dataclasses.replace(seen.placement, peak_memory_bytes=peak)
         if wandb_logger is not None:
             finish_wandb(spec)
     missing = _missing(scoring, metrics)
     if missing:
-        raise MissingMetricError(
-            f"the run ended without the scoring metric(s) {', '.join(missing)}; it logged: "
-            f"{', '.join(sorted(metrics)) or 'nothing'}"
-        )
+        raise missing_metrics_error(spec, missing, list(metrics))
     best = checkpoint.best_model_path or last.best_model_path or None
-    return metrics, best, trainer.world_size
+    return Trained(metrics, best, trainer.world_size, seen.placement, seen.tracking, epochs, reason)
 
 
-def epoch_callbacks(paths: RunPaths, scoring: list[Any], until_epoch: int | None) -> list[Any]:
+def epoch_callbacks(paths: RunPaths, until_epoch: int | None) -> list[Any]:
     """Two callbacks at every epoch end, on every rank: record the epoch's metrics in curve.json (rank 0 writes),
     and with `until_epoch` stop the fit after that epoch. Every rank counts the same epochs, so under DDP all
     ranks stop together without exchanging a decision; rank 0 (the worker) decides what happens next."""
@@ -270,24 +351,22 @@ def accelerator_name(accelerator: Any) -> str:
     return type(accelerator).__name__.removesuffix("Accelerator").lower() or "unknown"
 
 
-def _record_devices(trainer: Any, record: dict[str, Any], cuda: Any = None) -> Any:
-    """What ran where: the accelerator the Trainer chose, every visible device's name, and (on CUDA) the peak
-    memory counters reset, so that `peak_memory_bytes` is this run's. Returns torch.cuda on CUDA, else None."""
-    record["accelerator"] = accelerator_name(trainer.accelerator)
-    if record["accelerator"] != "cuda":
-        record["device_names"] = ["cpu"] if record["accelerator"] == "cpu" else [record["accelerator"]]
-        return None
+def _placement(trainer: Any, cuda: Any = None, environ: Mapping[str, str] | None = None) -> tuple[Placement, Any]:
+    """What ran where, as far as the Trainer tells before it fits; on CUDA the peak memory counters are reset, so
+    that the peak measured after the run is this run's. Returns torch.cuda on CUDA, else None, beside it."""
+    accelerator = accelerator_name(trainer.accelerator)
+    if accelerator != "cuda":
+        return Placement(accelerator, ["cpu"] if accelerator == "cpu" else [accelerator]), None
     if cuda is None:
         import torch
 
         cuda = torch.cuda
     count = cuda.device_count()
-    record["device_names"] = [cuda.get_device_name(i) for i in range(count)]
-    if record.get("cuda_visible_devices") is None:  # not pinned by a launcher: what this process could see
-        record["cuda_visible_devices"] = ",".join(str(i) for i in range(count))
+    env = os.environ if environ is None else environ
+    visible = None if env.get("CUDA_VISIBLE_DEVICES") is not None else ",".join(str(i) for i in range(count))
     for i in range(count):
         cuda.reset_peak_memory_stats(i)
-    return cuda
+    return Placement(accelerator, [cuda.get_device_name(i) for i in range(count)], visible), cuda
 
 
 def pinned_devices(devices: Any, environ: Mapping[str, str] | None = None) -> Any:
@@ -302,6 +381,26 @@ def pinned_devices(devices: Any, environ: Mapping[str, str] | None = None) -> An
 
 class MissingMetricError(RuntimeError):
     """A run without every scoring metric cannot be scored, so it is not a success."""
+
+
+def missing_metrics_error(spec: RunSpec, missing: list[str], logged: list[str]) -> MissingMetricError:
+    """What the run did not log, what it logged, and the one command that goes on (issue 21 #10): log the metric
+    and resume, or resume scoring on a logged metric (--force rescores: runs that finished are not trained again)."""
+    text = f"the run logged no {' or '.join(missing)} to score (it logged {', '.join(sorted(logged)) or 'nothing'})"
+    if spec.retrain:
+        return MissingMetricError(f"{text}; a retrain is scored on test metrics: log {missing[0]} in test_step")
+    kept = [m for m in spec.scoring_metric if m.rpartition(":")[0] not in missing and m not in missing]
+    if not kept:  # nothing left to score on: the logged validation metric closest to the first one asked for
+        validation = sorted(m for m in logged if m.startswith(("val", "valid")))
+        kept = difflib.get_close_matches(missing[0], validation, n=1, cutoff=0.0) or ["val/NAME"]
+    metrics = " ".join(kept)
+    if spec.tune_name or spec.cv_name:
+        kind, name = ("tune", spec.tune_name) if spec.tune_name else ("cv", spec.cv_name)
+        return MissingMetricError(
+            f"{text}; log it in validation_step and resume, or score on logged metrics: nestling {kind} --resume "
+            f"{name} --scoring_metric {metrics} --force"
+        )
+    return MissingMetricError(f"{text}; log it in validation_step, or score on logged metrics: --scoring_metric {metrics}")
 
 
 def _missing(scoring: list[Any], metrics: dict[str, float]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from nestling.core.host import tracking
@@ -14,8 +15,18 @@ from nestling.core.tree.run_spec import RunSpec
 log = logging.getLogger("nestling.run")
 
 
-def start_wandb_logger(spec: RunSpec, tracked: dict[str, Any]) -> Any:
-    """A WandbLogger whose run is already started, online or offline; None when wandb cannot start at all.
+@dataclass(frozen=True)
+class Tracking:
+    """What became of the run's W&B run, for its result: online, offline or disabled, and why when not online.
+    None and None where nothing was decided (no W&B project, a rank other than 0, a run that failed before)."""
+
+    mode: str | None = None
+    reason: str | None = None
+
+
+def start_wandb_logger(spec: RunSpec) -> tuple[Any, Tracking]:
+    """A WandbLogger whose run is already started, online or offline (None when wandb cannot start at all), and
+    the tracking outcome the run's result records.
 
     Tracking never costs a run: the mode comes from tracking.decide (bounded probe in auto mode), and the start
     happens here, eagerly, so that a failure is caught before training (Lightning would start it lazily, inside
@@ -24,31 +35,27 @@ def start_wandb_logger(spec: RunSpec, tracked: dict[str, Any]) -> Any:
     """
 
     if JobEnvironment.from_environ().global_rank != 0:
-        return _new_wandb_logger(spec, tracking.OFFLINE)
+        return _new_wandb_logger(spec, tracking.OFFLINE), Tracking()
     decision = tracking.decide(spec.wandb_mode)
     if decision.mode == tracking.DISABLED:
-        tracked.update(wandb_mode=tracking.DISABLED, wandb_reason=decision.reason)
-        return None
+        return None, Tracking(tracking.DISABLED, decision.reason)
     try:
         logger = _start_wandb(spec, decision.mode)
     except Exception as exc:  # online or not, W&B's start must not fail the run
         reason = f"W&B {decision.mode} start failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         log.warning("run %s: %s", spec.run_name, reason)
         if decision.mode == tracking.OFFLINE:
-            tracked.update(wandb_mode=tracking.DISABLED, wandb_reason=reason)
-            return None
+            return None, Tracking(tracking.DISABLED, reason)
         tracking.remember_failure(os.environ, reason)
         decision = tracking.Decision(tracking.OFFLINE, reason)
         try:
             logger = _start_wandb(spec, tracking.OFFLINE)
         except Exception as again:
             reason = f"{reason}; offline start failed too: {type(again).__name__}: {' '.join(str(again).split())}"
-            tracked.update(wandb_mode=tracking.DISABLED, wandb_reason=reason[:1000])
-            return None
+            return None, Tracking(tracking.DISABLED, reason[:1000])
     if decision.mode != tracking.ONLINE:
         log.warning("run %s: W&B offline (%s)", spec.run_name, decision.reason)
-    tracked.update(wandb_mode=decision.mode, wandb_reason=decision.reason)
-    return logger
+    return logger, Tracking(decision.mode, decision.reason)
 
 
 def finish_wandb(spec: RunSpec) -> None:

@@ -17,98 +17,95 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from nestling.core.containers.spec import in_container
 from nestling.core.host import jobenv
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
-from nestling.core.tree.run_epochs import StopReason, run_epochs
-from nestling.core.tree.run_result import read_result
-from nestling.core.tree.run_spec import RunSpec
-from nestling.execute.run_attempt import execute
-from nestling.execute.search import rungs, study, trials
+from nestling.core.tree.failure_class import FailureClass
+from nestling.core.tree.run_epochs import run_epochs
+from nestling.core.tree.run_result import result_state
+from nestling.core.tree.run_state import RunState
+from nestling.execute import retry
+from nestling.execute.run_attempt import Trainer, execute
+from nestling.execute.search import rungs, study
 from nestling.execute.startup import describe_task, quiet_lightning
 from nestling.execute.startup import preload as preload_imports
-from nestling.plan.store import load_spec
 
 if TYPE_CHECKING:
-    from nestling.execute import cv_table
+    from nestling.execute import checkpoint_keeping, cv_table
 else:
+    checkpoint_keeping = lazy_module("nestling.execute.checkpoint_keeping")
     cv_table = lazy_module("nestling.execute.cv_table")
 
-Trainer = Callable[[RunSpec, int | None], dict[str, Any] | None]  # run_attempt.execute: (spec, until_epoch)
-SKIPPED = "skipped"  # the reply for a run another live attempt holds (see run.execute)
-NOT_STARTED = "not started"  # the reply for a run fail-fast held back (see failfast.py)
-PRUNED = trials.PRUNED  # the reply for a run whose trial was stopped after an earlier fold or at a rung
-PAUSED = StopReason.PAUSED.value  # the reply for a run paused at a rung, waiting for its trial to be promoted
+# A serial worker exits 0 when any of its runs ended in one of these: nothing of it is left for this process to do.
+WORKER_OK = frozenset({RunState.SUCCESS, RunState.SKIPPED, RunState.NOT_STARTED, RunState.PRUNED, RunState.PAUSED})
 
 
 def run_dirs(
     dirs: list[str], reply: TextIO | None = None, skip_done: bool = True, trainer: Trainer = execute
-) -> list[dict[str, Any]]:
-    """Run these runs in order. With --pruner asha|hyperband a run trains to its trial's rung, and before a new
-    trial and after the unit the worker first trains what was promoted meanwhile (see search/rungs.py).
+) -> list[RunState]:
+    """Run these runs in series; the state of each: its result's, or SKIPPED (another live attempt holds it),
+    NOT_STARTED (fail-fast, a full file system or a broken node held it back), PRUNED (its trial was stopped after an
+    earlier fold, see study.py, or at a rung), PAUSED (trained to its trial's rung). A failed attempt is retried by
+    its failure class (retry.py); the reply names it. With --pruner asha|hyperband a run trains to its trial's rung,
+    and before a new trial and after the unit the worker first trains what was promoted meanwhile (search/rungs.py).
     `trainer`: run_attempt.execute; testing/bowl_workers.py passes one that writes results without training."""
     quiet_lightning()
-    results = []
+    states = []
     for d in dirs:
         board = rungs.board_for(failfast.plan_root(Path(d)))
         if board is not None and board.where.get(Path(d).name, (0, 1))[1] == 0:  # the first run of a trial
-            results += promotions(board, reply, trainer)
-        results.append(_run_one(d, reply, trainer, skip_done))
+            states += promotions(board, reply, trainer)
+        states.append(_run_one(d, reply, trainer, skip_done))
     for board in rungs.boards():
-        results += promotions(board, reply, trainer)
-    return results
+        states += promotions(board, reply, trainer)
+    return states
 
 
-def _run_one(d: str, reply: TextIO | None, trainer: Trainer, skip_done: bool = True) -> dict[str, Any]:
-    result = read_result(Path(d)) if skip_done else None
+def _run_one(d: str, reply: TextIO | None, trainer: Trainer, skip_done: bool = True) -> RunState:
     root = failfast.plan_root(Path(d))
     board = rungs.board_for(root)
-    if board is not None or result is None or result.get("status") != "success":  # finished work is never redone
-        if root is not None and failfast.stopped(root) is not None:  # a systematic error: start no more
-            result = {"run_dir": d, "status": NOT_STARTED}
+    # finished work is never done twice (with rungs a success may be a pause: the board says what is left)
+    state = result_state(d) if skip_done and board is None else None
+    failure = None
+    if state is not RunState.SUCCESS:
+        segment = None
+        # a systematic error or a full file system: start no more; a broken node: the runs go elsewhere
+        if (root is not None and failfast.stopped(root) is not None) or retry.held_back(root):
+            state = RunState.NOT_STARTED
+        elif skip_done and (kept := retry.kept_failure(Path(d), root)) is not None:  # not to be retried here
+            state = kept
         elif not study.before_run(Path(d), root):  # draws an adaptive trial's configuration first
-            result = {"run_dir": d, "status": PRUNED}
-        elif board is not None:
-            result = _segment(board, root, d, reply, trainer)
+            state = RunState.PRUNED
+        elif board is not None and (segment := board.segment(d)).until_epoch is None:
+            state = segment.state  # --pruner asha|hyperband: pruned, paused at its trial's rung, or final
         else:
             _started(reply, d)
-            result = trainer(load_spec(Path(d)), None)
-            if result is not None and root is not None:
-                failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
-            if result is not None and root is not None and result.get("status") in ("success", "failed"):
+            until = segment.until_epoch if segment is not None else None
+            attempted = retry.run_with_retries(Path(d), root, until_epoch=until, trainer=trainer)
+            # no result: a live attempt elsewhere holds this run (it writes the result), or no room to write it
+            state, failure, result = attempted.state, attempted.failure_class, attempted.result
+            retried = failure is not None and failure.is_retryable()  # a retried failure is no systematic error
+            if result is not None and root is not None and not retried:
+                failfast.record(root, result.run_id, result.status, result.error)
+            if result is not None and board is not None:  # a segment ended: write its rung, decide what follows
+                for index in board.after_run(d):
+                    for run in board.trial_runs[index]:
+                        _reply(reply, run, RunState.PRUNED)
+            done = run_epochs(result)
+            if done.paused:
+                state = RunState.PAUSED
+            elif result is not None and root is not None and done.final:
                 _collect_if_cv_done(root, Path(d), trainer)
-    if result is None:  # a live attempt elsewhere holds this run: it writes the result, not us
-        result = {"run_dir": d, "status": SKIPPED}
-    _reply(reply, d, result)
-    return result
-
-
-def _segment(
-    board: rungs.Board, root: Path | None, d: str, reply: TextIO | None, trainer: Trainer
-) -> dict[str, Any] | None:
-    """--pruner asha|hyperband: train the run to its trial's rung (or nothing, when it has reached it), then let
-    the tree decide; runs of trials pruned now are replied as pruned."""
-    segment = board.segment(d)
-    if segment.until_epoch is None:
-        return {**(read_result(Path(d)) or {}), "run_dir": d, "status": segment.why}
-    _started(reply, d)
-    result = trainer(load_spec(Path(d)), segment.until_epoch)
-    if result is None:
-        return None
-    if root is not None:
-        failfast.record(root, str(result.get("run_id")), str(result.get("status")), result.get("error"))
-    for index in board.after_run(d):
-        for run in board.trial_runs[index]:
-            _reply(reply, run, {"status": PRUNED})
-    if root is not None and run_epochs(result).final:
-        _collect_if_cv_done(root, Path(d), trainer)
-    return result
+    state = state or RunState.SKIPPED
+    _reply(reply, d, state, failure)
+    return state
 
 
 def _started(reply: TextIO | None, run_dir: str) -> None:
@@ -119,37 +116,37 @@ def _started(reply: TextIO | None, run_dir: str) -> None:
         reply.flush()
 
 
-def _reply(reply: TextIO | None, run_dir: str, result: dict[str, Any]) -> None:
+def _reply(reply: TextIO | None, run_dir: str, state: RunState, failure: FailureClass | None = None) -> None:
     if reply is not None:
-        status = PAUSED if run_epochs(result).paused else result.get("status")
-        reply.write(json.dumps({"run_dir": run_dir, "status": status}) + "\n")
+        extra = {"failure_class": failure} if failure else {}
+        reply.write(json.dumps({"run_dir": run_dir, "status": state, **extra}) + "\n")
         reply.flush()
 
 
-def promotions(board: rungs.Board, reply: TextIO | None = None, trainer: Trainer = execute) -> list[dict[str, Any]]:
+def promotions(board: rungs.Board, reply: TextIO | None = None, trainer: Trainer = execute) -> list[RunState]:
     """Train the runs of promoted trials, the highest rung first, until none is left (a free worker's most
     valuable work, ASHA's rule). Each run once per call: one another attempt holds is left to it."""
-    results: list[dict[str, Any]] = []
+    states: list[RunState] = []
     tried: set[str] = set()
     board.decide()  # what the tree allows by now (a resume, or a decision a killed worker left undone)
     while failfast.stopped(board.root) is None:
         work = [d for d in board.promoted_runs() if d not in tried]
         if not work:
-            return results
+            return states
         tried.add(work[0])
-        results.append(_run_one(work[0], reply, trainer))
-    return results
+        states.append(_run_one(work[0], reply, trainer))
+    return states
 
 
-def finish_promotions(reply: TextIO | None = None, trainer: Trainer = execute) -> list[dict[str, Any]]:
+def finish_promotions(reply: TextIO | None = None, trainer: Trainer = execute) -> list[RunState]:
     """When this worker has no work unit left: keep taking promotions while another run of the tune trains (its
     end may promote a paused trial), and return once nothing trains and nothing waits. Without it the last rungs
     of a tune would run one after another on whichever worker happened to end last."""
-    results: list[dict[str, Any]] = []
+    states: list[RunState] = []
     for board in rungs.boards():
         while failfast.stopped(board.root) is None:
             done = promotions(board, reply, trainer)
-            results += done
+            states += done
             if done:
                 continue
             if board.promoted_runs():
@@ -160,16 +157,18 @@ def finish_promotions(reply: TextIO | None = None, trainer: Trainer = execute) -
                     break
                 continue
             time.sleep(rungs.IDLE_POLL_S)
-    return results
+    return states
 
 
 def _collect_if_cv_done(root: Path, run_dir: Path, trainer: Trainer) -> None:
     """When this run was its cv's last, write the cv's run_infos.parquet now, so that the collect at the end of a
-    large tune has little left to write (issue 15 #5). Best effort: the final collect writes whatever this did not.
-    Not with a simulated trainer (testing/bowl_workers.py): its bench and tests collect once at the end, and fork
-    workers, in which a polars thread pool started before the fork would hang."""
+    large tune has little left to write (issue 15 #5), and rank its trial for --keep_checkpoints. Best effort: the
+    final collect writes whatever this did not. Not with a simulated trainer (testing/bowl_workers.py): its bench and
+    tests collect once at the end, and fork workers, in which a polars thread pool started before the fork would
+    hang."""
     if trainer is execute:
         cv_table.collect_finished_cv(root, run_dir)
+        checkpoint_keeping.trial_finished(root, run_dir)  # --keep_checkpoints: a finished trial is ranked now
 
 
 def serve(preload: str | None = None, describe: bool = False) -> None:
@@ -198,14 +197,11 @@ def serve(preload: str | None = None, describe: bool = False) -> None:
 
 
 def _relay_preemption() -> None:
-    """In a container the array task forwards SLURM's signal here: save the run in progress, then stop."""
-    import signal
-
-    def handler(signum: int, frame: Any) -> None:
-        jobenv.save_in_progress()
-        os._exit(jobenv.EXIT_REQUEUED)
-
-    signal.signal(jobenv.PREEMPT_SIGNAL, handler)
+    """On the preemption signal (SLURM's, the one the array task or the local driver forwards): save the run in
+    progress, then stop (jobenv.stop_on). In an image SIGTERM (scancel, the kill of a requeue) takes the same
+    path: the host task ignores it, and the worker would otherwise die mid-save."""
+    signals = [jobenv.PREEMPT_SIGNAL, *([signal.SIGTERM] if in_container() else [])]
+    jobenv.stop_on(signals)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,13 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         # The local driver owns Ctrl-C: the terminal sends SIGINT to the whole process group, and a worker that
         # died of it would lose its run. The driver answers it with the preemption signal (save, then exit).
-        import signal
-
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         serve(args.preload, describe=args.describe)
         return 0
-    results = run_dirs(args.run_dirs)
-    results += finish_promotions()
-    ok = ("success", SKIPPED, NOT_STARTED, PRUNED, PAUSED)
-    return 0 if any(r.get("status") in ok for r in results) or not results else 1
+    states = run_dirs(args.run_dirs)
+    states += finish_promotions()
+    return 0 if any(state in WORKER_OK for state in states) or not states else 1
 

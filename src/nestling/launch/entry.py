@@ -14,20 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 import submitit
 
+from nestling.core.containers.runtimes import Wrapped
 from nestling.core.host.jobenv import save_in_progress
 
 if TYPE_CHECKING:
     from nestling.core.containers.spec import ContainerSpec
 
-_CHILD: dict[str, subprocess.Popen[bytes]] = {}
+_CHILD: dict[str, subprocess.Popen[Any]] = {}
 
 
-def unit_command(run_dirs: list[str], container: ContainerSpec | None = None) -> list[str]:
+def unit_command(run_dirs: list[str], container: ContainerSpec | None = None) -> Wrapped:
     """The worker process of one unit: `python -m nestling.worker RUN_DIR...`, in the image when one is set."""
     cmd = [sys.executable, "-m", "nestling.worker", *run_dirs]
     if container is not None:
         return container.wrap(cmd, environ=os.environ, job_task=True)
-    return cmd
+    return Wrapped(cmd, dict(os.environ))
 
 
 def run_unit(run_dirs: list[str], container: ContainerSpec | None = None) -> dict[str, int]:
@@ -35,7 +36,7 @@ def run_unit(run_dirs: list[str], container: ContainerSpec | None = None) -> dic
 
     A child, not this process: launch/ starts workers by module name and never imports the training code.
     """
-    proc = subprocess.Popen(unit_command(run_dirs, container))
+    proc = unit_command(run_dirs, container).popen()
     _CHILD["proc"] = proc
     return {"returncode": proc.wait()}
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.containers.spec import ContainerSpec
 from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, packed_slots, parse_devices, serial_slot, worker_slots
+from nestling.core.host.processes import Run, Which
 from nestling.core.ml.task import DescribedTask, load_task
 from nestling.core.options.config import PARALLEL_STRATEGIES, Config
 from nestling.core.tree import naming
@@ -19,7 +22,6 @@ from nestling.launch.slurm.resources import SlurmResources, check_against_sinfo,
 from nestling.launch.submitit_local import SubmititLocalLauncher
 
 if TYPE_CHECKING:
-    from nestling.core.containers.spec import ContainerSpec
     from nestling.launch.local import LocalLauncher
 
 
@@ -64,6 +66,7 @@ def make_launcher(
         steal=config.launch.steal,
         runs_per_gpu=config.launch.runs_per_gpu,
         retrain_after=kind == "tune" and config.tune.retrain and not config.launch.wait,
+        expected_run_s=config.launch.expected_run_s,
     )
 
 
@@ -145,7 +148,7 @@ def local_slots(config: Config, devices: TrainerDevices) -> list[list[str] | Non
     return list(slots)
 
 
-def devices_per_unit(config: Config, devices: TrainerDevices) -> int:
+def gpus_per_unit(config: Config, devices: TrainerDevices) -> int:
     """GPUs one work unit needs: one per parallel unit, else the Trainer's device count."""
     if config.launch.gpus_per_task is not None:
         return config.launch.gpus_per_task
@@ -160,7 +163,7 @@ def devices_per_unit(config: Config, devices: TrainerDevices) -> int:
 
 def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevices) -> Any:
     launch = config.launch
-    gpus = devices_per_unit(config, devices)
+    gpus = gpus_per_unit(config, devices)
     nodes, tasks = 1, 1
     if kind == "run" and config.device.strategy not in PARALLEL_STRATEGIES:
         count = devices if isinstance(devices, int) else (gpus or 1)
@@ -185,14 +188,22 @@ def slurm_resources(config: Config, kind: str, name: str, devices: TrainerDevice
     )
 
 
-def container_spec(config: Config, task: Any = None) -> ContainerSpec | None:
+def container_spec(
+    config: Config, task: Any = None, which: Which = shutil.which, run: Run = subprocess.run
+) -> ContainerSpec | None:
     """The image every worker runs in, or None; ``task`` is the one preflight loaded (loaded here only when
-    the caller has none, as on a resume)."""
+    the caller has none, as on a resume). ``which``/``run`` answer for PATH and the runtime (doctor's fakes)."""
 
     if not config.container.container_image:
         return None
     if task is None:
         task = load_task(config.data.task)
     return ContainerSpec.from_config(
-        config.container, artifact_dir=config.logging.artifact_dir, task=task, task_name=config.data.task
+        config.container,
+        artifact_dir=config.logging.artifact_dir,
+        task=task,
+        task_name=config.data.task,
+        gpu=config.device.accelerator in ("gpu", "cuda"),
+        which=which,
+        run=run,
     )

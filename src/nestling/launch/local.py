@@ -33,14 +33,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 from nestling.core.host import jobenv
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
 from nestling.core.tree import naming
+from nestling.core.tree.failure_class import FailureClass
 from nestling.core.tree.launch_record import LaunchRecord
+from nestling.core.tree.run_state import RunState
 from nestling.launch.base import Launcher, Progress, runs_in_units
 from nestling.plan.model import WorkUnit
 
 if TYPE_CHECKING:
     from nestling.core.containers.spec import ContainerSpec
 
-LOST = "lost"
 
 
 class LocalLauncher(Launcher):
@@ -66,6 +67,9 @@ class LocalLauncher(Launcher):
         self._stop = threading.Event()  # the first Ctrl-C: hand out no more units
         self._procs: dict[int, subprocess.Popen[str]] = {}  # live workers by slot, for the Ctrl-C handler
         self._interrupts = 0
+        self._alone: list[str] = []  # runs out of GPU memory while K shared it: rerun alone at the end
+        self._storage_full = False  # a run met a full file system: hand out no more units (retrying cannot help)
+        self._alone_phase = False
 
     def prestart(self, preload: str | None = None, count: int | None = None) -> None:
         """Start one worker per slot now (at most `count`: no more than could get work), each importing torch,
@@ -119,6 +123,7 @@ class LocalLauncher(Launcher):
     def launch(self, root: Path, units: list[WorkUnit], progress: Progress) -> LaunchRecord:
         log_dir = naming.worker_log_dir(root)
         log_dir.mkdir(parents=True, exist_ok=True)
+        self._alone, self._alone_phase, self._storage_full = [], False, False
         todo: queue.Queue[WorkUnit] = queue.Queue()
         for unit in units:
             todo.put(unit)
@@ -147,8 +152,12 @@ class LocalLauncher(Launcher):
             for t in threads:
                 while t.is_alive():  # short joins: the Ctrl-C handler runs in this (main) thread
                     t.join(0.2)
-        self.discard()  # a prestarted worker whose thread found the queue already empty
-        if self._stop.is_set():
+            self.discard()  # a prestarted worker whose thread found the queue already empty
+            if self._alone and not self._stop.is_set():
+                self._run_alone(log_dir, progress, record, lock)
+        if self._storage_full:
+            record.storage_full = True
+        elif self._stop.is_set():
             record.interrupted = True
         record.finished_at = time.time()
         return record
@@ -183,13 +192,33 @@ class LocalLauncher(Launcher):
                     else:
                         proc.kill()
 
+    def _run_alone(self, log_dir: Path, progress: Progress, record: LaunchRecord, lock: threading.Lock) -> None:
+        """The runs that ran out of GPU memory while K workers shared the GPU (failure class oom_shared), once more,
+        one worker per GPU and no cap: the last phase of a --runs_per_gpu launch (execute/retry.py)."""
+        sys.stderr.write(f"nestling: {len(self._alone)} run(s) ran out of GPU memory while sharing it; rerunning "
+                         "them alone on their GPU\n")  # fmt: skip
+        self._alone_phase = True
+        todo: queue.Queue[WorkUnit] = queue.Queue()
+        for i, run_dir in enumerate(self._alone):
+            todo.put(WorkUnit(-1 - i, [run_dir]))
+        slots = list({tuple(slot or ()): slot for slot in self.slots}.values())  # each GPU once
+        threads = [
+            threading.Thread(target=self._drive, args=(k, slot, todo, log_dir, progress, record, lock), daemon=True)
+            for k, slot in enumerate(slots)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+
     def _env(self, gpus: list[str] | None, n_workers: int) -> dict[str, str]:
         env = dict(os.environ)
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
             if self.pinned_ids is not None:
                 env[PINNED_GPUS_ENV] = ",".join(str(i) for i in self.pinned_ids)
-            fraction = memory_fraction(self.runs_per_gpu)
+            fraction = None if self._alone_phase else memory_fraction(self.runs_per_gpu)
             if fraction is not None:
                 env[MEMORY_FRACTION_ENV] = fraction
         threads = max(1, (os.cpu_count() or 1) // n_workers)
@@ -208,18 +237,11 @@ class LocalLauncher(Launcher):
             return proc
         cmd = self._command()
         env = self._env(gpus, len(self.slots))
-        if self.container is not None:
-            cmd = self.container.wrap(cmd, environ=env, gpus=gpus, interactive=True)
         log = open(naming.worker_log(log_dir, k), "a")  # noqa: SIM115 - owned by the child process
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-            bufsize=1,
-        )
+        pipes: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": log, "text": True}
+        if self.container is not None:  # the runtime gets its own environment (secrets by name)
+            return self.container.wrap(cmd, environ=env, gpus=gpus, interactive=True).popen(**pipes, bufsize=1)
+        return subprocess.Popen(cmd, env=env, bufsize=1, **pipes)
 
     def _drive(
         self,
@@ -242,7 +264,7 @@ class LocalLauncher(Launcher):
                 if proc is None or proc.poll() is not None:
                     proc = self._start(k, gpus, log_dir)
                     self._procs[k] = proc
-                    if not _ready(proc):
+                    if not _said_ready(proc):
                         proc = None
                 if self._stop.is_set():  # interrupted while this worker started: its unit stays unstarted
                     return
@@ -251,7 +273,7 @@ class LocalLauncher(Launcher):
                     with lock:
                         _lost(record, unit.index)
                     continue
-                ended = self._run_unit(proc, unit, progress)
+                ended = self._run_unit(proc, unit, progress, lock)
                 if ended is not None and self._stop.is_set():  # Ctrl-C: the worker saved and stopped; resumable
                     proc.wait()
                     return
@@ -280,14 +302,14 @@ class LocalLauncher(Launcher):
                 proc.wait()
             self._procs.pop(k, None)
 
-    @staticmethod
     def _run_unit(
-        proc: subprocess.Popen[str], unit: WorkUnit, progress: Progress
+        self, proc: subprocess.Popen[str], unit: WorkUnit, progress: Progress, lock: threading.Lock
     ) -> tuple[str | None, list[str]] | None:
         """Send one unit and relay per-run replies. None when the unit completed; when the worker died, the run
         it was training (None when between runs) and the unit's runs it never started. The worker says which
         run it starts ({"started": dir}): with --pruner asha|hyperband it may be a promoted run of another unit;
-        a worker that does not say so (an older version) was training the unit's first unfinished run."""
+        a worker that does not say so (an older version) was training the unit's first unfinished run. A run out
+        of memory on a shared GPU is kept for the phase alone (its progress is told then)."""
         assert proc.stdin is not None and proc.stdout is not None
         pending = list(unit.run_dirs)
         training: str | None = None
@@ -302,7 +324,15 @@ class LocalLauncher(Launcher):
             if "started" in msg:
                 training, announced = msg["started"], True
             elif "run_dir" in msg:
-                progress.run_done(msg["run_dir"], msg["status"])
+                state = RunState.named(msg["status"])  # None only from a worker of another version (an image)
+                if msg.get("failure_class") == FailureClass.STORAGE:
+                    self._storage_full = True
+                    self._stop.set()  # no unit more: the next would meet the same full file system
+                if msg.get("failure_class") == FailureClass.OOM_SHARED and not self._alone_phase:
+                    with lock:
+                        self._alone.append(msg["run_dir"])
+                elif state is not None:
+                    progress.run_done(msg["run_dir"], state)
                 if msg["run_dir"] in pending:
                     pending.remove(msg["run_dir"])
                 if msg["run_dir"] == training:
@@ -359,11 +389,11 @@ def _relay_until_exit(proc: subprocess.Popen[str], progress: Progress) -> None:
         for line in proc.stdout:
             with contextlib.suppress(ValueError):
                 msg = json.loads(line)
-                if isinstance(msg, dict) and "run_dir" in msg:
-                    progress.run_done(msg["run_dir"], msg["status"])
+                if isinstance(msg, dict) and "run_dir" in msg and (state := RunState.named(msg["status"])):
+                    progress.run_done(msg["run_dir"], state)
 
 
-def _ready(proc: subprocess.Popen[str]) -> bool:
+def _said_ready(proc: subprocess.Popen[str]) -> bool:
     assert proc.stdout is not None
     while line := proc.stdout.readline():
         msg = json.loads(line)
@@ -382,4 +412,4 @@ def _lost(record: LaunchRecord, unit: int, run_dir: str | None = None) -> None:
 
 def _report_lost(run_dirs: list[str], progress: Progress) -> None:
     for d in run_dirs:
-        progress.run_done(d, LOST)
+        progress.run_done(d, RunState.LOST)

@@ -15,35 +15,19 @@ from nestling.core.lazy import lazy_module
 from nestling.core.tree import naming
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.run_result import read_result
-from nestling.launch.base import Launcher, Progress, runs_in_units
-from nestling.launch.slurm.resources import SlurmResources
+from nestling.core.tree.run_state import RunState
+from nestling.launch.base import JobLauncher, Progress, runs_in_units
 from nestling.plan.model import WorkUnit
 
 if TYPE_CHECKING:
-    from nestling.core.containers.spec import ContainerSpec
     from nestling.launch import entry
 else:
     entry = lazy_module("nestling.launch.entry")
 
 
-class SubmititLocalLauncher(Launcher):
+class SubmititLocalLauncher(JobLauncher):
     name = "submitit-local"
     detached = False
-
-    def __init__(
-        self,
-        resources: SlurmResources,
-        *,
-        folder: Path | None = None,
-        container: ContainerSpec | None = None,
-    ) -> None:
-        self.resources = resources
-        self.folder = folder
-        self.container = container
-
-    @property
-    def parallel_slots(self) -> int:
-        return self.resources.array_parallelism
 
     def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
         return f"dry run: {title}: {runs_in_units(units)} on the {self.name} launcher"
@@ -70,6 +54,6 @@ class SubmititLocalLauncher(Launcher):
         for unit in units:
             for d in unit.run_dirs:
                 result = read_result(Path(d))
-                progress.run_done(d, result["status"] if result else "lost")
+                progress.run_done(d, result.status if result else RunState.LOST)
         record.finished_at = time.time()
         return record

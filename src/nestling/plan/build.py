@@ -4,8 +4,9 @@ metadata, folds, trials) come from preflight.py."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from nestling.core.tree import naming
 from nestling.plan.model import CvPlan, Plan, PlannedRun
@@ -42,14 +43,21 @@ def plan_cv(
 ) -> CvPlan:
     """One run per (fold, seed), folds outer, seeds inner."""
     cv_dir = naming.cv_dir(artifact_dir, cv_name, tune_name)
+    runs = _runs(cv_dir, cv_name, range(n_folds), seeds_for(config.cv.n_seeds, config.cv.seeds), rng)
+    return CvPlan(cv_name=cv_name, hp_index=hp_index, hparams=hparams, dir=cv_dir, runs=runs)
+
+
+def _runs(
+    cv_dir: Path, cv_name: str, folds: Iterable[int], seeds: list[int], rng: random.Random | None
+) -> list[PlannedRun]:
+    """The runs of a cv: one per (fold, seed), folds outer, seeds inner, each with a fresh run id."""
     runs = []
-    seeds = seeds_for(config.cv.n_seeds, config.cv.seeds)
-    for fold in range(n_folds):
+    for fold in folds:
         for seed in seeds:
             run_name = naming.run_name_for(cv_name, fold, seed)
             run_id = naming.new_run_id(rng)
             runs.append(PlannedRun(run_name, run_id, fold, seed, naming.run_dir_in(cv_dir, run_name, run_id)))
-    return CvPlan(cv_name=cv_name, hp_index=hp_index, hparams=hparams, dir=cv_dir, runs=runs)
+    return runs
 
 
 def plan_tune(
@@ -79,7 +87,8 @@ def plan_tune(
     return Plan("tune", name, naming.tune_dir(artifact_dir, name), cvs, n_folds, config.to_dict(), space)
 
 
-def plan_single_cv(
+def plan_untuned(
+    kind: Literal["cv", "run"],
     config: Config,
     *,
     name: str,
@@ -87,9 +96,16 @@ def plan_single_cv(
     n_folds: int,
     rng: random.Random | None = None,
 ) -> Plan:
+    """One hyperparameter set: a cv (every fold x seed) or a single run (fold --fold, the first seed)."""
     artifact_dir = Path(config.logging.artifact_dir)
-    cv = plan_cv(config, artifact_dir=artifact_dir, cv_name=name, hparams=hparams, n_folds=n_folds, rng=rng)
-    return Plan("cv", name, cv.dir, [cv], n_folds, config.to_dict())
+    if kind == "cv":
+        cv = plan_cv(config, artifact_dir=artifact_dir, cv_name=name, hparams=hparams, n_folds=n_folds, rng=rng)
+        return Plan("cv", name, cv.dir, [cv], n_folds, config.to_dict())
+    run_id = naming.new_run_id(rng)
+    root = naming.run_dir(artifact_dir, name, run_id)
+    run = PlannedRun(name, run_id, config.training.fold, seeds_for(1, config.cv.seeds)[0], root)
+    single = CvPlan(cv_name=None, hp_index=None, hparams=hparams, dir=root, runs=[run])
+    return Plan("run", name, root, [single], n_folds, config.to_dict())
 
 
 def plan_retrain(
@@ -105,25 +121,7 @@ def plan_retrain(
     per seed of `config` (whose max_epochs is the retrain's epoch count)."""
     name = naming.final_name(tune_name)
     root = naming.final_dir(tune_root, tune_name)
-    runs = []
-    for seed in seeds_for(config.cv.n_seeds, config.cv.seeds):
-        run_name = naming.run_name_for(name, 0, seed)
-        run_id = naming.new_run_id(rng)
-        runs.append(PlannedRun(run_name, run_id, 0, seed, naming.run_dir_in(root, run_name, run_id)))
+    runs = _runs(root, name, [0], seeds_for(config.cv.n_seeds, config.cv.seeds), rng)
     cv = CvPlan(cv_name=name, hp_index=hp_index, hparams=hparams, dir=root, runs=runs)
     return Plan("retrain", name, root, [cv], 1, config.to_dict())
 
-
-def plan_run(
-    config: Config,
-    *,
-    name: str,
-    hparams: dict[str, Any],
-    n_folds: int,
-    rng: random.Random | None = None,
-) -> Plan:
-    run_id = naming.new_run_id(rng)
-    root = naming.run_dir(Path(config.logging.artifact_dir), name, run_id)
-    run = PlannedRun(name, run_id, config.training.fold, seeds_for(1, config.cv.seeds)[0], root)
-    cv = CvPlan(cv_name=None, hp_index=None, hparams=hparams, dir=root, runs=[run])
-    return Plan("run", name, root, [cv], n_folds, config.to_dict())

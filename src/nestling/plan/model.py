@@ -4,12 +4,15 @@ give the same value back."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.plan.settings import PlanSettings
+
 if TYPE_CHECKING:  # config (simple-parsing) is imported where a plan is made or derived, not where one is read
-    pass
+    from nestling.core.options.config import Config
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ class Plan:
     # when a worker starts it (study.py), so its CvPlan holds only the fixed ones. None: drawn up front.
     space: dict[str, str] | None = None
 
+    @cached_property
+    def settings(self) -> PlanSettings:
+        """The options its readers use, typed, with the defaults for keys an older plan.json lacks (built once)."""
+        return PlanSettings.from_options(self.options)
+
     @property
     def adaptive(self) -> bool:
         return self.space is not None
@@ -64,3 +72,18 @@ class WorkUnit:
 
     index: int
     run_dirs: list[str]
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """A plan on disk and what to launch of it: its work units (every run, or a resume's reruns), the options they
+    run with, how many runs they hold, and the fields a resume adds to launch.json. The same request is launched
+    here or, detached, handed to the supervisor (commands/detach.py)."""
+
+    kind: str
+    name: str
+    root: Path
+    units: list[WorkUnit]
+    config: Config
+    total: int
+    record: dict[str, Any] = field(default_factory=dict)

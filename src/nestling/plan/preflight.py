@@ -6,11 +6,12 @@ Every problem is a UsageError (one line, exit 2) raised before a directory exist
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, parse_devices
@@ -33,8 +34,9 @@ from nestling.core.options.config import (
     read_config_file,
 )
 from nestling.core.tree import naming
-from nestling.plan.build import plan_run, plan_single_cv, plan_tune
+from nestling.plan.build import plan_tune, plan_untuned
 from nestling.plan.model import Plan
+from nestling.plan.settings import checkpoints_to_keep
 from nestling.plan.specs import devices_per_unit, trainer_devices
 
 if TYPE_CHECKING:
@@ -63,7 +65,7 @@ def prepare(
     then not imported here (issue 15 #1). Without it, or when it gives None, the task is loaded here."""
     if config.logging.name is not None:  # cheap checks first: a typo should not wait for the task to load
         naming.validate_name(config.logging.name, f"--name ({kind} name)")
-    _check_choices(config, kind)
+    _check_combinations(config, kind)
     check_artifact_dir(Path(config.logging.artifact_dir))
     config = _absolute_artifact_dir(config)
     devices = parse_devices(config.device.devices)
@@ -101,18 +103,10 @@ def prepare(
             rng=rng,
             space=space,
         )
-    elif kind == "cv":
-        name = _name(config, artifact_dir, "cv")
-        plan = plan_single_cv(
-            config,
-            name=name,
-            hparams=base_hparams,
-            n_folds=n_folds,
-            rng=rng,
-        )
     else:
-        name = _name(config, artifact_dir, "run")
-        plan = plan_run(config, name=name, hparams=base_hparams, n_folds=n_folds, rng=rng)
+        untuned: Literal["cv", "run"] = "cv" if kind == "cv" else "run"
+        name = _name(config, artifact_dir, untuned)
+        plan = plan_untuned(untuned, config, name=name, hparams=base_hparams, n_folds=n_folds, rng=rng)
     return Prepared(plan=plan, splits=splits, devices=devices, task=task)
 
 
@@ -132,7 +126,7 @@ def _with_scoring_metrics(config: Config, task: Task) -> Config:
     return dataclasses.replace(config, cv=dataclasses.replace(config.cv, scoring_metric=metrics))
 
 
-def _check_choices(config: Config, kind: str) -> None:
+def _check_combinations(config: Config, kind: str) -> None:
     """Combinations and ranges; the options with fixed values were checked when the config was parsed."""
     strategy = config.device.strategy
     if strategy in PARALLEL_STRATEGIES:
@@ -177,10 +171,19 @@ def _check_choices(config: Config, kind: str) -> None:
         ("--array_parallelism", config.launch.array_parallelism, 1),
         ("--fail_fast", config.launch.fail_fast, 0),
         ("--runs_per_gpu", config.launch.runs_per_gpu, 1),
+        ("--max_retries", config.launch.max_retries, 0),
     ):
         if value < low:
             raise UsageError(f"{flag} {value} must be at least {low}")
     _check_runs_per_gpu(config)
+    keep = checkpoints_to_keep(config.logging.keep_checkpoints)
+    if keep is not None and kind != "tune":
+        raise UsageError(
+            f"--keep_checkpoints {config.logging.keep_checkpoints} ranks the trials of a tune; a {kind} keeps every "
+            "checkpoint (drop --keep_checkpoints, or remove checkpoints yourself)"
+        )
+    if config.launch.stage_dir is not None and not config.launch.stage_dir.strip():
+        raise UsageError("--stage_dir '' is empty: give a node-local directory, e.g. --stage_dir /local/scratch")
     expected = config.launch.expected_run_s
     if expected is not None and expected <= 0:
         raise UsageError(
@@ -290,11 +293,30 @@ def _check_devices(config: Config, kind: str, devices: TrainerDevices) -> None:
 
 
 def _check_hparams(values: dict[str, Any], defaults: dict[str, Any], source: str) -> None:
+    """Fixed hyperparameters must be keys of the task's defaults, each of a kind its default has (issue 21 #11: a
+    value the task cannot use would otherwise fail every run at run time)."""
     unknown = sorted(set(values) - set(defaults))
     if unknown:
         raise UsageError(
             f"hyperparameter {unknown[0]!r} ({source}) is not accepted by the task; accepted: {', '.join(sorted(defaults))}"
         )
+    for key, value in values.items():
+        default, wanted, given = defaults[key], _kind(defaults[key]), _kind(value)
+        if wanted is None or value is None or given == wanted:
+            continue  # a None default takes anything
+        example = f"""'"{value}"'""" if wanted == "text" else json.dumps(default)
+        raise UsageError(
+            f"hyperparameter {key}={value!r} ({source}) is {given or type(value).__name__}, but the task's default "
+            f"{key}={default!r} is {wanted}: e.g. --hp {key}={example}"
+        )
+
+
+HP_KINDS = ((bool, "a boolean"), ((int, float), "a number"), (str, "text"), (list, "a list"), (dict, "a table"))
+
+
+def _kind(value: Any) -> str | None:
+    """The kind of a hyperparameter value as --hp reads it (JSON); ints and floats are one kind, numbers."""
+    return next((name for types, name in HP_KINDS if isinstance(value, types)), None)  # bool first: True is an int
 
 
 def _splits(task: Task, config: Config, kind: str) -> list[Split]:

@@ -2,6 +2,7 @@
 
 Layout of a plan's root directory (tune dir, cv dir, or single-run dir):
   plan.json        kind, name, options, and every cv with its runs (names, ids, dirs relative to the root)
+  plan.copy.json   the same bytes, written first: a plan.json that cannot be parsed is restored from it
   splits.json      the folds as sample id lists, shared by every run of the plan
   run_specs.jsonl  every RunSpec, one JSON line per run, fixed before anything executes; run_dir and splits_file
                    relative to the root, so the tree can be moved or copied
@@ -21,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.errors import UsageError
-from nestling.core.tree import naming
+from nestling.core.tree import damaged, naming
 from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.run_spec import RunSpec
 from nestling.plan.model import CvPlan, Plan, PlannedRun
@@ -32,12 +33,29 @@ if TYPE_CHECKING:
 
 
 def write_plan(plan: Plan, splits: list[Split]) -> None:
-    """Write splits.json, run_specs.jsonl and plan.json last (its presence marks a complete plan)."""
+    """Write splits.json, run_specs.jsonl, plan.copy.json and plan.json last (its presence marks a complete plan)."""
     root = plan.root
     root.mkdir(parents=True, exist_ok=plan.kind == "run")
     write_json(root / naming.SPLITS, [dataclasses.asdict(s) for s in splits])
+    write_specs(plan)
+    text = json.dumps(plan_record(plan), default=str) + "\n"  # as write_json(compact=True) writes it
+    write_atomic(naming.plan_copy(root), text)
+    write_atomic(root / naming.PLAN, text)
+
+
+def write_specs(plan: Plan) -> None:
+    """run_specs.jsonl: every run's spec, derived from the plan (plan/specs.py), so it can be derived again."""
+    root = plan.root
     write_atomic(root / naming.RUN_SPECS, "".join(_spec_line(spec, root) + "\n" for spec in run_specs(plan)))
-    write_json(root / naming.PLAN, plan_record(plan), compact=True)
+
+
+def update_plan_options(root: Path, group: str, values: dict[str, Any]) -> None:
+    """plan.json with some options of one group replaced (a forced resume that scores on other metrics: the
+    collector and the study read the scoring from here); every other key stays as written."""
+    path = root / naming.PLAN
+    data = json.loads(path.read_text())
+    data["options"].setdefault(group, {}).update(values)
+    write_json(path, data, compact=True)
 
 
 def _spec_line(spec: RunSpec, root: Path) -> str:
@@ -70,11 +88,13 @@ def load_spec(run_dir: Path) -> RunSpec:
         data = json.loads(paths.spec.read_text())
     except FileNotFoundError:
         pass
+    except ValueError:  # cut short or edited: the planned spec is written again (a forced resume's edit is lost)
+        damaged.warn(paths.spec, "not valid JSON", f"the run uses its planned spec from {naming.RUN_SPECS}")
     else:
         if data.get("trial") is None:
             return _resolved(data, paths.dir, None)
         root = find_plan_root(paths.dir)  # a forced resume may have rewritten it without the draw
-        return _resolved(_drawn(data, root), paths.dir, root)
+        return _resolved(_with_draw(data, root), paths.dir, root)
     root = find_plan_root(paths.dir)
     specs = _planned_specs(root)
     try:
@@ -82,13 +102,13 @@ def load_spec(run_dir: Path) -> RunSpec:
     except KeyError:
         raise FileNotFoundError(f"no spec for run dir {paths.dir} in its plan's {naming.RUN_SPECS}") from None
     if data.get("trial") is not None:
-        data = _drawn(data, root)
+        data = _with_draw(data, root)
     paths.dir.mkdir(parents=True, exist_ok=True)
     write_atomic(paths.spec, json.dumps(data))
     return _resolved(data, paths.dir, root)
 
 
-def _drawn(data: dict[str, Any], root: Path) -> dict[str, Any]:
+def _with_draw(data: dict[str, Any], root: Path) -> dict[str, Any]:
     """An adaptive trial's spec completed with its drawn configuration (study.py writes the draw file before the
     trial's first run starts; without it the spec cannot run)."""
     path = naming.TrialPaths(root).draw(int(data["trial"]))
@@ -124,7 +144,12 @@ def _planned_specs(root: Path) -> dict[str, dict[str, Any]]:
     key = (str(path), path.stat().st_mtime)
     if key not in _SPECS:
         _SPECS.clear()
-        specs = (json.loads(line) for line in path.read_text().splitlines() if line)
+        try:
+            specs = [json.loads(line) for line in path.read_text().splitlines() if line]
+        except ValueError:  # derived from plan.json: derive it again
+            damaged.warn(path, "not valid JSON lines", "derived again from plan.json")
+            write_specs(load_plan(root))
+            return _planned_specs(root)
         # stored run_dirs are relative to the root ("." for a single run), or absolute in older trees
         _SPECS[key] = {os.path.basename(os.path.normpath(os.path.join(root, s["run_dir"]))): s for s in specs}
     return _SPECS[key]
@@ -179,9 +204,43 @@ def find_plan_root(path: Path) -> Path:
     )
 
 
+def plan_data(root: Path) -> dict[str, Any]:
+    """plan.json, parsed. One that cannot be parsed is restored from plan.copy.json (and says so); without an
+    intact copy it is refused (UsageError, exit 2): the plan defines every run, so nothing can be guessed."""
+    path = Path(root) / naming.PLAN
+    text = path.read_bytes()
+    data = _plan_json(text)
+    if data is not None:
+        return data
+    copy = naming.plan_copy(root)
+    try:
+        saved = copy.read_bytes()
+    except FileNotFoundError:
+        saved = b""
+    restored = _plan_json(saved)
+    if restored is None:
+        raise UsageError(
+            f"{path} cannot be read (cut short or edited) and there is no intact copy ({copy.name}); restore it "
+            "from a backup: the run results beside it are intact"
+        )
+    os.replace(path, path.with_name(f"{naming.PLAN}.unreadable"))
+    write_atomic(path, saved)
+    damaged.warn(path, "cut short or edited", f"restored from {copy.name}; the damaged file is kept as "
+                 f"{naming.PLAN}.unreadable")  # fmt: skip
+    return restored
+
+
+def _plan_json(text: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and {"kind", "name", "cvs", "options"} <= set(data) else None
+
+
 def load_plan(root: Path) -> Plan:
     root = Path(root)
-    data = json.loads((root / naming.PLAN).read_text())
+    data = plan_data(root)
     cvs = [
         CvPlan(
             cv_name=cv["cv_name"],

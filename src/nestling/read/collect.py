@@ -12,27 +12,29 @@ writes the two tune tables, not 1,002 files (issue 15 #5). The tables are the sa
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from nestling.core.ml.scoring import parse_scoring_metrics, spread
-from nestling.core.tree import naming
+from nestling.core.ml.scoring import Spread, spread
+from nestling.core.tree import naming, tables
+from nestling.core.tree.run_state import RunState
+from nestling.execute import checkpoint_keeping
 from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collector's table model lives in execute/cv_table.py
     BASE_COLUMNS,
-    MISSING,
     CvSummary,
     _collect_cvs,
     file_stamp,
     is_fresh,
+    rank_key,
     write_cv_table,
     write_parquet_atomic,
 )
 from nestling.execute.search.rungs import Board
 from nestling.execute.search.study import Study, pruned_trials
+from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan, Plan
 from nestling.plan.store import find_plan_root, load_plan
 
@@ -44,11 +46,18 @@ class Collected:
 
     @property
     def counts(self) -> dict[str, int]:
+        """The plan's runs per state: success, failed, missing (no result) and pruned (never started: their trial
+        was pruned; they are no rows of the tables). They sum to the runs planned."""
         return {
-            "success": sum(c.n_success for c in self.cvs),
-            "failed": sum(c.n_failed for c in self.cvs),
-            "missing": sum(c.n_missing for c in self.cvs),
+            RunState.SUCCESS: sum(c.n_success for c in self.cvs),
+            RunState.FAILED: sum(c.n_failed for c in self.cvs),
+            RunState.MISSING: sum(c.n_missing for c in self.cvs),
+            RunState.PRUNED: sum(c.n_pruned for c in self.cvs),
         }
+
+    @property
+    def n_pruned_trials(self) -> int:
+        return sum(cv.state is TrialState.PRUNED for cv in self.cvs)
 
 
 WRITE_THREADS = 4  # per-cv parquet files written at once
@@ -74,20 +83,20 @@ def collect(path: Path, write: bool = True) -> Collected:
     root = find_plan_root(Path(path))
     plan_stamp = file_stamp(root / naming.PLAN)
     plan = load_plan(root)
-    scoring = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])
-    strategy = plan.options["cv"]["multi_score_strategy"]
-    cvs = _collect_cvs(_drawn_cvs(plan), scoring, strategy, _pruned(plan), _rungs(plan))
+    removed = checkpoint_keeping.removed_trials(plan.root) if plan.kind == "tune" else set()
+    cvs = _collect_cvs(_drawn_cvs(plan), plan.settings.scoring(), plan.settings.multi_score_strategy, _pruned(plan),
+                       removed, _rungs(plan))  # fmt: skip
     if plan.kind == "tune":
         cvs = _with_draw_order(plan, cvs)
     if write and plan.kind in ("cv", "tune", "retrain"):
         changed = [
             (planned.dir, cv)
             for planned, cv in zip(plan.cvs, cvs, strict=True)
-            if cv.state == "pruned" or not is_fresh(planned.dir, plan_stamp, cv.inputs)  # (a prune mark has no stamp)
+            if cv.state is TrialState.PRUNED or not is_fresh(planned.dir, plan_stamp, cv.inputs)  # (a prune mark has no stamp)
         ]
         _write_all(changed, plan_stamp)
     if write and plan.kind == "tune":
-        write_parquet_atomic(tune_table(cvs), plan.root / naming.TUNE_INFOS)
+        write_parquet_atomic(tune_table(cvs, plan.settings.select), plan.root / naming.TUNE_INFOS)
         write_parquet_atomic(tune_runs_table(cvs), plan.root / naming.RUN_INFOS)
     if write and plan.kind == "retrain":
         write_parquet_atomic(final_table(cvs[0]), plan.root / naming.FINAL_INFOS)
@@ -102,22 +111,27 @@ def final_table(cv: CvSummary) -> pl.DataFrame:
     rows "mean", "std" and "sem" of each over the successful runs (std with n - 1; NaN with fewer than two)."""
     table = cv.table
     metrics = [c for c in table.columns if c.startswith("test")]
-    seeds = table.select(
-        pl.lit("seed").alias("row"), "seed", "run_name", "status", "run_score", *metrics
+    seeds = tables.conform(
+        table.select(pl.lit("seed").alias("row"), "seed", "run_name", "status", "run_score", *metrics),
+        tables.FINAL_INFOS_COLUMNS,
     )
-    ok = table.filter(pl.col("status") == "success")
+    spreads = {column: _final_spread(cv, column) for column in ["run_score", *metrics]}
     rows = []
     for what in FINAL_ROWS:
         row: dict[str, Any] = {"row": what, "seed": None, "run_name": None, "status": None}
-        for column in ["run_score", *metrics]:
-            row[column] = _aggregate(what, [v for v in ok.get_column(column).to_list() if v is not None])
+        row.update({column: getattr(values, what) for column, values in spreads.items()})
         rows.append(row)
     return pl.concat([seeds, pl.DataFrame(rows, schema=seeds.schema)])
 
 
-def _aggregate(what: str, values: list[float]) -> float:
-    result: float = getattr(spread(values), what)
-    return result
+def final_score(cv: CvSummary) -> Spread:
+    """A retrain's test score: the mean, std and sem of its successful runs' scores (final_table's last rows)."""
+    return _final_spread(cv, "run_score")
+
+
+def _final_spread(cv: CvSummary, column: str) -> Spread:
+    ok = cv.table.filter(pl.col("status") == RunState.SUCCESS.value)
+    return spread([v for v in ok.get_column(column).to_list() if v is not None])
 
 
 def _drawn_cvs(plan: Plan) -> list[CvPlan]:
@@ -170,81 +184,79 @@ def _hp_columns(cvs: list[CvSummary]) -> list[str]:
     return keys
 
 
-def tune_table(cvs: list[CvSummary]) -> pl.DataFrame:
+def tune_table(cvs: list[CvSummary], select: str = "score") -> pl.DataFrame:
+    """One row per trial in trial order, with the declared dtypes (core/tree/tables.py) whatever the data; `rank`
+    is the trial's place in `ranked(cvs, select)`, the order the CLI and the report show."""
     hp_keys = _hp_columns(cvs)
-    rows = [
-        {
-            "cv_name": cv.cv_name,
-            "hp_index": cv.hp_index,
-            **{k: cv.hparams.get(k) for k in hp_keys},
-            "score": cv.score,
-            "score_is_unstable": cv.score_is_unstable,
-            "unstable_reason": cv.unstable_reason,
-            "run_score_mean": cv.spread.mean,
-            "run_score_std": cv.spread.std,
-            "run_score_sem": cv.spread.sem,
-            "lcb": cv.spread.lcb,
-            "n_runs": cv.n_runs,
-            "n_failed": cv.n_failed,
-            "state": cv.state,
-            "n_folds_done": cv.n_folds_done,
-            "n_epochs_done": cv.n_epochs_done,
-            "rung": cv.rung,
-            "bracket": cv.bracket,
-            "drawn_at": cv.drawn_at,
-        }
-        for cv in cvs
-    ]
-    return pl.DataFrame(rows, infer_schema_length=None, strict=False)
+    rank = {id(cv): i for i, cv in enumerate(ranked(cvs, select), 1)}
+    columns: dict[str, pl.Series] = {
+        "cv_name": pl.Series([cv.cv_name for cv in cvs], dtype=pl.String),
+        "hp_index": pl.Series([cv.hp_index for cv in cvs], dtype=pl.Int64),
+    }
+    for key in hp_keys:
+        values = [cv.hparams.get(key) for cv in cvs]
+        dtype = tables.hparam_dtype(values)
+        columns[key] = pl.Series(key, tables.hparam_values(values, dtype), dtype=dtype, strict=False)
+    rest: dict[str, list[Any]] = {
+        "score": [cv.score for cv in cvs],
+        "score_is_unstable": [cv.score_is_unstable for cv in cvs],
+        "unstable_reason": [cv.unstable_reason for cv in cvs],
+        "run_score_mean": [cv.spread.mean for cv in cvs],
+        "run_score_std": [cv.spread.std for cv in cvs],
+        "run_score_sem": [cv.spread.sem for cv in cvs],
+        "lcb": [cv.spread.lcb for cv in cvs],
+        "n_runs": [cv.n_runs for cv in cvs],
+        "n_failed": [cv.n_failed for cv in cvs],
+        "n_pruned": [cv.n_pruned for cv in cvs],
+        "state": [str(cv.state) for cv in cvs],
+        "n_folds_done": [cv.n_folds_done for cv in cvs],
+        "n_epochs_done": [cv.n_epochs_done for cv in cvs],
+        "rung": [cv.rung for cv in cvs],
+        "bracket": [cv.bracket for cv in cvs],
+        "drawn_at": [cv.drawn_at for cv in cvs],
+        "rank": [rank[id(cv)] for cv in cvs],
+    }
+    for name, column in rest.items():
+        columns[name] = pl.Series(name, column, dtype=tables.TUNE_INFOS_COLUMNS[name])
+    return pl.DataFrame(columns)
 
 
 def tune_runs_table(cvs: list[CvSummary]) -> pl.DataFrame:
-    """Every run of every cv, with `cv_name` and the hyperparameter columns (the cv tables, diagonally concatenated)."""
+    """Every run of every cv, with `cv_name` and the hyperparameter columns (the cv tables, diagonally concatenated);
+    each hyperparameter column has the dtype tune_infos.parquet gives it (tables.hparam_dtype)."""
     if not cvs:
-        return pl.DataFrame()
+        return pl.DataFrame(schema=tables.TUNE_RUN_INFOS_COLUMNS)
     hp_keys = _hp_columns(cvs)
     fast = _tune_runs_fast(cvs, hp_keys)
     return fast if fast is not None else _tune_runs_per_cv(cvs, hp_keys)
 
 
+def _hp_dtypes(cvs: list[CvSummary], hp_keys: list[str]) -> dict[str, Any]:
+    return {key: tables.hparam_dtype([cv.hparams.get(key) for cv in cvs]) for key in hp_keys}
+
+
 def _tune_runs_per_cv(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame:
     """The general path (and the reference the fast one must equal): cv_name and hyperparameter columns added to
     each cv's table, the tables diagonally concatenated."""
+    dtypes = _hp_dtypes(cvs, hp_keys)
     frames = []
     for cv in cvs:
-        extra = [pl.lit(cv.cv_name).alias("cv_name")]
-        extra += [_lit(cv.hparams.get(k)).alias(k) for k in hp_keys if k not in cv.table.columns]
+        extra = [pl.lit(cv.cv_name, dtype=pl.String).alias("cv_name")]
+        extra += [
+            pl.lit(tables.hparam_values([cv.hparams.get(k)], dtypes[k])[0], dtype=dtypes[k]).alias(k)
+            for k in hp_keys if k not in cv.table.columns
+        ]  # fmt: skip
         frames.append(cv.table.with_columns(extra))
     return pl.concat(frames, how="diagonal_relaxed")
 
 
-def _lit(value: Any) -> pl.Expr:
-    """pl.lit, but an integer is Int64 (pl.lit makes it Int32), the dtype tune_infos.parquet gives the same
-    hyperparameter: one dtype per column across every table."""
-    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
-        return pl.lit(value, dtype=pl.Int64)
-    return pl.lit(value)
-
-
-def _lit_dtype(value: Any) -> Any:
-    """The dtype `_lit(value)` gets, for the plain scalars hyperparameters are; None for anything else."""
-    if value is None:
-        return pl.Null
-    if isinstance(value, bool):
-        return pl.Boolean
-    if isinstance(value, int):
-        return pl.Int64 if -(2**63) <= value < 2**63 else None
-    if isinstance(value, float):
-        return pl.Float64
-    if isinstance(value, str):
-        return pl.String
-    return None
+SCALARS = (type(None), bool, int, float, str)
 
 
 def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | None:
     """The same table as the per-cv `with_columns(pl.lit(...))` + diagonal concat, built column-wise in one go
-    (1,000 cvs: one frame instead of 1,000 lazy queries). None when a hyperparameter is not a plain scalar or its
-    type varies in a way this does not mimic; the caller then takes the per-cv path."""
+    (1,000 cvs: one frame instead of 1,000 lazy queries). None when a hyperparameter is not a plain scalar or is
+    named like a column of the cv tables; the caller then takes the per-cv path."""
     order: dict[str, None] = {}
     for cv in cvs:
         order.update(dict.fromkeys(cv.table.columns))
@@ -253,42 +265,24 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
     metric_or_base = {c for cv in cvs for c in cv.table.columns}
     if any(k in metric_or_base for k in hp_keys):
         return None
+    if any(type(cv.hparams.get(k)) not in SCALARS for cv in cvs for k in hp_keys):
+        return None
     columns: dict[str, pl.Series] = {}
-    for key in hp_keys:
-        dtypes = {_lit_dtype(cv.hparams.get(key)) for cv in cvs}
-        if None in dtypes:
-            return None
-        real = dtypes - {pl.Null}
-        if not real:
-            dtype: Any = pl.Null
-        elif real == {pl.Int64, pl.Float64}:
-            dtype = pl.Float64
-        elif len(real) == 1:
-            dtype = real.pop()
-        else:
-            return None
+    for key, dtype in _hp_dtypes(cvs, hp_keys).items():
         values = [v for cv in cvs for v in [cv.hparams.get(key)] * cv.n_runs]
-        columns[key] = pl.Series(key, values, dtype=dtype, strict=False)
+        columns[key] = pl.Series(key, tables.hparam_values(values, dtype), dtype=dtype)
     runs = pl.concat([cv.table for cv in cvs], how="diagonal_relaxed")
     names = pl.Series("cv_name", [cv.cv_name for cv in cvs for _ in range(cv.n_runs)], dtype=pl.String)
     return runs.with_columns(names, *columns.values()).select(list(order))
 
 
 def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
-    """Trials best first: stable before unstable, then by score, or by lcb with select="lcb" (NaN last, then by
-    score); a pruned trial (scored on the folds, or at the rung, it reached) below every trial that ran them all,
-    and so is a trial paused at a rung (an unfinished tune)."""
-
-    def key(c: CvSummary) -> tuple[bool, bool, bool, bool, float, float]:
-        value = c.spread.lcb if select == "lcb" else c.score
-        score = 0 if math.isnan(c.score) else c.score
-        # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
-        return (math.isnan(c.score), c.state in ("pruned", "paused"), c.score_is_unstable, math.isnan(value),
-                -(0 if math.isnan(value) else value), -score)  # fmt: skip
-
-    return sorted(cvs, key=key)
+    """Trials best first (cv_table.rank_key): stable before unstable, then by score, or by lcb with select="lcb"
+    (NaN last, then by score); a pruned trial (scored on the folds, or at the rung, it reached) below every trial that
+    ran them all, and so is a trial paused at a rung (an unfinished tune)."""
+    return sorted(cvs, key=lambda c: rank_key(c, select))
 
 
 def selected(collected: Collected, select: str | None = None) -> str:
     """The ranking a tune was planned with (`--select`), unless `select` overrides it; older trees rank by score."""
-    return select or collected.plan.options.get("tune", {}).get("select", "score")
+    return select or collected.plan.settings.select

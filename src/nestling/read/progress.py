@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from nestling.core.tree.run_state import RunState
+
 
 class RunProgress:
     """Counts finished runs by status; usable as a context manager around a launch."""
@@ -12,7 +14,7 @@ class RunProgress:
     def __init__(self, total: int, description: str, quiet: bool = False) -> None:
         self.total = total
         self.counts: Counter[str] = Counter()
-        self._latest: dict[str, str] = {}  # run dir -> its last reported status
+        self._latest: dict[str, RunState] = {}  # run dir -> its last reported status
         self.quiet = quiet
         self._progress: Any = None
         self._task: Any = None
@@ -38,7 +40,7 @@ class RunProgress:
         if self._progress is not None:
             self._progress.stop()
 
-    def run_done(self, run_dir: str, status: str) -> None:
+    def run_done(self, run_dir: str, status: RunState) -> None:
         """A run ended (or paused at a rung). A run reported again (promoted, then paused or ended again; pruned
         after its pause) moves to its new status without advancing the bar: each run counts once."""
         previous = self._latest.get(run_dir)

@@ -8,15 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.host import tracking
-from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_state import RunState
+from nestling.launch.base import plural
 from nestling.read.collect import Collected, CvSummary, ranked, selected
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
+from nestling.read.console_table import Column, plus_minus, print_table, significant
 
 
 def status_target(collected: Collected) -> Path:
@@ -55,61 +51,104 @@ def short_name(name: str, parent: str | None, width: int = NAME_WIDTH) -> str:
     return name[:head] + "…" + name[len(name) - (width - 1 - head) :]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
 
 def scoring_names(collected: Collected) -> list[str]:
-    return [m.name for m in parse_scoring_metrics(collected.plan.options["cv"]["scoring_metric"])]
-
-
-def _mean_sem(cv: CvSummary) -> str:
-    """mean ± sem of the run scores (the mean alone when there is no spread to show)."""
-    mean, sem = cv.spread.mean, cv.spread.sem
-    return _fmt(mean) if math.isnan(sem) else f"{_fmt(mean)} ± {_fmt(sem)}"
+    return [m.name for m in collected.plan.settings.scoring()]
 
 
 def test_score_line(cv: CvSummary) -> str:
     """A retrain's test score over its seeds: mean ± sem, with the std and the number of seeds."""
     spread = cv.spread
+    sem = f" {plus_minus(spread.sem)} (sem; std {significant(spread.std, 2)}," if not math.isnan(spread.sem) else " ("
+    return f"test score {significant(spread.mean)}{sem} {cv.n_success} of {plural(cv.n_runs, 'seed')})"
+
+
+def runs_line(collected: Collected) -> str:
+    """`runs: 20 success, 16 pruned (8 trials pruned)`: every planned run in one state; a state no run is in is not
+    named, except success."""
+    counts = collected.counts
+    parts = [f"{n} {state}" for state, n in counts.items() if n or state == RunState.SUCCESS]
+    pruned = collected.n_pruned_trials
+    if pruned:
+        parts[-1] += f" ({plural(pruned, 'trial')} pruned)" if counts[RunState.PRUNED] else ""
+        if not counts[RunState.PRUNED]:
+            parts.append(f"{plural(pruned, 'trial')} pruned")
+    return "runs: " + ", ".join(parts)
+
+
+def best_line(cv: CvSummary | None, select: str, collected: Collected) -> str:
+    """The winner and its score, or why there is none (never `score nan`)."""
+    if cv is None or math.isnan(cv.score):
+        counts = collected.counts
+        why = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != RunState.SUCCESS)
+        return f"best ({select}): none; no trial has a score yet ({why or 'no runs'})"
+    sem = plus_minus(cv.spread.sem)
+    lcb = "" if math.isnan(cv.spread.lcb) else f", lcb {significant(cv.spread.lcb)}"
     return (
-        f"test score {_fmt(spread.mean)} ± {_fmt(spread.sem)} (sem; std {_fmt(spread.std)}, "
-        f"{cv.n_success} of {cv.n_runs} seeds)"
+        f"best ({select}): {cv.cv_name} score {significant(cv.score)}{' ' + sem + ' (sem)' if sem else ''}{lcb}; "
+        f"hparams {cv.hparams}"
     )
 
 
+def _tune_columns(collected: Collected, cvs: list[CvSummary], select: str) -> list[Column]:
+    """The ranked trials: rank, name, score and state stay longest, then the hyperparameters that vary (the first
+    longest), sem, lcb and the counts; a column nothing is in (no unstable or failed run) is not shown."""
+    plan = collected.plan
+    hp_keys = sorted({k for cv in cvs for k in cv.hparams})
+    varying = [k for k in hp_keys if len({repr(cv.hparams.get(k)) for cv in cvs}) > 1] or hp_keys
+    columns = [
+        Column("rank", [str(i) for i in range(1, len(cvs) + 1)], keep=100, numeric=True),
+        Column("trial", [short_name(str(cv.cv_name), plan.name) for cv in cvs], keep=100),
+        Column("score", [significant(cv.score) for cv in cvs], keep=95, numeric=True),
+        Column("sem", [plus_minus(cv.spread.sem) for cv in cvs], keep=40),
+        Column("lcb", [significant(cv.spread.lcb) for cv in cvs], keep=85 if select == "lcb" else 30, numeric=True),
+        Column("state", [str(cv.state) for cv in cvs], keep=90),
+    ]
+    columns[4:4] = [
+        Column(k, [significant(cv.hparams.get(k), 3) for cv in cvs], keep=70 - i, numeric=True) for i, k in
+        enumerate(varying)
+    ]  # fmt: skip
+    if any(cv.score_is_unstable for cv in cvs):
+        columns.append(Column("unstable", ["yes" if cv.score_is_unstable else "" for cv in cvs], keep=80))
+    columns.append(Column("runs", [str(cv.n_runs) for cv in cvs], keep=20, numeric=True))
+    if any(cv.n_failed for cv in cvs):
+        columns.append(Column("failed", [str(cv.n_failed) for cv in cvs], keep=25, numeric=True))
+    return columns
+
+
+def _cv_columns(collected: Collected, cv: CvSummary, all_columns: bool) -> tuple[list[Column], int]:
+    """A cv's (or a retrain's) runs: name, status, the scoring (or test) metrics, run_score, duration; and how many
+    logged metrics are not among them."""
+    plan = collected.plan
+    df = cv.table
+    logged = [c for c in df.columns if "/" in c]
+    shown = logged if all_columns or plan.kind == "retrain" else [c for c in scoring_names(collected) if c in df.columns]
+    metrics = [c for c in shown if not (plan.kind == "retrain" and c.startswith("train"))]
+    rows = list(df.iter_rows(named=True))
+    columns = [
+        Column("run_name", [short_name(str(r["run_name"]), cv.cv_name or plan.name) for r in rows], keep=100),
+        Column("status", [str(r["status"]) for r in rows], keep=90),
+        Column("duration", [significant(r["duration"], 3) for r in rows], keep=30, numeric=True),
+        *[Column(m, [significant(r.get(m)) for r in rows], keep=70 - i, numeric=True) for i, m in enumerate(metrics)],
+        Column("run_score", [significant(r["run_score"]) for r in rows], keep=95, numeric=True),
+    ]  # fmt: skip
+    return columns, len(logged) - len(metrics)
+
+
 def print_summary(collected: Collected, select: str | None = None, all_columns: bool = False) -> None:
-    """The tables after a plan ended. `select` overrides the plan's --select (score | lcb) for the ranking and the
-    best trial. By default a cv's table has the scoring metrics only, so that it fits a terminal; `all_columns`
-    (`nestling collect DIR --all`) adds every logged metric."""
+    """The tables after a plan ended, fitted to the terminal (console_table). `select` overrides the plan's --select
+    (score | lcb) for the ranking and the best trial. By default a cv's table has the scoring metrics only;
+    `all_columns` (`nestling collect DIR --all`) adds every logged metric."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     plan = collected.plan
-    counts = collected.counts
-    scoring = scoring_names(collected)
     if plan.kind == "tune":
         select = selected(collected, select)
         cvs = ranked(collected.cvs, select)
-        hp_keys = sorted({k for cv in cvs for k in cv.hparams})
-        varying = [k for k in hp_keys if len({repr(cv.hparams.get(k)) for cv in cvs}) > 1] or hp_keys
-        table = Table(title=f"tune {plan.name}: trials ranked by {select}")
-        for col in ["rank", "cv_name", *varying, "score", "mean ± sem", "lcb", "unstable", "runs", "failed"]:
-            table.add_column(col, no_wrap=col == "cv_name")
-        for rank, cv in enumerate(cvs, 1):
-            table.add_row(
-                str(rank),
-                short_name(str(cv.cv_name), plan.name),
-                *[_fmt(cv.hparams.get(k)) for k in varying],
-                _fmt(cv.score),
-                _mean_sem(cv),
-                _fmt(cv.spread.lcb),
-                "yes" if cv.score_is_unstable else "",
-                str(cv.n_runs),
-                str(cv.n_failed),
-            )
-        console.print(table)
+        columns = _tune_columns(collected, cvs, select)
+        print_table(console, f"tune {plan.name}: trials ranked by {select}", columns,
+                    f"all columns: {plan.root / 'tune_infos.parquet'}")  # fmt: skip
         notes = [(rank, cv) for rank, cv in enumerate(cvs, 1) if cv.score_is_unstable and cv.unstable_reason]
         for rank, cv in notes[:10]:  # why a trial is unstable: which run, which metric, which value
             console.print(
@@ -118,32 +157,17 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
         if len(notes) > 10:
             console.print(f"... {len(notes) - 10} more unstable trials: see unstable_reason in tune_infos.parquet")
         if cvs:
-            best = cvs[0]
-            console.print(
-                f"best ({select}): [bold]{best.cv_name}[/bold] score {_fmt(best.score)} "
-                f"(mean ± sem {_mean_sem(best)}, lcb {_fmt(best.spread.lcb)}) hparams {best.hparams}"
-            )
-        console.print(f"tables: {plan.root / 'tune_infos.parquet'}, {plan.root / 'run_infos.parquet'}")
+            console.print(best_line(cvs[0], select, collected), markup=False, highlight=False, soft_wrap=True)
+        console.print(f"tables: {plan.root / 'tune_infos.parquet'}, {plan.root / 'run_infos.parquet'}",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
     else:
         for cv in collected.cvs:
-            df = cv.table
             title = f"cv {cv.cv_name}" if cv.cv_name else f"run {plan.name}"
-            table = Table(title=title)
-            logged = [c for c in df.columns if "/" in c]
-            shown = logged if all_columns or plan.kind == "retrain" else [c for c in scoring if c in df.columns]
-            metric_cols = [c for c in shown if not (plan.kind == "retrain" and c.startswith("train"))]
-            cols = ["run_name", "status", "duration", *metric_cols, "run_score"]
-            for col in cols:
-                table.add_column(col, no_wrap=col == "run_name")
-            for row in df.iter_rows(named=True):
-                cells = [_fmt(row.get(c)) for c in cols]
-                cells[0] = short_name(cells[0], cv.cv_name or plan.name)
-                table.add_row(*cells)
-            console.print(table)
-            hidden = len(logged) - len(metric_cols)
+            columns, hidden = _cv_columns(collected, cv, all_columns)
+            print_table(console, title, columns, f"all columns: {plan.root / 'run_infos.parquet'}")
             if hidden > 0:
                 console.print(
-                    f"{_plural(hidden, 'more metric')} in run_infos.parquet; all columns: nestling collect {plan.root} --all",
+                    f"{plural(hidden, 'more metric')} in run_infos.parquet; all columns: nestling collect {plan.root} --all",
                     markup=False, highlight=False, soft_wrap=True,
                 )  # fmt: skip
             if plan.kind == "cv":
@@ -151,17 +175,16 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
                 if cv.score_is_unstable:
                     unstable = f" (unstable: {cv.unstable_reason})" if cv.unstable_reason else " (unstable)"
                 console.print(
-                    f"score {_fmt(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}",
+                    f"score {significant(cv.score)}{unstable}; table: {plan.root / 'run_infos.parquet'}",
                     markup=False, highlight=False, soft_wrap=True,
                 )  # fmt: skip
             if plan.kind == "retrain":
-                console.print(test_score_line(cv) + f"; table: {plan.root / 'final_infos.parquet'}")
-    console.print(
-        f"runs: {counts['success']} success, {counts['failed']} failed, {counts['missing']} missing"
-    )
+                console.print(test_score_line(cv) + f"; table: {plan.root / 'final_infos.parquet'}", markup=False,
+                              highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(runs_line(collected), markup=False, highlight=False, soft_wrap=True)
     groups = error_groups(collected)
     for error, n in groups:  # why the runs failed, each reason once (the traceback is in the run's error.txt)
-        console.print(f"{_plural(n, 'run')}: {error}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"{plural(n, 'run')}: {error}", markup=False, highlight=False, soft_wrap=True)
     if groups:
         console.print(f"see nestling status {status_target(collected)}", markup=False, soft_wrap=True)
     hint = offline_hint(collected)
@@ -171,14 +194,14 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
 
 def offline_hint(collected: Collected) -> str | None:
     """One line, when runs of this plan logged to W&B offline and are not uploaded yet: why, and how to upload."""
-    if not collected.plan.options.get("logging", {}).get("wandb_project"):
+    if not collected.plan.settings.wandb_project:
         return None
     run_dirs = [run.dir for cv in collected.plan.cvs for run in cv.runs]
     pending = tracking.unsynced_offline_runs(run_dirs)
     if not pending:
         return None
-    result = read_result(pending[0].parent.parent) or {}
-    why = f" ({result['wandb_reason']})" if result.get("wandb_reason") else ""
+    result = read_result(pending[0].parent.parent)
+    why = f" ({result.wandb_reason})" if result is not None and result.wandb_reason else ""
     return (
         f"W&B: {len(pending)} offline runs not uploaded yet{why}; upload them from a machine with network "
         f"(a login node): nestling sync {collected.plan.root}"

@@ -15,9 +15,6 @@ if TYPE_CHECKING:
     from nestling.core.ml.task import Split
     from nestling.tasks.synthetic import SyntheticSegmentation
 
-METRIC_NAMES = ("JaccardIndex", "Recall", "Precision", "F1Score")
-
-
 def _block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),

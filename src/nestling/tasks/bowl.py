@@ -25,7 +25,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.ml.task import Split
-from nestling.tasks.sleep import N_SAMPLES, SleepTask, _datamodule
+from nestling.tasks.sleep import N_SAMPLES, SleepTask, _datamodule, _module
 from nestling.tasks.synthetic import resolve_hparams
 
 if TYPE_CHECKING:
@@ -96,53 +96,17 @@ class BowlTask(SleepTask):
         return ["val/score"]
 
     def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
-        return _module(resolve_hparams(self.default_hparams(), hparams, "bowl"))
+        return _module(resolve_hparams(self.default_hparams(), hparams, "bowl"), _log_score, count_epochs=True)
 
     def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
         return _datamodule(split, "")
 
 
-def _module(hp: dict[str, Any]) -> lightning.LightningModule:
-    import time
-
-    import lightning
-    import torch
-    from torch import nn
-
-    class BowlModule(lightning.LightningModule):
-        epochs_done: torch.Tensor
-
-        def __init__(self, hparams: dict[str, Any]) -> None:
-            super().__init__()
-            self.save_hyperparameters(dict(hparams))
-            self.linear = nn.Linear(1, 1)
-            self.seed = torch.initial_seed()  # the run's seed: nestling seeds everything before building
-            self.register_buffer("epochs_done", torch.tensor(0))
-
-        def on_train_epoch_start(self) -> None:
-            self.epochs_done.fill_(self.current_epoch + 1)  # saved with the weights: validating a checkpoint
-            time.sleep(float(self.hparams["sleep_s"]))  # scores the epoch its weights come from
-
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            loss = nn.functional.mse_loss(self.linear(x), y)
-            self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
-            return loss
-
-        def _score(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
-            x, _ = batch
-            fold = int(round(float(x.min()) * N_SAMPLES))  # the fold, named by its first validation sample
-            max_epochs = int(self.trainer.max_epochs or 1)
-            value = observed_at(dict(self.hparams), fold, self.seed, int(self.epochs_done.item()), max_epochs)
-            self.log(f"{prefix}/score", value, on_step=False, on_epoch=True, batch_size=len(x))
-
-        def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-            self._score(batch, "val")
-
-        def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-            self._score(batch, "test")
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=float(self.hparams["lr"]))
-
-    return BowlModule(hp)
+def _log_score(module: Any, batch: tuple[Any, Any], prefix: str) -> None:
+    """`observed_at` for this run's fold (named by its first validation sample), seed and the epochs its weights
+    trained (the module's `epochs_done`: a test of a checkpoint scores that checkpoint's epoch), as `{prefix}/score`."""
+    x, _ = batch
+    fold = int(round(float(x.min()) * N_SAMPLES))
+    max_epochs = int(module.trainer.max_epochs or 1)
+    value = observed_at(dict(module.hparams), fold, module.seed, int(module.epochs_done.item()), max_epochs)
+    module.log(f"{prefix}/score", value, on_step=False, on_epoch=True, batch_size=len(x))

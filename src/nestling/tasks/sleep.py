@@ -7,6 +7,7 @@ task which fold it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -49,8 +50,17 @@ class SleepTask(Task):
         return _datamodule(split, fail_id if fail_id and fail_id in split.val else "")
 
 
-def _module(hp: dict[str, Any]) -> lightning.LightningModule:
-    """Built inside a function so that importing this module stays free of torch."""
+# logs a module's validation or test metrics for one batch: (module, (x, y), "val" | "test")
+LogMetrics = Callable[[Any, tuple[Any, Any], str], None]
+
+
+def _module(
+    hp: dict[str, Any], log_metrics: LogMetrics | None = None, *, count_epochs: bool = False
+) -> lightning.LightningModule:
+    """Built inside a function so that importing this module stays free of torch. `log_metrics` logs the
+    validation and test metrics (default: the constants of `hp`); the rest is the loop every sleep-like task shares.
+    `count_epochs`: the module keeps the epochs its weights trained in an `epochs_done` buffer, saved with them (a
+    task whose metrics follow a learning curve scores a checkpoint at its own epoch)."""
     import time
 
     import lightning
@@ -58,12 +68,19 @@ def _module(hp: dict[str, Any]) -> lightning.LightningModule:
     from torch import nn
 
     class SleepModule(lightning.LightningModule):
+        epochs_done: torch.Tensor  # with count_epochs
+
         def __init__(self, hparams: dict[str, Any]) -> None:
             super().__init__()
             self.save_hyperparameters(dict(hparams))
             self.linear = nn.Linear(1, 1)
+            self.seed = torch.initial_seed()  # the run's seed: nestling seeds everything before building
+            if count_epochs:
+                self.register_buffer("epochs_done", torch.tensor(0))
 
         def on_train_epoch_start(self) -> None:
+            if count_epochs:
+                self.epochs_done.fill_(self.current_epoch + 1)
             # One sleep per epoch, not per step, so an epoch takes sleep_s whatever the batch count.
             time.sleep(float(self.hparams["sleep_s"]))
 
@@ -73,24 +90,28 @@ def _module(hp: dict[str, Any]) -> lightning.LightningModule:
             self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
             return loss
 
-        def _constants(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
-            x, y = batch
-            value = float(self.hparams["value"])
-            n = len(x)
-            self.log(f"{prefix}/loss", nn.functional.mse_loss(self.linear(x), y), on_epoch=True, batch_size=n)
-            self.log(f"{prefix}/JaccardIndex", value, on_step=False, on_epoch=True, batch_size=n)
-            self.log(f"{prefix}/Recall", value, on_step=False, on_epoch=True, batch_size=n)
-
         def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-            self._constants(batch, "val")
+            (log_metrics or _constants)(self, batch, "val")
 
         def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-            self._constants(batch, "test")
+            (log_metrics or _constants)(self, batch, "test")
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=float(self.hparams["lr"]))
 
     return SleepModule(hp)
+
+
+def _constants(module: Any, batch: tuple[Any, Any], prefix: str) -> None:
+    """The sleep task's metrics: its loss, and JaccardIndex and Recall both equal to `value`."""
+    from torch import nn
+
+    x, y = batch
+    value = float(module.hparams["value"])
+    n = len(x)
+    module.log(f"{prefix}/loss", nn.functional.mse_loss(module.linear(x), y), on_epoch=True, batch_size=n)
+    module.log(f"{prefix}/JaccardIndex", value, on_step=False, on_epoch=True, batch_size=n)
+    module.log(f"{prefix}/Recall", value, on_step=False, on_epoch=True, batch_size=n)
 
 
 def _datamodule(split: Split, fail_id: str) -> lightning.LightningDataModule:

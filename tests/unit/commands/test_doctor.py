@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -97,7 +98,7 @@ def test_bad_option_values_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     with pytest.raises(UsageError, match=r"--container_runtime 'dockerish' is not one of auto, apptainer"):
         doctor_main([*base, "--container_runtime", "dockerish"], which=which("podman"))  # refused when parsed
     rc, out = doctor([*base, "--container_env", "NOVALUE"], capsys, which=which("podman"))
-    assert rc == 2 and "KEY=VALUE" in out
+    assert rc == 2 and "NOVALUE' is passed by name but is not set here" in out
     rc, out = doctor([*SLEEP, "--artifact_dir", str(tmp_path), "--n_folds", "1"], capsys, which=which())
     assert rc == 2 and "bad option" in rows(out, "cv plan")[0]
 
@@ -170,3 +171,38 @@ def test_every_bad_container_option_is_its_own_row(tmp_path: Path, capsys: pytes
     assert "bad option" in rows(out, "container args")[0]
     rc, out = doctor([*SLEEP, "--artifact_dir", str(tmp_path), "--container_bind", str(tmp_path)], capsys)
     assert rc == 2 and "without an image" in rows(out, "container")[0]
+
+
+def test_the_image_is_run_once_for_its_python_and_nestling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26 #9, through the apptainer stand-in: which interpreter answers in the image, whether its nestling
+    imports and is this version; a URI image is reported as pulled once at launch."""
+    from nestling import __version__
+    from nestling.testing import fake_apptainer
+
+    fake_apptainer.install(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    sif = fake_apptainer.make_image(tmp_path / "n.sif", {"python3": sys.executable})
+    argv = [*SLEEP, "--artifact_dir", str(tmp_path / "art"), "--container_image", str(sif)]
+    rc, out = doctor(argv, capsys)
+    assert rc == 0, out
+    assert "apptainer version 1.3.4" in rows(out, "container runtime")[0]
+    assert "python3 (the image's python)" in rows(out, "worker python")[0]
+    assert f"{__version__}, the same as here" in rows(out, "image nestling")[0]
+
+    old = tmp_path / "old-python"
+    old.write_text("#!/bin/sh\necho '{\"nestling_version\": \"0.0.9\"}'\n")
+    old.chmod(0o755)
+    fake_apptainer.make_image(sif, {"python": str(old)})
+    rc, out = doctor(argv, capsys)
+    assert rc == 1 and f"the image has nestling 0.0.9, this host {__version__}" in rows(out, "image nestling")[0]
+    assert f"fix: rebuild the image with nestling=={__version__}" in out
+
+    fake_apptainer.make_image(sif, {})
+    rc, out = doctor(argv, capsys)
+    assert rc == 1 and "neither python nor python3 runs in" in rows(out, "worker python")[0]
+
+    uri = [*argv[:-1], "docker://registry.example.org/me/nestling:0.2"]  # auto: apptainer, installed
+    rc, out = doctor(uri, capsys)
+    assert "pulled once when a launch starts" in rows(out, "container image")[0]

@@ -91,3 +91,48 @@ def test_relative_artifact_dir_under_a_directory_is_fine(
     monkeypatch.chdir(tmp_path)
     assert main(["cv", *SLEEP, "--n_folds", "2", "--launcher", "slurm", "--dry_run", "--artifact_dir", "art"]) == 0
     assert os.path.isdir(tmp_path / "art" / "_dry_run")
+
+
+@pytest.mark.parametrize(
+    ("hp", "said"),
+    [
+        ("lr=abc", "hyperparameter lr='abc' (--hp / [hparams]) is text, but the task's default lr=0.01 is a number: "
+                   "e.g. --hp lr=0.01"),
+        ("lr=true", "is a boolean, but the task's default lr=0.01 is a number"),
+        ("fail_if_val_contains=3", """is a number, but the task's default fail_if_val_contains='' is text: e.g. """
+                                   """--hp fail_if_val_contains='"3"'"""),
+    ],
+)  # fmt: skip
+def test_a_fixed_hyperparameter_of_the_wrong_kind_is_refused_at_preflight(
+    hp: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21 #11: `--hp width=abc` failed every run at run time (exit 1); the task's defaults tell its kinds."""
+    art = tmp_path / "art"
+    assert main(["cv", *SLEEP, "--n_folds", "2", "--hp", hp, "--artifact_dir", str(art)]) == 2
+    assert said in _one_error_line(capsys)
+    assert not art.exists()
+
+
+def test_numbers_stand_in_for_each_other_and_a_quoted_number_is_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for hp in ("lr=1", "sleep_s=0", 'fail_if_val_contains="3"'):
+        assert main(["cv", *SLEEP, "--n_folds", "2", "--hp", hp, "--launcher", "slurm", "--dry_run",
+                     "--artifact_dir", str(tmp_path / "art")]) == 0, hp  # fmt: skip
+
+
+def test_a_dry_run_of_a_tune_with_retrain_says_what_the_retrain_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21 #13: the dry run named the tune's trials and scripts, never the retrain that follows."""
+    space = tmp_path / "hp.toml"
+    space.write_text("[hyperparameters]\nvalue = [0.3, 0.7]\n")
+    argv = ["tune", *SLEEP, "--hpconfig", str(space), "--n_trials", "2", "--n_folds", "2", "--test_split", "random",
+            "--retrain", "--dry_run", "--artifact_dir", str(tmp_path / "art"), "--name", "t"]  # fmt: skip
+    for launcher, when in (("local", "then"), ("slurm", "a SLURM job after the collector job runs")):
+        assert main([*argv, "--launcher", launcher]) == 0
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        assert line.startswith(f"--retrain: {when} nestling retrain {tmp_path / 'art' / 't'}: the best trial (by "
+                               "--select score) trained on 32 samples (train + val) with 1 seed")  # fmt: skip
+        assert line.endswith("tested on the 8 test samples, as t-final")
+    assert not (tmp_path / "art" / "t").exists()

@@ -48,7 +48,7 @@ def test_an_option_set_back_to_its_default_is_a_change(tmp_path: Path, capsys: p
 def test_force_applies_an_option_set_back_to_its_default(tmp_path: Path) -> None:
     art = planned(tmp_path)
     args = resume_args(art, "--max_epochs", "10", "--force")
-    resumed = prepare_resume("cv", parse_config(args), args)
+    resumed = prepare_resume("cv", parse_config(args), explicit_options(args))
     assert resumed.changes == ["--max_epochs 1 -> 10"]
     assert resumed.record["forced_changes"] == ["--max_epochs 1 -> 10"]
     specs = [json.loads(naming.RunPaths(r.dir).spec.read_text()) for r in load_plan(resumed.root).runs]
@@ -59,7 +59,7 @@ def test_force_applies_every_reported_device_option(tmp_path: Path) -> None:
     """--strategy ddp --devices 2 reach the rerun specs through the planning device rule (ddp_fork, 2 devices)."""
     art = planned(tmp_path)
     args = resume_args(art, "--strategy", "ddp", "--devices", "2", "--max_epochs", "2", "--force")
-    resumed = prepare_resume("cv", parse_config(args), args)
+    resumed = prepare_resume("cv", parse_config(args), explicit_options(args))
     assert sorted(resumed.changes) == sorted(
         ["--strategy 'auto' -> 'ddp'", "--devices ['auto'] -> ['2']", "--max_epochs 1 -> 2"]
     )
@@ -73,13 +73,14 @@ def test_force_applies_every_reported_device_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "named"),
     [(["--n_folds", "3"], "--n_folds 2 -> 3"), (["--hp", "value=0.9"], "--hp value None -> 0.9"),
-     (["--multi_score_strategy", "min"], "--multi_score_strategy 'geometric' -> 'min'")],
+     (["--score_epoch", "best"], "--score_epoch 'last' -> 'best'")],
 )  # fmt: skip
 def test_force_refuses_what_it_cannot_apply(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], named: str
 ) -> None:
-    """An option that defines the plan (folds, hyperparameters, scoring) cannot reach the reruns: refused, even
-    with --force, instead of being reported as forced and ignored; nothing in the tree changes."""
+    """An option that defines the plan (folds, hyperparameters, which epoch's metrics a run records) cannot reach
+    the reruns: refused, even with --force, instead of being reported as forced and ignored; nothing in the tree
+    changes. (The scoring metrics and their combination can: a forced resume rescores, tests/e2e/test_rescoring.py.)"""
     art = planned(tmp_path)
     before = sorted(p.relative_to(art) for p in art.rglob("*"))
     assert main(["cv", *resume_args(art, *extra, "--force")]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -278,7 +279,7 @@ def test_help_lists_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag, choices in CHOICES.items():
         assert f"--{flag} {choices}" in out
-    config_help = out[out.index("--config CONFIG  ") : out.index("Data [")]
+    config_help = out[out.index("--config FILE  ") : out.index("Data [")]
     assert "[hparams]" in config_help and "[hyperparameters]" in config_help  # a tune's space may live there
 
 
@@ -312,7 +313,8 @@ def test_choices_match_the_modules_that_act_on_them() -> None:
 
     assert typing.get_args(config.FoldMethod) == folds.FOLD_METHODS
     assert typing.get_args(config.TestSplit) == folds.TEST_SPLITS
-    assert typing.get_args(config.ContainerRuntime) == container_options.RUNTIMES
+    runtimes = ("auto", *container_options.SIF_RUNTIMES, *container_options.OCI_RUNTIMES)
+    assert sorted(typing.get_args(config.RuntimeName)) == sorted(runtimes)
 
 
 def test_config_file_and_space_read_yaml_floats_alike(tmp_path: Path) -> None:
@@ -329,3 +331,15 @@ def test_unreadable_config_file_is_one_line(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe max_epochs = 3\n")
     with pytest.raises(UsageError, match=r"^--config '.*c.toml' cannot be read: 'utf-8' codec"):
         parse_config(["--config", str(path)])
+
+
+def test_help_names_what_each_flag_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help shows N, X, FILE, KEY=VALUE, true|false after a flag, never simple-parsing's dests or types (issue 21
+    #12: `DATA.N_FOLDS`, `[[str]]`)."""
+    with pytest.raises(SystemExit):
+        parse_config(["--help"], prog="nestling tune")
+    text = capsys.readouterr().out
+    assert not re.search(r"[A-Z]+\.[A-Z_]+|\[\[\w+\]\]|\[list|\[bool\]", text), text
+    for shown in ("--n_folds N", "--test_fraction X", "--hp KEY=VALUE", "--hpconfig [FILE]", "--retrain [true|false]",
+                  "--config FILE", "--task NAME|MODULE:ATTR", "--time_min MINUTES", "--seeds [SEED ...]"):  # fmt: skip
+        assert shown in text, shown

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_a_lazy_handle_imports_its_module_on_first_use() -> None:
     code = (
@@ -17,3 +19,15 @@ def test_a_lazy_handle_imports_its_module_on_first_use() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True", "run_result.json", "run_result.json"]
+
+
+def test_a_name_rebound_in_the_module_is_seen_through_the_handle() -> None:
+    from nestling.core.lazy import lazy_module
+    from nestling.core.tree import naming
+
+    handle = lazy_module("nestling.core.tree.naming")
+    assert handle.RUN_RESULT == "run_result.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(naming, "RUN_RESULT", "elsewhere.json")
+        assert handle.RUN_RESULT == "elsewhere.json"
+    assert handle.RUN_RESULT == "run_result.json"

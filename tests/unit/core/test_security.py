@@ -15,7 +15,7 @@ import pytest
 
 import nestling
 from nestling.commands.cli import main
-from nestling.core.containers.spec import passthrough_env
+from nestling.core.containers.env import plan_env
 from nestling.launch.slurm.sbatch import batch_log_params
 
 SRC = Path(nestling.__file__).parent
@@ -82,13 +82,17 @@ def test_names_are_validated_before_any_path(
 
 
 def test_secrets_are_not_passed_into_images() -> None:
-    """Only allow-listed variables enter a container; a key the user wants inside goes through --container_env."""
+    """Only allow-listed variables enter a container; a key the user wants inside is named with --container_env
+    KEY, and then goes by name only (the runtime's own environment, never its command line)."""
     env = {**SECRETS, "SLURM_JOB_ID": "7", "WANDB_MODE": "offline"}
-    assert passthrough_env(env) == {"SLURM_JOB_ID": "7", "WANDB_MODE": "offline"}
+    plan = plan_env(env, [])
+    assert (plan.literal, plan.by_name) == ({"SLURM_JOB_ID": "7", "WANDB_MODE": "offline"}, {})
+    asked = plan_env(env, [("WANDB_API_KEY", None)])
+    assert asked.by_name == {"WANDB_API_KEY": "fake-secret-123"} and "WANDB_API_KEY" not in asked.literal
 
 
 def test_plan_files_hold_no_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """plan.json, splits.json and run_specs.jsonl are made from options only, never from the environment."""
+    """plan.json (and its copy), splits.json and run_specs.jsonl are made from options only, never from the environment."""
     from nestling.core.options.config import parse_config
     from nestling.plan.preflight import prepare
     from nestling.plan.store import write_plan
@@ -99,7 +103,7 @@ def test_plan_files_hold_no_environment(tmp_path: Path, monkeypatch: pytest.Monk
     prepared = prepare(parse_config(args), "cv")
     write_plan(prepared.plan, prepared.splits)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert sorted(p.name for p in files) == ["plan.json", "run_specs.jsonl", "splits.json"]
+    assert sorted(p.name for p in files) == ["plan.copy.json", "plan.json", "run_specs.jsonl", "splits.json"]
     for path in files:
         data = path.read_bytes()
         assert not any(v.encode() in data for v in SECRETS.values()), path
@@ -126,7 +130,7 @@ def test_no_secret_in_the_container_command(runtime: str, job_task: bool) -> Non
                          auto_binds=("/art",), python="python3")  # fmt: skip
     environ = {**SECRETS, "SLURM_JOB_ID": "7", "SLURM_JOB_GPUS": "0", "WANDB_MODE": "offline", "PATH": "/bin"}
     argv = spec.wrap(["/usr/bin/python3", "-m", "nestling.worker", "--serve"], environ=environ, gpus=["0"],
-                     job_task=job_task)  # fmt: skip
+                     job_task=job_task).argv  # fmt: skip
     joined = "\0".join(argv)
     assert not [k for k, v in SECRETS.items() if v in joined or k in joined], argv
     assert "WANDB_MODE=offline" in joined
@@ -144,7 +148,7 @@ def test_slurm_dry_run_scripts_hold_no_secret(
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(container_mod, "resolve_runtime", lambda opts, **_: opts.runtime)
+    monkeypatch.setattr(container_mod, "resolve_runtime", lambda image, runtime, which=None: runtime)
     real = shutil.which
     monkeypatch.setattr(
         shutil, "which", lambda n, *a, **k: None if n in ("sinfo", "scontrol", "squeue") else real(n, *a, **k)
@@ -159,3 +163,35 @@ def test_slurm_dry_run_scripts_hold_no_secret(
     assert any(p.suffix == ".sbatch" for p in written) and "sbatch" in out
     for text in [out, *(p.read_text() for p in written)]:
         assert not [k for k, v in SECRETS.items() if v in text or k in text]
+
+
+def test_a_secret_passed_by_name_is_named_and_never_valued_in_a_dry_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--container_env WANDB_API_KEY (by name): the dry run's example command names it, units.json names it, the
+    value appears nowhere; the value on the command line is refused with one line, exit 2, nothing written."""
+    import shutil
+
+    from nestling.core.containers import spec as container_mod
+
+    monkeypatch.setenv("WANDB_API_KEY", SECRETS["WANDB_API_KEY"])
+    monkeypatch.setattr(container_mod, "resolve_runtime", lambda image, runtime, which=None: runtime)
+    real = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda n, *a, **k: None if n in ("sinfo", "scontrol", "squeue") else real(n, *a, **k)
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["cv", "--task", "sleep", "--n_folds", "2", "--n_seeds", "1", "--artifact_dir", "art", "--name", "s",
+            "--launcher", "slurm", "--dry_run", "--container_image", "localhost/img:1", "--container_runtime",
+            "podman", "--container_env"]  # fmt: skip
+    assert main([*args, "WANDB_API_KEY"]) == 0
+    out = capsys.readouterr().out
+    units = (tmp_path / "art" / "_dry_run" / "s" / "units.json").read_text()
+    assert " -e WANDB_API_KEY " in out and '"WANDB_API_KEY"' in units
+    for text in [out, *(p.read_text() for p in (tmp_path / "art").rglob("*") if p.is_file())]:
+        assert SECRETS["WANDB_API_KEY"] not in text
+    shutil.rmtree(tmp_path / "art")
+    assert main([*args, f"WANDB_API_KEY={SECRETS['WANDB_API_KEY']}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--container_env WANDB_API_KEY" in err[0] and SECRETS["WANDB_API_KEY"] not in err[0]
+    assert not (tmp_path / "art").exists()

@@ -15,14 +15,16 @@ import stat
 import sys
 import threading
 import time
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nestling.commands.cli import main
-from nestling.commands.sync import WANDB_EXECUTABLE_ENV, sync
+from nestling.commands.sync import WANDB_EXECUTABLE_ENV, upload_offline_runs
 from nestling.core.host import tracking
+from nestling.core.options.choices import WandbMode
 from nestling.core.tree import naming
 from nestling.core.tree.run_spec import RunSpec
 
@@ -155,8 +157,8 @@ def test_the_users_wandb_mode_wins_and_nothing_is_probed(
     def no_probe(*args: object) -> str:
         raise AssertionError("probed although WANDB_MODE was set")
 
-    monkeypatch.setattr(tracking, "_ask", no_probe)
-    for option in tracking.MODES:
+    monkeypatch.setattr(tracking, "_ask_wandb", no_probe)
+    for option in typing.get_args(WandbMode):  # every --wandb_mode
         decision = tracking.decide(option, env_for(closed_port(), WANDB_MODE=user))
         assert decision.mode == mode
         assert (decision.reason is None) == (mode == "online")
@@ -167,7 +169,7 @@ def test_an_explicit_mode_never_probes(option: str, monkeypatch: pytest.MonkeyPa
     def no_probe(*args: object) -> str:
         raise AssertionError("probed although --wandb_mode was given")
 
-    monkeypatch.setattr(tracking, "_ask", no_probe)
+    monkeypatch.setattr(tracking, "_ask_wandb", no_probe)
     decision = tracking.decide(option, env_for(closed_port()))
     assert decision.mode == option
     assert decision.reason == ("--wandb_mode offline" if option == "offline" else None)
@@ -180,7 +182,7 @@ def test_the_probe_is_bounded_even_when_the_request_hangs(monkeypatch: pytest.Mo
         time.sleep(5)
         return None
 
-    monkeypatch.setattr(tracking, "_ask", hang)
+    monkeypatch.setattr(tracking, "_ask_wandb", hang)
     clock = time.perf_counter()
     reason = tracking.probe(env_for(443), timeout=0.3)
     elapsed = time.perf_counter() - clock
@@ -206,7 +208,7 @@ def test_one_probe_per_process_and_host(monkeypatch: pytest.MonkeyPatch) -> None
         calls.append(base)
         return "refused"
 
-    monkeypatch.setattr(tracking, "_ask", refuse)
+    monkeypatch.setattr(tracking, "_ask_wandb", refuse)
     env = env_for(9)
     assert [tracking.decide("auto", env).mode for _ in range(3)] == ["offline"] * 3
     assert calls == ["http://127.0.0.1:9"]
@@ -368,7 +370,7 @@ def test_an_earlier_failed_attempt_holds_back_the_later_ones(tree: dict[str, Pat
         uploaded.append(path)
         return path != tree["a1"], "boom"
 
-    counts = sync(tree["cv"], upload)
+    counts = upload_offline_runs(tree["cv"], upload)
     assert uploaded == [tree["a1"], tree["b1"]]  # a2 is not uploaded before a1
     assert counts.synced == [tree["b1"]]
     assert [p for p, _ in counts.failed] == [tree["a1"], tree["a2"]]
@@ -382,7 +384,7 @@ def test_a_run_synced_by_hand_with_wandb_sync_is_skipped(tree: dict[str, Path]) 
         uploaded.append(path)
         return True, ""
 
-    counts = sync(tree["cv"], upload)
+    counts = upload_offline_runs(tree["cv"], upload)
     assert uploaded == [tree["a1"], tree["a2"]]
     assert counts.skipped == [tree["b1"]]
 
@@ -449,13 +451,12 @@ def test_an_online_start_that_raises_is_retried_offline(tmp_path: Path, monkeypa
         return f"logger-{mode}"
 
     monkeypatch.setattr(run, "_start_wandb", start)
-    tracked: dict[str, object] = {}
-    assert run.start_wandb_logger(spec_for(tmp_path, "online"), tracked) == "logger-offline"
+    logger, tracked = run.start_wandb_logger(spec_for(tmp_path, "online"))
+    assert logger == "logger-offline"
     assert started == ["online", "offline"]
-    assert tracked == {
-        "wandb_mode": "offline",
-        "wandb_reason": "W&B online start failed: RuntimeError: AuthenticationError: API key invalid (401)",
-    }
+    assert tracked == run.Tracking(
+        mode="offline", reason="W&B online start failed: RuntimeError: AuthenticationError: API key invalid (401)"
+    )
 
 
 def test_a_run_trains_without_wandb_when_not_even_offline_starts(
@@ -471,13 +472,13 @@ def test_a_run_trains_without_wandb_when_not_even_offline_starts(
         raise OSError(f"no space left ({mode})")
 
     monkeypatch.setattr(run, "_start_wandb", start)
-    tracked: dict[str, object] = {}
-    assert run.start_wandb_logger(spec_for(tmp_path, "online"), tracked) is None
-    assert tracked["wandb_mode"] == "disabled"
-    assert tracked["wandb_reason"] == (
+    logger, tracked = run.start_wandb_logger(spec_for(tmp_path, "online"))
+    assert logger is None
+    assert tracked.mode == "disabled"
+    assert tracked.reason == (
         "W&B online start failed: OSError: no space left (online); offline start failed too: OSError: no space "
         "left (offline)"
     )
-    tracked.clear()
-    assert run.start_wandb_logger(spec_for(tmp_path, "offline"), tracked) is None
-    assert tracked == {"wandb_mode": "disabled", "wandb_reason": "W&B offline start failed: OSError: no space left (offline)"}
+    logger, tracked = run.start_wandb_logger(spec_for(tmp_path, "offline"))
+    assert logger is None
+    assert tracked == run.Tracking("disabled", "W&B offline start failed: OSError: no space left (offline)")

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from nestling.core.tree.atomic import read_json
-from nestling.core.tree.run_epochs import read_curve
+from nestling.core.tree.run_epochs import StopReason, read_curve
 from nestling.core.tree.run_spec import RunSpec
+from nestling.core.tree.run_state import RunState
 from nestling.execute.run_attempt import execute
 from tests.unit.execute.test_run import make_run
 
@@ -23,10 +24,10 @@ def test_a_promoted_run_continues_its_epochs_schedule_log_and_attempt(tmp_path: 
     straight = _spec(make_run(tmp_path, "s", task="_scheduled_task:ScheduledTask", scoring=("val/JaccardIndex",)), 5)
     paused = _spec(make_run(tmp_path, "p", task="_scheduled_task:ScheduledTask", scoring=("val/JaccardIndex",)), 5)
     whole = execute(straight)
-    assert whole is not None and whole["status"] == "success" and whole["stop_reason"] == "completed"
+    assert whole is not None and whole.status is RunState.SUCCESS and whole.stop_reason is StopReason.COMPLETED
     results = [execute(paused, until_epoch=until) for until in (1, 3, None)]
-    assert [(r["epochs_trained"], r["stop_reason"], r["attempt"]) for r in results if r] == [
-        (1, "paused", 1), (3, "paused", 1), (5, "completed", 1)
+    assert [(r.epochs_trained, r.stop_reason, r.attempt) for r in results if r] == [
+        (1, StopReason.PAUSED, 1), (3, StopReason.PAUSED, 1), (5, StopReason.COMPLETED, 1)
     ]  # fmt: skip
     assert execute(paused, until_epoch=3) == results[-1]  # a finished run is never trained again
     rates = [round(e["lr"], 9) for e in read_curve(paused.run_dir)]
@@ -36,4 +37,5 @@ def test_a_promoted_run_continues_its_epochs_schedule_log_and_attempt(tmp_path: 
     rows = log.read_text().splitlines()
     epochs = [int(r.split(",")[0]) for r in rows[1:] if r.split(",")[rows[0].split(",").index("lr")]]
     assert epochs == [0, 1, 2, 3, 4] and not (Path(paused.run_dir) / "logs" / "attempt-2").exists()
-    assert results[-1]["duration"] > results[0]["duration"]  # the segments' time, summed
+    first, last = results[0], results[-1]
+    assert first is not None and last is not None and last.duration > first.duration  # the segments' time, summed

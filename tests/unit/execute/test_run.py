@@ -113,15 +113,15 @@ def test_a_run_that_failed_in_test_resumes_with_its_validation_metrics(
     spec = RunSpec.from_dict(read_json(run / "run_spec.json"))
 
     first = execute(spec)
-    assert first is not None and (first["status"], first["attempt"]) == ("failed", 1)
-    assert first["error"] == "RuntimeError: injected failure in test"
+    assert first is not None and (first.status, first.attempt) == ("failed", 1)
+    assert first.error == "RuntimeError: injected failure in test"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert "injected failure in test" in (run / "error.txt").read_text()
 
     flag.unlink()
     second = execute(spec)
-    assert second is not None and (second["status"], second["attempt"], second["error"]) == ("success", 2, None)
-    metrics = second["metrics"]
+    assert second is not None and (second.status, second.attempt, second.error) == ("success", 2, None)
+    metrics = second.metrics
     assert (metrics["val/JaccardIndex"], metrics["val/Recall"]) == (0.5, 0.5)  # the sleep task's constants
     assert (metrics["test/JaccardIndex"], metrics["test/Recall"]) == (0.5, 0.5)
     assert json.loads((run / "run_result.json").read_text())["metrics"] == metrics
@@ -136,12 +136,12 @@ def test_a_run_without_every_scoring_metric_is_failed_not_success(tmp_path: Path
 
     run = make_run(tmp_path, scoring=("val/JaccardIndex", "val/F1Score"))  # the sleep task logs no F1Score
     result = execute(RunSpec.from_dict(read_json(run / "run_spec.json")))
-    assert result is not None and result["status"] == "failed"
-    assert result["error"] == (
-        "MissingMetricError: the run ended without the scoring metric(s) val/F1Score; it logged: "
-        "test/JaccardIndex, test/Recall, test/loss, train/loss, val/JaccardIndex, val/Recall, val/loss"
+    assert result is not None and result.status == "failed"
+    assert result.error == (  # at the first validation's end, before Lightning's ModelCheckpoint would fail on it
+        "MissingMetricError: the run logged no val/F1Score to score (it logged val/JaccardIndex, val/Recall, "
+        "val/loss); log it in validation_step, or score on logged metrics: --scoring_metric val/JaccardIndex"
     )
-    assert result["metrics"] == {}
+    assert result.metrics == {}
     assert "MissingMetricError" in (run / "error.txt").read_text()
 
 
@@ -172,5 +172,5 @@ def test_score_epoch_chooses_whose_metrics_are_scored(tmp_path: Path, score_epoc
     spec = read_json(run / "run_spec.json")
     spec.update(max_epochs=3, score_epoch=score_epoch)
     result = execute(RunSpec.from_dict(spec))
-    assert result is not None and result["status"] == "success", result
-    assert result["metrics"]["val/JaccardIndex"] == pytest.approx(expected)
+    assert result is not None and result.status == "success", result
+    assert result.metrics["val/JaccardIndex"] == pytest.approx(expected)

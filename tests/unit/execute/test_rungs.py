@@ -17,8 +17,9 @@ from nestling.core.errors import UsageError
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
 from nestling.core.tree.run_epochs import StopReason, read_curve, record_epoch, run_epochs
-from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_spec import RunSpec
+from nestling.core.tree.run_state import RunState
 from nestling.execute.search import pruners, rungs, study
 from nestling.plan.store import load_plan, load_spec
 from nestling.plan.units import run_dirs_per_cv, work_units
@@ -29,7 +30,7 @@ from nestling.testing import bowl_workers
 def make_tune(tmp_path: Path, name: str, *extra: str, n_trials: int = 12, n_folds: int = 2) -> Path:
     """A bowl tune of up to 9 epochs per run, as a fresh process sees it; no epoch counted yet."""
     bowl_workers.EPOCHS_TRAINED.clear()
-    return bowl_workers.plan_tune(tmp_path, name, "--max_epochs", "9", *extra, n_trials=n_trials, n_folds=n_folds)
+    return bowl_workers.plan_bowl_tune(tmp_path, name, "--max_epochs", "9", *extra, n_trials=n_trials, n_folds=n_folds)
 
 
 def decided(root: Path) -> rungs.Board:
@@ -101,11 +102,11 @@ def test_a_trial_is_pruned_as_soon_as_it_can_never_be_promoted() -> None:
 
 def test_run_epochs_reads_how_far_a_result_trained() -> None:
     assert run_epochs(None) == run_epochs(None) and not run_epochs(None).final
-    paused = run_epochs({"status": "success", "epochs_trained": 3, "stop_reason": "paused"})
+    paused = run_epochs(RunResult.from_json({"status": "success", "epochs_trained": 3, "stop_reason": "paused"}))
     assert paused.paused and not paused.final and paused.epochs_trained == 3
-    assert run_epochs({"status": "success", "epochs_trained": 9, "stop_reason": "completed"}).final
-    assert run_epochs({"status": "failed"}).final
-    old = run_epochs({"status": "success"})  # written before runs recorded epochs: complete
+    assert run_epochs(RunResult.from_json({"status": "success", "epochs_trained": 9, "stop_reason": "completed"})).final
+    assert run_epochs(RunResult.from_json({"status": "failed"})).final
+    old = run_epochs(RunResult.from_json({"status": "success"}))  # written before runs recorded epochs: complete
     assert old.final and old.stop_reason == StopReason.COMPLETED
 
 
@@ -120,11 +121,11 @@ def test_the_curve_keeps_each_epoch_once_when_an_attempt_retrains_past_a_checkpo
 
 def test_the_progress_bar_counts_each_run_once_with_its_latest_status() -> None:
     progress = RunProgress(2, "t", quiet=True)
-    progress.run_done("a", "paused")
-    progress.run_done("b", "paused")
-    progress.run_done("a", "success")
-    progress.run_done("b", "pruned")
-    assert dict(progress.counts) == {"success": 1, "pruned": 1}
+    progress.run_done("a", RunState.PAUSED)
+    progress.run_done("b", RunState.PAUSED)
+    progress.run_done("a", RunState.SUCCESS)
+    progress.run_done("b", RunState.PRUNED)
+    assert dict(progress.counts) == {RunState.SUCCESS: 1, RunState.PRUNED: 1}
 
 
 # -- the refusals ------------------------------------------------------------------------------------------------
@@ -159,9 +160,9 @@ def test_serial_asha_decides_every_trial_and_never_trains_an_epoch_twice(tmp_pat
     assert len(reached[0]) == 12 and 4 <= len(reached[1]) < 12 and 1 <= len(reached[2]) < len(reached[1])
     for rung in (0, 1):
         best = sorted(reached[rung], key=lambda t: -t.values[rung])[: max(1, len(reached[rung]) // 3)]
-        assert all(t.decisions[rung] == rungs.Decision.PROMOTE for t in best)
+        assert all(t.decisions[rung] == rungs.RungDecision.PROMOTE for t in best)
         assert {t.index for t in reached[rung + 1]} == {t.index for t in reached[rung]
-                                                         if t.decisions[rung] == rungs.Decision.PROMOTE}  # fmt: skip
+                                                         if t.decisions[rung] == rungs.RungDecision.PROMOTE}  # fmt: skip
     complete = [t for t in trials if not t.pruned]
     assert complete == reached[2] and all(t.complete for t in complete)
     # the epochs each run trained, counted by the simulated worker, are those its result says
@@ -174,7 +175,7 @@ def test_serial_asha_decides_every_trial_and_never_trains_an_epoch_twice(tmp_pat
     assert sum(counts.values()) == n0 * 2 * 1 + n1 * 2 * 2 + n2 * 2 * 6 <= 12 * 2 * 9 / 2
     for t in trials:  # a decision for every rung a trial left or stopped at
         assert all(rung in t.decisions for rung in t.values if rung < len(t.rungs) - 1)
-        assert t.pruned == (t.decisions.get(t.top) == rungs.Decision.PRUNE)
+        assert t.pruned == (t.decisions.get(t.top) == rungs.RungDecision.PRUNE)
 
 
 def test_the_tables_say_how_far_each_run_and_trial_trained(tmp_path: Path) -> None:
@@ -254,10 +255,10 @@ def test_the_first_decision_stands_when_two_workers_decide_at_once(tmp_path: Pat
     assert board is not None
     trial = board.trial(0)
     board.paths.dir.mkdir(parents=True)
-    assert board._decide(trial, 0, rungs.Decision.PROMOTE) == rungs.Decision.PROMOTE
+    assert board._decide(trial, 0, rungs.RungDecision.PROMOTE) == rungs.RungDecision.PROMOTE
     other = rungs.Board.from_root(root)
     assert other is not None
-    assert other._decide(other.trial(0), 0, rungs.Decision.PRUNE) == rungs.Decision.PROMOTE
+    assert other._decide(other.trial(0), 0, rungs.RungDecision.PRUNE) == rungs.RungDecision.PROMOTE
     assert not board.paths.pruned(0).exists()
     assert json.loads(board.paths.decision(0, 0).read_text())["decision"] == "promote"
 

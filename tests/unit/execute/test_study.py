@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from nestling.core.options.config import parse_config
+from nestling.core.options.config import explicit_options, parse_config
 from nestling.core.tree import naming
 from nestling.execute.search import pruners, study, trials
 from nestling.plan.store import load_plan
 from nestling.plan.units import run_dirs_per_cv, work_units
-from nestling.testing.bowl_workers import plan_tune, simulate_unit
+from nestling.testing.bowl_workers import plan_bowl_tune, simulate_unit
 
 
 def make_tune(tmp_path: Path, name: str, *extra: str, n_trials: int = 12, n_folds: int = 3) -> Path:
-    return plan_tune(tmp_path, name, *extra, n_trials=n_trials, n_folds=n_folds)
+    return plan_bowl_tune(tmp_path, name, *extra, n_trials=n_trials, n_folds=n_folds)
 
 
 def run_serial(root: Path) -> list[str]:
@@ -122,7 +122,7 @@ def test_the_intermediate_score_is_the_cv_score_over_the_folds_done(tmp_path: Pa
     scores = [json.loads((r.dir / naming.RUN_RESULT).read_text())["metrics"]["val/score"] for r in runs]
     for k in (1, 2, 3):
         assert trial.values[k] == pytest.approx(cv_score([(v, False, "success") for v in scores[:k]])[0])
-    assert trial.state == trials.COMPLETE and trial.score == pytest.approx(sum(scores) / 3)
+    assert trial.state is trials.TrialState.COMPLETE and trial.score == pytest.approx(sum(scores) / 3)
 
 
 def test_halving_keeps_the_best_quarter_at_each_rung() -> None:
@@ -138,15 +138,15 @@ def test_halving_keeps_the_best_quarter_at_each_rung() -> None:
 
 
 def test_median_waits_for_three_complete_trials_then_stops_those_below_the_median() -> None:
-    def trial(*values: float, state: str = trials.COMPLETE) -> trials.TrialState:
-        return trials.TrialState(0, {}, 0.0, state, {k + 1: v for k, v in enumerate(values)}, len(values))
+    def trial(*values: float, state: trials.TrialState = trials.TrialState.COMPLETE) -> trials.Trial:
+        return trials.Trial(0, {}, 0.0, state, {k + 1: v for k, v in enumerate(values)}, len(values))
 
     assert pruners.MEDIAN_STARTUP_TRIALS == 3
     done = [trial(v, v) for v in (0.1, 0.2)]
     assert not pruners.median_prunes(trial(0.0), 1, done)  # two complete: too early
     done.append(trial(0.3, 0.3))
-    assert pruners.median_prunes(trial(0.15, state=trials.RUNNING), 1, done)  # median 0.2
-    assert not pruners.median_prunes(trial(0.25, state=trials.RUNNING), 1, done)
+    assert pruners.median_prunes(trial(0.15, state=trials.TrialState.RUNNING), 1, done)  # median 0.2
+    assert not pruners.median_prunes(trial(0.25, state=trials.TrialState.RUNNING), 1, done)
 
 
 def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_rest(tmp_path: Path) -> None:
@@ -171,8 +171,8 @@ def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_res
     if 7 in pruned:
         naming.TrialPaths(root).pruned(7).unlink()
     shutil.rmtree(plan.cvs[7].dir)
-    config = parse_config(["--resume", "r", "--artifact_dir", str(tmp_path / "art")], prog="nestling tune")
-    resumed = prepare_resume("tune", config, ["--resume", "r", "--artifact_dir", str(tmp_path / "art")])
+    argv = ["--resume", "r", "--artifact_dir", str(tmp_path / "art")]
+    resumed = prepare_resume("tune", parse_config(argv, prog="nestling tune"), explicit_options(argv))
     redo = {Path(d).parent.name for dirs in resumed.run_dirs for d in dirs}
     assert redo == {f"r-cv{i}" for i in (lost, 7, 8, 9)}
     study._STUDIES.clear()
@@ -181,7 +181,7 @@ def test_resume_keeps_drawn_and_pruned_trials_reruns_lost_ones_and_draws_the_res
     after = draws(root)
     assert after[: 7] == before[: 7]  # kept, the lost trial's configuration included
     s = study.Study(load_plan(root))
-    assert all(s.trial(i).state in (trials.COMPLETE, trials.PRUNED) for i in range(10))
+    assert all(s.trial(i).state in (trials.TrialState.COMPLETE, trials.TrialState.PRUNED) for i in range(10))
     assert len({json.dumps(p, sort_keys=True) for p in after}) == 10
 
 
@@ -228,3 +228,28 @@ def test_a_claim_whose_drawer_died_is_taken_over_and_a_live_ones_is_waited_for(t
     paths.draw(1).write_text(json.dumps(live))
     study._take_over_if_abandoned(paths.draw(1))
     assert json.loads(paths.draw(1).read_text()) == live  # its drawer lives: left alone
+
+
+def test_trial_states_are_the_strings_of_the_tree() -> None:
+    """Draw files and tune_infos.parquet's `state` column hold these strings; finished trials never change."""
+    assert [s.value for s in trials.TrialState] == ["complete", "pruned", "failed", "paused", "running", "waiting"]
+    assert [s for s in trials.TrialState if s.is_finished()] == [
+        trials.TrialState.COMPLETE, trials.TrialState.PRUNED, trials.TrialState.FAILED
+    ]
+    assert json.dumps({"state": trials.TrialState.PRUNED}) == '{"state": "pruned"}'
+
+
+def test_tpe_start_up_scales_with_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21 #15: Optuna's 10 random start-up trials made a 12-trial TPE tune 10 random draws and 2 TPE ones; now
+    a quarter of the budget (at least 1, at most 10) is random, and the 4th trial of 12 is TPE's."""
+    assert [study.tpe_startup_trials(n) for n in (1, 4, 12, 39, 40, 1000)] == [1, 1, 3, 9, 10, 10]
+    root = make_tune(tmp_path, "s", "--sampler", "tpe", "--tune_seed", "5", n_trials=12)
+    per_cv = run_dirs_per_cv(load_plan(root))
+    for cv in per_cv[:3]:  # three complete trials
+        simulate_unit(cv)
+    tpe = study.Study(load_plan(root)).ask(3)
+    monkeypatch.setattr(study, "tpe_startup_trials", lambda n: 10)
+    random_start = study.Study(load_plan(root)).ask(3)
+    assert tpe != random_start  # the scaled start-up made trial 3 a TPE draw
+    monkeypatch.setattr(study, "tpe_startup_trials", lambda n: 4)
+    assert study.Study(load_plan(root)).ask(3) == random_start  # a 4th random draw is what Optuna's default gave

@@ -13,7 +13,7 @@ import pytest
 from nestling.commands.cli import main
 from nestling.core.host.devices import PINNED_GPUS_ENV, serial_slot
 from nestling.core.options.config import parse_config
-from nestling.execute.training import _record_devices, accelerator_name, pinned_devices
+from nestling.execute.training import Placement, _placement, accelerator_name, pinned_devices
 from nestling.launch.factory import make_launcher
 from nestling.launch.local import LocalLauncher
 
@@ -47,18 +47,15 @@ class FakeCuda:
 
 def test_accelerator_and_device_names_are_recorded() -> None:
     assert accelerator_name(CUDAAccelerator()) == "cuda" and accelerator_name(CPUAccelerator()) == "cpu"
-    cpu: dict[str, Any] = {"cuda_visible_devices": None}
-    assert _record_devices(FakeTrainer(CPUAccelerator()), cpu) is None
-    assert cpu == {"cuda_visible_devices": None, "accelerator": "cpu", "device_names": ["cpu"]}
-    gpu: dict[str, Any] = {"cuda_visible_devices": None}
+    assert _placement(FakeTrainer(CPUAccelerator()), environ={}) == (Placement("cpu", ["cpu"]), None)
     cuda = FakeCuda()
-    assert _record_devices(FakeTrainer(CUDAAccelerator()), gpu, cuda) is cuda
-    assert gpu == {"accelerator": "cuda", "device_names": ["NVIDIA H200 #0", "NVIDIA H200 #1"],
-                   "cuda_visible_devices": "0,1"}  # fmt: skip  (not pinned: what the process could see)
+    placement, found = _placement(FakeTrainer(CUDAAccelerator()), cuda, environ={})
+    assert found is cuda
+    assert placement == Placement("cuda", ["NVIDIA H200 #0", "NVIDIA H200 #1"],
+                                  visible_devices="0,1")  # fmt: skip  (not pinned: what the process could see)
     assert cuda.reset == [0, 1]  # the peak is this run's
-    pinned: dict[str, Any] = {"cuda_visible_devices": "4,6"}
-    _record_devices(FakeTrainer(CUDAAccelerator()), pinned, FakeCuda())
-    assert pinned["cuda_visible_devices"] == "4,6"
+    pinned, _ = _placement(FakeTrainer(CUDAAccelerator()), FakeCuda(), environ={"CUDA_VISIBLE_DEVICES": "4,6"})
+    assert pinned.visible_devices is None  # the launcher's pinning is recorded as it is, not replaced
 
 
 def test_serial_worker_is_pinned_to_the_gpus_its_runs_use(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ lines are pinned exactly), and of the container description the factory builds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from nestling.commands.cli import main
 from nestling.core.containers import binds as container_binds
-from nestling.core.containers import runtimes
+from nestling.core.containers import oci, runtimes
 from nestling.core.containers import spec as container
 from nestling.core.containers.spec import ContainerSpec
 from nestling.core.options.config import parse_config
@@ -27,15 +28,16 @@ def slurm_task_command(
 ) -> list[str]:
     """What a SLURM task (array task, srun rank) starts: the worker in the image, GPUs from its environment."""
     assert spec is not None
-    return spec.wrap([*WORKER, *args], environ=environ, interactive=interactive, job_task=True)
+    return spec.wrap([*WORKER, *args], environ=environ, interactive=interactive, job_task=True).argv
 
 
 @pytest.fixture(autouse=True)
 def _pretend_apptainer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """apptainer 'installed', root, no CDI spec, no SLURM controller: snapshots must not depend on the host."""
-    monkeypatch.setattr(container, "resolve_runtime", lambda opts, **_: opts.runtime)
-    monkeypatch.setattr(runtimes, "_host_user", lambda: (0, 0))
-    monkeypatch.setattr(runtimes, "nvidia_cdi_present", lambda: False)
+    """apptainer 1.3 'installed', root, no CDI spec, no SLURM controller: snapshots must not depend on the host."""
+    monkeypatch.setattr(container, "resolve_runtime", lambda image, runtime, which=None: runtime)
+    monkeypatch.setattr(container, "runtime_version", lambda name, run=None: f"{name} version 1.3.4")
+    monkeypatch.setattr(runtimes, "host_user", lambda: (0, 0))
+    monkeypatch.setattr(oci, "nvidia_cdi_present", lambda: False)
     real = shutil.which
     monkeypatch.setattr(
         shutil, "which", lambda n, *a, **k: None if n in ("sinfo", "scontrol", "squeue") else real(n, *a, **k)
@@ -68,9 +70,11 @@ def test_container_spec_binds_artifact_dir_and_task_data_dirs(
     assert spec == ContainerSpec(
         image=f"{site}/n.sif", runtime="apptainer", binds=(f"{site}/models:/models:ro",),
         env=("WANDB_MODE=offline", "HF_HOME=/models"), args="",
-        auto_binds=(f"{site}/art",),
+        auto_binds=(f"{site}/art:{site}/art",),
         python="python",  # the host interpreter is not bound in: the image's python runs the worker
         workdir=f"{site}/art",  # the submitting dir is not bound in; the artifact dir always is
+        runtime_version="apptainer version 1.3.4",  # --no-eval: values arrive literally
+        gpu=True,  # --accelerator gpu: the driver goes in even when no GPU id is known
     )  # fmt: skip
 
     class WithData:
@@ -79,7 +83,7 @@ def test_container_spec_binds_artifact_dir_and_task_data_dirs(
 
     (site / "art" / "cache").mkdir(parents=True)
     with_data = container_spec(config, WithData())
-    assert with_data is not None and with_data.auto_binds == (f"{site}/art", f"{site}/models")
+    assert with_data is not None and with_data.auto_binds == (f"{site}/art:{site}/art", f"{site}/models:{site}/models")
     with pytest.raises(Exception, match="does not exist"):
         container_spec(config, type("Missing", (), {"data_dirs": lambda self: ["/nonexistent/data"]})())
     assert container_spec(parse_config(["--task", "sleep"])) is None
@@ -89,9 +93,10 @@ def test_local_worker_apptainer_command(site: Path) -> None:
     spec = container_spec(parse_config(options(site)))
     assert spec is not None
     host_env = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HOME": "/root", "CONTAINERS_CONF": "/x"}
-    argv = spec.wrap([*WORKER, "--serve"], environ=host_env, gpus=["3"], interactive=True)
+    argv = spec.wrap([*WORKER, "--serve"], environ=host_env, gpus=["3"], interactive=True).argv
     assert argv == [
-        "apptainer", "exec", "--contain", "--cleanenv", "--nv",
+        "apptainer", "exec", "--contain", "--bind", "/dev", "--workdir", "/tmp/nestling-0", "--cleanenv",
+        "--no-eval", "--nv",
         "--bind", f"{site}/art:{site}/art", "--bind", f"{site}/models:/models:ro",
         "--env", "WANDB_MODE=offline", "--env", "HF_HOME=/models",
         "--env", "OMP_NUM_THREADS=1", "--env", "PYTHONUNBUFFERED=1",
@@ -105,7 +110,7 @@ def test_local_worker_podman_command_keeps_stdin_and_host_python(site: Path) -> 
     binds = ["--container_bind", *container_binds.host_python_binds()]
     spec = container_spec(parse_config([*options(site, "podman", "localhost/nestling-test:latest"), *binds]))
     assert spec is not None
-    argv = spec.wrap([*WORKER, "--serve"], environ={}, gpus=None, interactive=True)
+    argv = spec.wrap([*WORKER, "--serve"], environ={}, gpus=None, interactive=True).argv
     assert argv[:7] == ["podman", "run", "--rm", "--init", "--ipc=host", "-i", "--security-opt"]
     assert argv[-5:] == ["localhost/nestling-test:latest", sys.executable, "-m", "nestling.worker", "--serve"]
     assert argv[argv.index("-w") + 1] == f"{site}/art"  # podman cannot start in a dir the image lacks
@@ -176,14 +181,16 @@ def test_slurm_array_sbatch_script_and_apptainer_task_command(
     # what array task 1 then starts on its node: one worker in the image, fed unit after unit on stdin
     spec = container_spec(parse_config(options(site)))
     assert slurm_task_command(["--serve"], spec, SLURM_TASK_ENV, interactive=True) == [
-        "apptainer", "exec", "--contain", "--cleanenv", "--nv",
+        "apptainer", "exec", "--contain", "--bind", "/dev", "--workdir", "/tmp/nestling-0", "--cleanenv",
+        "--no-eval", "--nv",
         "--bind", f"{site}/art:{site}/art", "--bind", f"{site}/models:/models:ro",
         "--env", "WANDB_MODE=offline", "--env", "HF_HOME=/models",
         "--env", "SLURM_JOB_ID=101", "--env", "SLURM_ARRAY_JOB_ID=100", "--env", "SLURM_ARRAY_TASK_ID=1",
         "--env", "SLURM_NTASKS=1", "--env", "SLURMD_NODENAME=gpu07", "--env", "SLURM_JOB_GPUS=3",
         "--env", "SLURM_STEP_GPUS=3",
-        # apptainer runs inside the task's cgroup: SLURM's (renumbered) CUDA_VISIBLE_DEVICES is the right one
-        "--env", "NESTLING_IN_CONTAINER=1", "--env", "CUDA_VISIBLE_DEVICES=0", "--env", "NESTLING_PHYSICAL_GPUS=0",
+        # apptainer runs inside the task's cgroup: SLURM's (renumbered) CUDA_VISIBLE_DEVICES is the right one;
+        # the physical id recorded is the node-level one SLURM granted (issue 26 #9)
+        "--env", "NESTLING_IN_CONTAINER=1", "--env", "CUDA_VISIBLE_DEVICES=0", "--env", "NESTLING_PHYSICAL_GPUS=3",
         "--pwd", f"{site}/art",  # the submitting dir is not bound: the worker starts in the artifact dir
         f"{site}/n.sif", "python", "-m", "nestling.worker", "--serve",
     ]  # fmt: skip
@@ -199,8 +206,12 @@ def test_slurm_task_command_oci_uses_node_level_gpu_ids(site: Path) -> None:
     assert "HOME=/home/me" not in argv and "SUBMITIT_EXECUTOR=slurm" not in argv
     # no GRES (--accelerator cpu): no GPU flags at all
     cpu_env = {k: v for k, v in SLURM_TASK_ENV.items() if "GPU" not in k and k != "CUDA_VISIBLE_DEVICES"}
-    argv = slurm_task_command(["/r"], spec, cpu_env)
+    cpu = container_spec(parse_config([*options(site, "docker", "nestling:latest"), "--accelerator", "cpu"]))
+    argv = slurm_task_command(["/r"], cpu, cpu_env)
     assert "--gpus" not in argv and not any(a.startswith("CUDA_VISIBLE_DEVICES") for a in argv)
+    # a GPU task whose GRES gave no ids (count-only): every GPU of the task, rather than none
+    argv = slurm_task_command(["/r"], spec, cpu_env)
+    assert argv[argv.index("--gpus") + 1] == "all"
 
 
 def test_multi_task_jobs_get_the_host_network_on_oci(site: Path) -> None:
@@ -237,7 +248,8 @@ def test_spec_round_trips_through_units_json_and_pickle(site: Path, capsys: pyte
         "runtime": spec.runtime, "auto_binds": list(spec.auto_binds), "env": {}, "python": spec.python,
         "workdir": spec.workdir,
     }  # fmt: skip
-    assert ContainerSpec.from_json(legacy) == spec
+    # the older shapes knew neither `gpu` nor the version: a queued launch runs as it was planned then
+    assert ContainerSpec.from_json(legacy) == dataclasses.replace(spec, gpu=False)
     # what an array task reads back from the launch's units.json is the spec the submitting host built
     assert main(["cv", *options(site), "--launcher", "slurm", "--dry_run"]) == 0
     units = json.loads((site / "art" / "_dry_run" / "snap" / "units.json").read_text())
@@ -275,9 +287,9 @@ def test_worker_starts_in_a_bound_dir_and_gets_absolute_run_dirs(
     monkeypatch.chdir(under)  # inside the bind site/models:/models, which is not at the same path
     spec = container_spec(parse_config(options(site, "podman", "nestling:latest")))
     assert spec is not None and spec.workdir == f"{under}/art"
-    argv = spec.wrap([*WORKER, "--serve"], environ={}, interactive=True)
+    argv = spec.wrap([*WORKER, "--serve"], environ={}, interactive=True).argv
     workdir = argv[argv.index("-w") + 1]
-    assert workdir in spec.auto_binds and f"{workdir}:{workdir}" in argv
+    assert f"{workdir}:{workdir}" in spec.auto_binds and f"{workdir}:{workdir}" in argv
 
     # every path a worker reads is absolute, so it means the same from the bound dir it starts in
     prepared = prepare(parse_config(options(site)), "cv")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from nestling.commands.cli import main
-from nestling.core.containers import runtimes
+from nestling.core.containers import oci, runtimes
 from nestling.core.containers import spec as container
 
 REPO = Path(__file__).resolve().parents[3]
@@ -49,9 +49,9 @@ CASES = {
 @pytest.fixture(autouse=True)
 def _host_independent(monkeypatch: pytest.MonkeyPatch) -> None:
     """No SLURM controller, the container runtime 'installed', root, no CDI spec: the host cannot leak in."""
-    monkeypatch.setattr(container, "resolve_runtime", lambda opts, **_: opts.runtime)
-    monkeypatch.setattr(runtimes, "_host_user", lambda: (0, 0))
-    monkeypatch.setattr(runtimes, "nvidia_cdi_present", lambda: False)
+    monkeypatch.setattr(container, "resolve_runtime", lambda image, runtime, which=None: runtime)
+    monkeypatch.setattr(runtimes, "host_user", lambda: (0, 0))
+    monkeypatch.setattr(oci, "nvidia_cdi_present", lambda: False)
     real = shutil.which
     monkeypatch.setattr(
         shutil, "which", lambda n, *a, **k: None if n in ("sinfo", "scontrol", "squeue") else real(n, *a, **k)

@@ -10,6 +10,7 @@ import pytest
 
 from nestling.commands.cli import main
 from nestling.core.options.config import parse_config
+from nestling.core.tree.run_state import RunState
 from nestling.launch import factory
 from nestling.launch.local import LocalLauncher
 
@@ -80,7 +81,7 @@ def test_fewer_units_than_slots_leaves_no_worker_behind(tmp_path: Path) -> None:
     from nestling.launch.base import Progress
 
     class Quiet(Progress):
-        def run_done(self, run_dir: str, status: str) -> None:
+        def run_done(self, run_dir: str, status: RunState) -> None:
             pass
 
         def set_done(self, done: int, counts: dict[str, int]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from nestling.commands.cli import main
+from nestling.core.containers.runtimes import Wrapped
 from nestling.core.host.devices import MEMORY_FRACTION_ENV
 from nestling.core.options.config import parse_config
 from nestling.execute import array_task
@@ -128,6 +129,9 @@ FAKE_WORKER = textwrap.dedent("""
         unit = json.loads(line)
         for d in unit["run_dirs"]:
             time.sleep(0.2)  # a run takes time: the other workers get their share
+            if "big" in d and os.environ["NESTLING_MEMORY_FRACTION"] != "1":  # out of memory at 1/K of the GPU
+                print(json.dumps({"run_dir": d, "status": "failed", "failure_class": "oom_shared"}), flush=True)
+                continue
             with open(d, "w") as f:
                 f.write(os.environ["NESTLING_MEMORY_FRACTION"] + " " + str(os.getpid()))
             print(json.dumps({"run_dir": d, "status": "success"}), flush=True)
@@ -141,9 +145,8 @@ def test_packed_runner_shares_the_runs_among_k_workers(tmp_path: Path, monkeypat
     runner = array_task.PackedRunner(None, 4)
     original = runner.command
 
-    def command() -> tuple[list[str], dict[str, str]]:
-        _, env = original()
-        return [sys.executable, str(script)], env
+    def command(alone: bool = False) -> Wrapped:
+        return Wrapped([sys.executable, str(script)], original(alone).env)
 
     monkeypatch.setattr(runner, "command", command)
     runs = [str(tmp_path / f"run{i}") for i in range(12)]
@@ -154,3 +157,17 @@ def test_packed_runner_shares_the_runs_among_k_workers(tmp_path: Path, monkeypat
     assert {fraction for fraction, _ in written} == {"0.25"}
     assert len(runner.children) == 4 and all(c.returncode == 0 for c in runner.children)
     assert len({pid for _, pid in written}) >= 2  # the runs were shared, not run by one worker
+
+
+def test_a_run_out_of_memory_on_the_shared_gpu_runs_again_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    runner = array_task.PackedRunner(None, 2)
+    original = runner.command
+    monkeypatch.setattr(runner, "command", lambda alone=False: Wrapped([sys.executable, str(script)], original(alone).env))
+    runs = [str(tmp_path / name) for name in ("a", "big1", "b", "big2", "c")]
+    statuses = runner.run_all(array_task.RunSource([runs], None))
+    runner.close()
+    assert sorted(statuses) == ["success"] * 5  # the last state of each run: the failure alone is not counted
+    assert [Path(r).read_text().split()[0] for r in runs] == ["0.5", "1", "0.5", "1", "0.5"]
+    assert len(runner.children) == 3  # 2 shared workers, then 1 alone on the GPU

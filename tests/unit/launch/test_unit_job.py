@@ -16,7 +16,7 @@ from nestling.launch import entry
 def test_unit_job_runs_the_worker_as_a_child_and_forwards_preemption(tmp_path: Path) -> None:
     """UnitJob never imports the training code: it starts `python -m nestling.worker`; on checkpoint the worker
     gets the preemption signal (it saves and exits 75) and the job resubmits itself with the same unit."""
-    assert entry.unit_command(["/r/a", "/r/b"]) == [sys.executable, "-m", "nestling.worker", "/r/a", "/r/b"]
+    assert entry.unit_command(["/r/a", "/r/b"]).argv == [sys.executable, "-m", "nestling.worker", "/r/a", "/r/b"]
     ready = tmp_path / "ready"
     child = textwrap.dedent(f"""
         import pathlib, signal, sys, time

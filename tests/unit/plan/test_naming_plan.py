@@ -11,7 +11,7 @@ import pytest
 from nestling.core.errors import UsageError
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
-from nestling.plan.build import plan_run, plan_single_cv, plan_tune, seeds_for
+from nestling.plan.build import plan_tune, plan_untuned, seeds_for
 from nestling.plan.model import Plan
 from nestling.plan.specs import run_specs
 from nestling.plan.units import run_dirs_per_cv, work_units
@@ -137,13 +137,13 @@ def test_plan_tune_names_and_dirs() -> None:
 
 
 def test_plan_single_cv_and_run() -> None:
-    cv = plan_single_cv(config("--n_seeds", "1"), name="c", hparams={}, n_folds=2)
+    cv = plan_untuned("cv", config("--n_seeds", "1"), name="c", hparams={}, n_folds=2)
     assert (cv.kind, cv.root) == ("cv", Path("/art/_cross_validations/c"))
     assert [r.run_dir for r in run_specs(cv)] == [
         f"/art/_cross_validations/c/c-run-f{f}s42-{r.run_id}" for f, r in enumerate(cv.runs)
     ]
     assert all(r.tune_name is None and r.cv_name == "c" for r in run_specs(cv))
-    run = plan_run(config("--fold", "1"), name="r", hparams={}, n_folds=2)
+    run = plan_untuned("run", config("--fold", "1"), name="r", hparams={}, n_folds=2)
     (spec,) = run_specs(run)
     assert (spec.run_name, spec.fold, spec.seed, spec.cv_name) == ("r", 1, 42, None)
     assert spec.run_dir == f"/art/_runs/r-{spec.run_id}"
@@ -220,7 +220,7 @@ def test_relaunching_strategies_become_their_fork_variant(strategy: str, expecte
     """Several devices inside a cv/tune or a local single run: a strategy that would re-run the worker is forked."""
     plan = tune_plan("--strategy", strategy, "--devices", "2")
     assert {(r.strategy, r.devices) for r in run_specs(plan)} == {(expected, 2)}
-    run = plan_run(config("--strategy", strategy, "--devices", "2"), name="r", hparams={}, n_folds=2)
+    run = plan_untuned("run", config("--strategy", strategy, "--devices", "2"), name="r", hparams={}, n_folds=2)
     assert [(r.strategy, r.devices) for r in run_specs(run)] == [(expected, 2)]
     one = tune_plan("--strategy", strategy, "--devices", "1")
     assert {r.strategy for r in run_specs(one)} == {strategy}  # one device: nothing is launched
@@ -228,7 +228,7 @@ def test_relaunching_strategies_become_their_fork_variant(strategy: str, expecte
 
 def test_single_run_on_slurm_keeps_its_strategy() -> None:
     """There SLURM starts one task per device and Lightning's SLURMEnvironment wires DDP: no re-launch."""
-    run = plan_run(config("--strategy", "ddp", "--devices", "2", "--launcher", "slurm"), name="r", hparams={},
+    run = plan_untuned("run", config("--strategy", "ddp", "--devices", "2", "--launcher", "slurm"), name="r", hparams={},
                    n_folds=2)  # fmt: skip
     assert [(r.strategy, r.devices) for r in run_specs(run)] == [("ddp", 2)]
 

@@ -127,7 +127,8 @@ def test_tune_page_figures_are_valid_vega_lite(tune: Path) -> None:
         validate_jsonschema(fig.spec, schema)  # raises on an invalid spec
     by_key = {f.key: f.spec for f in page.figures}
     lr, opt = by_key["score-vs-hparams"]["concat"]
-    assert lr["encoding"]["x"]["scale"] == {"type": "log"} and lr["encoding"]["x"]["title"] == "lr"
+    assert lr["encoding"]["x"]["scale"] == {"type": "log"} and lr["encoding"]["x"]["axis"]["title"] == "lr"
+    assert lr["encoding"]["x"]["axis"]["values"] == [0.0003, 0.001, 0.003, 0.01, 0.03]  # round, apart (issue 21 #7)
     assert opt["encoding"]["x"]["type"] == "nominal"
     best = by_key["best-so-far"]["datasets"]["trials"]
     assert [r["best"] for r in best] == [pytest.approx(0.5025), pytest.approx(0.7025), pytest.approx(0.7025),
@@ -174,15 +175,17 @@ def test_timeline_uses_the_result_mtime_for_sub_second_runs(tmp_path: Path) -> N
 
 def test_log_axes_from_the_space_file_or_the_span(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
-    space.write_text("hyperparameters:\n  lr: {distribution: loguniform, low: 0.001, high: 0.01}\n")
+    space.write_text("hyperparameters:\n  lr: {distribution: loguniform, low: 0.001, high: 0.01}\n"
+                     "  dropout: {distribution: uniform, low: 0.0001, high: 0.5}\n")  # fmt: skip
     trials = [{"lr": 0.001 * (1 + i), "wd": 10.0 ** -(i + 3), "drop": 0.1 * i, "neg": -(10.0**i), "opt": str(i),
-               "fixed": 1} for i in range(4)]  # fmt: skip
+               "fixed": 1, "dropout": 0.0001 * 10**i} for i in range(4)]  # fmt: skip
     tune = make_tune(tmp_path, trials, [four_runs(0.5) for _ in trials], hpconfig=space)
     collected = C.collect(tune, write=False)
-    axes = {a.name: a for a in TP._hp_axes(collected.cvs, collected.plan.options)}
-    assert set(axes) == {"lr", "wd", "drop", "neg", "opt"}  # `fixed` does not vary
+    axes = {a.name: a for a in TP._hp_axes(collected.cvs, collected.plan)}
+    assert set(axes) == {"lr", "wd", "drop", "neg", "opt", "dropout"}  # `fixed` does not vary
     assert axes["lr"].log  # the space says so, though it spans less than a decade
-    assert axes["wd"].log  # 1e-3 .. 1e-6: three decades
+    assert not axes["dropout"].log  # uniform in the space, though its values span three decades (issue 21 #7)
+    assert axes["wd"].log  # not in the space (its file lost it): 1e-3 .. 1e-6, three decades
     assert not axes["drop"].log and axes["drop"].numeric
     assert not axes["neg"].log  # no log axis through zero
     assert not axes["opt"].numeric
@@ -207,8 +210,8 @@ def test_columns_of_later_versions_are_shown_when_present(tune: Path, monkeypatc
     """mean/sem/lcb per trial (variance-aware choice) and a `state` such as pruned (adaptive search)."""
     plain = C.tune_table
 
-    def richer(cvs: list[C.CvSummary]) -> pl.DataFrame:
-        return plain(cvs).with_columns(
+    def richer(cvs: list[C.CvSummary], select: str = "score") -> pl.DataFrame:
+        return plain(cvs, select).with_columns(
             pl.lit(0.6).alias("mean"), pl.lit(0.05).alias("sem"), pl.lit(0.55).alias("lcb"),
             pl.when(pl.col("cv_name") == "t-cv0").then(pl.lit("pruned")).otherwise(None).alias("state"),
         )  # fmt: skip
@@ -299,8 +302,8 @@ def test_a_failing_report_does_not_fail_the_plan(tune: Path, monkeypatch: pytest
     def broken(*args: Any, **kwargs: Any) -> Path:
         raise RuntimeError("no plots today")
 
-    monkeypatch.setattr(R, "write_report", broken)
-    assert commands._finish(tune, quiet=True) == 0  # some runs succeeded
+    monkeypatch.setattr(commands, "write_report", broken)  # the name start.py calls
+    assert commands.collect_and_report(tune, quiet=True) == 0  # some runs succeeded
     err = capsys.readouterr().err
     assert "report not written (RuntimeError: no plots today)" in err and f"nestling report {tune}" in err
 
@@ -336,3 +339,16 @@ def test_edge_cases_still_give_a_valid_page(tmp_path: Path) -> None:
         assert "<h1>tune t</h1>" in text, name
     assert "No trial has a score." in R.build_page(tmp_path / "all-failed" / "t",
                                                    C.collect(tmp_path / "all-failed" / "t", write=False)).subtitle
+
+
+def test_a_trial_with_one_good_run_has_no_error_bar(tmp_path: Path) -> None:
+    """One rule for mean ± sem (scoring.spread): with fewer than two runs the sem is NaN, shown as no bar, not as a
+    bar of width 0 that would claim a perfectly reproducible score."""
+    one_good = [{"fold": 0, "seed": 42, "value": 0.8}, {"fold": 1, "seed": 42, "value": 0.0, "status": "failed"}]
+    tune = make_tune(tmp_path, [{"lr": 0.1}, {"lr": 0.2}], [four_runs(0.5), one_good])
+    page = R.build_page(tune, C.collect(tune, write=False))
+    spec = {f.key: f.spec for f in page.figures}["top-configurations"]
+    summary = {r["trial"]: r for r in spec["datasets"]["summary"]}
+    assert summary["t-cv1"] == {"trial": "t-cv1", "mean": 0.8, "sem": None, "lo": None, "hi": None, "n": 1}
+    assert summary["t-cv0"]["sem"] > 0 and summary["t-cv0"]["lo"] < summary["t-cv0"]["mean"] < summary["t-cv0"]["hi"]
+    json.dumps(spec, allow_nan=False)  # the page embeds its specs as strict JSON

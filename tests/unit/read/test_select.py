@@ -99,4 +99,4 @@ def test_the_tune_remembers_select_and_collect_can_override(tmp_path: Path) -> N
     assert "ranked by lcb" in by_plan and "best (lcb): t-cv0 " in by_plan
     by_flag = subprocess.run([*cmd, "--select", "score"], capture_output=True, text=True, check=True).stdout
     assert "ranked by score" in by_flag and "best (score): t-cv1 " in by_flag
-    assert "6 ± 2.309" in by_flag  # the summary shows mean ± sem
+    assert "best (score): t-cv1 score 6 ± 2.3 (sem), lcb 3.691;" in by_flag  # the sem to two significant digits

@@ -1,5 +1,9 @@
 """What is bound into the image and where the worker starts: the artifact and data dirs, the host's Python for
-"bring your own python" images, the working directory."""
+"bring your own python" images, the working directory.
+
+Binds are :class:`Bind` values with a resolved source and the destination the worker uses: a symlinked directory
+is bound from where it points at the path the user or the task gave, so that path exists inside.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +11,31 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from nestling.core.containers.options import ContainerOptions, parse_bind
-
-if TYPE_CHECKING:
-    pass
+from nestling.core.containers.options import Bind
 
 
-def worker_python(opts: ContainerOptions, executable: str | None = None) -> str:
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def same_inside(path: str, bind: Bind) -> bool:
+    """Whether ``path`` (absolute) is visible inside at the same path with the host's content: it lies under the
+    bind's destination, and on the host that destination leads to the bind's source."""
+    return _under(path, bind.dst) and os.path.realpath(bind.dst) == bind.src
+
+
+def worker_python(binds: Sequence[Bind], executable: str | None = None) -> str:
     """The interpreter a worker runs with inside the image.
 
     The host's own ``sys.executable`` when a declared bind puts it at the same path inside (the test image and
-    "bring your own python" images, see :func:`host_python_binds`); otherwise the image's ``python``.
+    "bring your own python" images, see :func:`host_python_binds`); otherwise the image's ``python`` (the launch
+    probes the image once and takes ``python3`` when that is all it has, see image.py).
     """
-    exe = os.path.normpath(os.path.abspath(executable or sys.executable))
-    for spec in opts.binds:
-        bind = parse_bind(spec)
-        src, dst = os.path.normpath(bind.src), os.path.normpath(bind.dst)
-        if src == dst and (exe == dst or exe.startswith(dst.rstrip("/") + "/")):
-            return executable or sys.executable
-    return "python"
+    exe = executable or sys.executable
+    path = os.path.normpath(os.path.abspath(exe))
+    return exe if any(same_inside(path, b) for b in binds) else "python"
 
 
 def host_python_binds() -> list[str]:
@@ -49,44 +57,46 @@ def host_python_binds() -> list[str]:
                 candidates.append(q)
     chosen: list[str] = list(system)
     for p in sorted(candidates, key=len):
-        if p == "/" or ":" in p or any(p == c or p.startswith(c.rstrip("/") + "/") for c in chosen):
+        if p == "/" or ":" in p or any(_under(p, c) for c in chosen):
             continue
         chosen.append(p)
     return [f"{p}:{p}:ro" for p in chosen]
 
 
-def auto_binds(artifact_dir: Path | str, data_dirs: Sequence[str | Path]) -> tuple[list[str], list[str]]:
-    """(what to bind at the same path, the data dirs that do not exist): the artifact dir, then each data dir
-    not already inside a bind."""
-    binds = [str(Path(artifact_dir).resolve())]
+def auto_binds(artifact_dir: Path | str, data_dirs: Sequence[str | Path]) -> tuple[list[Bind], list[str]]:
+    """(what nestling binds read-write, the data dirs that do not exist): the artifact dir at its resolved path
+    (every path of a plan is resolved), then each data dir of the task from where it points, at the path the
+    task gave, unless a bind already shows it there."""
+    art = os.path.realpath(artifact_dir)
+    binds = [Bind(art, art)]
     missing: list[str] = []
     for d in data_dirs:
-        path = Path(d).resolve()
-        if not path.exists():
+        given = os.path.normpath(os.path.abspath(d))
+        if not os.path.exists(given):
             missing.append(str(d))
-        elif not any(path == Path(b) or Path(b) in path.parents for b in binds):
-            binds.append(str(path))
+        elif not any(same_inside(given, b) and os.path.realpath(given) == _source_of(given, b) for b in binds):
+            binds.append(Bind(os.path.realpath(given), given))
     return binds, missing
 
 
-def worker_dir(cwd: str, binds: Sequence[str], auto: Sequence[str]) -> str:
+def _source_of(path: str, bind: Bind) -> str:
+    """Where ``path`` inside (under ``bind.dst``) comes from on the host."""
+    return os.path.normpath(os.path.join(bind.src, os.path.relpath(path, bind.dst)))
+
+
+def worker_dir(cwd: str, binds: Sequence[Bind]) -> str:
     """Where the worker starts inside the image: a directory that exists there whatever the runtime.
 
-    The submitting directory when a bind puts it at the same path (``python -m`` then keeps a task module that
-    lives there importable); otherwise the artifact dir (``auto[0]``), which is always bound. Podman refuses to
-    start in a directory the image lacks (``workdir ... does not exist on container``), and the code may well be
-    baked into the image with nothing of the submitting directory bound. Run dirs, specs and splits files hold
-    absolute paths (preflight resolves the artifact dir), so nothing depends on which of the two it is.
+    The submitting directory when a bind shows it at the same path (``python -m`` then keeps a task module that
+    lives there importable); otherwise the artifact dir (``binds[0]``, nestling's first auto bind), which always
+    is. Podman refuses to start in a directory the image lacks (``workdir ... does not exist on container``), and
+    the code may well be baked into the image with nothing of the submitting directory bound. Run dirs, specs and
+    splits files hold absolute paths (preflight resolves the artifact dir), so nothing depends on which it is.
     """
-    here = Path(cwd).resolve()
-    same_path = [Path(b) for b in auto]
-    for spec in binds:
-        bind = parse_bind(spec)
-        if os.path.normpath(bind.src) == os.path.normpath(bind.dst):
-            same_path.append(Path(bind.src).resolve())
-    if any(here == b or b in here.parents for b in same_path):
-        return str(here)
-    return str(auto[0])
+    here = os.path.realpath(cwd)
+    if any(same_inside(here, b) for b in binds):
+        return here
+    return binds[0].dst
 
 
 def task_data_dirs(task: Any) -> list[str | Path]:

@@ -1,238 +1,152 @@
-"""Wrap a worker command so it runs inside an image, per runtime (apptainer, singularity, docker, podman).
+"""The container runtime interface: one class per runtime (apptainer.py, oci.py) behind one small abstract class,
+as Lightning's ``ClusterEnvironment`` (``lightning/fabric/plugins/environments/cluster_environment.py``) puts one
+class per cluster behind ``detect()`` and a few properties. detect.py lists them and picks one.
 
-Everything here builds argv lists, never shell strings: paths with spaces, quotes or newlines stay one argument.
-Only what the caller names is bound from the host, and the host environment does not leak in.
+A runtime turns an :class:`Invocation` (the worker command, the image, the binds, the environment, the GPUs) into
+a :class:`Wrapped` command: an argv list, never a shell string (paths with spaces, quotes or newlines stay one
+argument), plus the environment the runtime process itself must get (secrets travel there, by name, never in the
+argv). Only what the invocation names is bound from the host, and the host environment does not leak in.
 
-GPU pinning per runtime (``gpus`` are the physical ids the worker was given):
-
-- apptainer/singularity ``--nv`` exposes every GPU; ``CUDA_VISIBLE_DEVICES=<ids>`` then selects exactly those.
-- docker ``--gpus device=<ids>`` exposes only those, renumbered from 0, so ``CUDA_VISIBLE_DEVICES=0..n-1``.
-- podman with an NVIDIA CDI spec (``/etc/cdi`` or ``/var/run/cdi``): ``--device nvidia.com/gpu=<id>`` per GPU,
-  renumbered like docker. Without a CDI spec (no NVIDIA stack, e.g. a test machine with fake SLURM GPUs) no
-  device is passed and ``CUDA_VISIBLE_DEVICES=<physical ids>`` is set, so the pinning is still observable.
-
-Every runtime sets ``NESTLING_IN_CONTAINER=1`` and, with GPUs, ``NESTLING_PHYSICAL_GPUS=<physical ids>``."""
+Every runtime sets ``NESTLING_IN_CONTAINER=1`` and, with GPUs, ``NESTLING_PHYSICAL_GPUS`` (the node-level ids)
+and ``CUDA_VISIBLE_DEVICES`` (the ids as CUDA numbers them inside: the runtime's business).
+"""
 
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
-from nestling.core.containers.options import (
-    _URI,
-    RUNTIMES,
-    SIF_RUNTIMES,
-    Bind,
-    ContainerOptions,
-    parse_bind,
-    parse_env,
-)
-from nestling.core.errors import UsageError
+from nestling.core.containers.env import EnvPlan
+from nestling.core.containers.options import Bind
+from nestling.core.host.processes import Run, Which
 
-if TYPE_CHECKING:
-    pass
-
-CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
 IN_CONTAINER_ENV = "NESTLING_IN_CONTAINER"
 PHYSICAL_GPUS_ENV = "NESTLING_PHYSICAL_GPUS"
 
 
-def docker_daemon_present() -> bool:
-    """Cheap check that a docker daemon could answer: DOCKER_HOST, the system socket or a rootless one."""
-    if os.environ.get("DOCKER_HOST") or Path("/var/run/docker.sock").exists():
-        return True
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime_dir, "docker.sock").exists() if runtime_dir else False
-
-
-def resolve_runtime(
-    opts: ContainerOptions,
-    which: Callable[[str], str | None] = shutil.which,
-    docker_ok: Callable[[], bool] = docker_daemon_present,
-) -> str:
-    """Pick the runtime for ``opts``; ``auto`` follows the image kind and what is installed.
-
-    .sif -> apptainer, else singularity. Otherwise docker when its client is installed and a daemon socket
-    is there (a docker client without a daemon, as on podman-only machines, would only fail later), else
-    podman, else docker if at least its client is installed. ``opts`` passed :func:`option_problems` already.
-    """
-    if opts.runtime != "auto":
-        if which(opts.runtime) is None:
-            raise UsageError(
-                f"container runtime {opts.runtime!r} is not installed (not on PATH): install it, "
-                "or choose another with --container_runtime (auto picks what is installed)"
-            )
-        return opts.runtime
-    image = opts.image or ""
-    if image.endswith(".sif"):
-        for rt in SIF_RUNTIMES:
-            if which(rt) is not None:
-                return rt
-        raise UsageError(
-            f"container image {image!r} is a .sif file but neither apptainer nor singularity is installed: "
-            "install apptainer, or use a docker/podman image reference"
-        )
-    if which("docker") is not None and docker_ok():
-        return "docker"
-    if which("podman") is not None:
-        return "podman"
-    if which("docker") is not None:
-        return "docker"
-    raise UsageError(
-        f"no container runtime found for image {image!r}: install docker or podman (or apptainer for .sif "
-        "images), or set --container_runtime"
-    )
-
-
-def nvidia_cdi_present(dirs: Sequence[str] = CDI_DIRS) -> bool:
-    """Whether podman can select NVIDIA GPUs by CDI name (``nvidia-ctk cdi generate`` writes such a spec)."""
-    for d in dirs:
-        try:
-            entries = sorted(Path(d).iterdir())
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.suffix not in (".yaml", ".yml", ".json"):
-                continue
-            try:
-                if "nvidia.com/gpu" in entry.read_text(errors="replace"):
-                    return True
-            except OSError:
-                continue
-    return False
-
-
-def _host_user() -> tuple[int, int]:
+def host_user() -> tuple[int, int]:
     """The invoking user's uid and gid (a function so tests can pretend to be someone else)."""
     return os.getuid(), os.getgid()
 
 
-def _apptainer_env(key: str, value: str) -> str:
-    """Encode one ``--env`` item: apptainer parses it as a pflag stringToString (CSV once it holds two '=')."""
-    pair = f"{key}={value}"
-    if "=" in value:
-        return '"' + pair.replace('"', '""') + '"'
-    if value.endswith('"'):
-        raise UsageError(
-            f"container env {key}={value!r} ends with a double quote, which apptainer --env strips: "
-            "drop the quote or set it inside the image"
-        )
-    return pair
+def node_scratch(environ: Mapping[str, str]) -> str:
+    """A node-local directory of this user for a runtime's own scratch: under ``$TMPDIR`` when it is set (SLURM
+    sites point it at a job-private directory on local disk), else under /tmp; never a tmpfs of the runtime."""
+    base = environ.get("TMPDIR", "")
+    return os.path.join(base if os.path.isabs(base) else "/tmp", f"nestling-{host_user()[0]}")
 
 
-def wrap_command(
-    cmd: Sequence[str],
-    opts: ContainerOptions,
-    *,
-    runtime: str,
-    gpus: Sequence[str] | None,
-    auto_binds: Sequence[Path],
-    env: Mapping[str, str] | None = None,
-    workdir: Path | str | None = None,
-    interactive: bool = False,
-) -> list[str]:
-    """Return the argv that runs ``cmd`` inside ``opts.image`` with ``runtime`` (already resolved).
+@dataclass(frozen=True)
+class WorkerGpus:
+    """The GPUs one worker was given.
 
-    ``auto_binds`` are bound read-write at the same path; ``env`` (e.g. the SLURM_* variables the caller
-    chose) comes after the user's ``opts.env``; nestling's own variables come last and win. ``interactive``
-    keeps stdin attached (docker/podman ``-i``; apptainer always passes it), for ``worker --serve``.
+    ``physical``: the node-level ids (as nvidia-smi, docker and CDI number them); ``host_visible``: the worker's
+    ``CUDA_VISIBLE_DEVICES`` on the host (SLURM renumbers it from 0 when it constrains devices with cgroups);
+    ``wanted``: the run trains on GPUs, so the driver must be there even when no id is known (a count-only GRES
+    leaves ``CUDA_VISIBLE_DEVICES`` unset).
     """
-    if runtime not in RUNTIMES or runtime == "auto":
-        raise ValueError(
-            f"wrap_command needs a resolved runtime, got {runtime!r}; call resolve_runtime first"
-        )
-    if not opts.image:
-        raise ValueError("wrap_command needs ContainerOptions.image")
-    gpu_ids = [str(g) for g in gpus or ()]
-    binds = [Bind(str(p), str(p)) for p in auto_binds] + [parse_bind(b) for b in opts.binds]
-    for b in binds:
-        if ":" in b.src or ":" in b.dst:
-            raise UsageError(f"path {b.src!r} contains ':', which cannot be bound into a container: move it")
-        if runtime in SIF_RUNTIMES and ("," in b.src or "," in b.dst):
-            raise UsageError(f"path {b.src!r} contains ',', which {runtime} --bind splits on: rename it")
 
-    merged: dict[str, str] = dict(parse_env(e) for e in opts.env)
-    merged.update(env or {})
-    merged[IN_CONTAINER_ENV] = "1"
-    cdi = runtime == "podman" and bool(gpu_ids) and nvidia_cdi_present()
-    if gpu_ids:
-        renumbered = runtime == "docker" or cdi
-        visible = [str(i) for i in range(len(gpu_ids))] if renumbered else gpu_ids
-        merged["CUDA_VISIBLE_DEVICES"] = ",".join(visible)
-        merged[PHYSICAL_GPUS_ENV] = ",".join(gpu_ids)
-    extra = shlex.split(opts.args)
+    physical: tuple[str, ...] = ()
+    host_visible: tuple[str, ...] = ()
+    wanted: bool = False
 
-    if runtime in SIF_RUNTIMES:
-        # --contain: no $HOME, /tmp or $PWD from the host; --cleanenv: no host environment.
-        argv = [runtime, "exec", "--contain", "--cleanenv"]
-        if gpu_ids:
-            argv.append("--nv")
-        for b in binds:
-            argv += ["--bind", b.spec()]
-        for key, value in merged.items():
-            argv += ["--env", _apptainer_env(key, value)]
-        if workdir is not None:
-            argv += ["--pwd", str(workdir)]
-        return [*argv, *extra, opts.image, *cmd]
-
-    # docker / podman: --init forwards SIGTERM (scancel, preemption) and reaps zombies; --ipc=host gives
-    # DataLoader workers and NCCL a real /dev/shm instead of the 64 MB default.
-    argv = [runtime, "run", "--rm", "--init", "--ipc=host"]
-    if interactive:
-        argv.append("-i")
-    uid, gid = _host_user()
-    if runtime == "podman":
-        # SELinux hosts would deny the unlabelled binds; relabelling (:z) the user's data is worse.
-        argv += ["--security-opt", "label=disable"]
-        if uid != 0:
-            argv.append("--userns=keep-id")  # rootless: files written keep the user's uid
-    elif uid != 0:
-        argv += ["--user", f"{uid}:{gid}"]
-        merged.setdefault("HOME", "/tmp")  # an arbitrary uid has no writable home in most images
-    for b in binds:
-        argv += ["-v", b.spec()]
-    for key, value in merged.items():
-        argv += ["-e", f"{key}={value}"]
-    if gpu_ids:
-        if runtime == "docker":
-            joined = ",".join(gpu_ids)
-            # docker parses --gpus as CSV: several ids need the quotes inside the value.
-            argv += ["--gpus", f"device={joined}" if len(gpu_ids) == 1 else f'"device={joined}"']
-        elif cdi:
-            for g in gpu_ids:
-                argv += ["--device", f"nvidia.com/gpu={g}"]
-    if workdir is not None:
-        argv += ["-w", str(workdir)]
-    return [*argv, *extra, opts.image, *cmd]
+    @property
+    def any(self) -> bool:
+        return bool(self.physical or self.host_visible or self.wanted)
 
 
-def image_exists(
-    opts: ContainerOptions,
-    runtime: str,
-    run: Callable[..., subprocess.CompletedProcess[Any]] = subprocess.run,
-) -> bool:
-    """Whether the image is available locally, for ``nestling doctor``.
+@dataclass(frozen=True)
+class Invocation:
+    """What to run in the image and with what; a runtime turns it into a :class:`Wrapped` command.
 
-    apptainer/singularity fetch URIs (docker://, oras://, library://) at run time, so those count as present.
+    ``cmd``: the command inside (interpreter first); ``env``: literal values and values passed by name;
+    ``workdir``: where the command starts; ``interactive``: keep stdin attached (``worker --serve``);
+    ``multi_task``: one of several tasks of a job (srun ranks), which must reach each other's rendezvous;
+    ``args``: the user's extra runtime flags; ``scratch``: a node-local directory the runtime may use.
     """
-    image = opts.image
-    if not image:
-        return False
-    if runtime in SIF_RUNTIMES:
-        return bool(_URI.match(image)) or Path(image).exists()
-    if runtime == "podman":
-        probe = ["podman", "image", "exists", image]
-    elif runtime == "docker":
-        probe = ["docker", "image", "inspect", image]
-    else:
-        raise ValueError(f"image_exists needs a resolved runtime, got {runtime!r}")
-    try:
-        done = run(probe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+
+    cmd: tuple[str, ...]
+    image: str
+    binds: tuple[Bind, ...] = ()
+    env: EnvPlan = field(default_factory=EnvPlan)
+    gpus: WorkerGpus = field(default_factory=WorkerGpus)
+    workdir: str | None = None
+    interactive: bool = False
+    multi_task: bool = False
+    args: tuple[str, ...] = ()
+    scratch: str = "/tmp"
+
+
+@dataclass(frozen=True)
+class Wrapped:
+    """A command ready to start: ``argv`` and the environment of the runtime process (``env``); ``make_dirs``
+    must exist first (the runtime's scratch)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    make_dirs: tuple[str, ...] = ()
+
+    def prepare(self) -> None:
+        for d in self.make_dirs:
+            Path(d).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def popen(self, **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start it: the scratch dirs are made, the environment is this command's own."""
+        self.prepare()
+        return subprocess.Popen(self.argv, env=self.env, **kwargs)
+
+
+class ContainerRuntime(ABC):
+    """One container runtime.
+
+    ``detect`` says whether ``--container_runtime auto`` picks it for an image on this machine (detect.py asks the
+    runtimes in order); ``command`` builds what starts a worker; ``image_available`` and ``version`` serve
+    ``nestling doctor`` and the checks at launch. ``version`` is the runtime's ``--version`` line on the
+    submitting host, when known: a runtime may choose its flags by it.
+    """
+
+    name: ClassVar[str]
+    sif_images: ClassVar[bool] = False  # runs .sif files (apptainer, singularity)
+
+    def __init__(self, version: str | None = None) -> None:
+        self.version = version
+
+    @classmethod
+    def installed(cls, which: Which = shutil.which) -> bool:
+        return which(cls.name) is not None
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, image: str, which: Which = shutil.which) -> bool:
+        """Whether ``auto`` picks this runtime for ``image`` here."""
+
+    @abstractmethod
+    def command(self, inv: Invocation, environ: Mapping[str, str]) -> Wrapped:
+        """The command that runs ``inv`` in its image; ``environ`` is what the runtime process would inherit."""
+
+    @abstractmethod
+    def image_available(self, image: str, run: Run = subprocess.run) -> bool:
+        """Whether ``image`` can be started here without fetching it."""
+
+    def probe_args(self) -> tuple[str, ...]:
+        """Extra flags for a one-off probe of the image on the submitting host (never pull)."""
+        return ()
+
+    @staticmethod
+    def literal_env(inv: Invocation, visible: Sequence[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The values set inside on the command line: ``base`` (default: the invocation's literal ones), then
+        nestling's own, last so they win: the marker, the GPU ids inside and the physical ones."""
+        own = {IN_CONTAINER_ENV: "1"}
+        if visible:
+            own["CUDA_VISIBLE_DEVICES"] = ",".join(visible)
+        physical = inv.gpus.physical or inv.gpus.host_visible
+        if physical:
+            own[PHYSICAL_GPUS_ENV] = ",".join(physical)
+        given = inv.env.literal if base is None else base
+        return {**{k: v for k, v in given.items() if k not in own}, **own}

@@ -8,6 +8,7 @@ Preemption: SLURM sends PREEMPT_SIGNAL before the time limit or for a preemption
 catches it calls `save_in_progress`: the signal goes on to the child process that runs the work (the worker in a
 container, which saves and exits), or, with no child, to the saver the run in progress registered with
 `on_preempt` (execute/training.py). A process that stops so that SLURM requeues it exits with EXIT_REQUEUED.
+A worker installs `stop_on` for that: one re-entrant handler, rank 0 saves, the other ranks wait for it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +73,11 @@ class JobEnvironment:
         return self.ntasks > 1
 
     @property
+    def incarnation(self) -> str:
+        """This start of the job: its id and how often SLURM restarted it (the same on every rank)."""
+        return f"{self.job_key}-r{self.restart_count}"
+
+    @property
     def job_key(self) -> str:
         """This task's SLURM id as squeue and scontrol name it: ARRAYID_TASKID, or the plain job id."""
         if self.array_job_id and self.array_task_id:
@@ -106,3 +113,36 @@ def save_in_progress(child: subprocess.Popen[Any] | None = None, timeout_s: floa
         return
     if _savers:
         _savers[-1]()
+
+
+_stopping = False  # the first stop signal is being handled (module state: signal handlers run in the main thread)
+
+
+def stop_on(signals: Sequence[int]) -> None:
+    """A worker's handler of the preemption signal (and of SIGTERM in an image): save the run in progress, stop.
+
+    Re-entrant: SLURM signals every process of the job step and the array task forwards the signal once more
+    (apptainer and podman pass it on to the image), so a worker in an image gets it twice; the first delivery
+    saves, later ones return at once. Global rank 0 saves in the handler and exits EXIT_REQUEUED. The other ranks
+    of a multi-task job must not stop first: rank 0 may sit in a collective that needs them, and would then never
+    get to save. They run the saver in a thread (it waits until rank 0 is done, execute/training.py) and exit when
+    it returns, while the main thread trains on.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        global _stopping
+        if _stopping:  # os.write: a print could re-enter the stream the first delivery is writing to
+            os.write(2, f"nestling: {signal.Signals(signum).name} again while stopping: already handled\n".encode())
+            return
+        _stopping = True
+        if JobEnvironment.from_environ().global_rank == 0:
+            _save_and_exit()
+        threading.Thread(target=_save_and_exit, name="nestling-stop", daemon=True).start()
+
+    for signum in signals:
+        signal.signal(signum, handler)
+
+
+def _save_and_exit() -> None:
+    save_in_progress()
+    os._exit(EXIT_REQUEUED)

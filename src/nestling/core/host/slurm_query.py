@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-Run = Callable[..., "subprocess.CompletedProcess[str]"]
+from nestling.core.host.processes import Run
 
 SQUEUE_TIMEOUT_S = 30
 INFO_TIMEOUT_S = 20
@@ -283,3 +283,25 @@ def max_array_size(override: int | None = None, run: Run | None = None) -> int:
     answer = show_config(run)
     limit = parse_max_array_size(answer.out) if answer.out is not None else None
     return limit or DEFAULT_MAX_ARRAY_SIZE
+
+
+CONTROL_TIMEOUT_S = 60
+
+
+def exclude_nodes(job_ids: Iterable[str], nodes: Iterable[str], run: Run | None = None) -> list[str]:
+    """Keep these jobs off these nodes (`scontrol update JobId=X ExcNodeList=...`): an array id reaches its pending
+    tasks, a requeued task (COMPLETING or PENDING) itself. The jobs SLURM updated; a running job is refused, which
+    is fine: it is on a node already."""
+    excluded = ",".join(sorted(set(nodes)))
+    done = []
+    for job in job_ids:
+        answer = ask(["scontrol", "update", f"JobId={job}", f"ExcNodeList={excluded}"], CONTROL_TIMEOUT_S, run)
+        if answer.out is not None:
+            done.append(job)
+    return done
+
+
+def requeue(job: str, run: Run | None = None) -> bool:
+    """`scontrol requeue JOB`: the job goes back to the queue (same id, SLURM_RESTART_COUNT + 1); False when SLURM
+    refused or could not be asked."""
+    return ask(["scontrol", "requeue", job], CONTROL_TIMEOUT_S, run).out is not None

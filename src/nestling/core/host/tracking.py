@@ -26,7 +26,6 @@ from pathlib import Path
 
 from nestling.core.tree import naming
 
-MODES = ("auto", "online", "offline")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 PROBE_TIMEOUT_S = 3.0  # the whole probe (name lookup included): a node without network answers "offline" in this
 INIT_TIMEOUT_S = 30  # wandb.init's own limit for an online start (wandb's default is 90 s); WANDB_INIT_TIMEOUT wins
@@ -72,7 +71,7 @@ def probe(environ: Mapping[str, str], timeout: float = PROBE_TIMEOUT_S) -> str |
     if key is None and not environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return "no W&B API key (WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE or ~/.netrc)"
     if base not in _probed:
-        _probed[base] = _bounded(lambda: _ask(base, key, environ, timeout), timeout, base)
+        _probed[base] = _bounded(lambda: _ask_wandb(base, key, environ, timeout), timeout, base)
     return _probed[base]
 
 
@@ -117,7 +116,7 @@ def _opener(base: str, environ: Mapping[str, str]) -> urllib.request.OpenerDirec
     )
 
 
-def _ask(base: str, key: str | None, environ: Mapping[str, str], timeout: float) -> str | None:
+def _ask_wandb(base: str, key: str | None, environ: Mapping[str, str], timeout: float) -> str | None:
     body = json.dumps({"query": "query Viewer { viewer { id } }"}).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "nestling-wandb-probe"}
     if key is not None:
@@ -131,9 +130,9 @@ def _ask(base: str, key: str | None, environ: Mapping[str, str], timeout: float)
             return f"W&B at {base} refused the API key (HTTP {exc.code})"
         return f"W&B at {base} answered HTTP {exc.code} {exc.reason}"
     except urllib.error.URLError as exc:
-        return f"W&B at {base} cannot be reached: {_describe(exc.reason)}"
+        return f"W&B at {base} cannot be reached: {_reason_text(exc.reason)}"
     except (OSError, ValueError) as exc:  # timeouts, resets, a malformed URL
-        return f"W&B at {base} cannot be reached: {_describe(exc)}"
+        return f"W&B at {base} cannot be reached: {_reason_text(exc)}"
     if key is None:
         return None  # identity token auth: wandb itself checks it; the server answered
     try:
@@ -143,7 +142,7 @@ def _ask(base: str, key: str | None, environ: Mapping[str, str], timeout: float)
     return None if viewer else f"W&B at {base} did not accept the API key"
 
 
-def _describe(reason: object) -> str:
+def _reason_text(reason: object) -> str:
     return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
 
 

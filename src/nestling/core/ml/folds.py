@@ -26,13 +26,14 @@ split on top would throw whole regions out of every fold for a question the fold
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import polars as pl
 
 from nestling.core.errors import UsageError
 from nestling.core.ml.task import Split
+from nestling.core.options.choices import check_choice
 
 FOLD_METHODS = ("kfold", "stratified", "shuffle", "region", "region-stratified", "none")
 TEST_SPLITS = ("none", "random", "region")
@@ -55,8 +56,8 @@ def make_splits(
     test_regions: list[str] | None = None,
 ) -> list[Split]:
     """One Split per fold (exactly one for `fold_method="none"`); test samples are never in train or val."""
-    _check_choice("--fold_method", fold_method, FOLD_METHODS)
-    _check_choice("--test_split", test_split, TEST_SPLITS)
+    check_choice("fold_method", fold_method, FOLD_METHODS)
+    check_choice("test_split", test_split, TEST_SPLITS)
     ids = _column(metadata, "sample_id", why="every sample needs an id")
     if not ids:
         raise UsageError("the task's metadata has no samples; Task.metadata() must return at least one row")
@@ -88,11 +89,6 @@ def make_splits(
         )
         for train, val in folds
     ]
-
-
-def _check_choice(flag: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise UsageError(f"{flag} {value!r} is not known; use one of {', '.join(choices)}")
 
 
 def _column(metadata: pl.DataFrame, name: str, *, why: str) -> list[str]:
@@ -246,7 +242,7 @@ def _kfold(n: int, n_folds: int, seed: int) -> list[_Fold]:
     folds = []
     start = 0
     for size in sizes:
-        val = np.zeros(n, dtype=bool)
+        val: np.ndarray = np.zeros(n, dtype=bool)
         val[order[start : start + size]] = True
         folds.append((np.flatnonzero(~val), np.flatnonzero(val)))
         start += size
@@ -273,8 +269,8 @@ def _region_folds(regions: np.ndarray, n_folds: int, seed: int) -> list[_Fold]:
     installed sklearn.
     """
     unique, inverse, counts = np.unique(regions, return_inverse=True, return_counts=True)
-    load = np.zeros(n_folds, dtype=np.int64)
-    fold_of = np.empty(len(unique), dtype=np.int64)
+    load: np.ndarray = np.zeros(n_folds, dtype=np.int64)
+    fold_of: np.ndarray = np.empty(len(unique), dtype=np.int64)
     for group in np.random.default_rng(seed).permutation(len(unique)):
         # the first n_folds regions fill the n_folds empty folds, so no fold stays empty
         fold = int(np.argmin(load))

@@ -45,10 +45,10 @@ from typing import get_args
 
 from nestling.core.errors import UsageError
 from nestling.core.options.choices import MultiScoreStrategy
+from nestling.core.tree.run_state import RunState
 
 MULTI_SCORE_STRATEGIES: tuple[str, ...] = get_args(MultiScoreStrategy)
 DEFAULT_SCORING = ("val/JaccardIndex", "val/Recall")
-SUCCESS_STATUS = "success"
 
 _DIRECTIONS = {"higher": True, "lower": False}
 
@@ -193,11 +193,8 @@ def _bad_value(name: str, metrics: Mapping[str, float], raw: float | None) -> st
 
 
 def _good(runs: Sequence[tuple[float, bool, str]]) -> list[float]:
-    return [
-        score
-        for score, unstable, status in runs
-        if status == SUCCESS_STATUS and not unstable and math.isfinite(score)
-    ]
+    success = RunState.SUCCESS  # looked up once, not per run
+    return [score for score, unstable, status in runs if status == success and not unstable and math.isfinite(score)]
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,7 @@ def check_space_keys(space: Mapping[str, Any], accepted: Iterable[str]) -> None:
 # sampling
 
 
-def describe(dist: BaseDistribution) -> str:
+def describe_distribution(dist: BaseDistribution) -> str:
     """The space-file name of a distribution, for messages."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -263,7 +263,7 @@ def _grid(space: Mapping[str, BaseDistribution]) -> dict[str, list[Any]]:
     for key, dist in space.items():
         if not isinstance(dist, CategoricalDistribution):
             raise UsageError(
-                f"grid needs only choice/constant: key {key!r} is {describe(dist)}; use --sampler random"
+                f"grid needs only choice/constant: key {key!r} is {describe_distribution(dist)}; use --sampler random"
             )
         grid[key] = list(dist.choices)
     return grid

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.errors import UsageError
@@ -26,11 +28,13 @@ BUILTIN_TASKS = {
 
 @dataclass(frozen=True)
 class Split:
-    """Sample ids of one fold: train on `train`, select on `val`, report on `test`."""
+    """Sample ids of one fold: train on `train`, select on `val`, report on `test`. `staged_dir`: where the task's
+    `stage` hook copied its data on this node (None for a task without one)."""
 
     train: list[str]
     val: list[str]
     test: list[str]
+    staged_dir: Path | None = None
 
 
 class Task:
@@ -56,6 +60,11 @@ class Task:
         """Optional: the metrics (NAME[:higher|:lower]) a cv scores runs on when --scoring_metric is not given,
         e.g. ["val/acc"] for a task that logs only that. None: nestling's defaults (val/JaccardIndex val/Recall)."""
         return None
+
+    # Optional: `def stage(self, dest: Path) -> None` copies the task's data to `dest`, a node-local directory, once
+    # per node and launch (one worker calls it, the others on the node wait); every run then finds it as
+    # `split.staged_dir` in build_datamodule. See docs/custom-task.md and execute/staging.py.
+    stage: Callable[[Path], None] | None = None
 
     def data_dirs(self) -> list[str]:
         """Optional: host directories holding the task's data. With --container_image each is bound into the
@@ -130,7 +139,7 @@ class DescribedTask(Task):
         raise RuntimeError(f"task {self.spec!r} was described by a worker; datamodules are built in workers")
 
 
-def describe(task: Any) -> dict[str, Any]:
+def task_description(task: Any) -> dict[str, Any]:
     """What `DescribedTask` is rebuilt from, JSON-ready (metadata as base64 Arrow IPC: dtypes survive)."""
     import base64
     import io

@@ -11,8 +11,10 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,16 +29,17 @@ from nestling.core.options.choices import (  # noqa: F401 - re-exported: the opt
     EPOCH_PRUNERS,
     PARALLEL_STRATEGIES,
     Accelerator,
-    ContainerRuntime,
     FoldMethod,
     LauncherName,
     MultiScoreStrategy,
     Pruner,
+    RuntimeName,
     Sampler,
     ScoreEpoch,
     Select,
     TestSplit,
     WandbMode,
+    check_choice,
 )
 
 
@@ -114,6 +117,7 @@ class Logging:
     wandb_entity: str | None = None
     wandb_mode: WandbMode = "auto"  # auto: online where W&B answers at a run's start, else offline; WANDB_MODE wins
     quiet: bool = False  # no progress bar, no tables
+    keep_checkpoints: str = "all"  # tune: keep the checkpoints of the K best trials (all | none | K), drop the others'
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ class Launch:
     steal: bool = True  # slurm: a finished task takes over units whose tasks still wait in the queue
     signal_delay_s: int = 90  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
     fail_fast: int = 3  # stop starting runs once this many failed with the same error and none succeeded; 0 = off
+    max_retries: int = 2  # retries per run after a node fault, a transient I/O error or an OOM on a shared GPU
+    stage_dir: str | None = None  # node-local dir where Task.stage copies data once per node; default $TMPDIR or /tmp
     resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
     force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)
 
@@ -152,9 +158,10 @@ class Container:
     """Run every worker inside an image (apptainer/singularity .sif, or docker/podman)."""
 
     container_image: str | None = None
-    container_runtime: ContainerRuntime = "auto"  # auto: apptainer/singularity for .sif, else docker/podman
+    container_runtime: RuntimeName = "auto"  # auto: apptainer/singularity for .sif, else docker/podman
     container_bind: list[str] = repeatable("SRC[:DST[:ro]]")
-    container_env: list[str] = repeatable("KEY=VALUE")
+    container_env: list[str] = repeatable("KEY=VALUE, or KEY to pass this shell's value by name (secrets)")
+    container_env_pass: list[str] = repeatable("host variables to pass in besides the defaults: NAME or glob")
     container_args: str = ""  # extra runtime flags
 
 
@@ -169,7 +176,7 @@ GROUPS: dict[str, type] = {
     "container": Container,
 }
 FILE_ONLY_KEYS = ("hparams", "hyperparameters")  # tables a config file may hold besides the flags
-APPEND_FIELDS = ("hp", "slurm_extra", "container_bind", "container_env")
+APPEND_FIELDS = ("hp", "slurm_extra", "container_bind", "container_env", "container_env_pass")
 
 
 @dataclass(frozen=True)
@@ -238,16 +245,6 @@ def _check_file_values(data: dict[str, Any], path: str) -> dict[str, dict[str, A
     return per_group
 
 
-def check_choice(name: str, value: Any, choices: tuple[str, ...], source: str | None = None) -> str:
-    """The one check of an option with fixed values; `source` is the config file, None for the command line."""
-    if value in choices:
-        return str(value)
-    allowed = ", ".join(choices)
-    if source is None:
-        raise UsageError(f"--{name} {value!r} is not one of {allowed}; e.g. --{name} {choices[0]}")
-    raise UsageError(f'{name} = {value!r} in {source} is not one of {allowed}; e.g. {name} = "{choices[0]}"')
-
-
 def _coerce(key: str, value: Any, ftype: Any, source: str) -> Any:
     """Give a config-file value the type of its flag, or say which type (or which values) it needs."""
     origin, args = typing.get_origin(ftype), typing.get_args(ftype)
@@ -289,8 +286,37 @@ def _example(base: str) -> str:
     return {"bool": "true", "int": "3", "float": "0.5", "str": '"text"'}.get(base, "...")
 
 
+# What `--help` shows after a flag (simple-parsing's default is the dest, `DATA.N_FOLDS`, or the type, `[[str]]`);
+# flags not named here get one from their type (TYPE_METAVARS), flags with choices list them.
+METAVARS = {
+    "task": "NAME|MODULE:ATTR", "test_regions": "REGION", "hp": "KEY=VALUE", "seeds": "SEED",
+    "scoring_metric": "METRIC[:lower]", "hpconfig": "FILE", "strategy": "STRATEGY", "devices": "DEVICE",
+    "artifact_dir": "DIR", "name": "NAME", "wandb_project": "PROJECT", "wandb_entity": "ENTITY",
+    "partition": "PARTITION", "time_min": "MINUTES", "mem_gb": "GB", "account": "ACCOUNT", "qos": "QOS",
+    "constraint": "FEATURE", "slurm_setup": "LINE", "slurm_extra": "KEY=VALUE", "submitit_dir": "DIR",
+    "expected_run_s": "SECONDS", "signal_delay_s": "SECONDS", "resume": "NAME", "container_image": "IMAGE",
+    "container_bind": "SRC[:DST[:ro]]", "container_env": "KEY[=VALUE]", "container_env_pass": "NAME",
+    "container_args": "FLAGS",
+}  # fmt: skip
+TYPE_METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+
 class _Parser(sp.ArgumentParser):
     """argparse checks `choices` (the Literal options) here; route that through check_choice's one-line error."""
+
+    def _preprocessing(self, *args: Any, **kwargs: Any) -> None:
+        """simple-parsing adds the dataclass fields here; then each gets a metavar a reader understands."""
+        super()._preprocessing(*args, **kwargs)
+        for action in self._actions:
+            if not action.option_strings or action.choices is not None or action.nargs == 0:
+                continue
+            name = action.dest.rpartition(".")[2]
+            if action.metavar == "bool":  # --retrain [true|false], --noretrain
+                action.metavar = "true|false"
+            elif name in METAVARS:
+                action.metavar = METAVARS[name]
+            elif action.type in TYPE_METAVARS:
+                action.metavar = TYPE_METAVARS[action.type]
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and value not in action.choices:
@@ -311,6 +337,7 @@ def build_parser(
     parser.add_argument(
         "--config",
         default=None,
+        metavar="FILE",
         help="TOML or YAML file of options: flat keys named like the flags, an [hparams] table of task "
         "hyperparameters, and for nestling tune a [hyperparameters] table (the space, instead of --hpconfig)",
     )
@@ -356,11 +383,7 @@ def parse_config(argv: list[str], prog: str = "nestling", description: str = "")
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
-    file_data: dict[str, Any] = {}
-    defaults: dict[str, dict[str, Any]] = {}
-    if known.config:
-        file_data = read_config_file(known.config)
-        defaults = _check_file_values(file_data, known.config)
+    file_data, defaults = _file_options(known.config)
     parser = build_parser(prog, description, defaults)
     ns = _parse_or_raise(parser, argv)
     groups = {g: getattr(ns, g) for g in GROUPS}
@@ -373,9 +396,72 @@ def parse_config(argv: list[str], prog: str = "nestling", description: str = "")
         }
         if updates:
             groups[group] = dataclasses.replace(groups[group], **updates)
+    return _assemble(groups, file_data, known.config)
+
+
+def config_from_keywords(keywords: Mapping[str, Any]) -> Config:
+    """Keyword arguments named like the flags (the Python API's) -> Config, with the command line's precedence
+    (defaults < the `config` file < keywords), checks and one-line errors. A value is read as the command line
+    reads the words of its flag (`n_folds=3` as `--n_folds 3`; a list as several words; `hp` also as a dict);
+    `None` keeps the default, or the config file's value."""
+    config_file = keywords.get("config")
+    config_file = None if config_file is None else str(config_file)
+    file_data, defaults = _file_options(config_file)
+    names = option_names()
+    values: dict[str, dict[str, Any]] = {group: dict(defaults.get(group, {})) for group in GROUPS}
+    for key, value in keywords.items():
+        if key == "config" or value is None:
+            continue
+        if key not in names:
+            raise UsageError(f"unknown option {key!r}: {suggest(key, [*names, 'config'])}")
+        group = values[names[key]]
+        typed = keyword_value(key, value, typing.get_type_hints(GROUPS[names[key]])[key])
+        group[key] = [*group.get(key, []), *typed] if key in APPEND_FIELDS else typed  # as repeated flags do
+    return _assemble({g: cls(**values[g]) for g, cls in GROUPS.items()}, file_data, config_file)
+
+
+def keyword_value(key: str, value: Any, ftype: Any) -> Any:
+    """One keyword's value with the type of its flag, converted from its words as argparse converts them, so a
+    value the command line refuses is refused with the same line."""
+    origin, args = typing.get_origin(ftype), typing.get_args(ftype)
+    if origin in (typing.Union, types.UnionType):  # X | None: None was the default, dropped by the caller
+        return keyword_value(key, value, next(a for a in args if a is not type(None)))
+    if origin is list:
+        if key == "hp" and isinstance(value, Mapping):
+            value = [f"{k}={json.dumps(v)}" for k, v in value.items()]
+        words = [value] if isinstance(value, (str, int, float, os.PathLike)) else list(value)
+        return [keyword_value(key, word, args[0]) for word in words]
+    if origin is Literal:
+        return check_choice(key, str(value), args)
+    if ftype is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in ("true", "false"):
+            return str(value).strip().lower() == "true"
+        raise UsageError(f"argument --{key}: Boolean value expected for argument, received {str(value)!r} (see --help)")
+    if ftype in (int, float) and not isinstance(value, bool):
+        try:
+            return ftype(str(value))
+        except ValueError:
+            pass
+    elif ftype is str:
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    raise UsageError(_argparse_hint(f"argument --{key}: invalid {ftype.__name__} value: {str(value)!r}"))
+
+
+def _file_options(config_file: str | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The --config file's table and, checked, its values per option group (both empty without a file)."""
+    if not config_file:
+        return {}, {}
+    file_data = read_config_file(config_file)
+    return file_data, _check_file_values(file_data, config_file)
+
+
+def _assemble(groups: dict[str, Any], file_data: dict[str, Any], config_file: str | None) -> Config:
+    """The option groups + the hyperparameters: the file's [hparams] table, then --hp."""
     hparams = dict(file_data.get("hparams", {}))
     hparams.update(parse_hp(groups["training"].hp))
-    return Config(**groups, hparams=hparams, config_file=known.config)
+    return Config(**groups, hparams=hparams, config_file=config_file)
 
 
 def _parse_or_raise(parser: sp.ArgumentParser, argv: list[str]) -> argparse.Namespace:

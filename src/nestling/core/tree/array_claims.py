@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 from nestling.core.host import slurm_query
 from nestling.core.tree.naming import ArrayLaunchPaths
@@ -110,8 +111,12 @@ class Stealer:
     is not taken over.
     """
 
-    def __init__(self, paths: ArrayLaunchPaths, job: str, refresh_s: float = 30.0) -> None:
-        self.paths, self.job, self.refresh_s = paths, job, refresh_s
+    def __init__(
+        self, paths: ArrayLaunchPaths, job: str, refresh_s: float = 30.0, fits: Callable[[int], bool] | None = None
+    ) -> None:
+        """`fits(unit)`: whether this task can still finish the unit (execute/walltime.py); one that does not is
+        left waiting for a fresh task."""
+        self.paths, self.job, self.refresh_s, self.fits = paths, job, refresh_s, fits
         self.waiting: list[tuple[int, str]] = []
         self.asked_at = -float("inf")
 
@@ -129,6 +134,8 @@ class Stealer:
                 if not self.waiting:
                     return None
             unit, task = self.waiting.pop(0)
+            if self.fits is not None and not self.fits(unit):
+                continue
             if claim(self.paths, unit, self.job, fresh=True):
                 record_stolen(self.paths, self.job, unit)
                 if shutil.which("scancel"):  # best effort: if it starts anyway, it sees the claim and exits

@@ -12,7 +12,6 @@ incarnations of one job at once, so a requeued task takes over its own lock.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -25,16 +24,13 @@ from typing import Any
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.tree.atomic import create_exclusive as _create_exclusive
 from nestling.core.tree.atomic import write_json
+from nestling.core.tree.clock import utc_now
 from nestling.core.tree.naming import RunPaths
 
 log = logging.getLogger("nestling.core.tree.attempt_lock")
 
 HEARTBEAT_S = 30  # a live attempt touches its lock this often ...
 STALE_S = 120  # ... so a lock untouched for this long belongs to an attempt that is gone
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def info(host: str) -> dict[str, Any]:
@@ -46,7 +42,7 @@ def info(host: str) -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "slurm_job_id": job.job_id,
         "slurm_restarts": str(job.restart_count),
-        "started": _now(),
+        "started": utc_now(),
     }
 
 
@@ -123,7 +119,7 @@ def alive(run_dir: Path) -> bool:
         return False
     job = JobEnvironment.from_environ()
     holder_job = str(held.get("slurm_job_id") or "")
-    restarted = _count(held.get("slurm_restarts")) < job.restart_count
+    restarted = _as_count(held.get("slurm_restarts")) < job.restart_count
     if holder_job and holder_job == job.job_id and restarted:
         return False
     if held.get("hostname") == socket.gethostname():  # same machine and pid namespace (not another container)
@@ -158,7 +154,7 @@ def pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def _count(value: Any) -> int:
+def _as_count(value: Any) -> int:
     try:
         return int(value or 0)
     except (TypeError, ValueError):

@@ -11,7 +11,9 @@ SLURM array tasks on any node share it without a server:
   limit                 N, written at launch (``--fail_fast``; 0 = off)
   success               exists once any run succeeded: the error is not systematic, never stop
   errors/<sig>/<run_id> one empty file per failed run, <sig> a hash of the error text
-  stopped.json          written once the rule fired: the error and the count (first writer wins)
+  stopped.json          written once the rule fired: the error and the count (first writer wins); also written at
+                        once, with `failure_class` "storage", when a run met a full file system (`halt`): retrying
+                        cannot help there, so no worker starts another run
 
 Reading it costs one directory listing per run start, nothing per training step.
 """
@@ -27,8 +29,7 @@ from pathlib import Path
 
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
-
-DEFAULT_LIMIT = 3
+from nestling.core.tree.run_state import RunState
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,20 @@ class Stop:
 
     error: str
     count: int
+    failure_class: str | None = None  # "storage": a full file system stopped the plan, not a repeated error
+
+    @property
+    def storage(self) -> bool:
+        return self.failure_class == "storage"
 
     def message(self, name: str, error_shown: bool = False) -> str:
         """`error_shown`: the summary above already printed the error, so the line does not repeat it."""
         error = "the error above" if error_shown else self.error
+        if self.storage:
+            return (
+                f"stopped: the file system is full ({self.error}); free space or raise the quota, then "
+                f"`--resume {name}` (runs not started then run)"
+            )
         return (
             f"stopped after {self.count} identical failures: {error}; fix it and `--resume {name}` "
             "(runs not started then run)"
@@ -81,17 +92,17 @@ def limit(root: Path) -> int:
         return 0
 
 
-def record(root: Path, run_id: str, status: str, error: str | None) -> Stop | None:
+def record(root: Path, run_id: str, status: RunState, error: str | None) -> Stop | None:
     """After a run ended: note it; returns the Stop when this failure made the rule fire."""
     paths = naming.FailFastPaths(root)
     n = limit(root)
     if n <= 0:
         return None
-    if status == "success":
+    if status == RunState.SUCCESS:
         with contextlib.suppress(OSError):
             paths.success.touch()
         return None
-    if status != "failed" or paths.success.exists():
+    if status != RunState.FAILED or paths.success.exists():
         return None
     text = (error or "unknown error").strip()
     sig = paths.errors / _signature(text)
@@ -108,10 +119,22 @@ def record(root: Path, run_id: str, status: str, error: str | None) -> Stop | No
     return stopped(root)
 
 
+def halt(root: Path, error: str, failure_class: str) -> None:
+    """Stop the plan now, whatever the limit (a full file system: no retry can help). Best effort: on a full file
+    system this small file may not fit either; every worker then meets the error itself and stops the same way."""
+    paths = naming.FailFastPaths(root)
+    if paths.stopped.exists():
+        return
+    with contextlib.suppress(OSError):
+        paths.dir.mkdir(parents=True, exist_ok=True)
+        write_json(paths.stopped, {"error": error, "count": 1, "failure_class": failure_class})
+
+
 def stopped(root: Path) -> Stop | None:
     """The Stop if the rule fired for this plan (checked before every run start)."""
     try:
         data = json.loads(naming.FailFastPaths(root).stopped.read_text())
-        return Stop(error=str(data["error"]), count=int(data["count"]))
+        cls = data.get("failure_class")
+        return Stop(error=str(data["error"]), count=int(data["count"]), failure_class=str(cls) if cls else None)
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None

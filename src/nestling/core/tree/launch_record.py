@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nestling.core.tree import damaged
 from nestling.core.tree.atomic import read_json, write_json
-from nestling.core.tree.naming import launch_file
+from nestling.core.tree.naming import launch_file, unreadable_launch_file
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class LaunchRecord:
     lost_units: list[int] | None = None
     lost_runs: list[str] | None = None
     interrupted: bool | None = None  # stopped by Ctrl-C: its unfinished runs are resumable, not lost
+    storage_full: bool | None = None  # a run met a full file system: no more units were handed out
     submitit_folder: str | None = None
     launch_dir: str | None = None
     max_array_size: int | None = None
@@ -107,19 +110,36 @@ class LaunchRecord:
         return LaunchRecord.from_dict({**self.to_dict(), **values})
 
 
-def read_launches(root: Path) -> list[LaunchRecord]:
-    """Every launch of the plan at `root`, oldest first; [] before its first launch."""
-
+def _entries(root: Path) -> list[dict[str, Any]] | None:
+    """launch.json's entries; [] before the first launch, None when the file cannot be parsed (named on stderr)."""
     path = launch_file(root)
-    if not path.exists():
+    try:
+        data = read_json(path)
+        entries = data.get("launches", []) if isinstance(data, dict) else None
+        if isinstance(entries, list) and all(isinstance(e, dict) for e in entries):
+            return entries
+    except FileNotFoundError:
         return []
-    return [LaunchRecord.from_dict(entry) for entry in read_json(path).get("launches", [])]
+    except ValueError:
+        pass
+    damaged.warn(path, "not valid launch records", "status reads the plan as never launched (queued SLURM jobs "
+                 "are not asked about); the next launch starts a new launch.json")  # fmt: skip
+    return None
+
+
+def read_launches(root: Path) -> list[LaunchRecord]:
+    """Every launch of the plan at `root`, oldest first; [] before its first launch or when launch.json is damaged."""
+    return [LaunchRecord.from_dict(entry) for entry in _entries(root) or []]
 
 
 def append_launch(root: Path, record: LaunchRecord, now: float) -> None:
-    """Add one launch to launch.json (earlier entries are kept byte for byte as read)."""
+    """Add one launch to launch.json (earlier entries are kept byte for byte as read; a launch.json that cannot be
+    parsed is kept aside as launch.unreadable.json)."""
 
     path = launch_file(root)
-    history: list[dict[str, Any]] = read_json(path).get("launches", []) if path.exists() else []
+    history = _entries(root)
+    if history is None:
+        os.replace(path, unreadable_launch_file(root))
+        history = []
     entry = {**record.to_dict(), "saved_at": now}
     write_json(path, {"launches": [*history, entry]}, compact=True)

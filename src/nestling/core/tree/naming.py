@@ -13,6 +13,7 @@ and directories
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import string
@@ -37,27 +38,32 @@ RUN_CURVE = "curve.json"  # the scoring metrics after every epoch (execute/train
 RUN_INFOS = "run_infos.parquet"
 RUN_INFOS_STAMP = "run_infos.stamp.json"  # what a cv's run_infos.parquet was built from (execute/cv_table.py)
 TUNE_INFOS = "tune_infos.parquet"
-FINAL_INFOS = "final_infos.parquet"  # a retrain's test metrics per seed, then their mean, std and sem
+FINAL_INFOS = "final_infos.parquet"  # a tune's retrain (a cv inside the tune dir): test metrics per seed, mean, std, sem
 FINAL_SUFFIX = "-final"
 PLAN = "plan.json"
 SPLITS = "splits.json"
 LAUNCH = "launch.json"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
+ATTEMPT_LOG_PREFIX = "attempt-"  # logs/attempt-N/: one CSV log folder per attempt
+CSV_LOG = "metrics.csv"
 WORKER_LOGS = "_workers"
 SUBMITIT_DIR = "_submitit"
 DRY_RUN_DIR = "_dry_run"
+IMAGES_DIR = "_images"  # apptainer images pulled once from a URI (docker://, oras://, ...) for every launch
 FAIL_FAST_DIR = "_failfast"
 WANDB_DIR = "wandb"  # made by wandb inside a run dir (save_dir = the run dir)
 WANDB_OFFLINE_PREFIX = "offline-run-"  # wandb's name of an offline run's dir: offline-run-{YYYYmmdd_HHMMSS}-{run_id}
 WANDB_SYNCED = "nestling-synced.json"  # in an offline run's dir once `nestling sync` uploaded it
 REPORT = "report.html"  # `nestling report`: one self-contained page per tune, cv or run dir
 REPORT_FIGURES = "report_figures"  # beside it: one PNG per figure of the page
-FINAL_INFOS = "final_infos.parquet"  # the retrain of a tune (a cv inside the tune dir): test metrics per seed
 SUPERVISOR_LOG = "_supervisor.log"  # what a detached local sweep's supervisor prints (--detach)
 SUPERVISOR_PID = "_supervisor.pid"  # who supervises it: pid, hostname, start time (JSON)
 SUPERVISOR_REQUEST = "_supervisor.json"  # what the foreground hands the supervisor: the runs and the options
 TRIALS_DIR = "_trials"  # adaptive search: one draw file per trial, and prune marks
+FAULTS_DIR = "_faults"  # what went wrong below the user's code: retries per run, broken nodes (fault_ledger.py)
+PLAN_COPY = "plan.copy.json"  # plan.json's twin, written first: a damaged plan.json is restored from it
+CHECKPOINTS_KEPT_DIR = "_checkpoints"  # --keep_checkpoints: finished trials ranked, removed ones (checkpoint_keeping.py)
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -208,6 +214,11 @@ class RunPaths:
         """The result of an earlier attempt, kept beside the next one's (resume archives a failed result)."""
         return self.dir / f"run_result.attempt-{attempt}.json"
 
+    @property
+    def unreadable_result(self) -> Path:
+        """A run_result.json no reader could parse, moved aside by --resume before the run runs again."""
+        return self.dir / "run_result.unreadable.json"
+
     def archived_error(self, attempt: int) -> Path:
         """The traceback of an earlier failed attempt, moved aside when the next attempt starts."""
         return self.dir / f"error.attempt-{attempt}.txt"
@@ -219,6 +230,26 @@ class RunPaths:
     @property
     def curve(self) -> Path:
         return self.dir / RUN_CURVE
+
+    def preempt_marker(self, incarnation: str) -> Path:
+        """Written by rank 0 of a multi-task job once it saved (or chose not to) on the preemption signal; the
+        other ranks wait for it before they stop. ``incarnation``: the job id and its restart count."""
+        return self.dir / f"preempted.{incarnation}.json"
+
+    @staticmethod
+    def log_version(attempt: int) -> str:
+        """The Lightning CSV logger's version folder of an attempt, under logs/: each attempt keeps its metrics.csv."""
+        return f"{ATTEMPT_LOG_PREFIX}{attempt}"
+
+    def csv_logs(self) -> list[Path]:
+        """Every attempt's CSV log (logs/attempt-N/metrics.csv), in attempt order; a version folder of another name
+        (trees from before attempts had their own) after them."""
+
+        def order(path: Path) -> tuple[bool, int, str]:
+            number = path.parent.name.removeprefix(ATTEMPT_LOG_PREFIX)
+            return (not number.isdigit(), int(number) if number.isdigit() else 0, path.parent.name)
+
+        return sorted(self.logs.glob(f"*/{CSV_LOG}"), key=order)
 
 
 def report_file(target: Path) -> Path:
@@ -244,6 +275,16 @@ def final_infos_files(tune_root: Path) -> list[Path]:
 def launch_file(root: Path) -> Path:
     """launch.json of the plan at `root`: every launch of the plan (launch_record.LaunchRecord entries)."""
     return Path(root) / LAUNCH
+
+
+def unreadable_launch_file(root: Path) -> Path:
+    """A launch.json no reader could parse, moved aside when the next launch is recorded."""
+    return Path(root) / "launch.unreadable.json"
+
+
+def plan_copy(root: Path) -> Path:
+    """plan.json's twin, written before it: what a damaged plan.json is restored from."""
+    return Path(root) / PLAN_COPY
 
 
 def worker_log_dir(root: Path) -> Path:
@@ -287,6 +328,13 @@ def submitit_dir(root: Path) -> Path:
 def dry_run_dir(artifact_dir: Path, name: str) -> Path:
     """Where --dry_run writes the job scripts of plan `name` (no plan tree is created)."""
     return Path(artifact_dir) / DRY_RUN_DIR / name
+
+
+def pulled_image(artifact_dir: Path, uri: str) -> Path:
+    """The .sif an image URI is pulled to, once, for every plan of this artifact dir (delete it to pull again)."""
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "-", uri.split("://", 1)[-1].rstrip("/").rsplit("/", 1)[-1]).strip("-.")
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:10]
+    return Path(artifact_dir) / IMAGES_DIR / f"{tail or 'image'}-{digest}.sif"
 
 
 def dry_run_script(folder: Path, array: int) -> Path:
@@ -392,3 +440,51 @@ class TrialPaths:
 
     def decision(self, index: int, rung: int) -> Path:
         return self.dir / f"{index}.rung{rung}.decided"
+
+
+class FaultPaths:
+    """The fault ledger of one plan (core/tree/fault_ledger.py): the retry policy of the launch, the retries each
+    run had in it, and the nodes found broken."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(root) / FAULTS_DIR
+
+    @property
+    def policy(self) -> Path:
+        return self.dir / "policy.json"
+
+    @property
+    def retries(self) -> Path:
+        return self.dir / "retries"
+
+    def run_retries(self, run_id: str) -> Path:
+        return self.retries / run_id
+
+    @property
+    def nodes(self) -> Path:
+        return self.dir / "nodes"
+
+    def node(self, name: str) -> Path:
+        return self.nodes / f"{name}.json"
+
+
+class KeptCheckpointPaths:
+    """--keep_checkpoints of a tune (execute/checkpoint_keeping.py): `ranked/{i}.json` holds finished trial i's rank
+    key while it keeps its checkpoints; `removed/{i}.json` says what was removed from trial i, and when."""
+
+    def __init__(self, tune_root: Path) -> None:
+        self.dir = Path(tune_root) / CHECKPOINTS_KEPT_DIR
+
+    @property
+    def ranked_dir(self) -> Path:
+        return self.dir / "ranked"
+
+    def ranked(self, index: int) -> Path:
+        return self.ranked_dir / f"{index}.json"
+
+    @property
+    def removed_dir(self) -> Path:
+        return self.dir / "removed"
+
+    def removed(self, index: int) -> Path:
+        return self.removed_dir / f"{index}.json"

@@ -12,23 +12,16 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import RUN_CURVE
-from nestling.core.tree.run_result import FAILED, SUCCESS
+from nestling.core.tree.run_result import RunResult
+from nestling.core.tree.run_state import RunState
+from nestling.core.tree.stop_reason import StopReason
 
-
-class StopReason(StrEnum):
-    """Why a run's training ended: all its epochs, early stopping, a pause at a rung, or its trial was pruned
-    there (`pruned` is never in a result: the collector derives it from the trial's prune mark)."""
-
-    COMPLETED = "completed"
-    EARLY_STOPPED = "early_stopped"
-    PAUSED = "paused"
-    PRUNED = "pruned"
+__all__ = ["RunEpochs", "StopReason", "read_curve", "record_epoch", "run_epochs"]
 
 
 @dataclass(frozen=True)
@@ -38,34 +31,28 @@ class RunEpochs:
 
     epochs_trained: int
     stop_reason: StopReason | None
-    status: str | None
+    status: RunState | None
 
     @property
     def final(self) -> bool:
-        if self.status == FAILED:
+        if self.status == RunState.FAILED:
             return True
-        return self.status == SUCCESS and self.stop_reason != StopReason.PAUSED
+        return self.status == RunState.SUCCESS and self.stop_reason != StopReason.PAUSED
 
     @property
     def paused(self) -> bool:
-        return self.status == SUCCESS and self.stop_reason == StopReason.PAUSED
+        return self.status == RunState.SUCCESS and self.stop_reason == StopReason.PAUSED
 
 
-def run_epochs(result: dict[str, Any] | None) -> RunEpochs:
+def run_epochs(result: RunResult | None) -> RunEpochs:
     """From a run result (None: the run has none yet). A result written before runs recorded their epochs counts
     as completed: it trained every epoch it was going to."""
     if result is None:
         return RunEpochs(0, None, None)
-    reason = result.get("stop_reason")
-    try:
-        stop = (
-            StopReason(reason)
-            if reason
-            else (StopReason.COMPLETED if result.get("status") == SUCCESS else None)
-        )
-    except ValueError:
-        stop = None
-    return RunEpochs(int(result.get("epochs_trained") or 0), stop, result.get("status"))
+    stop = result.stop_reason
+    if stop is None and result.status == RunState.SUCCESS:
+        stop = StopReason.COMPLETED
+    return RunEpochs(int(result.epochs_trained or 0), stop, result.status)
 
 
 def read_curve(run_dir: Path | str) -> list[dict[str, Any]]:

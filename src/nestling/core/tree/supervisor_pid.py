@@ -59,7 +59,7 @@ def _payload(pid: int) -> dict[str, object]:
     return {"pid": pid, "hostname": socket.gethostname(), "start_ticks": _start_ticks(pid), "written": time.time()}
 
 
-def read(root: Path) -> Supervisor | None:
+def read_supervisor(root: Path) -> Supervisor | None:
     """The supervisor the pid file names, alive or not; None without a (readable) pid file."""
     try:
         data = json.loads(SupervisorPaths(root).pid.read_text())
@@ -77,13 +77,13 @@ def is_alive(sup: Supervisor) -> bool:
     return sup.start_ticks is None or now is None or now == sup.start_ticks
 
 
-def alive(root: Path) -> Supervisor | None:
+def live_supervisor(root: Path) -> Supervisor | None:
     """The live supervisor of the plan at `root`, or None."""
-    sup = read(root)
+    sup = read_supervisor(root)
     return sup if sup is not None and is_alive(sup) else None
 
 
-def claim(root: Path) -> bool:
+def claim_supervision(root: Path) -> bool:
     """Create the pid file naming this process, exclusively; False when a live supervisor holds it (a dead one's
     file is removed and the claim retried)."""
     path = SupervisorPaths(root).pid
@@ -95,7 +95,7 @@ def claim(root: Path) -> bool:
             os.link(tmp, path)  # exclusive: fails when the file exists
             return True
         except FileExistsError:
-            if alive(root) is not None:
+            if live_supervisor(root) is not None:
                 return False
             path.unlink(missing_ok=True)
         finally:
@@ -108,9 +108,9 @@ def hand_over(root: Path, pid: int) -> None:
     write_json(SupervisorPaths(root).pid, _payload(pid))
 
 
-def release(root: Path, pid: int | None = None) -> None:
+def release_supervision(root: Path, pid: int | None = None) -> None:
     """Remove the pid file if it names `pid` (default: this process), never a later supervisor's."""
-    sup = read(root)
+    sup = read_supervisor(root)
     if sup is not None and sup.here and sup.pid == (os.getpid() if pid is None else pid):
         SupervisorPaths(root).pid.unlink(missing_ok=True)
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import TYPE_CHECKING
 
-from nestling.execute.search.trials import TrialState
-
-if TYPE_CHECKING:
-    pass
+from nestling.execute.search.trials import Trial
 
 MEDIAN_STARTUP_TRIALS = 3  # median pruning starts once this many trials are complete (Optuna's n_startup_trials; its default is 5)
 HALVING_RATE = (
@@ -18,7 +14,7 @@ HALVING_RATE = (
 )
 
 
-def median_prunes(trial: TrialState, step: int, complete: list[TrialState]) -> bool:
+def median_prunes(trial: Trial, step: int, complete: list[Trial]) -> bool:
     """Optuna's MedianPruner rule: after MEDIAN_STARTUP_TRIALS complete trials, stop a trial whose best score so
     far is below the median of the complete trials' scores at the same step."""
     if len(complete) < MEDIAN_STARTUP_TRIALS:

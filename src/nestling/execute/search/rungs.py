@@ -35,12 +35,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from nestling.core.ml.scoring import cv_score, parse_scoring_metrics, run_score
+from nestling.core.ml.scoring import cv_score, run_score
 from nestling.core.options.choices import EPOCH_PRUNERS
 from nestling.core.tree import attempt_lock, naming
 from nestling.core.tree.atomic import create_exclusive, write_json
 from nestling.core.tree.run_epochs import RunEpochs, run_epochs
 from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_state import RunState
 from nestling.execute.search.pruners import (
     bracket_sequence,
     n_brackets,
@@ -48,11 +49,12 @@ from nestling.execute.search.pruners import (
     promotes,
     rung_epochs,
 )
+from nestling.plan.settings import PlanSettings
 
 IDLE_POLL_S = 2.0  # a worker with nothing to do looks for promotions this often while another run trains
 
 
-class Decision(StrEnum):
+class RungDecision(StrEnum):
     """What happens to a trial at a rung: its runs go on to the next rung, or it stops there."""
 
     PROMOTE = "promote"
@@ -70,16 +72,15 @@ class Ladder:
     n_trials: int
 
     @classmethod
-    def from_options(cls, options: dict[str, Any], n_trials: int) -> Ladder | None:
+    def from_settings(cls, settings: PlanSettings, n_trials: int) -> Ladder | None:
         """The ladder of a tune planned with --pruner asha|hyperband, else None."""
-        tune = options.get("tune") or {}
-        if tune.get("pruner") not in EPOCH_PRUNERS:
+        if settings.pruner not in EPOCH_PRUNERS:
             return None
         return cls(
-            pruner=str(tune["pruner"]),
-            min_epochs=int(tune.get("min_epochs", 1)),
-            eta=int(tune.get("reduction_factor", 3)),
-            max_epochs=int(options["training"]["max_epochs"]),
+            pruner=settings.pruner,
+            min_epochs=int(settings.min_epochs),
+            eta=int(settings.reduction_factor),
+            max_epochs=int(settings.max_epochs),
             n_trials=n_trials,
         )
 
@@ -114,7 +115,7 @@ class TrialRungs:
     rungs: tuple[int, ...]
     values: dict[int, float] = field(default_factory=dict)  # rung -> the trial's value there
     n_epochs: dict[int, int] = field(default_factory=dict)  # rung -> the trial's epochs (all runs) by then
-    decisions: dict[int, Decision] = field(default_factory=dict)
+    decisions: dict[int, RungDecision] = field(default_factory=dict)
     pruned: bool = False
 
     @property
@@ -129,7 +130,7 @@ class TrialRungs:
         top = self.top
         if top < 0:
             return 0
-        return top + 1 if self.decisions.get(top) == Decision.PROMOTE and top + 1 < len(self.rungs) else top
+        return top + 1 if self.decisions.get(top) == RungDecision.PROMOTE and top + 1 < len(self.rungs) else top
 
     @property
     def complete(self) -> bool:
@@ -142,25 +143,26 @@ class TrialRungs:
 
 @dataclass(frozen=True)
 class Segment:
-    """What a worker does with one run now: train it to `until_epoch`, or nothing (`why` says what the run is)."""
+    """What a worker does with one run now: train it to `until_epoch`, or nothing (`state` says what the run is:
+    pruned, paused, or its final result's state)."""
 
     until_epoch: int | None
-    why: str = ""
+    state: RunState | None = None
 
 
 class Board:
     """The rungs of one tune as the tree holds them; one per process and tune (`board_for` caches them). Reads
     `_trials/` with one scandir per refresh; rung files and decisions are immutable once their trial moved on."""
 
-    def __init__(self, root: Path, ladder: Ladder, trial_runs: list[list[str]], options: dict[str, Any]) -> None:
+    def __init__(self, root: Path, ladder: Ladder, trial_runs: list[list[str]], settings: PlanSettings) -> None:
         self.root, self.ladder = Path(root), ladder
         self.paths = naming.TrialPaths(root)
         self.trial_runs = trial_runs  # trial -> its run dirs, in plan order (folds outer, seeds inner)
         self.where = {os.path.basename(d): (i, k) for i, runs in enumerate(trial_runs) for k, d in enumerate(runs)}
-        self.scoring = parse_scoring_metrics(options["cv"]["scoring_metric"])
-        self.strategy = str(options["cv"]["multi_score_strategy"])
+        self.scoring = settings.scoring()
+        self.strategy = str(settings.multi_score_strategy)
         self._read: dict[str, tuple[int, Any]] = {}  # file name -> (mtime_ns, content)
-        self._final_runs: dict[str, tuple[RunEpochs, dict[str, Any]]] = {}  # results that never change again
+        self._final_runs: dict[str, tuple[RunEpochs, dict[str, float]]] = {}  # results that never change again
 
     @classmethod
     def from_root(cls, root: Path) -> Board | None:
@@ -169,12 +171,13 @@ class Board:
             data = json.loads(f.read())
         if data.get("kind") != "tune":
             return None
-        ladder = Ladder.from_options(data["options"], len(data["cvs"]))
+        settings = PlanSettings.from_options(data["options"])
+        ladder = Ladder.from_settings(settings, len(data["cvs"]))
         if ladder is None:
             return None
         base = str(root)
         runs = [[os.path.join(base, r["dir"]) for r in cv["runs"]] for cv in data["cvs"]]
-        return cls(Path(root), ladder, runs, data["options"])
+        return cls(Path(root), ladder, runs, settings)
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -202,11 +205,11 @@ class Board:
                 rung = int(rung_text)
                 if decided == "decided":
                     try:
-                        trial.decisions[rung] = Decision(str(content.get("decision")))
+                        trial.decisions[rung] = RungDecision(str(content.get("decision")))
                     except ValueError:
                         continue
                 elif not decided:
-                    trial.values[rung] = _number(content.get("value"))
+                    trial.values[rung] = _value_or_nan(content.get("value"))
                     trial.n_epochs[rung] = int(content.get("n_epochs") or 0)
         return out
 
@@ -228,13 +231,13 @@ class Board:
         self._read[entry.name] = (mtime, content)
         return dict(content)
 
-    def run_state(self, run_dir: str) -> tuple[RunEpochs, dict[str, Any]]:
-        """The run's epochs and its result (empty when none); final results are read once per process."""
+    def run_state(self, run_dir: str) -> tuple[RunEpochs, dict[str, float]]:
+        """The run's epochs and its result's metrics (empty when none); final results are read once per process."""
         cached = self._final_runs.get(run_dir)
         if cached is not None:
             return cached
         result = read_result(run_dir)
-        state = (run_epochs(result), result or {})
+        state = (run_epochs(result), {} if result is None else result.metrics)
         if state[0].final:
             self._final_runs[run_dir] = state
         return state
@@ -254,17 +257,17 @@ class Board:
         the rung its trial waits at)."""
         located = self.where.get(os.path.basename(run_dir))
         if located is None:
-            return Segment(None, "not in this tune")
+            return Segment(None, RunState.SKIPPED)  # not a run of this tune
         index = located[0]
         trial = self.trial(index)
         if trial.pruned:
-            return Segment(None, "pruned")
+            return Segment(None, RunState.PRUNED)
         done, _ = self.run_state(run_dir)
         if done.final:
-            return Segment(None, str(done.status))
+            return Segment(None, done.status)
         until = trial.epochs(trial.target)
         if done.epochs_trained >= until and done.paused:
-            return Segment(None, "paused")
+            return Segment(None, RunState.PAUSED)
         return Segment(until)
 
     def after_run(self, run_dir: str) -> list[int]:
@@ -287,8 +290,8 @@ class Board:
         if not runs or not all(done.final or (done.paused and done.epochs_trained >= until) for done, _ in runs):
             return False
         scored = []
-        for done, result in runs:
-            score, unstable = run_score(result.get("metrics") or {}, self.scoring, self.strategy)
+        for done, metrics in runs:
+            score, unstable = run_score(metrics, self.scoring, self.strategy)
             scored.append((score, unstable, str(done.status)))
         value = cv_score(scored)[0]
         n_epochs = sum(done.epochs_trained for done, _ in runs)
@@ -331,29 +334,29 @@ class Board:
                         continue
                     value = t.values[rung]
                     if promotes(value, values, n_possible, self.ladder.eta):
-                        self._decide(t, rung, Decision.PROMOTE)
+                        self._decide(t, rung, RungDecision.PROMOTE)
                     elif (
                         never_promotes(value, values, n_possible, self.ladder.eta)
-                        and self._decide(t, rung, Decision.PRUNE) == Decision.PRUNE
+                        and self._decide(t, rung, RungDecision.PRUNE) == RungDecision.PRUNE
                     ):
                         pruned_now.append(t.index)
                 for t in at_rung:  # a prune decided by a worker that died before marking the trial
-                    if t.decisions.get(rung) == Decision.PRUNE and not t.pruned:
+                    if t.decisions.get(rung) == RungDecision.PRUNE and not t.pruned:
                         self._mark_pruned(t, rung)
         return pruned_now
 
-    def _decide(self, trial: TrialRungs, rung: int, decision: Decision) -> Decision:
+    def _decide(self, trial: TrialRungs, rung: int, decision: RungDecision) -> RungDecision:
         """Create the decision file; the first decision stands (returned)."""
         path = self.paths.decision(trial.index, rung)
         payload = json.dumps({"decision": decision.value, "by": {"pid": os.getpid(), "hostname": socket.gethostname()},
                               "at": time.time()})  # fmt: skip
         if not create_exclusive(path, payload):
             try:
-                decision = Decision(json.loads(path.read_text()).get("decision"))
+                decision = RungDecision(json.loads(path.read_text()).get("decision"))
             except (FileNotFoundError, ValueError):
                 return decision
         trial.decisions[rung] = decision
-        if decision == Decision.PRUNE:
+        if decision == RungDecision.PRUNE:
             self._mark_pruned(trial, rung)
         return decision
 
@@ -387,7 +390,7 @@ class Board:
         return False
 
 
-def _number(value: Any) -> float:
+def _value_or_nan(value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling.core.ml.scoring import cv_score, parse_scoring_metrics, run_score
+from nestling.core.ml.scoring import cv_score, run_score
 from nestling.core.ml.space import _plain, from_json
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json
@@ -36,8 +36,9 @@ from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import read_result
 from nestling.execute.search.pruners import halving_prunes, median_prunes
 from nestling.execute.search.rungs import Board, Ladder, TrialRungs
-from nestling.execute.search.trials import COMPLETE, FAILED, FINAL, PRUNED, RUNNING, WAITING, TrialState
+from nestling.execute.search.trials import Trial, TrialState
 from nestling.plan.model import Plan
+from nestling.plan.settings import PlanSettings
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -45,6 +46,15 @@ if TYPE_CHECKING:
 
 FOLD_PRUNERS = ("median", "successive-halving")  # pruners that stop a trial between folds (the others: rungs.py)
 CLAIM_STALE_S = 60.0  # a claim (draw file without a draw) from another host older than this: its drawer died
+TPE_STARTUP_MAX = 10  # Optuna's n_startup_trials: random draws before TPE models the results
+TPE_STARTUP_SHARE = 4  # ... but at most a quarter of the budget, as SMAC caps its initial design
+
+
+def tpe_startup_trials(n_trials: int) -> int:
+    """How many of a TPE tune's trials are random draws before TPE takes over (issue 21 #15): Optuna's 10 would make
+    a 12-trial tune 10 random draws and 2 TPE draws, so a small budget spends a quarter of itself (at least one
+    trial) on them instead."""
+    return max(1, min(TPE_STARTUP_MAX, n_trials // TPE_STARTUP_SHARE))
 
 
 class Study:
@@ -52,7 +62,7 @@ class Study:
 
     def __init__(self, plan: Plan) -> None:
         cvs = [(cv.hparams, [(str(run.dir), run.fold) for run in cv.runs]) for cv in plan.cvs]
-        self._setup(plan.kind, plan.root, plan.options, plan.space, plan.n_folds, cvs)
+        self._setup(plan.kind, plan.root, plan.settings, plan.space, plan.n_folds, cvs)
 
     @classmethod
     def from_root(cls, root: Path, only_active: bool = False) -> Study | None:
@@ -61,36 +71,34 @@ class Study:
         that is no tune, or a tune drawn up front without a pruner (nothing to do before its runs)."""
         with open(os.path.join(root, naming.PLAN), "rb") as f:
             data = json.loads(f.read())
-        if only_active:
-            pruner = data["options"].get("tune", {}).get("pruner", "none")
-            if data["kind"] != "tune" or (data.get("space") is None and pruner == "none"):
-                return None
+        settings = PlanSettings.from_options(data["options"])
+        if only_active and (data["kind"] != "tune" or (data.get("space") is None and settings.pruner == "none")):
+            return None
         base = str(root)
         cvs = [
             (cv["hparams"], [(os.path.join(base, r["dir"]), int(r["fold"])) for r in cv["runs"]]) for cv in data["cvs"]
         ]
         study = cls.__new__(cls)
-        study._setup(data["kind"], Path(root), data["options"], data.get("space"), int(data["n_folds"]), cvs)
+        study._setup(data["kind"], Path(root), settings, data.get("space"), int(data["n_folds"]), cvs)
         return study
 
     def _setup(
         self,
         kind: str,
         root: Path,
-        options: dict[str, Any],
+        settings: PlanSettings,
         space: dict[str, str] | None,
         n_folds: int,
         cvs: list[tuple[dict[str, Any], list[tuple[str, int]]]],
     ) -> None:
-        self.kind, self.root, self.n_folds, self.options = kind, root, n_folds, options
+        self.kind, self.root, self.n_folds, self.settings = kind, root, n_folds, settings
         self.paths = naming.TrialPaths(root)
         self._dir = str(self.paths.dir)
-        tune = options.get("tune", {})
-        self.sampler: str = tune.get("sampler", "random")
-        self.pruner: str = tune.get("pruner", "none")
-        self.seed: int = int(tune.get("tune_seed", 0))
-        self.scoring = parse_scoring_metrics(options["cv"]["scoring_metric"])
-        self.strategy: str = options["cv"]["multi_score_strategy"]
+        self.sampler: str = settings.sampler
+        self.pruner: str = settings.pruner
+        self.seed: int = int(settings.tune_seed)
+        self.scoring = settings.scoring()
+        self.strategy: str = settings.multi_score_strategy
         self.space: dict[str, BaseDistribution] | None = None
         if space is not None:
             self.space = from_json(space)
@@ -104,10 +112,10 @@ class Study:
                 self.where[os.path.basename(run_dir)] = (i, fold, not per_fold[fold])
                 per_fold[fold].append(run_dir)
             self.folds.append(per_fold)
-        self._final: dict[int, TrialState] = {}
+        self._final: dict[int, Trial] = {}
         self._frozen: dict[int, FrozenTrial] = {}
         # --pruner asha|hyperband: a trial is finished when every run is final, not when every run has a result
-        self.ladder = Ladder.from_options(options, len(cvs))
+        self.ladder = Ladder.from_settings(settings, len(cvs))
         self._board: Board | None = None
         self._rungs: list[TrialRungs] | None = None  # the rungs as read for the draw in progress
 
@@ -123,18 +131,18 @@ class Study:
             return None
         return _drawn(text)
 
-    def trial(self, index: int, pruned: bool | None = None) -> TrialState:
+    def trial(self, index: int, pruned: bool | None = None) -> Trial:
         """Trial `index` as the tree says now (finished ones from the cache); `pruned` when the caller knows."""
         if index in self._final:
             return self._final[index]
         record = self._draw_record(index)
         final = record.get("final") if record is not None else None
         if record is not None and final is not None:  # written by the first process that saw the trial finished: one file, not one per run
-            trial = TrialState(
+            trial = Trial(
                 index,
                 dict(record["params"]),
                 float(record.get("drawn_time", 0.0)),
-                final["state"],
+                TrialState(final["state"]),
                 {int(k): float(v) for k, v in final["values"].items()},
                 int(final["n_folds_done"]),
             )
@@ -153,22 +161,22 @@ class Study:
                 all_final = all_final and run_epochs(result).final
                 if result is None:
                     break
-                score, unstable = run_score(result.get("metrics") or {}, self.scoring, self.strategy)
-                fold_runs.append((score, unstable, str(result.get("status"))))
+                score, unstable = run_score(result.metrics, self.scoring, self.strategy)
+                fold_runs.append((score, unstable, result.status))
             if len(fold_runs) < len(fold_dirs) or not fold_dirs:
                 break
             runs += fold_runs
             done += 1
             values[done] = cv_score(runs)[0]
         if pruned:
-            state = PRUNED
+            state = TrialState.PRUNED
         elif self.ladder is not None and not (done == self.n_folds and all_final):
-            state = RUNNING if record is not None else WAITING  # paused at a rung, or on its way to the next
+            state = TrialState.RUNNING if record is not None else TrialState.WAITING  # paused at a rung, or training
         elif done == self.n_folds:
-            state = COMPLETE if math.isfinite(values[done]) else FAILED
+            state = TrialState.COMPLETE if math.isfinite(values[done]) else TrialState.FAILED
         else:
-            state = RUNNING if record is not None else WAITING
-        trial = TrialState(
+            state = TrialState.RUNNING if record is not None else TrialState.WAITING
+        trial = Trial(
             index,
             None if record is None else dict(record["params"]),
             None if record is None else float(record.get("drawn_time", 0.0)),
@@ -176,16 +184,16 @@ class Study:
             values,
             done,
         )
-        if state in FINAL:
+        if state.is_finished():
             self._final[index] = trial
             if self.space is not None and record is not None:
                 self._write_final(record, trial)
         return trial
 
-    def _write_final(self, record: dict[str, Any], trial: TrialState) -> None:
+    def _write_final(self, record: dict[str, Any], trial: Trial) -> None:
         """Keep a finished trial's outcome in its draw file, so a fresh process reads one file for it. Any process
         may write it (the same content); `reopen` takes it out when a resume reruns some of the trial's runs."""
-        final = {"state": trial.state, "values": {str(k): v for k, v in trial.values.items()},
+        final = {"state": trial.state.value, "values": {str(k): v for k, v in trial.values.items()},
                  "n_folds_done": trial.n_folds_done}  # fmt: skip
         with contextlib.suppress(OSError):  # a read-only tree (a copy being collected): recomputed next time
             write_json(self.paths.draw(trial.index), {**record, "final": final})
@@ -211,7 +219,7 @@ class Study:
     def drawn_indices(self) -> list[int]:
         return self._scan()[0]
 
-    def trials(self) -> list[TrialState]:
+    def trials(self) -> list[Trial]:
         drawn, pruned = self._scan()
         return [self.trial(i, i in pruned) for i in drawn]
 
@@ -258,8 +266,9 @@ class Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # multivariate/constant_liar are "experimental" in optuna
             sampler = optuna.samplers.TPESampler(
-                seed=(self.seed * 1_000_003 + index) % 2**32, multivariate=True, constant_liar=True
-            )
+                seed=(self.seed * 1_000_003 + index) % 2**32, multivariate=True, constant_liar=True,
+                n_startup_trials=tpe_startup_trials(len(self.hparams)),
+            )  # fmt: skip
             storage = _tree_storage()
             study = optuna.create_study(storage=storage, direction="maximize", sampler=sampler)
             study_id = storage.get_study_id_from_name(study.study_name)
@@ -284,9 +293,10 @@ class Study:
         values = {k: v for k, v in trial.values.items() if math.isfinite(v)}
         if self.ladder is not None:  # the sampler sees a trial's value at each rung it reached, by epoch
             values = self._rung_values(index)
-        state = {COMPLETE: OptunaState.COMPLETE, PRUNED: OptunaState.PRUNED, FAILED: OptunaState.FAIL}.get(
-            trial.state, OptunaState.RUNNING
-        )
+        state = {
+            TrialState.COMPLETE: OptunaState.COMPLETE, TrialState.PRUNED: OptunaState.PRUNED,
+            TrialState.FAILED: OptunaState.FAIL,
+        }.get(trial.state, OptunaState.RUNNING)  # fmt: skip
         frozen = optuna.trial.create_trial(
             params=params,
             distributions=self.space,
@@ -294,7 +304,7 @@ class Study:
             intermediate_values=values,
             state=state,
         )
-        if trial.state in FINAL:
+        if trial.state.is_finished():
             self._frozen[index] = frozen
         return frozen
 
@@ -303,7 +313,7 @@ class Study:
         if self._rungs is None:
             if self._board is None and self.ladder is not None:
                 runs = [[d for fold in folds for d in fold] for folds in self.folds]
-                self._board = Board(self.root, self.ladder, runs, self.options)
+                self._board = Board(self.root, self.ladder, runs, self.settings)
             self._rungs = self._board.trials() if self._board is not None else []
         if index >= len(self._rungs):
             return {}
@@ -320,7 +330,7 @@ class Study:
         value = trial.values[step]
         others = [t for t in self.trials() if t.index != index]
         if self.pruner == "median":
-            return median_prunes(trial, step, [t for t in others if t.state == COMPLETE])
+            return median_prunes(trial, step, [t for t in others if t.state is TrialState.COMPLETE])
         return halving_prunes(value, step, [t.values[step] for t in others if step in t.values])
 
     def prune(self, index: int, step: int) -> None:

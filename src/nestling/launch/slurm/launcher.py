@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 from nestling.core.errors import JobsBlocked
 from nestling.core.host import slurm_query
-from nestling.core.tree import naming
+from nestling.core.tree import fault_ledger, naming
 from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.naming import ArrayLaunchPaths
-from nestling.core.tree.run_result import read_result
-from nestling.launch.base import Launcher, Progress, SubmitError, count_runs
+from nestling.core.tree.run_result import result_state
+from nestling.launch.base import JobLauncher, Progress, SubmitError, count_runs
 from nestling.launch.slurm.blocked import BlockedCheck
 from nestling.launch.slurm.resources import SlurmResources, slurm_params
 from nestling.launch.slurm.sbatch import render_script, sbatch
@@ -43,7 +43,7 @@ def chunk(units: list[WorkUnit], size: int) -> list[list[WorkUnit]]:
     return [units[i : i + size] for i in range(0, len(units), size)]
 
 
-class SlurmArrayLauncher(Launcher):
+class SlurmArrayLauncher(JobLauncher):
     """`slurm`: job arrays on a SLURM cluster (detached), then a collector job."""
 
     name = "slurm"
@@ -60,35 +60,38 @@ class SlurmArrayLauncher(Launcher):
         steal: bool = True,
         runs_per_gpu: int = 1,
         retrain_after: bool = False,
+        expected_run_s: float | None = None,
     ) -> None:
         """`folder`: --submitit_dir (default: _submitit in the plan root); `dry_run_folder`: where `describe` writes
         the scripts; `retrain_after`: also submit `nestling retrain ROOT`, afterok on the collector job;
         `runs_per_gpu` K > 1: each array task runs K workers on its GPU (array_task.PackedRunner)."""
-        self.resources = resources
-        self.folder = folder
+        super().__init__(resources, folder=folder, container=container)
         self.dry_run_folder = dry_run_folder
         self.array_limit = array_limit
-        self.container = container
         self.steal = steal
         self.runs_per_gpu = runs_per_gpu
         self.retrain_after = retrain_after
-
-    @property
-    def parallel_slots(self) -> int:
-        return self.resources.array_parallelism
+        self.expected_run_s = expected_run_s
+        self.excluded: list[str] = []
 
     def describe(self, root: Path, units: list[WorkUnit], title: str) -> str:
         """Write the scripts and units.json to the dry-run folder; the scripts and a summary, as printed."""
         folder = self.dry_run_folder
         folder.mkdir(parents=True, exist_ok=True)
+        self.excluded = [b.node for b in fault_ledger.broken_nodes(root)]
         limit = slurm_query.max_array_size(self.array_limit)
         scripts = self._write_scripts(folder, ArrayLaunchPaths(folder), units, limit, dry_run=True)
         out = [f"# ---- {path}\n{path.read_text()}" for path, _, _ in scripts]
         if self.container is not None and units:
             worker = [sys.executable, "-m", "nestling.worker", "--serve"]
-            example = self.container.wrap(worker, environ={"SLURM_JOB_GPUS": "0"}, interactive=True, job_task=True)
+            # variables passed by name show as names (their values never reach a command line)
+            named = {e.partition("=")[0]: "" for e in self.container.env if "=" not in e}
+            environ = {"SLURM_JOB_GPUS": "0", **named}
+            example = self.container.wrap(worker, environ=environ, interactive=True, job_task=True)
+            if self.container.image_source:
+                out.append(f"# {self.container.image_source} is pulled once to {self.container.image} at launch")
             out.append("# each task feeds its units to one worker in the image, e.g. task 0 (given GPU 0):")
-            out.append("# " + shlex.join(example))
+            out.append("# " + shlex.join(example.argv))
         res = self.resources
         arrays = -(-len(units) // limit) if units else 0
         out.append(
@@ -109,6 +112,7 @@ class SlurmArrayLauncher(Launcher):
         job_ids: list[str] = []
         record = LaunchRecord(launcher=self.name, submitit_folder=str(folder), launch_dir=str(paths.dir),
                               max_array_size=limit, arrays=arrays, job_ids=job_ids, submitted_at=time.time())  # fmt: skip
+        self.excluded = [b.node for b in fault_ledger.broken_nodes(root)]  # found broken by earlier launches
         for script, part, offset in self._write_scripts(folder, paths, units, limit, dry_run=False):
             try:
                 array_id = sbatch(script)
@@ -145,6 +149,8 @@ class SlurmArrayLauncher(Launcher):
             "steal": self.steal,
             "time_min": self.resources.time_min,
             "max_timeouts": MAX_TIME_LIMIT_REQUEUES,
+            "signal_delay_s": self.resources.signal_delay_s,
+            "expected_run_s": self.expected_run_s,  # a take-over must fit the time left (execute/walltime.py)
         }
         if self.runs_per_gpu > 1:
             manifest["runs_per_gpu"] = self.runs_per_gpu
@@ -163,6 +169,8 @@ class SlurmArrayLauncher(Launcher):
         params = slurm_params(self.resources)
         if count > 1:  # one unit (e.g. one multi-node run) is a plain job, as with submitit
             params["map_count"] = count
+        if self.excluded:  # nodes a run of this plan found broken (core/tree/fault_ledger.py)
+            params["exclude"] = ",".join(self.excluded)
         return render_script(folder, ["-m", "nestling.array_task", str(units_file.resolve()), str(offset)], params)
 
     def _collector_script(self, folder: Path, root: Path, job_ids: list[str]) -> str:
@@ -195,10 +203,10 @@ class SlurmArrayLauncher(Launcher):
             done: dict[str, int] = {}
             n_done = 0
             for d in run_dirs:
-                result = read_result(Path(d))
-                if result is not None:
+                state = result_state(d)
+                if state is not None:
                     n_done += 1
-                    done[result["status"]] = done.get(result["status"], 0) + 1
+                    done[state] = done.get(state, 0) + 1
             progress.set_done(n_done, done)
             queue = slurm_query.queue(job_ids)
             if queue == {}:  # None: squeue failed this time, ask again

@@ -28,14 +28,24 @@ else:
 
 
 def write_report(target: Path, collected: Collected | None = None, png: bool = True) -> Path:
-    """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and its PNGs.
+    """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and its PNGs; the page.
 
+    A retrain's dir gets the page of its runs, and its tune's page is written again, now with the retrain (issue 21
+    #4): that page, where a reader looks for the result of the tune, is the one returned.
     `collected` saves reading the results again when the caller just collected the same plan."""
 
     target = Path(target).resolve()
     root = find_plan_root(target)
     if collected is None or collected.plan.root.resolve() != root:
         collected = collect.collect(root, write=False)
+    out = _write_page(target, collected, png)
+    if collected.plan.kind == "retrain" and target == root:
+        tune_root = find_plan_root(root.parent)
+        return _write_page(tune_root, collect.collect(tune_root, write=False), png)
+    return out
+
+
+def _write_page(target: Path, collected: Collected, png: bool) -> Path:
     page = build_page(target, collected)
     text = render(page, javascript_bundle())
     out = naming.report_file(target)
@@ -50,7 +60,7 @@ def build_page(target: Path, collected: Collected) -> Page:
     root = plan.root.resolve()
     if target == root and plan.kind == "tune":
         return tune_page(collected)
-    if target == root and plan.kind == "cv":
+    if target == root and plan.kind in ("cv", "retrain"):
         return cv_page(collected, collected.cvs[0], plan.cvs[0])
     if target == root:  # a single run's plan
         return run_page(collected, plan.cvs[0].runs[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from nestling.core.tree.run_state import RunState
 from nestling.read.report import figures
 from nestling.read.report.html import frame_table, hp_text, num, options_line, para
 from nestling.read.report.page import Figure, Page, Section
@@ -46,14 +47,14 @@ def cv_page(collected: Collected, cv: CvSummary, planned: PlannedCv) -> Page:
     sections.append(timeline_section(times))
     sections.append(problems_section([cv]))
     where = f" in tune {plan.name}" if plan.kind == "tune" else ""
-    return Page(f"cv {cv.cv_name}{where}", f"hyperparameters {hp_text(cv.hparams)}. {options_line(plan.options)}",
+    return Page(f"cv {cv.cv_name}{where}", f"hyperparameters {hp_text(cv.hparams)}. {options_line(plan.settings)}",
                 sections, as_of(times.last_end))  # fmt: skip
 
 
 def _by_fold_and_seed(table: pl.DataFrame, metrics: list[str]) -> str:
     import polars as pl
 
-    ok = table.filter(pl.col("status") == "success")
+    ok = table.filter(pl.col("status") == RunState.SUCCESS.value)
     if ok.height == 0:
         return ""
     out = []

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import polars as pl
 
+    from nestling.plan.settings import PlanSettings
+
 MAX_TABLE_ROWS = 500  # rows of a run table on the page (the parquet has them all)
 MAX_ERROR_CHARS = 600
 
@@ -62,12 +64,11 @@ def hp_text(hparams: dict[str, Any]) -> str:
     return ", ".join(f"{k}={num(v)}" for k, v in hparams.items()) or "(task defaults)"
 
 
-def options_line(options: dict[str, Any]) -> str:
-    data, cv, training = options.get("data") or {}, options.get("cv") or {}, options.get("training") or {}
-    scoring = " ".join(cv.get("scoring_metric") or [])
-    return (f"Task {data.get('task')}, {data.get('n_folds', '?')} folds ({data.get('fold_method', '?')}), scoring "
-            f"{scoring or '(task default)'} ({cv.get('multi_score_strategy')}), max_epochs "
-            f"{training.get('max_epochs')}.")  # fmt: skip
+def options_line(settings: PlanSettings) -> str:
+    scoring = " ".join(settings.scoring_metric)
+    combined = f" ({settings.multi_score_strategy})" if len(settings.scoring_metric) > 1 else ""  # one metric: none
+    return (f"Task {settings.task}, {settings.n_folds} folds ({settings.fold_method}), scoring "
+            f"{scoring or '(task default)'}{combined}, max_epochs {settings.max_epochs}.")
 
 
 def duration_text(seconds: float) -> str:

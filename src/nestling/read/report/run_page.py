@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from nestling.core.tree import naming
 from nestling.core.tree.run_result import read_result
+from nestling.core.tree.run_state import RunState
 from nestling.read.report import figures
 from nestling.read.report.html import hp_text, options_line, pairs_table, para
 from nestling.read.report.page import Figure, Page, Section
@@ -20,19 +21,23 @@ if TYPE_CHECKING:
     from nestling.read.collect import Collected
 
 
+FACTS = (
+    ("attempt", "attempt"), ("duration (s)", "duration"), ("host", "host"), ("started", "started_at"),
+    ("finished", "finished_at"), ("checkpoint", "checkpoint"),
+)  # fmt: skip  (the result table's rows: label, RunResult field)
+
+
 def run_page(collected: Collected, run: PlannedRun) -> Page:
     plan = collected.plan
-    result = read_result(run.dir) or {}
-    metrics = result.get("metrics") or {}
+    result = read_result(run.dir)
     facts = {
-        "status": result.get("status") or "missing", "fold": run.fold, "seed": run.seed,
-        "attempt": result.get("attempt"), "duration (s)": result.get("duration"), "host": result.get("host"),
-        "started": result.get("started_at"), "finished": result.get("finished_at"),
-        "checkpoint": result.get("checkpoint"),
+        "status": result.status if result is not None else RunState.MISSING, "fold": run.fold, "seed": run.seed,
+        **{label: getattr(result, name, None) for label, name in FACTS},  # blank without a result
+        **(result.metrics if result is not None else {}),
     }  # fmt: skip
-    body = pairs_table("result", {**facts, **metrics})
-    if result.get("error"):
-        body += f'<h3>error</h3><pre class="error-text">{html.escape(str(result["error"]))}</pre>'
+    body = pairs_table("result", facts)
+    if result is not None and result.error:
+        body += f'<h3>error</h3><pre class="error-text">{html.escape(result.error)}</pre>'
     sections = [Section("Result", body)]
     rows, names = _curve_rows(run.dir)
     if rows:
@@ -40,8 +45,10 @@ def run_page(collected: Collected, run: PlannedRun) -> Page:
                                 [Figure("training-curves", "training curves", figures.training_curves(rows, names))]))  # fmt: skip
     else:
         sections.append(Section("Training curves", para("No CSV logs in this run dir (yet).")))
-    return Page(f"run {run.run_name}-{run.run_id}", f"hyperparameters {hp_text(result.get('hparams') or {})}. "
-                f"{options_line(plan.options)}", sections, as_of(timestamp(result.get("finished_at"))))  # fmt: skip
+    hparams = result.hparams if result is not None else {}
+    finished = timestamp(result.finished_at) if result is not None else None
+    return Page(f"run {run.run_name}-{run.run_id}", f"hyperparameters {hp_text(hparams)}. "
+                f"{options_line(plan.settings)}", sections, as_of(finished))  # fmt: skip
 
 
 def _curve_rows(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -50,16 +57,15 @@ def _curve_rows(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
     rows: list[dict[str, Any]] = []
     names: dict[str, None] = {}
-    logs = naming.RunPaths(run_dir).logs
-    for path in sorted(logs.glob("attempt-*/metrics.csv")):
-        attempt = path.parent.name.removeprefix("attempt-")
+    for path in naming.RunPaths(run_dir).csv_logs():
+        attempt = path.parent.name.removeprefix(naming.ATTEMPT_LOG_PREFIX)
         with open(path, newline="") as f:
             for line in csv.DictReader(f):
-                step, epoch = _float(line.get("step")), _float(line.get("epoch"))
+                step, epoch = _finite_or_none(line.get("step")), _finite_or_none(line.get("epoch"))
                 for key, raw in line.items():
                     if key in ("step", "epoch") or raw in (None, ""):
                         continue
-                    value = _float(raw)
+                    value = _finite_or_none(raw)
                     if value is None:
                         continue
                     names[key] = None
@@ -67,7 +73,7 @@ def _curve_rows(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, sorted(names, key=lambda n: (not n.startswith("val"), n))
 
 
-def _float(raw: Any) -> float | None:
+def _finite_or_none(raw: Any) -> float | None:
     try:
         value = float(raw)
     except (TypeError, ValueError):

@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import html
+import json
 import math
-import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.lazy import lazy_module
-from nestling.core.ml.scoring import parse_scoring_metrics
+from nestling.core.ml.scoring import spread
 from nestling.core.ml.space import SPACE_TABLE
 from nestling.core.options import config_files as files
-from nestling.core.tree import naming
 from nestling.core.tree.run_epochs import read_curve
+from nestling.core.tree.run_state import RunState
 from nestling.execute.search.pruners import rung_epochs
 from nestling.execute.search.rungs import Ladder
+from nestling.execute.search.trials import TrialState
 from nestling.read.report import figures
-from nestling.read.report.html import attr, frame_table, html_table, num, options_line, para, td
+from nestling.read.report.html import attr, html_table, num, options_line, para, td
 from nestling.read.report.page import Figure, Page, Section
 from nestling.read.report.problems import problems_section
+from nestling.read.report.retrain import retrain_section
 from nestling.read.report.timeline import as_of, timeline, timeline_section
 
 if TYPE_CHECKING:
     import polars as pl
 
+    from nestling.plan.model import Plan
     from nestling.read import collect
     from nestling.read.collect import Collected, CvSummary
 else:
@@ -38,15 +41,18 @@ LOG_SPAN = 100.0  # positive values spanning more than two decades are plotted o
 
 def tune_page(collected: Collected) -> Page:
     plan = collected.plan
-    frame = collect.tune_table(collected.cvs)  # the table collect writes to tune_infos.parquet
+    frame = collect.tune_table(collected.cvs, collected.plan.settings.select)  # as in tune_infos.parquet
     rows = {r["cv_name"]: r for r in frame.iter_rows(named=True)}
     order = _tune_order(collected, frame)
     states = {cv.cv_name: _trial_state(cv, rows.get(cv.cv_name, {})) for cv in collected.cvs}
-    axes = _hp_axes(collected.cvs, plan.options)
+    axes = _hp_axes(collected.cvs, plan)
     sections = [
-        Section("Trials, collect.ranked", _ranked_table(order, rows, axes, states, frame.columns)),
+        Section(f"Trials, ranked by {collect.selected(collected)}",
+                para("Complete trials first (stable before unstable, then by the ranking), then pruned ones, then "
+                     "those without a score: the rank column of tune_infos.parquet, as nestling collect prints it.")
+                + _ranked_table(order, rows, axes, states, frame.columns)),  # fmt: skip
     ]
-    curves = _learning_curves(collected)
+    curves = _learning_curves_section(collected)
     if curves is not None:
         sections.append(curves)
     hp_rows = [
@@ -72,7 +78,7 @@ def tune_page(collected: Collected) -> Page:
                 ],  # fmt: skip
             )
         )
-    top = [cv for cv in collect.ranked(collected.cvs) if _good_scores(cv)][:TOP_CONFIGURATIONS]
+    top = [cv for cv in order if _good_scores(cv)][:TOP_CONFIGURATIONS]
     if top:
         runs, summary = _top_rows(top)
         sections.append(
@@ -95,17 +101,19 @@ def tune_page(collected: Collected) -> Page:
     times = timeline(plan.runs)
     sections.append(timeline_section(times))
     sections.append(problems_section(collected.cvs))
-    retrain = _retrain_section(plan.root)
+    retrain = retrain_section(plan)
     if retrain is not None:
         sections.append(retrain)
-    best = next((cv for cv in collect.ranked(collected.cvs) if not math.isnan(cv.score)), None)
+    best = next((cv for cv in order if not math.isnan(cv.score)), None)
     counts = collected.counts
+    pruned = f", {counts[RunState.PRUNED]} pruned ({collected.n_pruned_trials} trials pruned)" if (
+        collected.n_pruned_trials) else ""  # fmt: skip
     subtitle = (
-        f"{len(collected.cvs)} trials, {sum(counts.values())} runs: {counts['success']} success, "
-        f"{counts['failed']} failed, {counts['missing']} missing. "
+        f"{len(collected.cvs)} trials, {sum(counts.values())} runs: {counts[RunState.SUCCESS]} success, "
+        f"{counts[RunState.FAILED]} failed, {counts[RunState.MISSING]} missing{pruned}. "
         + (f"Best: {best.cv_name} with score {num(best.score)}." if best else "No trial has a score.")
     )
-    return Page(f"tune {plan.name}", subtitle + " " + options_line(plan.options), sections, as_of(times.last_end))
+    return Page(f"tune {plan.name}", subtitle + " " + options_line(plan.settings), sections, as_of(times.last_end))
 
 
 def _tune_order(collected: Collected, frame: pl.DataFrame) -> list[CvSummary]:
@@ -119,28 +127,32 @@ def _tune_order(collected: Collected, frame: pl.DataFrame) -> list[CvSummary]:
 
 
 def _trial_state(cv: CvSummary, row: dict[str, Any]) -> str:
-    if row.get("state") == "pruned":  # adaptive search stopped it after some folds
-        return "pruned"
+    """The trial's state as the page colours it (figures.STATE_COLORS): pruned, missing (no run has a result),
+    failed, or a scored trial told apart as unstable or ok."""
+    if row.get("state") == TrialState.PRUNED:  # adaptive search stopped it after some folds
+        return TrialState.PRUNED
     if cv.n_runs and cv.n_missing == cv.n_runs:
-        return "missing"
+        return RunState.MISSING
     if cv.n_success == 0 or math.isnan(cv.score):
-        return "failed"
+        return TrialState.FAILED
     return "unstable" if cv.score_is_unstable else "ok"
 
 
-def _hp_axes(cvs: list[CvSummary], options: dict[str, Any]) -> list[figures.Axis]:
-    """The hyperparameters that vary between trials (all of them when none does), as plot axes."""
+def _hp_axes(cvs: list[CvSummary], plan: Plan) -> list[figures.Axis]:
+    """The hyperparameters that vary between trials (all of them when none does), as plot axes: log where the space
+    says log-uniform, linear where it says anything else (issue 21 #7: a uniform dropout drawn on a log axis), and
+    only where the space is unknown (its file gone) log when the values span more than two decades."""
     keys: dict[str, None] = {}
     for cv in cvs:
         keys.update(dict.fromkeys(cv.hparams))
     varying = [k for k in keys if len({repr(cv.hparams.get(k)) for cv in cvs}) > 1] or list(keys)
-    log_keys = _log_distributed(options)
+    log_scales = _log_scales(plan)
     axes = []
     for i, key in enumerate(varying):
         values = [cv.hparams.get(key) for cv in cvs if cv.hparams.get(key) is not None]
         numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         numeric = bool(values) and len(numbers) == len(values)
-        log = numeric and min(numbers) > 0 and (key in log_keys or _spans_decades(numbers))
+        log = numeric and min(numbers) > 0 and log_scales.get(key, _spans_decades(numbers))
         axes.append(figures.Axis(name=key, field=f"h{i}", numeric=numeric, log=log))
     return axes
 
@@ -165,24 +177,31 @@ def _spans_decades(values: list[float]) -> bool:
     return low > 0 and high / low > LOG_SPAN
 
 
-def _log_distributed(options: dict[str, Any]) -> set[str]:
-    """Keys of the tune's space with a log distribution, read from its file (--hpconfig, else --config's table).
-
-    Empty when the file is gone or unreadable: then only the span of the values decides."""
-
-    source = (options.get("tune") or {}).get("hpconfig") or options.get("config_file")
+def _log_scales(plan: Plan) -> dict[str, bool]:
+    """Whether each key of the tune's space is log-distributed: from plan.json's space (an adaptive tune), else from
+    the space's file (--hpconfig, else --config's table). Empty when the file is gone or unreadable."""
+    if plan.space is not None:
+        scales = {}
+        for key, text in plan.space.items():
+            try:
+                scales[key] = bool(json.loads(text).get("attributes", {}).get("log", False))
+            except (ValueError, AttributeError):
+                continue
+        return scales
+    settings = plan.settings
+    source = settings.hpconfig or settings.config_file
     if not source:
-        return set()
+        return {}
     try:
         data = files.read(Path(source))
     except Exception:  # moved, edited, unreadable: the report must still be written
-        return set()
+        return {}
     table = data.get(SPACE_TABLE) if isinstance(data, dict) else None
     if not isinstance(table, dict):
-        return set()
+        return {}
     return {
-        str(k) for k, spec in table.items()
-        if isinstance(spec, dict) and str(spec.get("distribution", "")).lower() in ("loguniform", "log")
+        str(k): isinstance(spec, dict) and str(spec.get("distribution", "")).lower() in ("loguniform", "log")
+        for k, spec in table.items()
     }  # fmt: skip
 
 
@@ -203,8 +222,9 @@ def _ranked_table(
         cells.append(td(row.get("score", cv.score), "score"))
         if spread:
             mean, sem = row.get(spread[0]), row.get(spread[1])
+            plus = "" if not isinstance(sem, (int, float)) or math.isnan(sem) else f" ± {sem:.2g}"  # no "± nan"
             cells.append(f'<td class="num" data-col="mean" data-value="{attr(mean)}" data-sem="{attr(sem)}">'
-                         f"{num(mean)} ± {num(sem)}</td>")  # fmt: skip
+                         f"{num(mean)}{plus}</td>")  # fmt: skip
         if "lcb" in columns:
             cells.append(td(row.get("lcb"), "lcb"))
         cells += [td(states[cv.cv_name], "state"), td(row.get("n_runs", cv.n_runs), "n_runs"),
@@ -217,15 +237,9 @@ def _good_scores(cv: CvSummary) -> list[tuple[dict[str, Any], float]]:
     """The runs the cv score is the mean of (stable, successful, finite score), with their score."""
     return [
         (r, r["run_score"]) for r in cv.table.iter_rows(named=True)
-        if r["status"] == "success" and not r["is_unstable"] and r["run_score"] is not None
+        if r["status"] == RunState.SUCCESS and not r["is_unstable"] and r["run_score"] is not None
         and math.isfinite(r["run_score"])
     ]  # fmt: skip
-
-
-def _mean_sem(values: list[float]) -> tuple[float, float]:
-    mean = math.fsum(values) / len(values)
-    sem = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return mean, sem
 
 
 def _top_rows(top: list[CvSummary]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -235,16 +249,18 @@ def _top_rows(top: list[CvSummary]) -> tuple[list[dict[str, Any]], list[dict[str
             if r["run_score"] is not None and math.isfinite(r["run_score"]):
                 runs.append({"trial": cv.cv_name, "run_score": r["run_score"], "fold": r["fold"], "seed": r["seed"],
                              "run_name": r["run_name"]})  # fmt: skip
-        mean, sem = _mean_sem([s for _, s in _good_scores(cv)])
-        summary.append({"trial": cv.cv_name, "mean": mean, "sem": sem, "lo": mean - sem, "hi": mean + sem,
-                        "n": len(_good_scores(cv))})  # fmt: skip
+        good = spread([s for _, s in _good_scores(cv)])  # one rule for every mean ± sem: sem is NaN for one run
+        summary.append({"trial": cv.cv_name, "mean": figures.clean(good.mean), "sem": figures.clean(good.sem),
+                        "lo": figures.clean(good.mean - good.sem), "hi": figures.clean(good.mean + good.sem),
+                        "n": len(_good_scores(cv))})  # fmt: skip  (no error bar where there is no spread)
     return runs, summary
 
 
 def _parallel_rows(
     cvs: list[CvSummary], axes: list[figures.Axis]
 ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
-    """Every trial's position on each axis, normalised to [0, 1] (log10 first on log axes, categories evenly)."""
+    """Every trial's position on each axis, normalised to [0, 1] (log10 first on log axes, categories evenly), and
+    the labels along each axis: every category, or round values between a numeric axis's lowest and highest."""
     names = [a.name for a in axes] + ["score"]
     positions: dict[str, dict[Any, float]] = {}
     for axis in axes:
@@ -261,12 +277,35 @@ def _parallel_rows(
                 continue
             rows.append({"trial": cv.cv_name, "axis": axis_name, "pos": pos, "label": _short(value), "score": score})
     rows.sort(key=lambda r: (r["score"] is not None, r["score"] or 0))  # the best lines drawn last, on top
-    ends: dict[tuple[str, float], str] = {}
-    categorical = {a.name for a in axes if not a.numeric}
-    for row in rows:  # every category, and the lowest and highest number, labelled beside its axis
-        if row["axis"] in categorical or row["pos"] in (0.0, 1.0, 0.5):
-            ends[(row["axis"], row["pos"])] = row["label"]
-    return rows, names, [{"axis": a, "pos": p, "label": label} for (a, p), label in ends.items()]
+    ticks: list[dict[str, Any]] = []
+    scales = {a.name: a for a in axes}
+    for axis_name in names:
+        scale = scales.get(axis_name)
+        if scale is not None and not scale.numeric:  # every category beside its place
+            labels = {row["pos"]: row["label"] for row in rows if row["axis"] == axis_name}
+            ticks += [{"axis": axis_name, "pos": pos, "label": label} for pos, label in sorted(labels.items())]
+            continue
+        log = scale.log if scale is not None else False
+        values = [score if axis_name == "score" else cv.hparams.get(axis_name) for cv in cvs
+                  for score in [figures.clean(cv.score)]]  # fmt: skip
+        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(v)]  # fmt: skip
+        if not numbers:
+            continue
+        low, high = min(numbers), max(numbers)
+        for tick in figures.nice_ticks(low, high, log) if high > low else [low]:
+            pos = _position(tick, low, high, log)
+            ticks.append({"axis": axis_name, "pos": pos, "label": f"{tick:.4g}"})
+    return rows, names, ticks
+
+
+def _position(value: float, low: float, high: float, log: bool) -> float:
+    """Where `value` sits on an axis normalised from `low` (0) to `high` (1), as _normalise places the trials."""
+    if high <= low:
+        return 0.5
+    if log:
+        return (math.log10(value) - math.log10(low)) / (math.log10(high) - math.log10(low))
+    return (value - low) / (high - low)
 
 
 def _key(value: Any) -> Any:
@@ -298,18 +337,18 @@ def _best_so_far_rows(cvs: list[CvSummary], states: dict[Any, str]) -> list[dict
     return rows
 
 
-def _learning_curves(collected: Collected) -> Section | None:
+def _learning_curves_section(collected: Collected) -> Section | None:
     """Every run's first scoring metric after each epoch (its curve.json), rungs marked; None when no run
     trained more than one epoch. At most MAX_CURVE_RUNS runs, the best-ranked trials' first."""
     plan = collected.plan
-    metric = parse_scoring_metrics(plan.options["cv"]["scoring_metric"])[0].name
+    metric = plan.settings.scoring()[0].name
     dirs = {run.run_name: run.dir for run in plan.runs}
     ranked = collect.ranked(collected.cvs, collect.selected(collected))
-    best = next((cv for cv in ranked if not math.isnan(cv.score) and cv.state == "complete"), None)
+    best = next((cv for cv in ranked if not math.isnan(cv.score) and cv.state is TrialState.COMPLETE), None)
     rows: list[dict[str, Any]] = []
     n_runs, longest = 0, 0
     for cv in ranked:
-        state = "best" if cv is best else cv.state if cv.state in figures.CURVE_COLORS else "complete"
+        state = "best" if cv is best else str(cv.state) if cv.state in figures.CURVE_COLORS else "complete"
         for run in cv.table.iter_rows(named=True):
             if n_runs >= MAX_CURVE_RUNS or run["run_name"] not in dirs:
                 break
@@ -323,7 +362,7 @@ def _learning_curves(collected: Collected) -> Section | None:
     if longest < 2:
         return None
     rows.sort(key=lambda r: r["state"] != "pruned")  # pruned curves first: drawn under the others
-    ladder = Ladder.from_options(plan.options, len(plan.cvs))
+    ladder = Ladder.from_settings(plan.settings, len(plan.cvs))
     rungs = []
     if ladder is not None:
         epochs = sorted({e for b in range(ladder.brackets) for e in rung_epochs(ladder.min_epochs, ladder.eta,
@@ -337,18 +376,3 @@ def _learning_curves(collected: Collected) -> Section | None:
         para(f"{metric} after every epoch, one line per run (its curve.json); green: the best trial.{note}{shown}"),
         [Figure("learning-curves", "learning curves", figures.learning_curves(rows, rungs, metric))],
     )
-
-
-def _retrain_section(root: Path) -> Section | None:
-    """The retrain's test metrics (final_infos.parquet of the tune's retrain cv), when one ran."""
-    import polars as pl
-
-    found = naming.final_infos_files(root)
-    if not found:
-        return None
-    body = []
-    for path in found:
-        frame = pl.read_parquet(path)
-        body.append(f"<h3>{html.escape(path.parent.name)}</h3>")
-        body.append(frame_table(f"final-{path.parent.name}", frame))
-    return Section("Retrain: test metrics", "".join(body))
