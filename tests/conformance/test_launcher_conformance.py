@@ -39,7 +39,8 @@ RECORD_KEYS = {
               "collector_job_id", "submitted_at", "saved_at"},
 }  # fmt: skip
 VOLATILE = {"run_id", "duration", "checkpoint", "worker_startup_s",  # differ between any two launches of a plan
-            "cuda_visible_devices"}  # where it ran: submitit's local executor sets it empty, the local pool leaves it unset
+            "cuda_visible_devices",  # where it ran: submitit's local executor sets it empty, the local pool leaves it unset
+            "code_commit", "code_dirty"}  # the built-in task's code is nestling's checkout: edited while the suite runs
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 
 from nestling.core.tree import naming
+from nestling.tasks.bowl import true_value
 from nestling.testing.counting_task import counted_epochs
 from tests.support import cli, poll
 
@@ -65,8 +66,6 @@ def _decided(root: Path) -> pl.DataFrame:
 def test_serial_asha_trains_at_most_half_the_epochs_and_chooses_as_well(tmp_path: Path) -> None:
     """The same 6 configurations (random, one seed) with --pruner none and asha, 2 folds x 9 epochs: asha trains at
     most half the epochs, each once, picks a configuration as good, and the tables, status and report say so."""
-    from nestling.tasks.bowl import true_value
-
     none = cli("tune", *_args(tmp_path, "none", "--n_trials", "6", "--n_folds", "2"))
     asha = cli("tune", *_args(tmp_path, "asha", "--n_trials", "6", "--n_folds", "2", "--pruner", "asha"))
     assert none.returncode == 0 and asha.returncode == 0, none.stderr + asha.stderr

@@ -115,13 +115,19 @@ def distinct_pixels(png: bytes) -> int:
     return len(np.unique(pixels, axis=0))
 
 
-def test_tune_writes_its_report_and_pngs(tune: Path) -> None:
+def test_tune_writes_its_report_and_nestling_report_its_pngs(tune: Path) -> None:
+    """The tune writes the page alone (its figures export themselves; issue 21: PNGs were most of a report's
+    time); `nestling report` adds one PNG per figure and links them."""
     page = (tune / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "tune rt" in page
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", page)  # one file: nothing to fetch
     figures = re.findall(r'<div class="figure" id="fig-([a-z-]+)"', page)
     assert figures == ["score-vs-hparams", "parallel-coordinates", "top-configurations", "best-so-far", "timeline"]
+    assert not (tune / "report_figures").exists() and 'href="report_figures/' not in page
+    ok(cli("report", str(tune)))
+    page = (tune / "report.html").read_text()
     for key in figures:
+        assert f'href="report_figures/{key}.png"' in page
         png = (tune / "report_figures" / f"{key}.png").read_bytes()
         assert distinct_pixels(png) > 20, key
 

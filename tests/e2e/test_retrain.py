@@ -120,6 +120,16 @@ def test_tune_with_retrain_chains_it_on_the_local_pool(tmp_path: Path) -> None:
     assert infos["test/Recall"].to_list()[:2] == pytest.approx([0.7, 0.7])
     # --retrain_epochs best (the default): the sleep task's constant val metric is best at epoch 0 -> 1 epoch
     assert json.loads((final / naming.PLAN).read_text())["options"]["training"]["max_epochs"] == 1
+    # the tune's runs select on val: no test pass, no best.ckpt; the retrain tests (issue 21, per run vs the peer)
+    runs = pl.read_parquet(tune / naming.RUN_INFOS)
+    assert not [c for c in runs.columns if c.startswith("test/")] and not list(tune.rglob("best.ckpt"))
+    # the retrain ran in the tune's worker, kept warm: no second torch import (issue 21, a fresh worker cost ~2 s)
+    tuned = [json.loads(p.read_text()) for p in tune.glob("ch-cv*/*/run_result.json")]
+    (retrained,) = [json.loads(p.read_text()) for p in final.glob("*/run_result.json")]
+    assert len(tuned) == 4 and {r["pid"] for r in tuned} == {retrained["pid"]}
+    assert retrained["worker_startup_s"] is None
+    assert "run ch-final-run-f0s42 attempt 1" in (final / "_workers" / "worker-0.log").read_text()  # its own log
+    assert "ch-final" not in (tune / "_workers" / "worker-0.log").read_text()
     page = (tune / naming.REPORT).read_text()  # written after the retrain, so it shows it (issue 21 #4)
     assert "Retrain: test metrics" in page and "for 1 epoch with 1 seed" in page
 

@@ -48,7 +48,7 @@ from nestling.tasks.sleep import SleepTask
 SECRET = {secret!r}
 KEYS = ("CUDA_VISIBLE_DEVICES", "NESTLING_PHYSICAL_GPUS", "NESTLING_IN_CONTAINER", "SLURM_JOB_GPUS",
         "SLURM_STEP_GPUS", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURMD_NODENAME", "PROBE_HOST_ONLY", "ODD",
-        "HOME", "APPTAINER_CONTAINER")
+        "HOME", "APPTAINER_CONTAINER", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class ProbeTask(SleepTask):
@@ -60,7 +60,12 @@ class ProbeTask(SleepTask):
         model = super().build_model(hparams)
 
         def on_fit_start():
+            import torch
+
             info = {{key: os.environ.get(key) for key in KEYS}}
+            info["threads"] = torch.get_num_threads()
+            info["umask"] = os.umask(0o022)
+            os.umask(info["umask"])
             info["secret_visible"] = os.path.exists(SECRET)
             info["cwd"] = os.getcwd()
             key = os.environ.get("WANDB_API_KEY")

@@ -10,6 +10,8 @@ The artifact dir holds a space and both quote characters and is relative to the 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from nestling.core.containers.binds import host_python_binds
+from nestling.core.host import worker_limits
+from nestling.core.host.worker_limits import THREAD_VARIABLES
 
 pytestmark = pytest.mark.container
 
@@ -36,10 +40,16 @@ def cv_argv(probe: dict[str, str], *extra: str) -> list[str]:
 
 
 def run_cli(argv: list[str], cwd: Path, env: dict[str, str], probe: dict[str, str], timeout: float) -> None:
+    """Under umask 027, without thread variables: what the image's worker gets comes from its launcher."""
     env = {**env, "PYTHONPATH": probe["dir"], "PROBE_HOST_ONLY": "1", "WANDB_MODE": "offline"}
-    done = subprocess.run(
-        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    env = {k: v for k, v in env.items() if k not in THREAD_VARIABLES}
+    previous = os.umask(0o027)
+    try:
+        done = subprocess.run(
+            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    finally:
+        os.umask(previous)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
 
 
@@ -55,6 +65,8 @@ def results(cv_dir: Path) -> list[tuple[dict, dict]]:
 
 def assert_contained(pairs: list[tuple[dict, dict]], cwd: Path) -> None:
     assert len(pairs) == 2
+    written = (cwd / ART / "_cross_validations" / "boxed").glob("*/run_result.json")  # by the workers in the image
+    assert [oct(stat.S_IMODE(p.stat().st_mode)) for p in written] == ["0o640", "0o640"]
     for result, seen in pairs:
         assert result["in_container"] is True
         assert seen["NESTLING_IN_CONTAINER"] == "1"
@@ -64,6 +76,9 @@ def assert_contained(pairs: list[tuple[dict, dict]], cwd: Path) -> None:
         # every path it reads is absolute (issue 12 #10)
         assert seen["cwd"] == str((cwd / ART).resolve())
         assert result["cuda_visible_devices"] == seen["CUDA_VISIBLE_DEVICES"]
+        assert seen["umask"] == 0o027  # the user's, not the runtime's 0022 (issue 21 #3)
+        # threads follow the worker's CPUs (issue 21 #2): torch's and the variables the user left unset
+        assert (seen["OMP_NUM_THREADS"], seen["MKL_NUM_THREADS"]) == (str(seen["threads"]),) * 2
 
 
 def test_local_pool_runs_each_worker_in_the_image_pinned(
@@ -85,6 +100,7 @@ def test_local_pool_runs_each_worker_in_the_image_pinned(
     assert_contained(pairs, tmp_path)
     # each worker saw exactly its own GPU: one id each, distinct, physical ids (podman without a CDI spec)
     assert sorted(r["cuda_visible_devices"] for r, _ in pairs) == ["3", "5"]
+    assert [s["threads"] for _, s in pairs] == [worker_limits.share(2)] * 2  # two workers share this machine
     assert all(s["NESTLING_PHYSICAL_GPUS"] == r["cuda_visible_devices"] for r, s in pairs)
     assert (cv_dir / "run_infos.parquet").is_file()
     assert list(cv_dir.rglob("worker-*.log")), "worker logs are written on the host"
@@ -111,6 +127,7 @@ def test_slurm_array_tasks_run_in_the_image_with_their_gres(
         assert granted and len(granted.split(",")) == 1, seen
         assert result["cuda_visible_devices"] == granted  # exactly the GPU SLURM gave this task
         assert result["host"] == seen["SLURMD_NODENAME"]
+        assert seen["threads"] == 1  # --cpus_per_task 1
     (a, _), (b, _) = pairs
     overlap = (
         a["host"] == b["host"] and a["started_at"] <= b["finished_at"] and b["started_at"] <= a["finished_at"]

@@ -39,7 +39,7 @@ from nestling.commands import sync as sync_command
 from nestling.core.errors import UsageError
 from nestling.core.lazy import lazy_module
 from nestling.core.options.choices import Select
-from nestling.core.options.config import config_from_keywords, suggest
+from nestling.core.options.config import config_from_keywords, option_names, read_config_file, suggest
 from nestling.core.tree import naming
 from nestling.plan.store import find_plan_root, load_plan
 
@@ -272,8 +272,12 @@ def _with_task(task: Any, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _given(options: dict[str, Any]) -> frozenset[str]:
-    """The options this call set (None keeps the default): those a resume compares with the plan."""
-    return frozenset(key for key, value in options.items() if value is not None and key != "config")
+    """The options this call set (None keeps the default) and the keys of its `config` file: those a resume
+    compares with the plan, and the launch options it takes instead of the plan's."""
+    given = {key for key, value in options.items() if value is not None and key != "config"}
+    if options.get("config") is not None:
+        given |= set(read_config_file(options["config"])) & set(option_names())
+    return frozenset(given)
 
 
 def _result(done: start.Executed, call: str) -> Result:

@@ -107,6 +107,8 @@ def plan_keywords(
     stage_dir: str | None = None,
     resume: str | None = None,
     force: bool = False,
+    snapshot_code: bool = True,
+    snapshot_max_mb: float = 50.0,
     # container: Run every worker inside an image (apptainer/singularity .sif, or docker/podman).
     container_image: str | PathLike[str] | None = None,
     container_runtime: RuntimeName = "auto",
@@ -159,6 +161,8 @@ def retrain_keywords(
     fail_fast: int | None = None,
     max_retries: int | None = None,
     stage_dir: str | None = None,
+    snapshot_code: bool | None = None,
+    snapshot_max_mb: float | None = None,
     container_image: str | PathLike[str] | None = None,
     container_runtime: RuntimeName | None = None,
     container_bind: Sequence[str] | str | None = None,

@@ -1,8 +1,8 @@
 """`nestling doctor [run|cv|tune] [options]`: can this machine run that command line? Says what to fix.
 
 Takes the options of `nestling run/cv/tune` (same parser, same config file) and checks what would otherwise fail
-later, on a compute node or inside a job: the task imports and its metadata loads, the plan can be made, the
-artifact dir is writable, the container runtime is installed, the image exists, the binds exist, the SLURM commands
+later, on a compute node or inside a job: the task imports and its metadata loads, the plan can be made, its code
+can be snapshotted, the artifact dir is writable, the container runtime is installed, the image exists, the binds exist, the SLURM commands
 answer, MaxArraySize, whether the partition's nodes have the CPUs, memory, GPUs, node count and time limit asked
 for, wandb. Prints one line per check (ok / problem / note, with the fix under each problem).
 
@@ -32,6 +32,7 @@ from nestling.core.host import slurm_query, tracking
 from nestling.core.host.processes import Run, Which
 from nestling.core.ml.task import load_task
 from nestling.core.options.config import Config, parse_config
+from nestling.core.provenance.capture import describe_code
 from nestling.core.tree import naming
 from nestling.launch.factory import container_spec, slurm_resources
 from nestling.launch.slurm.resources import check_against_sinfo
@@ -95,6 +96,8 @@ def run_checks(
     run = run or subprocess.run
     checks: list[Check] = []
     task, prepared = _task_checks(config, kind, checks)
+    if task is not None:
+        checks += _code_check(config)
     checks.append(_artifact_dir_check(config))
     _container_checks(config, task, which, run, checks)
     _slurm_checks(config, kind, prepared, which, run, checks)
@@ -134,6 +137,15 @@ def _task_checks(config: Config, kind: str, checks: list[Check]) -> tuple[Any, A
     n_runs = len(prepared.plan.runs)
     checks.append(Check(f"{kind} plan", OK, f"{n_runs} run(s) on the {config.launch.launcher} launcher"))
     return task, prepared
+
+
+def _code_check(config: Config) -> list[Check]:
+    """What a launch would snapshot of the task's code (docs/provenance.md); nothing for a built-in task."""
+    try:
+        line = describe_code(config.data.task, enabled=config.launch.snapshot_code, max_mb=config.launch.snapshot_max_mb)
+    except UsageError as exc:
+        return [Check("code snapshot", PROBLEM, str(exc), "see the error above")]
+    return [] if line is None else [Check("code snapshot", OK, line.removeprefix("code: "))]
 
 
 def _artifact_dir_check(config: Config) -> Check:

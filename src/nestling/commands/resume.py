@@ -3,13 +3,25 @@
 The saved plan is re-read (trials are never re-sampled); runs whose result is success are skipped; failed, missing
 and lost runs run again with the same run_name and run_id and the next attempt number (a failed result is kept as
 run_result.attempt-N.json). An adaptive tune (study.py) keeps its drawn and pruned trials: a lost trial reruns
-with its drawn configuration, trials never drawn are drawn when they start, with every result known. Options that define the plan must not change: an option given on the command line (or
-set away from its default) that differs from the saved plan is refused with a diff unless --force, which applies
-changed training/device options to the reruns (their RunSpecs derived again by plan/specs.py, through the same device
-rule as planning) and rescores with changed scoring options (--scoring_metric, --multi_score_strategy: plan.json
-takes them, runs that succeeded are kept and rescored from the metrics they logged, the tables are recomputed);
-options --force cannot apply are refused even with it. Launch and container options may change freely (e.g.
-resume a local sweep on SLURM).
+with its drawn configuration, trials never drawn are drawn when they start, with every result known.
+
+Every option is one of four kinds (docs/reliability.md, "What a resume takes from the plan"):
+- it defines the plan (PLAN_GROUPS): given now (on the command line or in a --config file) with another value than
+  the saved plan's, it is refused with a diff unless --force, which applies the training/device/wandb-mode options
+  of APPLIED_ON_FORCE to the reruns (their RunSpecs derived again by plan/specs.py, through the same device rule as
+  planning) and rescores with changed scoring options (--scoring_metric, --multi_score_strategy: plan.json takes
+  them, runs that succeeded are kept and rescored from the metrics they logged, the tables are recomputed); the
+  others are refused even with it;
+- it says where and how the reruns run (FROM_PLAN_UNLESS_GIVEN: launcher, SLURM resources, container): the saved
+  plan's, unless given now (e.g. resume a SLURM sweep locally with --launcher local); a resume typed on a login node
+  runs where the plan ran (issue 21 #1);
+- it belongs to this invocation (PER_INVOCATION: --dry_run, --wait, --detach, --quiet, --artifact_dir, ...), or is
+  taken from it when given (FROM_INVOCATION: --retrain, --keep_checkpoints, a storage policy);
+- it is ignored (IGNORED: --name, the resumed plan names itself).
+
+The reruns import the task from the plan's code snapshot, whatever the tree holds now; --force takes the current
+code instead (a new snapshot in the plan's _code, shared when nothing changed). What changed since the plan (code,
+with the files named; environment; data) is reported either way, also when nothing is left to run.
 """
 
 from __future__ import annotations
@@ -21,9 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nestling.commands.provenance import take_code
 from nestling.core.errors import UsageError
 from nestling.core.ml.scoring import parse_scoring_metrics
-from nestling.core.options.config import EPOCH_PRUNERS, Config, config_from_dict
+from nestling.core.options.config import EPOCH_PRUNERS, GROUPS, Config, config_from_dict, option_names
+from nestling.core.provenance.drift import drift
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
@@ -34,20 +48,29 @@ from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
 from nestling.execute.search.rungs import Board
 from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
+from nestling.launch.base import plural
 from nestling.plan.model import Plan, PlannedRun
 from nestling.plan.settings import checkpoints_to_keep
 from nestling.plan.specs import run_specs
 from nestling.plan.store import load_plan, update_plan_options, write_spec
 from nestling.read.run_states import run_states
 
-PLAN_GROUPS = ("data", "training", "cv", "tune", "device")  # what the saved plan was made from
+PLAN_GROUPS = ("data", "training", "cv", "tune", "device", "logging")  # what the saved plan was made from
 APPLIED_ON_FORCE = {
     "training": ("max_epochs", "early_stopping_patience"),
     "device": ("accelerator", "strategy", "devices", "num_nodes"),
+    "logging": ("wandb_mode",),
     "cv": ("scoring_metric", "multi_score_strategy"),  # rescoring: the tables are recomputed, nothing retrained
 }
-IGNORED = {("logging", "name"), ("launch", "resume"), ("launch", "force"), ("training", "hp")}  # --hp: as hparams
-FROM_INVOCATION = {("tune", "retrain")}  # what happens after the plan: taken from this invocation when given
+FROM_PLAN_UNLESS_GIVEN = ("launch", "container")  # where and how the reruns run: as planned, unless given now
+PER_INVOCATION = {
+    ("launch", "dry_run"), ("launch", "detach"), ("launch", "wait"), ("launch", "resume"), ("launch", "force"),
+    ("logging", "quiet"), ("logging", "artifact_dir"),  # where the tree is now (it may have moved)
+}  # fmt: skip
+IGNORED = {("logging", "name"), ("training", "hp")}  # --hp: compared as hparams
+FROM_INVOCATION = {  # taken from this invocation when given: what happens after the plan, a storage policy
+    ("tune", "retrain"), ("logging", "keep_checkpoints"),
+}
 
 
 @dataclass(frozen=True)
@@ -57,10 +80,13 @@ class Resumption:
 
     name: str
     root: Path
-    config: Config  # the saved plan's options, with this invocation's launch/container options (and forced ones)
+    config: Config  # the saved plan's options, with the launch/container options given now (and forced ones)
     run_dirs: list[list[str]]  # per cv, the run dirs to run again; empty when every run succeeded
     changes: list[str]  # the option changes found (applied only with --force)
+    overrides: tuple[str, ...] = ()  # launch/container options given now instead of the plan's
     n_pruned: int = 0  # runs that stay unrun: their trial was pruned
+    drift: list[str] = dataclasses.field(default_factory=list)  # what changed since the plan: code, env, data
+    code: str | None = None  # the code snapshot a forced resume took for its reruns (_code/{key})
 
     @property
     def total(self) -> int:
@@ -70,13 +96,21 @@ class Resumption:
     def record(self) -> dict[str, Any]:
         """The fields a resume adds to its launch.json entry."""
         forced = self.changes if self.config.launch.force else []
-        return {"resume": True, "rerun": self.total, "forced_changes": forced}
+        return {"resume": True, "rerun": self.total, "forced_changes": forced, "launch_overrides": list(self.overrides),
+                "drift": self.drift, **({"code": self.code} if self.code else {})}  # fmt: skip
+
+    def where(self) -> str:
+        """One line for the console: which launcher runs the reruns, and why that one."""
+        launcher = self.config.launch.launcher
+        why = ", ".join(f"--{k}" for k in self.overrides) + " given" if self.overrides else "as planned"
+        image = f" in {self.config.container.container_image}" if self.config.container.container_image else ""
+        return f"resuming {self.name}: {plural(self.total, 'run')} on --launcher {launcher}{image} ({why})"
 
 
 def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Resumption:
     """Check the saved plan against this invocation and make the tree ready for the reruns (failed results
     archived, stale locks removed, forced changes written into the rerun specs); launching is the caller's.
-    `explicit`: the options given in this invocation (config.explicit_options of the command line)."""
+    `explicit`: the options given in this invocation (config.given_options: its command line and --config keys)."""
     name = naming.validate_name(config.launch.resume or "", "--resume name")
     if kind == "run":
         raise UsageError(
@@ -108,19 +142,23 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
             f"tune {name!r} prunes between epochs (--pruner {pruner}): its rungs end at --max_epochs "
             f"{saved.training.max_epochs}, so --max_epochs cannot change on resume; drop it, or start a new tune"
         )
-    effective = _effective(saved, config, changes)
+    effective = _effective(saved, config, changes, explicit)
     rescored = {c.key: c.after for c in changes if c.group == "cv"}
     if rescored:
         _check_rescoring(plan, effective)
-    if "keep_checkpoints" in explicit:  # a storage policy, not the plan: the reruns' launch takes it
-        checkpoints_to_keep(config.logging.keep_checkpoints)  # a bad value: exit 2 before anything changes
-        effective = dataclasses.replace(
-            effective, logging=dataclasses.replace(effective.logging, keep_checkpoints=config.logging.keep_checkpoints)
-        )
-    given = {k: getattr(config.tune, k) for g, k in FROM_INVOCATION if g == "tune" and k in explicit}
-    effective = dataclasses.replace(effective, tune=dataclasses.replace(effective.tune, **given))
+    if "keep_checkpoints" in explicit:  # a storage policy, not the plan: a bad value exits 2 before anything changes
+        checkpoints_to_keep(config.logging.keep_checkpoints)
+    effective = _taken_from_invocation(effective, config, explicit)
     respecified = run_specs(plan, effective) if changes else []  # refuses a strategy a worker cannot run
     _refuse_if_active(plan)
+    forced = config.launch.force
+    dry_run = config.launch.dry_run  # says what a resume would run; changes nothing in the tree
+    # (the current code is taken before the drift check imports the plan's snapshot to ask for the data digest)
+    code = take_code(effective, into=root) if forced and plan.provenance is not None and not dry_run else None
+    found = drift(plan.provenance, root, saved.data.task, forced=forced)
+    if code is not None and plan.provenance is not None:  # the reruns import the current code
+        plan = dataclasses.replace(plan, provenance=dataclasses.replace(plan.provenance, code=code.ref))
+        respecified = run_specs(plan, effective)
     todo = [run for run in plan.runs if result_state(run.dir) is not RunState.SUCCESS]
     n_pruned = 0
     if plan.kind == "tune":  # adaptive search: pruned trials stay pruned; a draw its worker never wrote is redone
@@ -129,21 +167,27 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
         kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
         n_pruned = sum(run.dir.name in kept for run in todo)  # stay unrun
         todo = [run for run in todo if run.dir.name not in kept]
-        forget_unwritten_draws(plan.root)
         todo += _waiting_at_rungs(plan, {run.dir.name for run in todo})
-        rerun = {run.dir.name for run in todo}
-        reopen(plan.root, {i for i, cv in enumerate(plan.cvs) if any(r.dir.name in rerun for r in cv.runs)})
-    for run in todo:
-        if not run_epochs(read_result(run.dir)).paused:  # a paused run goes on from its checkpoint, as it is
-            _archive_failed_result(run.dir)
-        attempt.remove_if_stale(run.dir)
-    if respecified:
-        _apply_forced(plan.root, respecified, todo)
-    if rescored:  # the scoring the collector, the study and a retrain read
-        update_plan_options(plan.root, "cv", rescored)
+        if not dry_run:
+            forget_unwritten_draws(plan.root)
+            rerun = {run.dir.name for run in todo}
+            reopen(plan.root, {i for i, cv in enumerate(plan.cvs) if any(r.dir.name in rerun for r in cv.runs)})
+    if not dry_run:
+        for run in todo:
+            if not run_epochs(read_result(run.dir)).paused:  # a paused run goes on from its checkpoint, as it is
+                _archive_failed_result(run.dir)
+            attempt.remove_if_stale(run.dir)
+        if respecified:
+            _apply_forced(plan.root, respecified, todo)
+        if rescored:  # the scoring the collector, the study and a retrain read
+            update_plan_options(plan.root, "cv", rescored)
     wanted = {str(r.dir) for r in todo}
     per_cv = [[str(r.dir) for r in cv.runs if str(r.dir) in wanted] for cv in plan.cvs]
-    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes], n_pruned)
+    overrides = tuple(
+        sorted(k for k in explicit if _group_of(k) in FROM_PLAN_UNLESS_GIVEN and not _per_invocation(k))
+    )
+    return Resumption(name, root, effective, per_cv if todo else [], [str(c) for c in changes], overrides=overrides,
+                      n_pruned=n_pruned, drift=found.lines, code=code.ref if code else None)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,9 +213,10 @@ def changed_options(saved: Config, current: Config, explicit: AbstractSet[str] =
     defaults = Config().to_dict()
     now, before = current.to_dict(), saved.to_dict()
     changes = []
+    skipped = IGNORED | FROM_INVOCATION | PER_INVOCATION
     for group in PLAN_GROUPS:
         for key, value in now[group].items():
-            if (group, key) in IGNORED | FROM_INVOCATION or (key not in explicit and value == defaults[group][key]):
+            if (group, key) in skipped or (key not in explicit and value == defaults[group][key]):
                 continue
             if value != before[group].get(key):
                 changes.append(Change(group, key, before[group].get(key), value))
@@ -181,22 +226,39 @@ def changed_options(saved: Config, current: Config, explicit: AbstractSet[str] =
     return changes
 
 
-def _effective(saved: Config, current: Config, forced: list[Change]) -> Config:
-    """The saved plan's options, with this invocation's launch/container options and the forced changes."""
-    device, training, cv = saved.device, saved.training, saved.cv
-    device = dataclasses.replace(device, **{c.key: c.after for c in forced if c.group == "device"})
-    training = dataclasses.replace(training, **{c.key: c.after for c in forced if c.group == "training"})
-    cv = dataclasses.replace(cv, **{c.key: c.after for c in forced if c.group == "cv"})
-    logging = dataclasses.replace(saved.logging, quiet=current.logging.quiet)
-    return dataclasses.replace(
-        saved,
-        device=device,
-        training=training,
-        cv=cv,
-        logging=logging,
-        launch=current.launch,
-        container=current.container,
-    )
+def _effective(saved: Config, current: Config, forced: list[Change], given: AbstractSet[str]) -> Config:
+    """The saved plan's options, with the forced changes, the launch/container options given now, and this
+    invocation's own (PER_INVOCATION)."""
+
+    def merged(group: str) -> Any:
+        mine = {
+            f.name: getattr(getattr(current, group), f.name)
+            for f in dataclasses.fields(getattr(saved, group))
+            if (group, f.name) in PER_INVOCATION or (group in FROM_PLAN_UNLESS_GIVEN and f.name in given)
+        }
+        mine.update({c.key: c.after for c in forced if c.group == group})
+        return dataclasses.replace(getattr(saved, group), **mine)
+
+    return dataclasses.replace(saved, **{group: merged(group) for group in GROUPS})
+
+
+def _taken_from_invocation(effective: Config, current: Config, given: AbstractSet[str]) -> Config:
+    """FROM_INVOCATION options given now replace the plan's (what happens after the plan, how much it keeps)."""
+    for group, key in FROM_INVOCATION:
+        if key in given:
+            value = getattr(getattr(current, group), key)
+            effective = dataclasses.replace(
+                effective, **{group: dataclasses.replace(getattr(effective, group), **{key: value})}
+            )
+    return effective
+
+
+def _group_of(key: str) -> str:
+    return option_names()[key]
+
+
+def _per_invocation(key: str) -> bool:
+    return (_group_of(key), key) in PER_INVOCATION
 
 
 def _check_rescoring(plan: Plan, effective: Config) -> None:

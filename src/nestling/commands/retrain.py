@@ -10,6 +10,9 @@ the command again (or with --resume) resumes it through `resume.prepare_resume`,
 Options: the tune's own (its launcher, devices, container), changed by launch, device and container flags given
 here; `--n_seeds`/`--seeds` (default the tune's); `--cv NAME` (default the tune's best by `--select`);
 `--retrain_epochs best|max|N` (best: the median best epoch of the chosen cv's runs, from their CSV logs).
+
+The retrain trains the code the tune was tuned with: the tune's snapshot, linked into its own `_code` (--force takes
+the current code instead). What changed since the tune was planned (code, environment, data) is printed first.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.commands.provenance import print_drift, release_code, take_code
 from nestling.commands.start import Executed, launch_plan, parallel_strategy, resume_plan, runs_per_task
 from nestling.core.errors import UsageError, strict_parser
 from nestling.core.host.devices import parse_devices
@@ -39,12 +43,15 @@ from nestling.core.options.config import (
     option_names,
     parse_config,
 )
+from nestling.core.provenance.drift import drift
+from nestling.core.provenance.record import Provenance, TakenCode
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import read_json
 from nestling.core.tree.run_result import result_state
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import plural
 from nestling.launch.factory import make_launcher
+from nestling.launch.local import discard_warm
 from nestling.plan.build import plan_retrain
 from nestling.plan.model import LaunchRequest
 from nestling.plan.preflight import check_job_resources
@@ -121,14 +128,17 @@ def retrain_tune(
 def then_retrain(kind: str, root: Path, config: Config, ended: bool, code: int) -> int:
     """`nestling tune --retrain`: retrain the best once the tune ended here (a detached SLURM tune submitted a
     retrain job after its collector instead, see launch/slurm/launcher.py)."""
-    if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
-        return code
     quiet = config.logging.quiet
     try:
-        code = retrain_tune(root, Config(logging=Logging(quiet=quiet)), {"quiet"} if quiet else set()).exit_code
-    except UsageError as exc:  # e.g. no trial has a score: the tune itself ended, say why nothing was retrained
-        print(f"nestling: not retrained: {exc}", file=sys.stderr)
-        return 1
+        if kind != "tune" or not config.tune.retrain or code != 0 or not ended:
+            return code
+        try:
+            code = retrain_tune(root, Config(logging=Logging(quiet=quiet)), {"quiet"} if quiet else set()).exit_code
+        except UsageError as exc:  # e.g. no trial has a score: the tune itself ended, say why nothing was retrained
+            print(f"nestling: not retrained: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        discard_warm()  # the tune's workers, kept for this retrain (launch/local.py)
     if not quiet:
         print(closing_line(root))
     return code
@@ -323,10 +333,20 @@ def _new_retrain(tune: Plan, choice: RetrainChoice, given: Config, explicit: Abs
     units = work_units(
         run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
     )
+    forced = base.launch.force  # (the retrain's own launch options drop it: it is no resume)
+    code = None if config.launch.dry_run else _retrain_code(tune, config, forced)
+    found = drift(tune.provenance, tune.root, config.data.task, forced=forced, runs="the retrain's runs")
+    print_drift("retrain", name, found.lines)
     if config.launch.dry_run:
         print(launcher.describe(plan.root, units, f"retrain {name}"))
         return Executed(0, "retrain")
-    write_plan(plan, [split])
+    if found.env is not None:
+        data = found.data_digest if tune.provenance is not None and tune.provenance.data_digest is not None else None
+        plan = dataclasses.replace(plan, provenance=Provenance(code.ref if code else None, found.env, data))
+    try:
+        write_plan(plan, [split], code)
+    finally:
+        release_code(code)
     if not config.logging.quiet:
         print(
             f"retrain {name}: {chosen.cv_name} (by {how}, score {chosen.score:.4g}) hparams {chosen.hparams}; "
@@ -334,6 +354,15 @@ def _new_retrain(tune: Plan, choice: RetrainChoice, given: Config, explicit: Abs
             f"{plural(len(split.train), 'sample')}, tested on {len(split.test)}"
         )
     return launch_plan(LaunchRequest("retrain", name, plan.root, units, config, len(plan.runs)), launcher, None)
+
+
+def _retrain_code(tune: Plan, config: Config, forced: bool) -> TakenCode | None:
+    """The tune's snapshot (the code that was tuned), or with --force (or a tune planned before snapshots) the
+    code as it is now."""
+    manifest = tune.provenance.manifest(tune.root) if tune.provenance is not None else None
+    if forced or tune.provenance is None:
+        return take_code(config)
+    return TakenCode(manifest, tune.root) if manifest is not None else None
 
 
 def _resume_retrain(

@@ -7,6 +7,7 @@ before the first directory is created. `--resume NAME` continues a plan from its
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.commands.detach import detach
+from nestling.commands.provenance import preload_dir, print_drift, release_code, take_code
 from nestling.commands.resume import prepare_resume
 from nestling.core.errors import EXIT_INTERRUPTED, StorageFull, UsageError
 from nestling.core.host import storage
@@ -23,6 +25,8 @@ from nestling.core.host.devices import parse_devices
 from nestling.core.lazy import lazy_module
 from nestling.core.ml.task import Split
 from nestling.core.options.config import PARALLEL_STRATEGIES, Config
+from nestling.core.provenance.capture import describe_code, plan_provenance
+from nestling.core.provenance.record import TakenCode
 from nestling.core.tree import failfast, fault_ledger, naming
 from nestling.core.tree.failure_class import is_storage_error
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
@@ -80,12 +84,23 @@ def start_plan(
     check_detach(config)
     if config.launch.resume:
         return resume_plan(kind, config, explicit, then)
+    # the task's code is snapshotted first: every worker imports the task from the snapshot, the pool's too
+    code = None if config.launch.dry_run else take_code(config)
+    try:
+        return _start_new(kind, config, code, then)
+    finally:  # the plan has its own copy now, and the pool that imported this one has ended
+        release_code(code)
+
+
+def _start_new(kind: str, config: Config, code: TakenCode | None, then: Then | None) -> Executed:
+    """Plan, write and launch a new plan whose code was taken (`code`)."""
     # the local pool starts now: its first worker describes the task while the workers import torch meanwhile
     # (a detached sweep's supervisor starts its own pool)
-    pool = None if config.launch.detach else prestart_local(config, kind)
+    pool = None if config.launch.detach else prestart_local(config, kind, code=preload_dir(code))
     try:
         prepared = prepare(config, kind, described=lambda: described_task(pool, config.data.task))
-        plan = prepared.plan
+        provenance = plan_provenance(code, prepared.task, config.data.task)
+        plan = dataclasses.replace(prepared.plan, provenance=provenance)
         launcher = make_launcher(config, kind, plan.name, prepared.devices, task=prepared.task, prestarted=pool)
         units = work_units(
             run_dirs_per_cv(plan), parallel_strategy(config), runs_per_task(config, len(plan.runs), launcher)
@@ -96,12 +111,16 @@ def start_plan(
             print(f"storage: {room.describe()}", file=sys.stderr)  # (on stderr: block sizes differ between hosts)
             for line in [*describe_trials(plan, config), *describe_retrain(plan, prepared.splits, config)]:
                 print(line)
+            code_line = describe_code(config.data.task, enabled=config.launch.snapshot_code,
+                                      max_mb=config.launch.snapshot_max_mb)  # fmt: skip
+            if code_line:
+                print(code_line)
             if pool is not None:
                 pool.discard()
             return Executed(0, kind)
         launcher.prepare()  # an image that cannot be pulled leaves no plan behind
         try:
-            write_plan(plan, prepared.splits)
+            write_plan(plan, prepared.splits, code)
         except FileExistsError:  # another process took the name between the check and now
             raise UsageError(
                 f"{kind} {plan.name!r} already exists in {config.logging.artifact_dir}; choose another --name"
@@ -116,10 +135,14 @@ def start_plan(
 def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: Then | None = None) -> Executed:
     """`--resume NAME` (and a retrain that exists): the runs still to do, launched like a new plan's."""
     resumed = prepare_resume(kind, config, explicit)
-    config = resumed.config
+    config = resumed.config  # the plan's launcher, resources and container unless given now
+    check_detach(config)
+    print_drift(kind, resumed.name, resumed.drift)
     if not resumed.total:
         settled = "every run succeeded or was pruned" if resumed.n_pruned else "every run succeeded"
         print(f"{kind} {resumed.name}: {settled} already; nothing to resume")
+        if config.launch.dry_run:
+            return Executed(0, kind)
         code = collect_and_report(resumed.root, config.logging.quiet)
         code = then(kind, resumed.root, config, True, code) if then else code  # it ended
         return Executed(code, kind, resumed.name, resumed.root)
@@ -130,6 +153,12 @@ def resume_plan(kind: str, config: Config, explicit: AbstractSet[str], then: The
         resumed.run_dirs, parallel_strategy(config), runs_per_task(config, resumed.total, launcher)
     )
     check_room(load_plan(resumed.root), config, resumed.total, len(units), launcher.parallel_slots, resumed=True)
+    if config.launch.dry_run:  # what the resume would submit; prepare_resume changed nothing
+        print(resumed.where())
+        print(launcher.describe(resumed.root, units, f"{kind} {resumed.name}"))
+        return Executed(0, kind)
+    if not config.logging.quiet:
+        print(resumed.where())
     request = LaunchRequest(kind, resumed.name, resumed.root, units, config, resumed.total, resumed.record)
     return launch_plan(request, launcher, then)
 
@@ -355,9 +384,12 @@ def collect_and_report(root: Path, quiet: bool, storage_was_full: bool = False) 
 
 
 def _report_beside_tables(root: Path, collected: Collected, quiet: bool) -> None:
-    """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan."""
+    """report.html beside the tables. A report that cannot be written costs a warning, never the finished plan.
+
+    The page only: its figures export themselves, and rendering PNGs took most of a report's time (issue 21);
+    `nestling report DIR` writes them for slides."""
     try:
-        path = write_report(root, collected)
+        path = write_report(root, collected, png=False)
     except Exception as exc:  # a plotting bug or a full disk must not turn a finished tune into a failure
         print(f"nestling: report not written ({type(exc).__name__}: {exc}); retry with nestling report {root}",
               file=sys.stderr)  # fmt: skip

@@ -16,6 +16,7 @@ from nestling.launch.base import plural
 from nestling.plan.model import Plan
 from nestling.plan.store import find_plan_root, load_plan
 from nestling.read.console_table import Column, print_table
+from nestling.read.provenance import code_line, code_record
 from nestling.read.run_states import RunStatus, count, run_states
 
 # runs that wait (in the queue, or held back by fail-fast) are counted, not listed, unless --all: a sweep of
@@ -81,7 +82,7 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
         detached = None if supervisor is None else {"pid": supervisor.pid, "hostname": supervisor.hostname}
         nodes = [n.__dict__ for n in status.broken_nodes]
         print(json.dumps({"counts": counts, "runs": [s.__dict__ for s in states], "supervisor": detached,
-                          "excluded_nodes": nodes}))  # fmt: skip
+                          "excluded_nodes": nodes, "code": code_record(plan)}))  # fmt: skip
         return
     from rich.console import Console
 
@@ -91,6 +92,9 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
         + "  ".join(f"{k}={v}" for k, v in counts.items() if v or k == RunState.SUCCESS),
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip  (states no run is in are left out; --json has them all)
+    code = code_line(plan)
+    if code:
+        console.print(code, markup=False, highlight=False, soft_wrap=True)
     unstable = sum(1 for s in states if s.unstable_reason)
     if unstable:
         console.print(f"{unstable} successful run{'' if unstable == 1 else 's'} unstable (not in the cv score)")

@@ -33,7 +33,7 @@ from typing import Any
 
 from nestling.core.containers.runtimes import Wrapped
 from nestling.core.containers.spec import ContainerSpec
-from nestling.core.host import jobenv, slurm_query
+from nestling.core.host import jobenv, slurm_query, worker_limits
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, memory_fraction
 from nestling.core.host.jobenv import JobEnvironment, save_in_progress
 from nestling.core.tree import array_claims as claims
@@ -62,10 +62,12 @@ class UnitRunner:
     def run(self, run_dirs: list[str]) -> list[RunState]:
         """The runs' states (success, failed, or skipped when a live attempt elsewhere holds the run, ...)."""
         if self.container is None:
+            worker_limits.apply()  # this process trains: its threads follow --cpus_per_task before torch loads
             return run_all(run_dirs)
         if self.child is None:
+            env = worker_limits.for_worker(dict(os.environ), cpus=worker_limits.available_cpus())
             cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
-            wrapped = self.container.wrap(cmd, environ=os.environ, interactive=True, job_task=True)
+            wrapped = self.container.wrap(cmd, environ=env, interactive=True, job_task=True)
             self.child = wrapped.popen(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write(json.dumps({"index": 0, "run_dirs": run_dirs}) + "\n")
@@ -120,8 +122,11 @@ class PackedRunner:
         self._lock = threading.Lock()
 
     def command(self, alone: bool = False) -> Wrapped:
-        """A worker's command line: capped at 1/K of the GPU's memory, or, `alone` on the GPU, not capped."""
+        """A worker's command line: capped at 1/K of the GPU's memory, or, `alone` on the GPU, not capped; its
+        threads sized to its share of the task's CPUs (alone: all of them)."""
         env = {**os.environ, MEMORY_FRACTION_ENV: "1" if alone else memory_fraction(self.k) or "1"}
+        cpus = worker_limits.available_cpus() if alone else worker_limits.share(self.k)
+        worker_limits.for_worker(env, cpus=cpus)  # the task's CPUs split K ways
         cmd = [sys.executable, "-m", "nestling.worker", "--serve"]
         if self.container is not None:
             return self.container.wrap(cmd, environ=env, interactive=True, job_task=True)

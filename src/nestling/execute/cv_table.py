@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from nestling.core.ml.scoring import Spread, cv_score, cv_spread, run_score_reason
+from nestling.core.provenance.record import RUN_FIELDS
 from nestling.core.tree import damaged, naming, tables
 from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.run_result import RunResult, parse_result
@@ -80,8 +81,9 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
 CHECKPOINT_REMOVED = "removed"  # the checkpoint column of a run whose checkpoints --keep_checkpoints removed
 _RESULT_COLUMNS = (
     "error", "duration", "checkpoint", "attempt", "worker_startup_s", "accelerator", "device_names",
-    "peak_memory_bytes", "cuda_visible_devices", "failure_class", "stage_s",
-)  # fmt: skip  (RunResult fields copied as they are; what ran where: issue 15 #4; failure class, staging: issue 23)
+    "peak_memory_bytes", "cuda_visible_devices", "failure_class", "stage_s", *RUN_FIELDS,
+)  # fmt: skip  (RunResult fields copied as they are; what ran where: issue 15 #4; failure class, staging: issue 23;
+#                what produced it: issue 24)
 
 
 def _collect_cvs(

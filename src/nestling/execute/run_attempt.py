@@ -28,6 +28,7 @@ from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
 from nestling.execute import staging
+from nestling.execute.provenance import run_origin
 from nestling.execute.startup import worker_startup
 from nestling.execute.training import Trained, TrainingFailed, cached_task, train
 
@@ -95,6 +96,7 @@ def execute(spec: RunSpec, until_epoch: int | None = None) -> RunResult | None:
             heartbeat.start()
         ended: Trained | TrainingFailed
         failure: BaseException | None = None
+        origin = run_origin(spec)  # imports the task from the plan's code snapshot
         try:
             ended = train(spec, paths, attempt, until_epoch)
             log.warning(
@@ -133,6 +135,7 @@ def execute(spec: RunSpec, until_epoch: int | None = None) -> RunResult | None:
             device_names=ended.placement.device_names,
             peak_memory_bytes=ended.placement.peak_memory_bytes,
             stage_s=staged.seconds if staged is not None else None,
+            **origin.fields(),
             epochs_trained=trained.epochs_trained if trained else None,
             stop_reason=trained.stop_reason if trained else None,
         )

@@ -70,13 +70,14 @@ def node_dir(root: Path, base: Path, launch_id: str, node: str) -> Path:
     return base / STAGE_ROOT / f"{Path(root).name}-{digest}-{launch_id}" / node
 
 
-def stage_for_run(spec: RunSpec, load_task: Callable[[str], Any], root: Path | None) -> Staged | None:
+def stage_for_run(spec: RunSpec, load_task: Callable[[str, str | None], Any], root: Path | None) -> Staged | None:
     """Before a run's clock starts: make sure its node holds the task's staged data. None when the task has no stage
     hook (or cannot be loaded: the run then fails on that). Never raises: a failed stage is returned, and raised
-    inside the run by `split_for` (the run fails)."""
+    inside the run by `split_for` (the run fails). `load_task(task, code)` imports it from the plan's code snapshot,
+    as training does: the first import of the task's package in a worker decides which code it runs."""
     _Cache.last = None
     try:
-        hook: Callable[[Path], object] | None = getattr(load_task(spec.task), "stage", None)
+        hook: Callable[[Path], object] | None = getattr(load_task(spec.task, spec.code), "stage", None)
     except Exception:  # noqa: BLE001 - training loads it again and records why it cannot
         return None
     if not callable(hook) or root is None:

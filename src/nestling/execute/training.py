@@ -22,7 +22,8 @@ from nestling.core.host import jobenv
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV
 from nestling.core.host.jobenv import JobEnvironment
 from nestling.core.ml.scoring import parse_scoring_metrics
-from nestling.core.ml.task import Split, Task, load_task
+from nestling.core.ml.task import Split, Task
+from nestling.core.provenance.imports import load_task_from
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import LOGS, RunPaths
 from nestling.core.tree.run_epochs import StopReason, read_curve, record_epoch
@@ -34,8 +35,9 @@ log = logging.getLogger("nestling.run")
 
 
 @lru_cache(maxsize=8)
-def cached_task(spec: str) -> Task:
-    return load_task(spec)
+def cached_task(spec: str, code: str | None = None) -> Task:
+    """The task, loaded once per process; imported from the plan's code snapshot `code` (a _code/{key} dir)."""
+    return load_task_from(spec, code)
 
 
 @lru_cache(maxsize=8)
@@ -212,7 +214,7 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen, unt
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
 
-    task = cached_task(spec.task)
+    task = cached_task(spec.task, spec.code)
     split = staging.split_for(_read_splits(spec.splits_file)[spec.fold])  # with its node's staged data (Task.stage)
     cap_device_memory()
     L.seed_everything(spec.seed, workers=True, verbose=False)
@@ -226,7 +228,8 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen, unt
     # old epoch after a preemption and train the epochs since then twice.
     last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", enable_version_counter=False)
     # A retrain (nestling retrain) has no validation samples: nothing to monitor, the final weights are tested.
-    callbacks: list[Any] = [last] if spec.retrain else [checkpoint, last]
+    # A tune's runs keep no best.ckpt unless --score_epoch best reads it: nothing else would (RunSpec.keep_best).
+    callbacks: list[Any] = [checkpoint, last] if spec.keep_best and not spec.retrain else [last]
     if not spec.retrain:  # before ModelCheckpoint and EarlyStopping fail on it with Lightning's own words
 
         def scoring_logged(trainer: Any, _module: Any) -> None:
@@ -285,8 +288,7 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen, unt
             stopped_early = early is not None and early.stopped_epoch > 0  # (in this process; not under ddp_fork)
             epochs, reason = _how_far(trainer, paths, spec.max_epochs, until_epoch, stopped_early)
             has_test = type(model).test_step is not L.LightningModule.test_step
-            testing = reason is not StopReason.PAUSED and split.test and has_test
-            if testing:
+            if spec.test and reason is not StopReason.PAUSED and split.test and has_test:
                 ckpt = "best" if checkpoint.best_model_path else None
                 trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
                 metrics.update(

@@ -2,14 +2,16 @@
 
 Two modes:
   python -m nestling.worker RUN_DIR...   run these runs in series, then exit (SLURM array tasks, containers)
-  python -m nestling.worker --serve [--preload TASK [--describe]]
+  python -m nestling.worker --serve [--preload TASK [--describe] [--code DIR]]
                                          read work units as JSON lines on stdin; before each run it trains write a
                                          JSON line {"started": run_dir}, after each run {"run_dir", "status"}, and
-                                         after each unit {"unit_done": index} on stdout.
+                                         after each unit {"unit_done": index} on stdout; {"log": PATH} moves the
+                                         worker's output to PATH, then it says {"ready"}.
 In --serve mode everything the training prints goes to stderr, so stdout carries only the protocol. With --preload
 the worker imports torch, Lightning and the task's module before it says {"ready"}: a pool started while the CLI
 plans pays that import at the same time as the CLI, not after it; with --describe it first sends the task's planning
-half ({"task": ...}, see task.DescribedTask), so the CLI need not import the task (and torch) at all.
+half ({"task": ...}, see task.DescribedTask), so the CLI need not import the task (and torch) at all. --code names
+the code snapshot the task is imported from (the plan's, taken before the plan exists).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from nestling.core.containers.spec import in_container
-from nestling.core.host import jobenv
+from nestling.core.host import jobenv, worker_limits
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import failfast
 from nestling.core.tree.failure_class import FailureClass
@@ -171,20 +173,25 @@ def _collect_if_cv_done(root: Path, run_dir: Path, trainer: Trainer) -> None:
         checkpoint_keeping.trial_finished(root, run_dir)  # --keep_checkpoints: a finished trial is ranked now
 
 
-def serve(preload: str | None = None, describe: bool = False) -> None:
+def serve(preload: str | None = None, describe: bool = False, code: str | None = None) -> None:
     reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # training output must not corrupt the protocol
     if preload is not None:
         if describe and preload:  # the CLI plans from this instead of importing the task itself
-            reply.write(json.dumps(describe_task(preload)) + "\n")
+            reply.write(json.dumps(describe_task(preload, code)) + "\n")
             reply.flush()
-        preload_imports(preload or None)
+        preload_imports(preload or None, code)
     reply.write(json.dumps({"ready": os.getpid()}) + "\n")
     reply.flush()
     for line in sys.stdin:
         if not line.strip():
             continue
         unit = json.loads(line)
+        if "log" in unit:  # kept warm by one launch, taken by the next (launch/local.py): write to its log now
+            _redirect_output(unit["log"])
+            reply.write(json.dumps({"ready": os.getpid()}) + "\n")
+            reply.flush()
+            continue
         run_dirs(unit["run_dirs"], reply=reply)
         reply.write(json.dumps({"unit_done": unit["index"]}) + "\n")
         reply.flush()
@@ -194,6 +201,16 @@ def serve(preload: str | None = None, describe: bool = False) -> None:
     sys.stderr.flush()
     if "torch" in sys.modules:
         os._exit(0)
+
+
+def _redirect_output(path: str) -> None:
+    """Send this worker's stdout and stderr (the training's output, never the protocol) to another log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(fd, sys.stderr.fileno())
+    os.dup2(fd, sys.stdout.fileno())
+    os.close(fd)
 
 
 def _relay_preemption() -> None:
@@ -212,13 +229,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --serve: import torch, Lightning and this task ('' for none) before 'ready'")
     parser.add_argument("--describe", action="store_true",
                         help="with --preload: first send the task's planning half as one JSON line")
+    parser.add_argument("--code", metavar="DIR", default=None,
+                        help="with --preload: import the task from this code snapshot (a _code/KEY dir)")
     args = parser.parse_args(argv)
+    worker_limits.apply()  # before torch loads: threads sized to this worker's CPUs, the launcher's umask
     _relay_preemption()
     if args.serve:
         # The local driver owns Ctrl-C: the terminal sends SIGINT to the whole process group, and a worker that
         # died of it would lose its run. The driver answers it with the preemption signal (save, then exit).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        serve(args.preload, describe=args.describe)
+        serve(args.preload, describe=args.describe, code=args.code)
         return 0
     states = run_dirs(args.run_dirs)
     states += finish_promotions()

@@ -13,7 +13,7 @@ from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, packed_slots, parse_devices, serial_slot, worker_slots
 from nestling.core.host.processes import Run, Which
 from nestling.core.ml.task import DescribedTask, load_task
-from nestling.core.options.config import PARALLEL_STRATEGIES, Config
+from nestling.core.options.config import EPOCH_PRUNERS, PARALLEL_STRATEGIES, Config
 from nestling.core.tree import naming
 from nestling.launch.base import Launcher
 from nestling.launch.local import LocalLauncher
@@ -45,9 +45,12 @@ def make_launcher(
             == (local.slots, local.runs_per_gpu, local.pinned_ids)
             and container is None
         ):
-            return prestarted
-        if prestarted is not None:
+            local = prestarted
+        elif prestarted is not None:
             prestarted.discard()
+        # a tune whose retrain follows in this process leaves its workers warm for it (no second torch import); not
+        # with rungs (asha/hyperband): a worker whose units are done ends by taking the promotions still to come
+        local.keep_warm = kind == "tune" and config.tune.retrain and config.tune.pruner not in EPOCH_PRUNERS
         return local
     if prestarted is not None:
         prestarted.discard()
@@ -70,11 +73,12 @@ def make_launcher(
     )
 
 
-def prestart_local(config: Config, kind: str = "cv") -> LocalLauncher | None:
+def prestart_local(config: Config, kind: str = "cv", code: str | None = None) -> LocalLauncher | None:
     """Start the local worker pool before the CLI loads the task and plans, so that the workers' torch + Lightning
-    import runs while the CLI imports the task (issue 15 #1). None where that does not apply (another launcher, a
-    container, a dry run) or where the device flags are wrong: `prepare` then reports them, as before. The
-    caller discards the pool when planning fails; a worker does nothing before its first unit."""
+    import runs while the CLI imports the task (issue 15 #1); they import the task from the code snapshot `code`.
+    None where that does not apply (another launcher, a container, a dry run) or where the device flags are wrong:
+    `prepare` then reports them, as before. The caller discards the pool when planning fails; a worker does
+    nothing before its first unit."""
     if config.launch.launcher != "local" or config.launch.dry_run or config.container.container_image:
         return None
     if os.environ.get("NESTLING_PRESTART") == "0":  # the sequential start-up, for comparison (bench/one_import.py)
@@ -86,7 +90,7 @@ def prestart_local(config: Config, kind: str = "cv") -> LocalLauncher | None:
     except UsageError:
         return None
     pool = _local_launcher(config, devices, None)
-    pool.prestart(config.data.task, count=max_runs(config, kind))
+    pool.prestart(config.data.task, count=max_runs(config, kind), code=code)
     return pool
 
 

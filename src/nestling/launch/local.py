@@ -4,6 +4,11 @@ Each worker imports torch once and runs many work units (`python -m nestling.wor
 (SIGKILL, out of memory) costs only the run it was training: that run stays without a result (lost), the runs of
 its unit that had not started go back to the queue, a fresh worker takes them, and the rest of the plan completes.
 
+`keep_warm` (a tune followed by its retrain in the same process): at the end of a launch the idle workers are not
+stopped but parked, and the next launch of this process with the same slots takes them (their output moved to its
+own log), so the retrain pays no second torch + Lightning import. Parked workers that nobody takes are stopped by
+`discard_warm` (the retrain calls it) or at exit.
+
 `prestart` starts the pool before the plan exists (commands/start.py calls it before the CLI loads the task): each
 worker imports torch, Lightning and the task while the CLI does the same to plan, so a task module that imports
 lightning at the top costs one import's time, not two in a row (issue 15 #1). Their stderr is held in memory until
@@ -17,6 +22,7 @@ kills the workers at once.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -26,11 +32,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from nestling.core.host import jobenv
+from nestling.core.host import jobenv, worker_limits
 from nestling.core.host.devices import MEMORY_FRACTION_ENV, PINNED_GPUS_ENV, memory_fraction
 from nestling.core.tree import naming
 from nestling.core.tree.failure_class import FailureClass
@@ -63,7 +69,9 @@ class LocalLauncher(Launcher):
         self.container = container
         self.runs_per_gpu = runs_per_gpu
         self.pinned_ids = pinned_ids
+        self.keep_warm = False  # park the idle workers at the end of a launch for the next one (see the module doc)
         self._prestarted: dict[int, tuple[subprocess.Popen[str], _StderrRelay]] = {}
+        self._warm: dict[int, subprocess.Popen[str]] = {}  # parked by an earlier launch with the same slots
         self._stop = threading.Event()  # the first Ctrl-C: hand out no more units
         self._procs: dict[int, subprocess.Popen[str]] = {}  # live workers by slot, for the Ctrl-C handler
         self._interrupts = 0
@@ -71,14 +79,14 @@ class LocalLauncher(Launcher):
         self._storage_full = False  # a run met a full file system: hand out no more units (retrying cannot help)
         self._alone_phase = False
 
-    def prestart(self, preload: str | None = None, count: int | None = None) -> None:
+    def prestart(self, preload: str | None = None, count: int | None = None, code: str | None = None) -> None:
         """Start one worker per slot now (at most `count`: no more than could get work), each importing torch,
-        Lightning and the task `preload` (a --task value) before it reports ready; `launch` uses them, `discard`
-        kills them."""
+        Lightning and the task `preload` (a --task value; from the code snapshot `code`, when given) before it
+        reports ready; `launch` uses them, `discard` kills them."""
         for k, gpus in enumerate(self.slots[:count]):
             if k in self._prestarted:
                 continue
-            cmd = [*self._command(), "--preload", preload or ""]
+            cmd = [*self._command(), "--preload", preload or "", *(["--code", code] if code else [])]
             if k == 0 and preload:
                 cmd.append("--describe")  # worker 0 sends the task's planning half first
             env = self._env(gpus, len(self.slots))
@@ -146,6 +154,7 @@ class LocalLauncher(Launcher):
             proc.kill()
             proc.wait()
             relay.join()
+        self._warm = _take_warm(self._pool_key)
         with self._ctrl_c():
             for t in threads:
                 t.start()
@@ -153,6 +162,8 @@ class LocalLauncher(Launcher):
                 while t.is_alive():  # short joins: the Ctrl-C handler runs in this (main) thread
                     t.join(0.2)
             self.discard()  # a prestarted worker whose thread found the queue already empty
+            _stop_all(self._warm.values())  # parked workers this launch had no use for
+            self._warm = {}
             if self._alone and not self._stop.is_set():
                 self._run_alone(log_dir, progress, record, lock)
         if self._storage_full:
@@ -198,6 +209,7 @@ class LocalLauncher(Launcher):
         sys.stderr.write(f"nestling: {len(self._alone)} run(s) ran out of GPU memory while sharing it; rerunning "
                          "them alone on their GPU\n")  # fmt: skip
         self._alone_phase = True
+        discard_warm()  # the shared phase's idle workers would hold GPU memory the runs alone need
         todo: queue.Queue[WorkUnit] = queue.Queue()
         for i, run_dir in enumerate(self._alone):
             todo.put(WorkUnit(-1 - i, [run_dir]))
@@ -221,8 +233,7 @@ class LocalLauncher(Launcher):
             fraction = None if self._alone_phase else memory_fraction(self.runs_per_gpu)
             if fraction is not None:
                 env[MEMORY_FRACTION_ENV] = fraction
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
-        env.setdefault("OMP_NUM_THREADS", str(threads))
+        worker_limits.for_worker(env, cpus=worker_limits.share(n_workers))  # its share of this machine's CPUs
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -230,11 +241,23 @@ class LocalLauncher(Launcher):
     def _command() -> list[str]:
         return [sys.executable, "-m", "nestling.worker", "--serve"]
 
+    @property
+    def _pool_key(self) -> tuple[Any, ...]:
+        """Workers are interchangeable between launches with equal slots, GPU sharing and pinning (no image)."""
+        slots = tuple(tuple(s) if s is not None else None for s in self.slots)
+        return (slots, self.runs_per_gpu, tuple(self.pinned_ids or ()))
+
     def _start(self, k: int, gpus: list[str] | None, log_dir: Path) -> subprocess.Popen[str]:
         if k in self._prestarted:  # started while the CLI planned; its stderr goes to the log from now on
             proc, relay = self._prestarted.pop(k)
             relay.attach(naming.worker_log(log_dir, k))
             return proc
+        warm = self._warm.pop(k, None)
+        if warm is not None and warm.poll() is None and warm.stdin is not None:  # left by the last launch
+            with contextlib.suppress(BrokenPipeError):
+                warm.stdin.write(json.dumps({"log": str(naming.worker_log(log_dir, k))}) + "\n")
+                warm.stdin.flush()
+                return warm  # it answers {"ready"} once its output goes to this launch's log
         cmd = self._command()
         env = self._env(gpus, len(self.slots))
         log = open(naming.worker_log(log_dir, k), "a")  # noqa: SIM115 - owned by the child process
@@ -295,7 +318,11 @@ class LocalLauncher(Launcher):
                         todo.put(WorkUnit(unit.index, unstarted))  # never started: a fresh worker takes them
                     proc = None
         finally:
-            if proc is not None and proc.stdin:
+            if self.keep_warm and self.container is None and proc is not None and proc.poll() is None and (
+                not self._stop.is_set() and not self._alone_phase  # (alone: a worker without the memory cap)
+            ):
+                _park(self._pool_key, k, proc)
+            elif proc is not None and proc.stdin:
                 with contextlib.suppress(BrokenPipeError):
                     proc.stdin.close()
                 _relay_until_exit(proc, progress)
@@ -391,6 +418,49 @@ def _relay_until_exit(proc: subprocess.Popen[str], progress: Progress) -> None:
                 msg = json.loads(line)
                 if isinstance(msg, dict) and "run_dir" in msg and (state := RunState.named(msg["status"])):
                     progress.run_done(msg["run_dir"], state)
+_PARKED: dict[tuple[Any, ...], dict[int, subprocess.Popen[str]]] = {}  # pool key -> slot -> idle worker
+_PARKED_LOCK = threading.Lock()
+
+
+def _park(key: tuple[Any, ...], k: int, proc: subprocess.Popen[str]) -> None:
+    with _PARKED_LOCK:
+        if not _PARKED:
+            atexit.register(discard_warm)  # idempotent enough: discard_warm of an empty set does nothing
+        _PARKED.setdefault(key, {})[k] = proc
+
+
+def _take_warm(key: tuple[Any, ...]) -> dict[int, subprocess.Popen[str]]:
+    """The parked workers of pools like this one; parked workers of other pools are stopped (nothing will take
+    them: a process runs one launch at a time)."""
+    with _PARKED_LOCK:
+        mine = _PARKED.pop(key, {})
+        others = [proc for pool in _PARKED.values() for proc in pool.values()]
+        _PARKED.clear()
+    _stop_all(others)
+    return mine
+
+
+def discard_warm() -> None:
+    """Stop every parked worker (a tune kept them for a retrain that did not come, or the process ends)."""
+    with _PARKED_LOCK:
+        parked = [proc for pool in _PARKED.values() for proc in pool.values()]
+        _PARKED.clear()
+    _stop_all(parked)
+
+
+def _stop_all(procs: Iterable[subprocess.Popen[str]]) -> None:
+    """Close each idle worker's stdin (it ends its loop and exits), then reap it; kill one that lingers."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                proc.stdin.close()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _said_ready(proc: subprocess.Popen[str]) -> bool:

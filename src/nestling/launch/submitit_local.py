@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nestling.core.host import worker_limits
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import naming
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
@@ -42,7 +43,11 @@ class SubmititLocalLauncher(JobLauncher):
                               submitted_at=time.time())  # fmt: skip
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=self.resources.time_min)
-        jobs = executor.map_array(entry.UnitJob(), [u.run_dirs for u in units], [self.container] * len(units))
+        # Every job runs at once on this machine: each gets its share of the CPUs, at most --cpus_per_task.
+        cpus = min(self.resources.cpus_per_task, worker_limits.share(len(units)))
+        jobs = executor.map_array(
+            entry.UnitJob(cpus), [u.run_dirs for u in units], [self.container] * len(units)
+        )
         if jobs:
             array_id = str(jobs[0].job_id).split("_")[0]
             record.arrays = [ArrayRecord(job_id=array_id, tasks=len(units), offset=0,

@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.core.provenance.record import Provenance
 from nestling.plan.settings import PlanSettings
 
 if TYPE_CHECKING:  # config (simple-parsing) is imported where a plan is made or derived, not where one is read
@@ -51,6 +52,8 @@ class Plan:
     # adaptive search (--sampler tpe): the space as optuna distribution JSON; each cv's sampled hparams are drawn
     # when a worker starts it (study.py), so its CvPlan holds only the fixed ones. None: drawn up front.
     space: dict[str, str] | None = None
+    # what the plan was made from: its code snapshot, the environment, the data digest (None: an older plan)
+    provenance: Provenance | None = None
 
     @cached_property
     def settings(self) -> PlanSettings:

@@ -80,6 +80,8 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
     strategy, run_devices = trainer_devices(config, devices, devices_per_unit(config), plan.kind)
     tune_name = {"tune": plan.name, "retrain": naming.tune_of_final(plan.name)}.get(plan.kind)
     splits_file = str(plan.root / naming.SPLITS)
+    evaluates = plan.kind != "tune"  # a tune's runs select on val; its retrain, a cv or a run are tested
+    code = str(plan.root / plan.provenance.code) if plan.provenance is not None and plan.provenance.code else None
     return [
         RunSpec(
             run_name=run.run_name,
@@ -106,6 +108,9 @@ def run_specs(plan: Plan, config: Config | None = None) -> list[RunSpec]:
             wandb_mode=config.logging.wandb_mode,
             retrain=plan.kind == "retrain",
             trial=cv.hp_index if plan.adaptive else None,
+            test=evaluates,
+            keep_best=evaluates or config.cv.score_epoch == "best",
+            code=code,
         )
         for cv in plan.cvs
         for run in cv.runs

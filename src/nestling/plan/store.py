@@ -4,8 +4,9 @@ Layout of a plan's root directory (tune dir, cv dir, or single-run dir):
   plan.json        kind, name, options, and every cv with its runs (names, ids, dirs relative to the root)
   plan.copy.json   the same bytes, written first: a plan.json that cannot be parsed is restored from it
   splits.json      the folds as sample id lists, shared by every run of the plan
-  run_specs.jsonl  every RunSpec, one JSON line per run, fixed before anything executes; run_dir and splits_file
-                   relative to the root, so the tree can be moved or copied
+  run_specs.jsonl  every RunSpec, one JSON line per run, fixed before anything executes; run_dir, splits_file and
+                   code relative to the root, so the tree can be moved or copied
+  _code/           the task's code snapshot the runs import (core/provenance/snapshot.py), linked in before plan.json
   <run dirs>       created when the run starts: its run_spec.json (its line of run_specs.jsonl), checkpoints,
                    logs, and run_result.json when it ends
 
@@ -22,6 +23,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.errors import UsageError
+from nestling.core.provenance.record import Provenance, TakenCode
+from nestling.core.provenance.snapshot import link_snapshot
 from nestling.core.tree import damaged, naming
 from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.run_spec import RunSpec
@@ -32,10 +35,13 @@ if TYPE_CHECKING:
     from nestling.core.ml.task import Split
 
 
-def write_plan(plan: Plan, splits: list[Split]) -> None:
-    """Write splits.json, run_specs.jsonl, plan.copy.json and plan.json last (its presence marks a complete plan)."""
+def write_plan(plan: Plan, splits: list[Split], code: TakenCode | None = None) -> None:
+    """Write the plan's code snapshot (`code`, linked from where it was taken), splits.json, run_specs.jsonl,
+    plan.copy.json and plan.json last (its presence marks a complete plan)."""
     root = plan.root
     root.mkdir(parents=True, exist_ok=plan.kind == "run")
+    if code is not None:
+        link_snapshot(code.manifest, code.under, root)
     write_json(root / naming.SPLITS, [dataclasses.asdict(s) for s in splits])
     write_specs(plan)
     text = json.dumps(plan_record(plan), default=str) + "\n"  # as write_json(compact=True) writes it
@@ -64,10 +70,13 @@ def _spec_line(spec: RunSpec, root: Path) -> str:
     data = dict(vars(spec))  # a shallow dict: the same JSON as dataclasses.asdict, cheaper
     data["run_dir"] = _rel(spec.run_dir, root)
     data["splits_file"] = _rel(spec.splits_file, root)
+    if spec.code is not None:
+        data["code"] = _rel(spec.code, root)
     try:
         return json.dumps(data)
     except TypeError:  # a value json cannot take as is (a nested dataclass): the slow, general path
-        return json.dumps({**spec.to_dict(), "run_dir": data["run_dir"], "splits_file": data["splits_file"]})
+        return json.dumps({**spec.to_dict(), "run_dir": data["run_dir"], "splits_file": data["splits_file"],
+                           "code": data["code"]})  # fmt: skip
 
 
 def write_spec(spec: RunSpec, root: Path) -> None:
@@ -120,19 +129,20 @@ def _with_draw(data: dict[str, Any], root: Path) -> dict[str, Any]:
 
 
 def _resolved(data: dict[str, Any], run_dir: Path, root: Path | None) -> RunSpec:
-    """The stored spec with run_dir = the dir it was found in, and splits_file resolved against the plan root
-    (found by walking up as many levels as the stored run_dir has parts, when not given)."""
+    """The stored spec with run_dir = the dir it was found in, and splits_file and code resolved against the plan
+    root (found by walking up as many levels as the stored run_dir has parts, when not given)."""
     here = os.path.abspath(run_dir)
-    splits = data["splits_file"]
-    if not os.path.isabs(splits):
-        if root is None:
-            base = here
-            for _ in PurePosixPath(data["run_dir"]).parts:
-                base = os.path.dirname(base)
-        else:
-            base = os.path.abspath(root)
-        splits = os.path.join(base, splits)
-    return RunSpec.from_dict({**data, "run_dir": here, "splits_file": splits})
+    if root is None:
+        base = here
+        for _ in PurePosixPath(data["run_dir"]).parts:
+            base = os.path.dirname(base)
+    else:
+        base = os.path.abspath(root)
+    splits, code = data["splits_file"], data.get("code")
+    return RunSpec.from_dict({
+        **data, "run_dir": here, "splits_file": os.path.join(base, splits),
+        **({"code": os.path.join(base, code)} if code else {}),
+    })  # fmt: skip
 
 
 _SPECS: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
@@ -162,6 +172,7 @@ def plan_record(plan: Plan) -> dict[str, Any]:
         "n_folds": plan.n_folds,
         "options": plan.options,
         **({"space": plan.space} if plan.space is not None else {}),
+        **({"provenance": plan.provenance.to_json()} if plan.provenance is not None else {}),
         "cvs": [
             {
                 "cv_name": cv.cv_name,
@@ -254,4 +265,5 @@ def load_plan(root: Path) -> Plan:
         )
         for cv in data["cvs"]
     ]
-    return Plan(data["kind"], data["name"], root, cvs, data["n_folds"], data["options"], data.get("space"))
+    return Plan(data["kind"], data["name"], root, cvs, data["n_folds"], data["options"], data.get("space"),
+                Provenance.from_json(data.get("provenance")))  # fmt: skip

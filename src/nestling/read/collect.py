@@ -37,6 +37,7 @@ from nestling.execute.search.study import Study, pruned_trials
 from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan, Plan
 from nestling.plan.store import find_plan_root, load_plan
+from nestling.read.provenance import trial_code
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def tune_table(cvs: list[CvSummary], select: str = "score") -> pl.DataFrame:
     is the trial's place in `ranked(cvs, select)`, the order the CLI and the report show."""
     hp_keys = _hp_columns(cvs)
     rank = {id(cv): i for i, cv in enumerate(ranked(cvs, select), 1)}
+    codes = [trial_code(cv) for cv in cvs]
     columns: dict[str, pl.Series] = {
         "cv_name": pl.Series([cv.cv_name for cv in cvs], dtype=pl.String),
         "hp_index": pl.Series([cv.hp_index for cv in cvs], dtype=pl.Int64),
@@ -215,6 +217,8 @@ def tune_table(cvs: list[CvSummary], select: str = "score") -> pl.DataFrame:
         "bracket": [cv.bracket for cv in cvs],
         "drawn_at": [cv.drawn_at for cv in cvs],
         "rank": [rank[id(cv)] for cv in cvs],
+        "code_commit": [commit for commit, _ in codes],
+        "code_dirty": [dirty for _, dirty in codes],
     }
     for name, column in rest.items():
         columns[name] = pl.Series(name, column, dtype=tables.TUNE_INFOS_COLUMNS[name])

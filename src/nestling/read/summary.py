@@ -13,6 +13,7 @@ from nestling.core.tree.run_state import RunState
 from nestling.launch.base import plural
 from nestling.read.collect import Collected, CvSummary, ranked, selected
 from nestling.read.console_table import Column, plus_minus, print_table, significant
+from nestling.read.provenance import differing_line
 
 
 def status_target(collected: Collected) -> Path:
@@ -182,6 +183,9 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
                 console.print(test_score_line(cv) + f"; table: {plan.root / 'final_infos.parquet'}", markup=False,
                               highlight=False, soft_wrap=True)  # fmt: skip
     console.print(runs_line(collected), markup=False, highlight=False, soft_wrap=True)
+    differ = differing_line(collected)  # e.g. some runs ran in another image, or on a node with other packages
+    if differ:
+        console.print(differ, markup=False, highlight=False, soft_wrap=True)
     groups = error_groups(collected)
     for error, n in groups:  # why the runs failed, each reason once (the traceback is in the run's error.txt)
         console.print(f"{plural(n, 'run')}: {error}", markup=False, highlight=False, soft_wrap=True)

@@ -206,3 +206,21 @@ def test_the_image_is_run_once_for_its_python_and_nestling(
     uri = [*argv[:-1], "docker://registry.example.org/me/nestling:0.2"]  # auto: apptainer, installed
     rc, out = doctor(uri, capsys)
     assert "pulled once when a launch starts" in rows(out, "container image")[0]
+
+
+def test_the_code_a_launch_would_snapshot_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nestling.testing.code_trees import code_tree
+
+    task = "from nestling.tasks.sleep import SleepTask\n\n\nclass Doc(SleepTask):\n    pass\n"
+    repo = code_tree(tmp_path / "repo", {"docpkg/__init__.py": "", "docpkg/task.py": task})
+    monkeypatch.syspath_prepend(str(repo))
+    argv = ["--task", "docpkg.task:Doc", *SLEEP[2:], "--artifact_dir", str(tmp_path / "art")]
+    rc, out = doctor(argv, capsys, which=which())
+    assert rc == 0, out
+    assert f"{repo} (commit " in rows(out, "code snapshot")[0] and "snapshots 2 files" in rows(out, "code snapshot")[0]
+    (repo / "docpkg" / "weights.bin").write_bytes(b"\0" * 300_000)
+    rc, out = doctor([*argv, "--snapshot_max_mb", "0.1"], capsys, which=which())
+    assert rc == 1 and " problem " in rows(out, "code snapshot")[0] and "docpkg/weights.bin (0.3 MB)" in out
+    assert not (tmp_path / "art" / "_code").exists()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from nestling.commands.cli import main
-from nestling.commands.resume import prepare_resume
-from nestling.core.options.config import explicit_options, parse_config
+from nestling.commands.resume import Resumption, prepare_resume
+from nestling.core.options.config import explicit_options, given_options, parse_config
 from nestling.core.tree import naming
 from nestling.plan.preflight import prepare
 from nestling.plan.store import load_plan, write_plan
@@ -137,3 +137,85 @@ def test_specs_with_absolute_paths_from_older_trees_still_load(tmp_path: Path) -
     for data in old:
         spec = load_spec(Path(data["run_dir"]))
         assert (spec.run_dir, spec.splits_file, spec.run_id) == (data["run_dir"], data["splits_file"], data["run_id"])
+
+
+SLURM_PLAN = ("--launcher", "slurm", "--partition", "gpu", "--cpus_per_task", "1", "--mem_gb", "3", "--time_min", "7",
+              "--slurm_setup", "module load cuda", "--container_image", "localhost/img:1", "--container_runtime",
+              "podman", "--container_env", "A=1")  # fmt: skip
+
+
+def resumed_with(tmp_path: Path, *extra: str, files: dict[str, str] | None = None) -> tuple[Path, Resumption]:
+    art = planned(tmp_path, *SLURM_PLAN)
+    for name, text in (files or {}).items():
+        (tmp_path / name).write_text(text)
+    args = ["--resume", "c", "--artifact_dir", str(art), *extra]
+    return art, prepare_resume("cv", parse_config(args), given_options(args))
+
+
+def test_a_resume_takes_launcher_resources_and_container_from_the_plan(tmp_path: Path) -> None:
+    """Issue 21 #1: `--resume NAME` alone runs where the plan ran (the real SLURM path:
+    tests/cluster/test_slurm_resume.py)."""
+    _, resumed = resumed_with(tmp_path)
+    launch, container = resumed.config.launch, resumed.config.container
+    assert (launch.launcher, launch.partition, launch.cpus_per_task, launch.mem_gb, launch.time_min) == (
+        "slurm", "gpu", 1, 3.0, 7
+    )  # fmt: skip
+    assert launch.slurm_setup == ["module load cuda"] and launch.resume == "c"
+    assert (container.container_image, container.container_runtime, container.container_env) == (
+        "localhost/img:1", "podman", ["A=1"]
+    )  # fmt: skip
+    assert resumed.overrides == ()
+    assert resumed.where() == "resuming c: 2 runs on --launcher slurm in localhost/img:1 (as planned)"
+
+
+def test_launch_options_given_on_resume_replace_the_plan_s(tmp_path: Path) -> None:
+    _, resumed = resumed_with(tmp_path, "--launcher", "local", "--cpus_per_task", "4", "--container_image", "",
+                              "--quiet", "--wait")  # fmt: skip
+    config = resumed.config
+    assert (config.launch.launcher, config.launch.cpus_per_task, config.launch.partition) == ("local", 4, "gpu")
+    assert config.container.container_image == "" and config.container.container_env == ["A=1"]
+    assert (config.launch.wait, config.logging.quiet) == (True, True)  # this invocation's own
+    assert resumed.overrides == ("container_image", "cpus_per_task", "launcher")
+    assert resumed.record["launch_overrides"] == ["container_image", "cpus_per_task", "launcher"]
+
+
+def test_a_config_file_given_on_resume_counts_as_given(tmp_path: Path) -> None:
+    """A key of the resume's --config file is given, even at its default value (launcher = "local")."""
+    file = tmp_path / "here.toml"
+    _, resumed = resumed_with(tmp_path, "--config", str(file), files={"here.toml": 'launcher = "local"\n'})
+    assert resumed.config.launch.launcher == "local"
+    assert resumed.config.launch.partition == "gpu"
+
+
+def test_tracking_options_define_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--wandb_project on a resume used to be dropped without a word; it would split one plan over two projects.
+    --wandb_mode is applied to the reruns with --force."""
+    art = planned(tmp_path)
+    assert main(["cv", *resume_args(art, "--wandb_project", "other")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--wandb_project None -> 'other'" in err[0], err
+    args = resume_args(art, "--wandb_mode", "offline", "--force")
+    resumed = prepare_resume("cv", parse_config(args), given_options(args))
+    assert resumed.changes == ["--wandb_mode 'auto' -> 'offline'"]
+    specs = [json.loads(naming.RunPaths(r.dir).spec.read_text()) for r in load_plan(resumed.root).runs]
+    assert [s["wandb_mode"] for s in specs] == ["offline", "offline"]
+
+
+def test_a_dry_run_resume_says_where_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    art = planned(tmp_path)
+    run = load_plan(art / "_cross_validations" / "c").runs[0].dir
+    run.mkdir(parents=True, exist_ok=True)
+    (run / naming.RUN_RESULT).write_text(json.dumps({"status": "failed", "attempt": 1}))
+    before = {p: p.read_bytes() for p in art.rglob("*") if p.is_file()}
+    assert main(["cv", *resume_args(art, "--dry_run")]) == 0
+    out = capsys.readouterr().out
+    assert "resuming c: 2 runs on --launcher local (--launcher given)" in out and "dry run: cv c: 2 runs" in out
+    assert {p: p.read_bytes() for p in art.rglob("*") if p.is_file()} == before  # the failed result stays
+
+
+def test_detach_is_checked_against_the_plan_s_launcher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    art = planned(tmp_path, *SLURM_PLAN)
+    assert main(["cv", "--resume", "c", "--artifact_dir", str(art), "--detach"]) == 2
+    assert "--detach is for --launcher local; --launcher slurm" in capsys.readouterr().err

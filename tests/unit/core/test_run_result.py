@@ -21,11 +21,13 @@ KEYS_ON_DISK = [
     "checkpoint", "duration", "started_at", "finished_at", "host", "pid", "cuda_visible_devices", "slurm_job_id",
     "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version", "worker_startup_s",
     "wandb_mode", "wandb_reason", "accelerator", "device_names", "peak_memory_bytes", "failure_class", "stage_s",
-    "epochs_trained", "stop_reason",
+    "code_commit", "code_dirty", "code_digest", "env_digest", "data_digest", "image_digest", "epochs_trained",
+    "stop_reason",
 ]  # fmt: skip
 ADDED_LATER = [
     "worker_startup_s", "wandb_mode", "wandb_reason", "accelerator", "device_names", "peak_memory_bytes",
-    "failure_class", "stage_s", "epochs_trained", "stop_reason",
+    "failure_class", "stage_s", "code_commit", "code_dirty", "code_digest", "env_digest", "data_digest",
+    "image_digest", "epochs_trained", "stop_reason",
 ]  # fmt: skip
 
 

@@ -13,17 +13,21 @@ import optuna
 import polars as pl
 import pytest
 
+from nestling.commands.resume import prepare_resume
 from nestling.core.errors import UsageError
-from nestling.core.options.config import parse_config
-from nestling.core.tree import naming
+from nestling.core.options.config import explicit_options, parse_config
+from nestling.core.tree import failfast, naming
 from nestling.core.tree.run_epochs import StopReason, read_curve, record_epoch, run_epochs
 from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
+from nestling.execute import worker
 from nestling.execute.search import pruners, rungs, study
 from nestling.plan.store import load_plan, load_spec
 from nestling.plan.units import run_dirs_per_cv, work_units
+from nestling.read.collect import collect, ranked
 from nestling.read.progress import RunProgress
+from nestling.read.run_states import run_states
 from nestling.testing import bowl_workers
 
 
@@ -179,7 +183,6 @@ def test_serial_asha_decides_every_trial_and_never_trains_an_epoch_twice(tmp_pat
 
 
 def test_the_tables_say_how_far_each_run_and_trial_trained(tmp_path: Path) -> None:
-    from nestling.read.collect import collect, ranked
 
     root = make_tune(tmp_path, "t", "--pruner", "asha", n_trials=9)
     run_serial(root)
@@ -219,7 +222,6 @@ def test_a_promotion_a_killed_worker_left_is_trained_by_the_next_free_worker_onc
     """A decision is data: the worker that promoted a trial dies before training it (simulated: it writes nothing,
     its process is gone); the fresh worker the pool starts for the next unit finds the promotion in the tree and
     trains each of its epochs once."""
-    from nestling.execute import worker
 
     root = make_tune(tmp_path, "k", "--pruner", "asha", n_trials=6)
     units = work_units(run_dirs_per_cv(load_plan(root)), "tune-parallel")
@@ -281,9 +283,6 @@ def test_tpe_sees_each_trial_by_its_values_at_the_rungs(tmp_path: Path) -> None:
 def test_resume_hands_paused_trials_back_and_keeps_their_results(tmp_path: Path) -> None:
     """Interrupted after every trial reached its first rung, before any promotion: the paused runs go back to the
     workers with their results kept (not archived as failures); their rungs are then decided and trained."""
-    from nestling.commands.resume import prepare_resume
-    from nestling.execute import worker
-
     root = make_tune(tmp_path, "r", "--pruner", "asha", n_trials=6)
     plan = load_plan(root)
     for unit in work_units(run_dirs_per_cv(plan), "tune-parallel"):  # each trial to its first rung, no promotion
@@ -292,7 +291,7 @@ def test_resume_hands_paused_trials_back_and_keeps_their_results(tmp_path: Path)
     states = _run_states(root)
     assert set(states) == {"paused"}
     argv = ["--resume", "r", "--artifact_dir", str(tmp_path / "art")]
-    resumption = prepare_resume("tune", parse_config(argv, prog="nestling tune"), argv)
+    resumption = prepare_resume("tune", parse_config(argv, prog="nestling tune"), explicit_options(argv))
     assert sorted(d for cv in resumption.run_dirs for d in cv) == sorted(str(r.dir) for r in plan.runs)
     assert all(run_epochs(read_result(r.dir)).paused for r in plan.runs)  # kept, not archived
     rungs._BOARDS.clear()
@@ -311,7 +310,6 @@ def drawn_spec(run_dir: str) -> RunSpec:
 
 
 def root_of(run_dir: str) -> Path:
-    from nestling.core.tree import failfast
 
     root = failfast.plan_root(Path(run_dir))
     assert root is not None
@@ -319,7 +317,6 @@ def root_of(run_dir: str) -> Path:
 
 
 def _run_states(root: Path) -> list[str]:
-    from nestling.read.run_states import run_states
 
     return [s.state for s in run_states(load_plan(root))]
 
@@ -348,9 +345,7 @@ def test_a_scandir_sees_decisions_and_rungs_but_not_draws_as_rungs(tmp_path: Pat
 
 
 def test_resume_refuses_a_new_max_epochs_for_a_tune_with_rungs(tmp_path: Path) -> None:
-    from nestling.commands.resume import prepare_resume
-
     make_tune(tmp_path, "m", "--pruner", "hyperband", n_trials=3)
     argv = ["--resume", "m", "--artifact_dir", str(tmp_path / "art"), "--max_epochs", "27", "--force"]
     with pytest.raises(UsageError, match="--max_epochs cannot change on resume"):
-        prepare_resume("tune", parse_config(argv, prog="nestling tune"), argv)
+        prepare_resume("tune", parse_config(argv, prog="nestling tune"), explicit_options(argv))

@@ -32,8 +32,8 @@ def test_a_planning_error_kills_the_prestarted_pool_and_exits_2(
     started: list[subprocess.Popen[str]] = []
     original = LocalLauncher.prestart
 
-    def spy(self: LocalLauncher, preload: str | None = None, count: int | None = None) -> None:
-        original(self, preload, count)
+    def spy(self: LocalLauncher, preload: str | None = None, count: int | None = None, code: str | None = None) -> None:
+        original(self, preload, count, code)
         started.extend(proc for proc, _ in self._prestarted.values())
 
     monkeypatch.setattr(LocalLauncher, "prestart", spy)

@@ -34,6 +34,7 @@ from (apptainer source at github.com/apptainer/apptainer; docs/containers.md exp
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -128,6 +129,14 @@ class Apptainer(ContainerRuntime):
 
     def image_available(self, image: str, run: Run = subprocess.run) -> bool:
         return bool(REMOTE_IMAGE.match(image)) or Path(image).exists()
+
+    def image_digest(self, image: str, run: Run = subprocess.run) -> str | None:
+        """The SHA-256 of the .sif file (a URI is pulled to one before this is asked)."""
+        try:
+            with open(image, "rb") as f:
+                return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError:
+            return None
 
 
 class Singularity(Apptainer):

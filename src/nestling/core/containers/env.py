@@ -6,8 +6,9 @@ every variable a worker needs is named here. Three kinds:
 - PASSTHROUGH: the host variables every worker takes, as patterns. SLURM's job description (Lightning's
   SLURMEnvironment, the result record), the DDP rendezvous, and what clusters configure their fabric with: NCCL
   (``NCCL_SOCKET_IFNAME``, ``NCCL_IB_HCA``: without them a rendezvous can pick the wrong interface and hang), UCX and
-  libfabric (``UCX_*``, ``FI_*``), gloo's interface, ``CUDA_DEVICE_ORDER``; W&B's mode and server; the thread
-  counts a launcher chose. ``--container_env_pass PATTERN`` adds patterns.
+  libfabric (``UCX_*``, ``FI_*``), gloo's interface, ``CUDA_DEVICE_ORDER``; W&B's mode and server; the CPU
+  budget, thread counts and umask a launcher chose (core/host/worker_limits.py). ``--container_env_pass
+  PATTERN`` adds patterns.
 - HOST_DIRS: variables that name a host cache directory (torch, Hugging Face, Triton, XDG). They are passed only
   together with a bind of that directory at the same path, and only where it exists: a variable pointing to a
   directory missing in the image is worse than none (a pre-filled cache on an offline node would stay invisible,
@@ -29,15 +30,15 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from nestling.core.host import worker_limits
+
 PASSTHROUGH = (
     "SLURM*",
     "MASTER_ADDR",
     "MASTER_PORT",
     "WANDB_MODE",
     "WANDB_BASE_URL",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
+    *worker_limits.WORKER_VARIABLES,  # the worker's CPU budget, its thread variables and the launcher's umask
     "PYTHONUNBUFFERED",
     "NESTLING_MEMORY_FRACTION",  # --runs_per_gpu: each packed worker's share of the GPU's memory
     "NESTLING_PINNED_GPUS",  # a serial worker pinned to --devices ids: execute/training.py renumbers them

@@ -7,6 +7,10 @@
 - ``python`` is what most images have, but some ship ``python3`` only: the launch runs the image once and takes
   the one that answers. The same probe tells ``nestling doctor`` whether the image's nestling imports and which
   version it is.
+- The image's digest (the runtime class says how: a .sif file's SHA-256, an OCI image's ID) is learnt once here,
+  so that every run records the image it ran in without each worker asking the runtime. Hashing a .sif of several
+  GB takes seconds, so a file's digest is kept in this user's cache (naming.image_digest_cache) under its path,
+  size, mtime and inode: the next launch (a resume, another plan) of the same file reads it back.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from nestling.core.containers.options import parse_bind
 from nestling.core.containers.spec import ContainerSpec
 from nestling.core.errors import UsageError
 from nestling.core.host.processes import Run
+from nestling.core.tree import naming
+from nestling.core.tree.atomic import write_json
 
 PROBE = (
     "import json\n"
@@ -91,10 +97,39 @@ def pull(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run 
     os.replace(tmp, target)
 
 
+def image_digest(spec: ContainerSpec, run: Run = subprocess.run) -> str | None:
+    """The digest of the spec's image; an image file's from the cache when the file is unchanged since hashed."""
+    runtime = runtime_named(spec.runtime)
+    try:
+        st = os.stat(spec.image)
+    except OSError:  # an image reference (docker/podman), not a file
+        return runtime.image_digest(spec.image, run)
+    key = os.path.realpath(spec.image)
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    cache_file = naming.image_digest_cache()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    known = cache.get(key) if isinstance(cache, dict) else None
+    if isinstance(known, dict) and known.get("stamp") == stamp and known.get("digest"):
+        return str(known["digest"])
+    digest = runtime.image_digest(spec.image, run)
+    if digest is not None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache_file, {**(cache if isinstance(cache, dict) else {}), key: {"stamp": stamp, "digest": digest}})
+        except OSError:  # a read-only home: hash again next time
+            pass
+    return digest
+
+
 def ready(spec: ContainerSpec, environ: Mapping[str, str] = os.environ, run: Run = subprocess.run) -> ContainerSpec:
-    """What a launch does once before any worker starts: pull a URI image, find the image's interpreter."""
+    """What a launch does once before any worker starts: pull a URI image, learn its digest, find its interpreter."""
     if spec.image_source is not None and not Path(spec.image).is_file():
         pull(spec, environ, run)
+    if spec.image_digest is None:
+        spec = dataclasses.replace(spec, image_digest=image_digest(spec, run))
     if spec.python != "python":  # the host interpreter, bound in: nothing to find
         return spec
     found = probe_image(spec, environ, run)

@@ -102,6 +102,18 @@ class OciRuntime(ContainerRuntime):
     def probe_args(self) -> tuple[str, ...]:
         return ("--pull=never",)
 
+    def image_digest(self, image: str, run: Run = subprocess.run) -> str | None:
+        """The image's ID (the digest of its configuration, which names its layers), as ``sha256:...``."""
+        try:
+            done = run([self.name, "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, text=True,
+                       check=False, timeout=60)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        found = (done.stdout or "").strip().splitlines()
+        if done.returncode != 0 or not found or not found[0]:
+            return None
+        return found[0] if found[0].startswith("sha256:") else f"sha256:{found[0]}"
+
 
 class Docker(OciRuntime):
     name: ClassVar[str] = "docker"

@@ -7,8 +7,9 @@ a :class:`Wrapped` command: an argv list, never a shell string (paths with space
 argument), plus the environment the runtime process itself must get (secrets travel there, by name, never in the
 argv). Only what the invocation names is bound from the host, and the host environment does not leak in.
 
-Every runtime sets ``NESTLING_IN_CONTAINER=1`` and, with GPUs, ``NESTLING_PHYSICAL_GPUS`` (the node-level ids)
-and ``CUDA_VISIBLE_DEVICES`` (the ids as CUDA numbers them inside: the runtime's business).
+Every runtime sets ``NESTLING_IN_CONTAINER=1``, ``NESTLING_IMAGE_DIGEST`` when the launch learnt the image's
+digest (the run records it), and, with GPUs, ``NESTLING_PHYSICAL_GPUS`` (the node-level ids) and
+``CUDA_VISIBLE_DEVICES`` (the ids as CUDA numbers them inside: the runtime's business).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from nestling.core.containers.options import Bind
 from nestling.core.host.processes import Run, Which
 
 IN_CONTAINER_ENV = "NESTLING_IN_CONTAINER"
+IMAGE_DIGEST_ENV = "NESTLING_IMAGE_DIGEST"
 PHYSICAL_GPUS_ENV = "NESTLING_PHYSICAL_GPUS"
 
 
@@ -68,7 +70,8 @@ class Invocation:
     ``cmd``: the command inside (interpreter first); ``env``: literal values and values passed by name;
     ``workdir``: where the command starts; ``interactive``: keep stdin attached (``worker --serve``);
     ``multi_task``: one of several tasks of a job (srun ranks), which must reach each other's rendezvous;
-    ``args``: the user's extra runtime flags; ``scratch``: a node-local directory the runtime may use.
+    ``args``: the user's extra runtime flags; ``scratch``: a node-local directory the runtime may use;
+    ``image_digest``: the image's digest, when the launch learnt it (the worker records it).
     """
 
     cmd: tuple[str, ...]
@@ -81,6 +84,7 @@ class Invocation:
     multi_task: bool = False
     args: tuple[str, ...] = ()
     scratch: str = "/tmp"
+    image_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,11 +142,18 @@ class ContainerRuntime(ABC):
         """Extra flags for a one-off probe of the image on the submitting host (never pull)."""
         return ()
 
+    def image_digest(self, image: str, run: Run = subprocess.run) -> str | None:
+        """The digest that names the image's content (``sha256:...``), once per launch on the submitting host;
+        None when it cannot be learnt without fetching the image."""
+        return None
+
     @staticmethod
     def literal_env(inv: Invocation, visible: Sequence[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The values set inside on the command line: ``base`` (default: the invocation's literal ones), then
         nestling's own, last so they win: the marker, the GPU ids inside and the physical ones."""
         own = {IN_CONTAINER_ENV: "1"}
+        if inv.image_digest:
+            own[IMAGE_DIGEST_ENV] = inv.image_digest
         if visible:
             own["CUDA_VISIBLE_DEVICES"] = ",".join(visible)
         physical = inv.gpus.physical or inv.gpus.host_visible

@@ -69,7 +69,8 @@ class ContainerSpec:
     flags by it; ``binds``: the user's, sources absolute and resolved; ``env``: ``KEY=VALUE`` literal or ``KEY``
     passed by name; ``env_pass``: extra host variable patterns; ``auto_binds``: nestling's own (the artifact dir,
     the task's data dirs); ``python``: the interpreter inside; ``workdir``: where the worker starts; ``gpu``: the
-    workers train on GPUs (the driver goes in even when no GPU id is known).
+    workers train on GPUs (the driver goes in even when no GPU id is known); ``image_digest``: what names the
+    image's content, learnt once by `image.ready` (each run records it).
     """
 
     image: str
@@ -84,6 +85,7 @@ class ContainerSpec:
     runtime_version: str | None = None
     gpu: bool = False
     image_source: str | None = None
+    image_digest: str | None = None
 
     @classmethod
     def from_config(
@@ -200,6 +202,7 @@ class ContainerSpec:
             multi_task=multi_task,
             args=(*shlex.split(self.args), *extra_args),
             scratch=node_scratch(environ),
+            image_digest=self.image_digest,
         )
         return runtime_named(self.runtime, self.runtime_version).command(invocation, environ)
 

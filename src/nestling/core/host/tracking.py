@@ -159,7 +159,7 @@ def _bounded(ask: Callable[[], str | None], timeout: float, base: str) -> str | 
 
 # -- offline runs on disk ---------------------------------------------------------------------------------------
 
-_PRUNE = {naming.CHECKPOINTS, naming.LOGS, naming.WORKER_LOGS, naming.SUBMITIT_DIR}
+_PRUNE = {naming.CHECKPOINTS, naming.LOGS, naming.WORKER_LOGS, naming.SUBMITIT_DIR, naming.CODE_DIR}
 
 
 def offline_runs(root: Path) -> Iterator[Path]:

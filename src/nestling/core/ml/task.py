@@ -71,6 +71,18 @@ class Task:
         image at the same path (read-write), like the artifact dir; nothing else from the host is visible."""
         return []
 
+    def data_digest(self) -> str | None:
+        """Optional: a short string that changes when the data changes (a dataset version, a hash of a manifest
+        file), recorded as every run's `data_digest` and compared on --resume. Called once when the plan is made
+        and once per worker process, so keep it cheap. None: not recorded."""
+        return None
+
+
+def task_module(spec: str) -> str | None:
+    """The module a task spec names (a built-in's too); None when the spec is no "module:attr"."""
+    target = BUILTIN_TASKS.get(spec, spec)
+    return target.partition(":")[0] if ":" in target else None
+
 
 def load_task(spec: str) -> Task:
     """`spec` is a built-in short name or "module:attr" naming a Task instance, class or zero-argument factory."""
@@ -119,6 +131,7 @@ class DescribedTask(Task):
         self._hparams = dict(payload["default_hparams"])
         self._scoring = payload.get("scoring_metrics")
         self._data_dirs = [str(d) for d in payload.get("data_dirs") or []]
+        self._data_digest = payload.get("data_digest")
 
     def metadata(self) -> polars.DataFrame:
         return self._metadata
@@ -131,6 +144,9 @@ class DescribedTask(Task):
 
     def data_dirs(self) -> list[str]:
         return list(self._data_dirs)
+
+    def data_digest(self) -> str | None:
+        return None if self._data_digest is None else str(self._data_digest)
 
     def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
         raise RuntimeError(f"task {self.spec!r} was described by a worker; models are built in workers")
@@ -153,6 +169,7 @@ def task_description(task: Any) -> dict[str, Any]:
         "default_hparams": task.default_hparams(),
         "scoring_metrics": declared_scoring_metrics(task),
         "data_dirs": [str(d) for d in data_dirs()] if callable(data_dirs) else [],
+        "data_digest": declared_data_digest(task),
     }
     if json.loads(json.dumps(payload))["default_hparams"] != payload["default_hparams"]:
         raise ValueError("default_hparams do not survive JSON unchanged")  # the CLI then loads the task itself
@@ -167,6 +184,14 @@ def declared_scoring_metrics(task: object) -> list[str] | None:
     if declared is None:
         return None
     return [declared] if isinstance(declared, str) else [str(m) for m in declared]
+
+
+def declared_data_digest(task: object) -> str | None:
+    """What a task's optional `data_digest()` gives, as a string; None when it has none. Its errors propagate:
+    the planner turns them into a one-line error, a worker records the digest as unknown."""
+    declared = getattr(task, "data_digest", None)
+    value = declared() if callable(declared) else declared
+    return None if value is None else str(value)
 
 
 def _is_task(obj: object) -> bool:

@@ -150,7 +150,9 @@ class Launch:
     max_retries: int = 2  # retries per run after a node fault, a transient I/O error or an OOM on a shared GPU
     stage_dir: str | None = None  # node-local dir where Task.stage copies data once per node; default $TMPDIR or /tmp
     resume: str | None = None  # NAME of a tune/cv to continue: reruns failed, missing and lost runs only
-    force: bool = False  # with --resume: accept changed options (training/device options apply to reruns)
+    force: bool = False  # with --resume: accept changed options and code (training/device options apply to reruns)
+    snapshot_code: bool = True  # copy the task's code into the plan at submit; every worker imports the task from it
+    snapshot_max_mb: float = 50.0  # refuse a larger code snapshot: data and checkpoints do not belong in it
 
 
 @dataclass(frozen=True)
@@ -511,3 +513,15 @@ def explicit_options(argv: list[str]) -> set[str]:
             if key in known:
                 found.add(key)
     return found
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The option names this invocation sets: its command-line flags (explicit_options) and the keys of its
+    `--config` file, whatever their values. A resume takes every other launch option from the saved plan."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    given = explicit_options(argv)
+    if known.config:
+        given |= set(read_config_file(known.config)) & set(option_names())
+    return given

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from nestling.core.host import slurm_query
+from nestling.core.tree.atomic import FILE_MODE
 from nestling.core.tree.naming import ArrayLaunchPaths
 
 # squeue reasons of pending tasks that someone asked to wait: never stolen
@@ -33,7 +34,7 @@ def claim(paths: ArrayLaunchPaths, unit: int, job: str, fresh: bool = False) -> 
     over a waiting unit needs a fresh claim, so that it never takes the same unit twice."""
     path = paths.claim(unit)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         return claim(paths, unit, job, fresh)

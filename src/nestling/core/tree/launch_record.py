@@ -67,6 +67,7 @@ class LaunchRecord:
     resume: bool | None = None
     rerun: int | None = None
     forced_changes: list[str] | None = None
+    launch_overrides: list[str] | None = None  # a resume: launch/container options given instead of the plan's
     saved_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -14,6 +14,7 @@ and directories
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import string
@@ -64,6 +65,7 @@ TRIALS_DIR = "_trials"  # adaptive search: one draw file per trial, and prune ma
 FAULTS_DIR = "_faults"  # what went wrong below the user's code: retries per run, broken nodes (fault_ledger.py)
 PLAN_COPY = "plan.copy.json"  # plan.json's twin, written first: a damaged plan.json is restored from it
 CHECKPOINTS_KEPT_DIR = "_checkpoints"  # --keep_checkpoints: finished trials ranked, removed ones (checkpoint_keeping.py)
+CODE_DIR = "_code"  # code snapshots: {plan}/_code/{key}/ (the files) + {key}.json (the manifest)
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -335,6 +337,28 @@ def pulled_image(artifact_dir: Path, uri: str) -> Path:
     tail = re.sub(r"[^A-Za-z0-9._-]+", "-", uri.split("://", 1)[-1].rstrip("/").rsplit("/", 1)[-1]).strip("-.")
     digest = hashlib.sha256(uri.encode()).hexdigest()[:10]
     return Path(artifact_dir) / IMAGES_DIR / f"{tail or 'image'}-{digest}.sif"
+
+
+def code_snapshot(root: Path, key: str) -> Path:
+    """A code snapshot's directory: {plan}/_code/{key} (or the same below the temporary directory a new plan's
+    snapshot is taken into)."""
+    return Path(root) / CODE_DIR / key
+
+
+def code_manifest(snapshot: Path | str) -> Path:
+    """The manifest beside a snapshot's directory: _code/{key}.json (written also when no files were copied)."""
+    snapshot = Path(snapshot)
+    return snapshot.with_name(f"{snapshot.name}.json")
+
+
+def user_cache_dir() -> Path:
+    """This user's cache of nestling's own (the report's Vega bundle, image digests): $XDG_CACHE_HOME/nestling."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "nestling"
+
+
+def image_digest_cache() -> Path:
+    """The digests of image files already hashed, by path, size, mtime and inode (a .sif is hashed once)."""
+    return user_cache_dir() / "image-digests.json"
 
 
 def dry_run_script(folder: Path, array: int) -> Path:

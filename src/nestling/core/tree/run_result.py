@@ -61,6 +61,15 @@ class RunResult:
     peak_memory_bytes: int | None = None
     failure_class: FailureClass | None = None  # a failed attempt's class: what nestling did about it (retry.py)
     stage_s: float | None = None  # seconds this attempt staged the task's data, or waited for its node's stager
+    # What produced it (core/provenance/): the git commit of the task's tree at submit and whether it had
+    # uncommitted changes; the digests of the code snapshot the worker imported, of its environment (distributions,
+    # python, the torch build), of the task's data (Task.data_digest) and of the container image it ran in.
+    code_commit: str | None = None
+    code_dirty: bool | None = None
+    code_digest: str | None = None
+    env_digest: str | None = None
+    data_digest: str | None = None
+    image_digest: str | None = None
     epochs_trained: int | None = None  # over all its attempts (core/tree/run_epochs.py); None before runs counted
     stop_reason: StopReason | None = None  # why training ended; PAUSED at a rung; None for a failed run
 

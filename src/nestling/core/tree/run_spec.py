@@ -35,6 +35,11 @@ class RunSpec:
     score_epoch: str = "last"  # "best": the run's val metrics are those of its best checkpoint (--score_epoch)
     retrain: bool = False  # train on the split's train samples without validating; test the final weights
     trial: int | None = None  # adaptive search: hparams are completed from this trial's draw file at start
+    # A tune's runs only select a configuration (on val): no test pass after fit and no best.ckpt, unless
+    # --score_epoch best needs it; a cv, a single run and a retrain are evaluations and keep both (issue 21).
+    test: bool = True  # test on the split's test samples after fit (when it has some and the module tests)
+    keep_best: bool = True  # keep best.ckpt of the first scoring metric besides last.ckpt
+    code: str | None = None  # the plan's code snapshot dir (_code/{key}) the task is imported from; None: as installed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

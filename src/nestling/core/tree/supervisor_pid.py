@@ -18,12 +18,11 @@ import json
 import os
 import signal
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nestling.core.tree.atomic import write_json
+from nestling.core.tree.atomic import temporary_file, write_json
 from nestling.core.tree.attempt_lock import pid_alive
 from nestling.core.tree.naming import SupervisorPaths
 
@@ -88,7 +87,7 @@ def claim_supervision(root: Path) -> bool:
     file is removed and the claim retried)."""
     path = SupervisorPaths(root).pid
     for _ in range(3):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fd, tmp = temporary_file(path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(_payload(os.getpid()), f)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from nestling.core.ml.scoring import cv_score, run_score
 from nestling.core.ml.space import _plain, from_json
 from nestling.core.tree import naming
-from nestling.core.tree.atomic import write_json
+from nestling.core.tree.atomic import FILE_MODE, write_json
 from nestling.core.tree.attempt_lock import pid_alive
 from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import read_result
@@ -234,7 +234,7 @@ class Study:
             if record is not None:
                 return dict(record["params"])
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
             except FileNotFoundError:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 continue

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from nestling.core.errors import JobsBlocked
 from nestling.core.host import slurm_query
 from nestling.core.tree import fault_ledger, naming
-from nestling.core.tree.atomic import write_atomic, write_json
+from nestling.core.tree.atomic import unique_dir, write_atomic, write_json
 from nestling.core.tree.launch_record import ArrayRecord, LaunchRecord
 from nestling.core.tree.naming import ArrayLaunchPaths
 from nestling.core.tree.run_result import result_state
@@ -219,7 +219,5 @@ class SlurmArrayLauncher(JobLauncher):
 
 def _new_launch_dir(folder: Path) -> Path:
     """A fresh directory per launch (each resume adds one), named by time so `ls` lists them in order."""
-    import tempfile
-
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(tempfile.mkdtemp(prefix=f"launch-{stamp}-", dir=folder))
+    return unique_dir(folder, prefix=f"launch-{stamp}-")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,18 +15,13 @@ if TYPE_CHECKING:
     pass
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "nestling"
-
-
 def javascript_bundle() -> str:
     """Vega + Vega-Lite + vega-embed as one script. vl_convert bundles them in ~3 s, so the result is kept on disk
     per vl_convert version (a read-only home just bundles every time)."""
     import vl_convert
 
     version = getattr(vl_convert, "__version__", "unknown")
-    path = _cache_dir() / f"vega-bundle-{version}.js"
+    path = naming.user_cache_dir() / f"vega-bundle-{version}.js"
     try:
         return path.read_text()
     except OSError:
@@ -54,10 +48,10 @@ def write_if_changed(path: Path, data: bytes) -> None:
 
 def write_pngs(target: Path, figs: list[Figure]) -> list[Path]:
     """One PNG per figure, rendered by vl_convert (no browser); PNGs of figures no longer on the page are removed."""
-    import vl_convert
-
     written = []
     for fig in figs:
+        import vl_convert
+
         path = naming.report_figure(target, fig.key)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_if_changed(path, vl_convert.vegalite_to_png(fig.spec, scale=1.5))

@@ -13,6 +13,7 @@ from nestling.core.errors import UsageError
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import naming
 from nestling.plan.store import find_plan_root
+from nestling.read.provenance import code_line, differing_line
 from nestling.read.report.assets import javascript_bundle, write_if_changed, write_pngs
 from nestling.read.report.cv_page import cv_page
 from nestling.read.report.page import Page, render
@@ -28,7 +29,8 @@ else:
 
 
 def write_report(target: Path, collected: Collected | None = None, png: bool = True) -> Path:
-    """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and its PNGs; the page.
+    """Write `target`/report.html (a tune, cv or run dir, or a cv/run dir inside a tune) and, with `png`, its PNGs
+    (most of the time; without them the PNGs of an earlier report are removed, as they would no longer match).
 
     A retrain's dir gets the page of its runs, and its tune's page is written again, now with the retrain (issue 21
     #4): that page, where a reader looks for the result of the tune, is the one returned.
@@ -47,12 +49,19 @@ def write_report(target: Path, collected: Collected | None = None, png: bool = T
 
 def _write_page(target: Path, collected: Collected, png: bool) -> Path:
     page = build_page(target, collected)
-    text = render(page, javascript_bundle())
+    page.provenance = provenance_note(collected)
+    text = render(page, javascript_bundle(), pngs=png)
     out = naming.report_file(target)
     write_if_changed(out, text.encode())
-    if png:
-        write_pngs(target, page.figures)
+    write_pngs(target, page.figures if png else [])
     return out
+
+
+def provenance_note(collected: Collected) -> str:
+    """The header's provenance: the plan's code (commit, uncommitted changes, snapshot), and whether its runs
+    differ in what produced them."""
+    parts = [code_line(collected.plan) or "", differing_line(collected) or ""]
+    return ". ".join(p[0].upper() + p[1:] for p in parts if p)
 
 
 def build_page(target: Path, collected: Collected) -> Page:

@@ -39,6 +39,7 @@ class Page:
     subtitle: str
     sections: list[Section]
     as_of: str = ""  # ", as of <the last result>": not the time of writing, so an unchanged tree gives the same page
+    provenance: str = ""  # the header's line on the code (commit, uncommitted changes, snapshot) and differing runs
 
     @property
     def figures(self) -> list[Figure]:
@@ -77,25 +78,31 @@ vegaEmbed('#fig-'+id,specs[id],{renderer:'svg',actions:{export:true,source:false
 """
 
 
-def render(page: Page, bundle: str) -> str:
-    """The page: CSS, the error hook, the Vega bundle, the sections, then the specs and the embed script."""
+def render(page: Page, bundle: str, pngs: bool = True) -> str:
+    """The page: CSS, the error hook, the Vega bundle, the sections, then the specs and the embed script.
+
+    `pngs`: the figures are also written as PNG files (`nestling report`), so the page links them; otherwise each
+    figure's menu still exports it as PNG or SVG."""
     toc = "".join(f'<a href="#s{i}">{html.escape(s.title)}</a>' for i, s in enumerate(page.sections))
+    files = f"; the figures are also in {naming.REPORT_FIGURES}/ as PNG" if pngs else (
+        f"; each figure's menu saves it as PNG or SVG (nestling report writes them all to {naming.REPORT_FIGURES}/)"
+    )
     parts = [
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<title>{html.escape(page.title)}</title><style>{CSS}</style>",
         f"<script>{ERROR_HOOK}</script><script>{bundle}</script></head><body>",
         f"<h1>{html.escape(page.title)}</h1><p class=\"sub\">{html.escape(page.subtitle)}</p>",
-        f'<p class="note">nestling {__version__} report{page.as_of}; the figures are also in '
-        f"{naming.REPORT_FIGURES}/ as PNG.</p>",
+        f'<p class="sub" id="provenance">{html.escape(page.provenance)}</p>' if page.provenance else "",
+        f'<p class="note">nestling {__version__} report{page.as_of}{html.escape(files)}.</p>',
         '<div id="report-errors"></div>',
         f"<nav>{toc}</nav>",
     ]
     for i, section in enumerate(page.sections):
         parts.append(f'<section id="s{i}"><h2>{html.escape(section.title)}</h2>{section.body}')
         for fig in section.figures:
-            png = f"{naming.REPORT_FIGURES}/{fig.key}.png"
+            link = f' (<a href="{naming.REPORT_FIGURES}/{fig.key}.png">PNG</a>)' if pngs else ""
             parts.append(f'<figure><div class="figure" id="fig-{fig.key}"></div><figcaption>'
-                         f'{html.escape(fig.title)} (<a href="{png}">PNG</a>){" " + html.escape(fig.note) if fig.note else ""}'
+                         f'{html.escape(fig.title)}{link}{" " + html.escape(fig.note) if fig.note else ""}'
                          "</figcaption></figure>")  # fmt: skip
         parts.append("</section>")
     specs = {fig.key: fig.spec for fig in page.figures}
