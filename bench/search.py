@@ -12,7 +12,16 @@ search is measured, not Lightning.
 - draw latency: one draw (rebuilding the study from the tree, cold, as a fresh worker; and warm, as a worker that
   drew before) with 100 / 1,000 / 10,000 finished trials, vs `optuna.load_study` over a JournalFileBackend holding
   the same trials followed by the same ask (target: <= 0.2 s at 1,000);
-- concurrency: 8 forked workers drawing at once, 40 trials: distinct configurations, exactly 40 draws.
+- concurrency: 8 forked workers drawing at once, 40 trials: distinct configurations, exactly 40 draws;
+- epochs (issue 22): pruning between epochs on the bowl task's known learning curves (tasks/bowl.py: slow starters
+  near the optimum, fast starters that end worse), EPOCH_TRIALS random configurations x EPOCH_FOLDS folds, up to
+  EPOCH_MAX epochs, reduction factor 3, first rung 1 epoch. The same configurations, in the same order, with no
+  pruning, nestling's --pruner asha and hyperband (one simulated worker, the worker's own loop: pauses at rungs,
+  promotions from the tree) and Optuna's SuccessiveHalvingPruner and HyperbandPruner driven in-process (each trial
+  trains its folds epoch by epoch and reports their mean, as nestling compares a trial's folds at a rung).
+  Epochs trained and regret (0.95 minus the true final value of the trial ranked first), median over 5 seeds and
+  the worst seed. Goals: hyperband within 0.005 of no pruning's regret with <= 25 % of its epochs (median seed),
+  and no worse than Optuna's HyperbandPruner on epochs or regret.
 """
 
 from __future__ import annotations
@@ -36,9 +45,10 @@ N_TRIALS, N_FOLDS = 40, 5
 
 
 def make_tune(tmp: Path, name: str, *extra: str, n_trials: int = N_TRIALS, n_folds: int = N_FOLDS) -> Path:
+    """One epoch per run unless a case says otherwise (simulated runs write each epoch's curve)."""
     from nestling.testing.bowl_workers import plan_bowl_tune
 
-    return plan_bowl_tune(tmp, name, *extra, n_trials=n_trials, n_folds=n_folds)
+    return plan_bowl_tune(tmp, name, "--max_epochs", "1", *extra, n_trials=n_trials, n_folds=n_folds)
 
 
 def run_serial(root: Path) -> list[str]:
@@ -245,13 +255,126 @@ def concurrency(tmp: Path, n_workers: int = 8, n_trials: int = N_TRIALS) -> list
     ]  # fmt: skip
 
 
+EPOCH_TRIALS, EPOCH_FOLDS, EPOCH_MAX, EPOCH_ETA = 81, 3, 81, 3
+EPOCH_CASES = ("none", "asha", "hyperband", "optuna-sh", "optuna-hyperband")
+
+
+def _nestling_epochs(tmp: Path, pruner: str, seed: int, n_trials: int, max_epochs: int) -> tuple[int, float, list[dict[str, Any]]]:
+    """(epochs trained, regret, configurations in trial order) of one simulated serial tune."""
+    from nestling.core.tree.naming import TrialPaths
+    from nestling.execute.search import rungs
+    from nestling.plan.store import load_plan
+    from nestling.testing import bowl_workers
+
+    root = make_tune(tmp, f"epochs-{pruner}-{seed}", "--sampler", "random", "--pruner", pruner, "--tune_seed",
+                     str(seed), "--max_epochs", str(max_epochs), "--reduction_factor", str(EPOCH_ETA),
+                     "--min_epochs", "1", n_trials=n_trials, n_folds=EPOCH_FOLDS)  # fmt: skip
+    rungs._BOARDS.clear()
+    bowl_workers.EPOCHS_TRAINED.clear()
+    run_serial(root)
+    bowl_workers.finish()
+    counts = bowl_workers.EPOCHS_TRAINED
+    if counts and max(counts.values()) > 1:
+        raise AssertionError(f"{pruner}: an epoch was trained twice ({max(counts.values())} times)")
+    assert not list(TrialPaths(root).dir.glob("*.rung*")) or pruner != "none"
+    configs = [dict(cv.hparams) for cv in load_plan(root).cvs]
+    return sum(counts.values()), regret(root), configs
+
+
+def _optuna_epochs(configs: list[dict[str, Any]], pruner: Any, seed: int, max_epochs: int) -> tuple[int, float]:
+    """Optuna driving the same configurations over the same curves: each trial reports the mean over its folds
+    after every epoch and stops when the pruner says so. (epochs trained, regret of study.best_trial)."""
+    import optuna
+
+    from nestling.tasks.bowl import OPTIMUM, observed_at, true_value
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    epochs = 0
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal epochs
+        params = configs[trial.number]
+        value = 0.0
+        for epoch in range(1, max_epochs + 1):
+            epochs += EPOCH_FOLDS
+            value = statistics.fmean(
+                observed_at(params, fold, 42, epoch, max_epochs) for fold in range(EPOCH_FOLDS)
+            )
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    # A fixed study name: HyperbandPruner puts a trial in its bracket by a hash of the study's name and the trial
+    # number, so an unnamed (random) study would move trials between brackets from one run to the next.
+    study = optuna.create_study(study_name=f"bench-epochs-{seed}", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed), pruner=pruner)  # fmt: skip
+    study.optimize(objective, n_trials=len(configs))
+    best = configs[study.best_trial.number]
+    return epochs, true_value(OPTIMUM) - true_value(best)
+
+
+def epoch_pruning(tmp: Path, quick: bool = False) -> list[Row]:
+    import optuna
+
+    n_trials, max_epochs = (27, 27) if quick else (EPOCH_TRIALS, EPOCH_MAX)
+    epochs: dict[str, list[int]] = {c: [] for c in EPOCH_CASES}
+    regrets: dict[str, list[float]] = {c: [] for c in EPOCH_CASES}
+    for seed in SEEDS:
+        configs: list[dict[str, Any]] = []
+        for pruner in ("none", "asha", "hyperband"):
+            e, r, configs = _nestling_epochs(tmp, pruner, seed, n_trials, max_epochs)
+            epochs[pruner].append(e)
+            regrets[pruner].append(r)
+        for case, optuna_pruner in (
+            ("optuna-sh", optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=EPOCH_ETA)),
+            ("optuna-hyperband", optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
+                                                                reduction_factor=EPOCH_ETA)),
+        ):  # fmt: skip
+            e, r = _optuna_epochs(configs, optuna_pruner, seed, max_epochs)
+            epochs[case].append(e)
+            regrets[case].append(r)
+    med_e = {c: statistics.median(v) for c, v in epochs.items()}
+    med_r = {c: statistics.median(v) for c, v in regrets.items()}
+    worst_r = {c: max(v) for c, v in regrets.items()}
+    worst_e = {c: max(v) for c, v in epochs.items()}
+    per_seed = {c: " ".join(f"{r:.3f}" for r in regrets[c]) for c in EPOCH_CASES}
+    per_seed_e = {c: " ".join(str(e) for e in epochs[c]) for c in EPOCH_CASES}
+    setup = f"{n_trials} trials x {EPOCH_FOLDS} folds, <= {max_epochs} epochs, eta {EPOCH_ETA}"
+    rows = []
+    for mine, theirs, name, share in (("hyperband", "optuna-hyperband", "HyperbandPruner", 0.25),
+                                      ("asha", "optuna-sh", "SuccessiveHalvingPruner", 0.5)):  # fmt: skip
+        ratio = med_e[mine] / med_e["none"]
+        rows += [
+            Row(NAME, f"epochs trained, {mine} vs no pruning ({setup}; median seed)", med_e[mine], med_e["none"],
+                unit="epochs", baseline_name="no pruning", target=f"ratio <= {share}", met=judge(ratio, "<=", share),
+                note=f"per seed: {per_seed_e[mine]} vs {per_seed_e['none']}; worst seed {worst_e[mine]}"),
+            Row(NAME, f"regret, {mine} vs no pruning (median seed)", med_r[mine], med_r["none"], unit="",
+                baseline_name="no pruning", target="within 0.005",
+                met=judge(med_r[mine] - med_r["none"], "<=", 0.005),
+                note=f"per seed: {per_seed[mine]} vs {per_seed['none']}"),
+            Row(NAME, f"regret, {mine} vs no pruning (worst seed)", worst_r[mine], worst_r["none"], unit="",
+                baseline_name="no pruning"),
+            Row(NAME, f"epochs trained, {mine} vs Optuna's {name} (median seed)", med_e[mine], med_e[theirs],
+                unit="epochs", baseline_name=f"optuna {name}", target="ratio <= 1",
+                met=judge(med_e[mine] / med_e[theirs], "<=", 1.0),
+                note=f"optuna per seed: {per_seed_e[theirs]}; worst seed {worst_e[theirs]}"),
+            Row(NAME, f"regret, {mine} vs Optuna's {name} (median seed)", med_r[mine], med_r[theirs], unit="",
+                baseline_name=f"optuna {name}", target="<= optuna's", met=judge(med_r[mine] - med_r[theirs], "<=", 0.0),
+                note=f"optuna per seed: {per_seed[theirs]}; worst seed: {worst_r[mine]:.3f} vs {worst_r[theirs]:.3f}"),
+        ]  # fmt: skip
+    return rows
+
+
 def run(quick: bool = False) -> list[Row]:
-    """Adaptive search with simulated workers: regret, pruning savings, draw latency, concurrent draws."""
+    """Adaptive search with simulated workers: regret, pruning savings, draw latency, concurrent draws, and
+    pruning between epochs against Optuna's pruners."""
     rows: list[Row] = []
     with scratch(NAME) as tmp:
         rows += quality_and_pruning(tmp)
         rows += draw_latency(tmp, [100, 1_000] if quick else [100, 1_000, 10_000])
         rows += concurrency(tmp)
+        rows += epoch_pruning(tmp, quick)
     return rows
 
 

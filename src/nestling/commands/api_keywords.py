@@ -64,6 +64,8 @@ def plan_keywords(
     select: Select = "score",
     retrain: bool = False,
     pruner: Pruner = "none",
+    reduction_factor: int = 3,
+    min_epochs: int = 1,
     # device: Passed to Lightning's Trainer; cv-parallel / tune-parallel run work units side by side instead.
     accelerator: Accelerator = "auto",
     strategy: str = "auto",

@@ -36,15 +36,17 @@ from typing import Any
 from nestling.commands.provenance import take_code
 from nestling.core.errors import UsageError
 from nestling.core.ml.scoring import parse_scoring_metrics
-from nestling.core.options.config import GROUPS, Config, config_from_dict, option_names
+from nestling.core.options.config import EPOCH_PRUNERS, GROUPS, Config, config_from_dict, option_names
 from nestling.core.provenance.drift import drift
 from nestling.core.tree import attempt_lock as attempt
 from nestling.core.tree import naming
 from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.launch_record import read_launches
+from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import archive_result, read_result, result_state
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
+from nestling.execute.search.rungs import Board
 from nestling.execute.search.study import forget_unwritten_draws, pruned_trials, reopen
 from nestling.launch.base import plural
 from nestling.plan.model import Plan, PlannedRun
@@ -134,6 +136,12 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
             f"(it applies {', '.join(f'--{k}' for keys in APPLIED_ON_FORCE.values() for k in keys)}); drop them "
             f"or start a new {kind}"
         )
+    pruner = saved.tune.pruner
+    if plan.kind == "tune" and pruner in EPOCH_PRUNERS and any(c.key == "max_epochs" for c in changes):
+        raise UsageError(
+            f"tune {name!r} prunes between epochs (--pruner {pruner}): its rungs end at --max_epochs "
+            f"{saved.training.max_epochs}, so --max_epochs cannot change on resume; drop it, or start a new tune"
+        )
     effective = _effective(saved, config, changes, explicit)
     rescored = {c.key: c.after for c in changes if c.group == "cv"}
     if rescored:
@@ -159,13 +167,15 @@ def prepare_resume(kind: str, config: Config, explicit: AbstractSet[str]) -> Res
         kept = {run.dir.name for i, cv in enumerate(plan.cvs) if i in pruned for run in cv.runs}
         n_pruned = sum(run.dir.name in kept for run in todo)  # stay unrun
         todo = [run for run in todo if run.dir.name not in kept]
+        todo += _waiting_at_rungs(plan, {run.dir.name for run in todo})
         if not dry_run:
             forget_unwritten_draws(plan.root)
             rerun = {run.dir.name for run in todo}
             reopen(plan.root, {i for i, cv in enumerate(plan.cvs) if any(r.dir.name in rerun for r in cv.runs)})
     if not dry_run:
         for run in todo:
-            _archive_failed_result(run.dir)
+            if not run_epochs(read_result(run.dir)).paused:  # a paused run goes on from its checkpoint, as it is
+                _archive_failed_result(run.dir)
             attempt.remove_if_stale(run.dir)
         if respecified:
             _apply_forced(plan.root, respecified, todo)
@@ -292,6 +302,21 @@ def _refuse_if_active(plan: Plan) -> None:
             f"{len(active)} runs of {plan.name!r} are still running or queued{where}; wait for them "
             f"(nestling status {plan.root} --watch) or cancel them, then resume"
         )
+
+
+def _waiting_at_rungs(plan: Plan, todo: set[str]) -> list[PlannedRun]:
+    """--pruner asha|hyperband: the paused runs of trials neither pruned nor finished (paused at a rung, or
+    promoted when the tune stopped). They go back to the workers, which decide their rungs and train what is
+    promoted from the checkpoints: nothing is trained again."""
+    board = Board.from_root(plan.root)
+    if board is None:
+        return []
+    waiting = []
+    for trial in board.trials():
+        if trial.pruned or board.finished(trial.index):
+            continue
+        waiting += [run for run in plan.cvs[trial.index].runs if run.dir.name not in todo]
+    return waiting
 
 
 def _archive_failed_result(run_dir: Path) -> None:

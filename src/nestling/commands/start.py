@@ -31,6 +31,7 @@ from nestling.core.tree import failfast, fault_ledger, naming
 from nestling.core.tree.failure_class import is_storage_error
 from nestling.core.tree.launch_record import LaunchRecord, append_launch
 from nestling.core.tree.run_state import RunState
+from nestling.execute.search.trials import TrialState
 from nestling.launch.base import Launcher, SubmitError, plural
 from nestling.launch.factory import described_task, make_launcher, prestart_local
 from nestling.plan.capacity import check_room
@@ -409,6 +410,11 @@ def outcome_line(collected: Collected, errors_shown: bool = False) -> str:
     if counts[RunState.PRUNED] or collected.n_pruned_trials:  # the rest of the plan, stopped on purpose
         parts[0] += (f", {counts[RunState.PRUNED]} pruned ({plural(collected.n_pruned_trials, 'trial')} stopped "
                      "early)")  # fmt: skip
+    laddered = [cv for cv in collected.cvs if cv.rung is not None]  # --pruner asha|hyperband
+    if laddered:
+        stopped = sum(cv.state is TrialState.PRUNED for cv in laddered)
+        epochs = sum(cv.n_epochs_done for cv in collected.cvs)
+        parts.append(f"{stopped} of {len(laddered)} trials pruned at a rung, {epochs} epochs trained")
     groups = summary.error_groups(collected)
     if groups and not errors_shown:
         first = next(e for cv in collected.cvs for e in cv.table.get_column("error").to_list() if e)

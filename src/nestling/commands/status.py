@@ -138,6 +138,8 @@ def print_status(status: Status, *, show_all: bool = False, as_json: bool = Fals
 
 
 def _note(status: RunStatus) -> str:
-    """A run's error (with its failure class, e.g. [oom]) or why it is unstable."""
+    """A run's error (with its failure class, e.g. [oom]), why it is unstable, or the rung it waits at."""
+    if status.state is RunState.PAUSED:
+        return f"paused at a rung after epoch {status.epochs_trained}"
     note = status.error or (f"unstable: {status.unstable_reason}" if status.unstable_reason else "")
     return f"[{status.failure_class}] {note}" if status.failure_class and status.error else note

@@ -42,6 +42,7 @@ from nestling.core.tree.failure_class import FailureClass, is_storage_error
 from nestling.core.tree.naming import ArrayLaunchPaths
 from nestling.core.tree.run_state import RunState
 from nestling.execute.walltime import Walltime
+from nestling.execute.worker import finish_promotions
 from nestling.execute.worker import run_dirs as run_all
 
 
@@ -84,11 +85,22 @@ class UnitRunner:
             raise SystemExit(jobenv.EXIT_REQUEUED)
         raise RuntimeError(f"the container worker ended (exit code {code}) before its unit did")
 
-    def close(self) -> None:
-        if self.child is not None and self.child.poll() is None:
-            assert self.child.stdin is not None
-            self.child.stdin.close()
-            self.child.wait()
+    def finish(self) -> list[RunState]:
+        """No unit left for this task: train what other tasks' runs still promote (asha/hyperband; in a container
+        its worker does that when its input closes), then end. The states of those runs."""
+        if self.container is None:
+            return finish_promotions()
+        return self.close()
+
+    def close(self) -> list[RunState]:
+        """End the container worker (it may train promoted runs first: their states)."""
+        if self.child is None or self.child.poll() is not None:
+            return []
+        assert self.child.stdin is not None
+        self.child.stdin.close()
+        states = [state for _, state in _remaining_statuses(self.child)]
+        self.child.wait()
+        return states
 
     def save(self) -> None:
         """On the preemption signal: save the run in progress (in the container: the worker saves and exits)."""
@@ -151,6 +163,9 @@ class PackedRunner:
             finally:
                 if child.poll() is None:
                     child.stdin.close()
+                    remaining = _remaining_statuses(child)
+                    with self._lock:
+                        states.update(remaining)
                     child.wait()
 
         threads = [threading.Thread(target=drive, args=(take, False), daemon=True) for _ in range(self.k)]
@@ -180,6 +195,22 @@ class PackedRunner:
                 child.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _remaining_statuses(child: subprocess.Popen[str]) -> list[tuple[str, RunState]]:
+    """A worker whose stdin was closed may still train promoted runs before it exits: read its replies (its
+    stdout pipe must not fill) until it ends. (run dir, state) of each."""
+    states: list[tuple[str, RunState]] = []
+    if child.stdout is None:
+        return states
+    for line in child.stdout:
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(reply, dict) and (state := RunState.named(reply.get("status"))) is not None:
+            states.append((str(reply.get("run_dir")), state))
+    return states
 
 
 class RunSource:
@@ -309,6 +340,7 @@ def _task(argv: list[str] | None) -> int:
             runner.close()
         broken.leave_if_broken(runner)
         return _ended(paths, root, job, statuses)
+    finished = False
     try:
         statuses += runner.run(units[own])
         broken.leave_if_broken(runner)
@@ -321,8 +353,11 @@ def _task(argv: list[str] | None) -> int:
                 print(f"nestling: task {job} took over unit {unit} from its waiting task", flush=True)
                 statuses += runner.run(units[unit])
                 broken.leave_if_broken(runner)
+        statuses += runner.finish()  # no unit left: promotions (asha/hyperband) before the task ends
+        finished = True
     finally:
-        runner.close()
+        if not finished:
+            runner.close()
     return _ended(paths, root, job, statuses)
 
 

@@ -29,13 +29,12 @@ from nestling.core.tree import attempt_lock, fault_ledger, naming
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.clock import utc_now
 from nestling.core.tree.naming import KeptCheckpointPaths
+from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import read_result
 from nestling.core.tree.run_state import RunState
 from nestling.execute.cv_table import CvSummary, _collect_cvs, _plan_index, file_stamp, rank_key
 from nestling.plan.model import Plan
 from nestling.plan.settings import checkpoints_to_keep
-
-PAUSED = "paused"  # a run result's stop_reason while it waits at a rung (--pruner asha|hyperband)
 
 
 @dataclass(frozen=True)
@@ -160,26 +159,15 @@ def _ledger(root: Path) -> list[tuple[list[Any], int]]:
 
 
 def _final(run_dir: Path) -> bool:
-    """The run ended for good: a result, not paused at a rung."""
-    result = read_result(run_dir)
-    return result is not None and result.status.is_recorded() and not _paused(run_dir)
+    """The run ended for good: a result, not paused at a rung (its promotion continues from the checkpoint)."""
+    return run_epochs(read_result(run_dir)).final
 
 
 def removable(run_dir: Path) -> bool:
     """A successful run that ended for good, with checkpoints, and no live attempt holds it."""
     result = read_result(run_dir)
-    return (result is not None and result.status is RunState.SUCCESS and not _paused(run_dir)
+    return (result is not None and result.status is RunState.SUCCESS and not run_epochs(result).paused
             and naming.RunPaths(run_dir).checkpoints.is_dir() and not attempt_lock.alive(run_dir))  # fmt: skip
-
-
-def _paused(run_dir: Path) -> bool:
-    """Paused at a rung: its promotion continues from the checkpoint (the result's stop_reason, read raw so that
-    results of versions with epoch rungs are understood)."""
-    try:
-        data = json.loads(naming.RunPaths(run_dir).result.read_bytes())
-    except (FileNotFoundError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("stop_reason") == PAUSED
 
 
 def folder_bytes(folder: Path) -> int:

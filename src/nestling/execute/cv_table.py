@@ -27,6 +27,7 @@ from nestling.core.tree import damaged, naming, tables
 from nestling.core.tree.atomic import write_atomic, write_json
 from nestling.core.tree.run_result import RunResult, parse_result
 from nestling.core.tree.run_state import RunState
+from nestling.core.tree.stop_reason import StopReason
 from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan
 from nestling.plan.store import load_plan
@@ -39,7 +40,9 @@ Stamp = tuple[int, int, int] | None
 BASE_COLUMNS = list(tables.RUN_INFOS_COLUMNS)  # their dtypes: core/tree/tables.py
 # `score` and `score_is_unstable` are the cv's (same value on every row, as the seed specifies); `run_score` is the
 # row's own score, from which the cv score is the mean over stable successful runs. `unstable_reason` says why a
-# run is unstable: the metric and its value (see scoring.py), "failed", or "no result".
+# run is unstable: the metric and its value (see scoring.py), "failed", or "no result". `stop_reason` says why a
+# successful run's training ended: completed, early_stopped, paused (at a rung, --pruner asha|hyperband) or pruned
+# (paused, and its trial was stopped there).
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,13 @@ class CvSummary:
     unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
     spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
     inputs: tuple[Stamp, ...] = ()  # the stamp of each run's result file, in plan order
-    state: TrialState = TrialState.COMPLETE  # complete | pruned | failed (a tune's trial, see study.py)
+    state: TrialState = TrialState.COMPLETE  # complete | pruned | failed | paused (a tune's trial: study.py, rungs.py)
     n_folds_done: int = 0  # folds, from the first, whose every run has a result
     drawn_at: int | None = None  # order in which the trial's configuration was drawn
     n_pruned: int = 0  # planned runs that never started because the trial was pruned (not in `table`)
+    n_epochs_done: int = 0  # epochs trained by all the trial's runs together
+    rung: int | None = None  # --pruner asha|hyperband: the highest rung the trial reached (0 = the first)
+    bracket: int | None = None  # --pruner hyperband: the trial's bracket (0 with asha)
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
@@ -81,14 +87,21 @@ _RESULT_COLUMNS = (
 
 
 def _collect_cvs(
-    planned: list[CvPlan], scoring: Any, strategy: str, pruned: set[int] | None = None, removed: set[int] | None = None
+    planned: list[CvPlan],
+    scoring: Any,
+    strategy: str,
+    pruned: set[int] | None = None,
+    removed: set[int] | None = None,
+    rungs: dict[int, tuple[int, int]] | None = None,
 ) -> list[CvSummary]:
     """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
     each cv's table is a zero-copy slice of it with that cv's own metric columns. A pruned trial's runs that never
     started are left out: its table holds the runs that ran, its score is the score over the folds done. The
-    `checkpoint` of a run of a `removed` trial (--keep_checkpoints) reads "removed"."""
+    `checkpoint` of a run of a `removed` trial (--keep_checkpoints) reads "removed". `rungs` (--pruner
+    asha|hyperband): trial -> (highest rung reached, bracket)."""
     pruned = pruned or set()
     removed = removed or set()
+    rungs = rungs or {}
     columns: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
     metrics: dict[
         str, list[float | None]
@@ -99,8 +112,11 @@ def _collect_cvs(
     n = 0
     folds_done: list[int] = []
     n_pruned: list[int] = []  # per cv: runs its pruning kept from starting
+    epochs_done: list[int] = []
+    paused: list[bool] = []
     success, missing = RunState.SUCCESS, RunState.MISSING  # (an enum member lookup costs ~0.3 us; once per run adds up)
     for k, cv in enumerate(planned):
+        cv_epochs, cv_paused = 0, False
         start = n
         cv_pruned = 0
         cv_metric_names: dict[str, None] = {}
@@ -135,6 +151,14 @@ def _collect_cvs(
                 columns[key].append(None if result is None else getattr(result, key))
             if k in removed and columns["checkpoint"][-1]:
                 columns["checkpoint"][-1] = CHECKPOINT_REMOVED
+            epochs = None if result is None else result.epochs_trained
+            stop = result.stop_reason if result is not None and status is success else None
+            if stop is StopReason.PAUSED:
+                stop = StopReason.PRUNED if k in pruned else stop
+                cv_paused = cv_paused or k not in pruned
+            columns["epochs_trained"].append(epochs)
+            columns["stop_reason"].append(stop)
+            cv_epochs += int(epochs or 0)
             columns["run_score"].append(score)
             columns["is_unstable"].append(unstable)
             per_run.append((score, unstable, status))
@@ -148,6 +172,8 @@ def _collect_cvs(
             n += 1
         n_pruned.append(cv_pruned)
         folds_done.append(min(unfinished_folds, default=max((r.fold + 1 for r in cv.runs), default=0)))
+        epochs_done.append(cv_epochs)
+        paused.append(cv_paused)
         cv_result = cv_score(per_run)
         spreads.append(cv_spread(per_run))
         stamps.append(tuple(cv_stamps))
@@ -171,6 +197,8 @@ def _collect_cvs(
         n_folds = max((r.fold + 1 for r in cv.runs), default=0)
         if k in pruned:
             state = TrialState.PRUNED
+        elif paused[k]:
+            state = TrialState.PAUSED  # waits at a rung for its promotion (a tune still running, or interrupted)
         elif folds_done[k] == n_folds and not math.isnan(score):
             state = TrialState.COMPLETE
         else:
@@ -193,22 +221,27 @@ def _collect_cvs(
                 inputs=inputs,
                 state=state,
                 n_folds_done=folds_done[k],
+                n_epochs_done=epochs_done[k],
+                rung=rungs[k][0] if k in rungs else None,
+                bracket=rungs[k][1] if k in rungs else None,
             )
         )
     return summaries
 
 
 RankKey = tuple[bool, bool, bool, bool, float, float]
+_PARTIAL = frozenset({TrialState.PRUNED, TrialState.PAUSED})  # scored on part of the folds or epochs
 
 
 def rank_key(c: CvSummary, select: str = "score") -> RankKey:
     """Where a trial ranks (smaller first): stable before unstable, then by score, or by lcb with select="lcb" (NaN
-    last, then by score); a pruned trial below every trial that ran all its folds. One definition for the tables
+    last, then by score); a pruned trial (scored on the folds, or at the rung, it reached) below every trial that
+    ran them all, and so is a trial paused at a rung (an unfinished tune). One definition for the tables
     (read/collect.ranked) and for --keep_checkpoints, which ranks trials as they finish (checkpoint_keeping.py)."""
     value = c.spread.lcb if select == "lcb" else c.score
     score = 0 if math.isnan(c.score) else c.score
     # lcb is NaN with a single usable run: such trials follow the others, ranked by their score among themselves
-    return (math.isnan(c.score), c.state is TrialState.PRUNED, c.score_is_unstable, math.isnan(value),
+    return (math.isnan(c.score), c.state in _PARTIAL, c.score_is_unstable, math.isnan(value),
             -(0 if math.isnan(value) else value), -score)  # fmt: skip
 
 

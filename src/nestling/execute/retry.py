@@ -29,7 +29,7 @@ from nestling.core.tree import failfast, fault_ledger
 from nestling.core.tree.failure_class import FailureClass, classify
 from nestling.core.tree.run_result import RunResult, archive_result, read_result
 from nestling.core.tree.run_state import RunState
-from nestling.execute.run_attempt import execute
+from nestling.execute.run_attempt import Trainer, execute
 from nestling.plan.store import load_spec
 
 log = logging.getLogger("nestling.run")
@@ -94,13 +94,20 @@ def _may_rerun_here(failure: FailureClass | None) -> bool:
     return failure is FailureClass.TRANSIENT_IO
 
 
-def run_with_retries(run_dir: Path, root: Path | None, sleep: Callable[[float], None] = time.sleep) -> Attempted:
+def run_with_retries(
+    run_dir: Path,
+    root: Path | None,
+    sleep: Callable[[float], None] = time.sleep,
+    until_epoch: int | None = None,
+    trainer: Trainer = execute,
+) -> Attempted:
     """Load the run's spec and execute it, retrying transient I/O errors here; a node fault marks the node, a full
-    file system stops the plan. Never raises for those classes, wherever in the attempt they happen."""
+    file system stops the plan. Never raises for those classes, wherever in the attempt they happen. `until_epoch`:
+    a rung (--pruner asha|hyperband) the run trains to; `trainer`: run_attempt.execute, or a simulation."""
     n = 0
     while True:
         try:
-            result = execute(load_spec(run_dir))
+            result = trainer(load_spec(run_dir), until_epoch)
         except OSError as exc:  # outside training: the spec, the lock, the attempt count
             outside = classify(exc)
             if outside is FailureClass.STORAGE:

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from nestling import __version__
@@ -23,6 +23,7 @@ from nestling.core.tree.atomic import write_json
 from nestling.core.tree.clock import utc_now
 from nestling.core.tree.failure_class import FailureClass, classify, is_storage_error
 from nestling.core.tree.naming import RunPaths
+from nestling.core.tree.run_epochs import RunEpochs, read_curve, run_epochs
 from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
@@ -32,6 +33,8 @@ from nestling.execute.startup import worker_startup
 from nestling.execute.training import Trained, TrainingFailed, cached_task, train
 
 log = logging.getLogger("nestling.run")
+# What trains a run (spec, until_epoch): `execute`; testing/bowl_workers.py simulates it without Lightning.
+Trainer = Callable[[RunSpec, "int | None"], "RunResult | None"]
 
 
 def next_attempt(paths: RunPaths) -> int:
@@ -43,12 +46,17 @@ def next_attempt(paths: RunPaths) -> int:
     return previous + 1
 
 
-def execute(spec: RunSpec) -> RunResult | None:
+def execute(spec: RunSpec, until_epoch: int | None = None) -> RunResult | None:
     """Train one run; never raises for a failure of the run itself (it is recorded as status "failed").
 
     Returns None, touching nothing, when a live attempt holds the run's lock: a run dir is never shared by two
     live attempts. A lock whose holder is gone (killed worker, lost node, earlier incarnation of this SLURM job)
     is taken over.
+
+    `until_epoch` (--pruner asha|hyperband): train to that epoch and pause (see training.train). A paused run that
+    goes on is the same attempt, continued: same attempt number, its CSV log appended to, its duration summed,
+    unless something started after the pause (a start that was killed or preempted after an epoch, or a new
+    attempt): then it is the next attempt, as any restart.
     """
     paths = RunPaths(Path(spec.run_dir))
     paths.dir.mkdir(parents=True, exist_ok=True)
@@ -65,16 +73,21 @@ def execute(spec: RunSpec) -> RunResult | None:
         return None
     heartbeat = attempt_lock.Heartbeat(paths.lock) if writer else None
     try:
-        previous = read_result(paths.dir) if exclusive else None
-        if previous is not None and previous.status is RunState.SUCCESS:  # finished while we waited for the lock
-            return previous
-        attempt = next_attempt(paths)
+        previous = read_result(paths.dir)
+        done = run_epochs(previous)
+        if exclusive and previous is not None and previous.status is RunState.SUCCESS and not _trains_further(
+            done, until_epoch
+        ):
+            return previous  # finished (or reached this rung) while we waited for the lock
+        paused = previous is not None and done.paused and _untouched_since_pause(paths, previous)
+        continued = previous if paused else None
+        attempt = int(continued.attempt or 1) if continued is not None else next_attempt(paths)
         startup = worker_startup()  # before the clock starts: a run's duration is its own time
         staged = staging.stage_for_run(spec, cached_task, failfast.plan_root(paths.dir))  # once per node, Task.stage
         started, started_at = time.time(), utc_now()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run starts; unset: what it could see (Placement)
         log.warning("run %s attempt %d: rank %d of %d on %s", spec.run_name, attempt, job.global_rank, job.ntasks, host)
-        if writer:
+        if writer and continued is None:
             _archive_error(paths, attempt - 1)
             write_json(paths.attempts, attempt)
             if not exclusive:
@@ -85,7 +98,7 @@ def execute(spec: RunSpec) -> RunResult | None:
         failure: BaseException | None = None
         origin = run_origin(spec)  # imports the task from the plan's code snapshot
         try:
-            ended = train(spec, paths, attempt)
+            ended = train(spec, paths, attempt, until_epoch)
             log.warning(
                 "run %s rank %d metrics %s", spec.run_name, job.global_rank, json.dumps(ended.metrics, sort_keys=True)
             )
@@ -95,6 +108,7 @@ def execute(spec: RunSpec) -> RunResult | None:
                 _write_traceback(paths, failure)
             log.warning("run %s failed: %s", spec.run_name, _error_text(failure))
         trained = ended if isinstance(ended, Trained) else None
+        before = float(continued.duration or 0.0) if continued is not None else 0.0  # the segments before the pause
         result = RunResult.for_spec(
             spec,
             RunState.FAILED if failure else RunState.SUCCESS,
@@ -102,7 +116,7 @@ def execute(spec: RunSpec) -> RunResult | None:
             failure_class=failure_class(failure) if failure else None,
             metrics=trained.metrics if trained else {},
             checkpoint=trained.checkpoint if trained else None,
-            duration=round(time.time() - started, 3),
+            duration=round(before + time.time() - started, 3),
             started_at=started_at,
             finished_at=utc_now(),
             host=host,
@@ -122,6 +136,8 @@ def execute(spec: RunSpec) -> RunResult | None:
             peak_memory_bytes=ended.placement.peak_memory_bytes,
             stage_s=staged.seconds if staged is not None else None,
             **origin.fields(),
+            epochs_trained=trained.epochs_trained if trained else None,
+            stop_reason=trained.stop_reason if trained else None,
         )
         if writer:
             _write_result(paths, result)
@@ -131,6 +147,20 @@ def execute(spec: RunSpec) -> RunResult | None:
             heartbeat.stop()
         if writer:
             attempt_lock.release(paths)
+
+
+def _untouched_since_pause(paths: RunPaths, paused: RunResult) -> bool:
+    """Nothing started since this run paused: no later attempt counted, no epoch trained past the pause."""
+    curve = read_curve(paths.dir)
+    epochs = max((int(e["epoch"]) + 1 for e in curve), default=0)
+    return next_attempt(paths) - 1 == int(paused.attempt or 0) and epochs == run_epochs(paused).epochs_trained
+
+
+def _trains_further(done: RunEpochs, until_epoch: int | None) -> bool:
+    """Whether a run with this result has epochs left to train toward `until_epoch` (None: its last epoch)."""
+    if done.final or not done.paused:
+        return not done.final
+    return until_epoch is None or done.epochs_trained < until_epoch
 
 
 def failure_class(exc: BaseException, environ: Mapping[str, str] = os.environ) -> FailureClass:

@@ -26,6 +26,7 @@ from nestling.core.ml.task import Split, Task
 from nestling.core.provenance.imports import load_task_from
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.naming import LOGS, RunPaths
+from nestling.core.tree.run_epochs import StopReason, read_curve, record_epoch
 from nestling.core.tree.run_spec import RunSpec
 from nestling.execute import staging
 from nestling.execute.wandb_run import Tracking, finish_wandb, start_wandb_logger
@@ -168,13 +169,15 @@ class Placement:
 
 @dataclass(frozen=True)
 class Trained:
-    """A run that trained (and tested) to the end, with its scoring metrics."""
+    """A run that trained (and tested) to the end, or to its rung (paused), with its scoring metrics."""
 
     metrics: dict[str, float]
     checkpoint: str | None
     world_size: int
     placement: Placement
     tracking: Tracking
+    epochs_trained: int | None = None  # over all its attempts
+    stop_reason: StopReason | None = None  # completed, early_stopped or paused (at `until_epoch`)
 
 
 class TrainingFailed(Exception):
@@ -194,20 +197,22 @@ class _Seen:
     tracking: Tracking = field(default_factory=Tracking)
 
 
-def train(spec: RunSpec, paths: RunPaths, attempt: int) -> Trained:
+def train(spec: RunSpec, paths: RunPaths, attempt: int, until_epoch: int | None = None) -> Trained:
     """Fit (and test). Any failure raises TrainingFailed from its cause, carrying what ran where and the W&B outcome
-    known by then, so that the run's result records both whether it succeeded or not."""
+    known by then, so that the run's result records both whether it succeeded or not. `until_epoch` (a rung,
+    --pruner asha|hyperband): pause after that many epochs; the Trainer still gets --max_epochs, so a schedule over
+    the whole run is the same as without pausing, and the next segment resumes from last.ckpt where this one
+    stopped. The test split is tested only when the run ends, not at a pause."""
     seen = _Seen()
     try:
-        return _fit_and_test(spec, paths, attempt, seen)
+        return _fit_and_test(spec, paths, attempt, seen, until_epoch)
     except Exception as exc:
         raise TrainingFailed(seen.placement, seen.tracking) from exc
 
 
-def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> Trained:
+def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen, until_epoch: int | None) -> Trained:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     task = cached_task(spec.task, spec.code)
     split = staging.split_for(_read_splits(spec.splits_file)[spec.fold])  # with its node's staged data (Task.stage)
@@ -234,11 +239,13 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> 
                 raise missing_metrics_error(spec, missing, list(logged))
 
         callbacks.insert(0, LambdaCallback(on_validation_end=scoring_logged))
+    early: Any = None
     if spec.early_stopping_patience > 0 and not spec.retrain:
-        callbacks.append(
-            EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
-        )
-    loggers: list[Any] = [CSVLogger(save_dir=str(paths.dir), name=LOGS, version=paths.log_version(attempt))]
+        early = EarlyStopping(monitor=first.name, mode=first.mode, patience=spec.early_stopping_patience)
+        callbacks.append(early)
+    callbacks += epoch_callbacks(paths, until_epoch)
+    # One CSV log per attempt; a promoted run (the next segment of the same attempt) appends to it.
+    loggers: list[Any] = [lightning_compat.appending_csv_logger(str(paths.dir), LOGS, paths.log_version(attempt))]
     wandb_logger = None
     if spec.wandb_project:
         wandb_logger, seen.tracking = start_wandb_logger(spec)
@@ -278,7 +285,10 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> 
                 # Validating the best checkpoint gives exactly that epoch's val metrics; train/* stay the last's.
                 trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
                 metrics.update(_floats(trainer.callback_metrics))
-            if spec.test and split.test and type(model).test_step is not L.LightningModule.test_step:
+            stopped_early = early is not None and early.stopped_epoch > 0  # (in this process; not under ddp_fork)
+            epochs, reason = _how_far(trainer, paths, spec.max_epochs, until_epoch, stopped_early)
+            has_test = type(model).test_step is not L.LightningModule.test_step
+            if spec.test and reason is not StopReason.PAUSED and split.test and has_test:
                 ckpt = "best" if checkpoint.best_model_path else None
                 trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
                 metrics.update(
@@ -294,7 +304,48 @@ def _fit_and_test(spec: RunSpec, paths: RunPaths, attempt: int, seen: _Seen) -> 
     if missing:
         raise missing_metrics_error(spec, missing, list(metrics))
     best = checkpoint.best_model_path or last.best_model_path or None
-    return Trained(metrics, best, trainer.world_size, seen.placement, seen.tracking)
+    return Trained(metrics, best, trainer.world_size, seen.placement, seen.tracking, epochs, reason)
+
+
+def epoch_callbacks(paths: RunPaths, until_epoch: int | None) -> list[Any]:
+    """Two callbacks at every epoch end, on every rank: record the epoch's metrics in curve.json (rank 0 writes),
+    and with `until_epoch` stop the fit after that epoch. Every rank counts the same epochs, so under DDP all
+    ranks stop together without exchanging a decision; rank 0 (the worker) decides what happens next."""
+    from lightning.pytorch.callbacks import Callback
+
+    class RecordEpoch(Callback):
+        def __init__(self) -> None:
+            self.curve: list[dict[str, Any]] | None = None
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if not trainer.is_global_zero or trainer.sanity_checking:
+                return
+            if self.curve is None:
+                self.curve = read_curve(paths.dir)
+            metrics = {k: v for k, v in _floats(trainer.callback_metrics).items() if not k.startswith("test")}
+            self.curve = record_epoch(paths.dir, trainer.current_epoch, metrics, self.curve)
+
+    class StopAtRung(Callback):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if until_epoch is not None and trainer.current_epoch + 1 >= until_epoch:
+                trainer.should_stop = True
+
+    return [RecordEpoch(), StopAtRung()] if until_epoch is not None else [RecordEpoch()]
+
+
+def _how_far(
+    trainer: Any, paths: RunPaths, max_epochs: int, until_epoch: int | None, stopped_early: bool = False
+) -> tuple[int, StopReason]:
+    """Epochs trained after fit, and why it stopped. Under ddp_fork the fit ran in child processes and this
+    process's Trainer does not know its epoch count: the curve rank 0 wrote does. Early stopping that fired at a
+    rung's epoch counts as early stopping: the run is not paused, it is done."""
+    curve = read_curve(paths.dir)
+    epochs = max(int(trainer.current_epoch), max((int(e["epoch"]) + 1 for e in curve), default=0))
+    if epochs >= max_epochs:
+        return epochs, StopReason.COMPLETED
+    if until_epoch is not None and epochs >= until_epoch and not stopped_early:
+        return epochs, StopReason.PAUSED
+    return epochs, StopReason.EARLY_STOPPED
 
 
 def accelerator_name(accelerator: Any) -> str:

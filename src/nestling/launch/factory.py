@@ -13,7 +13,7 @@ from nestling.core.errors import UsageError
 from nestling.core.host.devices import TrainerDevices, packed_slots, parse_devices, serial_slot, worker_slots
 from nestling.core.host.processes import Run, Which
 from nestling.core.ml.task import DescribedTask, load_task
-from nestling.core.options.config import PARALLEL_STRATEGIES, Config
+from nestling.core.options.config import EPOCH_PRUNERS, PARALLEL_STRATEGIES, Config
 from nestling.core.tree import naming
 from nestling.launch.base import Launcher
 from nestling.launch.local import LocalLauncher
@@ -48,8 +48,9 @@ def make_launcher(
             local = prestarted
         elif prestarted is not None:
             prestarted.discard()
-        # a tune whose retrain follows in this process leaves its workers warm for it (no second torch import)
-        local.keep_warm = kind == "tune" and config.tune.retrain
+        # a tune whose retrain follows in this process leaves its workers warm for it (no second torch import); not
+        # with rungs (asha/hyperband): a worker whose units are done ends by taking the promotions still to come
+        local.keep_warm = kind == "tune" and config.tune.retrain and config.tune.pruner not in EPOCH_PRUNERS
         return local
     if prestarted is not None:
         prestarted.discard()

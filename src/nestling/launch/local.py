@@ -140,10 +140,11 @@ class LocalLauncher(Launcher):
             launcher=self.name, started_at=time.time(), units=len(units), workers=n_workers, lost_units=[]
         )
         lock = threading.Lock()
+        retried: set[str] = set()  # promoted runs a dying worker was training, handed to a fresh worker once
         threads = [
             threading.Thread(
                 target=self._drive,
-                args=(k, self.slots[k], todo, log_dir, progress, record, lock),
+                args=(k, self.slots[k], todo, log_dir, progress, record, lock, retried),
                 daemon=True,
             )
             for k in range(n_workers)
@@ -274,6 +275,7 @@ class LocalLauncher(Launcher):
         progress: Progress,
         record: LaunchRecord,
         lock: threading.Lock,
+        retried: set[str],
     ) -> None:
         proc: subprocess.Popen[str] | None = None
         try:
@@ -294,20 +296,26 @@ class LocalLauncher(Launcher):
                     with lock:
                         _lost(record, unit.index)
                     continue
-                unfinished = self._run_unit(proc, unit, progress, lock)
-                if unfinished and self._stop.is_set():  # Ctrl-C: the worker saved and stopped; resumable
+                ended = self._run_unit(proc, unit, progress, lock)
+                if ended is not None and self._stop.is_set():  # Ctrl-C: the worker saved and stopped; resumable
                     proc.wait()
                     return
-                if unfinished:  # the worker died: only the run it was training is lost
+                if ended is not None:  # the worker died: only the run it was training is lost
+                    training, unstarted = ended
                     proc.kill()  # reap it (a zombie would look alive to the run's attempt lock)
                     proc.wait()
-                    _report_lost(unfinished[:1], progress)
+                    if training is not None:
+                        _report_lost([training], progress)
                     with lock:
-                        _lost(record, unit.index, unfinished[0])
-                    if unfinished[1:]:
-                        todo.put(
-                            WorkUnit(unit.index, unfinished[1:])
-                        )  # never started: a fresh worker takes them
+                        _lost(record, unit.index, training)
+                        # A run outside the unit is a promoted one (--pruner asha|hyperband): its trial's promotion
+                        # stays in the tree and another worker would take it; when none is left, a fresh one does,
+                        # once (a run that kills every worker that trains it is left for --resume).
+                        if training is not None and training not in unit.run_dirs and training not in retried:
+                            retried.add(training)
+                            unstarted = [training, *unstarted]
+                    if unstarted:
+                        todo.put(WorkUnit(unit.index, unstarted))  # never started: a fresh worker takes them
                     proc = None
         finally:
             if self.keep_warm and self.container is None and proc is not None and proc.poll() is None and (
@@ -317,25 +325,32 @@ class LocalLauncher(Launcher):
             elif proc is not None and proc.stdin:
                 with contextlib.suppress(BrokenPipeError):
                     proc.stdin.close()
+                _relay_until_exit(proc, progress)
                 proc.wait()
             self._procs.pop(k, None)
 
     def _run_unit(
         self, proc: subprocess.Popen[str], unit: WorkUnit, progress: Progress, lock: threading.Lock
-    ) -> list[str]:
-        """Send one unit and relay per-run replies; returns the runs left unfinished when the worker died
-        (in order: the first was in progress, the others never started), [] when the unit completed. A run out
+    ) -> tuple[str | None, list[str]] | None:
+        """Send one unit and relay per-run replies. None when the unit completed; when the worker died, the run
+        it was training (None when between runs) and the unit's runs it never started. The worker says which
+        run it starts ({"started": dir}): with --pruner asha|hyperband it may be a promoted run of another unit;
+        a worker that does not say so (an older version) was training the unit's first unfinished run. A run out
         of memory on a shared GPU is kept for the phase alone (its progress is told then)."""
         assert proc.stdin is not None and proc.stdout is not None
         pending = list(unit.run_dirs)
+        training: str | None = None
+        announced = False
         try:
             proc.stdin.write(json.dumps({"index": unit.index, "run_dirs": unit.run_dirs}) + "\n")
             proc.stdin.flush()
         except BrokenPipeError:
-            return pending
+            return None, pending
         for line in proc.stdout:
             msg = json.loads(line)
-            if "run_dir" in msg:
+            if "started" in msg:
+                training, announced = msg["started"], True
+            elif "run_dir" in msg:
                 state = RunState.named(msg["status"])  # None only from a worker of another version (an image)
                 if msg.get("failure_class") == FailureClass.STORAGE:
                     self._storage_full = True
@@ -347,9 +362,13 @@ class LocalLauncher(Launcher):
                     progress.run_done(msg["run_dir"], state)
                 if msg["run_dir"] in pending:
                     pending.remove(msg["run_dir"])
+                if msg["run_dir"] == training:
+                    training = None
             elif msg.get("unit_done") == unit.index:
-                return []
-        return pending
+                return None
+        if not announced and pending:
+            return pending[0], pending[1:]
+        return training, [d for d in pending if d != training]
 
 
 class _StderrRelay:
@@ -388,6 +407,17 @@ class _StderrRelay:
         self._thread.join(timeout=5)
 
 
+def _relay_until_exit(proc: subprocess.Popen[str], progress: Progress) -> None:
+    """A worker without units may still train promoted runs (--pruner asha|hyperband) before it exits: relay
+    their replies, and never leave its stdout pipe full."""
+    if proc.stdout is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        for line in proc.stdout:
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if isinstance(msg, dict) and "run_dir" in msg and (state := RunState.named(msg["status"])):
+                    progress.run_done(msg["run_dir"], state)
 _PARKED: dict[tuple[Any, ...], dict[int, subprocess.Popen[str]]] = {}  # pool key -> slot -> idle worker
 _PARKED_LOCK = threading.Lock()
 

@@ -26,7 +26,13 @@ from nestling.core.ml.space import (
     to_json,
 )
 from nestling.core.ml.task import Split, Task, declared_scoring_metrics, load_task
-from nestling.core.options.config import DDP_LIKE, PARALLEL_STRATEGIES, Config, read_config_file
+from nestling.core.options.config import (
+    DDP_LIKE,
+    EPOCH_PRUNERS,
+    PARALLEL_STRATEGIES,
+    Config,
+    read_config_file,
+)
 from nestling.core.tree import naming
 from nestling.plan.build import plan_tune, plan_untuned
 from nestling.plan.model import Plan
@@ -142,11 +148,13 @@ def _check_combinations(config: Config, kind: str) -> None:
             "--retrain tests the retrained model on the test split, and this tune has none: add --test_split random "
             "(--test_fraction 0.2) or --test_split region --test_regions R1 R2"
         )
-    if kind == "tune" and config.tune.pruner != "none" and strategy == "cv-parallel":
+    if kind == "tune" and config.tune.pruner in ("median", "successive-halving") and strategy == "cv-parallel":
         raise UsageError(
             f"--pruner {config.tune.pruner} needs the folds of a trial to run in order, which --strategy cv-parallel "
             "does not do; use --strategy tune-parallel (trials side by side) or --pruner none"
         )
+    if kind == "tune" and config.tune.pruner in EPOCH_PRUNERS:
+        _check_epoch_pruner(config)
     if kind != "run" and config.device.num_nodes > 1:  # array tasks get one node: Trainer and sbatch would disagree
         raise UsageError(
             f"--num_nodes {config.device.num_nodes} is for nestling run (one multi-node run); the runs of a {kind} "
@@ -226,6 +234,23 @@ def _absolute_artifact_dir(config: Config) -> Config:
     working directory (a worker in a container image starts in a bound dir, not the submitting one)."""
     resolved = str(Path(config.logging.artifact_dir).resolve())
     return dataclasses.replace(config, logging=dataclasses.replace(config.logging, artifact_dir=resolved))
+
+
+def _check_epoch_pruner(config: Config) -> None:
+    """--pruner asha|hyperband: the rungs min_epochs * eta^k must fit below --max_epochs."""
+    tune, max_epochs = config.tune, config.training.max_epochs
+    if tune.reduction_factor < 2:
+        raise UsageError(
+            f"--reduction_factor {tune.reduction_factor} must be at least 2 (a rung keeps the best 1/eta of its "
+            "trials); e.g. --reduction_factor 3"
+        )
+    if tune.min_epochs < 1:
+        raise UsageError(f"--min_epochs {tune.min_epochs} must be at least 1 (the epochs of the first rung)")
+    if tune.min_epochs > max_epochs:
+        raise UsageError(
+            f"--min_epochs {tune.min_epochs} is larger than --max_epochs {max_epochs}: the first rung would never "
+            f"be reached; use --min_epochs {max(1, max_epochs // 9)} or raise --max_epochs"
+        )
 
 
 def _check_runs_per_gpu(config: Config) -> None:

@@ -37,6 +37,8 @@ class PlanSettings:
     pruner: Pruner = _first(Pruner)
     select: Select = _first(Select)
     tune_seed: int = 0
+    reduction_factor: int = 3  # --pruner asha|hyperband: eta (execute/search/rungs.py)
+    min_epochs: int = 1  # --pruner asha|hyperband: the first rung
     hpconfig: str | None = None  # the tune's space file (else the --config file's table)
     config_file: str | None = None
     wandb_project: str | None = None
@@ -54,6 +56,7 @@ class PlanSettings:
             "scoring_metric": (metrics,) if isinstance(metrics, str) else tuple(metrics),
             "multi_score_strategy": cv.get("multi_score_strategy"), "sampler": tune.get("sampler"),
             "pruner": tune.get("pruner"), "select": tune.get("select"), "tune_seed": tune.get("tune_seed"),
+            "reduction_factor": tune.get("reduction_factor"), "min_epochs": tune.get("min_epochs"),
             "hpconfig": tune.get("hpconfig"), "config_file": options.get("config_file"),
             "wandb_project": logging.get("wandb_project"), "keep_checkpoints": logging.get("keep_checkpoints"),
         }  # fmt: skip

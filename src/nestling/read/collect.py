@@ -32,6 +32,7 @@ from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collec
     write_cv_table,
     write_parquet_atomic,
 )
+from nestling.execute.search.rungs import Board
 from nestling.execute.search.study import Study, pruned_trials
 from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan, Plan
@@ -83,8 +84,9 @@ def collect(path: Path, write: bool = True) -> Collected:
     root = find_plan_root(Path(path))
     plan_stamp = file_stamp(root / naming.PLAN)
     plan = load_plan(root)
+    removed = checkpoint_keeping.removed_trials(plan.root) if plan.kind == "tune" else set()
     cvs = _collect_cvs(_drawn_cvs(plan), plan.settings.scoring(), plan.settings.multi_score_strategy, _pruned(plan),
-                       checkpoint_keeping.removed_trials(plan.root) if plan.kind == "tune" else set())  # fmt: skip
+                       removed, _rungs(plan))  # fmt: skip
     if plan.kind == "tune":
         cvs = _with_draw_order(plan, cvs)
     if write and plan.kind in ("cv", "tune", "retrain"):
@@ -153,6 +155,16 @@ def _pruned(plan: Plan) -> set[int]:
     return pruned_trials(plan.root)
 
 
+def _rungs(plan: Plan) -> dict[int, tuple[int, int]]:
+    """--pruner asha|hyperband: each trial's highest rung reached (-1: none yet) and its bracket."""
+    if plan.kind != "tune":
+        return {}
+    board = Board.from_root(plan.root)
+    if board is None:
+        return {}
+    return {t.index: (t.top, t.bracket) for t in board.trials()}
+
+
 def _with_draw_order(plan: Plan, cvs: list[CvSummary]) -> list[CvSummary]:
     """drawn_at: the order of the draws (an adaptive tune's draw times; up front: the trial order)."""
     if not plan.adaptive:
@@ -200,6 +212,9 @@ def tune_table(cvs: list[CvSummary], select: str = "score") -> pl.DataFrame:
         "n_pruned": [cv.n_pruned for cv in cvs],
         "state": [str(cv.state) for cv in cvs],
         "n_folds_done": [cv.n_folds_done for cv in cvs],
+        "n_epochs_done": [cv.n_epochs_done for cv in cvs],
+        "rung": [cv.rung for cv in cvs],
+        "bracket": [cv.bracket for cv in cvs],
         "drawn_at": [cv.drawn_at for cv in cvs],
         "rank": [rank[id(cv)] for cv in cvs],
         "code_commit": [commit for commit, _ in codes],
@@ -267,7 +282,8 @@ def _tune_runs_fast(cvs: list[CvSummary], hp_keys: list[str]) -> pl.DataFrame | 
 
 def ranked(cvs: list[CvSummary], select: str = "score") -> list[CvSummary]:
     """Trials best first (cv_table.rank_key): stable before unstable, then by score, or by lcb with select="lcb"
-    (NaN last, then by score); a pruned trial (scored on the folds it ran) below every trial that ran them all."""
+    (NaN last, then by score); a pruned trial (scored on the folds, or at the rung, it reached) below every trial that
+    ran them all, and so is a trial paused at a rung (an unfinished tune)."""
     return sorted(cvs, key=lambda c: rank_key(c, select))
 
 

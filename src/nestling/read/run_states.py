@@ -1,5 +1,6 @@
 """The state of every run of a plan, from the tree and the queue (squeue, never sacct): success, failed, running,
-pending, lost, blocked, not started, interrupted, pruned (core/tree/run_state.py's STATUS_STATES)."""
+pending, lost, blocked, not started, interrupted, pruned, paused (at a rung, --pruner asha|hyperband): core/tree/run_state.py's
+STATUS_STATES."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from nestling.core.tree import supervisor_pid as supervision
 from nestling.core.tree.array_claims import holders
 from nestling.core.tree.launch_record import LaunchRecord, read_launches
 from nestling.core.tree.naming import RUN_RESULT, ArrayLaunchPaths
+from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_state import STATUS_STATES, RunState
 from nestling.execute.search.study import pruned_trials
@@ -40,6 +42,7 @@ class RunStatus:
     error: str | None
     unstable_reason: str | None = None  # a success whose scoring metrics cannot be scored: metric and value
     failure_class: str | None = None  # a failed run's class (core/tree/failure_class.py): what nestling did about it
+    epochs_trained: int | None = None  # from the result: how far the run trained (a paused run: its rung)
 
 
 def _unstable_reason(plan: Plan, result: RunResult) -> str | None:
@@ -85,10 +88,13 @@ def run_states(plan: Plan) -> list[RunStatus]:
         unstable = None
         error: str | None
         failure = None
+        epochs = result.epochs_trained if result is not None else None
         if result is not None:
             state, error = result.status, result.error
             failure = result.failure_class.value if result.failure_class is not None else None
-            if state is RunState.SUCCESS:
+            if state is RunState.SUCCESS and run_epochs(result).paused:  # waits at a rung, or its trial stopped there
+                state = RunState.PRUNED if run.dir.name in pruned else RunState.PAUSED
+            elif state is RunState.SUCCESS:
                 unstable = _unstable_reason(plan, result)
         elif run.dir.name in pruned:
             state, error = RunState.PRUNED, None
@@ -104,7 +110,7 @@ def run_states(plan: Plan) -> list[RunStatus]:
                 state, error = RunState.NOT_STARTED, f"{'storage' if stop.storage else 'fail-fast'}: {stop.error}"
             elif interrupted and state in _NEVER_STARTED:
                 state = RunState.INTERRUPTED
-        states.append(RunStatus(run.run_name, run.run_id, state, job, error, unstable, failure))
+        states.append(RunStatus(run.run_name, run.run_id, state, job, error, unstable, failure, epochs))
     return states
 
 

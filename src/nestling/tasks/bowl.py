@@ -9,6 +9,12 @@ The fold effect (sd FOLD_SD) is shared by every configuration, as a hard fold is
 (sd RUN_SD) is drawn per run. The optimum is lr = 10^-2.5, width = 0.3, depth = 5 (true value 0.95). Training
 only sleeps `sleep_s` per epoch, so a bench measures the search, not a model. `observed` is pure and importable
 without torch: nestling.testing.bowl_workers simulates workers with it in-process.
+
+Learning curves (for pruning between epochs): after e of E epochs a configuration has reached the fraction
+(1 - exp(-e / tau)) / (1 - exp(-E / tau)) of its true value, tau = TAU_AT_OPTIMUM * 10^(-TAU_SLOPE (log10(lr) + 2.5))
+epochs (8 at the optimum): a large learning rate starts fast and ends worse, the optimum and smaller rates start
+slowly, so a pruner that trusts the first epochs alone loses the best configurations. The last epoch's value is
+`observed` exactly, so a run of any length ends where a one-epoch run does.
 """
 
 from __future__ import annotations
@@ -42,6 +48,24 @@ def true_value(hparams: dict[str, Any]) -> float:
     return 0.05 + 0.9 * math.exp(-(a * a + b * b + c * c) / 2)
 
 
+TAU_AT_OPTIMUM = 8.0  # epochs to reach 63 % of the final value at the optimum's learning rate
+TAU_SLOPE = 0.8  # tau falls tenfold per 1.25 decades of learning rate: large rates start fast, small ones slowly
+
+
+def progress(hparams: dict[str, Any], epoch: float, max_epochs: int) -> float:
+    """The fraction of its final value a configuration has reached after `epoch` of `max_epochs` epochs."""
+    if epoch >= max_epochs:
+        return 1.0
+    if epoch <= 0:
+        return 0.0
+    tau = TAU_AT_OPTIMUM * 10 ** (-TAU_SLOPE * (math.log10(float(hparams["lr"])) + 2.5))
+    return (1 - math.exp(-epoch / tau)) / (1 - math.exp(-max_epochs / tau))
+
+
+def true_value_at(hparams: dict[str, Any], epoch: float, max_epochs: int) -> float:
+    return true_value(hparams) * progress(hparams, epoch, max_epochs)
+
+
 def _normal(*key: Any) -> float:
     digest = hashlib.sha256(repr(key).encode()).digest()
     return random.Random(digest).gauss(0.0, 1.0)
@@ -50,9 +74,16 @@ def _normal(*key: Any) -> float:
 def observed(hparams: dict[str, Any], fold: int, seed: int) -> float:
     """The validation score of one run: true value + the fold's effect + the run's noise; kept above 0 (a zero
     score marks a run unstable)."""
+    return observed_at(hparams, fold, seed, 1, 1)
+
+
+def observed_at(hparams: dict[str, Any], fold: int, seed: int, epoch: float, max_epochs: int) -> float:
+    """The validation score after `epoch` of `max_epochs` epochs: the learning curve plus the run's noise, which
+    grows with the curve (a run that learnt nothing yet is not noisy)."""
     params = tuple(sorted((k, round(float(hparams[k]), 12)) for k in ("lr", "width", "depth")))
     noise = FOLD_SD * _normal("fold", fold) + RUN_SD * _normal("run", params, fold, seed)
-    return min(1.0, max(1e-3, true_value(hparams) + noise))
+    reached = progress(hparams, epoch, max_epochs)
+    return min(1.0, max(1e-3, (true_value(hparams) + noise) * reached))
 
 
 class BowlTask(SleepTask):
@@ -65,15 +96,17 @@ class BowlTask(SleepTask):
         return ["val/score"]
 
     def build_model(self, hparams: dict[str, Any]) -> lightning.LightningModule:
-        return _module(resolve_hparams(self.default_hparams(), hparams, "bowl"), _log_score)
+        return _module(resolve_hparams(self.default_hparams(), hparams, "bowl"), _log_score, count_epochs=True)
 
     def build_datamodule(self, hparams: dict[str, Any], split: Split) -> lightning.LightningDataModule:
         return _datamodule(split, "")
 
 
 def _log_score(module: Any, batch: tuple[Any, Any], prefix: str) -> None:
-    """`observed` for this run's fold (named by its first validation sample) and seed, as `{prefix}/score`."""
+    """`observed_at` for this run's fold (named by its first validation sample), seed and the epochs its weights
+    trained (the module's `epochs_done`: a test of a checkpoint scores that checkpoint's epoch), as `{prefix}/score`."""
     x, _ = batch
     fold = int(round(float(x.min()) * N_SAMPLES))
-    value = observed(dict(module.hparams), fold, module.seed)
+    max_epochs = int(module.trainer.max_epochs or 1)
+    value = observed_at(dict(module.hparams), fold, module.seed, int(module.epochs_done.item()), max_epochs)
     module.log(f"{prefix}/score", value, on_step=False, on_epoch=True, batch_size=len(x))

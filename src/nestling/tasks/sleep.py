@@ -54,9 +54,13 @@ class SleepTask(Task):
 LogMetrics = Callable[[Any, tuple[Any, Any], str], None]
 
 
-def _module(hp: dict[str, Any], log_metrics: LogMetrics | None = None) -> lightning.LightningModule:
+def _module(
+    hp: dict[str, Any], log_metrics: LogMetrics | None = None, *, count_epochs: bool = False
+) -> lightning.LightningModule:
     """Built inside a function so that importing this module stays free of torch. `log_metrics` logs the
-    validation and test metrics (default: the constants of `hp`); the rest is the loop every sleep-like task shares."""
+    validation and test metrics (default: the constants of `hp`); the rest is the loop every sleep-like task shares.
+    `count_epochs`: the module keeps the epochs its weights trained in an `epochs_done` buffer, saved with them (a
+    task whose metrics follow a learning curve scores a checkpoint at its own epoch)."""
     import time
 
     import lightning
@@ -64,13 +68,19 @@ def _module(hp: dict[str, Any], log_metrics: LogMetrics | None = None) -> lightn
     from torch import nn
 
     class SleepModule(lightning.LightningModule):
+        epochs_done: torch.Tensor  # with count_epochs
+
         def __init__(self, hparams: dict[str, Any]) -> None:
             super().__init__()
             self.save_hyperparameters(dict(hparams))
             self.linear = nn.Linear(1, 1)
             self.seed = torch.initial_seed()  # the run's seed: nestling seeds everything before building
+            if count_epochs:
+                self.register_buffer("epochs_done", torch.tensor(0))
 
         def on_train_epoch_start(self) -> None:
+            if count_epochs:
+                self.epochs_done.fill_(self.current_epoch + 1)
             # One sleep per epoch, not per step, so an epoch takes sleep_s whatever the batch count.
             time.sleep(float(self.hparams["sleep_s"]))
 

@@ -21,12 +21,13 @@ KEYS_ON_DISK = [
     "checkpoint", "duration", "started_at", "finished_at", "host", "pid", "cuda_visible_devices", "slurm_job_id",
     "slurm_array_task_id", "world_size", "attempt", "in_container", "nestling_version", "worker_startup_s",
     "wandb_mode", "wandb_reason", "accelerator", "device_names", "peak_memory_bytes", "failure_class", "stage_s",
-    "code_commit", "code_dirty", "code_digest", "env_digest", "data_digest", "image_digest",
+    "code_commit", "code_dirty", "code_digest", "env_digest", "data_digest", "image_digest", "epochs_trained",
+    "stop_reason",
 ]  # fmt: skip
 ADDED_LATER = [
     "worker_startup_s", "wandb_mode", "wandb_reason", "accelerator", "device_names", "peak_memory_bytes",
     "failure_class", "stage_s", "code_commit", "code_dirty", "code_digest", "env_digest", "data_digest",
-    "image_digest",
+    "image_digest", "epochs_trained", "stop_reason",
 ]  # fmt: skip
 
 
@@ -42,7 +43,7 @@ def spec() -> RunSpec:
 def test_run_states_are_the_strings_on_disk_with_their_rules() -> None:
     assert [s.value for s in RunState] == [
         "success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned",
-        "missing", "skipped",
+        "missing", "skipped", "paused",
     ]  # fmt: skip
     assert json.dumps({RunState.NOT_STARTED: RunState.NOT_STARTED}) == '{"not started": "not started"}'
     assert f"{RunState.SUCCESS}" == "success" and RunState("failed") is RunState.FAILED
@@ -54,7 +55,7 @@ def test_run_states_are_the_strings_on_disk_with_their_rules() -> None:
     assert RunState.named("exploded") is None and RunState.named(None) is None and RunState.named(["x"]) is None
     # `nestling status` counts these, in this order (its --json keys)
     assert [str(s) for s in STATUS_STATES] == [
-        "success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned"
+        "success", "failed", "running", "pending", "lost", "blocked", "not started", "interrupted", "pruned", "paused"
     ]
 
 

@@ -241,7 +241,7 @@ def test_a_claim_whose_drawer_died_is_taken_over_and_a_live_ones_is_waited_for(
 
 def test_trial_states_are_the_strings_of_the_tree() -> None:
     """Draw files and tune_infos.parquet's `state` column hold these strings; finished trials never change."""
-    assert [s.value for s in trials.TrialState] == ["complete", "pruned", "failed", "running", "waiting"]
+    assert [s.value for s in trials.TrialState] == ["complete", "pruned", "failed", "paused", "running", "waiting"]
     assert [s for s in trials.TrialState if s.is_finished()] == [
         trials.TrialState.COMPLETE, trials.TrialState.PRUNED, trials.TrialState.FAILED
     ]

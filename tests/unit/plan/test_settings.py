@@ -25,12 +25,13 @@ def test_settings_read_every_option_their_readers_use() -> None:
         "--task", "sleep", "--n_folds", "3", "--fold_method", "shuffle", "--max_epochs", "4", "--scoring_metric",
         "val/loss:lower", "val/acc", "--multi_score_strategy", "min", "--sampler", "tpe", "--pruner", "median",
         "--select", "lcb", "--tune_seed", "7", "--hpconfig", "space.toml", "--wandb_project", "p",
+        "--reduction_factor", "2", "--min_epochs", "3",
     ]).to_dict()  # fmt: skip
     settings = PlanSettings.from_options(options)
     assert settings == PlanSettings(
         task="sleep", n_folds=3, fold_method="shuffle", max_epochs=4, scoring_metric=("val/loss:lower", "val/acc"),
         multi_score_strategy="min", sampler="tpe", pruner="median", select="lcb", tune_seed=7, hpconfig="space.toml",
-        config_file=None, wandb_project="p",
+        config_file=None, wandb_project="p", reduction_factor=2, min_epochs=3,
     )  # fmt: skip
     assert [(m.name, m.higher_is_better) for m in settings.scoring()] == [("val/loss", False), ("val/acc", True)]
 

@@ -102,6 +102,7 @@ def test_job_slurm_can_never_start_is_blocked(tmp_path: Path, monkeypatch: pytes
         "not started": 0,
         "interrupted": 0,
         "pruned": 0,
+        "paused": 0,
     }
     squeue_says(monkeypatch, "4242_0|PENDING|debug|Resources\n4242_1|PENDING|debug|PartitionTimeLimit\n")
     assert [s.state for s in status.run_states(plan)] == ["pending", "blocked"]

@@ -36,3 +36,32 @@ def in_epoch_batches(trainer: Any) -> bool:
     return bool(
         epoch.started == epoch.ready and epoch.processed == epoch.started - 1 and batches.current.ready > 0
     )
+
+
+def appending_csv_logger(save_dir: str, name: str, version: str) -> Any:
+    """Lightning's CSVLogger, except that it appends to an existing metrics.csv instead of deleting it: a run
+    promoted from a rung (execute/training.py) continues the log of its attempt. CSVLogger's writer deletes the
+    file it finds (`_check_log_dir_exists`) and appends only to a file it wrote itself (`metrics_keys`)."""
+    import csv
+    import os
+
+    from lightning.fabric.loggers.logger import rank_zero_experiment
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    class AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            if os.path.isfile(self.metrics_file_path):
+                with open(self.metrics_file_path, newline="") as f:
+                    self.metrics_keys = sorted(next(csv.reader(f), []))
+
+    class AppendingCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> Any:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return AppendingCSVLogger(save_dir=save_dir, name=name, version=version)

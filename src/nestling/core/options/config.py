@@ -26,6 +26,7 @@ from nestling.core.errors import UsageError
 from nestling.core.options import config_files as files
 from nestling.core.options.choices import (  # noqa: F401 - re-exported: the option groups' choices
     DDP_LIKE,
+    EPOCH_PRUNERS,
     PARALLEL_STRATEGIES,
     Accelerator,
     FoldMethod,
@@ -91,7 +92,9 @@ class Tune:
     tune_seed: int = 0  # same seed, same trials
     select: Select = "score"  # what ranks trials and picks the best: the cv score, or lcb = mean - sem of its runs
     retrain: bool = False  # then `nestling retrain` the best on train + val and test it (SLURM: a job after the collector)
-    pruner: Pruner = "none"  # stop hopeless trials after a fold: median or successive-halving (serial/tune-parallel)
+    pruner: Pruner = "none"  # stop hopeless trials: after a fold (median, successive-halving) or between epochs (asha, hyperband)
+    reduction_factor: int = 3  # asha/hyperband: eta; a rung keeps the best 1/eta of the trials that reached it
+    min_epochs: int = 1  # asha/hyperband: the first rung; rungs at min_epochs * eta^k up to --max_epochs
 
 
 @dataclass(frozen=True)

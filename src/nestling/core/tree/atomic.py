@@ -81,5 +81,31 @@ def write_json(path: Path, obj: Any, compact: bool = False) -> None:
     write_atomic(path, json.dumps(obj, indent=None if compact else 1, default=str) + "\n")
 
 
+def create_exclusive(path: Path, payload: str) -> bool:
+    """Create `path` holding `payload` unless it exists (False then): a hard link of a complete temporary file, so
+    the first creator wins and no reader ever sees the file empty (locks, decisions)."""
+    path = Path(path)
+    fd, tmp = temporary_file(path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(payload)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except (
+            OSError
+        ):  # a file system without hard links: exclusive create (a reader may see it empty briefly)
+            try:
+                with open(path, "x") as f:
+                    f.write(payload)
+                return True
+            except FileExistsError:
+                return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.host.jobenv import JobEnvironment
-from nestling.core.tree.atomic import temporary_file, write_json
+from nestling.core.tree.atomic import create_exclusive as _create_exclusive
+from nestling.core.tree.atomic import write_json
 from nestling.core.tree.clock import utc_now
 from nestling.core.tree.naming import RunPaths
 
@@ -65,29 +66,6 @@ def acquire(paths: RunPaths, host: str) -> bool:
 def mark(paths: RunPaths, host: str) -> None:
     """Write the lock without the exclusive create: a multi-task job's rank 0, whose job SLURM keeps unique."""
     write_json(paths.lock, info(host))
-
-
-def _create_exclusive(path: Path, payload: str) -> bool:
-    fd, tmp = temporary_file(path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(payload)
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        except (
-            OSError
-        ):  # a file system without hard links: exclusive create (a reader may see it empty briefly)
-            try:
-                with open(path, "x") as f:
-                    f.write(payload)
-                return True
-            except FileExistsError:
-                return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def release(paths: RunPaths) -> None:

@@ -35,6 +35,7 @@ RUN_SPECS = "run_specs.jsonl"  # every RunSpec of a plan, one JSON line each, at
 RUN_RESULT = "run_result.json"
 RUN_LOCK = "attempt.lock"
 RUN_ERROR = "error.txt"  # the traceback of a failed attempt
+RUN_CURVE = "curve.json"  # the scoring metrics after every epoch (execute/training.py), for rungs and the report
 RUN_INFOS = "run_infos.parquet"
 RUN_INFOS_STAMP = "run_infos.stamp.json"  # what a cv's run_infos.parquet was built from (execute/cv_table.py)
 TUNE_INFOS = "tune_infos.parquet"
@@ -227,6 +228,10 @@ class RunPaths:
     @property
     def logs(self) -> Path:
         return self.dir / LOGS
+
+    @property
+    def curve(self) -> Path:
+        return self.dir / RUN_CURVE
 
     def preempt_marker(self, incarnation: str) -> Path:
         """Written by rank 0 of a multi-task job once it saved (or chose not to) on the preemption signal; the
@@ -441,7 +446,9 @@ def run_infos_stamp(cv_dir: Path) -> Path:
 
 class TrialPaths:
     """The trials of a tune's adaptive search (study.py): `{i}.json` is trial i's drawn configuration (its
-    O_EXCL creation is the claim), `{i}.pruned` says trial i was stopped after some folds."""
+    O_EXCL creation is the claim), `{i}.pruned` says trial i was stopped (after some folds, or at a rung). With
+    --pruner asha|hyperband (rungs.py) `{i}.rung{k}` holds trial i's value at rung k and `{i}.rung{k}.decided`
+    (created exclusively: the first decision stands) whether it goes on from there."""
 
     def __init__(self, tune_root: Path) -> None:
         self.dir = Path(tune_root) / TRIALS_DIR
@@ -451,6 +458,12 @@ class TrialPaths:
 
     def pruned(self, index: int) -> Path:
         return self.dir / f"{index}.pruned"
+
+    def rung(self, index: int, rung: int) -> Path:
+        return self.dir / f"{index}.rung{rung}"
+
+    def decision(self, index: int, rung: int) -> Path:
+        return self.dir / f"{index}.rung{rung}.decided"
 
 
 class FaultPaths:

@@ -4,7 +4,8 @@
 a result written by this version is byte for byte what the dict-based versions wrote. Reading is lenient both ways:
 a file from an older version lacks the newer keys (they read as None), and keys a newer version added are ignored:
 they are no fields, so to_json, equality and repr never see them (results are written once, by the attempt that
-ran, and never rewritten, so nothing is lost).
+ran, and never rewritten but by a promotion of a run paused at a rung, which writes the whole record again, so nothing
+is lost).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from nestling.core.tree.failure_class import FailureClass
 from nestling.core.tree.naming import RUN_RESULT, RunPaths
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
+from nestling.core.tree.stop_reason import StopReason
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class RunResult:
     env_digest: str | None = None
     data_digest: str | None = None
     image_digest: str | None = None
+    epochs_trained: int | None = None  # over all its attempts (core/tree/run_epochs.py); None before runs counted
+    stop_reason: StopReason | None = None  # why training ended; PAUSED at a rung; None for a failed run
 
     @classmethod
     def for_spec(cls, spec: RunSpec, status: RunState, **outcome: Any) -> RunResult:
@@ -83,6 +87,8 @@ class RunResult:
         data["status"] = self.status.value
         if self.failure_class is not None:
             data["failure_class"] = self.failure_class.value
+        if self.stop_reason is not None:
+            data["stop_reason"] = self.stop_reason.value
         return data
 
     @classmethod
@@ -103,6 +109,8 @@ class RunResult:
         data["status"] = status
         if "failure_class" in data:
             data["failure_class"] = FailureClass.named(data["failure_class"])
+        if "stop_reason" in data:
+            data["stop_reason"] = StopReason.named(data["stop_reason"])
         if data.get("metrics") is None:
             data["metrics"] = {}
         record = object.__new__(cls)

@@ -5,10 +5,11 @@ Who says which:
   run_result.json       SUCCESS, FAILED (what an attempt ended with; the only states written into a run dir)
   run_infos.parquet     the above, or MISSING (no result: not run yet, running or lost)
   a worker's reply      the above, or SKIPPED (another live attempt holds the run), NOT_STARTED (fail-fast held it
-                        back), PRUNED (its trial was stopped after an earlier fold); a launcher adds LOST (the worker
-                        died with it)
-  nestling status       SUCCESS, FAILED, RUNNING, PENDING, LOST, BLOCKED, NOT_STARTED, INTERRUPTED, PRUNED (the
-                        tree plus the queue)
+                        back), PRUNED (its trial was stopped after an earlier fold, or at a rung), PAUSED (it trained to
+                        a rung and waits for its trial's promotion: a success whose result says stop_reason paused); a
+                        launcher adds LOST (the worker died with it)
+  nestling status       SUCCESS, FAILED, RUNNING, PENDING, LOST, BLOCKED, NOT_STARTED, INTERRUPTED, PRUNED, PAUSED
+                        (the tree plus the queue)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class RunState(StrEnum):
     PRUNED = "pruned"
     MISSING = "missing"
     SKIPPED = "skipped"
+    PAUSED = "paused"
 
     @classmethod
     def named(cls, value: object) -> RunState | None:
@@ -63,5 +65,5 @@ _SETTLED = frozenset({RunState.SUCCESS, RunState.PRUNED})
 # The states `nestling status` counts, in the order it prints them.
 STATUS_STATES = (
     RunState.SUCCESS, RunState.FAILED, RunState.RUNNING, RunState.PENDING, RunState.LOST, RunState.BLOCKED,
-    RunState.NOT_STARTED, RunState.INTERRUPTED, RunState.PRUNED,
+    RunState.NOT_STARTED, RunState.INTERRUPTED, RunState.PRUNED, RunState.PAUSED,
 )  # fmt: skip

@@ -23,7 +23,7 @@ RUN_INFOS_COLUMNS: dict[str, Any] = {
     "failure_class": pl.String, "stage_s": pl.Float64,
     # what produced the run (core/provenance/record.RUN_FIELDS, in that order)
     "code_commit": pl.String, "code_dirty": pl.Boolean, "code_digest": pl.String, "env_digest": pl.String,
-    "data_digest": pl.String, "image_digest": pl.String,
+    "data_digest": pl.String, "image_digest": pl.String, "epochs_trained": pl.Int64, "stop_reason": pl.String,
 }  # fmt: skip
 # a tune's run_infos.parquet: every cv's rows, with these and the hyperparameter columns added
 TUNE_RUN_INFOS_COLUMNS: dict[str, Any] = {**RUN_INFOS_COLUMNS, "cv_name": pl.String}
@@ -32,8 +32,8 @@ TUNE_INFOS_COLUMNS: dict[str, Any] = {
     "cv_name": pl.String, "hp_index": pl.Int64, "rank": pl.Int64, "state": pl.String, "score": pl.Float64,
     "score_is_unstable": pl.Boolean, "unstable_reason": pl.String, "run_score_mean": pl.Float64,
     "run_score_std": pl.Float64, "run_score_sem": pl.Float64, "lcb": pl.Float64, "n_runs": pl.Int64,
-    "n_failed": pl.Int64, "n_pruned": pl.Int64, "n_folds_done": pl.Int64, "drawn_at": pl.Int64,
-    "code_commit": pl.String, "code_dirty": pl.Boolean,
+    "n_failed": pl.Int64, "n_pruned": pl.Int64, "n_folds_done": pl.Int64, "n_epochs_done": pl.Int64,
+    "rung": pl.Int64, "bracket": pl.Int64, "drawn_at": pl.Int64, "code_commit": pl.String, "code_dirty": pl.Boolean,
 }  # fmt: skip
 # final_infos.parquet of a retrain: a row per seed, then the rows mean, std, sem (their seed/run_name/status null)
 FINAL_INFOS_COLUMNS: dict[str, Any] = {

@@ -9,7 +9,9 @@ import statistics
 from nestling.execute.search.trials import Trial
 
 MEDIAN_STARTUP_TRIALS = 3  # median pruning starts once this many trials are complete (Optuna's n_startup_trials; its default is 5)
-HALVING_RATE = 4  # successive halving keeps the best 1/4 at folds 1, 4, 16, ... (Optuna's default reduction factor)
+HALVING_RATE = (
+    4  # successive halving keeps the best 1/4 at folds 1, 4, 16, ... (Optuna's default reduction factor)
+)
 
 
 def median_prunes(trial: Trial, step: int, complete: list[Trial]) -> bool:
@@ -38,3 +40,81 @@ def halving_prunes(value: float, step: int, competing: list[float], rate: int = 
     ranked = sorted([v for v in competing if math.isfinite(v)] + [value], reverse=True)
     keep = max(1, len(ranked) // rate)
     return value < ranked[keep - 1]
+
+
+# -- pruning between epochs: asynchronous successive halving (ASHA) and Hyperband --------------------------------
+# A trial's runs train to a rung, pause there (last.ckpt kept), and go on to the next rung only when the trial is
+# among the best 1/eta of the trials that reached the rung (see execute/search/rungs.py for the protocol).
+
+
+def n_brackets(min_epochs: int, eta: int, max_epochs: int) -> int:
+    """Hyperband's brackets: floor(log_eta(max_epochs / min_epochs)) + 1 (Optuna's and the paper's s_max + 1)."""
+    count, epochs = 0, min_epochs
+    while epochs <= max_epochs:
+        count += 1
+        epochs *= eta
+    return max(1, count)
+
+
+def rung_epochs(min_epochs: int, eta: int, max_epochs: int, bracket: int = 0) -> tuple[int, ...]:
+    """The epochs at which a trial of `bracket` is compared: min_epochs * eta^(bracket + k) below max_epochs, then
+    max_epochs itself (the last rung: the trial is complete). Bracket 0 is ASHA; the last bracket of Hyperband has
+    only the last rung (no pruning) when max_epochs / min_epochs is a power of eta."""
+    rungs = []
+    epochs = min_epochs * eta**bracket
+    while epochs < max_epochs:
+        rungs.append(epochs)
+        epochs *= eta
+    return (*rungs, max_epochs)
+
+
+def bracket_shares(brackets: int, eta: int) -> list[int]:
+    """Trials per bracket in Hyperband's proportions (Optuna's HyperbandPruner: ceil(B * eta^s / (s + 1)) for
+    bracket B - 1 - s): the aggressive brackets get more trials, as their trials cost fewer epochs each."""
+    return [math.ceil(brackets * eta ** (brackets - 1 - b) / (brackets - b)) for b in range(brackets)]
+
+
+def bracket_sequence(n_trials: int, brackets: int, eta: int) -> list[int]:
+    """The bracket of each trial index: the shares interleaved (each trial goes to the bracket furthest behind
+    its share), so that the first trials of a tune already cover every bracket. Deterministic: a resumed or
+    distributed tune puts every trial in the same bracket."""
+    if brackets <= 1:
+        return [0] * n_trials
+    shares = bracket_shares(brackets, eta)
+    total = sum(shares)
+    counts = [0] * brackets
+    out = []
+    for i in range(n_trials):
+        behind = [(i + 1) * share / total - counts[b] for b, share in enumerate(shares)]
+        chosen = max(range(brackets), key=lambda b: (behind[b], -b))
+        counts[chosen] += 1
+        out.append(chosen)
+    return out
+
+
+def _rank(value: float, values: list[float]) -> int:
+    """1 for the best; NaN (no score) ranks after every number; ties share the better rank."""
+    if math.isnan(value):
+        return 1 + sum(1 for v in values if not math.isnan(v))
+    return 1 + sum(1 for v in values if not math.isnan(v) and v > value)
+
+
+def rung_quota(n_reached: int, n_possible: int, eta: int) -> int:
+    """How many of the trials at a rung go on: the best floor(n / eta) of those that reached it (ASHA); once no
+    other trial can still reach the rung, at least the best one, so that every bracket completes a trial."""
+    quota = n_reached // eta
+    if n_reached and n_possible <= n_reached:
+        return max(1, quota)
+    return quota
+
+
+def promotes(value: float, at_rung: list[float], n_possible: int, eta: int) -> bool:
+    """ASHA's promotion rule: the trial (its value among `at_rung`, every value at the rung, its own included) is
+    among the best rung_quota of them. `n_possible`: the trials that reached the rung or still may."""
+    return _rank(value, at_rung) <= rung_quota(len(at_rung), n_possible, eta)
+
+
+def never_promotes(value: float, at_rung: list[float], n_possible: int, eta: int) -> bool:
+    """The trial can never be promoted from this rung: trials arriving later only push it down, and at most
+    max(1, n_possible // eta) of the rung go on. Then it is pruned now rather than left paused."""
+    return _rank(value, at_rung) > max(1, n_possible // eta)

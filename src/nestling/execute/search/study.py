@@ -32,8 +32,10 @@ from nestling.core.ml.space import _plain, from_json
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import FILE_MODE, write_json
 from nestling.core.tree.attempt_lock import pid_alive
+from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import read_result
 from nestling.execute.search.pruners import halving_prunes, median_prunes
+from nestling.execute.search.rungs import Board, Ladder, TrialRungs
 from nestling.execute.search.trials import Trial, TrialState
 from nestling.plan.model import Plan
 from nestling.plan.settings import PlanSettings
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial
 
+FOLD_PRUNERS = ("median", "successive-halving")  # pruners that stop a trial between folds (the others: rungs.py)
 CLAIM_STALE_S = 60.0  # a claim (draw file without a draw) from another host older than this: its drawer died
 TPE_STARTUP_MAX = 10  # Optuna's n_startup_trials: random draws before TPE models the results
 TPE_STARTUP_SHARE = 4  # ... but at most a quarter of the budget, as SMAC caps its initial design
@@ -88,7 +91,7 @@ class Study:
         n_folds: int,
         cvs: list[tuple[dict[str, Any], list[tuple[str, int]]]],
     ) -> None:
-        self.kind, self.root, self.n_folds = kind, root, n_folds
+        self.kind, self.root, self.n_folds, self.settings = kind, root, n_folds, settings
         self.paths = naming.TrialPaths(root)
         self._dir = str(self.paths.dir)
         self.sampler: str = settings.sampler
@@ -111,6 +114,10 @@ class Study:
             self.folds.append(per_fold)
         self._final: dict[int, Trial] = {}
         self._frozen: dict[int, FrozenTrial] = {}
+        # --pruner asha|hyperband: a trial is finished when every run is final, not when every run has a result
+        self.ladder = Ladder.from_settings(settings, len(cvs))
+        self._board: Board | None = None
+        self._rungs: list[TrialRungs] | None = None  # the rungs as read for the draw in progress
 
     # -- reading the tree --------------------------------------------------------------------------------------
 
@@ -146,10 +153,12 @@ class Study:
         values: dict[int, float] = {}
         runs: list[tuple[float, bool, str]] = []
         done = 0
+        all_final = True  # every run trains no further (what "finished" means with an epoch pruner)
         for fold_dirs in self.folds[index]:
             fold_runs = []
             for d in fold_dirs:
                 result = read_result(d)
+                all_final = all_final and run_epochs(result).final
                 if result is None:
                     break
                 score, unstable = run_score(result.metrics, self.scoring, self.strategy)
@@ -161,6 +170,8 @@ class Study:
             values[done] = cv_score(runs)[0]
         if pruned:
             state = TrialState.PRUNED
+        elif self.ladder is not None and not (done == self.n_folds and all_final):
+            state = TrialState.RUNNING if record is not None else TrialState.WAITING  # paused at a rung, or training
         elif done == self.n_folds:
             state = TrialState.COMPLETE if math.isfinite(values[done]) else TrialState.FAILED
         else:
@@ -249,6 +260,7 @@ class Study:
 
         assert self.space is not None
         drawn, pruned = self._scan()
+        self._rungs = None  # read again (once) for this draw
         frozen = [t for i in drawn if i != index and (t := self._frozen_trial(i, i in pruned)) is not None]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
@@ -279,6 +291,8 @@ class Study:
         if len(params) != len(self.space):
             return None  # a draw from another space (should not happen): leave it out rather than fail the draw
         values = {k: v for k, v in trial.values.items() if math.isfinite(v)}
+        if self.ladder is not None:  # the sampler sees a trial's value at each rung it reached, by epoch
+            values = self._rung_values(index)
         state = {
             TrialState.COMPLETE: OptunaState.COMPLETE, TrialState.PRUNED: OptunaState.PRUNED,
             TrialState.FAILED: OptunaState.FAIL,
@@ -294,12 +308,24 @@ class Study:
             self._frozen[index] = frozen
         return frozen
 
+    def _rung_values(self, index: int) -> dict[int, float]:
+        """Trial `index`'s values at the rungs it reached, keyed by epoch; the rungs are read once per draw."""
+        if self._rungs is None:
+            if self._board is None and self.ladder is not None:
+                runs = [[d for fold in folds for d in fold] for folds in self.folds]
+                self._board = Board(self.root, self.ladder, runs, self.settings)
+            self._rungs = self._board.trials() if self._board is not None else []
+        if index >= len(self._rungs):
+            return {}
+        trial = self._rungs[index]
+        return {trial.epochs(k): v for k, v in trial.values.items() if math.isfinite(v)}
+
     # -- pruning -----------------------------------------------------------------------------------------------
 
     def should_prune(self, index: int, step: int) -> bool:
         """Whether trial `index`, `step` folds done, stops here (the pruner's rule over the tree's trials)."""
         trial = self.trial(index)
-        if self.pruner == "none" or step < 1 or trial.n_folds_done < step:
+        if self.pruner not in FOLD_PRUNERS or step < 1 or trial.n_folds_done < step:
             return False
         value = trial.values[step]
         others = [t for t in self.trials() if t.index != index]
@@ -345,7 +371,7 @@ def before_run(run_dir: Path, root: Path | None) -> bool:
     if study.pruner != "none":
         if study.is_pruned(index):
             return False
-        if fold >= 1 and first and study.should_prune(index, fold):
+        if fold >= 1 and first and study.pruner in FOLD_PRUNERS and study.should_prune(index, fold):
             study.prune(index, fold)
             return False
     if study.space is not None:
@@ -371,7 +397,7 @@ def forget_unwritten_draws(root: Path) -> None:
         return
     for name in names:
         path = trials / name
-        if name.endswith(".json") and _drawn(path.read_bytes()) is None:
+        if name.endswith(".json") and name[:-5].isdigit() and _drawn(path.read_bytes()) is None:
             path.unlink(missing_ok=True)
 
 

@@ -15,6 +15,7 @@ class TrialState(StrEnum):
     COMPLETE = "complete"  # every run has a result and the cv score is a number
     PRUNED = "pruned"  # marked pruned between folds: its later runs never start
     FAILED = "failed"  # every run has a result, no score
+    PAUSED = "paused"  # --pruner asha|hyperband: waits at a rung for its promotion (read/collect.py's tables only)
     RUNNING = "running"  # drawn, not finished: a live or lost trial
     WAITING = "waiting"  # not drawn yet
 

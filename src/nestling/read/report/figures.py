@@ -23,6 +23,10 @@ STATE_COLORS = {
     "ok": "#4c78a8", "unstable": "#f58518", "failed": "#e45756", "pruned": "#9d755d", "missing": "#bab0ac",
     "success": "#4c78a8", "best": "#54a24b", "running": "#72b7b2", "lost": "#b279a2",
 }  # fmt: skip
+CURVE_COLORS = {  # learning curves: the pruned ones recede (grey), the best trial's stand out
+    "best": "#54a24b", "complete": "#4c78a8", "paused": "#72b7b2", "early_stopped": "#f58518", "failed": "#e45756",
+    "pruned": "#c7c7c7",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,12 @@ def _spec(chart: alt.TopLevelMixin, **datasets: list[dict[str, Any]]) -> dict[st
     return spec
 
 
-def _state_color(rows: list[dict[str, Any]], field: str = "state") -> Any:
+def _state_color(rows: list[dict[str, Any]], field: str = "state", palette: dict[str, str] | None = None) -> Any:
     """Fixed colours per state (failed is always red), the legend listing only the states present."""
     alt = _alt()
-    present = sorted({str(r.get(field)) for r in rows}, key=lambda s: (s not in STATE_COLORS, list(STATE_COLORS).index(s) if s in STATE_COLORS else 0, s))
-    colors = [STATE_COLORS.get(s, "#888888") for s in present]
+    palette = palette or STATE_COLORS
+    present = sorted({str(r.get(field)) for r in rows}, key=lambda s: (s not in palette, list(palette).index(s) if s in palette else 0, s))
+    colors = [palette.get(s, "#888888") for s in present]
     return alt.Color(f"{field}:N", title=field, scale=alt.Scale(domain=present, range=colors))
 
 
@@ -323,3 +328,31 @@ def _metric_panels(
         y = alt.Y("value:Q", title=name, scale=_scale(r["value"] for r in rows if r["metric"] == name))
         panels.append(draw(panel, y))
     return _spec(alt.concat(*panels, columns=columns), values=rows)
+
+
+def learning_curves(rows: list[dict[str, Any]], rungs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The scoring metric after every epoch, one line per run, rungs marked (dashed rules): the first figure a
+    researcher looks at. Runs of pruned trials are grey (drawn first, under the others), the best trial's green.
+
+    rows: run_name, trial, epoch (epochs trained, from 1), value, state; rungs: epoch, label."""
+    alt = _alt()
+    x = alt.X("epoch:Q", title="epochs trained", axis=alt.Axis(tickMinStep=1, format="d"))
+    lines = (
+        alt.Chart(_data("curves"))
+        .mark_line(point=alt.OverlayMarkDef(size=14), strokeWidth=1.4)
+        .encode(
+            x=x,
+            y=alt.Y("value:Q", title=metric, scale=_scale(r["value"] for r in rows)),
+            color=_state_color(rows, palette=CURVE_COLORS),
+            detail="run_name:N",
+            order="epoch:Q",
+            tooltip=["trial:N", "run_name:N", "epoch:Q", alt.Tooltip("value:Q", format=".4g"), "state:N"],
+        )
+    )
+    layers: list[Any] = [lines]
+    if rungs:
+        marks = alt.Chart(_data("rungs")).mark_rule(color="#888888", strokeDash=[4, 4]).encode(
+            x="epoch:Q", tooltip=["label:N"]
+        )
+        layers.insert(0, marks)
+    return _spec(alt.layer(*layers, width=WIDE - 200, height=300), curves=rows, rungs=rungs)

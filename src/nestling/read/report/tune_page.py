@@ -12,7 +12,10 @@ from nestling.core.lazy import lazy_module
 from nestling.core.ml.scoring import spread
 from nestling.core.ml.space import SPACE_TABLE
 from nestling.core.options import config_files as files
+from nestling.core.tree.run_epochs import read_curve
 from nestling.core.tree.run_state import RunState
+from nestling.execute.search.pruners import rung_epochs
+from nestling.execute.search.rungs import Ladder
 from nestling.execute.search.trials import TrialState
 from nestling.read.report import figures
 from nestling.read.report.html import attr, html_table, num, options_line, para, td
@@ -31,6 +34,7 @@ else:
     collect = lazy_module("nestling.read.collect")
 
 TOP_CONFIGURATIONS = 10  # trials whose every fold x seed score is plotted
+MAX_CURVE_RUNS = 400  # learning curves drawn at most (a line per run: more is a grey mass, and a slow PNG)
 MEAN_SEM_COLUMNS = (("mean", "sem"), ("score_mean", "score_sem"), ("run_score_mean", "run_score_sem"))  # per-trial spread, when the tune table has it
 LOG_SPAN = 100.0  # positive values spanning more than two decades are plotted on a log axis
 
@@ -48,6 +52,9 @@ def tune_page(collected: Collected) -> Page:
                      "those without a score: the rank column of tune_infos.parquet, as nestling collect prints it.")
                 + _ranked_table(order, rows, axes, states, frame.columns)),  # fmt: skip
     ]
+    curves = _learning_curves_section(collected)
+    if curves is not None:
+        sections.append(curves)
     hp_rows = [
         {
             "cv_name": cv.cv_name,
@@ -328,3 +335,44 @@ def _best_so_far_rows(cvs: list[CvSummary], states: dict[Any, str]) -> list[dict
         rows.append({"trial_number": cv.hp_index if cv.hp_index is not None else number, "cv_name": cv.cv_name,
                      "score": score, "state": states[cv.cv_name], "best": best})  # fmt: skip
     return rows
+
+
+def _learning_curves_section(collected: Collected) -> Section | None:
+    """Every run's first scoring metric after each epoch (its curve.json), rungs marked; None when no run
+    trained more than one epoch. At most MAX_CURVE_RUNS runs, the best-ranked trials' first."""
+    plan = collected.plan
+    metric = plan.settings.scoring()[0].name
+    dirs = {run.run_name: run.dir for run in plan.runs}
+    ranked = collect.ranked(collected.cvs, collect.selected(collected))
+    best = next((cv for cv in ranked if not math.isnan(cv.score) and cv.state is TrialState.COMPLETE), None)
+    rows: list[dict[str, Any]] = []
+    n_runs, longest = 0, 0
+    for cv in ranked:
+        state = "best" if cv is best else str(cv.state) if cv.state in figures.CURVE_COLORS else "complete"
+        for run in cv.table.iter_rows(named=True):
+            if n_runs >= MAX_CURVE_RUNS or run["run_name"] not in dirs:
+                break
+            curve = [e for e in read_curve(dirs[run["run_name"]]) if isinstance(e.get(metric), (int, float))]
+            if not curve:
+                continue
+            n_runs += 1
+            longest = max(longest, len(curve))
+            rows += [{"run_name": run["run_name"], "trial": cv.cv_name, "epoch": int(e["epoch"]) + 1,
+                      "value": figures.clean(float(e[metric])), "state": state} for e in curve]  # fmt: skip
+    if longest < 2:
+        return None
+    rows.sort(key=lambda r: r["state"] != "pruned")  # pruned curves first: drawn under the others
+    ladder = Ladder.from_settings(plan.settings, len(plan.cvs))
+    rungs = []
+    if ladder is not None:
+        epochs = sorted({e for b in range(ladder.brackets) for e in rung_epochs(ladder.min_epochs, ladder.eta,
+                                                                                  ladder.max_epochs, b)[:-1]})
+        rungs = [{"epoch": e, "label": f"rung at epoch {e}"} for e in epochs]  # fmt: skip
+    note = (f" Dashed: the rungs (--pruner {ladder.pruner}, reduction factor {ladder.eta}); grey: runs of trials "
+            "pruned at a rung." if ladder is not None else "")  # fmt: skip
+    shown = f" The {MAX_CURVE_RUNS} runs of the best-ranked trials." if n_runs >= MAX_CURVE_RUNS else ""
+    return Section(
+        "Learning curves",
+        para(f"{metric} after every epoch, one line per run (its curve.json); green: the best trial.{note}{shown}"),
+        [Figure("learning-curves", "learning curves", figures.learning_curves(rows, rungs, metric))],
+    )

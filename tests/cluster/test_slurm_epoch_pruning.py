@@ -1,0 +1,91 @@
+"""Pruning between epochs on SLURM arrays (issue 22): a paused run is work any array task can take, and a task
+preempted (USR2, requeue) while it trains a promoted run leaves nothing trained twice.
+
+Runs on the local SLURM cluster (tests/cluster's fixtures); the lead runs it after the merge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from support import cli, poll
+
+from nestling.core.tree import naming
+from nestling.testing.counting_task import counted_epochs
+
+pytestmark = pytest.mark.cluster
+
+SPACE = """
+[hyperparameters]
+lr = {distribution = "loguniform", low = 1e-4, high = 0.1}
+width = {low = 0.0, high = 0.6}
+"""
+
+
+def _runs(root: Path) -> list[Path]:
+    plan = json.loads((root / naming.PLAN).read_text())
+    return [root / r["dir"] for cv in plan["cvs"] for r in cv["runs"]]
+
+
+def _result(run: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((run / naming.RUN_RESULT).read_text())
+
+
+def _promoted_in_training(root: Path) -> tuple[Path, str] | None:
+    """A promoted run an epoch past its pause, and the SLURM job whose task trains it."""
+    for run in _runs(root) if (root / naming.PLAN).exists() else []:
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            paused = _result(run)
+            lock = json.loads((run / naming.RUN_LOCK).read_text())
+            if paused["stop_reason"] == "paused" and len(counted_epochs(run).get(0, [])) > paused["epochs_trained"]:
+                return run, str(lock["slurm_job_id"])
+    return None
+
+
+def test_array_tasks_take_promotions_and_a_preempted_promotion_trains_no_epoch_twice(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text(SPACE)
+    art = tmp_path / "art"
+    done = cli("tune", "--task", "nestling.testing.counting_task:CountingBowlTask", "--hpconfig", str(space),
+               "--pruner", "asha", "--n_trials", "6", "--fold_method", "none", "--n_seeds", "1", "--max_epochs", "9",
+               "--hp", "sleep_s=1", "--tune_seed", "3", "--accelerator", "cpu", "--cpus_per_task", "1", "--mem_gb",
+               "1", "--strategy", "tune-parallel", "--launcher", "slurm", "--array_parallelism", "2",
+               "--artifact_dir", str(art), "--name", "sa", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    root = art / "sa"
+    signalled: dict[str, str] = {}
+
+    def preempt_once() -> None:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and not signalled:
+            found = _promoted_in_training(root)
+            if found is not None:
+                run, job = found
+                subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True, timeout=30)
+                signalled.update(run=str(run), job=job)
+                return
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=preempt_once, daemon=True)
+    watcher.start()
+    poll(lambda: (root / naming.TUNE_INFOS).is_file(), 600, "tune_infos.parquet from the collector job")
+    watcher.join(timeout=5)
+    assert signalled, "no promoted run was seen in training"
+    table = pl.read_parquet(root / naming.TUNE_INFOS)
+    assert table.height == 6 and set(table["state"].to_list()) <= {"complete", "pruned"}, table["state"].to_list()
+    assert "complete" in table["state"].to_list()
+    for run in _runs(root):  # every epoch once, counted by the task, across pauses, promotions and the requeue
+        assert counted_epochs(run).get(0) == list(range(_result(run)["epochs_trained"])), run.name
+    victim = Path(signalled["run"])
+    assert _result(victim)["attempt"] == 2 and _result(victim)["stop_reason"] in ("completed", "paused")
+    counts = json.loads(cli("status", str(root), "--json").stdout)["counts"]
+    assert counts["success"] + counts["pruned"] == 6 and counts["paused"] == 0 and counts["lost"] == 0
