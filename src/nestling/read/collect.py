@@ -35,7 +35,7 @@ from nestling.execute.cv_table import (  # noqa: F401  - re-exported: the collec
 from nestling.execute.search.study import Study, pruned_trials
 from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan, Plan
-from nestling.plan.store import find_plan_root, load_plan
+from nestling.plan.store import find_plan_root, fold_val_train_ratios, load_plan
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ def collect(path: Path, write: bool = True) -> Collected:
     plan_stamp = file_stamp(root / naming.PLAN)
     plan = load_plan(root)
     cvs = _collect_cvs(_drawn_cvs(plan), plan.settings.scoring(), plan.settings.multi_score_strategy, _pruned(plan),
-                       checkpoint_keeping.removed_trials(plan.root) if plan.kind == "tune" else set())  # fmt: skip
+                       checkpoint_keeping.removed_trials(plan.root) if plan.kind == "tune" else set(),
+                       fold_val_train_ratios(root))  # fmt: skip
     if plan.kind == "tune":
         cvs = _with_draw_order(plan, cvs)
     if write and plan.kind in ("cv", "tune", "retrain"):
@@ -192,6 +193,7 @@ def tune_table(cvs: list[CvSummary], select: str = "score") -> pl.DataFrame:
         "run_score_mean": [cv.spread.mean for cv in cvs],
         "run_score_std": [cv.spread.std for cv in cvs],
         "run_score_sem": [cv.spread.sem for cv in cvs],
+        "run_score_sem_corrected": [cv.spread.sem_corrected for cv in cvs],
         "lcb": [cv.spread.lcb for cv in cvs],
         "n_runs": [cv.n_runs for cv in cvs],
         "n_failed": [cv.n_failed for cv in cvs],

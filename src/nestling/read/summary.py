@@ -82,10 +82,10 @@ def best_line(cv: CvSummary | None, select: str, collected: Collected) -> str:
         counts = collected.counts
         why = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != RunState.SUCCESS)
         return f"best ({select}): none; no trial has a score yet ({why or 'no runs'})"
-    sem = plus_minus(cv.spread.sem)
+    sem = plus_minus(cv.spread.sem_corrected)
     lcb = "" if math.isnan(cv.spread.lcb) else f", lcb {significant(cv.spread.lcb)}"
     return (
-        f"best ({select}): {cv.cv_name} score {significant(cv.score)}{' ' + sem + ' (sem)' if sem else ''}{lcb}; "
+        f"best ({select}): {cv.cv_name} score {significant(cv.score)}{' ' + sem + ' (corrected sem)' if sem else ''}{lcb}; "
         f"hparams {cv.hparams}"
     )
 
@@ -100,7 +100,7 @@ def _tune_columns(collected: Collected, cvs: list[CvSummary], select: str) -> li
         Column("rank", [str(i) for i in range(1, len(cvs) + 1)], keep=100, numeric=True),
         Column("trial", [short_name(str(cv.cv_name), plan.name) for cv in cvs], keep=100),
         Column("score", [significant(cv.score) for cv in cvs], keep=95, numeric=True),
-        Column("sem", [plus_minus(cv.spread.sem) for cv in cvs], keep=40),
+        Column("sem", [plus_minus(cv.spread.sem_corrected) for cv in cvs], keep=40),  # corrected: the one lcb uses
         Column("lcb", [significant(cv.spread.lcb) for cv in cvs], keep=85 if select == "lcb" else 30, numeric=True),
         Column("state", [str(cv.state) for cv in cvs], keep=90),
     ]

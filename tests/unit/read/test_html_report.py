@@ -64,6 +64,9 @@ def make_tune(
             }  # fmt: skip
             (tune / rel / "run_result.json").write_text(json.dumps(result))
         cvs.append({"cv_name": cv_name, "hp_index": h, "hparams": hparams, "dir": cv_name, "runs": planned})
+    folds = sorted({run["fold"] for cv_runs in runs for run in cv_runs})
+    splits = [{"train": [f"s{f}{i}" for i in range(4)], "val": [f"v{f}"], "test": []} for f in folds]
+    (tune / "splits.json").write_text(json.dumps(splits))  # n_val / n_train = 1/4 on every fold
     options = Config().to_dict()
     options["data"]["task"] = "sleep"
     options["cv"]["scoring_metric"] = METRICS
@@ -138,7 +141,7 @@ def test_tune_page_figures_are_valid_vega_lite(tune: Path) -> None:
     assert summary["t-cv2"]["n"] == 3  # the failed run is not in the mean
     values = [0.7, 0.7 - 0.005, 0.71, 0.71 - 0.005]
     mean = sum(values) / 4
-    sem = (sum((v - mean) ** 2 for v in values) / 3) ** 0.5 / 2
+    sem = (sum((v - mean) ** 2 for v in values) / 3) ** 0.5 * (1 / 4 + 1 / 4) ** 0.5  # Nadeau-Bengio: 4 runs, 1/4
     assert summary["t-cv1"]["mean"] == pytest.approx(mean) and summary["t-cv1"]["sem"] == pytest.approx(sem)
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.lazy import lazy_module
-from nestling.core.ml.scoring import spread
 from nestling.core.ml.space import SPACE_TABLE
 from nestling.core.options import config_files as files
 from nestling.core.tree.run_state import RunState
@@ -31,7 +30,8 @@ else:
     collect = lazy_module("nestling.read.collect")
 
 TOP_CONFIGURATIONS = 10  # trials whose every fold x seed score is plotted
-MEAN_SEM_COLUMNS = (("mean", "sem"), ("score_mean", "score_sem"), ("run_score_mean", "run_score_sem"))  # per-trial spread, when the tune table has it
+MEAN_SEM_COLUMNS = (("mean", "sem"), ("score_mean", "score_sem"), ("run_score_mean", "run_score_sem_corrected"),
+                    ("run_score_mean", "run_score_sem"))  # per-trial spread, when the tune table has it
 LOG_SPAN = 100.0  # positive values spanning more than two decades are plotted on a log axis
 
 
@@ -242,9 +242,10 @@ def _top_rows(top: list[CvSummary]) -> tuple[list[dict[str, Any]], list[dict[str
             if r["run_score"] is not None and math.isfinite(r["run_score"]):
                 runs.append({"trial": cv.cv_name, "run_score": r["run_score"], "fold": r["fold"], "seed": r["seed"],
                              "run_name": r["run_name"]})  # fmt: skip
-        good = spread([s for _, s in _good_scores(cv)])  # one rule for every mean ± sem: sem is NaN for one run
-        summary.append({"trial": cv.cv_name, "mean": figures.clean(good.mean), "sem": figures.clean(good.sem),
-                        "lo": figures.clean(good.mean - good.sem), "hi": figures.clean(good.mean + good.sem),
+        good = cv.spread  # one rule for every mean ± sem (scoring.cv_spread): the corrected sem, NaN for one run
+        sem = good.sem_corrected
+        summary.append({"trial": cv.cv_name, "mean": figures.clean(good.mean), "sem": figures.clean(sem),
+                        "lo": figures.clean(good.mean - sem), "hi": figures.clean(good.mean + sem),
                         "n": len(_good_scores(cv))})  # fmt: skip  (no error bar where there is no spread)
     return runs, summary
 
