@@ -61,6 +61,7 @@ class CvSummary:
     n_folds_done: int = 0  # folds, from the first, whose every run has a result
     drawn_at: int | None = None  # order in which the trial's configuration was drawn
     n_pruned: int = 0  # planned runs that never started because the trial was pruned (not in `table`)
+    p_best: float = math.nan  # the probability that this trial is the best (read/selection.py); NaN: not racing
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:

@@ -100,7 +100,8 @@ def test_ranked_table_equals_tune_infos_parquet(tune: Path) -> None:
     parquet = pl.read_parquet(tune / "tune_infos.parquet")
     rows = tables(page)["ranked"]
     head = [text for text, _ in rows[0]]
-    assert head == ["rank", "trial", "lr", "opt", "score", "mean ± sem", "lcb", "state", "runs", "failed"]
+    assert head == ["rank", "trial", "lr", "opt", "score", "mean ± sem", "lcb", "p_best", "state", "runs",
+                    "failed"]
     body = [{head[i]: cell for i, cell in enumerate(row)} for row in rows[1:]]
     assert [r["trial"][0] for r in body] == ["t-cv1", "t-cv0", "t-cv2", "t-cv3"]  # stable first, then unstable
     assert [r["state"][0] for r in body] == ["ok", "ok", "unstable", "failed"]
@@ -115,6 +116,8 @@ def test_ranked_table_equals_tune_infos_parquet(tune: Path) -> None:
         assert int(r["runs"][0]) == expected["n_runs"]
         assert int(r["failed"][0]) == expected["n_failed"]
         assert float(r["lr"][0]) == expected["lr"]
+        if expected["p_best"] == expected["p_best"]:  # NaN for the trials not racing (unstable, failed)
+            assert float(r["p_best"][1]["data-value"]) == expected["p_best"]
     assert float(body[0]["score"][0]) == pytest.approx(0.7 + 0.005 - 0.0025)
 
 
@@ -223,7 +226,8 @@ def test_columns_of_later_versions_are_shown_when_present(tune: Path, monkeypatc
     page = R.write_report(tune, png=False).read_text()
     rows = tables(page)["ranked"]
     head = [text for text, _ in rows[0]]
-    assert head == ["rank", "trial", "lr", "opt", "score", "mean ± sem", "lcb", "state", "runs", "failed"]
+    assert head == ["rank", "trial", "lr", "opt", "score", "mean ± sem", "lcb", "p_best", "state", "runs",
+                    "failed"]
     cells = {row[1][0]: {head[i]: c[0] for i, c in enumerate(row)} for row in rows[1:]}
     assert cells["t-cv0"]["state"] == "pruned" and cells["t-cv1"]["state"] == "ok"
     assert cells["t-cv1"]["mean ± sem"] == "0.6 ± 0.05" and cells["t-cv1"]["lcb"] == "0.55"

@@ -77,8 +77,9 @@ def tune_page(collected: Collected) -> Page:
         sections.append(
             Section(
                 f"Top {len(top)} configurations: every fold x seed",
-                para("Points are single runs (colour: fold, shape: seed); the bar is the mean ± standard error "
-                   "of the stable successful runs, the score that ranks the trials."),  # fmt: skip
+                para("Points are single runs (colour: fold, shape: seed); the bar is the mean ± the corrected standard "
+                   "error (Nadeau-Bengio: the folds' training sets overlap) of the stable successful runs, the score "
+                   "that ranks the trials."),  # fmt: skip
                 [Figure("top-configurations", "top configurations",
                         figures.top_configurations(runs, summary, [cv.cv_name or "" for cv in top]))],  # fmt: skip
             )
@@ -206,6 +207,7 @@ def _ranked_table(
     head = ["rank", "trial", *[a.name for a in axes], "score"]
     head += ["mean ± sem"] if spread else []
     head += ["lcb"] if "lcb" in columns else []
+    head += ["p_best"] if "p_best" in columns else []
     head += ["state", "runs", "failed"]
     body = []
     for rank, cv in enumerate(order, 1):
@@ -220,6 +222,8 @@ def _ranked_table(
                          f"{num(mean)}{plus}</td>")  # fmt: skip
         if "lcb" in columns:
             cells.append(td(row.get("lcb"), "lcb"))
+        if "p_best" in columns:
+            cells.append(td(row.get("p_best"), "p_best"))
         cells += [td(states[cv.cv_name], "state"), td(row.get("n_runs", cv.n_runs), "n_runs"),
                   td(row.get("n_failed", cv.n_failed), "n_failed")]  # fmt: skip
         body.append(f'<tr class="state-{html.escape(states[cv.cv_name])}">{"".join(cells)}</tr>')
