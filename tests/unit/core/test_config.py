@@ -264,7 +264,7 @@ CHOICES = {
     "test_split": "{none,random,region}",
     "multi_score_strategy": "{geometric,harmonic,arithmetic,min}",
     "sampler": "{random,grid,tpe}",
-    "pruner": "{none,median,successive-halving}",
+    "pruner": "{none,median,successive-halving,wilcoxon}",
     "accelerator": "{auto,cpu,gpu,cuda,mps,tpu}",
     "launcher": "{local,submitit-local,slurm}",
     "container_runtime": "{auto,apptainer,singularity,docker,podman}",

@@ -91,7 +91,7 @@ class Tune:
     tune_seed: int = 0  # same seed, same trials
     select: Select = "score"  # what ranks trials and picks the best: the cv score, or lcb = mean - sem of its runs
     retrain: bool = False  # then `nestling retrain` the best on train + val and test it (SLURM: a job after the collector)
-    pruner: Pruner = "none"  # stop hopeless trials after a fold: median or successive-halving (serial/tune-parallel)
+    pruner: Pruner = "none"  # stop hopeless trials after a fold: median, successive-halving or wilcoxon (serial/tune-parallel)
 
 
 @dataclass(frozen=True)
