@@ -14,6 +14,7 @@ from nestling.core.options import config_files as files
 from nestling.core.tree.run_state import RunState
 from nestling.execute.search.trials import TrialState
 from nestling.read.report import figures
+from nestling.read.report.choice import choice_section
 from nestling.read.report.html import attr, html_table, num, options_line, para, td
 from nestling.read.report.page import Figure, Page, Section
 from nestling.read.report.problems import problems_section
@@ -95,10 +96,13 @@ def tune_page(collected: Collected) -> Page:
     times = timeline(plan.runs)
     sections.append(timeline_section(times))
     sections.append(problems_section(collected.cvs))
+    best = next((cv for cv in order if not math.isnan(cv.score)), None)
+    choice = choice_section(collected, best)
+    if choice is not None:
+        sections.append(choice)
     retrain = retrain_section(plan)
     if retrain is not None:
         sections.append(retrain)
-    best = next((cv for cv in order if not math.isnan(cv.score)), None)
     counts = collected.counts
     pruned = f", {counts[RunState.PRUNED]} pruned ({collected.n_pruned_trials} trials pruned)" if (
         collected.n_pruned_trials) else ""  # fmt: skip
