@@ -19,12 +19,12 @@ depth = {low = 1, high = 10}
 """
 
 
-def _tune(tmp_path: Path, name: str, pruner: str) -> Path:
+def _tune(tmp_path: Path, name: str, pruner: str, *extra: str) -> Path:
     space = tmp_path / "space.toml"
     space.write_text(SPACE)
     done = cli("tune", "--task", "bowl", "--hpconfig", str(space), "--n_folds", "5", "--n_seeds", "1",
                "--max_epochs", "1", "--accelerator", "cpu", "--artifact_dir", str(tmp_path / "art"), "--quiet",
-               "--name", name, "--sampler", "random", "--tune_seed", "3", "--n_trials", "4", "--pruner", pruner)  # fmt: skip
+               "--name", name, "--sampler", "random", "--tune_seed", "3", "--n_trials", "4", "--pruner", pruner, *extra)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return tmp_path / "art" / name
 
@@ -46,3 +46,14 @@ def test_a_real_wilcoxon_tune_decides_what_the_replay_of_its_unpruned_twin_says(
     assert sum(truth["n_runs"].to_list()) == 18  # the two pruned trials never started their fifth fold
     refused = cli("replay", str(real), "--pruner", "bogus")
     assert refused.returncode == 2 and "--pruner 'bogus' is not one of" in refused.stderr
+
+
+def test_wilcoxon_with_tune_parallel_workers_ends_every_trial_complete_or_pruned(tmp_path: Path) -> None:
+    """Two workers run trials side by side (which trial is the best when another asks depends on timing, so only
+    what must hold is checked): every trial complete, or pruned before its fifth fold, and no run lost."""
+    tune = _tune(tmp_path, "tp", "wilcoxon", "--strategy", "tune-parallel", "--devices", "2")
+    table = pl.read_parquet(tune / naming.TUNE_INFOS)
+    for state, folds in zip(table["state"].to_list(), table["n_folds_done"].to_list(), strict=True):
+        assert (state, folds) in (("complete", 5), ("pruned", 4))
+    assert "complete" in table["state"].to_list()
+    assert sum(table["n_runs"].to_list()) == 20 - table.filter(pl.col("state") == "pruned").height
