@@ -124,7 +124,7 @@ def replay_tune(dir: Path, pruner: str) -> Replay:
         )
     study = Study(plan)
     recorded = sorted(study.trials(), key=lambda t: (t.drawn_time or 0.0, t.index))
-    replayed = replay(pruner, recorded, plan.n_folds)
+    replayed = replay_trials(pruner, recorded, plan.n_folds)
     runs_per_fold = [_runs_per_fold(plan, t.index) for t in recorded]
     trials = []
     for rec, rep, per_fold in zip(recorded, replayed, runs_per_fold, strict=True):
@@ -135,14 +135,14 @@ def replay_tune(dir: Path, pruner: str) -> Replay:
     result = Replay(
         root=root, pruner=pruner, trials=trials,
         runs_recorded=sum(sum(per_fold[: rec.n_folds_done]) for rec, per_fold in zip(recorded, runs_per_fold, strict=True)),
-        winner=_name(plan, best_complete(replayed)), recorded_winner=_name(plan, best_complete(recorded)),
+        winner=_winner_name(plan, best_complete(replayed)), recorded_winner=_winner_name(plan, best_complete(recorded)),
         exact=plan.space is None and plan.options.get("device", {}).get("strategy") != "tune-parallel",
     )  # fmt: skip
     _write(result)
     return result
 
 
-def replay(pruner: str, recorded: list[Trial], n_folds: int) -> list[Trial]:
+def replay_trials(pruner: str, recorded: list[Trial], n_folds: int) -> list[Trial]:
     """The recorded trials (in the order they ran) as `pruner` would have left them: each trial, fold by fold, asks
     `prunes` with the trials before it as replayed. A trial the recording stopped before `pruner` decides is left
     RUNNING (undecided)."""
@@ -177,7 +177,7 @@ def _runs_per_fold(plan: Plan, index: int) -> list[int]:
     return counts
 
 
-def _name(plan: Plan, trial: Trial | None) -> str | None:
+def _winner_name(plan: Plan, trial: Trial | None) -> str | None:
     return None if trial is None else str(plan.cvs[trial.index].cv_name)
 
 
