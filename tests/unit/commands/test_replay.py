@@ -68,3 +68,14 @@ def test_replay_refuses_what_is_not_a_tune_or_not_a_pruner(tmp_path: Path) -> No
     ):
         replay_tune(root, "hyperband2")
     assert not list(root.glob("replay-*.parquet"))
+
+
+def test_the_python_api_replays_as_the_command_line(tmp_path: Path) -> None:
+    import nestling
+
+    unpruned = _serial_tune(tmp_path, "api", "none", seed=11)
+    by_api = nestling.replay(unpruned, pruner="median", quiet=True)
+    table = pl.read_parquet(naming.replay_table(unpruned, "median"))
+    assert [t.state.value for t in by_api.trials] == table["state"].to_list()
+    assert by_api.runs_saved == sum(table["runs_saved"].to_list()) > 0
+    assert by_api.runs_saved == replay_tune(unpruned, "median").runs_saved
