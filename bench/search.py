@@ -7,8 +7,8 @@ search is measured, not Lightning.
 
 - quality: median over 5 tune seeds of the regret (0.95, the best true value, minus the true value of the trial
   ranked first) after 40 trials x 5 folds, TPE vs random (target: TPE <= half of random's);
-- pruning: runs started and regret with --pruner successive-halving / median vs none, same 40 TPE trials
-  (targets: >= 40 % fewer runs, regret <= 110 % of no pruning);
+- pruning: runs started and regret with --pruner successive-halving / median / wilcoxon vs none, same 40 TPE trials
+  (targets: >= 40 % fewer runs, regret <= 110 % of no pruning on the median, and no worse on every seed: issue 25);
 - draw latency: one draw (rebuilding the study from the tree, cold, as a fresh worker; and warm, as a worker that
   drew before) with 100 / 1,000 / 10,000 finished trials, vs `optuna.load_study` over a JournalFileBackend holding
   the same trials followed by the same ask (target: <= 0.2 s at 1,000);
@@ -74,6 +74,7 @@ def quality_and_pruning(tmp: Path) -> list[Row]:
         "tpe": ("--sampler", "tpe"),
         "tpe+successive-halving": ("--sampler", "tpe", "--pruner", "successive-halving"),
         "tpe+median": ("--sampler", "tpe", "--pruner", "median"),
+        "tpe+wilcoxon": ("--sampler", "tpe", "--pruner", "wilcoxon"),
     }
     regrets: dict[str, list[float]] = {c: [] for c in cases}
     runs: dict[str, list[int]] = {c: [] for c in cases}
@@ -92,7 +93,7 @@ def quality_and_pruning(tmp: Path) -> list[Row]:
             met=judge(med["tpe"] / med["random"] if med["random"] else None, "<=", 0.5),
             note=f"median over tune seeds {SEEDS}; tpe {per_seed['tpe']}; random {per_seed['random']}"),
     ]  # fmt: skip
-    for case in ("tpe+successive-halving", "tpe+median"):
+    for case in ("tpe+successive-halving", "tpe+median", "tpe+wilcoxon"):
         saved = 1 - total[case] / total["tpe"]
         rows.append(
             Row(NAME, f"runs started, {case} vs no pruning", total[case], total["tpe"], unit="runs",
@@ -105,6 +106,60 @@ def quality_and_pruning(tmp: Path) -> list[Row]:
                 met=judge(med[case] / med["tpe"] if med["tpe"] else None, "<=", 1.1),
                 note=f"per seed: {per_seed[case]}")
         )  # fmt: skip
+        worse = [seed for seed, r, base in zip(SEEDS, regrets[case], regrets["tpe"], strict=True) if r > base + 1e-12]
+        rows.append(
+            Row(NAME, f"seeds with regret above no pruning's, {case}", len(worse), 0, unit="seeds",
+                baseline_name="tpe, no pruner", target="0 of 5 (every seed no worse)", met=not worse,
+                note=f"worse on seeds {worse}" if worse else "no worse on any seed")
+        )  # fmt: skip
+    return rows
+
+
+PRUNERS = ("successive-halving", "median", "wilcoxon")
+
+
+def pruning_on_the_same_draws(tmp: Path, fold_counts: tuple[int, ...] = (5, 10)) -> list[Row]:
+    """Each pruner on the same configurations: a random tune without pruning per seed, replayed under each pruner
+    (`nestling replay`, exact for a serial random tune), so the runs saved and the winner's regret differ by the
+    pruning alone, not by a sampler that drew other trials after the first prune (as the TPE rows above do)."""
+    from nestling.commands.replay import replay_tune
+    from nestling.plan.store import load_plan
+    from nestling.tasks.bowl import OPTIMUM, true_value
+
+    rows = []
+    for n_folds in fold_counts:
+        saved: dict[str, list[int]] = {p: [] for p in PRUNERS}
+        total: list[int] = []
+        worse: dict[str, list[int]] = {p: [] for p in PRUNERS}
+        per_seed: dict[str, list[str]] = {p: [] for p in PRUNERS}
+        for seed in SEEDS:
+            root = make_tune(tmp, f"same-{n_folds}-{seed}", "--sampler", "random", "--tune_seed", str(seed),
+                             n_folds=n_folds)  # fmt: skip
+            run_serial(root)
+            hparams = {str(cv.cv_name): cv.hparams for cv in load_plan(root).cvs}
+            base = regret(root)
+            for pruner in PRUNERS:
+                replayed = replay_tune(root, pruner)
+                won = true_value(OPTIMUM) - true_value(hparams[str(replayed.winner)])
+                saved[pruner].append(replayed.runs_saved)
+                per_seed[pruner].append(f"{won:.3f}")
+                if won > base + 1e-12:
+                    worse[pruner].append(seed)
+            total.append(replayed.runs_recorded)
+        for pruner in PRUNERS:
+            share = sum(saved[pruner]) / sum(total)
+            rows.append(
+                Row(NAME, f"runs saved, random+{pruner} vs none, same draws, {n_folds} folds", sum(saved[pruner]),
+                    sum(total), unit="runs", baseline_name="runs of the unpruned tunes", target=">= 40 % fewer",
+                    met=judge(share, ">=", 0.4), note=f"{share:.0%} fewer over {len(SEEDS)} tunes")
+            )  # fmt: skip
+            rows.append(
+                Row(NAME, f"seeds with a worse winner, random+{pruner}, same draws, {n_folds} folds",
+                    len(worse[pruner]), 0, unit="seeds", baseline_name="the unpruned winner",
+                    target="0 of 5 (every seed no worse)", met=not worse[pruner],
+                    note=f"regret per seed {' '.join(per_seed[pruner])}" + (f"; worse on {worse[pruner]}"
+                                                                             if worse[pruner] else ""))
+            )  # fmt: skip
     return rows
 
 
@@ -372,6 +427,7 @@ def run(quick: bool = False) -> list[Row]:
     rows: list[Row] = []
     with scratch(NAME) as tmp:
         rows += quality_and_pruning(tmp)
+        rows += pruning_on_the_same_draws(tmp, (5,) if quick else (5, 10))
         rows += draw_latency(tmp, [100, 1_000] if quick else [100, 1_000, 10_000])
         rows += concurrency(tmp)
         rows += epoch_pruning(tmp, quick)

@@ -1,7 +1,7 @@
 """nestling: how a model is born — tune -> cross-validation -> training run.
 
 `import nestling` is light (no torch, no polars): the Python API (`nestling.run`, `cv`, `tune`, `retrain`,
-`report`, `collect`, `status`, `sync`, `prune_checkpoints`, `stop`, `doctor`, `load`, `Result`; see
+`report`, `collect`, `status`, `sync`, `prune_checkpoints`, `replay`, `stop`, `doctor`, `load`, `Result`; see
 commands/api.py) is imported on
 first use (PEP 562).
 
@@ -17,12 +17,12 @@ import sys
 TYPE_CHECKING = False  # not `from typing import ...`: importing typing alone would double the cost of the import
 __version__ = "0.1.0"
 
-API = ("run", "cv", "tune", "retrain", "report", "collect", "status", "sync", "prune_checkpoints", "stop", "doctor",
-       "load", "Result")  # fmt: skip
+API = ("run", "cv", "tune", "retrain", "report", "collect", "status", "sync", "prune_checkpoints", "replay", "stop",
+       "doctor", "load", "Result")  # fmt: skip
 ERRORS = ("NestlingError", "UsageError")
 __all__ = [
     "NestlingError", "Result", "UsageError", "__version__", "collect", "cv", "doctor", "load", "prune_checkpoints",
-    "report", "retrain", "run", "status", "stop", "sync", "tune",
+    "replay", "report", "retrain", "run", "status", "stop", "sync", "tune",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         doctor,
         load,
         prune_checkpoints,
+        replay,
         report,
         retrain,
         run,

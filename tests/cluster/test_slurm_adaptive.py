@@ -24,6 +24,18 @@ depth = {low = 1, high = 10}
 """
 
 
+def _slurm_bowl_tune(tmp_path: Path, name: str, *flags: str) -> Path:
+    """A tune-parallel bowl tune submitted as SLURM arrays (1 epoch, 1 CPU, 1 GB per task); returns its dir."""
+    space = tmp_path / "space.toml"
+    space.write_text(SPACE)
+    art = tmp_path / "art"
+    done = cli("tune", "--task", "bowl", "--hpconfig", str(space), "--n_seeds", "1", "--max_epochs", "1",
+               "--accelerator", "cpu", "--cpus_per_task", "1", "--mem_gb", "1", "--strategy", "tune-parallel",
+               "--launcher", "slurm", "--artifact_dir", str(art), "--name", name, "--quiet", *flags)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return art / name
+
+
 def _argv(art: Path) -> list[str]:
     art.mkdir(parents=True, exist_ok=True)
     (art / "space.toml").write_text(SPACE)
@@ -61,3 +73,17 @@ def test_detached_tune_parallel_tpe_arrays_draw_their_trials(slurm_work: dict[st
     assert counts["success"] + counts["pruned"] == 12 and counts["lost"] == 0
     pruned = table.filter(pl.col("state") == "pruned")["hp_index"].to_list()
     assert assert_halving_pruned(tune, n_folds=2) == sorted(pruned)  # pruned at the rung, never the rung's best
+
+
+def test_wilcoxon_pruner_on_slurm_arrays_decides_as_the_local_serial_tune(slurm_cluster: str, tmp_path: Path) -> None:
+    """--pruner wilcoxon (issue 25 #3) in SLURM array tasks, one at a time so the trials run in order: the bowl task
+    is deterministic, so the decisions are those of the local serial tune (tests/e2e/test_replay.py): trials 1 and 2
+    worse than trial 0 on four paired folds, stopped before their fifth."""
+    tune = _slurm_bowl_tune(tmp_path, "wx", "--sampler", "random", "--pruner", "wilcoxon", "--tune_seed", "3",
+                            "--n_trials", "4", "--n_folds", "5", "--array_parallelism", "1")  # fmt: skip
+    poll(lambda: (tune / "tune_infos.parquet").is_file(), 600, "tune_infos.parquet from the collector job")
+    table = pl.read_parquet(tune / "tune_infos.parquet").sort("hp_index")
+    assert table["state"].to_list() == ["complete", "pruned", "pruned", "complete"]
+    assert table["n_folds_done"].to_list() == [5, 4, 4, 5]
+    counts = json.loads(cli("status", str(tune), "--json").stdout)["counts"]
+    assert counts["success"] == 18 and counts["pruned"] == 2 and counts["lost"] == 0

@@ -92,6 +92,9 @@ def test_retrain_trains_the_best_on_train_and_val_and_tests_it(tune: Path) -> No
     page = (tune / naming.REPORT).read_text()
     assert "Retrain: test metrics" in page and f"Trial {best} retrained" in page and "test score 0.7" in page
     assert "t-final/report.html" in page and (final / naming.REPORT).is_file()
+    # the choice of the winner (issue 25 #5): sure (its scores are exact: p_best 1, no optimism), and the realised gap
+    assert f"{best} is the best of the 2 complete, stable trials in 100%" in page
+    assert f"Retrain t-final of {best}: cv score 0.7, test score 0.7: realised gap cv - test 0" in page
 
 
 def test_retrain_again_resumes_without_rerunning(tune: Path) -> None:

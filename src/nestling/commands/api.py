@@ -1,5 +1,5 @@
 """The commands as Python functions: `nestling.run`, `cv`, `tune`, `retrain`, `report`, `collect`, `status`,
-`sync`, `prune_checkpoints`, `stop`, `doctor`, and `nestling.load` for a tree that exists.
+`sync`, `prune_checkpoints`, `replay`, `stop`, `doctor`, and `nestling.load` for a tree that exists.
 
 Each calls the function its command line calls once argv is parsed (commands/start.py, retrain.py, ...), so
 defaults, checks, config files and error messages are the command line's: bad input raises `UsageError` with the
@@ -32,6 +32,7 @@ from nestling.commands import api_keywords, detach, start
 from nestling.commands import collect as collect_command
 from nestling.commands import doctor as doctor_command
 from nestling.commands import prune_checkpoints as prune_command
+from nestling.commands import replay as replay_command
 from nestling.commands import report as report_command
 from nestling.commands import retrain as retrain_command
 from nestling.commands import status as status_command
@@ -225,6 +226,16 @@ def prune_checkpoints(dir: str | Path, *, keep: int | str, dry_run: bool = False
     with _printing({"quiet": quiet}):
         print(pruned.line(str(dir)))
     return pruned
+
+
+def replay(dir: str | Path, *, pruner: str, quiet: bool = False) -> replay_command.Replay:
+    """`nestling replay DIR --pruner P`: re-decide a finished tune under `pruner` from its recorded results, without
+    training; returns what P would have saved and chosen, and writes replay-{P}.parquet in the tune dir."""
+    replayed = replay_command.replay_tune(Path(dir), pruner)
+    with _printing({"quiet": quiet}):
+        for line in replayed.lines():
+            print(line)
+    return replayed
 
 
 def stop(dir: str | Path, *, timeout: float = detach.STOP_WAIT_S, quiet: bool = False) -> detach.Stopped:

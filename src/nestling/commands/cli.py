@@ -1,4 +1,4 @@
-"""`nestling run | cv | tune | collect | status | sync | report | retrain | prune-checkpoints | stop | doctor`: the command line. No
+"""`nestling run | cv | tune | collect | status | sync | report | retrain | prune-checkpoints | replay | stop | doctor`: the command line. No
 torch import happens here.
 
 Each command parses its argv and calls the function the Python API (commands/api.py) calls too. Bad input -> one
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         detach,
         doctor,
         prune_checkpoints,
+        replay,
         report,
         retrain,
         start,
@@ -35,6 +36,7 @@ else:
     detach = lazy_module("nestling.commands.detach")
     doctor = lazy_module("nestling.commands.doctor")
     prune_checkpoints = lazy_module("nestling.commands.prune_checkpoints")
+    replay = lazy_module("nestling.commands.replay")
     report = lazy_module("nestling.commands.report")
     retrain = lazy_module("nestling.commands.retrain")
     start = lazy_module("nestling.commands.start")
@@ -53,6 +55,7 @@ COMMANDS = {
     "report": "write DIR/report.html (self-contained, opens offline) and a PNG per figure for a tune, cv or run dir",
     "retrain": "train a tune's best configuration on train + val and test it: the cv {tune}-final of the tune",
     "prune-checkpoints": "remove the checkpoints of a tune's finished trials outside the K best (--keep K)",
+    "replay": "re-decide a finished tune under another --pruner, without training: runs saved, winner, replay-P.parquet",
     "stop": "stop a detached local sweep (--detach) gracefully: runs in progress save; --resume continues",
     "doctor": "check that this machine can run a command line (task, container image, binds, SLURM); says what to fix",
 }
@@ -121,6 +124,8 @@ def _dispatch(argv: list[str]) -> int:
         return sync.sync_main(rest, COMMANDS["sync"])
     if command == "prune-checkpoints":
         return prune_checkpoints.prune_checkpoints_main(rest, COMMANDS["prune-checkpoints"])
+    if command == "replay":
+        return replay.replay_main(rest, COMMANDS["replay"])
     if command == "stop":
         return detach.stop_main(rest, COMMANDS["stop"])
     if command == "doctor":

@@ -72,7 +72,7 @@ def trial_finished(root: Path, run_dir: Path) -> list[Removed]:
     """After a run ended: when its trial has finished, rank it and remove the checkpoints of every finished trial
     outside the K best. Never raises: the checkpoints stay until the next trial finishes or prune-checkpoints."""
     try:
-        plan, where = _plan_index(str(root), file_stamp(root / naming.PLAN))
+        plan, where, _ = _plan_index(str(root), file_stamp(root / naming.PLAN))
         k = keep_limit(plan)
         index = where.get(os.path.normpath(run_dir))
         if k is None or index is None or not finished(root, plan, index):
@@ -96,7 +96,8 @@ def summary(root: Path, plan: Plan, index: int) -> CvSummary:
     cv = plan.cvs[index]
     pruned = {0} if naming.TrialPaths(root).pruned(index).exists() else set()
     settings = plan.settings
-    (one,) = _collect_cvs([cv], settings.scoring(), settings.multi_score_strategy, pruned)
+    (one,) = _collect_cvs([cv], settings.scoring(), settings.multi_score_strategy, pruned,
+                          val_train=_plan_index(str(root), file_stamp(root / naming.PLAN))[2])  # fmt: skip
     return one
 
 

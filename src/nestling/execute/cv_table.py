@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +31,7 @@ from nestling.core.tree.run_state import RunState
 from nestling.core.tree.stop_reason import StopReason
 from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan
-from nestling.plan.store import load_plan
+from nestling.plan.store import fold_val_train_ratios, load_plan
 
 STAMP_VERSION = 2  # bump when the table's columns or their meaning change: every stamp is then stale
 # (st_mtime_ns, st_size, st_ino) of a file, None when it does not exist. The inode too: every atomic write renames
@@ -58,7 +59,7 @@ class CvSummary:
     n_missing: int
     table: pl.DataFrame  # the runs that ran or wait to: a pruned trial's runs that never started are not rows
     unstable_reason: str | None = None  # why score_is_unstable: the first unstable run and its reason
-    spread: Spread = Spread(math.nan, math.nan, math.nan)  # of the run scores the cv score averages
+    spread: Spread = Spread(math.nan, math.nan, math.nan, math.nan)  # of the run scores the cv score averages
     inputs: tuple[Stamp, ...] = ()  # the stamp of each run's result file, in plan order
     state: TrialState = TrialState.COMPLETE  # complete | pruned | failed | paused (a tune's trial: study.py, rungs.py)
     n_folds_done: int = 0  # folds, from the first, whose every run has a result
@@ -67,6 +68,7 @@ class CvSummary:
     n_epochs_done: int = 0  # epochs trained by all the trial's runs together
     rung: int | None = None  # --pruner asha|hyperband: the highest rung the trial reached (0 = the first)
     bracket: int | None = None  # --pruner hyperband: the trial's bracket (0 with asha)
+    p_best: float = math.nan  # the probability that this trial is the best (read/selection.py); NaN: not racing
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
@@ -93,6 +95,7 @@ def _collect_cvs(
     pruned: set[int] | None = None,
     removed: set[int] | None = None,
     rungs: dict[int, tuple[int, int]] | None = None,
+    val_train: Sequence[float] = (),
 ) -> list[CvSummary]:
     """Every cv's rows, column by column into ONE frame (no per-row dicts, one DataFrame build for the whole plan);
     each cv's table is a zero-copy slice of it with that cv's own metric columns. A pruned trial's runs that never
@@ -121,6 +124,7 @@ def _collect_cvs(
         cv_pruned = 0
         cv_metric_names: dict[str, None] = {}
         per_run: list[tuple[float, bool, str]] = []
+        ratios: list[float] = []
         reasons: list[str] = []
         cv_stamps: list[Stamp] = []
         unfinished_folds: set[int] = set()
@@ -162,6 +166,7 @@ def _collect_cvs(
             columns["run_score"].append(score)
             columns["is_unstable"].append(unstable)
             per_run.append((score, unstable, status))
+            ratios.append(val_train[run.fold] if run.fold < len(val_train) else math.nan)
             for name, value in values.items():
                 column = metrics.get(name)
                 if column is None:
@@ -175,7 +180,7 @@ def _collect_cvs(
         epochs_done.append(cv_epochs)
         paused.append(cv_paused)
         cv_result = cv_score(per_run)
-        spreads.append(cv_spread(per_run))
+        spreads.append(cv_spread(per_run, ratios))
         stamps.append(tuple(cv_stamps))
         columns["score"].extend([cv_result[0]] * (n - start))
         columns["score_is_unstable"].extend([cv_result[1]] * (n - start))
@@ -314,12 +319,13 @@ def write_cv_table(cv_dir: Path, table: pl.DataFrame, plan_stamp: Stamp, inputs:
 
 
 @lru_cache(maxsize=4)
-def _plan_index(root: str, plan_stamp: Stamp) -> tuple[Any, dict[str, int]]:
-    """The plan (reloaded when plan.json changes) and, for each run dir, the index of its cv."""
+def _plan_index(root: str, plan_stamp: Stamp) -> tuple[Any, dict[str, int], list[float]]:
+    """The plan (reloaded when plan.json changes), for each run dir the index of its cv, and each fold's
+    n_val/n_train."""
 
     plan = load_plan(Path(root))
     where = {os.path.normpath(run.dir): i for i, cv in enumerate(plan.cvs) for run in cv.runs}
-    return plan, where
+    return plan, where, fold_val_train_ratios(Path(root))
 
 
 def collect_finished_cv(root: Path, run_dir: Path) -> bool:
@@ -328,7 +334,7 @@ def collect_finished_cv(root: Path, run_dir: Path) -> bool:
     Never raises: the final collect writes whatever this could not."""
     try:
         plan_stamp = file_stamp(root / naming.PLAN)
-        plan, where = _plan_index(str(root), plan_stamp)
+        plan, where, val_train = _plan_index(str(root), plan_stamp)
         if plan.kind not in ("cv", "tune", "retrain"):
             return False
         index = where.get(os.path.normpath(run_dir))
@@ -338,7 +344,8 @@ def collect_finished_cv(root: Path, run_dir: Path) -> bool:
         if not all(os.path.exists(os.path.join(run.dir, naming.RUN_RESULT)) for run in cv.runs):
             return False  # a stat per run, before reading any: most runs end with their cv unfinished
 
-        (summary,) = _collect_cvs([cv], plan.settings.scoring(), plan.settings.multi_score_strategy)
+        settings = plan.settings
+        (summary,) = _collect_cvs([cv], settings.scoring(), settings.multi_score_strategy, val_train=val_train)
         statuses = summary.table.get_column("status").to_list()
         if not all(RunState(status).is_recorded() for status in statuses):  # (the table's own values)
             return False

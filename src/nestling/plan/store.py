@@ -267,3 +267,14 @@ def load_plan(root: Path) -> Plan:
     ]
     return Plan(data["kind"], data["name"], root, cvs, data["n_folds"], data["options"], data.get("space"),
                 Provenance.from_json(data.get("provenance")))  # fmt: skip
+
+
+def fold_val_train_ratios(root: Path) -> list[float]:
+    """n_val / n_train of each fold of the plan (splits.json, in fold order): the Nadeau-Bengio correction of a cv's
+    spread needs it (scoring.corrected_sem). An unreadable splits.json or an empty train set gives NaN, so the
+    corrected sem is NaN rather than a guess."""
+    try:
+        splits = json.loads((Path(root) / naming.SPLITS).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [len(s["val"]) / len(s["train"]) if s.get("train") else float("nan") for s in splits]

@@ -12,6 +12,7 @@ writes the two tune tables, not 1,002 files (issue 15 #5). The tables are the sa
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ from nestling.execute.search.rungs import Board
 from nestling.execute.search.study import Study, pruned_trials
 from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan, Plan
-from nestling.plan.store import find_plan_root, load_plan
+from nestling.plan.store import find_plan_root, fold_val_train_ratios, load_plan
+from nestling.read import selection
 from nestling.read.provenance import trial_code
 
 
@@ -44,6 +46,7 @@ from nestling.read.provenance import trial_code
 class Collected:
     plan: Plan
     cvs: list[CvSummary]
+    optimism: float = math.nan  # a tune's: how much the winner's cv score overstates its true score (selection.py)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -86,9 +89,12 @@ def collect(path: Path, write: bool = True) -> Collected:
     plan = load_plan(root)
     removed = checkpoint_keeping.removed_trials(plan.root) if plan.kind == "tune" else set()
     cvs = _collect_cvs(_drawn_cvs(plan), plan.settings.scoring(), plan.settings.multi_score_strategy, _pruned(plan),
-                       removed, _rungs(plan))  # fmt: skip
+                       removed, _rungs(plan), fold_val_train_ratios(root))  # fmt: skip
+    optimism = math.nan
     if plan.kind == "tune":
         cvs = _with_draw_order(plan, cvs)
+        chosen = selection.select(cvs, plan.settings.tune_seed)
+        cvs, optimism = chosen.cvs, chosen.optimism
     if write and plan.kind in ("cv", "tune", "retrain"):
         changed = [
             (planned.dir, cv)
@@ -101,7 +107,7 @@ def collect(path: Path, write: bool = True) -> Collected:
         write_parquet_atomic(tune_runs_table(cvs), plan.root / naming.RUN_INFOS)
     if write and plan.kind == "retrain":
         write_parquet_atomic(final_table(cvs[0]), plan.root / naming.FINAL_INFOS)
-    return Collected(plan=plan, cvs=cvs)
+    return Collected(plan=plan, cvs=cvs, optimism=optimism)
 
 
 FINAL_ROWS = ("mean", "std", "sem")
@@ -206,7 +212,9 @@ def tune_table(cvs: list[CvSummary], select: str = "score") -> pl.DataFrame:
         "run_score_mean": [cv.spread.mean for cv in cvs],
         "run_score_std": [cv.spread.std for cv in cvs],
         "run_score_sem": [cv.spread.sem for cv in cvs],
+        "run_score_sem_corrected": [cv.spread.sem_corrected for cv in cvs],
         "lcb": [cv.spread.lcb for cv in cvs],
+        "p_best": [cv.p_best for cv in cvs],
         "n_runs": [cv.n_runs for cv in cvs],
         "n_failed": [cv.n_failed for cv in cvs],
         "n_pruned": [cv.n_pruned for cv in cvs],

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.host import tracking
+from nestling.core.ml.selection import P_BEST_UNCERTAIN
 from nestling.core.tree.run_result import read_result
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import plural
@@ -83,11 +84,23 @@ def best_line(cv: CvSummary | None, select: str, collected: Collected) -> str:
         counts = collected.counts
         why = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != RunState.SUCCESS)
         return f"best ({select}): none; no trial has a score yet ({why or 'no runs'})"
-    sem = plus_minus(cv.spread.sem)
+    sem = plus_minus(cv.spread.sem_corrected)
     lcb = "" if math.isnan(cv.spread.lcb) else f", lcb {significant(cv.spread.lcb)}"
     return (
-        f"best ({select}): {cv.cv_name} score {significant(cv.score)}{' ' + sem + ' (sem)' if sem else ''}{lcb}; "
+        f"best ({select}): {cv.cv_name} score {significant(cv.score)}{' ' + sem + ' (corrected sem)' if sem else ''}{lcb}; "
         f"hparams {cv.hparams}"
+    )
+
+
+def uncertain_choice_line(cv: CvSummary, collected: Collected) -> str | None:
+    """One line when the winner is less likely than not the best (p_best < 0.5): the choice is noise-limited."""
+    if math.isnan(cv.p_best) or cv.p_best >= P_BEST_UNCERTAIN:
+        return None
+    n_folds = collected.plan.n_folds
+    return (
+        f"the choice is uncertain: {cv.cv_name} is the best with probability {cv.p_best:.2f} (p_best, a paired "
+        f"bootstrap over the {n_folds} folds); more folds (--n_folds) or seeds would tell the leaders apart, and "
+        f"nestling retrain {collected.plan.root} --n_seeds 5 measures the chosen one on the test set"
     )
 
 
@@ -101,8 +114,10 @@ def _tune_columns(collected: Collected, cvs: list[CvSummary], select: str) -> li
         Column("rank", [str(i) for i in range(1, len(cvs) + 1)], keep=100, numeric=True),
         Column("trial", [short_name(str(cv.cv_name), plan.name) for cv in cvs], keep=100),
         Column("score", [significant(cv.score) for cv in cvs], keep=95, numeric=True),
-        Column("sem", [plus_minus(cv.spread.sem) for cv in cvs], keep=40),
+        Column("sem", [plus_minus(cv.spread.sem_corrected) for cv in cvs], keep=40),  # corrected: the one lcb uses
         Column("lcb", [significant(cv.spread.lcb) for cv in cvs], keep=85 if select == "lcb" else 30, numeric=True),
+        Column("p_best", ["" if math.isnan(cv.p_best) else significant(cv.p_best, 2) for cv in cvs], keep=60,
+               numeric=True),  # fmt: skip  (empty: the trial does not race, read/selection.py)
         Column("state", [str(cv.state) for cv in cvs], keep=90),
     ]
     columns[4:4] = [
@@ -159,6 +174,9 @@ def print_summary(collected: Collected, select: str | None = None, all_columns: 
             console.print(f"... {len(notes) - 10} more unstable trials: see unstable_reason in tune_infos.parquet")
         if cvs:
             console.print(best_line(cvs[0], select, collected), markup=False, highlight=False, soft_wrap=True)
+            doubt = uncertain_choice_line(cvs[0], collected)
+            if doubt:
+                console.print(doubt, markup=False, highlight=False, soft_wrap=True)
         console.print(f"tables: {plan.root / 'tune_infos.parquet'}, {plan.root / 'run_infos.parquet'}",
                       markup=False, highlight=False, soft_wrap=True)  # fmt: skip
     else:

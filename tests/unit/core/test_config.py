@@ -264,7 +264,7 @@ CHOICES = {
     "test_split": "{none,random,region}",
     "multi_score_strategy": "{geometric,harmonic,arithmetic,min}",
     "sampler": "{random,grid,tpe}",
-    "pruner": "{none,median,successive-halving,asha,hyperband}",
+    "pruner": "{none,median,successive-halving,wilcoxon,asha,hyperband}",
     "accelerator": "{auto,cpu,gpu,cuda,mps,tpu}",
     "launcher": "{local,submitit-local,slurm}",
     "container_runtime": "{auto,apptainer,singularity,docker,podman}",

@@ -69,6 +69,9 @@ def make_tune(
             }  # fmt: skip
             (tune / rel / "run_result.json").write_text(json.dumps(result))
         cvs.append({"cv_name": cv_name, "hp_index": h, "hparams": hparams, "dir": cv_name, "runs": planned})
+    folds = sorted({run["fold"] for cv_runs in runs for run in cv_runs})
+    splits = [{"train": [f"s{f}{i}" for i in range(4)], "val": [f"v{f}"], "test": []} for f in folds]
+    (tune / "splits.json").write_text(json.dumps(splits))  # n_val / n_train = 1/4 on every fold
     options = Config().to_dict()
     options["data"]["task"] = "sleep"
     options["cv"]["scoring_metric"] = METRICS
@@ -102,7 +105,8 @@ def test_ranked_table_equals_tune_infos_parquet(tune: Path) -> None:
     parquet = pl.read_parquet(tune / "tune_infos.parquet")
     rows = tables(page)["ranked"]
     head = [text for text, _ in rows[0]]
-    assert head == ["rank", "trial", "lr", "opt", "score", "mean ± sem", "lcb", "state", "runs", "failed"]
+    assert head == ["rank", "trial", "lr", "opt", "score", "mean ± sem", "lcb", "p_best", "state", "runs",
+                    "failed"]
     body = [{head[i]: cell for i, cell in enumerate(row)} for row in rows[1:]]
     assert [r["trial"][0] for r in body] == ["t-cv1", "t-cv0", "t-cv2", "t-cv3"]  # stable first, then unstable
     assert [r["state"][0] for r in body] == ["ok", "ok", "unstable", "failed"]
@@ -117,16 +121,18 @@ def test_ranked_table_equals_tune_infos_parquet(tune: Path) -> None:
         assert int(r["runs"][0]) == expected["n_runs"]
         assert int(r["failed"][0]) == expected["n_failed"]
         assert float(r["lr"][0]) == expected["lr"]
+        if expected["p_best"] == expected["p_best"]:  # NaN for the trials not racing (unstable, failed)
+            assert float(r["p_best"][1]["data-value"]) == expected["p_best"]
         # the spread cells show the tune table's numbers (NaN where fewer than two runs scored)
         text, spread = r["mean ± sem"]
-        mean, sem, lcb = expected["run_score_mean"], expected["run_score_sem"], expected["lcb"]
+        mean, sem, lcb = expected["run_score_mean"], expected["run_score_sem_corrected"], expected["lcb"]
         assert same(float(spread["data-value"]), mean) and same(float(spread["data-sem"]), sem), (r["trial"], spread)
         assert text == (num(mean) if math.isnan(sem) else f"{num(mean)} ± {sem:.2g}")  # sem to 2 digits, no "± nan"
         assert same(float(r["lcb"][1]["data-value"]), lcb) and r["lcb"][0] == num(lcb)
-    # ... which are the run scores' mean, standard error and mean - sem: t-cv1's four runs, all stable
+    # ... which are the run scores' mean, corrected standard error and mean - sem: t-cv1's four runs, all stable
     values = [0.7, 0.7 - 0.005, 0.71, 0.71 - 0.005]
     mean = sum(values) / 4
-    sem = (sum((v - mean) ** 2 for v in values) / 3) ** 0.5 / 2
+    sem = (sum((v - mean) ** 2 for v in values) / 3) ** 0.5 * (1 / 4 + 1 / 4) ** 0.5  # Nadeau-Bengio: 4 runs, 1/4
     spread = body[0]["mean ± sem"][1]
     assert float(spread["data-value"]) == pytest.approx(mean) and float(spread["data-sem"]) == pytest.approx(sem)
     assert float(body[0]["lcb"][1]["data-value"]) == pytest.approx(mean - sem)
@@ -167,7 +173,7 @@ def test_tune_page_figures_are_valid_vega_lite(tune: Path) -> None:
     assert summary["t-cv2"]["n"] == 3  # the failed run is not in the mean
     values = [0.7, 0.7 - 0.005, 0.71, 0.71 - 0.005]
     mean = sum(values) / 4
-    sem = (sum((v - mean) ** 2 for v in values) / 3) ** 0.5 / 2
+    sem = (sum((v - mean) ** 2 for v in values) / 3) ** 0.5 * (1 / 4 + 1 / 4) ** 0.5  # Nadeau-Bengio: 4 runs, 1/4
     assert summary["t-cv1"]["mean"] == pytest.approx(mean) and summary["t-cv1"]["sem"] == pytest.approx(sem)
 
 
@@ -249,7 +255,8 @@ def test_columns_of_later_versions_are_shown_when_present(tune: Path, monkeypatc
     page = R.write_report(tune, png=False).read_text()
     rows = tables(page)["ranked"]
     head = [text for text, _ in rows[0]]
-    assert head == ["rank", "trial", "lr", "opt", "score", "mean ± sem", "lcb", "state", "runs", "failed"]
+    assert head == ["rank", "trial", "lr", "opt", "score", "mean ± sem", "lcb", "p_best", "state", "runs",
+                    "failed"]
     cells = {row[1][0]: {head[i]: c[0] for i, c in enumerate(row)} for row in rows[1:]}
     assert cells["t-cv0"]["state"] == "pruned" and cells["t-cv1"]["state"] == "ok"
     assert cells["t-cv1"]["mean ± sem"] == "0.6 ± 0.05" and cells["t-cv1"]["lcb"] == "0.55"

@@ -30,8 +30,10 @@ any run is unstable or did not succeed (and for a cv without runs), so a partly 
 while still being ranked on what did work.
 
 The spread of a cv (``cv_spread``) is taken over the same runs: the mean (= ``score``), the sample standard deviation
-(n - 1) and the standard error ``sem = std / sqrt(n)`` of their run scores (NaN with fewer than two runs), and
-``lcb = mean - sem``. Run scores are already "higher is better" (a ``:lower`` metric enters as ``1/v``), so the
+(n - 1) and the naive standard error ``sem = std / sqrt(n)`` of their run scores (NaN with fewer than two runs), the
+corrected one ``sem_corrected = std * sqrt(1/n + n_val/n_train)`` (Nadeau & Bengio 2003: the folds' training sets
+overlap, so their scores are not independent and the naive sem is too small; ``n_val/n_train`` is the mean ratio of
+the val and train sizes of the runs' folds, from splits.json), and ``lcb = mean - sem_corrected``. Run scores are already "higher is better" (a ``:lower`` metric enters as ``1/v``), so the
 lower confidence bound needs no flip: ``--select lcb`` prefers a trial whose lead is not just noise across folds
 and seeds (the one-standard-error idea).
 """
@@ -199,20 +201,39 @@ def _good(runs: Sequence[tuple[float, bool, str]]) -> list[float]:
 
 @dataclass(frozen=True)
 class Spread:
-    """Mean, sample standard deviation, standard error and lower confidence bound of a cv's usable run scores."""
+    """Mean, sample standard deviation, standard errors and lower confidence bound of a cv's usable run scores.
+    `sem` is the naive standard error; `sem_corrected` the Nadeau-Bengio one (NaN where the folds' sizes are
+    unknown, as for a retrain's seeds, which share one training set and have no cv spread to correct)."""
 
     mean: float
     std: float
     sem: float
+    sem_corrected: float = math.nan
 
     @property
     def lcb(self) -> float:
-        return self.mean - self.sem
+        return self.mean - self.sem_corrected
 
 
-def cv_spread(runs: Sequence[tuple[float, bool, str]]) -> Spread:
-    """The spread of the run scores `cv_score` averages; std and sem are NaN with fewer than two such runs."""
-    return spread(_good(runs))
+def corrected_sem(std: float, n: int, val_train_ratio: float) -> float:
+    """Nadeau & Bengio's corrected standard error of a mean of `n` cv run scores: ``std * sqrt(1/n + n_val/n_train)``.
+    The second term is the variance the overlapping training sets add; it does not shrink with more runs."""
+    if n < 2 or not math.isfinite(std) or not math.isfinite(val_train_ratio):
+        return math.nan
+    return std * math.sqrt(1.0 / n + val_train_ratio)
+
+
+def cv_spread(runs: Sequence[tuple[float, bool, str]], val_train_ratios: Sequence[float] | None = None) -> Spread:
+    """The spread of the run scores `cv_score` averages; std and the sems are NaN with fewer than two such runs.
+    `val_train_ratios`: n_val/n_train of each run's fold, aligned with `runs` (None: unknown, no corrected sem)."""
+    if val_train_ratios is None:
+        return spread(_good(runs))
+    success = RunState.SUCCESS
+    pairs = [(score, ratio) for (score, unstable, status), ratio in zip(runs, val_train_ratios, strict=True)
+             if status == success and not unstable and math.isfinite(score)]  # fmt: skip
+    naive = spread([score for score, _ in pairs])
+    ratio = math.fsum(r for _, r in pairs) / len(pairs) if pairs else math.nan
+    return Spread(naive.mean, naive.std, naive.sem, corrected_sem(naive.std, len(pairs), ratio))
 
 
 def spread(values: Sequence[float]) -> Spread:

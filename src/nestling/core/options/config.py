@@ -92,7 +92,7 @@ class Tune:
     tune_seed: int = 0  # same seed, same trials
     select: Select = "score"  # what ranks trials and picks the best: the cv score, or lcb = mean - sem of its runs
     retrain: bool = False  # then `nestling retrain` the best on train + val and test it (SLURM: a job after the collector)
-    pruner: Pruner = "none"  # stop hopeless trials: after a fold (median, successive-halving) or between epochs (asha, hyperband)
+    pruner: Pruner = "none"  # stop hopeless trials: after a fold (median, successive-halving, wilcoxon) or between epochs (asha, hyperband)
     reduction_factor: int = 3  # asha/hyperband: eta; a rung keeps the best 1/eta of the trials that reached it
     min_epochs: int = 1  # asha/hyperband: the first rung; rungs at min_epochs * eta^k up to --max_epochs
 

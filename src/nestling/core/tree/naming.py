@@ -512,3 +512,8 @@ class KeptCheckpointPaths:
 
     def removed(self, index: int) -> Path:
         return self.removed_dir / f"{index}.json"
+
+
+def replay_table(tune_root: Path, pruner: str) -> Path:
+    """`nestling replay TUNE_DIR --pruner P`'s table: the trials as P would have left them, in the tune dir."""
+    return Path(tune_root) / f"replay-{pruner}.parquet"

@@ -31,7 +31,8 @@ TUNE_RUN_INFOS_COLUMNS: dict[str, Any] = {**RUN_INFOS_COLUMNS, "cv_name": pl.Str
 TUNE_INFOS_COLUMNS: dict[str, Any] = {
     "cv_name": pl.String, "hp_index": pl.Int64, "rank": pl.Int64, "state": pl.String, "score": pl.Float64,
     "score_is_unstable": pl.Boolean, "unstable_reason": pl.String, "run_score_mean": pl.Float64,
-    "run_score_std": pl.Float64, "run_score_sem": pl.Float64, "lcb": pl.Float64, "n_runs": pl.Int64,
+    "run_score_std": pl.Float64, "run_score_sem": pl.Float64, "run_score_sem_corrected": pl.Float64,
+    "lcb": pl.Float64, "p_best": pl.Float64, "n_runs": pl.Int64,
     "n_failed": pl.Int64, "n_pruned": pl.Int64, "n_folds_done": pl.Int64, "n_epochs_done": pl.Int64,
     "rung": pl.Int64, "bracket": pl.Int64, "drawn_at": pl.Int64, "code_commit": pl.String, "code_dirty": pl.Boolean,
 }  # fmt: skip

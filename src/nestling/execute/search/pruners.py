@@ -1,17 +1,40 @@
-"""Pruning between folds as pure functions: a trial's value after a fold against the others' (Optuna's median and
-successive-halving rules, applied to cv folds)."""
+"""Pruning between folds as pure functions: a trial's value after a fold against the others' (Optuna's median,
+successive-halving and Wilcoxon rules, applied to cv folds). `prunes` is the one dispatch: the study asks it during
+a tune (study.py) and `nestling replay` asks it over a finished tune (commands/replay.py), so both decide alike."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from typing import TYPE_CHECKING
 
-from nestling.execute.search.trials import Trial
+from nestling.core.lazy import lazy_module
+from nestling.core.options.choices import FOLD_PRUNERS
+from nestling.execute.search.trials import Trial, TrialState
+
+if TYPE_CHECKING:
+    import scipy.stats as scipy_stats
+else:
+    scipy_stats = lazy_module("scipy.stats")
 
 MEDIAN_STARTUP_TRIALS = 3  # median pruning starts once this many trials are complete (Optuna's n_startup_trials; its default is 5)
 HALVING_RATE = (
     4  # successive halving keeps the best 1/4 at folds 1, 4, 16, ... (Optuna's default reduction factor)
 )
+WILCOXON_P_THRESHOLD = 0.1  # Optuna's WilcoxonPruner default p_threshold
+WILCOXON_STARTUP_STEPS = 2  # ... and n_startup_steps: at least two paired folds before a test
+
+
+def prunes(pruner: str, trial: Trial, step: int, others: list[Trial]) -> bool:
+    """Whether `trial`, `step` folds done, stops here under `pruner`, given the other trials as the tree holds them
+    now (`others`: every other drawn trial, any state). `trial.values` must hold the step."""
+    if pruner not in FOLD_PRUNERS or step < 1 or trial.n_folds_done < step:
+        return False  # none, or a pruner between epochs (rungs.py decides those)
+    if pruner == "median":
+        return median_prunes(trial, step, [t for t in others if t.state is TrialState.COMPLETE])
+    if pruner == "wilcoxon":
+        return wilcoxon_prunes(trial, step, best_complete(others))
+    return halving_prunes(trial.values[step], step, [t.values[step] for t in others if step in t.values])
 
 
 def median_prunes(trial: Trial, step: int, complete: list[Trial]) -> bool:
@@ -118,3 +141,34 @@ def never_promotes(value: float, at_rung: list[float], n_possible: int, eta: int
     """The trial can never be promoted from this rung: trials arriving later only push it down, and at most
     max(1, n_possible // eta) of the rung go on. Then it is pruned now rather than left paused."""
     return _rank(value, at_rung) > max(1, n_possible // eta)
+def best_complete(trials: list[Trial]) -> Trial | None:
+    """The best complete trial by its cv score (Optuna's `study.best_trial`: the first of equal ones), or None."""
+    complete = [t for t in trials if t.state is TrialState.COMPLETE and math.isfinite(t.score)]
+    return max(sorted(complete, key=lambda t: t.index), key=lambda t: t.score, default=None)
+
+
+def wilcoxon_prunes(trial: Trial, step: int, best: Trial | None, p_threshold: float = WILCOXON_P_THRESHOLD,
+                    n_startup_steps: int = WILCOXON_STARTUP_STEPS) -> bool:  # fmt: skip
+    """Optuna's WilcoxonPruner rule (optuna 5.1, maximising), with the folds as its problem instances: the trial's
+    fold scores so far are paired with the best complete trial's on the same folds, and a one-sided Wilcoxon
+    signed-rank test (zero_method "zsplit") asks whether the trial is worse; it stops when p < `p_threshold`,
+    unless its mean so far is at least the best trial's mean (Optuna's safety). No test before `n_startup_steps`
+    (at least two) paired folds, nor when a fold score of either trial is not a number."""
+    mine = {s: v for s, v in trial.fold_scores.items() if s <= step}
+    if not mine or best is None or not best.fold_scores:
+        return False
+    if not all(math.isfinite(v) for v in mine.values()) or not all(
+        math.isfinite(v) for v in best.fold_scores.values()
+    ):
+        return False
+    common = sorted(set(mine) & set(best.fold_scores))
+    diffs = [mine[s] - best.fold_scores[s] for s in common]
+    if len(diffs) < max(2, n_startup_steps):
+        return False
+    average_is_best = math.fsum(best.fold_scores.values()) / len(best.fold_scores) <= math.fsum(
+        mine.values()
+    ) / len(mine)
+    p = float(scipy_stats.wilcoxon(diffs, alternative="less", zero_method="zsplit").pvalue)
+    if p < p_threshold and average_is_best:
+        return False
+    return p < p_threshold

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from nestling.core.ml.scoring import cv_score, run_score
 from nestling.core.ml.space import _plain, from_json
+from nestling.core.options.choices import FOLD_PRUNERS
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import FILE_MODE, write_json
 from nestling.core.tree.attempt_lock import pid_alive
 from nestling.core.tree.run_epochs import run_epochs
 from nestling.core.tree.run_result import read_result
-from nestling.execute.search.pruners import halving_prunes, median_prunes
+from nestling.execute.search.pruners import prunes
 from nestling.execute.search.rungs import Board, Ladder, TrialRungs
 from nestling.execute.search.trials import Trial, TrialState
 from nestling.plan.model import Plan
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial
 
-FOLD_PRUNERS = ("median", "successive-halving")  # pruners that stop a trial between folds (the others: rungs.py)
 CLAIM_STALE_S = 60.0  # a claim (draw file without a draw) from another host older than this: its drawer died
 TPE_STARTUP_MAX = 10  # Optuna's n_startup_trials: random draws before TPE models the results
 TPE_STARTUP_SHARE = 4  # ... but at most a quarter of the budget, as SMAC caps its initial design
@@ -137,7 +137,8 @@ class Study:
             return self._final[index]
         record = self._draw_record(index)
         final = record.get("final") if record is not None else None
-        if record is not None and final is not None:  # written by the first process that saw the trial finished: one file, not one per run
+        if record is not None and final is not None and "fold_scores" in final:  # written by the first process that
+            # saw the trial finished: one file, not one per run (an older record without fold scores is recomputed)
             trial = Trial(
                 index,
                 dict(record["params"]),
@@ -145,12 +146,14 @@ class Study:
                 TrialState(final["state"]),
                 {int(k): float(v) for k, v in final["values"].items()},
                 int(final["n_folds_done"]),
+                {int(k): float(v) for k, v in final["fold_scores"].items()},
             )
             self._final[index] = trial
             return trial
         if pruned is None:
             pruned = os.path.exists(f"{self._dir}/{index}.pruned")
         values: dict[int, float] = {}
+        fold_scores: dict[int, float] = {}
         runs: list[tuple[float, bool, str]] = []
         done = 0
         all_final = True  # every run trains no further (what "finished" means with an epoch pruner)
@@ -168,6 +171,7 @@ class Study:
             runs += fold_runs
             done += 1
             values[done] = cv_score(runs)[0]
+            fold_scores[done] = cv_score(fold_runs)[0]
         if pruned:
             state = TrialState.PRUNED
         elif self.ladder is not None and not (done == self.n_folds and all_final):
@@ -183,6 +187,7 @@ class Study:
             state,
             values,
             done,
+            fold_scores,
         )
         if state.is_finished():
             self._final[index] = trial
@@ -194,7 +199,8 @@ class Study:
         """Keep a finished trial's outcome in its draw file, so a fresh process reads one file for it. Any process
         may write it (the same content); `reopen` takes it out when a resume reruns some of the trial's runs."""
         final = {"state": trial.state.value, "values": {str(k): v for k, v in trial.values.items()},
-                 "n_folds_done": trial.n_folds_done}  # fmt: skip
+                 "n_folds_done": trial.n_folds_done,
+                 "fold_scores": {str(k): v for k, v in trial.fold_scores.items()}}  # fmt: skip
         with contextlib.suppress(OSError):  # a read-only tree (a copy being collected): recomputed next time
             write_json(self.paths.draw(trial.index), {**record, "final": final})
 
@@ -327,14 +333,11 @@ class Study:
         trial = self.trial(index)
         if self.pruner not in FOLD_PRUNERS or step < 1 or trial.n_folds_done < step:
             return False
-        value = trial.values[step]
-        others = [t for t in self.trials() if t.index != index]
-        if self.pruner == "median":
-            return median_prunes(trial, step, [t for t in others if t.state is TrialState.COMPLETE])
-        return halving_prunes(value, step, [t.values[step] for t in others if step in t.values])
+        return prunes(self.pruner, trial, step, [t for t in self.trials() if t.index != index])
 
     def prune(self, index: int, step: int) -> None:
         trial = self.trial(index)
+        self.paths.dir.mkdir(parents=True, exist_ok=True)  # a tune drawn up front (random, grid) has no draw files yet
         write_json(self.paths.pruned(index), {"index": index, "step": step, "score": trial.values.get(step)})
         self._final.pop(index, None)
         self.trial(index, pruned=True)  # final now: its outcome goes into the draw file

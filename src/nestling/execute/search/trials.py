@@ -37,6 +37,7 @@ class Trial:
     state: TrialState
     values: dict[int, float] = field(default_factory=dict)  # folds done -> the cv score over those folds
     n_folds_done: int = 0
+    fold_scores: dict[int, float] = field(default_factory=dict)  # step k -> fold k-1's own mean score (NaN: none usable)
 
     @property
     def score(self) -> float:

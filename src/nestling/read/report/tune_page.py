@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestling.core.lazy import lazy_module
-from nestling.core.ml.scoring import spread
 from nestling.core.ml.space import SPACE_TABLE
 from nestling.core.options import config_files as files
 from nestling.core.tree.run_epochs import read_curve
@@ -18,6 +17,7 @@ from nestling.execute.search.pruners import rung_epochs
 from nestling.execute.search.rungs import Ladder
 from nestling.execute.search.trials import TrialState
 from nestling.read.report import figures
+from nestling.read.report.choice import choice_section
 from nestling.read.report.html import attr, html_table, num, options_line, para, td
 from nestling.read.report.page import Figure, Page, Section
 from nestling.read.report.problems import problems_section
@@ -35,7 +35,8 @@ else:
 
 TOP_CONFIGURATIONS = 10  # trials whose every fold x seed score is plotted
 MAX_CURVE_RUNS = 400  # learning curves drawn at most (a line per run: more is a grey mass, and a slow PNG)
-MEAN_SEM_COLUMNS = (("mean", "sem"), ("score_mean", "score_sem"), ("run_score_mean", "run_score_sem"))  # per-trial spread, when the tune table has it
+MEAN_SEM_COLUMNS = (("mean", "sem"), ("score_mean", "score_sem"), ("run_score_mean", "run_score_sem_corrected"),
+                    ("run_score_mean", "run_score_sem"))  # per-trial spread, when the tune table has it
 LOG_SPAN = 100.0  # positive values spanning more than two decades are plotted on a log axis
 
 
@@ -84,8 +85,9 @@ def tune_page(collected: Collected) -> Page:
         sections.append(
             Section(
                 f"Top {len(top)} configurations: every fold x seed",
-                para("Points are single runs (colour: fold, shape: seed); the bar is the mean ± standard error "
-                   "of the stable successful runs, the score that ranks the trials."),  # fmt: skip
+                para("Points are single runs (colour: fold, shape: seed); the bar is the mean ± the corrected standard "
+                   "error (Nadeau-Bengio: the folds' training sets overlap) of the stable successful runs, the score "
+                   "that ranks the trials."),  # fmt: skip
                 [Figure("top-configurations", "top configurations",
                         figures.top_configurations(runs, summary, [cv.cv_name or "" for cv in top]))],  # fmt: skip
             )
@@ -101,10 +103,13 @@ def tune_page(collected: Collected) -> Page:
     times = timeline(plan.runs)
     sections.append(timeline_section(times))
     sections.append(problems_section(collected.cvs))
+    best = next((cv for cv in order if not math.isnan(cv.score)), None)
+    choice = choice_section(collected, best)
+    if choice is not None:
+        sections.append(choice)
     retrain = retrain_section(plan)
     if retrain is not None:
         sections.append(retrain)
-    best = next((cv for cv in order if not math.isnan(cv.score)), None)
     counts = collected.counts
     pruned = f", {counts[RunState.PRUNED]} pruned ({collected.n_pruned_trials} trials pruned)" if (
         collected.n_pruned_trials) else ""  # fmt: skip
@@ -213,6 +218,7 @@ def _ranked_table(
     head = ["rank", "trial", *[a.name for a in axes], "score"]
     head += ["mean ± sem"] if spread else []
     head += ["lcb"] if "lcb" in columns else []
+    head += ["p_best"] if "p_best" in columns else []
     head += ["state", "runs", "failed"]
     body = []
     for rank, cv in enumerate(order, 1):
@@ -227,6 +233,8 @@ def _ranked_table(
                          f"{num(mean)}{plus}</td>")  # fmt: skip
         if "lcb" in columns:
             cells.append(td(row.get("lcb"), "lcb"))
+        if "p_best" in columns:
+            cells.append(td(row.get("p_best"), "p_best"))
         cells += [td(states[cv.cv_name], "state"), td(row.get("n_runs", cv.n_runs), "n_runs"),
                   td(row.get("n_failed", cv.n_failed), "n_failed")]  # fmt: skip
         body.append(f'<tr class="state-{html.escape(states[cv.cv_name])}">{"".join(cells)}</tr>')
@@ -249,9 +257,10 @@ def _top_rows(top: list[CvSummary]) -> tuple[list[dict[str, Any]], list[dict[str
             if r["run_score"] is not None and math.isfinite(r["run_score"]):
                 runs.append({"trial": cv.cv_name, "run_score": r["run_score"], "fold": r["fold"], "seed": r["seed"],
                              "run_name": r["run_name"]})  # fmt: skip
-        good = spread([s for _, s in _good_scores(cv)])  # one rule for every mean ± sem: sem is NaN for one run
-        summary.append({"trial": cv.cv_name, "mean": figures.clean(good.mean), "sem": figures.clean(good.sem),
-                        "lo": figures.clean(good.mean - good.sem), "hi": figures.clean(good.mean + good.sem),
+        good = cv.spread  # one rule for every mean ± sem (scoring.cv_spread): the corrected sem, NaN for one run
+        sem = good.sem_corrected
+        summary.append({"trial": cv.cv_name, "mean": figures.clean(good.mean), "sem": figures.clean(sem),
+                        "lo": figures.clean(good.mean - sem), "hi": figures.clean(good.mean + sem),
                         "n": len(_good_scores(cv))})  # fmt: skip  (no error bar where there is no spread)
     return runs, summary
 
