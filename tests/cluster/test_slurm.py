@@ -242,7 +242,7 @@ def test_status_pending_running_and_lost(slurm_cluster: str, tmp_path: Path) -> 
             "one running run",
         )
         assert seen["counts"] == {"success": 0, "failed": 0, "running": 1, "pending": 2, "lost": 0, "blocked": 0,
-                                  "not started": 0, "interrupted": 0, "pruned": 0}
+                                  "not started": 0, "interrupted": 0, "pruned": 0, "paused": 0}
         victim = next(r for r in seen["runs"] if r["state"] == "pending")
         assert victim["job"].startswith(f"{array}_")
         slurm("scancel", victim["job"], env=env)

@@ -156,4 +156,4 @@ def test_status_reads_every_run_as_a_success(launched: Launched) -> None:
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout)["counts"]
     assert counts == {"success": N_RUNS, "failed": 0, "running": 0, "pending": 0, "lost": 0, "blocked": 0,
-                      "not started": 0, "interrupted": 0, "pruned": 0}
+                      "not started": 0, "interrupted": 0, "pruned": 0, "paused": 0}
