@@ -62,7 +62,7 @@ def _iso(t: float) -> str:
 def run(quick: bool = False) -> list[Row]:
     """write_report() of a 1,000-run tune (HTML + PNGs), the same without PNGs, and `nestling report` end to end."""
     from nestling.read.collect import collect
-    from nestling.read.report import assets, build
+    from nestling.read.report import assets, compose
 
     n = 1_000
     rows: list[Row] = []
@@ -74,11 +74,11 @@ def run(quick: bool = False) -> list[Row]:
         start = time.perf_counter()
         assets.javascript_bundle()
         bundle = time.perf_counter() - start  # cold on a fresh machine, a file read after
-        build.write_report(tune, png=False)  # warm-up: Altair's first chart, vl_convert's runtime
+        compose.write_report(tune, png=False)  # warm-up: Altair's first chart, vl_convert's runtime
         timings, cpu = {}, {}
         for png in (False, True):
             start, cpu0 = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
-            build.write_report(tune, png=png)
+            compose.write_report(tune, png=png)
             timings[png], cpu[png] = time.perf_counter() - start, _cpu(resource.RUSAGE_SELF) - cpu0
         cpu0 = _cpu(resource.RUSAGE_CHILDREN)
         wall, _ = timed(nestling_cmd("report", str(tune)))

@@ -52,7 +52,7 @@ def _median(action: Callable[[int], None], repeat: int) -> float:
 
 def run(quick: bool = False) -> list[Row]:
     """The snapshot and the digests of a plan of a 300-file repo, vs a hand copy and importlib.metadata."""
-    from nestling.commands.provenance import release_code, take_code
+    from nestling.commands.code_capture import release_code, take_code
     from nestling.core.options.config import parse_config
     from nestling.core.provenance import environment
     from nestling.core.provenance.code_tree import locate

@@ -59,7 +59,7 @@ _MOVED = {
     "lightning_compat": "core.compat.lightning_internals", "artifacts": "plan.store",
     "preflight": "plan.preflight", "cvtable": "execute.cv_table", "study": "execute.search.study",
     "progress": "read.progress",
-    "html_report": "read.report.build", "figures": "read.report.figures", "resume": "commands.resume",
+    "html_report": "read.report.compose", "figures": "read.report.figures", "resume": "commands.resume",
     "detach": "commands.detach",
     "api": "commands.api",
 }  # fmt: skip

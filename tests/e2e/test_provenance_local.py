@@ -135,7 +135,7 @@ def test_a_retrain_trains_the_tunes_snapshot_and_says_what_changed(
     its own _code, not copied) and records it."""
     import dataclasses
 
-    from nestling.commands.provenance import release_code, take_code
+    from nestling.commands.code_capture import release_code, take_code
     from nestling.core.options.config import parse_config
     from nestling.core.provenance.capture import plan_provenance
     from nestling.core.tree.atomic import write_json

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from nestling.core.errors import UsageError, strict_parser
 from nestling.core.lazy import lazy_module
 from nestling.core.options.choices import Select
-from nestling.read.report.build import write_report
+from nestling.read.report.compose import write_report
 
 if TYPE_CHECKING:
     from nestling.read import collect, summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nestling.core.errors import UsageError, strict_parser
-from nestling.read.report.build import write_report
+from nestling.read.report.compose import write_report
 
 
 def report_main(argv: list[str], description: str) -> int:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nestling.commands.provenance import take_code
+from nestling.commands.code_capture import take_code
 from nestling.core.errors import UsageError
 from nestling.core.ml.scoring import parse_scoring_metrics
 from nestling.core.options.config import EPOCH_PRUNERS, GROUPS, Config, config_from_dict, option_names

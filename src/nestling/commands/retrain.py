@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nestling.commands.provenance import print_drift, release_code, take_code
+from nestling.commands.code_capture import print_drift, release_code, take_code
 from nestling.commands.start import Executed, launch_plan, parallel_strategy, resume_plan, runs_per_task
 from nestling.core.errors import UsageError, strict_parser
 from nestling.core.host.devices import parse_devices

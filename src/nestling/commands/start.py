@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nestling.commands.code_capture import preload_dir, print_drift, release_code, take_code
 from nestling.commands.detach import detach
-from nestling.commands.provenance import preload_dir, print_drift, release_code, take_code
 from nestling.commands.resume import prepare_resume
 from nestling.core.errors import EXIT_INTERRUPTED, StorageFull, UsageError
 from nestling.core.host import storage
@@ -40,7 +40,7 @@ from nestling.plan.preflight import check_job_resources, prepare
 from nestling.plan.store import load_plan, write_plan
 from nestling.plan.units import auto_runs_per_task, run_dirs_per_cv, work_units
 from nestling.read.progress import RunProgress
-from nestling.read.report.build import write_report
+from nestling.read.report.compose import write_report
 
 if TYPE_CHECKING:
     from nestling.read import collect, summary

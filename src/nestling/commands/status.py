@@ -16,7 +16,7 @@ from nestling.launch.base import plural
 from nestling.plan.model import Plan
 from nestling.plan.store import find_plan_root, load_plan
 from nestling.read.console_table import Column, print_table
-from nestling.read.provenance import code_line, code_record
+from nestling.read.provenance_lines import code_line, code_record
 from nestling.read.run_states import RunStatus, count, run_states
 
 # runs that wait (in the queue, or held back by fail-fast) are counted, not listed, unless --all: a sweep of

@@ -28,7 +28,7 @@ from nestling.core.tree.run_result import RunResult, read_result
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
 from nestling.execute import staging
-from nestling.execute.provenance import run_origin
+from nestling.execute.run_origin import run_origin
 from nestling.execute.startup import worker_startup
 from nestling.execute.training import Trained, TrainingFailed, cached_task, train
 

@@ -39,7 +39,7 @@ from nestling.execute.search.trials import TrialState
 from nestling.plan.model import CvPlan, Plan
 from nestling.plan.store import find_plan_root, fold_val_train_ratios, load_plan
 from nestling.read import selection
-from nestling.read.provenance import trial_code
+from nestling.read.provenance_lines import trial_code
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Which trial is best, with the noise in view: each trial's `p_best` and the optimism of the winner, from the run
-scores of a tune's complete, stable trials (the statistics are core/ml/selection.py's).
+scores of a tune's complete, stable trials (the statistics are core/ml/bootstrap.py's).
 
 Only complete, stable trials compete: each was scored on every fold, so their fold means pair up. A pruned, failed
 or unstable trial has `p_best` NaN (its missing folds would make the comparison unpaired). The bootstrap is seeded
@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from nestling.core.ml.selection import bootstrap_selection
+from nestling.core.ml.bootstrap import bootstrap_selection
 from nestling.core.tree.run_state import RunState
 from nestling.execute.cv_table import CvSummary
 from nestling.execute.search.trials import TrialState

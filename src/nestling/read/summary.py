@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from nestling.core.host import tracking
-from nestling.core.ml.selection import P_BEST_UNCERTAIN
+from nestling.core.ml.bootstrap import P_BEST_UNCERTAIN
 from nestling.core.tree.run_result import read_result
 from nestling.core.tree.run_state import RunState
 from nestling.launch.base import plural
 from nestling.read.collect import Collected, CvSummary, ranked, selected
 from nestling.read.console_table import Column, plus_minus, print_table, significant
-from nestling.read.provenance import differing_line
+from nestling.read.provenance_lines import differing_line
 
 
 def status_target(collected: Collected) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_p_best import CLOSE, _tune
 
-from nestling.core.ml.selection import bootstrap_selection
+from nestling.core.ml.bootstrap import bootstrap_selection
 from nestling.read.collect import collect, ranked
-from nestling.read.report import build
+from nestling.read.report import compose
 from nestling.read.report.html import num
 from nestling.read.selection import fold_means
 
@@ -23,7 +23,7 @@ def test_the_tune_page_says_how_sure_and_how_optimistic_the_choice_is(tmp_path: 
     racing = [cv for cv in collected.cvs if not math.isnan(cv.p_best)]
     again = bootstrap_selection([list(fold_means(cv).values()) for cv in racing], seed=0)  # --tune_seed 0
     assert collected.optimism == pytest.approx(again.optimism) and collected.optimism > 0  # close leaders: optimistic
-    page = build.build_page(root, collected)
+    page = compose.build_page(root, collected)
     (section,) = [s for s in page.sections if s.title.startswith("Choosing the winner")]
     assert f"{winner.cv_name} is the best of the 3 complete, stable trials in {winner.p_best:.0%}" in section.body
     assert f"by about {num(collected.optimism)}" in section.body

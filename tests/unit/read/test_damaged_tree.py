@@ -21,7 +21,7 @@ from nestling.core.tree.run_state import RunState
 from nestling.plan.preflight import prepare
 from nestling.plan.store import load_plan, load_spec, write_plan
 from nestling.read.collect import collect
-from nestling.read.report.build import write_report
+from nestling.read.report.compose import write_report
 
 ARGS = ["--task", "sleep", "--accelerator", "cpu", "--n_seeds", "1", "--n_folds", "3", "--max_epochs", "1"]
 

@@ -22,7 +22,7 @@ from nestling.commands.cli import main
 from nestling.core.errors import UsageError
 from nestling.core.options.config import Config
 from nestling.read import collect as C
-from nestling.read.report import build as R
+from nestling.read.report import compose as R
 from nestling.read.report import page as P
 from nestling.read.report import timeline as TL
 from nestling.read.report import tune_page as TP

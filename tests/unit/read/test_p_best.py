@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nestling.core.ml.selection import bootstrap_selection
+from nestling.core.ml.bootstrap import bootstrap_selection
 from nestling.core.options.config import parse_config
 from nestling.core.tree import naming
 from nestling.core.tree.atomic import write_json

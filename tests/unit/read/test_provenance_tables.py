@@ -19,8 +19,8 @@ from nestling.core.tree.atomic import write_json
 from nestling.plan.preflight import prepare
 from nestling.plan.store import load_plan, write_plan
 from nestling.read.collect import collect
-from nestling.read.provenance import differing_line
-from nestling.read.report.build import write_report
+from nestling.read.provenance_lines import differing_line
+from nestling.read.report.compose import write_report
 from nestling.read.summary import print_summary
 from nestling.testing.code_trees import code_tree, commit_all, git
 

@@ -11,7 +11,7 @@ from bowl_trees import bowl_tune
 from nestling.commands.cli import main
 from nestling.commands.start import outcome_line
 from nestling.read import collect as C
-from nestling.read.report.build import write_report
+from nestling.read.report.compose import write_report
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nestling.core.lazy import lazy_module
-from nestling.core.ml.selection import N_RESAMPLES, P_BEST_UNCERTAIN
+from nestling.core.ml.bootstrap import N_RESAMPLES, P_BEST_UNCERTAIN
 from nestling.core.tree import naming
 from nestling.plan.store import load_plan
 from nestling.read.collect import Collected, CvSummary

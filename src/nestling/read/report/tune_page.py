@@ -21,7 +21,7 @@ from nestling.read.report.choice import choice_section
 from nestling.read.report.html import attr, html_table, num, options_line, para, td
 from nestling.read.report.page import Figure, Page, Section
 from nestling.read.report.problems import problems_section
-from nestling.read.report.retrain import retrain_section
+from nestling.read.report.retrain_section import retrain_section
 from nestling.read.report.timeline import as_of, timeline, timeline_section
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from nestling.core.errors import UsageError
 from nestling.core.lazy import lazy_module
 from nestling.core.tree import naming
 from nestling.plan.store import find_plan_root
-from nestling.read.provenance import code_line, differing_line
+from nestling.read.provenance_lines import code_line, differing_line
 from nestling.read.report.assets import javascript_bundle, write_if_changed, write_pngs
 from nestling.read.report.cv_page import cv_page
 from nestling.read.report.page import Page, render
