@@ -118,7 +118,7 @@ def test_tune_run_results(tune: Path) -> None:
         lrs = set()
         for d, result in zip(run_dirs(cv), results(cv), strict=True):
             assert sorted(result) == sorted(RESULT_KEYS)
-            assert len(result) == len(RESULT_KEYS) == 37
+            assert len(result) == len(RESULT_KEYS) == 39
             assert result["status"] == "success"
             assert result["error"] is None
             assert d.name == f"{result['run_name']}-{result['run_id']}"

@@ -124,7 +124,7 @@ def test_every_quickstart_command_exits_0(tmp_path: Path) -> None:
         assert [(x.get("resume", False), x["interrupted"]) for x in launches] == [(False, True), (True, True)]
         assert launches[-1]["rerun"] == len(load_plan(detached).runs)
     finally:  # a failure above must not leave a sweep running either
-        if supervision.alive(detached) is not None:
+        if supervision.live_supervisor(detached) is not None:
             subprocess.run(argv(f"nestling stop {detached}"), cwd=tmp_path, env=env, timeout=300,
                            capture_output=True, check=False)  # fmt: skip
     for snippet in python_blocks(markdown):  # the results snippets read what the commands above wrote
@@ -161,7 +161,7 @@ def _check_stopped(printed: str, root: Path) -> None:
     not lost), none finished, and it printed the command that continues."""
     assert f"stopping tune {DETACHED} (supervisor pid" in printed, printed
     assert f"continue with: nestling tune --resume {DETACHED}" in printed, printed
-    assert supervision.alive(root) is None
+    assert supervision.live_supervisor(root) is None
     launches = read_json(naming.launch_file(root))["launches"]
     assert launches[-1]["detached"] is True and launches[-1]["interrupted"] is True
     runs = load_plan(root).runs
@@ -171,7 +171,7 @@ def _check_stopped(printed: str, root: Path) -> None:
 
 def _check_resumed(printed: str, root: Path) -> None:
     """`--resume --detach` started a new supervisor, given every unfinished run (here: all of them)."""
-    sup = supervision.alive(root)
+    sup = supervision.live_supervisor(root)
     assert sup is not None and f"detached: supervisor pid {sup.pid}" in printed, printed
     request = read_json(naming.SupervisorPaths(root).request)
     runs = load_plan(root).runs

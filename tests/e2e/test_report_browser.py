@@ -128,7 +128,8 @@ def test_tune_writes_its_report_and_nestling_report_its_pngs(tune: Path) -> None
     assert page.startswith("<!doctype html>") and "tune rt" in page
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", page)  # one file: nothing to fetch
     figures = re.findall(r'<div class="figure" id="fig-([a-z-]+)"', page)
-    assert figures == ["score-vs-hparams", "parallel-coordinates", "top-configurations", "best-so-far", "timeline"]
+    assert figures == ["learning-curves", "score-vs-hparams", "parallel-coordinates", "top-configurations",
+                       "best-so-far", "timeline"]
     assert not (tune / "report_figures").exists() and 'href="report_figures/' not in page
     ok(cli("report", str(tune)))
     page = (tune / "report.html").read_text()
@@ -160,7 +161,7 @@ def test_report_renders_in_chromium(pages: dict[str, Path], kind: str, tmp_path:
     assert re.search(r'<div id="report-errors">\s*</div>', dom), re.findall(r'id="report-errors">(.*?)</div>', dom)
     figures = re.findall(r'<div class="figure[^"]*" id="fig-([a-z-]+)"[^>]*>', dom)
     rendered = re.findall(r'<div class="figure[^"]*" id="fig-([a-z-]+)"[^>]*data-rendered="1"', dom)
-    expected = {"tune": 5, "cv": 2, "run": 1}[kind]
+    expected = {"tune": 6, "cv": 2, "run": 1}[kind]
     assert len(figures) == expected and sorted(rendered) == sorted(figures), (figures, rendered)
     for key in figures:  # vega-embed drew each one as SVG with marks in it
         block = dom.split(f'id="fig-{key}"', 1)[1].split('<div class="figure', 1)[0]
@@ -212,8 +213,8 @@ def test_the_browser_check_sees_a_broken_figure(pages: dict[str, Path], tmp_path
     done = chromium(broken, tmp_path, "--dump-dom")
     assert console_messages(done.stderr), done.stderr[-2000:]
     box = done.stdout.split('<div id="report-errors">', 1)[1].split("<nav>", 1)[0]
-    assert box.startswith("<div>parallel-coordinates: "), box  # which figure failed, and why
-    assert len(re.findall(r'data-rendered="1"', done.stdout)) == 4
+    assert box.startswith("<div>learning-curves: "), box  # which figure failed, and why
+    assert len(re.findall(r'data-rendered="1"', done.stdout)) == 5
 
 
 def _labels(dom: str, key: str) -> list[str]:
