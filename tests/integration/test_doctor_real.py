@@ -8,6 +8,8 @@ from pathlib import Path
 
 from support import cli
 
+from nestling.core.containers.binds import host_python_binds
+
 IMAGE = "localhost/nestling-test:latest"  # built by the podman_env fixture
 SLEEP = ["doctor", "--task", "sleep", "--accelerator", "cpu", "--n_folds", "5", "--n_seeds", "1"]
 
@@ -33,7 +35,9 @@ def test_doctor_reads_the_real_cluster(slurm_cluster: str, tmp_path: Path) -> No
 
 
 def test_doctor_reads_the_real_podman(podman_env: dict[str, str], tmp_path: Path) -> None:
-    argv = [*SLEEP, "--artifact_dir", str(tmp_path), "--container_runtime", "podman"]
+    # the test image is busybox only: the workers run the host's interpreter, bound in (as the podman tests do)
+    argv = [*SLEEP, "--artifact_dir", str(tmp_path), "--container_runtime", "podman",
+            "--container_bind", *host_python_binds()]  # fmt: skip
     env = {k: v for k, v in podman_env.items() if k != "SLURM_CONF"}
     done = cli(*argv, "--container_image", IMAGE, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
