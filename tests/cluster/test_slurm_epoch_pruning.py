@@ -49,6 +49,17 @@ def _promoted_in_training(root: Path) -> tuple[Path, str] | None:
     return None
 
 
+def _what_ran(root: Path) -> list[tuple[str, object, object, int]]:
+    """Each run's stop reason, epochs trained and epochs counted: what a failure message needs."""
+    out = []
+    for run in _runs(root):
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            result = _result(run)
+            out.append((run.name, result.get("stop_reason"), result.get("epochs_trained"),
+                        len(counted_epochs(run).get(0, []))))  # fmt: skip
+    return out
+
+
 def test_array_tasks_take_promotions_and_a_preempted_promotion_trains_no_epoch_twice(
     slurm_cluster: str, tmp_path: Path
 ) -> None:
@@ -57,7 +68,7 @@ def test_array_tasks_take_promotions_and_a_preempted_promotion_trains_no_epoch_t
     art = tmp_path / "art"
     done = cli("tune", "--task", "nestling.testing.counting_task:CountingBowlTask", "--hpconfig", str(space),
                "--pruner", "asha", "--n_trials", "6", "--fold_method", "none", "--n_seeds", "1", "--max_epochs", "9",
-               "--hp", "sleep_s=1", "--tune_seed", "3", "--accelerator", "cpu", "--cpus_per_task", "1", "--mem_gb",
+               "--hp", "sleep_s=2", "--tune_seed", "3", "--accelerator", "cpu", "--cpus_per_task", "1", "--mem_gb",
                "1", "--strategy", "tune-parallel", "--launcher", "slurm", "--array_parallelism", "2",
                "--artifact_dir", str(art), "--name", "sa", "--quiet")  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -73,13 +84,13 @@ def test_array_tasks_take_promotions_and_a_preempted_promotion_trains_no_epoch_t
                 subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True, timeout=30)
                 signalled.update(run=str(run), job=job)
                 return
-            time.sleep(0.3)
+            time.sleep(0.1)
 
     watcher = threading.Thread(target=preempt_once, daemon=True)
     watcher.start()
     poll(lambda: (root / naming.TUNE_INFOS).is_file(), 600, "tune_infos.parquet from the collector job")
     watcher.join(timeout=5)
-    assert signalled, "no promoted run was seen in training"
+    assert signalled, f"no promoted run was seen in training: {_what_ran(root)}"
     table = pl.read_parquet(root / naming.TUNE_INFOS)
     assert table.height == 6 and set(table["state"].to_list()) <= {"complete", "pruned"}, table["state"].to_list()
     assert "complete" in table["state"].to_list()
