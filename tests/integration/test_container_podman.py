@@ -126,7 +126,7 @@ def test_secrets_stay_out_of_every_command_line_and_binds_are_what_the_user_name
 
     podman_lines = [c for c in sampler.seen if c.startswith("podman run")]
     assert podman_lines, "the sampler saw no podman command line: it sampled nothing useful"
-    assert all("-e WANDB_API_KEY " in c for c in podman_lines)  # named, so the worker gets it
+    assert all("-e WANDB_API_KEY " in c for c in podman_lines), podman_lines  # named, so the worker gets it
     assert not [c for c in sampler.seen if SECRET in c]
     for path in sorted((tmp_path / "art").rglob("probe.json")):
         seen = json.loads(path.read_text())

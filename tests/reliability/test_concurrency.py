@@ -38,13 +38,13 @@ import nestling.plan.store as store
 _write_plan = store.write_plan
 
 
-def write_plan(plan, splits):
+def write_plan(plan, splits, *rest):
     barrier = Path(os.environ["RACE_BARRIER"])
     (barrier / str(os.getpid())).touch()
     deadline = time.monotonic() + 120
     while len(list(barrier.iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.005)
-    return _write_plan(plan, splits)
+    return _write_plan(plan, splits, *rest)
 
 
 store.write_plan = write_plan
