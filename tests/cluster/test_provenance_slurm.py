@@ -47,7 +47,7 @@ def test_a_delayed_array_runs_the_submitted_code_after_the_module_was_edited_to_
         time.sleep(0.01)
     finally:
         subprocess.run(["scontrol", "release", blocker], env=env, timeout=30, check=False)
-    results = poll(lambda: _finished(cv), 240, "the released array's two results")
+    results = poll(lambda: _finished(cv), 600, "the released array's two results")
     (manifest,) = [json.loads(p.read_text()) for p in (cv / "_code").glob("*.json")]
     head = git(repo, "rev-parse", "HEAD")
     for result in results:
