@@ -118,7 +118,12 @@ def test_tune_parallel_runs_each_cv_in_one_task(slurm_work: dict[str, Any], slur
         assert len({(r["host"], r["pid"]) for r in cv_runs}) == 1  # in series, in one process
         tasks.add(cv_runs[0]["slurm_array_task_id"])
         assert all(r["cuda_visible_devices"] is None for r in cv_runs)  # --accelerator cpu: no GRES
-    assert tasks == {"0", "1"}
+    # each cv in its own task, unless one task still waited in the queue when the other was done: then that one
+    # took over its unit (array_claims) and ran both cvs, one after the other, in its warm process
+    log = "".join(p.read_text() for p in Path(launch["submitit_folder"]).glob("*_log.out"))
+    took_over = log.count("took over unit")
+    assert (tasks == {"0", "1"} and took_over == 0) or (len(tasks) == 1 and took_over == 1), (tasks, took_over)
+    assert tasks <= {"0", "1"}
     assert pl.read_parquet(tune / "tune_infos.parquet").height == 2
 
 
