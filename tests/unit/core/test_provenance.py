@@ -198,6 +198,7 @@ def test_a_worker_imports_the_task_and_its_later_imports_from_the_snapshot_not_t
     (repo / "src" / "labpkg" / "task.py").write_text('raise RuntimeError("edited after submit")\n')
     (repo / "src" / "labpkg" / "models.py").write_text("WIDTH = 99\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), *sys.path])}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a worker as on most machines: it writes the bytecode it compiles
     done = subprocess.run([sys.executable, "-c", WORKER_SIDE, str(taken.snapshot_dir)], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -205,6 +206,24 @@ def test_a_worker_imports_the_task_and_its_later_imports_from_the_snapshot_not_t
     inside = str(taken.snapshot_dir / "src" / "labpkg")
     assert seen["task_file"] == f"{inside}/task.py" and seen["models_file"] == f"{inside}/models.py"
     assert seen["width"] == 3 and seen["digest"] == taken.manifest.digest
+    # ... and leaves the snapshot as it was submitted: no __pycache__ in it (other imports keep theirs)
+    assert sorted(p.name for p in taken.snapshot_dir.rglob("*") if p.is_file() and "__pycache__" in p.parts) == []
+
+
+def test_bytecode_is_no_code_and_a_tree_that_only_gained_it_is_clean(tmp_path: Path, on_path: Any) -> None:
+    """Every import of a tree whose .gitignore does not name __pycache__ writes .pyc files, untracked and not
+    ignored: they are neither snapshotted nor a change."""
+    repo = make_repo(tmp_path / "repo", {"labpkg/__init__.py": "", "labpkg/task.py": TASK})
+    (repo / "labpkg" / "__pycache__").mkdir()
+    (repo / "labpkg" / "__pycache__" / "task.cpython-311.pyc").write_bytes(b"\0")
+    (repo / "labpkg" / "old.pyc").write_bytes(b"\0")
+    on_path(repo)
+    source = locate("labpkg.task:Probe")
+    assert source is not None and source.files == ("labpkg/__init__.py", "labpkg/task.py")
+    assert source.dirty is False
+    (repo / "labpkg" / "extra.py").write_text("X = 1\n")
+    edited = locate("labpkg.task:Probe")
+    assert edited is not None and edited.dirty is True and "labpkg/extra.py" in edited.files
 
 
 def test_the_environment_digest_reads_the_torch_build_without_importing_torch() -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -25,6 +26,15 @@ from nestling.read.summary import print_summary
 from nestling.testing.code_trees import code_tree, commit_all, git
 
 TASK = "from nestling.tasks.sleep import SleepTask\n\n\nclass Probe(SleepTask):\n    pass\n"
+
+
+@pytest.fixture(autouse=True)
+def _forget_labpkg() -> Iterator[None]:
+    """Planning imports the task in this process: drop its package afterwards, or a later test of another module
+    that makes its own `labpkg` would find this one in sys.modules (the tests of a worker run in any order)."""
+    yield
+    for name in [n for n in sys.modules if n == "labpkg" or n.startswith("labpkg.")]:
+        del sys.modules[name]
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def locate(task_spec: str, run: Run = subprocess.run) -> CodeSource | None:
     status = _git_output(work_root, run, "status", "--porcelain", "--untracked-files=normal")
     tracked = _git_paths(work_root, run, "ls-files", "-z", "--cached", "--recurse-submodules")
     untracked = _git_paths(work_root, run, "ls-files", "-z", "--others", "--exclude-standard")
-    in_tree = sorted({p for p in (*tracked, *untracked) if _is_file(work_root / p)})
+    in_tree = sorted({p for p in (*tracked, *untracked) if not is_bytecode(p) and _is_file(work_root / p)})
     if import_root == work_root or work_root in import_root.parents:
         root, prefix = work_root, ""
     else:  # the package's git repo is the package itself (or a folder below the sys.path entry)
@@ -98,10 +98,22 @@ def locate(task_spec: str, run: Run = subprocess.run) -> CodeSource | None:
         module=top,
         entry=walk_root.relative_to(root).as_posix(),
         commit=(commit or "").strip() or None,
-        dirty=bool(status.strip()) if status is not None else None,
+        dirty=_dirty(status) if status is not None else None,
         in_git=True,
         builtin=builtin,
     )
+
+
+def is_bytecode(path: str) -> bool:
+    """Python's compiled files: written by every import of a tree whose .gitignore does not name them, they are
+    never the task's code (a snapshot without them imports the same; a tree that only gained them did not change)."""
+    return path.endswith((".pyc", ".pyo")) or "__pycache__" in path.split("/")
+
+
+def _dirty(porcelain: str) -> bool:
+    """Whether `git status --porcelain` lists a change other than bytecode ("XY path" or "XY from -> to")."""
+    paths = (line[3:].split(" -> ")[-1].strip('"') for line in porcelain.splitlines() if line.strip())
+    return any(not is_bytecode(path.rstrip("/")) for path in paths)
 
 
 def git_toplevel(directory: Path, run: Run = subprocess.run) -> Path | None:

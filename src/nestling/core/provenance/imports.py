@@ -11,8 +11,11 @@ import it from (taken before the plan exists) and the plan's copy, which hold th
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import os
 import sys
+from collections.abc import Callable
+from importlib.abc import PathEntryFinder
 
 from nestling.core.ml.task import Task, load_task, task_module
 from nestling.core.provenance.snapshot import CodeManifest, read_manifest
@@ -61,9 +64,38 @@ def use_snapshot(task_spec: str, manifest: CodeManifest, code: str) -> None:
             "package must not be imported by the environment itself (sitecustomize, a .pth file)"
         )
     entry = os.path.join(os.path.abspath(code), manifest.import_path) if manifest.import_path else os.path.abspath(code)
+    sys.path_hooks.insert(0, _no_bytecode_hook(os.path.abspath(code)))
+    sys.path_importer_cache.pop(entry, None)
     sys.path.insert(0, entry)
     importlib.invalidate_caches()
     _IMPORTED[top] = str(manifest.digest)
+
+
+class _SnapshotSourceLoader(importlib.machinery.SourceFileLoader):
+    """Imports a snapshot's modules without writing their bytecode beside them: the snapshot stays the files that
+    were submitted (its tree holds only what nestling wrote, with the submitter's umask), and the array tasks of a
+    launch do not race to write the same __pycache__ on a shared file system. A task's own modules compile in
+    milliseconds; torch and the rest come from site-packages and keep their bytecode."""
+
+    def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:  # type: ignore[override]
+        return None
+
+
+def _no_bytecode_hook(snapshot: str) -> Callable[[str], PathEntryFinder]:
+    """A sys.path hook for the directories below `snapshot` (other paths go to the next hook)."""
+    finder_for = importlib.machinery.FileFinder.path_hook(
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        (_SnapshotSourceLoader, importlib.machinery.SOURCE_SUFFIXES),
+        (importlib.machinery.SourcelessFileLoader, importlib.machinery.BYTECODE_SUFFIXES),
+    )
+    prefix = snapshot.rstrip(os.sep) + os.sep
+
+    def hook(path: str) -> PathEntryFinder:
+        if path != snapshot and not os.path.abspath(path).startswith(prefix):
+            raise ImportError("not in the code snapshot")
+        return finder_for(path)
+
+    return hook
 
 
 def imported_snapshot(module: str) -> str | None:
