@@ -42,8 +42,8 @@ SLEEP = ["--task", "sleep", "--hp", "sleep_s=0.0", *FAST]
 
 
 def nestling_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:  # a deadline for a loaded machine (a 4-run tune took over 120 s with -n 4)
     full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "nestling.cli", *args],
