@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import errno
 import re
-from enum import StrEnum
+
+from nestling.core.tree.recorded_enum import RecordedEnum
 
 
-class FailureClass(StrEnum):
+class FailureClass(RecordedEnum):
     NODE = "node"
     TRANSIENT_IO = "transient_io"
     OOM_SHARED = "oom_shared"
@@ -31,17 +32,11 @@ class FailureClass(StrEnum):
     STORAGE = "storage"
     USER = "user"
 
-    @classmethod
-    def named(cls, value: object) -> FailureClass | None:
-        """The class a string names (a result of another version may name one this version lacks: None)."""
-        return _CLASS_BY_VALUE.get(value) if isinstance(value, str) else None
-
     def is_retryable(self) -> bool:
         """Another attempt can succeed without anyone changing anything (elsewhere, later, or alone on its GPU)."""
         return self in _RETRYABLE
 
 
-_CLASS_BY_VALUE = {member.value: member for member in FailureClass}
 _RETRYABLE = frozenset({FailureClass.NODE, FailureClass.TRANSIENT_IO, FailureClass.OOM_SHARED})
 
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})

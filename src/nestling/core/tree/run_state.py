@@ -14,10 +14,10 @@ Who says which:
 
 from __future__ import annotations
 
-from enum import StrEnum
+from nestling.core.tree.recorded_enum import RecordedEnum
 
 
-class RunState(StrEnum):
+class RunState(RecordedEnum):
     SUCCESS = "success"
     FAILED = "failed"
     RUNNING = "running"
@@ -30,12 +30,6 @@ class RunState(StrEnum):
     MISSING = "missing"
     SKIPPED = "skipped"
     PAUSED = "paused"
-
-    @classmethod
-    def named(cls, value: object) -> RunState | None:
-        """The state a string names (a file's status, a worker's reply, perhaps from another version); None for
-        anything this version does not know, so that a reader can skip it instead of failing."""
-        return _BY_VALUE.get(value) if isinstance(value, str) else None
 
     def is_recorded(self) -> bool:
         """A state run_result.json holds: the attempt ended and wrote its result (a cv whose every run has one is
@@ -57,7 +51,6 @@ class RunState(StrEnum):
         return self in _SETTLED
 
 
-_BY_VALUE = {state.value: state for state in RunState}
 _RECORDED = frozenset({RunState.SUCCESS, RunState.FAILED})
 _ACTIVE = frozenset({RunState.RUNNING, RunState.PENDING})
 _QUEUED = frozenset({RunState.PENDING, RunState.BLOCKED})
