@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nestling.core.provenance.record import RUN_FIELDS
 from nestling.core.tree.atomic import write_json
 from nestling.core.tree.clock import utc_now
 from nestling.core.tree.naming import RunPaths
@@ -116,3 +117,11 @@ def test_timestamps_and_csv_logs_have_one_place(tmp_path: Path) -> None:
     (paths.logs / "attempt-3").mkdir()  # an attempt that logged nothing yet
     assert [p.parent.name for p in paths.csv_logs()] == ["attempt-1", "attempt-2", "attempt-10", "version_0"]
     assert paths.logs / paths.log_version(4) == tmp_path / "logs" / "attempt-4"
+
+
+def test_a_result_carries_the_run_origin_fields_in_their_order() -> None:
+    """RunOrigin (core/provenance) is what a worker records about the code, environment, data and image; RunResult
+    (core/tree, which cannot import provenance) declares the same fields flat: they must not drift apart."""
+    start = RESULT_KEYS.index(RUN_FIELDS[0])
+    assert RESULT_KEYS[start : start + len(RUN_FIELDS)] == RUN_FIELDS
+    assert RUN_FIELDS == ("code_commit", "code_dirty", "code_digest", "env_digest", "data_digest", "image_digest")

@@ -9,6 +9,7 @@ node with other packages), which is exactly what a reader of the results wants t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ from nestling.core.provenance.environment import EnvRecord
 from nestling.core.provenance.snapshot import CodeManifest, read_manifest
 from nestling.core.tree import naming
 
-RUN_FIELDS = ("code_commit", "code_dirty", "code_digest", "env_digest", "data_digest", "image_digest")
 DIGEST_FIELDS = ("code_digest", "env_digest", "data_digest", "image_digest")
 
 
@@ -77,3 +77,8 @@ class RunOrigin:
 
     def fields(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in RUN_FIELDS}
+
+
+# run_result.json and run_infos.parquet carry these as flat keys (RunResult declares them again, in this order:
+# tests/unit/core/test_run_result.py holds the two together)
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunOrigin))
