@@ -153,7 +153,7 @@ def _package_files(walk_root: Path) -> tuple[str, ...]:
     for dirpath, dirnames, filenames in os.walk(walk_root):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
         for name in filenames:
-            if name.startswith(".") or name.endswith((".pyc", ".pyo")):
+            if name.startswith(".") or is_bytecode(name):
                 continue
             found.append(Path(dirpath, name).relative_to(base).as_posix())
     return tuple(sorted(found))
