@@ -134,24 +134,26 @@ STEAL = slurm_cv("steal", 1, "--hp", "sleep_s=1", "--n_folds", "6", "--strategy"
 @pytest.mark.slurm_work(STEAL)
 def test_finished_tasks_take_over_waiting_units(slurm_work: dict[str, Any], slurm_cluster: str) -> None:
     """6 runs, at most 2 tasks at once: tasks 0 and 1 run all six, each in one warm process; the 4 other tasks
-    never start: the tasks that took over their units cancelled them."""
+    never start: the tasks that took over their units cancelled them. On a cluster busy with the suite's other work
+    task 1 may still wait when task 0 is done with its unit: then task 0 takes over task 1's unit too."""
     steal = slurm_work[STEAL]
     done = steal.done()
     assert done.returncode == 0, done.stdout + done.stderr
     cv = steal.root
     runs = results(cv)
     assert [r["status"] for r in runs] == ["success"] * 6
-    assert sorted({r["slurm_array_task_id"] for r in runs}) == ["0", "1"]
-    assert len({(r["host"], r["pid"]) for r in runs}) == 2  # Python + torch started twice, not six times
+    ran = {r["slurm_array_task_id"] for r in runs}
+    assert ran in ({"0", "1"}, {"0"}, {"1"}), ran  # only tasks within --array_parallelism 2 ever started
+    assert len({(r["host"], r["pid"]) for r in runs}) == len(ran)  # Python + torch started once per task, not per run
     launch = last_launch(cv)
     claims = [c for c in Path(launch["launch_dir"], "claims").iterdir() if c.name.isdigit()]
     holders = [json.loads(c.read_text())["job"].split("_")[1] for c in claims]
-    assert len(holders) == 6 and set(holders) == {"0", "1"}
+    assert len(holders) == 6 and set(holders) == ran
     folder, array = Path(launch["submitit_folder"]), launch["arrays"][0]["job_id"]
     log = "".join(p.read_text() for p in folder.glob("*_log.out"))
-    assert log.count("took over unit") == 4
-    started = sorted({p.name.split("_")[1] for p in folder.glob(f"{array}_*_log.out")})
-    assert started == ["0", "1"]  # tasks 2-5 never ran (a task that starts writes its log) ...
+    assert log.count("took over unit") == 6 - len(ran)  # 4 when both tasks ran
+    started = {p.name.split("_")[1] for p in folder.glob(f"{array}_*_log.out")}
+    assert started == ran  # no other task ran (a task that starts writes its log) ...
     assert not queue_ids() & {f"{array}_{i}" for i in range(6)}  # ... and are gone: cancelled
     final = status(cv)
     assert final["counts"]["success"] == 6
