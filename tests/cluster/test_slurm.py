@@ -272,16 +272,6 @@ def test_status_pending_running_and_lost(slurm_cluster: str, tmp_path: Path) -> 
     assert counts["lost"] >= 1
 
 
-def test_submitit_local_launcher(tmp_path: Path) -> None:
-    """submitit's local executor: same pickling and array path, attached, no cluster needed."""
-    done = cli("cv", *BASE, "--hp", "sleep_s=0.2", "--n_folds", "2", "--strategy", "cv-parallel", "--launcher",
-               "submitit-local", "--artifact_dir", str(tmp_path), "--name", "loc")  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    cv = tmp_path / "_cross_validations" / "loc"
-    assert [r["status"] for r in results(cv)] == ["success", "success"]
-    assert (cv / "run_infos.parquet").is_file()
-
-
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

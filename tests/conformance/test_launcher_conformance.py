@@ -147,8 +147,10 @@ def test_launch_record_shape(launched: Launched) -> None:
         assert sorted(record.run_dirs) == run_dirs
         assert record.arrays is not None and sum(a.tasks for a in record.arrays) == N_RUNS
         assert record.job_ids == [a.job_id for a in record.arrays]
-    else:
+    else:  # the local pool: each of its two workers took a unit at once, and wrote its own log
         assert record.units == N_RUNS and record.workers == 2
+        assert len({r["pid"] for r in launched.results()}) == 2
+        assert sorted(p.name for p in (launched.root / "_workers").iterdir()) == ["worker-0.log", "worker-1.log"]
 
 
 def test_status_reads_every_run_as_a_success(launched: Launched) -> None:

@@ -1,4 +1,6 @@
-"""End to end through the command line: a real tune, cv-parallel workers, a failing fold, wandb offline, bad input.
+"""End to end through the command line: a real tune, a failing fold, bad input, devices and resume.
+
+cv-parallel workers: tests/conformance (the local case); W&B offline files: tests/e2e/test_tracking_offline.py.
 
 Every nestling call is a subprocess, as a user would run it. Models are tiny and train one epoch on CPU.
 """
@@ -9,6 +11,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -228,54 +231,6 @@ def test_collect_is_idempotent(tune: Path) -> None:
     assert not list(tdir.rglob("*.tmp"))
 
 
-# -- cv-parallel: two CPU workers ------------------------------------------------------------------------------
-
-
-def test_cv_parallel_two_workers(tmp_path: Path) -> None:
-    art = tmp_path / "art"
-    args = [
-        "cv", *SLEEP, "--n_folds", "2", "--strategy", "cv-parallel", "--devices", "2", "--artifact_dir", str(art),
-        "--name", "par",
-    ]  # fmt: skip
-    ok(nestling_cli(*args))
-    cv = art / "_cross_validations" / "par"
-    found = results(cv)
-    assert len(found) == 2
-    assert [r["status"] for r in found] == ["success", "success"]
-    assert sorted(r["fold"] for r in found) == [0, 1]
-    assert found[0]["pid"] != found[1]["pid"]
-    launch = json.loads((cv / "launch.json").read_text())["launches"][0]
-    assert (launch["workers"], launch["units"], launch["lost_units"]) == (2, 2, [])
-    assert sorted(p.name for p in (cv / "_workers").iterdir()) == ["worker-0.log", "worker-1.log"]
-
-
-# -- wandb offline (a separate one-run cv: wandb's service process makes parallel workers much slower) ----------
-
-
-def test_wandb_offline_run_dir_named_by_run_id(tmp_path: Path) -> None:
-    art = tmp_path / "art"
-    wandb_home = tmp_path / "wandb-home"
-    env = {
-        "WANDB_MODE": "offline",
-        "WANDB_CACHE_DIR": str(wandb_home / "cache"),
-        "WANDB_CONFIG_DIR": str(wandb_home / "config"),
-        "WANDB_DATA_DIR": str(wandb_home / "data"),
-    }
-    args = [
-        "cv", *SLEEP, "--fold_method", "none", "--wandb_project", "nestling-test", "--artifact_dir", str(art),
-        "--name", "wb",
-    ]  # fmt: skip
-    ok(nestling_cli(*args, env=env))
-    (d,) = run_dirs(art / "_cross_validations" / "wb")
-    run_id = d.name.rsplit("-", 1)[1]
-    assert re.fullmatch(rf"wb-run-f0s42-{RUN_ID}", d.name)
-    offline = list((d / "wandb").glob(f"offline-run-*-{run_id}"))
-    assert len(offline) == 1, list((d / "wandb").iterdir())
-    assert re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}", offline[0].name)
-    assert (offline[0] / f"run-{run_id}.wandb").is_file()
-    assert json.loads((d / "run_result.json").read_text())["status"] == "success"
-
-
 # -- a failing fold ---------------------------------------------------------------------------------------------
 
 
@@ -415,10 +370,18 @@ def test_single_run_with_two_devices_on_the_local_launcher_does_not_hang(tmp_pat
     assert json.loads((run / "run_spec.json").read_text())["strategy"] == "ddp_fork"
 
 
-def test_forced_resume_trains_with_the_forced_devices(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def finished_cv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-fold cv "fc" (its artifact dir) that the resume tests below copy, then change."""
+    art = tmp_path_factory.mktemp("finished") / "art"
+    ok(nestling_cli("cv", *SLEEP, "--n_folds", "2", "--name", "fc", "--artifact_dir", str(art)))
+    return art
+
+
+def test_forced_resume_trains_with_the_forced_devices(finished_cv: Path, tmp_path: Path) -> None:
     """`--force --strategy ddp --devices 2` is recorded in forced_changes AND the rerun trains on two processes."""
     art = tmp_path / "art"
-    ok(nestling_cli("cv", *SLEEP, "--n_folds", "2", "--name", "fc", "--artifact_dir", str(art)))
+    shutil.copytree(finished_cv, art)
     first, second = run_dirs(art / "_cross_validations" / "fc")
     (first / "run_result.json").unlink()
     ok(nestling_cli("cv", *SLEEP, "--resume", "fc", "--strategy", "ddp", "--devices", "2", "--max_epochs", "2",
@@ -432,18 +395,20 @@ def test_forced_resume_trains_with_the_forced_devices(tmp_path: Path) -> None:
     assert json.loads((second / "run_result.json").read_text())["world_size"] == 1  # not rerun
 
 
-def test_resume_of_a_moved_tree_works_in_the_moved_tree(tmp_path: Path) -> None:
+def test_resume_of_a_moved_tree_works_in_the_moved_tree(finished_cv: Path, tmp_path: Path) -> None:
     """The tree is relocatable: resuming it where it was moved to reruns there and creates nothing at the old
     place (spec paths are stored relative to the plan root)."""
     art, moved = tmp_path / "art", tmp_path / "moved"
-    ok(nestling_cli("cv", *SLEEP, "--n_folds", "2", "--name", "lostcv", "--artifact_dir", str(art)))
+    shutil.copytree(finished_cv, art)
+    built_at = snapshot(finished_cv)  # where the tree was written first: a path kept from there would write there
     (moved / "_cross_validations").mkdir(parents=True)
-    (art / "_cross_validations" / "lostcv").rename(moved / "_cross_validations" / "lostcv")
-    cv = moved / "_cross_validations" / "lostcv"
+    (art / "_cross_validations" / "fc").rename(moved / "_cross_validations" / "fc")
+    cv = moved / "_cross_validations" / "fc"
     first, _ = run_dirs(cv)
     (first / "run_result.json").unlink()
-    ok(nestling_cli("cv", *SLEEP, "--resume", "lostcv", "--artifact_dir", str(moved)))
-    assert not (art / "_cross_validations" / "lostcv").exists()
+    ok(nestling_cli("cv", *SLEEP, "--resume", "fc", "--artifact_dir", str(moved)))
+    assert not (art / "_cross_validations" / "fc").exists()
+    assert snapshot(finished_cv) == built_at
     assert [r["status"] for r in results(cv)] == ["success", "success"]
     status = ok(nestling_cli("status", str(cv)))
     assert "success=2" in status.stdout and "lost=" not in status.stdout  # states no run is in are not named

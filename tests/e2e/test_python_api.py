@@ -47,13 +47,20 @@ def test_a_tune_from_python_picks_the_best_the_command_line_picks(tmp_path: Path
     assert loaded.dir == result.dir and loaded.kind == "tune" and loaded.best.cv_name == result.best.cv_name
 
 
-def test_a_cv_from_python_returns_its_runs(tmp_path: Path) -> None:
-    result = nestling.cv(task="sleep", n_folds=3, name="pycv", artifact_dir=str(tmp_path), **FAST)
+@pytest.fixture(scope="module")
+def pycv(tmp_path_factory: pytest.TempPathFactory) -> tuple[nestling.Result, Path]:
+    """One cv from Python, read by the tests below (the reading test rewrites its table, as collect does)."""
+    art = tmp_path_factory.mktemp("pycv")
+    return nestling.cv(task="sleep", n_folds=3, name="pycv", artifact_dir=str(art), **FAST), art
+
+
+def test_a_cv_from_python_returns_its_runs(pycv: tuple[nestling.Result, Path]) -> None:
+    result, art = pycv
     assert (result.kind, result.exit_code) == ("cv", 0)
     assert result.run_infos.height == 3 and result.tune_infos is None
     assert result.best is not None and result.best.score == pytest.approx(0.5) and result.best.n_success == 3
     with pytest.raises(nestling.UsageError, match="already exists"):  # the same name twice: refused, not exit
-        nestling.cv(task="sleep", n_folds=3, name="pycv", artifact_dir=str(tmp_path), **FAST)
+        nestling.cv(task="sleep", n_folds=3, name="pycv", artifact_dir=str(art), **FAST)
 
 
 def test_report_and_retrain_from_python(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -86,20 +93,21 @@ def test_report_and_retrain_from_python(tmp_path: Path, capfd: pytest.CaptureFix
     assert again.exit_code == 0 and "every run succeeded already" in capfd.readouterr().out
 
 
-def test_the_reading_commands_from_python_return_what_the_command_line_prints(tmp_path: Path,
-                                                                             capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_the_reading_commands_from_python_return_what_the_command_line_prints(
+    pycv: tuple[nestling.Result, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """status, collect, sync, stop and doctor: the functions the command line calls, their results as values."""
-    cv = nestling.cv("sleep", n_folds=2, name="reads", artifact_dir=tmp_path, **FAST)
+    cv, _ = pycv
     capfd.readouterr()
-    status = nestling.status(cv.dir / "reads-run-f0s42-nope")  # any path inside the tree finds its plan
-    assert status.counts["success"] == 2 and [r.state for r in status.runs] == ["success", "success"]
+    status = nestling.status(cv.dir / "pycv-run-f0s42-nope")  # any path inside the tree finds its plan
+    assert status.counts["success"] == 3 and [r.state for r in status.runs] == ["success"] * 3
     assert status.supervisor is None and not status.active
     shown = capfd.readouterr().out
-    assert shown.startswith("cv reads: 2 runs  success=2") and shown == cli("status", str(cv.dir)).stdout
+    assert shown.startswith("cv pycv: 3 runs  success=3") and shown == cli("status", str(cv.dir)).stdout
 
     (cv.dir / "run_infos.parquet").unlink()
     collected = nestling.collect(cv.dir, quiet=True)
-    assert capfd.readouterr() == ("", "") and collected.run_infos.height == 2  # the table is written again
+    assert capfd.readouterr() == ("", "") and collected.run_infos.height == 3  # the table is written again
     assert nestling.sync(cv.dir, dry_run=True).pending == []  # no W&B run to upload
     assert nestling.stop(cv.dir) is Stopped.NOTHING
     assert "nothing to stop" in capfd.readouterr().out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -129,6 +130,10 @@ def test_wandb_mode_offline_never_probes(tmp_path: Path) -> None:
     (run_dir,) = (art / "_runs").iterdir()
     result = json.loads((run_dir / "run_result.json").read_text())
     assert (result["status"], result["wandb_mode"], result["wandb_reason"]) == ("success", "offline", "--wandb_mode offline")
+    run_id = result["run_id"]  # wandb's offline dir and file are named by nestling's run id
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}", offline.name)
+    assert (offline / f"run-{run_id}.wandb").is_file()
 
 
 @pytest.mark.parametrize("launcher", ["local", "submitit-local"])
