@@ -13,6 +13,7 @@ from support import cli
 
 import nestling
 from nestling.commands.detach import Stopped
+from nestling.core.tree import naming
 from nestling.tasks.sleep import SleepTask
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +77,11 @@ def test_report_and_retrain_from_python(tmp_path: Path, capfd: pytest.CaptureFix
     report = nestling.report(tune.dir, png=False)
     assert report.exit_code == 0 and report.report_html.is_file() and report.dir == tune.dir.resolve()
     assert capfd.readouterr().out == f"report: {tune.dir.resolve() / 'report.html'}\n"  # not quiet: as the CLI
+    figures = naming.report_figures_dir(tune.dir)
+    assert not list(figures.glob("*.png"))  # png=False: the page only
+    assert nestling.report(tune.dir, quiet=True).exit_code == 0 and capfd.readouterr() == ("", "")
+    pngs = sorted(figures.glob("*.png"))  # png by default: one per figure of the page
+    assert len(pngs) >= 3 and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs), pngs
 
     final = nestling.retrain(tune.dir, n_seeds=2, quiet=True)
     assert capfd.readouterr() == ("", "")

@@ -7,6 +7,8 @@ fail under CI.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 import struct
@@ -34,12 +36,14 @@ fail_if_val_contains = ["", "s0001"]
 
 @pytest.fixture(scope="module")
 def tune(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 trials x 2 folds x 2 seeds of the sleep task, 2 epochs; trials with fail_if_val_contains=s0001 lose a fold."""
+    """4 trials x 2 folds x 2 seeds of the sleep task, 2 epochs; trials with fail_if_val_contains=s0001 lose a fold.
+    Scored on val/JaccardIndex (the trial's constant `value`) and val/loss, which differs between folds and seeds,
+    so that every trial's runs have a spread for the table's sem and lcb."""
     base = tmp_path_factory.mktemp("report")
     (base / "hp.toml").write_text(SPACE)
     done = ok(cli(
         "tune", "--task", "sleep", "--hpconfig", str(base / "hp.toml"), "--n_trials", "4", "--n_folds", "2",
-        *FAST, "--artifact_dir", str(base / "art"), "--name", "rt",
+        "--scoring_metric", "val/JaccardIndex", "val/loss:lower", *FAST, "--artifact_dir", str(base / "art"), "--name", "rt",
     ))  # fmt: skip
     tune = base / "art" / "rt"
     assert f"report: {tune / 'report.html'}" not in done.stdout  # --quiet: written, not announced
@@ -174,6 +178,21 @@ def test_report_renders_in_chromium(pages: dict[str, Path], kind: str, tmp_path:
     assert distinct_pixels(shot.read_bytes()) > 50  # text, tables and charts; a blank page has one value
 
 
+def _spreads(tune: Path) -> dict[str, tuple[int, float, float]]:
+    """Per trial, from run_infos.parquet and splits.json alone: (n, sample std) of its successful runs' scores and
+    the mean n_val/n_train of their folds, the inputs of Nadeau & Bengio's sem = std * sqrt(1/n + n_val/n_train)."""
+    splits = json.loads((tune / "splits.json").read_text())
+    ratio = [len(s["val"]) / len(s["train"]) for s in splits]
+    runs = pl.read_parquet(tune / "run_infos.parquet").filter(pl.col("status") == "success")
+    found = {}
+    for (cv_name,), group in runs.group_by("cv_name"):
+        scores, folds = group["run_score"].to_list(), group["fold"].to_list()
+        mean = sum(scores) / len(scores)
+        std = math.sqrt(sum((x - mean) ** 2 for x in scores) / (len(scores) - 1))
+        found[str(cv_name)] = (len(scores), std, sum(ratio[f] for f in folds) / len(folds))
+    return found
+
+
 @pytest.mark.usefixtures("needs_chromium")
 def test_rendered_table_numbers_equal_the_parquet(pages: dict[str, Path], tmp_path: Path) -> None:
     """The ranked table as the browser shows it: trial order, score, runs and failures of tune_infos.parquet."""
@@ -183,6 +202,7 @@ def test_rendered_table_numbers_equal_the_parquet(pages: dict[str, Path], tmp_pa
     parquet = pl.read_parquet(pages["tune"].parent / "tune_infos.parquet")
     assert len(rows) - 1 == parquet.height == 4
     order = [cv.cv_name for cv in ranked(collect(pages["tune"].parent, write=False).cvs)]
+    oracle = _spreads(pages["tune"].parent)
     shown = [{head[i]: cell for i, cell in enumerate(row)} for row in rows[1:]]
     assert [r["trial"][0] for r in shown] == order
     for rank, r in enumerate(shown, 1):
@@ -193,8 +213,14 @@ def test_rendered_table_numbers_equal_the_parquet(pages: dict[str, Path], tmp_pa
         assert (int(r["runs"][0]), int(r["failed"][0])) == (expected["n_runs"], expected["n_failed"])
         assert float(r["value"][0]) == pytest.approx(expected["value"], rel=1e-5)
         assert r["state"][0] == ("unstable" if expected["score_is_unstable"] else "ok")
-        # the spread of the trial's run scores (2 folds x 2 seeds): the tune table's mean, sem and lcb = mean - sem
-        mean, sem, lcb = expected["run_score_mean"], expected["run_score_sem"], expected["lcb"]
+        # the spread of the trial's run scores (2 folds x 2 seeds, or 2 seeds of the fold left): the tune table's
+        # mean, its corrected sem (Nadeau-Bengio: folds share training data) and lcb = mean - corrected sem
+        mean, sem, lcb = expected["run_score_mean"], expected["run_score_sem_corrected"], expected["lcb"]
+        n, std, ratio = oracle[r["trial"][0]]
+        assert n >= 2 and std > 0  # a spread to show, so a wrong formula below shows as a wrong number
+        assert expected["run_score_std"] == pytest.approx(std, rel=1e-9)
+        assert expected["run_score_sem"] == pytest.approx(std / math.sqrt(n), rel=1e-9)
+        assert sem == pytest.approx(std * math.sqrt(1 / n + ratio), rel=1e-9)
         shown_mean, shown_sem = (float(x) for x in r["mean ± sem"][0].split(" ± "))
         assert shown_mean == pytest.approx(mean, rel=1e-5)
         assert shown_sem == float(f"{sem:.2g}")  # the sem to 2 significant digits, as the console shows it
