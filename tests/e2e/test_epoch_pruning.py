@@ -14,11 +14,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from support import cli, poll
 
 from nestling.core.tree import naming
 from nestling.tasks.bowl import true_value
 from nestling.testing.counting_task import counted_epochs
-from tests.support import cli, poll
 
 TASK = "nestling.testing.counting_task:CountingBowlTask"
 SPACE = """

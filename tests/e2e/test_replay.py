@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+from support import cli
 
 from nestling.core.tree import naming
-from tests.support import cli
 
 SPACE = """
 [hyperparameters]
