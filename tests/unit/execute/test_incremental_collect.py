@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import polars as pl
+from support import bench_tune
 
-from bench.collector import make_tree
 from nestling.core.tree import naming
 from nestling.execute.cv_table import collect_finished_cv
 from nestling.read.collect import collect
@@ -39,7 +39,7 @@ def _same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
 
 
 def test_a_second_collect_writes_no_cv_table_and_a_changed_result_rewrites_only_its_cv(tmp_path: Path) -> None:
-    tune = make_tree(tmp_path / "t", 100)  # 10 cvs of 10 runs
+    tune = bench_tune(tmp_path / "t", 100)  # 10 cvs of 10 runs
     collect(tune)
     first = _mtimes(tune)
     assert len(first) == 10
@@ -60,7 +60,7 @@ def test_a_second_collect_writes_no_cv_table_and_a_changed_result_rewrites_only_
 
 
 def test_the_worker_that_ends_a_cv_writes_its_table_and_the_final_collect_keeps_it(tmp_path: Path) -> None:
-    tune = make_tree(tmp_path / "t", 30)  # 3 cvs
+    tune = bench_tune(tmp_path / "t", 30)  # 3 cvs
     runs = sorted((tune / "bench-cv1").glob("*/run_result.json"))
     held = runs[0].read_bytes()
     runs[0].unlink()  # one run of cv1 has not ended yet
@@ -80,7 +80,7 @@ def test_a_rewrite_with_the_same_size_and_mtime_is_still_seen(tmp_path: Path) ->
 
     from nestling.core.tree.atomic import write_atomic
 
-    tune = make_tree(tmp_path / "t", 20)
+    tune = bench_tune(tmp_path / "t", 20)
     collect(tune)
     before = _mtimes(tune)
     result = next((tune / "bench-cv0").glob("*/run_result.json"))

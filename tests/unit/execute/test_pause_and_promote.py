@@ -7,13 +7,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from test_run import make_run  # the sibling module, by the name pytest imports it under
 
 from nestling.core.tree.atomic import read_json
 from nestling.core.tree.run_epochs import StopReason, read_curve
 from nestling.core.tree.run_spec import RunSpec
 from nestling.core.tree.run_state import RunState
 from nestling.execute.run_attempt import execute
-from tests.unit.execute.test_run import make_run
 
 
 def _spec(run: Path, max_epochs: int) -> RunSpec:
