@@ -179,11 +179,14 @@ def test_report_renders_in_chromium(pages: dict[str, Path], kind: str, tmp_path:
 
 
 def _spreads(tune: Path) -> dict[str, tuple[int, float, float]]:
-    """Per trial, from run_infos.parquet and splits.json alone: (n, sample std) of its successful runs' scores and
-    the mean n_val/n_train of their folds, the inputs of Nadeau & Bengio's sem = std * sqrt(1/n + n_val/n_train)."""
+    """Per trial, from run_infos.parquet and splits.json alone: (n, sample std) of the scores of its runs that count
+    (successful, stable, finite) and the mean n_val/n_train of their folds, the inputs of Nadeau & Bengio's
+    sem = std * sqrt(1/n + n_val/n_train)."""
     splits = json.loads((tune / "splits.json").read_text())
     ratio = [len(s["val"]) / len(s["train"]) for s in splits]
-    runs = pl.read_parquet(tune / "run_infos.parquet").filter(pl.col("status") == "success")
+    runs = pl.read_parquet(tune / "run_infos.parquet").filter(
+        (pl.col("status") == "success") & ~pl.col("is_unstable") & pl.col("run_score").is_finite()
+    )
     found = {}
     for (cv_name,), group in runs.group_by("cv_name"):
         scores, folds = group["run_score"].to_list(), group["fold"].to_list()
